@@ -1,0 +1,285 @@
+import { isPlateId } from "@plate/protocol";
+import type { PlateId } from "@plate/protocol";
+
+/**
+ * Every setting of an edge node, read from environment variables. Each has a unit in its name, a
+ * default and a line of documentation; `loadConfig` validates them all at start, and a bad value
+ * stops the process with a message naming the variable. The README's settings table lists them
+ * (a test keeps the two in step).
+ */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly redisUrl: string | undefined;
+  readonly adminToken: string | undefined;
+  readonly dataDir: string;
+  readonly maxMessageBytes: number;
+  readonly heartbeatMs: number;
+  readonly sseRetryMs: number;
+  readonly wsAuthTimeoutMs: number;
+  readonly wsMaxClientFrameBytes: number;
+  readonly slowConsumerMaxBytes: number;
+  readonly slowConsumerGraceMs: number;
+  readonly corsOrigins: "*" | readonly string[];
+  readonly bootstrapPlates: ReadonlyMap<PlateId, string>;
+  readonly publishRatePerS: number;
+  readonly publishBurst: number;
+  readonly maxConnectionsPerPlate: number;
+  readonly clientTokenMaxDurationMs: number;
+  readonly clientTokenMaxUses: number;
+  readonly tokenTombstoneMs: number;
+  readonly drainTimeoutMs: number;
+  readonly demoPlate: boolean;
+  readonly logLevel: LogLevel;
+}
+
+/** Levels of the JSON log, least to most severe. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** A setting that cannot be used: names the variable and says what it accepts. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+  }
+}
+
+interface Setting<K extends keyof Config> {
+  readonly key: K;
+  readonly default: string | undefined;
+  readonly doc: string;
+  readonly parse: (raw: string, variable: string) => Config[K];
+}
+
+/** Bootstrap secrets shorter than this are refused (spec: "shorter than 24 characters"). */
+export const BOOTSTRAP_SECRET_MIN_CHARS = 24;
+
+function integer(min: number, max: number) {
+  return (raw: string, variable: string): number => {
+    const value = Number(raw.trim());
+    if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new ConfigError(variable, `expected a whole number from ${min} to ${max}, got "${raw}".`);
+    }
+    return value;
+  };
+}
+
+function text(raw: string): string {
+  return raw;
+}
+
+function optionalText(raw: string): string | undefined {
+  return raw === "" ? undefined : raw;
+}
+
+function boolean(raw: string, variable: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(value)) return true;
+  if (["0", "false", "no", "off"].includes(value)) return false;
+  throw new ConfigError(variable, `expected true or false, got "${raw}".`);
+}
+
+function origins(raw: string, variable: string): "*" | readonly string[] {
+  const value = raw.trim();
+  if (value === "*") return "*";
+  const list = value.split(",").map((origin) => origin.trim()).filter((origin) => origin !== "");
+  for (const origin of list) {
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError(variable, `"${origin}" is not an origin like https://app.example.com.`);
+    }
+    if (parsed.origin !== origin) {
+      throw new ConfigError(variable, `"${origin}" is not an origin; did you mean "${parsed.origin}"?`);
+    }
+  }
+  return list;
+}
+
+function bootstrap(raw: string, variable: string): ReadonlyMap<PlateId, string> {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(variable, 'expected JSON like {"myplate":"<secret of 24+ characters>"}.');
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(variable, 'expected a JSON object like {"myplate":"<secret>"}.');
+  }
+  const plates = new Map<PlateId, string>();
+  for (const [plateId, secret] of Object.entries(value)) {
+    if (!isPlateId(plateId)) {
+      throw new ConfigError(variable, `"${plateId}" is not a plate id (A-Z, a-z, 0-9, _ and -, 1 to 64).`);
+    }
+    if (typeof secret !== "string" || secret.length < BOOTSTRAP_SECRET_MIN_CHARS || /\s/.test(secret)) {
+      throw new ConfigError(
+        variable,
+        `the secret of plate "${plateId}" must be a string of at least ${BOOTSTRAP_SECRET_MIN_CHARS} characters without spaces.`,
+      );
+    }
+    plates.set(plateId, secret);
+  }
+  return plates;
+}
+
+function logLevel(raw: string, variable: string): LogLevel {
+  const value = raw.trim().toLowerCase();
+  if ((LOG_LEVELS as readonly string[]).includes(value)) return value as LogLevel;
+  throw new ConfigError(variable, `expected one of ${LOG_LEVELS.join(", ")}, got "${raw}".`);
+}
+
+const DAY_MS = 86_400_000;
+
+/** The settings table: environment variable → setting. The README lists the same rows. */
+export const SETTINGS = {
+  PORT: { key: "port", default: "8080", doc: "TCP port to listen on.", parse: integer(0, 65535) },
+  HOST: { key: "host", default: "0.0.0.0", doc: "Address to listen on.", parse: text },
+  REDIS_URL: {
+    key: "redisUrl",
+    default: undefined,
+    doc: "Redis to share with other nodes. Unset: one node on the embedded in-memory broker and store.",
+    parse: optionalText,
+  },
+  ADMIN_TOKEN: {
+    key: "adminToken",
+    default: undefined,
+    doc: "Bearer token of the admin routes (`/admin/...`). Unset: they answer 404.",
+    parse: optionalText,
+  },
+  DATA_DIR: {
+    key: "dataDir",
+    default: "./data",
+    doc: "Folder where the embedded default keeps plates and keys (`plates.json`).",
+    parse: text,
+  },
+  MAX_MESSAGE_BYTES: {
+    key: "maxMessageBytes",
+    default: "65536",
+    doc: "Largest publish request body, in bytes; larger answers 413 `payload_too_large`.",
+    parse: integer(2, 16 * 1024 * 1024),
+  },
+  HEARTBEAT_MS: {
+    key: "heartbeatMs",
+    default: "25000",
+    doc: "Interval of SSE `: ping` comments and WebSocket protocol pings; a WebSocket that misses one pong is dropped.",
+    parse: integer(100, 300_000),
+  },
+  SSE_RETRY_MS: {
+    key: "sseRetryMs",
+    default: "2000",
+    doc: "Reconnect delay sent to SSE clients in the `retry:` line.",
+    parse: integer(0, 600_000),
+  },
+  WS_AUTH_TIMEOUT_MS: {
+    key: "wsAuthTimeoutMs",
+    default: "10000",
+    doc: "How long a WebSocket without an Authorization header has to send its `{\"auth\":...}` frame; then 4401.",
+    parse: integer(100, 600_000),
+  },
+  WS_MAX_CLIENT_FRAME_BYTES: {
+    key: "wsMaxClientFrameBytes",
+    default: "4096",
+    doc: "Largest frame a WebSocket client may send (auth and ping frames are small); larger closes with 1009.",
+    parse: integer(64, 1024 * 1024),
+  },
+  SLOW_CONSUMER_MAX_BYTES: {
+    key: "slowConsumerMaxBytes",
+    default: "1048576",
+    doc: "Output a subscriber may have waiting unsent, in bytes; a message that would pass it drops the subscriber (4408 / stream end).",
+    parse: integer(1024, 1024 * 1024 * 1024),
+  },
+  SLOW_CONSUMER_GRACE_MS: {
+    key: "slowConsumerGraceMs",
+    default: "1000",
+    doc: "After dropping a slow consumer, how long its close frame may take to leave before the socket is destroyed.",
+    parse: integer(0, 60_000),
+  },
+  CORS_ORIGINS: {
+    key: "corsOrigins",
+    default: "*",
+    doc: "Browser origins allowed to call the API, comma-separated (`https://a.example,https://b.example`), or `*`.",
+    parse: origins,
+  },
+  BOOTSTRAP_PLATES: {
+    key: "bootstrapPlates",
+    default: "{}",
+    doc: 'JSON `{"<plateId>":"<key secret>"}`: each plate is created at start if missing, with that key (all scopes). Secrets of 24+ characters.',
+    parse: bootstrap,
+  },
+  PUBLISH_RATE_PER_S: {
+    key: "publishRatePerS",
+    default: "10000",
+    doc: "Publishes per second one plate may make on one node (token bucket); over it, 429 `rate_limited`. 0 = unlimited.",
+    parse: integer(0, 100_000_000),
+  },
+  PUBLISH_BURST: {
+    key: "publishBurst",
+    default: "20000",
+    doc: "Size of that token bucket: publishes a plate may make at once after being idle.",
+    parse: integer(1, 100_000_000),
+  },
+  MAX_CONNECTIONS_PER_PLATE: {
+    key: "maxConnectionsPerPlate",
+    default: "10000",
+    doc: "Open SSE and WebSocket subscriptions one plate may hold on one node; over it, 429 `rate_limited`. 0 = unlimited.",
+    parse: integer(0, 10_000_000),
+  },
+  CLIENT_TOKEN_MAX_DURATION_MS: {
+    key: "clientTokenMaxDurationMs",
+    default: String(DAY_MS),
+    doc: "Largest `max_dur` a client token may be given, in ms.",
+    parse: integer(1, 365 * DAY_MS),
+  },
+  CLIENT_TOKEN_MAX_USES: {
+    key: "clientTokenMaxUses",
+    default: "1000000",
+    doc: "Largest `max_uses` a client token may be given (0, unlimited, is always allowed).",
+    parse: integer(1, 1_000_000_000),
+  },
+  TOKEN_TOMBSTONE_MS: {
+    key: "tokenTombstoneMs",
+    default: "3600000",
+    doc: "How long an expired client token still answers 410 `expired_client_socket` before it is forgotten (then 404).",
+    parse: integer(0, 30 * DAY_MS),
+  },
+  DRAIN_TIMEOUT_MS: {
+    key: "drainTimeoutMs",
+    default: "10000",
+    doc: "On SIGTERM/SIGINT, how long the node waits for connections to close before it exits.",
+    parse: integer(0, 600_000),
+  },
+  DEMO_PLATE: {
+    key: "demoPlate",
+    default: "true",
+    doc: "On the embedded default, create plate `demo` with a key on a start that finds no plates, and print how to use it.",
+    parse: boolean,
+  },
+  LOG_LEVEL: {
+    key: "logLevel",
+    default: "info",
+    doc: `Least severe log level written: ${LOG_LEVELS.join(", ")}.`,
+    parse: logLevel,
+  },
+} as const satisfies { [variable: string]: Setting<keyof Config> };
+
+/** The name of one environment variable Plate reads. */
+export type SettingName = keyof typeof SETTINGS;
+
+/**
+ * Reads every setting from `env`; unset or empty variables take their default. Throws a
+ * `ConfigError` naming the first bad variable.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const config: Record<string, unknown> = {};
+  for (const [variable, setting] of Object.entries(SETTINGS) as [string, Setting<keyof Config>][]) {
+    const raw = env[variable];
+    const value = raw === undefined || raw === "" ? setting.default : raw;
+    config[setting.key] = value === undefined ? undefined : setting.parse(value, variable);
+  }
+  return config as unknown as Config;
+}

@@ -1,0 +1,120 @@
+import { PlateError } from "@plate/protocol";
+import type { ClientToken, PlateId, Topic } from "@plate/protocol";
+import type { Store, TokenRecord } from "@plate/store";
+import type { Metrics } from "../metrics.js";
+import { newClientToken } from "./ids.js";
+
+/** The spec's default `expiry`/`ttl` of a client token, in ms. */
+export const CLIENT_TOKEN_DEFAULT_TTL_MS = 300_000;
+/** The spec's largest `expiry`/`ttl`, in ms. */
+export const CLIENT_TOKEN_MAX_TTL_MS = 600_000;
+
+/** Raw parameters of route 4, from the query string (strings) or a JSON body (any JSON value). */
+export type TokenParams = Readonly<Record<string, unknown>>;
+
+/** Limits of minting that are settings of the node. */
+export interface TokenLimits {
+  readonly maxDurationMs: number;
+  readonly maxUses: number;
+}
+
+/** Route 4's answer. */
+export interface MintedToken {
+  readonly path: string;
+  readonly token: ClientToken;
+  readonly channel: string;
+  readonly pattern: boolean;
+  readonly expiresAt: string;
+  readonly maxUses: number;
+  readonly maxDuration: number;
+}
+
+/** Client tokens: minted by a backend's key (route 4), spent by an untrusted client (route 5). */
+export class Tokens {
+  constructor(
+    private readonly store: Store,
+    private readonly limits: TokenLimits,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Validates the parameters other than `pattern` (the caller reads it to build `topic`). */
+  parse(params: TokenParams): { maxDurationMs: number; ttlMs: number; maxUses: number } {
+    const maxDurationMs = integerParam(params, "max_dur", 0, 0, this.limits.maxDurationMs);
+    const expiry = integerParam(params, "expiry", undefined, 1, CLIENT_TOKEN_MAX_TTL_MS);
+    const ttl = integerParam(params, "ttl", undefined, 1, CLIENT_TOKEN_MAX_TTL_MS);
+    if (expiry !== undefined && ttl !== undefined && expiry !== ttl) {
+      throw new PlateError("invalid_parameter", '"expiry" and "ttl" are the same setting; give one, or equal values.');
+    }
+    const ttlMs = expiry ?? ttl ?? CLIENT_TOKEN_DEFAULT_TTL_MS;
+    const maxUses = integerParam(params, "max_uses", 1, 0, this.limits.maxUses);
+    return { maxDurationMs, ttlMs, maxUses };
+  }
+
+  /** Mints a token for `topic` on behalf of `keyId`. */
+  async mint(keyId: string, topic: Topic, params: TokenParams): Promise<MintedToken> {
+    const { maxDurationMs, ttlMs, maxUses } = this.parse(params);
+    const record: TokenRecord = {
+      token: newClientToken(),
+      plateId: topic.plateId,
+      channel: topic.channel,
+      pattern: topic.pattern,
+      keyId,
+      maxDurationMs,
+      maxUses,
+      expiresAt: Date.now() + ttlMs,
+    };
+    await this.store.putToken(record);
+    this.metrics.tokens.inc({ outcome: "minted" });
+    return {
+      path: `/${topic.plateId}/s/${record.token}`,
+      token: record.token,
+      channel: topic.channel,
+      pattern: topic.pattern,
+      expiresAt: new Date(record.expiresAt).toISOString(),
+      maxUses,
+      maxDuration: maxDurationMs,
+    };
+  }
+
+  /** Spends one use of a token; throws the spec's 404/410 codes when it cannot. */
+  async claim(plateId: PlateId, token: ClientToken): Promise<TokenRecord> {
+    const result = await this.store.claimToken(plateId, token, Date.now());
+    if (!result.ok) {
+      this.metrics.tokens.inc({ outcome: result.code });
+      throw new PlateError(result.code, CLAIM_MESSAGES[result.code]);
+    }
+    this.metrics.tokens.inc({ outcome: "accepted" });
+    return result.token;
+  }
+}
+
+const CLAIM_MESSAGES = {
+  invalid_client_socket: "This client socket path does not exist; mint a new one.",
+  expired_client_socket: "This client socket path has expired; mint a new one.",
+  exhausted_client_socket: "This client socket path has been used its max_uses times; mint a new one.",
+} as const;
+
+/** Reads the boolean `pattern` parameter (`true`/`false`, also as text, `1`/`0`). */
+export function booleanParam(params: TokenParams, name: string): boolean {
+  const value = params[name];
+  if (value === undefined || value === null || value === "") return false;
+  if (value === true || value === "true" || value === "1" || value === 1) return true;
+  if (value === false || value === "false" || value === "0" || value === 0) return false;
+  throw new PlateError("invalid_parameter", `"${name}" must be true or false.`);
+}
+
+function integerParam<D extends number | undefined>(
+  params: TokenParams,
+  name: string,
+  fallback: D,
+  min: number,
+  max: number,
+): number | D {
+  const raw = params[name];
+  if (raw === undefined || raw === null || raw === "") return fallback;
+  const value = typeof raw === "string" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new PlateError("invalid_parameter", `"${name}" must be a whole number from ${min} to ${max}.`);
+  }
+  return value;
+}

@@ -1,0 +1,78 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Hono } from "hono";
+import { PlateError } from "@plate/protocol";
+import type { Services } from "../services.js";
+import type { AppEnv } from "./app.js";
+import { readParams } from "./body.js";
+import { plateParam } from "./params.js";
+import { parseAuthorization } from "../core/tenancy.js";
+
+/**
+ * The admin routes of the spec, under `/admin`, guarded by `Authorization: Bearer <ADMIN_TOKEN>`.
+ * Without an `ADMIN_TOKEN` they do not exist (404), so a node is never open by mistake.
+ */
+export function adminRoutes(services: Services): Hono<AppEnv> {
+  const { config, tenancy } = services;
+  const admin = new Hono<AppEnv>();
+  const expected = config.adminToken === undefined ? undefined : digest(config.adminToken);
+
+  admin.use("*", async (c, next) => {
+    if (expected === undefined) throw new PlateError("not_found", "No such route; see the API reference.");
+    const given = parseAuthorization(c.req.header("authorization"));
+    if (given === undefined) throw new PlateError("missing_api_key", 'Send "Authorization: Bearer <ADMIN_TOKEN>".');
+    if (!timingSafeEqual(digest(given), expected)) {
+      throw new PlateError("invalid_api_key", "This is not the admin token of this deployment.");
+    }
+    await next();
+  });
+
+  admin.post("/plates", async (c) => {
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    const { plate, key } = await tenancy.createPlate({ id: body.id, name: body.name });
+    return c.json({ data: { plate, key: { id: key.id, secret: key.secret, scopes: key.scopes, channels: key.channels } } }, 201);
+  });
+
+  admin.get("/plates", async (c) => c.json({ data: await tenancy.listPlates() }));
+
+  admin.get("/plates/:plateId", async (c) => {
+    const plate = await tenancy.getPlate(plateParam(c.req.param("plateId")));
+    if (plate === undefined) throw notFound("plate");
+    return c.json({ data: plate });
+  });
+
+  admin.delete("/plates/:plateId", async (c) => {
+    if (!(await tenancy.deletePlate(plateParam(c.req.param("plateId"))))) throw notFound("plate");
+    return c.body(null, 204);
+  });
+
+  admin.post("/plates/:plateId/keys", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    const key = await tenancy.createKey(plateId, body);
+    return c.json(
+      { data: { id: key.id, secret: key.secret, scopes: key.scopes, channels: key.channels, name: key.name } },
+      201,
+    );
+  });
+
+  admin.get("/plates/:plateId/keys", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    if ((await tenancy.getPlate(plateId)) === undefined) throw notFound("plate");
+    return c.json({ data: await tenancy.listKeys(plateId) });
+  });
+
+  admin.delete("/plates/:plateId/keys/:keyId", async (c) => {
+    if (!(await tenancy.revokeKey(plateParam(c.req.param("plateId")), c.req.param("keyId")))) throw notFound("key");
+    return c.body(null, 204);
+  });
+
+  return admin;
+}
+
+function digest(value: string): Buffer {
+  return createHash("sha256").update(value).digest();
+}
+
+function notFound(what: string): PlateError {
+  return new PlateError("not_found", `No such ${what}.`);
+}

@@ -1,0 +1,162 @@
+import type { ServerResponse } from "node:http";
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { HttpBindings } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
+import { PlateError, isClientTokenShape, toPlateError } from "@plate/protocol";
+import type { Topic } from "@plate/protocol";
+import type { KeyRecord } from "@plate/store";
+import { newClientId } from "../core/ids.js";
+import { booleanParam } from "../core/tokens.js";
+import type { Services } from "../services.js";
+import { SseConnection } from "../transports/sse.js";
+import { adminRoutes } from "./admin.js";
+import { readBody, readParams, requireJson } from "./body.js";
+import { corsHeaders, preflightHeaders } from "./cors.js";
+import { channelParam, patternQuery, plateParam, topicParam } from "./params.js";
+
+/** Hono's environment on Node: the raw request and response are at `c.env`. */
+export type AppEnv = { Bindings: HttpBindings };
+
+/**
+ * The HTTP side of an edge node: every route of the spec but the WebSocket upgrades (see
+ * `upgrade.ts`). Errors from anywhere become the spec's error body through one boundary.
+ */
+export function createApp(services: Services): Hono<AppEnv> {
+  const { config, metrics, log } = services;
+  const app = new Hono<AppEnv>();
+
+  app.use("*", async (c, next) => {
+    const cors = corsHeaders(config.corsOrigins, c.req.header("origin"));
+    if (c.req.method === "OPTIONS") {
+      return c.body(null, 204, { ...cors, ...preflightHeaders() });
+    }
+    for (const [name, value] of Object.entries(cors)) c.header(name, value);
+    return next();
+  });
+
+  app.onError((err, c) => {
+    const error = toPlateError(err);
+    if (error.code === "internal_error") log.error("request failed", { path: c.req.path, error: String(err) });
+    metrics.rejected.inc({ code: error.code });
+    if (error.retryAfterS !== undefined) c.header("Retry-After", String(error.retryAfterS));
+    return c.json(error.toBody(), error.status as 400);
+  });
+
+  app.notFound(() => {
+    throw new PlateError("not_found", "No such route; see the API reference.");
+  });
+
+  app.get("/healthz", (c) => c.json({ data: { status: "ok" } }));
+  app.get("/readyz", (c) => {
+    if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
+    if (!services.broker.isReady()) throw new PlateError("broker_unavailable", "The broker is unreachable.");
+    return c.json({ data: { status: "ready" } });
+  });
+  app.get("/metrics", async (c) =>
+    c.body(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType }),
+  );
+
+  app.route("/admin", adminRoutes(services));
+
+  // 1 and 6: publish.
+  const publish = async (c: Context<AppEnv>, plate: string, channel: string) => {
+    const started = performance.now();
+    const topic = { plateId: plateParam(plate), pattern: false, channel: channelParam(channel) } as const;
+    const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
+    services.tenancy.authorize(key, "publish", topic);
+    requireJson(c.req.raw);
+    const text = await readBody(c.req.raw, config.maxMessageBytes);
+    const body = messageBody(text);
+    const message = await services.publisher.publish(topic.plateId, topic.channel, body);
+    metrics.publishSeconds.observe((performance.now() - started) / 1000);
+    return c.json({ data: { id: message.id, channel: message.channel, timestamp: message.timestamp } });
+  };
+  app.post("/:plateId/pubsub/:channel/publish", (c) => publish(c, c.req.param("plateId"), c.req.param("channel")));
+  app.post("/:plateId/publish/:channel", (c) => publish(c, c.req.param("plateId"), c.req.param("channel")));
+
+  // 2 and 7: subscribe with SSE.
+  const subscribe = async (c: Context<AppEnv>, plate: string, channel: string) => {
+    refuseWhileDraining(services);
+    const topic = topicParam(plateParam(plate), channel, patternQuery(c.req.query("pattern")));
+    const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
+    services.tenancy.authorize(key, "subscribe", topic);
+    return openSse(c, services, topic, key.id, 0);
+  };
+  app.get("/:plateId/pubsub/:channel/subscribe", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
+  app.get("/:plateId/subscribe/:channel", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
+
+  // 3 and 8 answer here only when the request is not a WebSocket upgrade.
+  const notUpgrade = () => {
+    throw new PlateError("bad_request", "This route takes a WebSocket upgrade.");
+  };
+  app.get("/:plateId/pubsub/:channel/ws", notUpgrade);
+  app.get("/:plateId/ws/subscribe/:channel", notUpgrade);
+
+  // 4: mint a client token.
+  app.on(["GET", "POST"], "/:plateId/pubsub/:channel/client", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+    const params = c.req.method === "POST" ? await readParams(c.req.raw, config.maxMessageBytes) : c.req.query();
+    const topic = topicParam(plateId, c.req.param("channel"), booleanParam(params, "pattern"));
+    services.tenancy.authorize(key, "client", topic);
+    return c.json({ data: await services.tokens.mint(key.id, topic, params) });
+  });
+
+  // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
+  app.get("/:plateId/s/:token", async (c) => {
+    refuseWhileDraining(services);
+    const plateId = plateParam(c.req.param("plateId"));
+    const token = c.req.param("token");
+    if (!isClientTokenShape(token)) {
+      throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
+    }
+    services.connections.checkCapacity(plateId);
+    const record = await services.tokens.claim(plateId, token);
+    const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
+    return openSse(c, services, topic, record.keyId, record.maxDurationMs);
+  });
+
+  return app;
+}
+
+async function openSse(c: Context<AppEnv>, services: Services, topic: Topic, keyId: KeyRecord["id"], maxDurationMs: number) {
+  const { config } = services;
+  const res: ServerResponse = c.env.outgoing;
+  const conn = new SseConnection(
+    res,
+    topic.plateId,
+    keyId,
+    topic,
+    newClientId(),
+    corsHeaders(config.corsOrigins, c.req.header("origin")),
+    config.sseRetryMs,
+    { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
+  );
+  await services.subscriptions.open(conn, maxDurationMs);
+  return RESPONSE_ALREADY_SENT;
+}
+
+function refuseWhileDraining(services: Services): void {
+  if (services.draining()) {
+    throw new PlateError("shutting_down", "This node is shutting down; connect to another.", { retryAfterS: 1 });
+  }
+}
+
+/**
+ * The JSON text of the published value: the body must be an object with a `message` member
+ * (`null` counts when written). The value is re-serialized once here, so every subscriber gets
+ * the same compact text.
+ */
+function messageBody(text: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new PlateError("invalid_json", 'The body is not valid JSON; send {"message": <any JSON value>}.');
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
+    throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
+  }
+  return JSON.stringify((parsed as { message: unknown }).message);
+}

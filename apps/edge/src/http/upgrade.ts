@@ -1,0 +1,169 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import type { RawData, WebSocket } from "ws";
+import { PlateError, isClientTokenShape, parseClientFrame, encodeServerFrame, toPlateError } from "@plate/protocol";
+import type { Topic } from "@plate/protocol";
+import type { KeyRecord } from "@plate/store";
+import { newClientId } from "../core/ids.js";
+import type { Services } from "../services.js";
+import { WsConnection, closeWithError } from "../transports/ws.js";
+import { corsHeaders } from "./cors.js";
+import { patternQuery, plateParam, topicParam } from "./params.js";
+
+/** A WebSocket route: subscribe with a key (3, 8), or connect with a client token (5). */
+type WsRoute =
+  | { readonly kind: "subscribe"; readonly plate: string; readonly channel: string }
+  | { readonly kind: "token"; readonly plate: string; readonly token: string };
+
+/**
+ * Handles WebSocket upgrades. Every refusal after routing completes the handshake, sends the error
+ * frame and closes with the code's close code (reason = the code): a browser cannot read the
+ * status of a refused upgrade, so this is the only way it learns why (the spec asks it of route 5;
+ * routes 3 and 8 do the same, so one client handles both).
+ */
+export function createUpgradeHandler(services: Services) {
+  const { config } = services;
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.wsMaxClientFrameBytes,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
+  const limits = { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs };
+
+  function refuse(ws: WebSocket, err: unknown): void {
+    const error = toPlateError(err);
+    services.metrics.rejected.inc({ code: error.code });
+    closeWithError(ws, error, limits.graceMs);
+  }
+
+  async function subscribe(ws: WebSocket, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
+    const topic = topicParam(plateParam(route.plate), route.channel, patternQuery(url.searchParams.get("pattern")));
+    const key = await authenticate(ws, request, topic);
+    if (key === undefined) return;
+    services.tenancy.authorize(key, "subscribe", topic);
+    await open(ws, topic, key.id, 0);
+  }
+
+  async function connectWithToken(ws: WebSocket, route: WsRoute & { kind: "token" }) {
+    const plateId = plateParam(route.plate);
+    if (!isClientTokenShape(route.token)) {
+      throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
+    }
+    services.connections.checkCapacity(plateId);
+    const record = await services.tokens.claim(plateId, route.token);
+    const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
+    await open(ws, topic, record.keyId, record.maxDurationMs);
+  }
+
+  async function open(ws: WebSocket, topic: Topic, keyId: string, maxDurationMs: number) {
+    if (ws.readyState !== ws.OPEN) return;
+    const conn = new WsConnection(ws, topic.plateId, keyId, topic, newClientId(), limits);
+    ws.on("message", (data, isBinary) => {
+      const frame = isBinary ? undefined : parseClientFrame(frameText(data));
+      if (frame?.type === "ping") ws.send(PONG);
+      else if (frame?.type !== "auth") ws.send(BAD_FRAME);
+    });
+    await services.subscriptions.open(conn, maxDurationMs);
+  }
+
+  /**
+   * The key of the upgrade's `Authorization` header, or of the first frame (`{"auth":"<key>"}`)
+   * within `WS_AUTH_TIMEOUT_MS`. `undefined` when the socket closed first.
+   */
+  async function authenticate(ws: WebSocket, request: IncomingMessage, topic: Topic): Promise<KeyRecord | undefined> {
+    const header = request.headers.authorization;
+    if (header !== undefined) return services.tenancy.authenticate(topic.plateId, header);
+    const secret = await firstFrameAuth(ws, config.wsAuthTimeoutMs);
+    if (secret === undefined) return undefined;
+    return services.tenancy.authenticateSecret(topic.plateId, secret);
+  }
+
+  return function onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(request.url ?? "/", "http://localhost");
+    const route = matchRoute(url.pathname);
+    if (route === undefined) {
+      const body = JSON.stringify({ error: { code: "not_found", message: "No WebSocket route here." } });
+      socket.end(
+        `HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    const cors = corsHeaders(config.corsOrigins, request.headers.origin);
+    if (config.corsOrigins !== "*" && request.headers.origin !== undefined && cors["Access-Control-Allow-Origin"] === undefined) {
+      socket.end("HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      // `ws` closes the socket itself on a protocol error (1009 for a frame too large, say);
+      // the listener only keeps the error from being thrown as unhandled.
+      ws.on("error", ignoreError);
+      const session = services.draining()
+        ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
+        : route.kind === "subscribe"
+          ? subscribe(ws, request, route, url)
+          : connectWithToken(ws, route);
+      session.catch((err: unknown) => refuse(ws, err));
+    });
+  };
+}
+
+const PONG = encodeServerFrame({ type: "pong" });
+const BAD_FRAME = encodeServerFrame({
+  type: "error",
+  error: { code: "bad_request", message: 'Send {"type":"ping"}; nothing else is expected after auth.' },
+});
+
+/**
+ * Waits for the client's first frame and reads `{"auth":"<key>"}` from it. Rejects with
+ * `unauthorized` after `timeoutMs` and `bad_request` for any other first frame.
+ */
+function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new PlateError("unauthorized", `No {"auth":"<key>"} frame within ${timeoutMs} ms.`));
+    }, timeoutMs);
+    const onMessage = (data: RawData, isBinary: boolean) => {
+      cleanup();
+      const frame = isBinary ? undefined : parseClientFrame(frameText(data));
+      if (frame?.type === "auth") resolve(frame.key);
+      else reject(new PlateError("bad_request", 'The first frame must be {"auth":"<your API key>"}.'));
+    };
+    const onClose = () => {
+      cleanup();
+      resolve(undefined);
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      ws.off("message", onMessage);
+      ws.off("close", onClose);
+    };
+    ws.on("message", onMessage);
+    ws.on("close", onClose);
+  });
+}
+
+/** Splits a path into the WebSocket routes of the spec. */
+function matchRoute(pathname: string): WsRoute | undefined {
+  let parts: string[];
+  try {
+    parts = pathname.split("/").slice(1).map(decodeURIComponent);
+  } catch {
+    return undefined;
+  }
+  const [a, b, c, d] = parts;
+  if (parts.length === 4 && a && b === "pubsub" && c && d === "ws") return { kind: "subscribe", plate: a, channel: c };
+  if (parts.length === 4 && a && b === "ws" && c === "subscribe" && d) return { kind: "subscribe", plate: a, channel: d };
+  if (parts.length === 3 && a && b === "s" && c) return { kind: "token", plate: a, token: c };
+  return undefined;
+}
+
+/** A text frame's payload as a string (`ws` hands over a Buffer, or its fragments). */
+function frameText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString("utf8");
+  return Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data).toString("utf8");
+}
+
+function ignoreError(): void {}

@@ -1,0 +1,139 @@
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { getRequestListener } from "@hono/node-server";
+import { MemoryBroker } from "@plate/broker";
+import type { Broker } from "@plate/broker";
+import { MemoryStore } from "@plate/store";
+import type { Store } from "@plate/store";
+import type { Config } from "./config.js";
+import { Connections } from "./core/connections.js";
+import { Fanout } from "./core/fanout.js";
+import { Publisher } from "./core/publisher.js";
+import { RateLimiter } from "./core/rate-limit.js";
+import { Subscriptions } from "./core/subscriptions.js";
+import { Tenancy } from "./core/tenancy.js";
+import { Tokens } from "./core/tokens.js";
+import { createApp } from "./http/app.js";
+import { createUpgradeHandler } from "./http/upgrade.js";
+import { createLogger } from "./log.js";
+import type { Logger } from "./log.js";
+import { Metrics } from "./metrics.js";
+import type { Services } from "./services.js";
+
+/** How often expired client tokens of the embedded store are swept, in ms. */
+const TOKEN_SWEEP_MS = 60_000;
+/** How often idle, full publish-rate buckets are forgotten, in ms. */
+const RATE_SWEEP_MS = 60_000;
+
+/** A running edge node. */
+export interface EdgeNode {
+  readonly server: Server;
+  /** `http://host:port` it listens on. */
+  readonly url: string;
+  readonly services: Services;
+  /** Stops taking connections, closes the open ones (1001 / stream end) and waits up to `DRAIN_TIMEOUT_MS`. */
+  drain(): Promise<void>;
+  /** Drains, then frees the broker and the store. */
+  close(): Promise<void>;
+}
+
+/** What `startEdge` may be handed instead of building it from the config (tests, other topologies). */
+export interface EdgeParts {
+  readonly broker?: Broker;
+  readonly store?: Store;
+  readonly log?: Logger;
+}
+
+/**
+ * Builds and starts an edge node: the composition root, the one place that picks implementations.
+ * Without `REDIS_URL` it runs on the embedded in-memory broker and store (plates and keys kept in
+ * `DATA_DIR`).
+ */
+export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<EdgeNode> {
+  if (config.redisUrl !== undefined && (parts.broker === undefined || parts.store === undefined)) {
+    throw new Error("REDIS_URL is set, but this build has no Redis broker and store yet; unset REDIS_URL to run the embedded default.");
+  }
+  const log = parts.log ?? createLogger(config.logLevel);
+  const metrics = new Metrics();
+  const broker = parts.broker ?? new MemoryBroker();
+  const store =
+    parts.store ??
+    (await MemoryStore.open({ dataDir: config.dataDir, tokenTombstoneMs: config.tokenTombstoneMs, tokenSweepMs: TOKEN_SWEEP_MS }));
+  const tenancy = new Tenancy(store);
+  for (const [plateId, secret] of config.bootstrapPlates) {
+    if (await tenancy.ensurePlateWithKey(plateId, secret)) log.info("bootstrapped plate", { plateId });
+  }
+
+  const connections = new Connections(metrics, config.maxConnectionsPerPlate);
+  const fanout = new Fanout(broker, metrics, log);
+  const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
+  let draining = false;
+  const services: Services = {
+    config,
+    log,
+    metrics,
+    broker,
+    tenancy,
+    tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
+    publisher: new Publisher(broker, rate, metrics),
+    connections,
+    subscriptions: new Subscriptions(connections, fanout),
+    draining: () => draining,
+  };
+
+  const stopRevocations = store.onRevoked((revocation) => {
+    const closed = connections.revoke(revocation);
+    log.info("revoked", { plateId: revocation.plateId, keyId: revocation.keyId, closed });
+  });
+  metrics.brokerUp.set(broker.isReady() ? 1 : 0);
+  const stopBrokerWatch = broker.onReadyChange((ready) => {
+    metrics.brokerUp.set(ready ? 1 : 0);
+    log[ready ? "info" : "warn"](ready ? "broker reachable" : "broker unreachable");
+  });
+  const heartbeat = setInterval(() => connections.heartbeat(), config.heartbeatMs);
+  const sweep = setInterval(() => rate.sweep(), RATE_SWEEP_MS);
+  sweep.unref();
+
+  const listener = getRequestListener(createApp(services).fetch);
+  const server = createServer((req, res) => void listener(req, res));
+  server.on("upgrade", createUpgradeHandler(services));
+  // SSE streams and WebSockets live long: no request timeout may cut them.
+  server.requestTimeout = 0;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${address.port}`;
+
+  let drained: Promise<void> | undefined;
+  const drain = () =>
+    (drained ??= (async () => {
+      draining = true;
+      clearInterval(heartbeat);
+      const closedServer = new Promise<void>((resolve) => server.close(() => resolve()));
+      connections.endAll("shutting_down");
+      server.closeIdleConnections();
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.drainTimeoutMs).unref());
+      await Promise.race([closedServer, deadline]);
+      server.closeAllConnections();
+    })());
+
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      await drain();
+      clearInterval(sweep);
+      stopRevocations();
+      stopBrokerWatch();
+      await broker.close();
+      await store.close();
+    })());
+
+  return { server, url, services, drain, close };
+}

@@ -1,0 +1,24 @@
+import type { Broker } from "@plate/broker";
+import type { Config } from "./config.js";
+import type { Connections } from "./core/connections.js";
+import type { Publisher } from "./core/publisher.js";
+import type { Subscriptions } from "./core/subscriptions.js";
+import type { Tenancy } from "./core/tenancy.js";
+import type { Tokens } from "./core/tokens.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+
+/** What the transports (HTTP routes, WebSocket upgrades) work with. Built once per node. */
+export interface Services {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly broker: Broker;
+  readonly tenancy: Tenancy;
+  readonly tokens: Tokens;
+  readonly publisher: Publisher;
+  readonly connections: Connections;
+  readonly subscriptions: Subscriptions;
+  /** True once the node drains: readiness fails and new connections are refused. */
+  readonly draining: () => boolean;
+}

@@ -1,0 +1,95 @@
+import type { WebSocket } from "ws";
+import { ERROR_CODES, PlateError, encodeServerFrame } from "@plate/protocol";
+import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
+import { Connection } from "../core/connection.js";
+import type { EndReason } from "../core/connection.js";
+import type { Outbound } from "../core/outbound.js";
+import type { OutputLimits } from "./sse.js";
+
+/** Normal closure: the client's own close, or ours for no error. */
+const CLOSE_NORMAL = 1000;
+
+const kConnection = Symbol("plate.connection");
+type Tagged = WebSocket & { [kConnection]?: WsConnection };
+
+/**
+ * A WebSocket subscriber. Messages go out as text frames whose payload is the shared envelope
+ * Buffer. Protocol pings keep it alive: a peer that has not answered the previous ping when the
+ * next heartbeat comes is terminated.
+ */
+export class WsConnection extends Connection {
+  readonly transport = "ws" as const;
+  /** Whether a pong came back since the last ping. */
+  alive = true;
+
+  constructor(
+    private readonly ws: WebSocket,
+    plateId: PlateId,
+    keyId: string,
+    topic: Topic,
+    clientId: string,
+    private readonly limits: OutputLimits,
+  ) {
+    super(plateId, keyId, topic, clientId);
+    (ws as Tagged)[kConnection] = this;
+    ws.on("pong", onPong);
+    ws.on("close", onClose);
+  }
+
+  protected writeReady(ready: ReadyFrame): void {
+    this.ws.send(encodeServerFrame(ready));
+  }
+
+  protected write(out: Outbound): boolean {
+    const bytes = out.ws;
+    if (this.ws.bufferedAmount + bytes.length > this.limits.maxBufferedBytes) {
+      this.end("slow_consumer");
+      return false;
+    }
+    this.ws.send(bytes, { binary: false });
+    return true;
+  }
+
+  heartbeat(): void {
+    if (this.ended) return;
+    if (!this.alive) {
+      this.ws.terminate();
+      this.end("normal");
+      return;
+    }
+    this.alive = false;
+    this.ws.ping();
+  }
+
+  protected close(reason: EndReason, message: string): void {
+    closeWithError(this.ws, reason === "normal" ? undefined : new PlateError(reason, message), this.limits.graceMs);
+  }
+}
+
+function onPong(this: Tagged): void {
+  const conn = this[kConnection];
+  if (conn !== undefined) conn.alive = true;
+}
+
+function onClose(this: Tagged): void {
+  this[kConnection]?.end("normal");
+}
+
+/**
+ * Closes a socket for `error`: its error frame (`{"type":"error","error":{...}}`), then the close
+ * code of its code with the code as the reason. Without an error, a normal close. A socket that
+ * cannot take more (a slow consumer) gets no frame, and is destroyed after `graceMs` if its close
+ * has not gone through by then.
+ */
+export function closeWithError(ws: WebSocket, error: PlateError | undefined, graceMs: number): void {
+  if (ws.readyState === ws.CLOSED || ws.readyState === ws.CLOSING) return;
+  if (error === undefined) {
+    ws.close(CLOSE_NORMAL);
+    return;
+  }
+  if (error.code !== "slow_consumer") {
+    ws.send(encodeServerFrame({ type: "error", error: { code: error.code, message: error.message } }));
+  }
+  ws.close(ERROR_CODES[error.code].close, error.code);
+  setTimeout(() => ws.terminate(), graceMs).unref();
+}

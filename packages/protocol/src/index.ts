@@ -1,0 +1,12 @@
+export type { PlateId, ChannelName, ChannelPattern, ClientToken, MessageId, Topic } from "./names.js";
+export { isPlateId, isChannelName, isChannelPattern, isClientTokenShape, topicKey } from "./names.js";
+export type { ChannelMatcher } from "./pattern.js";
+export { compilePattern, matchesPattern, patternCovers } from "./pattern.js";
+export type { ErrorCode, ErrorBody } from "./errors.js";
+export { ERROR_CODES, PlateError, isErrorCode, toPlateError } from "./errors.js";
+export type { Message, Envelope } from "./envelope.js";
+export { encodeEnvelope, encodeSseMessage, bodyFromForeignPayload } from "./envelope.js";
+export type { ReadyFrame, ServerFrame, ClientFrame } from "./frames.js";
+export { parseClientFrame, encodeServerFrame } from "./frames.js";
+export type { Scope } from "./scopes.js";
+export { SCOPES, isScope } from "./scopes.js";

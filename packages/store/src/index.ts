@@ -1,0 +1,3 @@
+export type { Store, PlateRecord, KeyRecord, TokenRecord, ClaimResult, Revocation } from "./store.js";
+export { MemoryStore } from "./memory-store.js";
+export type { MemoryStoreOptions } from "./memory-store.js";

@@ -1,0 +1,228 @@
+import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { PlateError } from "@plate/protocol";
+import type { ClientToken, PlateId } from "@plate/protocol";
+import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+
+/** Settings of the embedded store. */
+export interface MemoryStoreOptions {
+  /** Folder for plates and keys; none keeps them in memory only (tests). */
+  readonly dataDir?: string;
+  /** How long an expired token still answers "expired" rather than "unknown", in ms. */
+  readonly tokenTombstoneMs: number;
+  /** How often expired tokens are swept, in ms. */
+  readonly tokenSweepMs: number;
+}
+
+interface Snapshot {
+  readonly version: 1;
+  readonly plates: PlateRecord[];
+  readonly keys: KeyRecord[];
+}
+
+interface TokenEntry {
+  readonly record: TokenRecord;
+  uses: number;
+}
+
+const SNAPSHOT_FILE = "plates.json";
+
+/**
+ * The embedded store for a single node. Plates and keys live in memory and, with a `dataDir`, are
+ * written to `plates.json` there after every change (write to a temporary file, fsync, rename: a
+ * crash leaves the old file or the new one, never half of one). Client tokens are short-lived and
+ * live in memory only: a restart of the single node forgets them.
+ */
+export class MemoryStore implements Store {
+  readonly #plates = new Map<PlateId, PlateRecord>();
+  readonly #keys = new Map<string, KeyRecord>();
+  readonly #keysByHash = new Map<string, KeyRecord>();
+  readonly #tokens = new Map<ClientToken, TokenEntry>();
+  readonly #listeners = new Set<(revocation: Revocation) => void>();
+  readonly #options: MemoryStoreOptions;
+  #sweep: NodeJS.Timeout | undefined;
+  /** Writes run one after another; each writes the state as it is when it runs. */
+  #writing: Promise<void> = Promise.resolve();
+
+  private constructor(options: MemoryStoreOptions) {
+    this.#options = options;
+  }
+
+  /** Opens the store, loading `dataDir/plates.json` when it exists. */
+  static async open(options: MemoryStoreOptions): Promise<MemoryStore> {
+    const store = new MemoryStore(options);
+    if (options.dataDir !== undefined) {
+      await mkdir(options.dataDir, { recursive: true });
+      const snapshot = await readSnapshot(join(options.dataDir, SNAPSHOT_FILE));
+      for (const plate of snapshot?.plates ?? []) store.#plates.set(plate.id, plate);
+      for (const key of snapshot?.keys ?? []) store.#indexKey(key);
+    }
+    store.#sweep = setInterval(() => store.#sweepTokens(Date.now()), options.tokenSweepMs);
+    store.#sweep.unref();
+    return store;
+  }
+
+  async createPlate(plate: PlateRecord): Promise<PlateRecord> {
+    if (this.#plates.has(plate.id)) {
+      throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
+    }
+    this.#plates.set(plate.id, plate);
+    await this.#persist();
+    return plate;
+  }
+
+  getPlate(id: PlateId): Promise<PlateRecord | undefined> {
+    return Promise.resolve(this.#plates.get(id));
+  }
+
+  listPlates(): Promise<PlateRecord[]> {
+    return Promise.resolve([...this.#plates.values()]);
+  }
+
+  async deletePlate(id: PlateId): Promise<boolean> {
+    if (!this.#plates.delete(id)) return false;
+    for (const key of [...this.#keys.values()]) {
+      if (key.plateId === id) this.#unindexKey(key);
+    }
+    await this.#persist();
+    this.#announce({ plateId: id });
+    return true;
+  }
+
+  async createKey(key: KeyRecord): Promise<KeyRecord> {
+    if (!this.#plates.has(key.plateId)) {
+      throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
+    }
+    if (this.#keys.has(key.id) || this.#keysByHash.has(key.hash)) {
+      throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
+    }
+    this.#indexKey(key);
+    await this.#persist();
+    return key;
+  }
+
+  listKeys(plateId: PlateId): Promise<KeyRecord[]> {
+    return Promise.resolve([...this.#keys.values()].filter((key) => key.plateId === plateId));
+  }
+
+  findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
+    return Promise.resolve(this.#keysByHash.get(hash));
+  }
+
+  async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
+    const key = this.#keys.get(keyId);
+    if (key === undefined || key.plateId !== plateId) return false;
+    this.#unindexKey(key);
+    await this.#persist();
+    this.#announce({ plateId, keyId });
+    return true;
+  }
+
+  putToken(token: TokenRecord): Promise<void> {
+    this.#tokens.set(token.token, { record: token, uses: 0 });
+    return Promise.resolve();
+  }
+
+  claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
+    const entry = this.#tokens.get(token);
+    const key = entry === undefined ? undefined : this.#keys.get(entry.record.keyId);
+    if (entry === undefined || entry.record.plateId !== plateId || key?.plateId !== plateId) {
+      return Promise.resolve({ ok: false, code: "invalid_client_socket" });
+    }
+    const { record } = entry;
+    if (nowMs >= record.expiresAt + this.#options.tokenTombstoneMs) {
+      this.#tokens.delete(token);
+      return Promise.resolve({ ok: false, code: "invalid_client_socket" });
+    }
+    if (nowMs >= record.expiresAt) return Promise.resolve({ ok: false, code: "expired_client_socket" });
+    if (record.maxUses !== 0 && entry.uses >= record.maxUses) {
+      return Promise.resolve({ ok: false, code: "exhausted_client_socket" });
+    }
+    entry.uses += 1;
+    return Promise.resolve({ ok: true, token: record, uses: entry.uses });
+  }
+
+  onRevoked(listener: (revocation: Revocation) => void): () => void {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweep);
+    this.#listeners.clear();
+    await this.#writing;
+  }
+
+  #indexKey(key: KeyRecord): void {
+    this.#keys.set(key.id, key);
+    this.#keysByHash.set(key.hash, key);
+  }
+
+  #unindexKey(key: KeyRecord): void {
+    this.#keys.delete(key.id);
+    this.#keysByHash.delete(key.hash);
+  }
+
+  #announce(revocation: Revocation): void {
+    for (const listener of this.#listeners) listener(revocation);
+  }
+
+  #sweepTokens(nowMs: number): void {
+    for (const [token, entry] of this.#tokens) {
+      if (nowMs >= entry.record.expiresAt + this.#options.tokenTombstoneMs) this.#tokens.delete(token);
+    }
+  }
+
+  #persist(): Promise<void> {
+    const dir = this.#options.dataDir;
+    if (dir === undefined) return Promise.resolve();
+    const write = this.#writing.then(() =>
+      writeAtomically(join(dir, SNAPSHOT_FILE), this.#snapshotText()),
+    );
+    // A failed write fails its own caller; the next write still runs and writes the whole state.
+    this.#writing = write.catch(() => undefined);
+    return write;
+  }
+
+  #snapshotText(): string {
+    const snapshot: Snapshot = {
+      version: 1,
+      plates: [...this.#plates.values()],
+      keys: [...this.#keys.values()],
+    };
+    return JSON.stringify(snapshot, null, 2) + "\n";
+  }
+}
+
+async function readSnapshot(path: string): Promise<Snapshot | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (cause) {
+    throw new Error(`${path} is not valid JSON; move it away to start afresh.`, { cause });
+  }
+  const snapshot = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Partial<Snapshot>;
+  if (snapshot.version !== 1 || !Array.isArray(snapshot.plates) || !Array.isArray(snapshot.keys)) {
+    throw new Error(`${path} is not a Plate data file (version 1); move it away to start afresh.`);
+  }
+  return snapshot as Snapshot;
+}
+
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const temporary = `${path}.${process.pid}.tmp`;
+  const file = await open(temporary, "w", 0o600);
+  try {
+    await file.writeFile(text, "utf8");
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(temporary, path);
+}

@@ -1,0 +1,84 @@
+import type { ChannelName, ChannelPattern, ClientToken, PlateId, Scope } from "@plate/protocol";
+
+/** A tenant. */
+export interface PlateRecord {
+  readonly id: PlateId;
+  readonly name: string;
+  /** ISO-8601. */
+  readonly createdAt: string;
+}
+
+/** An API key as stored: its secret is never kept, only `hash` (hex SHA-256 of the secret). */
+export interface KeyRecord {
+  readonly id: string;
+  readonly plateId: PlateId;
+  readonly name: string;
+  readonly scopes: readonly Scope[];
+  /** Channel patterns the key is limited to; `null` means every channel of its plate. */
+  readonly channels: readonly ChannelPattern[] | null;
+  readonly hash: string;
+  readonly createdAt: string;
+}
+
+/** A client token as stored (route 4 writes it, route 5 claims it). */
+export interface TokenRecord {
+  readonly token: ClientToken;
+  readonly plateId: PlateId;
+  /** A concrete channel, or a pattern when `pattern` is true. */
+  readonly channel: ChannelName | ChannelPattern;
+  readonly pattern: boolean;
+  /** The key that minted it: revoking that key makes the token unusable and closes its sockets. */
+  readonly keyId: string;
+  /** How long a connection made with it may last, in ms; 0 = unlimited. */
+  readonly maxDurationMs: number;
+  /** Successful connections allowed; 0 = unlimited. */
+  readonly maxUses: number;
+  /** Epoch ms after which no new connection may be made with it. */
+  readonly expiresAt: number;
+}
+
+/** The outcome of spending one use of a client token. */
+export type ClaimResult =
+  | { readonly ok: true; readonly token: TokenRecord; readonly uses: number }
+  | {
+      readonly ok: false;
+      readonly code: "invalid_client_socket" | "expired_client_socket" | "exhausted_client_socket";
+    };
+
+/** A plate deleted (`keyId` absent) or one of its keys revoked. */
+export interface Revocation {
+  readonly plateId: PlateId;
+  readonly keyId?: string;
+}
+
+/**
+ * Where plates, API keys and client tokens live. Shared by every node of a deployment.
+ *
+ * Contract (every implementation passes `store.contract.ts`):
+ * - Plate ids are unique: `createPlate` with an existing id throws `PlateError("conflict")`.
+ * - Deleting a plate deletes its keys; both it and `deleteKey` answer whether something was
+ *   deleted, and announce a `Revocation` to every `onRevoked` listener of every node (within 1 s).
+ * - `claimToken` spends one use atomically: under any number of concurrent claims, across nodes,
+ *   exactly `maxUses` succeed (0 = unlimited). A token whose key was revoked claims as unknown.
+ *   After `expiresAt` a token claims as expired for at least `tokenTombstoneMs` (a setting of
+ *   each implementation), then as unknown. Nothing is kept forever.
+ * - `close()` frees connections and timers; the store is unusable after.
+ */
+export interface Store {
+  createPlate(plate: PlateRecord): Promise<PlateRecord>;
+  getPlate(id: PlateId): Promise<PlateRecord | undefined>;
+  listPlates(): Promise<PlateRecord[]>;
+  deletePlate(id: PlateId): Promise<boolean>;
+
+  /** Adds a key to an existing plate (`not_found` otherwise). */
+  createKey(key: KeyRecord): Promise<KeyRecord>;
+  listKeys(plateId: PlateId): Promise<KeyRecord[]>;
+  findKeyByHash(hash: string): Promise<KeyRecord | undefined>;
+  deleteKey(plateId: PlateId, keyId: string): Promise<boolean>;
+
+  putToken(token: TokenRecord): Promise<void>;
+  claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult>;
+
+  onRevoked(listener: (revocation: Revocation) => void): () => void;
+  close(): Promise<void>;
+}
