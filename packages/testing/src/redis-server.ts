@@ -1,0 +1,131 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { createConnection, createServer } from "node:net";
+
+/** How long a spawned redis-server may take to accept connections, in ms. */
+const REDIS_START_TIMEOUT_MS = 10_000;
+/** How often a starting redis-server is polled, in ms. */
+const REDIS_POLL_MS = 20;
+
+/**
+ * A real Redis for a test. Spawned on a free port of 127.0.0.1 with persistence off, unless
+ * `REDIS_URL` names one to use instead (`external`: it cannot be killed or restarted then, so the
+ * fault tests that need that skip, saying why).
+ */
+export interface RedisServer {
+  readonly url: string;
+  readonly port: number;
+  readonly external: boolean;
+  /** SIGKILLs the server (as a crash would) and waits for it to be gone. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port, empty, and waits until it accepts connections. */
+  restart(): Promise<void>;
+  /** Stops it for good (does nothing for an external one). */
+  stop(): Promise<void>;
+}
+
+/** A TCP port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a redis-server of its own on a free port (or uses `REDIS_URL` when set). */
+export async function startRedis(): Promise<RedisServer> {
+  const given = process.env.REDIS_URL;
+  if (given !== undefined && given !== "") return externalRedis(given);
+
+  const port = await freePort();
+  let child: ChildProcess | undefined = await spawnRedis(port);
+  const url = `redis://127.0.0.1:${port}`;
+  return {
+    url,
+    port,
+    external: false,
+    async kill() {
+      const running = child;
+      child = undefined;
+      if (running !== undefined) await killChild(running);
+    },
+    async restart() {
+      if (child !== undefined) await killChild(child);
+      child = await spawnRedis(port);
+    },
+    async stop() {
+      const running = child;
+      child = undefined;
+      if (running !== undefined) await killChild(running);
+    },
+  };
+}
+
+function externalRedis(url: string): RedisServer {
+  const refuse = () => Promise.reject(new Error("REDIS_URL is set: the test cannot kill or restart that server"));
+  return { url, port: Number(new URL(url).port || 6379), external: true, kill: refuse, restart: refuse, stop: () => Promise.resolve() };
+}
+
+async function spawnRedis(port: number): Promise<ChildProcess> {
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const failed = new Promise<never>((_, reject) => {
+    child.once("error", (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === "ENOENT"
+          ? new Error(
+              "redis-server is not on PATH. Install it (Debian: `apt-get install -y redis-server`; .ci/run does this) or set REDIS_URL to a Redis to use.",
+            )
+          : err,
+      );
+    });
+    child.once("exit", (code) => reject(new Error(`redis-server on port ${port} exited with ${code} before it was ready`)));
+  });
+  const ready = (async () => {
+    const deadline = Date.now() + REDIS_START_TIMEOUT_MS;
+    while (!(await answersPing(port))) {
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start within ${REDIS_START_TIMEOUT_MS} ms`);
+      await new Promise((r) => setTimeout(r, REDIS_POLL_MS));
+    }
+  })();
+  try {
+    await Promise.race([ready, failed]);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+  failed.catch(() => undefined);
+  return child;
+}
+
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host: "127.0.0.1" });
+    let seen = "";
+    socket.setEncoding("utf8");
+    socket.once("connect", () => socket.write("PING\r\n"));
+    socket.on("data", (chunk: string) => {
+      seen += chunk;
+      if (seen.includes("\r\n")) {
+        socket.destroy();
+        resolve(seen.startsWith("+PONG"));
+      }
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGKILL");
+  await gone;
+}
