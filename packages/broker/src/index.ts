@@ -1,2 +1,5 @@
 export type { Broker, MessageListener, Unsubscribe } from "./broker.js";
 export { MemoryBroker } from "./memory-broker.js";
+export type { RedisBrokerOptions } from "./redis-broker.js";
+export { RedisBroker, encodeRedisPayload } from "./redis-broker.js";
+export { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";

@@ -1,0 +1,269 @@
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { PlateError } from "@plate/protocol";
+import type { ChannelName, ChannelPattern, Message, MessageId, PlateId, Topic } from "@plate/protocol";
+import { startRedis, startTcpProxy } from "@plate/testing";
+import type { RedisServer, TcpProxy } from "@plate/testing";
+import { runBrokerContract } from "./broker.contract.js";
+import { RedisBroker } from "./redis-broker.js";
+import type { RedisBrokerOptions } from "./redis-broker.js";
+import { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+
+const brokers: RedisBroker[] = [];
+afterEach(async () => {
+  for (const broker of brokers.splice(0)) await broker.close();
+});
+
+let ids = 0;
+function newBroker(overrides: Partial<RedisBrokerOptions> = {}): RedisBroker {
+  const broker = new RedisBroker({
+    url: redis.url,
+    keyPrefix: "plate:",
+    commandTimeoutMs: 1000,
+    reconnectMaxMs: 200,
+    probeIntervalMs: 60_000,
+    probeTimeoutMs: 1000,
+    nodeId: randomBytes(6).toString("hex"),
+    newMessageId: () => `f${++ids}` as MessageId,
+    ...overrides,
+  });
+  brokers.push(broker);
+  return broker;
+}
+
+async function until(check: () => boolean, timeoutMs = 3000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise<RedisBroker> {
+  const broker = newBroker(overrides);
+  expect(await until(() => broker.isReady())).toBe(true);
+  return broker;
+}
+
+function exact(plateId: string, channel: string): Topic {
+  return { plateId: plateId as PlateId, pattern: false, channel: channel as ChannelName };
+}
+
+function pattern(plateId: string, channel: string): Topic {
+  return { plateId: plateId as PlateId, pattern: true, channel: channel as ChannelPattern };
+}
+
+let seq = 0;
+function message(plateId: string, channel: string, body = `${++seq}`): Message {
+  return {
+    plateId: plateId as PlateId,
+    channel: channel as ChannelName,
+    id: `m${++seq}` as MessageId,
+    timestamp: new Date().toISOString(),
+    body,
+  };
+}
+
+/** A plain Redis client, as a backend or an operator would use. */
+async function withClient<T>(use: (client: Redis) => Promise<T>): Promise<T> {
+  const client = new Redis(redis.url);
+  try {
+    return await use(client);
+  } finally {
+    client.disconnect();
+  }
+}
+
+runBrokerContract("redis", () => {
+  // Every node is another RedisBroker (its own two connections) on the same Redis, under a prefix
+  // of its own so tests never see each other's traffic.
+  const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
+  return Promise.resolve({ node: () => readyBroker({ keyPrefix }), close: () => Promise.resolve() });
+});
+
+describe("Redis channel names", () => {
+  it("escapes every glob character in a literal", () => {
+    expect(escapeGlob("a*b?c[d]e\\f^g")).toBe("a\\*b\\?c\\[d\\]e\\\\f\\^g");
+  });
+
+  it("keeps only * and ? of a pattern as wildcards, whatever position the others stand in", () => {
+    for (const ch of ["[", "]", "\\", "^"]) {
+      for (const text of [`${ch}a`, `a${ch}`, `a${ch}b`, `${ch}`, `*${ch}?`]) {
+        expect(patternToGlob(text)).toBe(text.split(ch).join(`\\${ch}`));
+      }
+    }
+    expect(patternToGlob("user:*:?")).toBe("user:*:?");
+  });
+
+  it("reads a Redis channel back as its plate and channel, and nothing else", () => {
+    const names = new RedisNames("plate:");
+    const name = names.channel("acme" as PlateId, "user:42:events" as ChannelName);
+    expect(name).toBe("plate:acme:user:42:events");
+    expect(names.parse(name)).toEqual({ plateId: "acme", channel: "user:42:events" });
+    expect(names.parse("other:acme:x")).toBeUndefined();
+    expect(names.parse("plate:nocolon")).toBeUndefined();
+  });
+});
+
+describe("RedisBroker", () => {
+  it("never widens a pattern: [, ], \\, *, ? and ^ in plate ids and channels match only themselves", async () => {
+    const broker = await readyBroker();
+    const received: string[] = [];
+    // Validation refuses these names at the edge; the broker must not depend on that.
+    for (const [plateId, glob] of [
+      ["p[1]", "a[bc]"],
+      ["p\\", "x\\*"],
+      ["p?", "^q"],
+      ["p*", "*"],
+    ] as const) {
+      await broker.subscribe(pattern(plateId, glob), (m) => received.push(`${m.plateId}|${m.channel}`));
+    }
+    const other = ["p1:ab", "p1:ac", "pa:abc", "pX:anything", "p:anything", "plong:a[bc]"];
+    await withClient(async (client) => {
+      for (const name of other) await client.publish(`plate:${name}`, "1");
+    });
+    for (const [plateId, channel] of [
+      ["p[1]", "a[bc]"],
+      ["p\\", "x\\zzz"],
+      ["p?", "^q"],
+      ["p*", "anything"],
+    ] as const) {
+      await broker.publish(message(plateId, channel));
+    }
+    expect(await until(() => received.length >= 4)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(received.sort()).toEqual(["p*|anything", "p?|^q", "p[1]|a[bc]", "p\\|x\\zzz"].sort());
+  });
+
+  it("subscribes in Redis once per channel or pattern, only while a local subscriber needs it", async () => {
+    const broker = await readyBroker();
+    const name = "plate:acme:room.1";
+    const count = () =>
+      withClient(async (client) => {
+        const numsub = (await client.pubsub("NUMSUB", name)) as unknown[];
+        return [Number(numsub[1]), Number(await client.pubsub("NUMPAT"))];
+      });
+    const [, patsBefore] = await count();
+    const stops = [
+      await broker.subscribe(exact("acme", "room.1"), () => undefined),
+      await broker.subscribe(exact("acme", "room.1"), () => undefined),
+      await broker.subscribe(pattern("acme", "user:*"), () => undefined),
+      await broker.subscribe(pattern("acme", "user:*"), () => undefined),
+    ];
+    expect(await count()).toEqual([1, (patsBefore ?? 0) + 1]);
+    for (const stop of stops) await stop();
+    expect(await count()).toEqual([0, patsBefore]);
+  });
+
+  it("delivers a payload a backend PUBLISHes straight into Redis: JSON decoded when it parses, else a string", async () => {
+    const broker = await readyBroker();
+    const got: Message[] = [];
+    await broker.subscribe(exact("acme", "orders"), (m) => got.push(m));
+    await broker.subscribe(pattern("acme", "ord*"), (m) => got.push(m));
+    await withClient(async (client) => {
+      await client.publish("plate:acme:orders", '{"total": 12.50}');
+      await client.publish("plate:acme:orders", "plain text");
+      await client.publish("plate:acme:orders", "plain text");
+    });
+    expect(await until(() => got.length >= 6)).toBe(true);
+    expect(got.map((m) => m.body)).toEqual([
+      '{"total": 12.50}',
+      '{"total": 12.50}',
+      '"plain text"',
+      '"plain text"',
+      '"plain text"',
+      '"plain text"',
+    ]);
+    // The channel and pattern subscribers share one decoded message per publish; two publishes of
+    // the same text are two messages with two ids.
+    expect(got[0]).toBe(got[1]);
+    expect(new Set(got.map((m) => m.id)).size).toBe(3);
+    expect(got.every((m) => m.channel === "orders" && m.plateId === "acme")).toBe(true);
+  });
+
+  it.skipIf(process.env.REDIS_URL !== undefined)(
+    "answers broker_unavailable while Redis is down, keeps subscriptions, and delivers again within 2 s of its return",
+    // Needs a Redis it may kill: skipped when REDIS_URL points the tests at a shared one.
+    async () => {
+      const publisher = await readyBroker();
+      const subscriber = await readyBroker();
+      const got: string[] = [];
+      await subscriber.subscribe(exact("acme", "alerts"), (m) => got.push(m.body));
+      await redis.kill();
+      expect(await until(() => !publisher.isReady() && !subscriber.isReady())).toBe(true);
+      const started = Date.now();
+      const err = await publisher.publish(message("acme", "alerts", "lost")).catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(err).toBeInstanceOf(PlateError);
+      expect((err as PlateError).code).toBe("broker_unavailable");
+      const refused = await subscriber.subscribe(exact("acme", "other"), () => undefined).catch((e: unknown) => e);
+      expect((refused as PlateError).code).toBe("broker_unavailable");
+
+      await redis.restart();
+      const back = Date.now();
+      expect(await until(() => publisher.isReady() && subscriber.isReady(), 2000)).toBe(true);
+      await publisher.publish(message("acme", "alerts", "after"));
+      expect(await until(() => got.includes("after"), 2000)).toBe(true);
+      expect(Date.now() - back).toBeLessThan(2000);
+      expect(got).toEqual(["after"]);
+    },
+  );
+
+  it.skipIf(process.env.REDIS_URL !== undefined)(
+    "starts not ready while Redis is down and becomes ready when it appears",
+    // Needs a Redis it may kill: skipped when REDIS_URL points the tests at a shared one.
+    async () => {
+      await redis.kill();
+      const broker = newBroker();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(broker.isReady()).toBe(false);
+      const changes: boolean[] = [];
+      broker.onReadyChange((ready) => changes.push(ready));
+      await redis.restart();
+      expect(await until(() => broker.isReady(), 2000)).toBe(true);
+      expect(changes).toEqual([true]);
+    },
+  );
+
+  describe("silent-loss guard", () => {
+    let proxy: TcpProxy | undefined;
+    afterEach(async () => {
+      await proxy?.close();
+      proxy = undefined;
+    });
+
+    it("notices a subscriber connection that is up but deaf, reports not ready, and reconnects it", async () => {
+      proxy = await startTcpProxy(redis.port);
+      const warnings: string[] = [];
+      const broker = await readyBroker({
+        url: `redis://127.0.0.1:${proxy.port}`,
+        probeIntervalMs: 100,
+        probeTimeoutMs: 300,
+        warn: (m) => warnings.push(m),
+      });
+      const publisher = await readyBroker();
+      const got: string[] = [];
+      await broker.subscribe(exact("acme", "alerts"), (m) => got.push(m.body));
+      await publisher.publish(message("acme", "alerts", "before"));
+      expect(await until(() => got.includes("before"))).toBe(true);
+
+      proxy.deafenSubscribers();
+      await publisher.publish(message("acme", "alerts", "into the void"));
+      expect(await until(() => !broker.isReady(), 2000)).toBe(true);
+      expect(warnings.some((w) => w.includes("deaf"))).toBe(true);
+      expect(await until(() => broker.isReady(), 3000)).toBe(true);
+      await publisher.publish(message("acme", "alerts", "after"));
+      expect(await until(() => got.includes("after"))).toBe(true);
+    });
+  });
+});

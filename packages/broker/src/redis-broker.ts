@@ -1,0 +1,332 @@
+import { Redis } from "ioredis";
+import type { RedisOptions } from "ioredis";
+import { PlateError, bodyFromForeignPayload } from "@plate/protocol";
+import type { Message, MessageId, Topic } from "@plate/protocol";
+import type { Broker, MessageListener, Unsubscribe } from "./broker.js";
+import { RedisNames } from "./redis-names.js";
+
+/** Settings of the Redis broker; each is a setting of the edge node (see the README). */
+export interface RedisBrokerOptions {
+  readonly url: string;
+  /** Put before every Redis channel name (`REDIS_KEY_PREFIX`). */
+  readonly keyPrefix: string;
+  /** How long one Redis command may take before it fails, in ms. */
+  readonly commandTimeoutMs: number;
+  /** Longest wait between two reconnect attempts, in ms. */
+  readonly reconnectMaxMs: number;
+  /** How often the silent-loss probe is sent while the node has subscriptions, in ms. */
+  readonly probeIntervalMs: number;
+  /** How long a probe may take to come back before the subscriber connection counts as deaf, in ms. */
+  readonly probeTimeoutMs: number;
+  /** This node's id, unique among the nodes (names its probe channel). */
+  readonly nodeId: string;
+  /** Gives an id to a message a backend PUBLISHed straight into Redis (it carries none). */
+  readonly newMessageId: () => MessageId;
+  /** Where the broker reports what an operator should know (connection loss, deafness). */
+  readonly warn?: (message: string, fields?: Record<string, unknown>) => void;
+}
+
+/** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */
+const RECONNECT_FIRST_MS = 50;
+
+/**
+ * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`. JSON text never
+ * holds a raw U+001F (the JSON grammar forbids control characters unescaped), so the separator is
+ * safe inside the body's neighbours, and a foreign payload practically never starts with the mark.
+ * Chosen over a JSON wrapper so a node neither parses nor re-serializes the body: the body's text
+ * goes into the envelope as it is.
+ */
+const MARK = "\u001fP1\u001f";
+const SEP = "\u001f";
+
+/** The Redis payload of a message published by a node. */
+export function encodeRedisPayload(message: Message): string {
+  return MARK + message.id + SEP + message.timestamp + SEP + message.body;
+}
+
+interface Interest {
+  readonly pattern: boolean;
+  readonly listeners: Set<MessageListener>;
+  /** Resolves once Redis confirmed the (P)SUBSCRIBE that created this interest. */
+  readonly active: Promise<void>;
+}
+
+/**
+ * The broker for many nodes sharing one Redis. Messages go through Redis pub/sub; a node SUBSCRIBEs
+ * to a channel, or PSUBSCRIBEs to a pattern, only while at least one local subscription needs it
+ * (reference-counted per Redis name), so a node receives no traffic for channels nobody on it
+ * watches.
+ *
+ * - Two connections: commands (auto-pipelined PUBLISH) and subscriber. Commands fail at once while
+ *   Redis is unreachable (no offline queue), so a publish answers `broker_unavailable` instead of
+ *   hanging, and nothing was published.
+ * - After a reconnect the subscriber connection subscribes again to everything local subscriptions
+ *   need; they stay open and receive again with no action of theirs.
+ * - A Redis message is decoded once into one `Message` object for every local listener, including
+ *   a channel listener and a pattern listener that both match it (Redis sends it twice).
+ * - Silent-loss guard: while the node has subscriptions it publishes a probe to its own probe
+ *   channel every `probeIntervalMs`. A probe not back within `probeTimeoutMs` means the subscriber
+ *   connection is up but deaf (as after a failover): the broker reports not ready, reconnects the
+ *   subscriber and resubscribes.
+ * - Not for Redis Cluster: pattern subscriptions must see every channel of one server.
+ */
+export class RedisBroker implements Broker {
+  readonly #options: RedisBrokerOptions;
+  readonly #names: RedisNames;
+  readonly #commands: Redis;
+  readonly #subscriber: Redis;
+  readonly #interests = new Map<string, Interest>();
+  readonly #readyListeners = new Set<(ready: boolean) => void>();
+  readonly #probeChannel: string;
+  #subscriberReady = false;
+  #deaf = false;
+  #ready = false;
+  #closed = false;
+  #probeTimer: NodeJS.Timeout;
+  #probeDeadline: NodeJS.Timeout | undefined;
+  #probeSeq = 0;
+  /**
+   * The last payload decoded, what it became, and the names it was delivered under. Redis sends one
+   * publish once per matching (P)SUBSCRIBE, back to back; the same payload under a name it already
+   * went to is a new publish (a backend may PUBLISH the same text twice), so it is decoded anew.
+   */
+  #lastChannel = "";
+  #lastPayload = "";
+  #lastMessage: Message | undefined;
+  readonly #lastNames: string[] = [];
+
+  constructor(options: RedisBrokerOptions) {
+    this.#options = options;
+    this.#names = new RedisNames(options.keyPrefix);
+    this.#probeChannel = this.#names.probe(options.nodeId);
+    const common: RedisOptions = {
+      commandTimeout: options.commandTimeoutMs,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(attempt, 16), options.reconnectMaxMs),
+      // Resubscription is ours (#resubscribe): ioredis' own would also restore interests dropped while down.
+      autoResubscribe: false,
+    };
+    this.#commands = new Redis(options.url, { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd` });
+    this.#subscriber = new Redis(options.url, { ...common, connectionName: `plate-${options.nodeId}-sub` });
+    this.#commands.on("ready", () => this.#update());
+    this.#commands.on("close", () => this.#update());
+    this.#commands.on("error", () => undefined);
+    this.#subscriber.on("ready", () => void this.#resubscribe());
+    this.#subscriber.on("close", () => {
+      this.#subscriberReady = false;
+      this.#update();
+    });
+    this.#subscriber.on("error", () => undefined);
+    this.#subscriber.on("message", (channel: string, payload: string) => this.#onMessage(channel, channel, payload));
+    this.#subscriber.on("pmessage", (glob: string, channel: string, payload: string) => this.#onMessage(glob, channel, payload));
+    this.#probeTimer = setInterval(() => this.#probe(), options.probeIntervalMs);
+    this.#probeTimer.unref();
+  }
+
+  async publish(message: Message): Promise<void> {
+    try {
+      await this.#commands.publish(this.#names.channel(message.plateId, message.channel), encodeRedisPayload(message));
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  async subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
+    if (this.#closed) throw new Error("RedisBroker is closed");
+    if (!this.#ready) throw unavailable();
+    const name = this.#names.subscription(topic);
+    let interest = this.#interests.get(name);
+    if (interest === undefined) {
+      const active = this.#redisSubscribe(name, topic.pattern);
+      interest = { pattern: topic.pattern, listeners: new Set(), active };
+      this.#interests.set(name, interest);
+    }
+    // Wrap so that the same function subscribed twice counts as two deliveries.
+    const delivery: MessageListener = (message) => listener(message);
+    const joined = interest;
+    joined.listeners.add(delivery);
+    try {
+      await joined.active;
+    } catch (err) {
+      await this.#leave(name, joined, delivery);
+      throw unavailable(err);
+    }
+    let left = false;
+    return () => {
+      if (left) return Promise.resolve();
+      left = true;
+      return this.#leave(name, joined, delivery);
+    };
+  }
+
+  isReady(): boolean {
+    return this.#ready;
+  }
+
+  onReadyChange(listener: (ready: boolean) => void): () => void {
+    this.#readyListeners.add(listener);
+    return () => this.#readyListeners.delete(listener);
+  }
+
+  /** Distinct channels and patterns this node is subscribed to in Redis (the probe excluded). */
+  get redisSubscriptions(): number {
+    return this.#interests.size;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#probeTimer);
+    clearTimeout(this.#probeDeadline);
+    this.#interests.clear();
+    this.#readyListeners.clear();
+    this.#ready = false;
+    await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
+  }
+
+  /** Drops one listener; the last one of a name unsubscribes this node from it in Redis. */
+  async #leave(name: string, interest: Interest, delivery: MessageListener): Promise<void> {
+    if (!interest.listeners.delete(delivery) || interest.listeners.size > 0) return;
+    if (this.#interests.get(name) !== interest) return;
+    this.#interests.delete(name);
+    // A subscribe of the same name that arrives now sends its SUBSCRIBE after this UNSUBSCRIBE on the
+    // same connection; Redis applies them in order, so that newcomer is never left deaf.
+    try {
+      if (interest.pattern) await this.#subscriber.punsubscribe(name);
+      else await this.#subscriber.unsubscribe(name);
+    } catch {
+      // Unreachable: the interest is already forgotten, and #resubscribe restores only live ones.
+    }
+  }
+
+  async #redisSubscribe(name: string, pattern: boolean): Promise<void> {
+    if (pattern) await this.#subscriber.psubscribe(name);
+    else await this.#subscriber.subscribe(name);
+  }
+
+  /** After every (re)connect of the subscriber: subscribe again to the probe and every live interest. */
+  async #resubscribe(): Promise<void> {
+    const channels = [this.#probeChannel];
+    const patterns: string[] = [];
+    for (const [name, interest] of this.#interests) (interest.pattern ? patterns : channels).push(name);
+    try {
+      await this.#subscriber.subscribe(...channels);
+      if (patterns.length > 0) await this.#subscriber.psubscribe(...patterns);
+    } catch (err) {
+      this.#options.warn?.("redis resubscribe failed; reconnecting", { error: String(err) });
+      this.#subscriber.disconnect(true);
+      return;
+    }
+    this.#subscriberReady = true;
+    this.#deaf = false;
+    this.#update();
+  }
+
+  #onMessage(name: string, channel: string, payload: string): void {
+    if (channel === this.#probeChannel) {
+      this.#probeReturned(payload);
+      return;
+    }
+    const interest = this.#interests.get(name);
+    if (interest === undefined) return;
+    const message = this.#decode(name, channel, payload);
+    if (message === undefined) return;
+    for (const listener of interest.listeners) {
+      try {
+        listener(message);
+      } catch {
+        // A listener must not throw (see MessageListener); one that does cannot stop the others.
+      }
+    }
+  }
+
+  #decode(name: string, channel: string, payload: string): Message | undefined {
+    if (channel === this.#lastChannel && payload === this.#lastPayload && !this.#lastNames.includes(name)) {
+      this.#lastNames.push(name);
+      return this.#lastMessage;
+    }
+    const where = this.#names.parse(channel);
+    if (where === undefined) return undefined;
+    let message: Message;
+    if (payload.startsWith(MARK)) {
+      const idEnd = payload.indexOf(SEP, MARK.length);
+      const timeEnd = payload.indexOf(SEP, idEnd + 1);
+      if (idEnd < 0 || timeEnd < 0) return undefined;
+      message = {
+        plateId: where.plateId,
+        channel: where.channel,
+        id: payload.slice(MARK.length, idEnd) as MessageId,
+        timestamp: payload.slice(idEnd + 1, timeEnd),
+        body: payload.slice(timeEnd + 1),
+      };
+    } else {
+      // Published straight into Redis by a backend: JSON when it parses, else a string. It carries no
+      // id or time, so each receiving node gives it its own.
+      message = {
+        plateId: where.plateId,
+        channel: where.channel,
+        id: this.#options.newMessageId(),
+        timestamp: new Date().toISOString(),
+        body: bodyFromForeignPayload(payload),
+      };
+    }
+    this.#lastChannel = channel;
+    this.#lastPayload = payload;
+    this.#lastMessage = message;
+    this.#lastNames.length = 0;
+    this.#lastNames.push(name);
+    return message;
+  }
+
+  #probe(): void {
+    if (this.#interests.size === 0 || this.#probeDeadline !== undefined || !this.#ready) return;
+    const seq = String(++this.#probeSeq);
+    this.#probeDeadline = setTimeout(() => this.#probeLost(seq), this.#options.probeTimeoutMs);
+    this.#probeDeadline.unref();
+    this.#commands.publish(this.#probeChannel, seq).catch(() => {
+      // The command connection is down: readiness already says so, and the probe proves nothing.
+      clearTimeout(this.#probeDeadline);
+      this.#probeDeadline = undefined;
+    });
+  }
+
+  #probeReturned(seq: string): void {
+    if (seq !== String(this.#probeSeq)) return;
+    clearTimeout(this.#probeDeadline);
+    this.#probeDeadline = undefined;
+  }
+
+  #probeLost(seq: string): void {
+    this.#probeDeadline = undefined;
+    if (this.#closed || seq !== String(this.#probeSeq)) return;
+    this.#options.warn?.("redis subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
+    this.#deaf = true;
+    this.#subscriberReady = false;
+    this.#update();
+    this.#subscriber.disconnect(true);
+  }
+
+  #update(): void {
+    const ready = !this.#closed && !this.#deaf && this.#subscriberReady && this.#commands.status === "ready";
+    if (ready === this.#ready) return;
+    this.#ready = ready;
+    if (!ready) this.#options.warn?.("redis broker not ready");
+    for (const listener of this.#readyListeners) listener(ready);
+  }
+}
+
+function unavailable(cause?: unknown): PlateError {
+  return new PlateError("broker_unavailable", "Redis is unreachable; nothing was published, retry shortly.", {
+    retryAfterS: 1,
+    cause,
+  });
+}
+
+async function quit(redis: Redis): Promise<void> {
+  try {
+    await redis.quit();
+  } catch {
+    redis.disconnect();
+  }
+}
