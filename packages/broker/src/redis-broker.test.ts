@@ -150,7 +150,7 @@ describe("RedisBroker", () => {
     const name = "plate:acme:room.1";
     const count = () =>
       withClient(async (client) => {
-        const numsub = (await client.pubsub("NUMSUB", name)) as unknown[];
+        const numsub = await client.pubsub("NUMSUB", name);
         return [Number(numsub[1]), Number(await client.pubsub("NUMPAT"))];
       });
     const [, patsBefore] = await count();
