@@ -11,6 +11,11 @@ export interface Config {
   readonly port: number;
   readonly host: string;
   readonly redisUrl: string | undefined;
+  readonly redisKeyPrefix: string;
+  readonly redisCommandTimeoutMs: number;
+  readonly redisReconnectMaxMs: number;
+  readonly redisProbeIntervalMs: number;
+  readonly redisProbeTimeoutMs: number;
   readonly adminToken: string | undefined;
   readonly dataDir: string;
   readonly maxMessageBytes: number;
@@ -69,6 +74,16 @@ function integer(min: number, max: number) {
 }
 
 function text(raw: string): string {
+  return raw;
+}
+
+/** Longest `REDIS_KEY_PREFIX`, in characters. */
+const REDIS_KEY_PREFIX_MAX_CHARS = 64;
+
+function keyPrefix(raw: string, variable: string): string {
+  if (raw.length > REDIS_KEY_PREFIX_MAX_CHARS || /\s/.test(raw)) {
+    throw new ConfigError(variable, `expected up to ${REDIS_KEY_PREFIX_MAX_CHARS} characters without spaces, got "${raw}".`);
+  }
   return raw;
 }
 
@@ -144,6 +159,36 @@ export const SETTINGS = {
     default: undefined,
     doc: "Redis to share with other nodes. Unset: one node on the embedded in-memory broker and store.",
     parse: optionalText,
+  },
+  REDIS_KEY_PREFIX: {
+    key: "redisKeyPrefix",
+    default: "plate:",
+    doc: "Put before every Redis key and channel name, so several deployments can share one Redis. A channel `c` of plate `p` is the Redis channel `<prefix>p:c`.",
+    parse: keyPrefix,
+  },
+  REDIS_COMMAND_TIMEOUT_MS: {
+    key: "redisCommandTimeoutMs",
+    default: "2000",
+    doc: "How long one Redis command may take before the request it serves fails with 503 `broker_unavailable`.",
+    parse: integer(10, 60_000),
+  },
+  REDIS_RECONNECT_MAX_MS: {
+    key: "redisReconnectMaxMs",
+    default: "500",
+    doc: "Longest wait between two attempts to reconnect to Redis (the first is 50 ms, then doubling); bounds how soon subscriptions receive again after Redis returns.",
+    parse: integer(50, 60_000),
+  },
+  REDIS_PROBE_INTERVAL_MS: {
+    key: "redisProbeIntervalMs",
+    default: "5000",
+    doc: "How often a node with subscriptions sends itself a probe through Redis, to notice a subscriber connection that is up but deaf.",
+    parse: integer(50, 600_000),
+  },
+  REDIS_PROBE_TIMEOUT_MS: {
+    key: "redisProbeTimeoutMs",
+    default: "3000",
+    doc: "How long that probe may take to come back; then the node reports not ready, reconnects its subscriber connection and resubscribes.",
+    parse: integer(10, 600_000),
   },
   ADMIN_TOKEN: {
     key: "adminToken",

@@ -1,90 +1,16 @@
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, connect } from "node:net";
+import { connect } from "node:net";
 import type { Socket } from "node:net";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SETTINGS } from "./config.js";
 import { adminCall } from "./test-support/admin.js";
 import { ADMIN_TOKEN, eventually } from "./test-support/node.js";
+import { EdgeProcess } from "./test-support/process.js";
+import { freePort } from "@plate/testing";
 import { SseClient } from "./test-support/sse.js";
 import { WsClient } from "./test-support/ws.js";
-
-/** The built entry point users run (`npm start`); the dist is built before the tests run. */
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
-
-/** A free TCP port of 127.0.0.1 (taken, read and released). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
-/** `node dist/main.js` as a user runs it, with its output and exit recorded. */
-class EdgeProcess {
-  stdout = "";
-  stderr = "";
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  exitedAt: number | undefined;
-  readonly child: ChildProcess;
-  readonly url: string;
-
-  constructor(
-    readonly port: number,
-    env: Record<string, string>,
-  ) {
-    // The process gets no Plate setting from the test runner's environment: only those given here.
-    const base: Record<string, string | undefined> = { ...process.env };
-    for (const variable of Object.keys(SETTINGS)) delete base[variable];
-    this.url = `http://127.0.0.1:${port}`;
-    this.child = spawn(process.execPath, [MAIN], {
-      env: { ...base, PORT: String(port), HOST: "127.0.0.1", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    this.child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (this.stdout += chunk));
-    this.child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (this.stderr += chunk));
-    this.child.on("exit", (code, signal) => {
-      this.exit = { code, signal };
-      this.exitedAt = Date.now();
-    });
-  }
-
-  get alive(): boolean {
-    return this.exit === undefined;
-  }
-
-  /** Waits until `/healthz` answers 200; throws with the output if the process exits or takes too long. */
-  async ready(timeoutMs = 10_000): Promise<void> {
-    const up = await eventually(async () => {
-      if (!this.alive) return true;
-      try {
-        return (await fetch(`${this.url}/healthz`)).status === 200;
-      } catch {
-        return false;
-      }
-    }, timeoutMs);
-    if (!up || !this.alive)
-      throw new Error(`the node did not start (exit ${JSON.stringify(this.exit)}): ${this.stderr}${this.stdout}`);
-  }
-
-  /** Waits for the process to exit; answers its exit code (undefined if still running). */
-  async exited(timeoutMs: number): Promise<number | null | undefined> {
-    await eventually(() => !this.alive, timeoutMs);
-    return this.exit?.code;
-  }
-
-  /** Kills the process if it is still running. */
-  kill(): void {
-    if (this.alive && this.child.pid !== undefined) process.kill(this.child.pid, "SIGKILL");
-  }
-}
 
 /** Answers the status of `GET path` on a new connection, or the error code of the connection (e.g. ECONNREFUSED). */
 function getStatus(url: string): Promise<number | string> {

@@ -2,9 +2,11 @@ import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { getRequestListener } from "@hono/node-server";
-import { MemoryBroker } from "@plate/broker";
+import { nanoid } from "nanoid";
+import { MemoryBroker, RedisBroker } from "@plate/broker";
 import type { Broker } from "@plate/broker";
-import { MemoryStore } from "@plate/store";
+import { PlateError } from "@plate/protocol";
+import { MemoryStore, RedisStore } from "@plate/store";
 import type { Store } from "@plate/store";
 import type { Config } from "./config.js";
 import { Connections } from "./core/connections.js";
@@ -13,6 +15,7 @@ import { Publisher } from "./core/publisher.js";
 import { RateLimiter } from "./core/rate-limit.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
+import { newMessageId } from "./core/ids.js";
 import { Tokens } from "./core/tokens.js";
 import { createApp } from "./http/app.js";
 import { createUpgradeHandler } from "./http/upgrade.js";
@@ -25,6 +28,8 @@ import type { Services } from "./services.js";
 const TOKEN_SWEEP_MS = 60_000;
 /** How often idle, full publish-rate buckets are forgotten, in ms. */
 const RATE_SWEEP_MS = 60_000;
+/** How often a node that started while Redis was unreachable tries `BOOTSTRAP_PLATES` again, in ms. */
+const BOOTSTRAP_RETRY_MS = 1000;
 
 /** A running edge node. */
 export interface EdgeNode {
@@ -51,19 +56,11 @@ export interface EdgeParts {
  * `DATA_DIR`).
  */
 export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<EdgeNode> {
-  if (config.redisUrl !== undefined && (parts.broker === undefined || parts.store === undefined)) {
-    throw new Error("REDIS_URL is set, but this build has no Redis broker and store yet; unset REDIS_URL to run the embedded default.");
-  }
   const log = parts.log ?? createLogger(config.logLevel);
   const metrics = new Metrics();
-  const broker = parts.broker ?? new MemoryBroker();
-  const store =
-    parts.store ??
-    (await MemoryStore.open({ dataDir: config.dataDir, tokenTombstoneMs: config.tokenTombstoneMs, tokenSweepMs: TOKEN_SWEEP_MS }));
+  const { broker, store } = await openBackends(config, parts, log);
   const tenancy = new Tenancy(store);
-  for (const [plateId, secret] of config.bootstrapPlates) {
-    if (await tenancy.ensurePlateWithKey(plateId, secret)) log.info("bootstrapped plate", { plateId });
-  }
+  const bootstrapped = await bootstrapPlates(config, tenancy, log);
 
   const connections = new Connections(metrics, config.maxConnectionsPerPlate);
   const fanout = new Fanout(broker, metrics, log);
@@ -80,6 +77,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     connections,
     subscriptions: new Subscriptions(connections, fanout),
     draining: () => draining,
+    ready: () => !draining && broker.isReady() && bootstrapped.done(),
   };
 
   const stopRevocations = store.onRevoked((revocation) => {
@@ -129,6 +127,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     (closed ??= (async () => {
       await drain();
       clearInterval(sweep);
+      bootstrapped.stop();
       stopRevocations();
       stopBrokerWatch();
       await broker.close();
@@ -136,4 +135,79 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     })());
 
   return { server, url, services, drain, close };
+}
+
+/**
+ * The broker and store the config asks for: the embedded ones without `REDIS_URL`, Redis ones with
+ * it. A Redis that is unreachable does not stop the start: the node listens, reports not ready,
+ * and becomes ready when Redis answers.
+ */
+async function openBackends(config: Config, parts: EdgeParts, log: Logger): Promise<{ broker: Broker; store: Store }> {
+  if (config.redisUrl === undefined) {
+    return {
+      broker: parts.broker ?? new MemoryBroker(),
+      store:
+        parts.store ??
+        (await MemoryStore.open({ dataDir: config.dataDir, tokenTombstoneMs: config.tokenTombstoneMs, tokenSweepMs: TOKEN_SWEEP_MS })),
+    };
+  }
+  const redis = { url: config.redisUrl, keyPrefix: config.redisKeyPrefix, commandTimeoutMs: config.redisCommandTimeoutMs };
+  return {
+    broker:
+      parts.broker ??
+      new RedisBroker({
+        ...redis,
+        reconnectMaxMs: config.redisReconnectMaxMs,
+        probeIntervalMs: config.redisProbeIntervalMs,
+        probeTimeoutMs: config.redisProbeTimeoutMs,
+        nodeId: nanoid(),
+        newMessageId,
+        warn: (message, fields) => log.warn(message, fields),
+      }),
+    store:
+      parts.store ??
+      (await RedisStore.open({ ...redis, reconnectMaxMs: config.redisReconnectMaxMs, tokenTombstoneMs: config.tokenTombstoneMs })),
+  };
+}
+
+/** Where `BOOTSTRAP_PLATES` stands: done, or still being retried while Redis is unreachable. */
+interface Bootstrap {
+  done(): boolean;
+  stop(): void;
+}
+
+/**
+ * Provisions `BOOTSTRAP_PLATES`. A bad entry (a secret that is another plate's key) stops the
+ * start; an unreachable Redis does not: the node retries every `BOOTSTRAP_RETRY_MS` and stays not
+ * ready until it has succeeded.
+ */
+async function bootstrapPlates(config: Config, tenancy: Tenancy, log: Logger): Promise<Bootstrap> {
+  let done = false;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = async (): Promise<void> => {
+    for (const [plateId, secret] of config.bootstrapPlates) {
+      if (await tenancy.ensurePlateWithKey(plateId, secret)) log.info("bootstrapped plate", { plateId });
+    }
+    done = true;
+  };
+  const retry = () => {
+    timer = setTimeout(() => {
+      attempt().catch((err: unknown) => {
+        if (!isUnavailable(err)) log.error("BOOTSTRAP_PLATES failed", { error: String(err) });
+        retry();
+      });
+    }, BOOTSTRAP_RETRY_MS);
+  };
+  try {
+    await attempt();
+  } catch (err) {
+    if (!isUnavailable(err)) throw err;
+    log.warn("Redis unreachable at start: not ready until BOOTSTRAP_PLATES is provisioned");
+    retry();
+  }
+  return { done: () => done, stop: () => clearTimeout(timer) };
+}
+
+function isUnavailable(err: unknown): boolean {
+  return err instanceof PlateError && err.code === "broker_unavailable";
 }

@@ -21,4 +21,6 @@ export interface Services {
   readonly subscriptions: Subscriptions;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
+  /** True while the node can serve: not draining, the broker reachable, `BOOTSTRAP_PLATES` provisioned. */
+  readonly ready: () => boolean;
 }

@@ -23,7 +23,7 @@ export interface RedisBrokerOptions {
   /** Gives an id to a message a backend PUBLISHed straight into Redis (it carries none). */
   readonly newMessageId: () => MessageId;
   /** Where the broker reports what an operator should know (connection loss, deafness). */
-  readonly warn?: (message: string, fields?: Record<string, unknown>) => void;
+  readonly warn?: (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
 }
 
 /** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */

@@ -1,3 +1,5 @@
 export type { Store, PlateRecord, KeyRecord, TokenRecord, ClaimResult, Revocation } from "./store.js";
 export { MemoryStore } from "./memory-store.js";
 export type { MemoryStoreOptions } from "./memory-store.js";
+export { RedisStore } from "./redis-store.js";
+export type { RedisStoreOptions } from "./redis-store.js";

@@ -1,6 +1,9 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /** How long a spawned redis-server may take to accept connections, in ms. */
 const REDIS_START_TIMEOUT_MS = 10_000;
@@ -18,7 +21,10 @@ export interface RedisServer {
   readonly external: boolean;
   /** SIGKILLs the server (as a crash would) and waits for it to be gone. */
   kill(): Promise<void>;
-  /** Starts it again on the same port, empty, and waits until it accepts connections. */
+  /**
+   * Starts it again on the same port and waits until it accepts connections: empty, or with what it
+   * held when it was started `persistent`.
+   */
   restart(): Promise<void>;
   /** Stops it for good (does nothing for an external one). */
   stop(): Promise<void>;
@@ -37,13 +43,19 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts a redis-server of its own on a free port (or uses `REDIS_URL` when set). */
-export async function startRedis(): Promise<RedisServer> {
+/**
+ * Starts a redis-server of its own on a free port (or uses `REDIS_URL` when set). `persistent`
+ * turns on an append-only file fsynced at every write, in a temporary folder, so the data outlives
+ * a `kill` and `restart` (as a production Redis with persistence would).
+ */
+export async function startRedis(options: { persistent?: boolean } = {}): Promise<RedisServer> {
   const given = process.env.REDIS_URL;
   if (given !== undefined && given !== "") return externalRedis(given);
 
   const port = await freePort();
-  let child: ChildProcess | undefined = await spawnRedis(port);
+  const dir = options.persistent === true ? mkdtempSync(join(tmpdir(), "plate-redis-")) : undefined;
+  const spawnRedis = () => spawnRedisAt(port, dir);
+  let child: ChildProcess | undefined = await spawnRedis();
   const url = `redis://127.0.0.1:${port}`;
   return {
     url,
@@ -56,12 +68,13 @@ export async function startRedis(): Promise<RedisServer> {
     },
     async restart() {
       if (child !== undefined) await killChild(child);
-      child = await spawnRedis(port);
+      child = await spawnRedis();
     },
     async stop() {
       const running = child;
       child = undefined;
       if (running !== undefined) await killChild(running);
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -71,11 +84,13 @@ function externalRedis(url: string): RedisServer {
   return { url, port: Number(new URL(url).port || 6379), external: true, kill: refuse, restart: refuse, stop: () => Promise.resolve() };
 }
 
-async function spawnRedis(port: number): Promise<ChildProcess> {
+async function spawnRedisAt(port: number, dir: string | undefined): Promise<ChildProcess> {
+  const persistence =
+    dir === undefined ? ["--appendonly", "no"] : ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"];
   const child = spawn(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--protected-mode", "no", "--loglevel", "warning"],
+    { stdio: "ignore" },
   );
   const failed = new Promise<never>((_, reject) => {
     child.once("error", (err: NodeJS.ErrnoException) => {

@@ -31,6 +31,14 @@ export function newKeyId(): string {
   return "key_" + alnum();
 }
 
+/**
+ * The id of a `BOOTSTRAP_PLATES` key: derived from its secret (12 hex characters of a SHA-256 over
+ * a domain tag and the secret), so every node provisioning the same secret names the same key.
+ */
+export function bootstrapKeyId(secret: string): string {
+  return "key_" + createHash("sha256").update("plate-bootstrap-key\0" + secret).digest("hex").slice(0, ID_CHARS);
+}
+
 export function newPlateId(): PlateId {
   return ("plate_" + alnum()) as PlateId;
 }

@@ -1,7 +1,7 @@
 import { PlateError, SCOPES, isChannelPattern, isPlateId, isScope, patternCovers, compilePattern } from "@plate/protocol";
 import type { ChannelPattern, PlateId, Scope, Topic } from "@plate/protocol";
 import type { KeyRecord, PlateRecord, Store } from "@plate/store";
-import { hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
+import { bootstrapKeyId, hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
 
 /** A key as the admin API shows it: never its secret or hash. */
 export interface KeyView {
@@ -102,9 +102,9 @@ export class Tenancy {
   }
 
   /** Creates a key; its secret is in the answer and nowhere else. */
-  async createKey(plateId: PlateId, input: KeyInput, secret = newKeySecret()): Promise<NewKey> {
+  async createKey(plateId: PlateId, input: KeyInput, secret = newKeySecret(), id = newKeyId()): Promise<NewKey> {
     const record = await this.store.createKey({
-      id: newKeyId(),
+      id,
       plateId,
       name: parseName(input.name, ""),
       scopes: parseScopes(input.scopes),
@@ -131,16 +131,29 @@ export class Tenancy {
   async ensurePlateWithKey(plateId: PlateId, secret: string): Promise<boolean> {
     let created = false;
     if ((await this.store.getPlate(plateId)) === undefined) {
-      await this.store.createPlate({ id: plateId, name: plateId, createdAt: new Date().toISOString() });
-      created = true;
+      try {
+        await this.store.createPlate({ id: plateId, name: plateId, createdAt: new Date().toISOString() });
+        created = true;
+      } catch (err) {
+        // Another node sharing the store, starting at the same time, created it first.
+        if (!(err instanceof PlateError && err.code === "conflict")) throw err;
+      }
     }
-    const existing = await this.store.findKeyByHash(hashSecret(secret));
+    const hash = hashSecret(secret);
+    let existing = await this.store.findKeyByHash(hash);
+    if (existing === undefined) {
+      try {
+        // The id follows from the secret, so nodes starting together try to write the same key;
+        // the store lets one of them in.
+        await this.createKey(plateId, { name: "bootstrap" }, secret, bootstrapKeyId(secret));
+        return true;
+      } catch (err) {
+        if (!(err instanceof PlateError && err.code === "conflict")) throw err;
+        existing = await this.store.findKeyByHash(hash);
+      }
+    }
     if (existing !== undefined && existing.plateId !== plateId) {
       throw new Error(`BOOTSTRAP_PLATES: the secret given for "${plateId}" is already a key of another plate.`);
-    }
-    if (existing === undefined) {
-      await this.createKey(plateId, { name: "bootstrap" }, secret);
-      created = true;
     }
     return created;
   }

@@ -50,7 +50,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.get("/healthz", (c) => c.json({ data: { status: "ok" } }));
   app.get("/readyz", (c) => {
     if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
-    if (!services.broker.isReady()) throw new PlateError("broker_unavailable", "The broker is unreachable.");
+    if (!services.ready()) throw new PlateError("broker_unavailable", "The broker is unreachable.");
     return c.json({ data: { status: "ready" } });
   });
   app.get("/metrics", async (c) =>

@@ -1,0 +1,404 @@
+import { createHash, randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { PlateError } from "@plate/protocol";
+import type { ChannelName, ClientToken, PlateId } from "@plate/protocol";
+import { freePort, startRedis } from "@plate/testing";
+import type { RedisServer } from "@plate/testing";
+import { RedisStore } from "./redis-store.js";
+import { runStoreContract } from "./store.contract.js";
+import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+
+const TOKEN_TOMBSTONE_MS = 1000;
+/** Short so the outage tests stay quick, and still far above a local Redis's answer time. */
+const COMMAND_TIMEOUT_MS = 500;
+/** Longest wait between reconnect attempts (the edge's `REDIS_RECONNECT_MAX_MS`). */
+const RECONNECT_MAX_MS = 500;
+/** How long a node may take to be ready again after Redis restarts: the reconnect cap, and slack. */
+const BACK_WITHIN_MS = 3_000;
+/** How long the spawned redis-server may take to start (startRedis waits up to 10 s itself). */
+const START_REDIS_TIMEOUT_MS = 20_000;
+/**
+ * startRedis() uses REDIS_URL when it is set: a server the tests cannot kill or restart, and must
+ * not pause (others may share it). The fault cases skip then.
+ */
+const EXTERNAL_REDIS = (process.env.REDIS_URL ?? "") !== "";
+
+let server: RedisServer | undefined;
+
+beforeAll(async () => {
+  server = await startRedis();
+}, START_REDIS_TIMEOUT_MS);
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+function redisServer(): RedisServer {
+  if (server === undefined) throw new Error("redis-server did not start");
+  return server;
+}
+
+function openStore(keyPrefix: string, url = redisServer().url): Promise<RedisStore> {
+  return RedisStore.open({
+    url,
+    keyPrefix,
+    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
+    commandTimeoutMs: COMMAND_TIMEOUT_MS,
+    reconnectMaxMs: RECONNECT_MAX_MS,
+  });
+}
+
+/** A prefix of its own for each fixture and test, so nothing one leaves behind is seen by another. */
+function freshPrefix(): string {
+  return `test-${randomBytes(6).toString("hex")}:`;
+}
+
+runStoreContract("redis", () => {
+  // Every node() is a new RedisStore with connections of its own, as another edge node would be.
+  const keyPrefix = freshPrefix();
+  const stores: RedisStore[] = [];
+  return Promise.resolve({
+    async node(): Promise<Store> {
+      const store = await openStore(keyPrefix);
+      stores.push(store);
+      return store;
+    },
+    async close(): Promise<void> {
+      await Promise.all(stores.map((store) => store.close()));
+    },
+    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
+  });
+});
+
+function uid(): string {
+  return randomBytes(6).toString("hex");
+}
+
+function plateRecord(): PlateRecord {
+  return { id: `p-${uid()}` as PlateId, name: "Redis plate", createdAt: new Date().toISOString() };
+}
+
+function keyRecord(plateId: PlateId): KeyRecord {
+  return {
+    id: `k-${uid()}`,
+    plateId,
+    name: "redis key",
+    scopes: ["publish", "subscribe", "client"],
+    channels: null,
+    hash: createHash("sha256").update(randomBytes(24)).digest("hex"),
+    createdAt: new Date().toISOString(),
+  };
+}
+
+function tokenRecord(key: KeyRecord, options: { maxUses: number; expiresAt: number }): TokenRecord {
+  return {
+    token: randomBytes(24).toString("base64url") as ClientToken,
+    plateId: key.plateId,
+    channel: "room.lobby" as ChannelName,
+    pattern: false,
+    keyId: key.id,
+    maxDurationMs: 0,
+    ...options,
+  };
+}
+
+function outcome(result: ClaimResult): string {
+  return result.ok ? "ok" : result.code;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function sleepUntil(epochMs: number): Promise<void> {
+  while (Date.now() < epochMs) await sleep(Math.max(1, Math.min(50, epochMs - Date.now())));
+}
+
+/** Polls `condition` until it holds; false if it did not within `timeoutMs`. */
+async function eventually(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+/** The code a call rejects with, and how long it took to reject. */
+async function failure(call: () => Promise<unknown>): Promise<{ code: string | undefined; ms: number }> {
+  const started = Date.now();
+  try {
+    await call();
+  } catch (err) {
+    return { code: err instanceof PlateError ? err.code : undefined, ms: Date.now() - started };
+  }
+  return expect.fail("expected the call to reject");
+}
+
+/** Every key name matching `match` (a Redis glob), by SCAN. */
+async function scanKeys(client: Redis, match: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await client.scan(cursor, "MATCH", match, "COUNT", 1000);
+    found.push(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  return found.sort();
+}
+
+describe("redis store", () => {
+  const stores: RedisStore[] = [];
+  const clients: Redis[] = [];
+
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((store) => store.close()));
+    await Promise.all(clients.splice(0).map((client) => client.quit()));
+  });
+
+  async function node(keyPrefix: string): Promise<RedisStore> {
+    const store = await openStore(keyPrefix);
+    stores.push(store);
+    return store;
+  }
+
+  /** A plain connection to look at Redis the way an operator would. */
+  function inspector(): Redis {
+    const client = new Redis(redisServer().url);
+    clients.push(client);
+    return client;
+  }
+
+  async function plateWithKey(store: Store): Promise<KeyRecord> {
+    const plate = plateRecord();
+    await store.createPlate(plate);
+    const key = keyRecord(plate.id);
+    await store.createKey(key);
+    return key;
+  }
+
+  it("spends exactly 3 uses of a max_uses=3 token under 60 concurrent claims from 3 nodes", async () => {
+    const prefix = freshPrefix();
+    const nodes = [await node(prefix), await node(prefix), await node(prefix)];
+    const key = await plateWithKey(nodes[0]!);
+    const token = tokenRecord(key, { maxUses: 3, expiresAt: Date.now() + 60_000 });
+    await nodes[1]!.putToken(token);
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => nodes[i % 3]!.claimToken(key.plateId, token.token, Date.now())),
+    );
+    const uses = results.flatMap((result) => (result.ok ? [result.uses] : []));
+    expect(uses.sort((x, y) => x - y)).toEqual([1, 2, 3]);
+    expect(results.filter((result) => !result.ok).map(outcome)).toEqual(
+      Array.from({ length: 57 }, () => "exhausted_client_socket"),
+    );
+  });
+
+  it("keeps answering expired (not unknown) after expiry until the tombstone passes, and the Redis key then is gone (PTTL)", async () => {
+    const prefix = freshPrefix();
+    const store = await node(prefix);
+    const redis = inspector();
+    const key = await plateWithKey(store);
+    const token = tokenRecord(key, { maxUses: 0, expiresAt: Date.now() + 200 });
+    await store.putToken(token);
+    const name = `${prefix}token:${token.token}`;
+    const ttl = await redis.pttl(name);
+    expect(ttl).toBeGreaterThan(TOKEN_TOMBSTONE_MS);
+    expect(ttl).toBeLessThanOrEqual(200 + TOKEN_TOMBSTONE_MS);
+
+    await sleepUntil(token.expiresAt);
+    expect(outcome(await store.claimToken(key.plateId, token.token, Date.now()))).toBe("expired_client_socket");
+    await sleepUntil(token.expiresAt + TOKEN_TOMBSTONE_MS / 2);
+    expect(outcome(await store.claimToken(key.plateId, token.token, Date.now()))).toBe("expired_client_socket");
+    expect(await redis.pttl(name)).toBeGreaterThan(0);
+
+    await sleepUntil(token.expiresAt + TOKEN_TOMBSTONE_MS + 50);
+    expect(await redis.pttl(name)).toBe(-2);
+    expect(outcome(await store.claimToken(key.plateId, token.token, Date.now()))).toBe("invalid_client_socket");
+  });
+
+  it("puts every key under the configured prefix, and its control channel too", async () => {
+    const prefix = freshPrefix();
+    const store = await node(prefix);
+    const redis = inspector();
+    const plate = plateRecord();
+    await store.createPlate(plate);
+    const kept = keyRecord(plate.id);
+    const revoked = keyRecord(plate.id);
+    await store.createKey(kept);
+    await store.createKey(revoked);
+    const token = tokenRecord(kept, { maxUses: 2, expiresAt: Date.now() + 60_000 });
+    await store.putToken(token);
+    expect(outcome(await store.claimToken(plate.id, token.token, Date.now()))).toBe("ok");
+    await store.deleteKey(plate.id, revoked.id);
+
+    expect(await scanKeys(redis, `${prefix}*`)).toEqual(
+      [
+        `${prefix}plates`,
+        `${prefix}key:${kept.hash}`,
+        `${prefix}plate-keys:${plate.id}`,
+        `${prefix}token:${token.token}`,
+      ].sort(),
+    );
+    const mentions = (await scanKeys(redis, "*")).filter((name) =>
+      [plate.id, kept.hash, revoked.hash, token.token].some((id) => name.includes(id)),
+    );
+    expect(mentions.every((name) => name.startsWith(prefix))).toBe(true);
+    expect(await redis.pubsub("CHANNELS", `${prefix}*`)).toEqual([`${prefix}ctl`]);
+  });
+
+  it("ignores malformed revocations on the control channel, and still hears good ones", async () => {
+    const prefix = freshPrefix();
+    const store = await node(prefix);
+    const redis = inspector();
+    const heard: Revocation[] = [];
+    store.onRevoked((revocation) => void heard.push(revocation));
+    const malformed = [
+      "not json",
+      "null",
+      "[]",
+      '{"plateId":5}',
+      '{"plateId":"no spaces"}',
+      '{"plateId":"p","keyId":7}',
+    ];
+    for (const payload of malformed) await redis.publish(`${prefix}ctl`, payload);
+    await redis.publish(`${prefix}ctl`, '{"plateId":"acme","keyId":"k1"}');
+    // Redis delivers one publisher's messages in order: once the good one is heard, the others were too.
+    expect(await eventually(() => heard.length > 0, 1000)).toBe(true);
+    expect(heard).toEqual([{ plateId: "acme", keyId: "k1" }]);
+  });
+
+  it("is ready once open, not after close, and closes twice without complaint", async () => {
+    const store = await openStore(freshPrefix());
+    expect(store.isReady()).toBe(true);
+    await store.close();
+    expect(store.isReady()).toBe(false);
+    await store.close();
+  });
+
+  it("opens while nothing listens at the Redis URL: not ready, and its calls answer broker_unavailable at once", async () => {
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    const store = await openStore(freshPrefix(), url);
+    try {
+      expect(store.isReady()).toBe(false);
+      const { code, ms } = await failure(() => store.getPlate("p" as PlateId));
+      expect(code).toBe("broker_unavailable");
+      expect(ms).toBeLessThan(COMMAND_TIMEOUT_MS);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it.skipIf(EXTERNAL_REDIS)(
+    "opened while Redis is down, becomes ready when Redis appears and then hears revocations",
+    async () => {
+      const prefix = freshPrefix();
+      await redisServer().kill();
+      let store: RedisStore;
+      try {
+        store = await openStore(prefix);
+        expect(store.isReady()).toBe(false);
+      } finally {
+        await redisServer().restart();
+      }
+      try {
+        expect(await eventually(() => store.isReady(), BACK_WITHIN_MS)).toBe(true);
+        const heard: Revocation[] = [];
+        store.onRevoked((r) => heard.push(r));
+        const other = await openStore(prefix);
+        try {
+          const key = await plateWithKey(other);
+          await other.deleteKey(key.plateId, key.id);
+          expect(await eventually(() => heard.length === 1, 1000)).toBe(true);
+          expect(heard).toEqual([{ plateId: key.plateId, keyId: key.id }]);
+        } finally {
+          await other.close();
+        }
+      } finally {
+        await store.close();
+      }
+    },
+  );
+
+  it.skipIf(EXTERNAL_REDIS)(
+    "answers broker_unavailable, quickly, while Redis is down, and works again after it restarts",
+    async () => {
+      const store = await node(freshPrefix());
+      const key = await plateWithKey(store);
+      const token = tokenRecord(key, { maxUses: 0, expiresAt: Date.now() + 60_000 });
+      await store.putToken(token);
+      await redisServer().kill();
+      try {
+        const calls: (() => Promise<unknown>)[] = [
+          () => store.createPlate(plateRecord()),
+          () => store.getPlate(key.plateId),
+          () => store.listPlates(),
+          () => store.createKey(keyRecord(key.plateId)),
+          () => store.listKeys(key.plateId),
+          () => store.findKeyByHash(key.hash),
+          () => store.putToken(tokenRecord(key, { maxUses: 1, expiresAt: Date.now() + 60_000 })),
+          () => store.claimToken(key.plateId, token.token, Date.now()),
+          () => store.deleteKey(key.plateId, key.id),
+          () => store.deletePlate(key.plateId),
+        ];
+        for (const call of calls) {
+          const { code, ms } = await failure(call);
+          expect(code).toBe("broker_unavailable");
+          // Refused at once, not after waiting out a command timeout.
+          expect(ms).toBeLessThan(COMMAND_TIMEOUT_MS);
+        }
+        // A dead socket stops taking writes a moment before its close event marks it down.
+        expect(await eventually(() => !store.isReady(), 1000)).toBe(true);
+      } finally {
+        // Restarted even when an assertion above failed, so the tests after this one have a Redis.
+        await redisServer().restart();
+      }
+      expect(await eventually(() => store.isReady(), BACK_WITHIN_MS)).toBe(true);
+      // The restarted Redis is empty (its script cache too): everything works from scratch.
+      const again = await plateWithKey(store);
+      const fresh = tokenRecord(again, { maxUses: 1, expiresAt: Date.now() + 60_000 });
+      await store.putToken(fresh);
+      expect(outcome(await store.claimToken(again.plateId, fresh.token, Date.now()))).toBe("ok");
+      expect(await store.findKeyByHash(again.hash)).toEqual(again);
+    },
+    15_000,
+  );
+
+  it.skipIf(EXTERNAL_REDIS)(
+    "hears revocations from another node again after Redis restarts",
+    async () => {
+      const prefix = freshPrefix();
+      const a = await node(prefix);
+      const b = await node(prefix);
+      await redisServer().kill();
+      await redisServer().restart();
+      expect(await eventually(() => a.isReady() && b.isReady(), BACK_WITHIN_MS)).toBe(true);
+
+      const key = await plateWithKey(a);
+      const heard: Revocation[] = [];
+      b.onRevoked((revocation) => void heard.push(revocation));
+      expect(await a.deleteKey(key.plateId, key.id)).toBe(true);
+      expect(await eventually(() => heard.length > 0, 1000)).toBe(true);
+      expect(heard).toEqual([{ plateId: key.plateId, keyId: key.id }]);
+    },
+    15_000,
+  );
+
+  it.skipIf(EXTERNAL_REDIS)(
+    "answers broker_unavailable after the command timeout while Redis does not answer",
+    async () => {
+      const store = await node(freshPrefix());
+      const key = await plateWithKey(store);
+      // CLIENT PAUSE ALL holds every client's commands, CLIENT UNPAUSE included: the pause is waited out.
+      const pauseMs = COMMAND_TIMEOUT_MS * 2;
+      await inspector().call("CLIENT", "PAUSE", String(pauseMs), "ALL");
+      const pausedUntil = Date.now() + pauseMs;
+      const { code, ms } = await failure(() => store.findKeyByHash(key.hash));
+      expect(code).toBe("broker_unavailable");
+      expect(ms).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MS - 10);
+      expect(ms).toBeLessThan(pauseMs);
+      await sleepUntil(pausedUntil + 50);
+      expect(await store.findKeyByHash(key.hash)).toEqual(key);
+    },
+  );
+});

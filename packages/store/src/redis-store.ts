@@ -1,0 +1,348 @@
+/**
+ * The store of many edge nodes sharing one Redis. Every name starts with `keyPrefix` (`{p}` below,
+ * `plate:` by default):
+ *
+ * | name                       | type    | holds                                                        |
+ * |----------------------------|---------|--------------------------------------------------------------|
+ * | `{p}plates`                | hash    | plate id → PlateRecord JSON                                  |
+ * | `{p}key:{hash}`            | string  | KeyRecord JSON, named by the hex SHA-256 of the key's secret |
+ * | `{p}plate-keys:{plateId}`  | hash    | key id → key hash: the index of one plate's keys             |
+ * | `{p}token:{token}`         | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis      |
+ * |                            |         | deletes it at `expiresAt + tokenTombstoneMs`                 |
+ * | `{p}ctl` (pub/sub channel) |         | revocations, JSON `{"plateId","keyId"?}`                     |
+ *
+ * The kinds start with different words, so no two names collide. The broker's channels are
+ * `{p}{plateId}:{channel}`, always with a `:` after the plate id, which `{p}ctl` lacks. A deleted
+ * plate's tokens are left to expire (a claim finds their key gone). ioredis' own `keyPrefix` option is not used: it would not reach the names
+ * the Lua scripts build, nor the control channel.
+ */
+import { Redis } from "ioredis";
+import type { RedisOptions } from "ioredis";
+import { PlateError, isPlateId } from "@plate/protocol";
+import type { ClientToken, PlateId } from "@plate/protocol";
+import { withScripts } from "./redis-scripts.js";
+import type { StoreScripts } from "./redis-scripts.js";
+import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+
+/** Settings of the Redis store; each is a setting of the edge node. */
+export interface RedisStoreOptions {
+  /** The shared Redis, `redis://` or `rediss://` (`REDIS_URL`). */
+  readonly url: string;
+  /** Put before every key and the control channel, e.g. `plate:` (`REDIS_KEY_PREFIX`). */
+  readonly keyPrefix: string;
+  /** How long an expired token still claims as expired rather than unknown, in ms; Redis then deletes it. */
+  readonly tokenTombstoneMs: number;
+  /** How long one Redis command may take before its call fails with `broker_unavailable`, in ms. */
+  readonly commandTimeoutMs: number;
+  /** Longest wait between reconnect attempts, in ms: bounds how long the store stays down after Redis is back. */
+  readonly reconnectMaxMs: number;
+}
+
+/** First wait before reconnecting, in ms; it doubles at each failed attempt, up to `reconnectMaxMs`. */
+const RECONNECT_FIRST_MS = 50;
+/** `Retry-After` of `broker_unavailable`, in s: a reconnect attempt comes within `reconnectMaxMs`. */
+const RETRY_AFTER_S = 1;
+/** Redis answers that mean a bug, or foreign data under the prefix, rather than an unavailable Redis. */
+const BUG_REPLY = /^(ERR|WRONGTYPE) /;
+
+/**
+ * `Store` over Redis, for any number of stateless nodes. Every method is one Redis round trip
+ * (`listKeys`: two); the writes that must be atomic are Lua scripts (`redis-scripts.ts`).
+ *
+ * - Two connections: commands, and a subscriber to `{p}ctl`. A deletion publishes its revocation
+ *   from inside its script; every instance, the deleting one included, hears it there and tells
+ *   its `onRevoked` listeners. Revocations published while this node's subscriber is disconnected
+ *   are lost (Redis pub/sub keeps nothing).
+ * - Redis unreachable: every call rejects with `broker_unavailable` at once (no offline queue), or
+ *   after `commandTimeoutMs` when Redis does not answer. A call that timed out may still have run
+ *   in Redis (a claim may have spent its use). Both connections keep reconnecting meanwhile.
+ * - Not for Redis Cluster (the scripts build key names; see `redis-scripts.ts`).
+ */
+export class RedisStore implements Store {
+  readonly #options: RedisStoreOptions;
+  readonly #names: RedisNames;
+  readonly #commands: Redis & StoreScripts;
+  readonly #subscriber: Redis;
+  readonly #listeners = new Set<(revocation: Revocation) => void>();
+  /** The control channel is subscribed on the subscriber's current connection. */
+  #listening = false;
+  /** The latest subscription to the control channel, started at each "ready" of the subscriber. */
+  #subscribing: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(options: RedisStoreOptions) {
+    this.#options = options;
+    this.#names = redisNames(options.keyPrefix);
+    const connection: RedisOptions = {
+      // open() connects, to learn whether Redis is there at all.
+      lazyConnect: true,
+      // While disconnected a call fails at once instead of waiting in a queue.
+      enableOfflineQueue: false,
+      commandTimeout: options.commandTimeoutMs,
+      // A call in flight when the connection drops fails at once, and is never sent again: a claim
+      // or a delete whose answer was lost may already have run.
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      // ioredis' own resubscription leaves its SUBSCRIBE's rejection unhandled; ours is #resubscribe.
+      autoResubscribe: false,
+      retryStrategy: (attempt) => Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(attempt - 1, 16), options.reconnectMaxMs),
+    };
+    this.#commands = withScripts(new Redis(options.url, connection));
+    this.#subscriber = new Redis(options.url, connection);
+    // Errors reach callers as rejections and show in isReady(); unheard, ioredis prints each one.
+    this.#commands.on("error", ignore);
+    this.#subscriber.on("error", ignore);
+    this.#subscriber.on("close", () => {
+      this.#listening = false;
+    });
+    this.#subscriber.on("message", (channel: string, text: string) => this.#onControl(channel, text));
+  }
+
+  /**
+   * Connects both connections and subscribes to the control channel, so the store hears every
+   * revocation made after it opened. When Redis cannot be reached the store opens all the same:
+   * its calls answer `broker_unavailable`, `isReady()` is false, and both connections keep trying
+   * (a node may start before its Redis; it has no open connections for a revocation to close yet).
+   */
+  static async open(options: RedisStoreOptions): Promise<RedisStore> {
+    const store = new RedisStore(options);
+    store.#subscriber.on("ready", () => {
+      store.#subscribing = store.#resubscribe();
+    });
+    try {
+      await Promise.all([store.#commands.connect(), store.#subscriber.connect()]);
+      await store.#subscribing;
+    } catch {
+      // Not reachable yet: ioredis goes on reconnecting, and "ready" subscribes when it succeeds.
+    }
+    return store;
+  }
+
+  async createPlate(plate: PlateRecord): Promise<PlateRecord> {
+    const created = await reach(this.#commands.hsetnx(this.#names.plates, plate.id, JSON.stringify(plate)));
+    if (created === 0) throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
+    return plate;
+  }
+
+  async getPlate(id: PlateId): Promise<PlateRecord | undefined> {
+    const text = await reach(this.#commands.hget(this.#names.plates, id));
+    return text === null ? undefined : parse<PlateRecord>(text);
+  }
+
+  async listPlates(): Promise<PlateRecord[]> {
+    const texts = await reach(this.#commands.hvals(this.#names.plates));
+    return texts.map((text) => parse<PlateRecord>(text));
+  }
+
+  async deletePlate(id: PlateId): Promise<boolean> {
+    const names = this.#names;
+    const payload = JSON.stringify({ plateId: id } satisfies Revocation);
+    const deleted = await reach(
+      this.#commands.plateDeletePlate(names.plates, names.plateKeys(id), id, names.key(""), names.control, payload),
+    );
+    return deleted === 1;
+  }
+
+  async createKey(key: KeyRecord): Promise<KeyRecord> {
+    const names = this.#names;
+    const outcome = await reach(
+      this.#commands.plateCreateKey(
+        names.plates,
+        names.key(key.hash),
+        names.plateKeys(key.plateId),
+        key.plateId,
+        key.id,
+        key.hash,
+        JSON.stringify(key),
+      ),
+    );
+    if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
+    if (outcome === "conflict") {
+      throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
+    }
+    return key;
+  }
+
+  async listKeys(plateId: PlateId): Promise<KeyRecord[]> {
+    const hashes = await reach(this.#commands.hvals(this.#names.plateKeys(plateId)));
+    if (hashes.length === 0) return [];
+    // A key revoked between the two commands reads as null and is left out, as it should be.
+    const texts = await reach(this.#commands.mget(hashes.map((hash) => this.#names.key(hash))));
+    return texts.flatMap((text) => (text === null ? [] : [parse<KeyRecord>(text)]));
+  }
+
+  async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
+    const text = await reach(this.#commands.get(this.#names.key(hash)));
+    return text === null ? undefined : parse<KeyRecord>(text);
+  }
+
+  async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
+    const names = this.#names;
+    const payload = JSON.stringify({ plateId, keyId } satisfies Revocation);
+    const deleted = await reach(
+      this.#commands.plateDeleteKey(names.plateKeys(plateId), keyId, names.key(""), names.control, payload),
+    );
+    return deleted === 1;
+  }
+
+  async putToken(token: TokenRecord): Promise<void> {
+    const deleteAtMs = token.expiresAt + this.#options.tokenTombstoneMs;
+    await reach(this.#commands.platePutToken(this.#names.token(token.token), JSON.stringify(token), deleteAtMs));
+  }
+
+  async claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
+    const reply = await reach(
+      this.#commands.plateClaimToken(
+        this.#names.token(token),
+        this.#names.plateKeys(plateId),
+        plateId,
+        nowMs,
+        this.#options.tokenTombstoneMs,
+      ),
+    );
+    return decodeClaim(reply);
+  }
+
+  onRevoked(listener: (revocation: Revocation) => void): () => void {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  /**
+   * Whether calls can succeed and revocations arrive: the command connection is up and the
+   * subscriber is up and subscribed. Not part of `Store`; for a node's readiness.
+   */
+  isReady(): boolean {
+    return this.#closing === undefined && this.#listening && this.#commands.status === "ready";
+  }
+
+  /** Quits both connections (pending replies first) and forgets every listener. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= this.#shut();
+    return this.#closing;
+  }
+
+  async #shut(): Promise<void> {
+    this.#listeners.clear();
+    this.#listening = false;
+    await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
+    this.#commands.removeAllListeners();
+    this.#subscriber.removeAllListeners();
+  }
+
+  /** After a reconnect of the subscriber: subscribe to the control channel again. */
+  async #resubscribe(): Promise<void> {
+    try {
+      await this.#subscriber.subscribe(this.#names.control);
+      this.#listening = true;
+    } catch {
+      // The SUBSCRIBE was lost (dropped again, or timed out): reconnect, and this runs again when ready.
+      if (this.#closing === undefined) this.#subscriber.disconnect(true);
+    }
+  }
+
+  #onControl(channel: string, text: string): void {
+    if (channel !== this.#names.control) return;
+    // Anything with access to Redis can publish here: a malformed payload is ignored.
+    const revocation = decodeRevocation(text);
+    if (revocation === undefined) return;
+    for (const listener of this.#listeners) {
+      try {
+        listener(revocation);
+      } catch {
+        // A listener must not throw; one that does stops neither the others nor ioredis' reply parser.
+      }
+    }
+  }
+}
+
+/** The names of one deployment's keys and control channel (the layout at the top of this file). */
+interface RedisNames {
+  readonly plates: string;
+  readonly control: string;
+  key(hash: string): string;
+  plateKeys(plateId: PlateId): string;
+  token(token: ClientToken): string;
+}
+
+function redisNames(prefix: string): RedisNames {
+  return {
+    plates: `${prefix}plates`,
+    control: `${prefix}ctl`,
+    key: (hash) => `${prefix}key:${hash}`,
+    plateKeys: (plateId) => `${prefix}plate-keys:${plateId}`,
+    token: (token) => `${prefix}token:${token}`,
+  };
+}
+
+/** The reply of a Redis call; a failure to reach Redis becomes `broker_unavailable`. */
+async function reach<T>(reply: Promise<T>): Promise<T> {
+  try {
+    return await reply;
+  } catch (err) {
+    if (err instanceof Error && err.name === "ReplyError" && BUG_REPLY.test(err.message)) throw err;
+    throw unavailable(err);
+  }
+}
+
+function unavailable(cause: unknown): PlateError {
+  return new PlateError("broker_unavailable", "The store (Redis) is unreachable; retry shortly.", {
+    retryAfterS: RETRY_AFTER_S,
+    cause,
+  });
+}
+
+/** Records in Redis are written by this class only, so their shape is not checked again. */
+function parse<T>(text: string): T {
+  return JSON.parse(text) as T;
+}
+
+/** The answer of the claim script (see `CLAIM_TOKEN`). */
+function decodeClaim(reply: unknown): ClaimResult {
+  const [code, uses, record] = Array.isArray(reply) ? (reply as unknown[]) : [];
+  switch (code) {
+    case "ok":
+      if (typeof uses === "number" && typeof record === "string") {
+        return { ok: true, token: parse<TokenRecord>(record), uses };
+      }
+      break;
+    case "invalid_client_socket":
+    case "expired_client_socket":
+    case "exhausted_client_socket":
+      return { ok: false, code };
+  }
+  throw new Error(`Unexpected answer of the claim script: ${JSON.stringify(reply)}`);
+}
+
+/** A revocation from the control channel; undefined for anything that is not one. */
+function decodeRevocation(text: string): Revocation | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { plateId, keyId } = value as Record<string, unknown>;
+  if (typeof plateId !== "string" || !isPlateId(plateId)) return undefined;
+  if (keyId === undefined) return { plateId };
+  return typeof keyId === "string" && keyId !== "" ? { plateId, keyId } : undefined;
+}
+
+/** Closes a connection gracefully when it is up (pending replies first), at once otherwise. */
+async function quit(redis: Redis): Promise<void> {
+  if (redis.status === "ready") {
+    try {
+      await redis.quit();
+      return;
+    } catch {
+      // Dropped meanwhile: disconnect below, which also stops reconnecting.
+    }
+  }
+  redis.disconnect();
+}
+
+/** The sink of connection errors (see the constructor). */
+function ignore(): void {
+  return undefined;
+}
