@@ -27,6 +27,8 @@ async function startNode(extra: Record<string, string> = {}): Promise<EdgeProces
     BOOTSTRAP_PLATES: JSON.stringify(KEYS),
     LOG_LEVEL: "error",
     REDIS_RECONNECT_MAX_MS: "200",
+    // Long, so only the revocation announcement can make the nodes forget a revoked key in time.
+    KEY_CACHE_MS: "60000",
     ...extra,
   });
   nodes.push(node);

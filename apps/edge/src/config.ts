@@ -33,6 +33,7 @@ export interface Config {
   readonly clientTokenMaxDurationMs: number;
   readonly clientTokenMaxUses: number;
   readonly tokenTombstoneMs: number;
+  readonly keyCacheMs: number;
   readonly drainTimeoutMs: number;
   readonly demoPlate: boolean;
   readonly logLevel: LogLevel;
@@ -291,6 +292,12 @@ export const SETTINGS = {
     default: "3600000",
     doc: "How long an expired client token still answers 410 `expired_client_socket` before it is forgotten (then 404).",
     parse: integer(0, 30 * DAY_MS),
+  },
+  KEY_CACHE_MS: {
+    key: "keyCacheMs",
+    default: "1000",
+    doc: "How long a node trusts an API key it looked up without asking the store again (a revocation drops it at once on every node that hears it; this bounds a node that did not). 0 = always ask.",
+    parse: integer(0, 60_000),
   },
   DRAIN_TIMEOUT_MS: {
     key: "drainTimeoutMs",

@@ -59,7 +59,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const log = parts.log ?? createLogger(config.logLevel);
   const metrics = new Metrics();
   const { broker, store } = await openBackends(config, parts, log);
-  const tenancy = new Tenancy(store);
+  const tenancy = new Tenancy(store, config.keyCacheMs);
   const bootstrapped = await bootstrapPlates(config, tenancy, log);
 
   const connections = new Connections(metrics, config.maxConnectionsPerPlate);
@@ -81,6 +81,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   };
 
   const stopRevocations = store.onRevoked((revocation) => {
+    tenancy.forget(revocation);
     const closed = connections.revoke(revocation);
     log.info("revoked", { plateId: revocation.plateId, keyId: revocation.keyId, closed });
   });

@@ -1,6 +1,7 @@
 import { PlateError, SCOPES, isChannelPattern, isPlateId, isScope, patternCovers, compilePattern } from "@plate/protocol";
 import type { ChannelPattern, PlateId, Scope, Topic } from "@plate/protocol";
-import type { KeyRecord, PlateRecord, Store } from "@plate/store";
+import type { KeyRecord, PlateRecord, Revocation, Store } from "@plate/store";
+import { KeyCache } from "./key-cache.js";
 import { bootstrapKeyId, hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
 
 /** A key as the admin API shows it: never its secret or hash. */
@@ -33,7 +34,20 @@ const MAX_KEY_CHANNELS = 100;
  * Plates, keys and what a key may do. Depends only on the `Store` seam.
  */
 export class Tenancy {
-  constructor(private readonly store: Store) {}
+  readonly #keys: KeyCache;
+
+  /** `keyCacheMs`: how long a key found in the store is trusted without asking again (`KEY_CACHE_MS`). */
+  constructor(
+    private readonly store: Store,
+    keyCacheMs: number,
+  ) {
+    this.#keys = new KeyCache(keyCacheMs);
+  }
+
+  /** Forgets cached keys that a revocation (from any node) names. */
+  forget(revocation: Revocation): void {
+    this.#keys.forget(revocation);
+  }
 
   /**
    * The key an `Authorization` header names, if it belongs to `plateId`. A plate that does not
@@ -49,10 +63,19 @@ export class Tenancy {
 
   /** As `authenticate`, for a secret sent another way (a WebSocket's auth frame). */
   async authenticateSecret(plateId: PlateId, secret: string): Promise<KeyRecord> {
-    const key = secret === "" ? undefined : await this.store.findKeyByHash(hashSecret(secret));
+    const key = secret === "" ? undefined : await this.#findKey(hashSecret(secret));
     if (key === undefined || key.plateId !== plateId) {
       throw new PlateError("invalid_api_key", "This API key is not valid for this plate.");
     }
+    return key;
+  }
+
+  async #findKey(hash: string): Promise<KeyRecord | undefined> {
+    const now = Date.now();
+    const cached = this.#keys.get(hash, now);
+    if (cached !== undefined) return cached;
+    const key = await this.store.findKeyByHash(hash);
+    if (key !== undefined) this.#keys.put(key, now);
     return key;
   }
 
@@ -97,8 +120,11 @@ export class Tenancy {
   }
 
   /** Deletes a plate and its keys; its connections close on every node (4409). */
-  deletePlate(id: PlateId): Promise<boolean> {
-    return this.store.deletePlate(id);
+  async deletePlate(id: PlateId): Promise<boolean> {
+    const deleted = await this.store.deletePlate(id);
+    // The store announces it to every node; this node stops accepting the keys even before that.
+    if (deleted) this.#keys.forget({ plateId: id });
+    return deleted;
   }
 
   /** Creates a key; its secret is in the answer and nowhere else. */
@@ -120,8 +146,10 @@ export class Tenancy {
   }
 
   /** Revokes a key; its connections close on every node (4409). */
-  revokeKey(plateId: PlateId, keyId: string): Promise<boolean> {
-    return this.store.deleteKey(plateId, keyId);
+  async revokeKey(plateId: PlateId, keyId: string): Promise<boolean> {
+    const deleted = await this.store.deleteKey(plateId, keyId);
+    if (deleted) this.#keys.forget({ plateId, keyId });
+    return deleted;
   }
 
   /**
