@@ -9,7 +9,8 @@ export interface BrokerFixture {
 }
 
 let seq = 0;
-function message(plateId: string, channel: string, body = `${++seq}`): Message {
+/** A message of `plateId`'s `channel` with a fresh id (the body defaults to a counter). */
+export function message(plateId: string, channel: string, body = `${++seq}`): Message {
   return {
     plateId: plateId as PlateId,
     channel: channel as ChannelName,
@@ -19,11 +20,13 @@ function message(plateId: string, channel: string, body = `${++seq}`): Message {
   };
 }
 
-function exact(plateId: string, channel: string): Topic {
+/** The topic of one concrete channel. */
+export function exact(plateId: string, channel: string): Topic {
   return { plateId: plateId as PlateId, pattern: false, channel: channel as ChannelName };
 }
 
-function pattern(plateId: string, channel: string): Topic {
+/** The topic of a pattern. */
+export function pattern(plateId: string, channel: string): Topic {
   return { plateId: plateId as PlateId, pattern: true, channel: channel as ChannelPattern };
 }
 

@@ -2,10 +2,10 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
-import type { ChannelName, ChannelPattern, Message, MessageId, PlateId, Topic } from "@plate/protocol";
+import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
 import { startRedis, startTcpProxy } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
-import { runBrokerContract } from "./broker.contract.js";
+import { exact, message, pattern, runBrokerContract } from "./broker.contract.js";
 import { RedisBroker } from "./redis-broker.js";
 import type { RedisBrokerOptions } from "./redis-broker.js";
 import { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";
@@ -53,25 +53,6 @@ async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise
   const broker = newBroker(overrides);
   expect(await until(() => broker.isReady())).toBe(true);
   return broker;
-}
-
-function exact(plateId: string, channel: string): Topic {
-  return { plateId: plateId as PlateId, pattern: false, channel: channel as ChannelName };
-}
-
-function pattern(plateId: string, channel: string): Topic {
-  return { plateId: plateId as PlateId, pattern: true, channel: channel as ChannelPattern };
-}
-
-let seq = 0;
-function message(plateId: string, channel: string, body = `${++seq}`): Message {
-  return {
-    plateId: plateId as PlateId,
-    channel: channel as ChannelName,
-    id: `m${++seq}` as MessageId,
-    timestamp: new Date().toISOString(),
-    body,
-  };
 }
 
 /** A plain Redis client, as a backend or an operator would use. */
