@@ -18,6 +18,7 @@ import { Tenancy } from "./core/tenancy.js";
 import { newMessageId } from "./core/ids.js";
 import { Tokens } from "./core/tokens.js";
 import { createApp } from "./http/app.js";
+import { createPublishHandler } from "./http/publish.js";
 import { createUpgradeHandler } from "./http/upgrade.js";
 import { createLogger } from "./log.js";
 import type { Logger } from "./log.js";
@@ -95,7 +96,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   sweep.unref();
 
   const listener = getRequestListener(createApp(services).fetch);
-  const server = createServer((req, res) => void listener(req, res));
+  const publish = createPublishHandler(services);
+  const server = createServer((req, res) => {
+    if (!publish(req, res)) void listener(req, res);
+  });
   server.on("upgrade", createUpgradeHandler(services));
   // SSE streams and WebSockets live long: no request timeout may cut them.
   server.requestTimeout = 0;

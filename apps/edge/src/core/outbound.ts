@@ -12,6 +12,7 @@ export class Outbound {
   readonly #id: Message["id"];
   #sse: Buffer | undefined;
   #ws: Buffer | undefined;
+  #wsFrame: Buffer | undefined;
 
   constructor(message: Message) {
     this.#id = message.id;
@@ -27,4 +28,35 @@ export class Outbound {
   get ws(): Buffer {
     return (this.#ws ??= Buffer.from(this.#envelope, "utf8"));
   }
+
+  /**
+   * The whole WebSocket text frame (header and payload, unmasked as a server sends it), written
+   * as is to every WebSocket subscriber's socket: `ws`'s `send` built and wrote a header per
+   * subscriber per message.
+   */
+  get wsFrame(): Buffer {
+    return (this.#wsFrame ??= textFrame(this.ws));
+  }
+}
+
+/** Opcode 0x1 (text) with FIN set. */
+const FIN_TEXT = 0x81;
+
+/** An unmasked, unfragmented WebSocket text frame around `payload` (RFC 6455, 5.2). */
+function textFrame(payload: Buffer): Buffer {
+  const length = payload.length;
+  const headerBytes = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(headerBytes + length);
+  frame[0] = FIN_TEXT;
+  if (headerBytes === 2) {
+    frame[1] = length;
+  } else if (headerBytes === 4) {
+    frame[1] = 126;
+    frame.writeUInt16BE(length, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(length), 2);
+  }
+  payload.copy(frame, headerBytes);
+  return frame;
 }

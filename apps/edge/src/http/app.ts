@@ -11,9 +11,9 @@ import { booleanParam } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
 import { adminRoutes } from "./admin.js";
-import { readBody, readParams, requireJson } from "./body.js";
+import { readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
-import { channelParam, patternQuery, plateParam, topicParam } from "./params.js";
+import { patternQuery, plateParam, topicParam } from "./params.js";
 
 /** Hono's environment on Node: the raw request and response are at `c.env`. */
 export type AppEnv = { Bindings: HttpBindings };
@@ -59,21 +59,7 @@ export function createApp(services: Services): Hono<AppEnv> {
 
   app.route("/admin", adminRoutes(services));
 
-  // 1 and 6: publish.
-  const publish = async (c: Context<AppEnv>, plate: string, channel: string) => {
-    const started = performance.now();
-    const topic = { plateId: plateParam(plate), pattern: false, channel: channelParam(channel) } as const;
-    const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
-    services.tenancy.authorize(key, "publish", topic);
-    requireJson(c.req.raw);
-    const text = await readBody(c.req.raw, config.maxMessageBytes);
-    const body = messageBody(text);
-    const message = await services.publisher.publish(topic.plateId, topic.channel, body);
-    metrics.publishSeconds.observe((performance.now() - started) / 1000);
-    return c.json({ data: { id: message.id, channel: message.channel, timestamp: message.timestamp } });
-  };
-  app.post("/:plateId/pubsub/:channel/publish", (c) => publish(c, c.req.param("plateId"), c.req.param("channel")));
-  app.post("/:plateId/publish/:channel", (c) => publish(c, c.req.param("plateId"), c.req.param("channel")));
+  // 1 and 6 (publish) are served before Hono: see publish.ts.
 
   // 2 and 7: subscribe with SSE.
   const subscribe = async (c: Context<AppEnv>, plate: string, channel: string) => {
@@ -141,22 +127,4 @@ function refuseWhileDraining(services: Services): void {
   if (services.draining()) {
     throw new PlateError("shutting_down", "This node is shutting down; connect to another.", { retryAfterS: 1 });
   }
-}
-
-/**
- * The JSON text of the published value: the body must be an object with a `message` member
- * (`null` counts when written). The value is re-serialized once here, so every subscriber gets
- * the same compact text.
- */
-function messageBody(text: string): string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new PlateError("invalid_json", 'The body is not valid JSON; send {"message": <any JSON value>}.');
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
-    throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
-  }
-  return JSON.stringify((parsed as { message: unknown }).message);
 }

@@ -39,14 +39,19 @@ export async function readJson(request: Request, maxBytes: number): Promise<unkn
 
 /** Refuses (415) a body that is not declared `application/json`. */
 export function requireJson(request: Request): void {
-  const type = request.headers.get("content-type") ?? "";
-  const mime = type.split(";")[0]?.trim().toLowerCase();
+  requireJsonType(request.headers.get("content-type") ?? undefined);
+}
+
+/** Refuses (415) a `Content-Type` that is not `application/json` (parameters such as charset allowed). */
+export function requireJsonType(contentType: string | undefined): void {
+  const mime = (contentType ?? "").split(";")[0]?.trim().toLowerCase();
   if (mime !== "application/json") {
     throw new PlateError("unsupported_media_type", 'Send the body as JSON with "Content-Type: application/json".');
   }
 }
 
-function tooLarge(maxBytes: number): PlateError {
+/** The refusal of a body over `maxBytes`. */
+export function tooLarge(maxBytes: number): PlateError {
   return new PlateError("payload_too_large", `The body is over ${maxBytes} bytes, this node's limit.`);
 }
 

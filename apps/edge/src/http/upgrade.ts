@@ -38,15 +38,15 @@ export function createUpgradeHandler(services: Services) {
     closeWithError(ws, error, limits.graceMs);
   }
 
-  async function subscribe(ws: WebSocket, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
+  async function subscribe(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
     const topic = topicParam(plateParam(route.plate), route.channel, patternQuery(url.searchParams.get("pattern")));
     const key = await authenticate(ws, request, topic);
     if (key === undefined) return;
     services.tenancy.authorize(key, "subscribe", topic);
-    await open(ws, topic, key.id, 0);
+    await open(ws, socket, topic, key.id, 0);
   }
 
-  async function connectWithToken(ws: WebSocket, route: WsRoute & { kind: "token" }) {
+  async function connectWithToken(ws: WebSocket, socket: Duplex, route: WsRoute & { kind: "token" }) {
     const plateId = plateParam(route.plate);
     if (!isClientTokenShape(route.token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
@@ -54,12 +54,12 @@ export function createUpgradeHandler(services: Services) {
     services.connections.checkCapacity(plateId);
     const record = await services.tokens.claim(plateId, route.token);
     const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-    await open(ws, topic, record.keyId, record.maxDurationMs);
+    await open(ws, socket, topic, record.keyId, record.maxDurationMs);
   }
 
-  async function open(ws: WebSocket, topic: Topic, keyId: string, maxDurationMs: number) {
+  async function open(ws: WebSocket, socket: Duplex, topic: Topic, keyId: string, maxDurationMs: number) {
     if (ws.readyState !== ws.OPEN) return;
-    const conn = new WsConnection(ws, topic.plateId, keyId, topic, newClientId(), limits);
+    const conn = new WsConnection(ws, socket, topic.plateId, keyId, topic, newClientId(), limits);
     ws.on("message", (data, isBinary) => {
       const frame = isBinary ? undefined : parseClientFrame(frameText(data));
       if (frame?.type === "ping") ws.send(PONG);
@@ -102,8 +102,8 @@ export function createUpgradeHandler(services: Services) {
       const session = services.draining()
         ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
         : route.kind === "subscribe"
-          ? subscribe(ws, request, route, url)
-          : connectWithToken(ws, route);
+          ? subscribe(ws, socket, request, route, url)
+          : connectWithToken(ws, socket, route);
       session.catch((err: unknown) => refuse(ws, err));
     });
   };

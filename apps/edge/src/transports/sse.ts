@@ -4,6 +4,7 @@ import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
+import { corkForTurn } from "../core/turn-cork.js";
 
 /** Output limits of a subscriber connection (settings, see config.ts). */
 export interface OutputLimits {
@@ -56,6 +57,8 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
+    // Corked for the event-loop turn: a burst of messages leaves in one syscall (see corkForTurn).
+    if (this.res.socket !== null) corkForTurn(this.res.socket);
     this.res.write(bytes);
     return true;
   }

@@ -1,9 +1,11 @@
+import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import { ERROR_CODES, PlateError, encodeServerFrame } from "@plate/protocol";
 import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
+import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
 
 /** Normal closure: the client's own close, or ours for no error. */
@@ -13,8 +15,10 @@ const kConnection = Symbol("plate.connection");
 type Tagged = WebSocket & { [kConnection]?: WsConnection };
 
 /**
- * A WebSocket subscriber. Messages go out as text frames whose payload is the shared envelope
- * Buffer. Protocol pings keep it alive: a peer that has not answered the previous ping when the
+ * A WebSocket subscriber. Messages go out as the shared, ready-made text frame of each message,
+ * written to the upgraded socket itself (corked for the event-loop turn); control frames (ready,
+ * errors, pings, close) go through `ws`. Both write synchronously to the same socket (no
+ * permessage-deflate), so their order holds. Protocol pings keep it alive: a peer that has not answered the previous ping when the
  * next heartbeat comes is terminated.
  */
 export class WsConnection extends Connection {
@@ -24,6 +28,8 @@ export class WsConnection extends Connection {
 
   constructor(
     private readonly ws: WebSocket,
+    /** The upgraded socket under `ws`. */
+    private readonly socket: Duplex,
     plateId: PlateId,
     keyId: string,
     topic: Topic,
@@ -41,12 +47,15 @@ export class WsConnection extends Connection {
   }
 
   protected write(out: Outbound): boolean {
-    const bytes = out.ws;
-    if (this.ws.bufferedAmount + bytes.length > this.limits.maxBufferedBytes) {
+    // The peer's close may be under way in `ws` before this connection has heard of it.
+    if (this.ws.readyState !== this.ws.OPEN) return false;
+    const frame = out.wsFrame;
+    if (this.socket.writableLength + frame.length > this.limits.maxBufferedBytes) {
       this.end("slow_consumer");
       return false;
     }
-    this.ws.send(bytes, { binary: false });
+    corkForTurn(this.socket);
+    this.socket.write(frame);
     return true;
   }
 
