@@ -4,7 +4,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["**/dist/**", "**/node_modules/**", "**/*.config.ts", "eslint.config.js", "load-tests/**"] },
+  { ignores: ["**/dist/**", "**/node_modules/**", "**/*.config.ts", "eslint.config.js", "load-tests/k6/**", "load-tests/*.mjs"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -1,0 +1,257 @@
+#!/usr/bin/env node
+/**
+ * The side-by-side benchmark: Plate (embedded default and Redis) and Nchan (memory and Redis) on
+ * this machine, the same workloads in one run, servers and Redis pinned to one CPU and the harness
+ * to the other. Writes JSON lines of every run and a Markdown table of medians and Plate/Nchan
+ * ratios (`docs/performance.md`).
+ *
+ *   npm run build && bash load-tests/nchan/install.sh && node load-tests/dist/bench.js
+ *   node load-tests/dist/bench.js --quick --runs 1 --targets plate-embedded   (a smoke run)
+ */
+import { execFileSync } from "node:child_process";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { runIdle } from "./idle.js";
+import type { IdleReport } from "./idle.js";
+import { startNchan } from "./nchan.js";
+import { startBenchRedis, startPlate } from "./servers.js";
+import type { Started } from "./servers.js";
+import type { Transport } from "./subscriber.js";
+import { nchanTarget, plateTarget } from "./targets.js";
+import type { Target } from "./targets.js";
+import { runFanout } from "./workload.js";
+import type { FanoutReport, FanoutWorkload } from "./workload.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const PLATE = "bench";
+const KEY = "bench-secret-0123456789abcdefghij";
+/** Servers and Redis run here; the harness on the other core. */
+const SERVER_CPU = 0;
+const HARNESS_CPU = 1;
+
+const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis"] as const;
+type TargetName = (typeof TARGETS)[number];
+const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4"] as const;
+type WorkloadName = (typeof WORKLOADS)[number];
+
+/** Workload sizes: the issue's, or small ones for a smoke run (`--quick`). */
+function sizes(quick: boolean) {
+  return {
+    w1Subscribers: quick ? 200 : 1000,
+    w1Rate: 100,
+    w1DurationMs: quick ? 3000 : 10_000,
+    w2Channels: quick ? 100 : 1000,
+    w2PerChannel: 10,
+    w2Rate: quick ? 200 : 1000,
+    w2DurationMs: quick ? 3000 : 10_000,
+    rampStepMs: 3000,
+    rampMaxSteps: quick ? 6 : 30,
+    w1RampStart: 100,
+    w2RampStart: 500,
+    w3Publishers: 64,
+    w3DurationMs: quick ? 3000 : 10_000,
+    w4Connections: quick ? 1000 : 10_000,
+    eagerSubscribers: 50,
+    pacedPublishers: 32,
+  };
+}
+
+type Report = FanoutReport | IdleReport;
+
+interface Running {
+  readonly target: Target;
+  readonly stop: () => Promise<void>;
+}
+
+async function start(name: TargetName): Promise<Running> {
+  const redis = name.endsWith("redis") ? await startBenchRedis(SERVER_CPU) : undefined;
+  let server: Started | undefined;
+  let target: Target;
+  if (name.startsWith("plate")) {
+    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY });
+    server = plate;
+    target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
+  } else {
+    const { freePort } = await import("@plate/testing");
+    const nchan = await startNchan({ port: await freePort(), cpu: SERVER_CPU, ...(redis === undefined ? {} : { redisUrl: redis.url }) });
+    server = { port: 0, pid: nchan.pid, stop: () => nchan.stop() };
+    target = nchanTarget({ name, port: Number(new URL(nchan.url).port), pids: nchanPids(nchan.pid) });
+  }
+  return {
+    target,
+    stop: async () => {
+      await server?.stop();
+      await redis?.stop();
+    },
+  };
+}
+
+/** Nchan's master and its worker (memory and CPU are the worker's). */
+function nchanPids(master: number): number[] {
+  const children = readFileSync(`/proc/${master}/task/${master}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  return [master, ...children];
+}
+
+async function runWorkload(name: WorkloadName, target: Target, quick: boolean): Promise<Report[]> {
+  const s = sizes(quick);
+  const fanout = (transport: Transport, w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
+    runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers });
+  const transports: Transport[] = ["sse", "ws"];
+  const out: Report[] = [];
+  for (const transport of transports) {
+    switch (name) {
+      case "w1":
+        out.push(await fanout(transport, { name: "W1", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w1Rate, durationMs: s.w1DurationMs } }));
+        break;
+      case "w1-ramp":
+        out.push(await fanout(transport, { name: "W1-ramp", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w1RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
+        break;
+      case "w2":
+        out.push(await fanout(transport, { name: "W2", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w2Rate, durationMs: s.w2DurationMs } }));
+        break;
+      case "w2-ramp":
+        out.push(await fanout(transport, { name: "W2-ramp", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w2RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
+        break;
+      case "w3":
+        // Publish throughput does not depend on the subscriber's transport: measured once, over WS.
+        if (transport === "ws") out.push(await fanout(transport, { name: "W3", channels: 1, subscribersPerChannel: 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
+        break;
+      case "w4":
+        out.push(await runIdle(target, transport, s.w4Connections));
+        break;
+    }
+  }
+  return out;
+}
+
+/** One row of the Markdown table: a figure read from the reports of one target. */
+interface Row {
+  readonly label: string;
+  readonly unit: string;
+  /** `lower` when smaller is better (latency, memory). */
+  readonly better: "higher" | "lower";
+  readonly target: string;
+  readonly pick: (reports: readonly Report[]) => number | undefined;
+}
+
+function fanoutOf(reports: readonly Report[], workload: string, transport: Transport): FanoutReport | undefined {
+  return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
+}
+
+const ROWS: Row[] = [
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 ramp, highest sustained deliveries/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W1-ramp", t)?.best?.deliveredPerS })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 ramp, highest sustained msg/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W2-ramp", t)?.best?.publishedPerS })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
+  { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
+  { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => r.find((x): x is IdleReport => x.workload === "W4" && x.transport === t)?.kbPerConnection })),
+];
+
+function median(values: number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+function fmt(value: number | undefined): string {
+  if (value === undefined) return "—";
+  return Math.abs(value) >= 1000 ? Math.round(value).toLocaleString("en-US") : String(Math.round(value * 100) / 100);
+}
+
+function ratio(plate: number | undefined, nchan: number | undefined): string {
+  if (plate === undefined || nchan === undefined || nchan === 0) return "—";
+  return `${(plate / nchan).toFixed(2)}×`;
+}
+
+function markdown(results: Map<TargetName, Report[][]>, command: string, runs: number, quick: boolean): string {
+  const cell = (name: TargetName, row: Row) => median((results.get(name) ?? []).map((run) => row.pick(run)).filter((v): v is number => v !== undefined));
+  const lines = [
+    "# Performance: Plate and Nchan side by side",
+    "",
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}.`,
+    `Servers and their Redis pinned to CPU ${SERVER_CPU} (\`taskset -c ${SERVER_CPU}\`), the harness to CPU ${HARNESS_CPU}. Median of ${runs} run${runs === 1 ? "" : "s"}${quick ? " (quick sizes: a smoke run, not the issue's workloads)" : ""}.`,
+    "",
+    `Command: \`${command}\``,
+    "",
+    "| workload | unit | Plate embedded | Nchan memory | ratio | Plate Redis | Nchan Redis | ratio | target |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const row of ROWS) {
+    const pe = cell("plate-embedded", row);
+    const nm = cell("nchan", row);
+    const pr = cell("plate-redis", row);
+    const nr = cell("nchan-redis", row);
+    lines.push(`| ${row.label} | ${row.unit} | ${fmt(pe)} | ${fmt(nm)} | ${ratio(pe, nm)} | ${fmt(pr)} | ${fmt(nr)} | ${ratio(pr, nr)} | ${row.target} |`);
+  }
+  lines.push(
+    "",
+    "Ratios are Plate / Nchan: above 1 is better for Plate on throughput rows, below 1 on latency and memory rows.",
+    "A ramp step is sustained when its p99 latency is at most 100 ms, nothing was lost, no publish failed and the publishers achieved 95% of its rate.",
+    "Every run's full report (each step, loss, duplicates, reordering, latency percentiles, server and harness CPU) is in the JSON lines file next to this table's command output.",
+    "",
+  );
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      targets: { type: "string", default: TARGETS.join(",") },
+      workloads: { type: "string", default: WORKLOADS.join(",") },
+      runs: { type: "string", default: "3" },
+      quick: { type: "boolean", default: false },
+      out: { type: "string", default: `${ROOT}docs/performance.md` },
+      jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
+    },
+  });
+  const targets = values.targets.split(",") as TargetName[];
+  const workloads = values.workloads.split(",") as WorkloadName[];
+  for (const t of targets) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
+  for (const w of workloads) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; one of ${WORKLOADS.join(", ")}`);
+  const runs = Number(values.runs);
+  // The harness on its own core, away from the servers.
+  execFileSync("taskset", ["-a", "-p", "-c", String(HARNESS_CPU), String(process.pid)], { stdio: "ignore" });
+  mkdirSync(dirname(values.jsonl), { recursive: true });
+
+  const results = new Map<TargetName, Report[][]>();
+  for (let run = 1; run <= runs; run++) {
+    for (const name of targets) {
+      const running = await start(name);
+      const reports: Report[] = [];
+      try {
+        for (const workload of workloads) {
+          for (const report of await runWorkload(workload, running.target, values.quick)) {
+            reports.push(report);
+            const line = JSON.stringify({ run, ...report });
+            appendFileSync(values.jsonl, line + "\n");
+            process.stdout.write(summaryLine(report, run) + "\n");
+          }
+        }
+      } finally {
+        await running.stop();
+      }
+      results.set(name, [...(results.get(name) ?? []), reports]);
+    }
+  }
+  const command = `node load-tests/dist/bench.js ${process.argv.slice(2).join(" ")}`.trim();
+  writeFileSync(values.out, markdown(results, command, runs, values.quick));
+  process.stdout.write(`wrote ${values.out} and ${values.jsonl}\n`);
+}
+
+function summaryLine(report: Report, run: number): string {
+  if (!("steps" in report)) {
+    return `run ${run} ${report.target} W4 ${report.transport}: ${report.connections} idle, ${report.kbPerConnection} KB each`;
+  }
+  const b = report.best;
+  const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}%, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

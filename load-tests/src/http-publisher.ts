@@ -1,0 +1,94 @@
+import { connect } from "node:net";
+import type { Socket } from "node:net";
+import type { Target } from "./targets.js";
+
+/**
+ * One keep-alive HTTP/1.1 connection that publishes one request at a time, over a raw socket:
+ * Node's `http` client costs several times more CPU per request, and the harness must not be the
+ * bottleneck. Parses just the status line and the body length (Content-Length or chunked).
+ */
+export class HttpPublisher {
+  #socket: Socket | undefined;
+  #buffer = "";
+  #done: ((status: number) => void) | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly target: Target,
+    private readonly localAddress: string,
+  ) {}
+
+  /** Whether a request is in flight. */
+  get busy(): boolean {
+    return this.#done !== undefined;
+  }
+
+  /** Sends one publish; resolves with the status (0 when the connection failed). */
+  send(channel: string, payload: string): Promise<number> {
+    if (this.#done !== undefined) throw new Error("HttpPublisher: one request at a time");
+    const socket = this.#socket ?? this.#open();
+    const { path, headers, body } = this.target.publish(channel);
+    const text = body(payload);
+    return new Promise((resolve) => {
+      this.#done = resolve;
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nHost: ${this.target.host}\r\n${headers}Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+        "latin1",
+      );
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#socket?.destroy();
+  }
+
+  #open(): Socket {
+    const socket = connect({ host: this.target.host, port: this.target.port, localAddress: this.localAddress });
+    socket.setNoDelay(true);
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => this.#feed(chunk));
+    const fail = () => {
+      if (this.#socket === socket) this.#socket = undefined;
+      this.#buffer = "";
+      this.#finish(0);
+    };
+    socket.on("error", fail);
+    socket.on("close", fail);
+    this.#socket = socket;
+    return socket;
+  }
+
+  #feed(chunk: string): void {
+    this.#buffer += chunk;
+    const headEnd = this.#buffer.indexOf("\r\n\r\n");
+    if (headEnd === -1) return;
+    const head = this.#buffer.slice(0, headEnd);
+    const status = Number(head.slice(9, 12));
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let end: number;
+    if (length !== null) {
+      end = headEnd + 4 + Number(length[1]);
+      if (this.#buffer.length < end) return;
+    } else if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+      const last = this.#buffer.indexOf("\r\n0\r\n\r\n", headEnd);
+      const first = this.#buffer.startsWith("0\r\n\r\n", headEnd + 4);
+      if (last === -1 && !first) return;
+      end = first ? headEnd + 9 : last + 7;
+    } else {
+      end = headEnd + 4;
+    }
+    this.#buffer = this.#buffer.slice(end);
+    if (/\r\nconnection:\s*close/i.test(head)) {
+      this.#socket?.destroy();
+      this.#socket = undefined;
+    }
+    this.#finish(status);
+  }
+
+  #finish(status: number): void {
+    const done = this.#done;
+    this.#done = undefined;
+    done?.(this.#closed ? 0 : status);
+  }
+}

@@ -1,0 +1,111 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "@plate/testing";
+
+/** The edge node users run (`npm run build` first). */
+const EDGE_MAIN = fileURLToPath(new URL("../../apps/edge/dist/main.js", import.meta.url));
+/** How long a server may take to start, in ms. */
+const START_TIMEOUT_MS = 15_000;
+
+/** A server process the benchmark started, pinned to a CPU. */
+export interface Started {
+  readonly port: number;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/** The command line, pinned to `cpu` with taskset when given. */
+function pinned(cpu: number | undefined, command: string, args: string[]): [string, string[]] {
+  return cpu === undefined ? [command, args] : ["taskset", ["-c", String(cpu), command, ...args]];
+}
+
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), START_TIMEOUT_MS);
+  await gone;
+  clearTimeout(timer);
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what} did not start within ${START_TIMEOUT_MS} ms`);
+}
+
+/** A redis-server of the benchmark's own, persistence off. */
+export async function startBenchRedis(cpu: number | undefined): Promise<Started & { url: string }> {
+  const port = await freePort();
+  const [command, args] = pinned(cpu, "redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+  const child = spawn(command, args, { stdio: "ignore" });
+  const { Redis } = await import("ioredis");
+  await waitFor(async () => {
+    const client = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    client.on("error", () => undefined);
+    try {
+      await client.connect();
+      return (await client.ping()) === "PONG";
+    } finally {
+      client.disconnect();
+    }
+  }, "redis-server");
+  return { port, pid: child.pid!, url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child) };
+}
+
+/** Plate's benchmark settings: no limits that a benchmark would hit, protocol pings off. */
+export interface PlateBenchOptions {
+  readonly cpu: number | undefined;
+  readonly redisUrl: string | undefined;
+  readonly plate: string;
+  readonly key: string;
+  /** Extra environment. */
+  readonly env?: Record<string, string>;
+  /** Extra arguments of `node` before the script, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
+  readonly nodeArgs?: readonly string[];
+}
+
+/** Starts `node apps/edge/dist/main.js` as users run it, with benchmark settings. */
+export async function startPlate(options: PlateBenchOptions): Promise<Started> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), "plate-bench-"));
+  const [command, args] = pinned(options.cpu, process.execPath, [...(options.nodeArgs ?? []), EDGE_MAIN]);
+  const child = spawn(command, args, {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      DATA_DIR: dataDir,
+      DEMO_PLATE: "false",
+      LOG_LEVEL: "warn",
+      BOOTSTRAP_PLATES: JSON.stringify({ [options.plate]: options.key }),
+      // The harness does not answer pings; neither server pings during a benchmark.
+      HEARTBEAT_MS: "300000",
+      PUBLISH_RATE_PER_S: "0",
+      MAX_CONNECTIONS_PER_PLATE: "0",
+      ...(options.redisUrl === undefined ? {} : { REDIS_URL: options.redisUrl }),
+      ...options.env,
+    },
+  });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, "plate");
+  return {
+    port,
+    pid: child.pid!,
+    stop: async () => {
+      await stopChild(child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,148 @@
+/** Latency samples of one step, in ms; percentiles by sorting once at the end. */
+export class Latencies {
+  #samples = new Float64Array(1024);
+  #count = 0;
+
+  add(ms: number): void {
+    if (this.#count === this.#samples.length) {
+      const grown = new Float64Array(this.#samples.length * 2);
+      grown.set(this.#samples);
+      this.#samples = grown;
+    }
+    this.#samples[this.#count++] = ms;
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** p50, p90, p99, p99.9 and max, in ms (all 0 without samples). */
+  summary(): LatencySummary {
+    const sorted = this.#samples.slice(0, this.#count).sort();
+    const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
+    return {
+      samples: sorted.length,
+      p50: round(at(0.5)),
+      p90: round(at(0.9)),
+      p99: round(at(0.99)),
+      p999: round(at(0.999)),
+      max: round(sorted.length === 0 ? 0 : sorted[sorted.length - 1]!),
+    };
+  }
+}
+
+export interface LatencySummary {
+  readonly samples: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+}
+
+/** One step of a run: a publish rate held for a time (a fixed run is one step). */
+export class Step {
+  /** Publishes the server accepted (2xx). */
+  accepted = 0;
+  /** Publishes refused or failed. */
+  failed = 0;
+  /** Deliveries of distinct messages to subscribers. */
+  delivered = 0;
+  duplicates = 0;
+  /** Deliveries that came after a later message of the same publisher and channel. */
+  reordered = 0;
+  readonly latencies = new Latencies();
+
+  constructor(
+    readonly index: number,
+    /** Target publish rate, messages/s (0: as fast as the publishers go). */
+    readonly rate: number,
+    /** When it started, `performance.now()` ms. */
+    readonly startMs: number,
+  ) {}
+}
+
+/** What one subscriber has seen of one publisher on its channel: a bitset of sequence numbers. */
+class Seen {
+  bits = new Uint8Array(128);
+  last = -1;
+
+  /** Marks `seq`; answers false when it was already there. */
+  mark(seq: number): boolean {
+    const byte = seq >> 3;
+    if (byte >= this.bits.length) {
+      const grown = new Uint8Array(Math.max(byte + 1, this.bits.length * 2));
+      grown.set(this.bits);
+      this.bits = grown;
+    }
+    const bit = 1 << (seq & 7);
+    if ((this.bits[byte]! & bit) !== 0) return false;
+    this.bits[byte]! |= bit;
+    return true;
+  }
+}
+
+/**
+ * Everything a run counts. Steps begin in time order; a delivery belongs to the step its message
+ * was sent in (by its send time), so a step's loss and latency are its own messages'.
+ */
+export class RunStats {
+  readonly steps: Step[] = [];
+
+  begin(rate: number, nowMs: number): Step {
+    const step = new Step(this.steps.length, rate, nowMs);
+    this.steps.push(step);
+    return step;
+  }
+
+  /** The step a message sent at `sentMs` belongs to. */
+  stepAt(sentMs: number): Step | undefined {
+    for (let i = this.steps.length - 1; i >= 0; i--) {
+      const step = this.steps[i]!;
+      if (step.startMs <= sentMs) return step;
+    }
+    return undefined;
+  }
+
+  /** Per-subscriber bookkeeping of what it has seen. */
+  tracker(sample: boolean): DeliveryTracker {
+    return new DeliveryTracker(this, sample);
+  }
+}
+
+/** Counts one subscriber's deliveries into the run's steps. */
+export class DeliveryTracker {
+  readonly #seen = new Map<number, Seen>();
+  /** Deliveries this subscriber received (distinct). */
+  received = 0;
+
+  constructor(
+    private readonly run: RunStats,
+    /** Whether this subscriber reads eagerly, so its latencies are recorded. */
+    private readonly sample: boolean,
+  ) {}
+
+  /** One payload received at `nowMs`. */
+  record(seq: number, publisher: number, sentMs: number, nowMs: number): void {
+    const step = this.run.stepAt(sentMs);
+    if (step === undefined) return;
+    let seen = this.#seen.get(publisher);
+    if (seen === undefined) {
+      seen = new Seen();
+      this.#seen.set(publisher, seen);
+    }
+    if (!seen.mark(seq)) {
+      step.duplicates += 1;
+      return;
+    }
+    if (seq < seen.last) step.reordered += 1;
+    else seen.last = seq;
+    step.delivered += 1;
+    this.received += 1;
+    if (this.sample) step.latencies.add(nowMs - sentMs);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}

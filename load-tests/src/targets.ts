@@ -1,0 +1,63 @@
+/** How the harness talks to one server: where to publish and subscribe, and with what headers. */
+export interface Target {
+  /** Shown in reports, e.g. `plate-embedded`, `nchan-redis`. */
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  /** The server's process ids, for memory readings (Nchan: master and worker). */
+  readonly pids: readonly number[];
+  /**
+   * Text that tells a subscription is live, after the response headers: Plate's `ready` (its
+   * headers go out once the broker subscription is active anyway); none for Nchan (headers suffice).
+   */
+  readonly readyMarker: string | undefined;
+  /** The request line's path and the headers of a publish to `channel`. */
+  publish(channel: string): { path: string; headers: string; body: (payload: string) => string };
+  /** Path and extra headers of an SSE subscription to `channel`. */
+  sse(channel: string): { path: string; headers: string };
+  /** Path and extra headers of a WebSocket subscription to `channel`. */
+  ws(channel: string): { path: string; headers: string };
+}
+
+/** Plate: publish with a JSON body and a key; subscribe with the same key. */
+export function plateTarget(options: {
+  name: string;
+  port: number;
+  plate: string;
+  key: string;
+  pids: readonly number[];
+}): Target {
+  const auth = `Authorization: Bearer ${options.key}\r\n`;
+  return {
+    name: options.name,
+    host: "127.0.0.1",
+    port: options.port,
+    pids: options.pids,
+    readyMarker: '"type":"ready"',
+    publish: (channel) => ({
+      path: `/${options.plate}/pubsub/${channel}/publish`,
+      headers: auth + "Content-Type: application/json\r\n",
+      body: (payload) => '{"message":' + payload + "}",
+    }),
+    sse: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/subscribe`, headers: auth }),
+    ws: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/ws`, headers: auth }),
+  };
+}
+
+/** Nchan with the side-by-side configuration: `/pub?id=` publishes the body verbatim, `/sub/` subscribes. */
+export function nchanTarget(options: { name: string; port: number; pids: readonly number[] }): Target {
+  return {
+    name: options.name,
+    host: "127.0.0.1",
+    port: options.port,
+    pids: options.pids,
+    readyMarker: undefined,
+    publish: (channel) => ({
+      path: `/pub?id=${channel}`,
+      headers: "Content-Type: application/json\r\n",
+      body: (payload) => payload,
+    }),
+    sse: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
+    ws: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
+  };
+}

@@ -1,0 +1,314 @@
+import { readFileSync } from "node:fs";
+import { HttpPublisher } from "./http-publisher.js";
+import { encodePayload } from "./payload.js";
+import { RunStats } from "./stats.js";
+import type { LatencySummary, Step } from "./stats.js";
+import { Subscriber } from "./subscriber.js";
+import type { Transport } from "./subscriber.js";
+import type { Target } from "./targets.js";
+
+/** Loopback source addresses the sockets are spread over (127.0.0.2 on), against port exhaustion. */
+const SOURCE_ADDRESSES = 16;
+/** How often paused (batch) subscribers are drained, in ms. */
+const BATCH_DRAIN_MS = 100;
+/**
+ * Batch subscribers drained per slice before the harness yields to its event loop, so the eager
+ * (latency-sampling) subscribers' reads are not held up behind a drain of thousands of sockets.
+ */
+const DRAIN_SLICE = 32;
+/** How often the rate pacer sends what is due, in ms. */
+const PACE_TICK_MS = 2;
+/** After the last publish, how long deliveries may take to arrive before the run counts, in ms. */
+const SETTLE_MS = 2000;
+/** Subscriptions opened at once while setting up (more queue). */
+const OPEN_CONCURRENCY = 200;
+/** A ramp step counts as sustained when p99 is within this, in ms (the issue's bar). */
+export const RAMP_P99_LIMIT_MS = 100;
+/** A ramp stops once a finished step's p99 passes this many times the limit: the server is drowning. */
+const RAMP_ABORT_FACTOR = 10;
+/** A step is sustained only if the publishers achieved at least this share of its target rate. */
+const RAMP_MIN_ACHIEVED = 0.95;
+
+/** How messages are published. */
+export type PublishMode =
+  /** `rate` messages/s for `durationMs`. */
+  | { readonly kind: "fixed"; readonly rate: number; readonly durationMs: number }
+  /** From `startRate`, ×`factor` every `stepMs`, until the server cannot keep up or `maxSteps`. */
+  | { readonly kind: "ramp"; readonly startRate: number; readonly factor: number; readonly stepMs: number; readonly maxSteps: number }
+  /** Every publisher connection as fast as answers come, for `durationMs`. */
+  | { readonly kind: "max"; readonly durationMs: number };
+
+export interface FanoutWorkload {
+  readonly name: string;
+  readonly target: Target;
+  readonly transport: Transport;
+  readonly channels: number;
+  readonly subscribersPerChannel: number;
+  /** Subscribers that read eagerly and report latency; the rest read in batches. */
+  readonly eagerSubscribers: number;
+  /** Keep-alive publisher connections. */
+  readonly publishers: number;
+  readonly mode: PublishMode;
+}
+
+/** One step's outcome, as reported. */
+export interface StepReport {
+  readonly rate: number;
+  readonly seconds: number;
+  readonly published: number;
+  readonly publishFailed: number;
+  readonly publishedPerS: number;
+  readonly expected: number;
+  readonly delivered: number;
+  readonly deliveredPerS: number;
+  readonly lost: number;
+  readonly duplicates: number;
+  readonly reordered: number;
+  readonly latencyMs: LatencySummary;
+  readonly sustained: boolean;
+}
+
+export interface FanoutReport {
+  readonly workload: string;
+  readonly target: string;
+  readonly transport: Transport;
+  readonly channels: number;
+  readonly subscribers: number;
+  readonly publishers: number;
+  readonly mode: PublishMode["kind"];
+  readonly steps: readonly StepReport[];
+  /** Ramp: the highest sustained step (p99 ≤ 100 ms, no loss, rate achieved). */
+  readonly best: StepReport | undefined;
+  readonly serverCpuPct: number;
+  readonly harnessCpuPct: number;
+  readonly subscribersDropped: number;
+}
+
+/** Channel names of a run: distinct per run so runs never see each other's messages. */
+function channelNames(count: number): string[] {
+  const run = Math.random().toString(36).slice(2, 8);
+  return Array.from({ length: count }, (_, i) => `bench.${run}.${i}`);
+}
+
+let nextSource = 0;
+/** The next loopback source address, round robin. */
+export function sourceAddress(): string {
+  nextSource = (nextSource % SOURCE_ADDRESSES) + 1;
+  return `127.0.0.${1 + nextSource}`;
+}
+
+/** Runs `tasks` with at most `limit` in flight. */
+export async function inBatches<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array<T>(count);
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      results[i] = await task(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+  return results;
+}
+
+/** CPU seconds (user + system) used so far by the processes `pids`. */
+export function processCpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // gone
+    }
+  }
+  // Linux reports in clock ticks of 1/100 s (USER_HZ) on every architecture Node runs on here.
+  return ticks / 100;
+}
+
+/** Runs a fan-out workload (W1, W2, W3) and reports it. */
+export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport> {
+  const { target } = workload;
+  const stats = new RunStats();
+  const channels = channelNames(workload.channels);
+  const total = workload.channels * workload.subscribersPerChannel;
+  const eagerEvery = Math.max(1, Math.floor(total / Math.max(1, workload.eagerSubscribers)));
+  const subscribers = await inBatches(total, OPEN_CONCURRENCY, (i) =>
+    Subscriber.open(target, workload.transport, channels[i % channels.length]!, {
+      tracker: stats.tracker(i % eagerEvery === 0),
+      eager: i % eagerEvery === 0,
+      localAddress: sourceAddress(),
+    }),
+  );
+  const drainer = startDrainer(subscribers.filter((s) => !s.eager));
+  const publishers = Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
+  const seqs = publishers.map(() => new Int32Array(channels.length));
+
+  const serverCpuBefore = processCpuSeconds(target.pids);
+  const harnessCpuBefore = process.cpuUsage();
+  const started = performance.now();
+  let channelCursor = 0;
+  /** Sends one message on publisher `p`, counted into `step`. */
+  const sendOne = async (p: number, step: Step): Promise<void> => {
+    const c = channelCursor;
+    channelCursor = (channelCursor + 1) % channels.length;
+    const seq = seqs[p]![c]!++;
+    const status = await publishers[p]!.send(channels[c]!, encodePayload(seq, p, performance.now()));
+    if (status >= 200 && status < 300) step.accepted += 1;
+    else step.failed += 1;
+  };
+
+  try {
+    if (workload.mode.kind === "max") await publishMax(workload.mode.durationMs, publishers.length, stats, sendOne);
+    else await publishPaced(workload.mode, publishers, stats, sendOne, workload.subscribersPerChannel);
+    await settle(subscribers, stats, workload.subscribersPerChannel);
+  } finally {
+    drainer.stop();
+  }
+  const elapsedS = (performance.now() - started) / 1000;
+  const harnessCpu = process.cpuUsage(harnessCpuBefore);
+  const serverCpuPct = ((processCpuSeconds(target.pids) - serverCpuBefore) / elapsedS) * 100;
+  const dropped = subscribers.filter((s) => s.closed).length;
+  for (const p of publishers) p.close();
+  for (const s of subscribers) s.close();
+
+  const stepMs = workload.mode.kind === "ramp" ? workload.mode.stepMs : workload.mode.durationMs;
+  const steps = stats.steps.map((step) => reportStep(step, stepMs, workload.subscribersPerChannel));
+  const sustained = steps.filter((s) => s.sustained);
+  return {
+    workload: workload.name,
+    target: target.name,
+    transport: workload.transport,
+    channels: workload.channels,
+    subscribers: total,
+    publishers: workload.publishers,
+    mode: workload.mode.kind,
+    steps,
+    best: workload.mode.kind === "ramp" ? sustained[sustained.length - 1] : steps[0],
+    serverCpuPct: Math.round(serverCpuPct),
+    harnessCpuPct: Math.round(((harnessCpu.user + harnessCpu.system) / 1e6 / elapsedS) * 100),
+    subscribersDropped: dropped,
+  };
+}
+
+/** Drains batch subscribers every `BATCH_DRAIN_MS`, `DRAIN_SLICE` at a time between event-loop turns. */
+function startDrainer(batch: readonly Subscriber[]): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const pass = (from: number) => {
+    if (stopped) return;
+    const to = Math.min(batch.length, from + DRAIN_SLICE);
+    for (let i = from; i < to; i++) batch[i]!.drain();
+    if (to < batch.length) setImmediate(pass, to);
+    else timer = setTimeout(pass, BATCH_DRAIN_MS, 0);
+  };
+  pass(0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Publishers each send as soon as their previous answer came, for `durationMs`. */
+async function publishMax(
+  durationMs: number,
+  count: number,
+  stats: RunStats,
+  sendOne: (p: number, step: Step) => Promise<void>,
+): Promise<void> {
+  const step = stats.begin(0, performance.now());
+  const end = performance.now() + durationMs;
+  await Promise.all(
+    Array.from({ length: count }, async (_, p) => {
+      while (performance.now() < end) await sendOne(p, step);
+    }),
+  );
+}
+
+/** Sends at a paced rate (fixed, or ramping step by step) over the idle publisher connections. */
+async function publishPaced(
+  mode: Extract<PublishMode, { kind: "fixed" | "ramp" }>,
+  publishers: readonly HttpPublisher[],
+  stats: RunStats,
+  sendOne: (p: number, step: Step) => Promise<void>,
+  fanout: number,
+): Promise<void> {
+  const plan =
+    mode.kind === "fixed"
+      ? [{ rate: mode.rate, ms: mode.durationMs }]
+      : Array.from({ length: mode.maxSteps }, (_, i) => ({ rate: Math.round(mode.startRate * mode.factor ** i), ms: mode.stepMs }));
+  const inFlight = new Set<Promise<void>>();
+  for (const [i, { rate, ms }] of plan.entries()) {
+    const step = stats.begin(rate, performance.now());
+    const stepStart = step.startMs;
+    let sent = 0;
+    while (performance.now() - stepStart < ms) {
+      const due = Math.floor(((performance.now() - stepStart) / 1000) * rate) - sent;
+      for (let k = 0, p = 0; k < due && p < publishers.length; p++) {
+        if (publishers[p]!.busy) continue;
+        const sending = sendOne(p, step);
+        inFlight.add(sending);
+        void sending.finally(() => inFlight.delete(sending));
+        sent += 1;
+        k += 1;
+      }
+      await new Promise((r) => setTimeout(r, PACE_TICK_MS));
+    }
+    // A ramp stops once an earlier step shows the server drowning (its p99 far past the bar, or
+    // messages still missing a step later), so it does not pile up work it cannot finish.
+    const previous = i > 0 ? stats.steps[i - 1] : undefined;
+    if (mode.kind === "ramp" && previous !== undefined) {
+      const report = reportStep(previous, mode.stepMs, fanout);
+      if (report.latencyMs.p99 > RAMP_P99_LIMIT_MS * RAMP_ABORT_FACTOR || report.publishedPerS < previous.rate * RAMP_MIN_ACHIEVED) break;
+    }
+  }
+  await Promise.all(inFlight);
+}
+
+/** Waits until every expected delivery arrived, or `SETTLE_MS` passed without progress. */
+async function settle(subscribers: readonly Subscriber[], stats: RunStats, fanout: number): Promise<void> {
+  const expected = () => stats.steps.reduce((n, s) => n + s.accepted * fanout, 0);
+  const delivered = () => stats.steps.reduce((n, s) => n + s.delivered, 0);
+  let last = -1;
+  let lastChange = performance.now();
+  while (performance.now() - lastChange < SETTLE_MS) {
+    for (const sub of subscribers) sub.drain();
+    const now = delivered();
+    if (now >= expected()) return;
+    if (now !== last) {
+      last = now;
+      lastChange = performance.now();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function reportStep(step: Step, stepMs: number, fanout: number): StepReport {
+  const seconds = stepMs / 1000;
+  const published = step.accepted;
+  const expected = published * fanout;
+  const lost = Math.max(0, expected - step.delivered);
+  const latencyMs = step.latencies.summary();
+  const publishedPerS = Math.round(published / seconds);
+  return {
+    rate: step.rate,
+    seconds,
+    published,
+    publishFailed: step.failed,
+    publishedPerS,
+    expected,
+    delivered: step.delivered,
+    deliveredPerS: Math.round(step.delivered / seconds),
+    lost,
+    duplicates: step.duplicates,
+    reordered: step.reordered,
+    latencyMs,
+    sustained:
+      lost === 0 &&
+      step.failed === 0 &&
+      latencyMs.p99 <= RAMP_P99_LIMIT_MS &&
+      (step.rate === 0 || publishedPerS >= step.rate * RAMP_MIN_ACHIEVED),
+  };
+}
