@@ -47,10 +47,30 @@ export class PayloadScanner {
     if (tail !== -1 && tail > text.length - START.length) this.#rest = text.slice(tail);
   }
 
+  /**
+   * Reads `<seq>,"p":<publisher>,"t":<ms>` from `from` to `end` digit by digit: slicing and
+   * `Number()` allocated three strings per delivery, which made the harness, not the server, the
+   * busier process in W1 with 1,000 subscribers.
+   */
   #parse(text: string, from: number, end: number): void {
-    const p = text.indexOf(',"p":', from);
-    const t = text.indexOf(',"t":', from);
-    if (p === -1 || t === -1 || t > end) return;
-    this.sink(Number(text.slice(from, p)), Number(text.slice(p + 5, t)), Number(text.slice(t + 5, end)));
+    let i = from;
+    let seq = 0;
+    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) seq = seq * 10 + (c - 48);
+    i += 5; // ,"p":
+    let publisher = 0;
+    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) publisher = publisher * 10 + (c - 48);
+    i += 5; // ,"t":
+    let whole = 0;
+    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) whole = whole * 10 + (c - 48);
+    let fraction = 0;
+    let scale = 1;
+    if (text.charCodeAt(i) === 46) {
+      for (let c = text.charCodeAt(++i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
+        fraction = fraction * 10 + (c - 48);
+        scale *= 10;
+      }
+    }
+    if (i !== end) return;
+    this.sink(seq, publisher, whole + fraction / scale);
   }
 }

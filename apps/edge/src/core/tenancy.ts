@@ -63,19 +63,19 @@ export class Tenancy {
 
   /** As `authenticate`, for a secret sent another way (a WebSocket's auth frame). */
   async authenticateSecret(plateId: PlateId, secret: string): Promise<KeyRecord> {
-    const key = secret === "" ? undefined : await this.#findKey(hashSecret(secret));
+    const key = secret === "" ? undefined : await this.#findKey(secret);
     if (key === undefined || key.plateId !== plateId) {
       throw new PlateError("invalid_api_key", "This API key is not valid for this plate.");
     }
     return key;
   }
 
-  async #findKey(hash: string): Promise<KeyRecord | undefined> {
+  async #findKey(secret: string): Promise<KeyRecord | undefined> {
     const now = Date.now();
-    const cached = this.#keys.get(hash, now);
+    const cached = this.#keys.get(secret, now);
     if (cached !== undefined) return cached;
-    const key = await this.store.findKeyByHash(hash);
-    if (key !== undefined) this.#keys.put(key, now);
+    const key = await this.store.findKeyByHash(hashSecret(secret));
+    if (key !== undefined) this.#keys.put(secret, key, now);
     return key;
   }
 
