@@ -12,6 +12,11 @@ import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
+/**
+ * util-linux's setpriv, used for `--pdeathsig TERM`: the kernel SIGTERMs nginx's master (a fast
+ * shutdown, which ends the worker) when this process dies by any means, SIGKILL included.
+ */
+const SETPRIV_BIN = "/usr/bin/setpriv";
 /** Where nginx is looked for, in order; then `nginx` on PATH. */
 const NGINX_BIN_CANDIDATES = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"];
 /** The Nchan dynamic module's file name, as Debian's libnginx-mod-nchan ships it. */
@@ -36,8 +41,10 @@ const MESSAGE_BUFFER_LENGTH = 1000;
 /** How long a buffered message lives, in seconds. */
 const MESSAGE_TIMEOUT_S = 60;
 /**
- * Nchan's shared memory (channels, buffered messages, subscriber queues), in MiB. Nchan 1.3's default
- * is 128 MiB; a publish that finds it full is refused, so it is set well above what a run needs.
+ * Nchan's shared memory (channels and buffered messages), in MiB. A publish that finds it full is
+ * answered 500, so it is sized for the worst buffer a run can fill (1,000 channels x
+ * MESSAGE_BUFFER_LENGTH messages of ~1 KiB, plus ~200 bytes each of Nchan's own); only pages used
+ * count against memory (measured: the worker's RSS is 16 MB after start either way).
  */
 const NCHAN_SHARED_MEMORY_MB = 2048;
 /**
@@ -101,11 +108,20 @@ export interface NchanServer {
   readonly pid: number;
   /** Folder holding nginx.conf, nginx.pid, error.log (warnings and worse) and the temp paths. */
   readonly workDir: string;
-  /** POST a message body here; the body is delivered verbatim. Answers 202 (no subscriber) or 201. */
+  /**
+   * POST a message body here (any Content-Type); the body is delivered verbatim. Answers 201 when
+   * the channel had subscribers, 202 when it had none, 500 when Nchan's shared memory is full.
+   */
   publishUrl(channel: string): string;
-  /** GET with `Accept: text/event-stream`: one `id:` + `data:` event per message. */
+  /**
+   * GET with `Accept: text/event-stream`: a `: hi` comment first, then `id: <time>:<seq>` and one
+   * `data:` line per line of the body for each message; no chunked encoding.
+   */
   sseUrl(channel: string): string;
-  /** One text frame per message, its payload the published body. */
+  /**
+   * One frame per message, its payload the published body: text, or binary for a binary
+   * Content-Type. A data frame sent by the subscriber is answered with close 1008.
+   */
   wsUrl(channel: string): string;
   /**
    * Stops nginx (SIGQUIT, then SIGTERM, then SIGKILL of master and worker by pid, each after
@@ -149,17 +165,15 @@ export async function startNchan(options: NchanOptions): Promise<NchanServer> {
 
   // nginx's stdout/stderr go to a file, not a pipe: a pipe nobody drains would block nginx mid-run.
   const stdio = openSync(join(workDir, "stdio.log"), "a");
-  const nginxArgs = ["-p", `${workDir}/`, "-c", confPath, "-e", errorLog];
+  const [file, ...args] = nginxCommand(nginx, ["-p", `${workDir}/`, "-c", confPath, "-e", errorLog], cpu);
   let child: ChildProcess;
   try {
-    // taskset execs nginx in place, so the child's pid is the master's and the worker inherits the mask.
-    child =
-      cpu === undefined
-        ? spawn(nginx, nginxArgs, { stdio: ["ignore", stdio, stdio] })
-        : spawn("taskset", ["-c", String(cpu), nginx, ...nginxArgs], { stdio: ["ignore", stdio, stdio] });
+    child = spawn(file, args, { stdio: ["ignore", stdio, stdio] });
   } finally {
     closeSync(stdio);
   }
+  // A forgotten stop() must not keep the harness alive: nginx is killed when this process goes.
+  child.unref();
   const exited = watchExit(child);
   const pid = child.pid;
   if (pid === undefined) {
@@ -261,10 +275,21 @@ interface ExitInfo {
   error?: Error;
 }
 
-/** Masters still running, SIGTERMed if this process exits without stopping them. */
+/** Masters still running. */
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
+/**
+ * The argv that runs nginx as the spawned process itself: setpriv and taskset each exec the next
+ * program in place, so the child's pid is the master's and the worker inherits the CPU mask.
+ */
+function nginxCommand(nginx: string, nginxArgs: string[], cpu: number | undefined): [string, ...string[]] {
+  const pinned: [string, ...string[]] =
+    cpu === undefined ? [nginx, ...nginxArgs] : ["taskset", "-c", String(cpu), nginx, ...nginxArgs];
+  return existsSync(SETPRIV_BIN) ? [SETPRIV_BIN, "--pdeathsig", "TERM", "--", ...pinned] : pinned;
+}
+
+/** Without setpriv, the fallback: SIGTERM every master still running when this process exits normally. */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
@@ -302,7 +327,8 @@ async function shutdown(child: ChildProcess, pid: number, exited: Promise<ExitIn
   const workers = childPids(pid);
   child.kill("SIGKILL");
   for (const worker of workers) killQuietly(worker);
-  await exited;
+  // The child is unref'd: a pending timer keeps the event loop alive until its exit is seen.
+  await exitsWithin(exited, STOP_STEP_MS);
 }
 
 async function exitsWithin(exited: Promise<ExitInfo>, ms: number): Promise<boolean> {

@@ -110,11 +110,16 @@ export class RunStats {
   }
 }
 
+/** The publisher id of warm-up messages, which no step counts. */
+export const WARMUP_PUBLISHER = 999_999;
+
 /** Counts one subscriber's deliveries into the run's steps. */
 export class DeliveryTracker {
   readonly #seen = new Map<number, Seen>();
   /** Deliveries this subscriber received (distinct). */
   received = 0;
+  /** Whether a warm-up message reached it: its subscription is live end to end. */
+  warmed = false;
 
   constructor(
     private readonly run: RunStats,
@@ -124,6 +129,10 @@ export class DeliveryTracker {
 
   /** One payload received at `nowMs`. */
   record(seq: number, publisher: number, sentMs: number, nowMs: number): void {
+    if (publisher === WARMUP_PUBLISHER) {
+      this.warmed = true;
+      return;
+    }
     const step = this.run.stepAt(sentMs);
     if (step === undefined) return;
     let seen = this.#seen.get(publisher);

@@ -8,7 +8,8 @@ export interface Target {
   readonly pids: readonly number[];
   /**
    * Text that tells a subscription is live, after the response headers: Plate's `ready` (its
-   * headers go out once the broker subscription is active anyway); none for Nchan (headers suffice).
+   * headers go out once the broker subscription is active anyway); none for Nchan. Nchan on Redis
+   * answers before its Redis subscription is live, which is why every run warms up first.
    */
   readonly readyMarker: string | undefined;
   /** The request line's path and the headers of a publish to `channel`. */

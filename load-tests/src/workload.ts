@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
 import { encodePayload } from "./payload.js";
-import { RunStats } from "./stats.js";
-import type { LatencySummary, Step } from "./stats.js";
+import { RunStats, WARMUP_PUBLISHER } from "./stats.js";
+import type { DeliveryTracker, LatencySummary, Step } from "./stats.js";
 import { Subscriber } from "./subscriber.js";
 import type { Transport } from "./subscriber.js";
 import type { Target } from "./targets.js";
@@ -20,6 +20,10 @@ const DRAIN_SLICE = 32;
 const PACE_TICK_MS = 2;
 /** After the last publish, how long deliveries may take to arrive before the run counts, in ms. */
 const SETTLE_MS = 2000;
+/** How often warm-up messages go to every channel until every subscriber has one, in ms. */
+const WARMUP_EVERY_MS = 200;
+/** How long the warm-up may take before the run goes on regardless (and reports it), in ms. */
+const WARMUP_TIMEOUT_MS = 20_000;
 /** Subscriptions opened at once while setting up (more queue). */
 const OPEN_CONCURRENCY = 200;
 /** A ramp step counts as sustained when p99 is within this, in ms (the issue's bar). */
@@ -82,6 +86,8 @@ export interface FanoutReport {
   readonly serverCpuPct: number;
   readonly harnessCpuPct: number;
   readonly subscribersDropped: number;
+  /** Subscribers no warm-up message reached (their losses are the server's too). */
+  readonly subscribersNotWarmed: number;
 }
 
 /** Channel names of a run: distinct per run so runs never see each other's messages. */
@@ -133,15 +139,17 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const channels = channelNames(workload.channels);
   const total = workload.channels * workload.subscribersPerChannel;
   const eagerEvery = Math.max(1, Math.floor(total / Math.max(1, workload.eagerSubscribers)));
+  const trackers = Array.from({ length: total }, (_, i) => stats.tracker(i % eagerEvery === 0));
   const subscribers = await inBatches(total, OPEN_CONCURRENCY, (i) =>
     Subscriber.open(target, workload.transport, channels[i % channels.length]!, {
-      tracker: stats.tracker(i % eagerEvery === 0),
+      tracker: trackers[i]!,
       eager: i % eagerEvery === 0,
       localAddress: sourceAddress(),
     }),
   );
   const drainer = startDrainer(subscribers.filter((s) => !s.eager));
   const publishers = Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
+  const unwarmed = await warmUp(publishers[0]!, channels, trackers);
   const seqs = publishers.map(() => new Int32Array(channels.length));
 
   const serverCpuBefore = processCpuSeconds(target.pids);
@@ -188,7 +196,27 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     serverCpuPct: Math.round(serverCpuPct),
     harnessCpuPct: Math.round(((harnessCpu.user + harnessCpu.system) / 1e6 / elapsedS) * 100),
     subscribersDropped: dropped,
+    subscribersNotWarmed: unwarmed,
   };
+}
+
+/**
+ * Publishes warm-up messages to every channel until every subscriber has received one (or
+ * `WARMUP_TIMEOUT_MS`), so measuring starts with every subscription live end to end. A server may
+ * answer the subscribe before it is subscribed in its broker: Nchan on Redis sends its headers
+ * first and then lost the first message for over half of 200 new subscribers. Answers how many
+ * subscribers never got one.
+ */
+async function warmUp(publisher: HttpPublisher, channels: readonly string[], trackers: readonly DeliveryTracker[]): Promise<number> {
+  const deadline = performance.now() + WARMUP_TIMEOUT_MS;
+  let seq = 0;
+  while (performance.now() < deadline) {
+    for (const channel of channels) await publisher.send(channel, encodePayload(seq, WARMUP_PUBLISHER, performance.now()));
+    seq += 1;
+    await new Promise((r) => setTimeout(r, WARMUP_EVERY_MS));
+    if (trackers.every((t) => t.warmed)) return 0;
+  }
+  return trackers.filter((t) => !t.warmed).length;
 }
 
 /** Drains batch subscribers every `BATCH_DRAIN_MS`, `DRAIN_SLICE` at a time between event-loop turns. */
