@@ -95,33 +95,44 @@ function nchanPids(master: number): number[] {
   return [master, ...children];
 }
 
-async function runWorkload(name: WorkloadName, target: Target, quick: boolean): Promise<Report[]> {
+/**
+ * Runs one workload, each transport on a server started fresh for it: what one workload leaves
+ * behind (Nchan's message buffers, a heap grown for 10,000 connections and not given back) must
+ * not flatter or burden the next; W4 read no growth at all on an Nchan that W2 had already grown.
+ */
+async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, quick: boolean): Promise<Report[]> {
   const s = sizes(quick);
-  const fanout = (transport: Transport, w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
-    runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers });
-  const transports: Transport[] = ["sse", "ws"];
   const out: Report[] = [];
-  for (const transport of transports) {
-    switch (name) {
-      case "w1":
-        out.push(await fanout(transport, { name: "W1", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w1Rate, durationMs: s.w1DurationMs } }));
-        break;
-      case "w1-ramp":
-        out.push(await fanout(transport, { name: "W1-ramp", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w1RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
-        break;
-      case "w2":
-        out.push(await fanout(transport, { name: "W2", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w2Rate, durationMs: s.w2DurationMs } }));
-        break;
-      case "w2-ramp":
-        out.push(await fanout(transport, { name: "W2-ramp", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w2RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
-        break;
-      case "w3":
-        // Publish throughput does not depend on the subscriber's transport: measured once, over WS.
-        if (transport === "ws") out.push(await fanout(transport, { name: "W3", channels: 1, subscribersPerChannel: 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
-        break;
-      case "w4":
-        out.push(await runIdle(target, transport, s.w4Connections));
-        break;
+  for (const transport of ["sse", "ws"] as const) {
+    // Publish throughput does not depend on the subscriber's transport: W3 is measured once, over WS.
+    if (name === "w3" && transport === "sse") continue;
+    const running = await fresh();
+    const target = running.target;
+    const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
+      runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers });
+    try {
+      switch (name) {
+        case "w1":
+          out.push(await fanout({ name: "W1", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w1Rate, durationMs: s.w1DurationMs } }));
+          break;
+        case "w1-ramp":
+          out.push(await fanout({ name: "W1-ramp", channels: 1, subscribersPerChannel: s.w1Subscribers, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w1RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
+          break;
+        case "w2":
+          out.push(await fanout({ name: "W2", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "fixed", rate: s.w2Rate, durationMs: s.w2DurationMs } }));
+          break;
+        case "w2-ramp":
+          out.push(await fanout({ name: "W2-ramp", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w2RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
+          break;
+        case "w3":
+          out.push(await fanout({ name: "W3", channels: 1, subscribersPerChannel: 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
+          break;
+        case "w4":
+          out.push(await runIdle(target, transport, s.w4Connections));
+          break;
+      }
+    } finally {
+      await running.stop();
     }
   }
   return out;
@@ -220,19 +231,13 @@ async function main(): Promise<void> {
   const results = new Map<TargetName, Report[][]>();
   for (let run = 1; run <= runs; run++) {
     for (const name of targets) {
-      const running = await start(name);
       const reports: Report[] = [];
-      try {
-        for (const workload of workloads) {
-          for (const report of await runWorkload(workload, running.target, values.quick)) {
-            reports.push(report);
-            const line = JSON.stringify({ run, ...report });
-            appendFileSync(values.jsonl, line + "\n");
-            process.stdout.write(summaryLine(report, run) + "\n");
-          }
+      for (const workload of workloads) {
+        for (const report of await runWorkload(workload, () => start(name), values.quick)) {
+          reports.push(report);
+          appendFileSync(values.jsonl, JSON.stringify({ run, ...report }) + "\n");
+          process.stdout.write(summaryLine(report, run) + "\n");
         }
-      } finally {
-        await running.stop();
       }
       results.set(name, [...(results.get(name) ?? []), reports]);
     }
