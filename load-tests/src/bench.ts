@@ -66,6 +66,14 @@ interface Running {
   readonly stop: () => Promise<void>;
 }
 
+/** What is running now, stopped on SIGINT/SIGTERM so an interrupted run leaves no server behind. */
+const live = new Set<Running>();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    void Promise.all([...live].map((r) => r.stop())).finally(() => process.exit(130));
+  });
+}
+
 async function start(name: TargetName): Promise<Running> {
   const redis = name.endsWith("redis") ? await startBenchRedis(SERVER_CPU) : undefined;
   let server: Started | undefined;
@@ -80,13 +88,16 @@ async function start(name: TargetName): Promise<Running> {
     server = { port: 0, pid: nchan.pid, stop: () => nchan.stop() };
     target = nchanTarget({ name, port: Number(new URL(nchan.url).port), pids: nchanPids(nchan.pid) });
   }
-  return {
+  const running: Running = {
     target,
     stop: async () => {
+      live.delete(running);
       await server?.stop();
       await redis?.stop();
     },
   };
+  live.add(running);
+  return running;
 }
 
 /** Nchan's master and its worker (memory and CPU are the worker's). */
@@ -243,8 +254,22 @@ async function main(): Promise<void> {
     }
   }
   const command = `node load-tests/dist/bench.js ${process.argv.slice(2).join(" ")}`.trim();
-  writeFileSync(values.out, markdown(results, command, runs, values.quick));
+  writeFileSync(values.out, markdown(results, command, runs, values.quick) + keptNotes(values.out));
   process.stdout.write(`wrote ${values.out} and ${values.jsonl}\n`);
+}
+
+/** The heading from which a written table's file is people's notes, kept when the table is rewritten. */
+const NOTES_HEADING = "## Reading this run";
+
+/** The notes section of the file at `path` (from `NOTES_HEADING` on), or nothing. */
+function keptNotes(path: string): string {
+  try {
+    const text = readFileSync(path, "utf8");
+    const at = text.indexOf(NOTES_HEADING);
+    return at === -1 ? "" : "\n" + text.slice(at);
+  } catch {
+    return "";
+  }
 }
 
 function summaryLine(report: Report, run: number): string {
