@@ -1,27 +1,28 @@
 // What Plate asks of Redis: commands per publish, per subscribe and unsubscribe, and what a node
 // with no interest in a channel receives of it. Starts its own redis-server and two edge nodes
-// (built: run `npm run build` first), drives them over HTTP/SSE, and reads Redis' own counters
-// (INFO commandstats, PUBSUB NUMSUB, CLIENT LIST). Prints one JSON object.
+// (as the bench starts them; run `npm run build` first), drives them over HTTP/SSE, and reads
+// Redis' own counters (INFO commandstats, PUBSUB NUMSUB, CLIENT LIST). Prints one JSON object.
 //
 //   npm run build && node load-tests/redis-costs.mjs
-import { spawn } from "node:child_process";
 import { request } from "node:http";
-import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
-import { freePort, startRedis } from "@plate/testing";
+import { startRedis } from "@plate/testing";
+import { startPlate } from "./dist/servers.js";
 
 /** Publishes measured. */
 const PUBLISHES = 1000;
 /** SSE subscribers opened and closed on one channel. */
 const SUBSCRIBERS = 100;
 const KEY = "costs-secret-0123456789abcdefgh";
-const MAIN = fileURLToPath(new URL("../apps/edge/dist/main.js", import.meta.url));
 
-const redis = await startRedis();
+const redis = await startRedis({ fromEnv: false });
 const admin = new Redis(redis.url);
 const nodes = [];
 try {
-  for (let i = 0; i < 2; i++) nodes.push(await startNode());
+  for (let i = 0; i < 2; i++) {
+    const node = await startPlate({ cpu: undefined, redisUrl: redis.url, plate: "costs", key: KEY });
+    nodes.push({ ...node, url: `http://127.0.0.1:${node.port}` });
+  }
   const [a, b] = nodes;
 
   // Warm: the key cache and Lua scripts loaded, so the figures are the steady state.
@@ -67,34 +68,9 @@ try {
     ),
   );
 } finally {
-  for (const n of nodes) n.child.kill("SIGKILL");
+  for (const n of nodes) await n.stop();
   admin.disconnect();
   await redis.stop();
-}
-
-async function startNode() {
-  const port = await freePort();
-  const child = spawn(process.execPath, [MAIN], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      REDIS_URL: redis.url,
-      BOOTSTRAP_PLATES: JSON.stringify({ costs: KEY }),
-      LOG_LEVEL: "error",
-    },
-    stdio: "ignore",
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/readyz`)).status === 200) return { url, child };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("node did not become ready");
 }
 
 async function publish(node, channel, i) {

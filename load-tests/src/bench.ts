@@ -17,7 +17,8 @@ import { parseArgs } from "node:util";
 import { runIdle } from "./idle.js";
 import type { IdleReport } from "./idle.js";
 import { startNchan } from "./nchan.js";
-import { startBenchRedis, startPlate } from "./servers.js";
+import { freePort, startRedis } from "@plate/testing";
+import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
 import type { Transport } from "./subscriber.js";
 import { nchanTarget, plateTarget } from "./targets.js";
@@ -75,7 +76,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 async function start(name: TargetName): Promise<Running> {
-  const redis = name.endsWith("redis") ? await startBenchRedis(SERVER_CPU) : undefined;
+  const redis = name.endsWith("redis") ? await startRedis({ cpu: SERVER_CPU, fromEnv: false }) : undefined;
   let server: Started | undefined;
   let target: Target;
   if (name.startsWith("plate")) {
@@ -83,7 +84,6 @@ async function start(name: TargetName): Promise<Running> {
     server = plate;
     target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
   } else {
-    const { freePort } = await import("@plate/testing");
     const nchan = await startNchan({ port: await freePort(), cpu: SERVER_CPU, ...(redis === undefined ? {} : { redisUrl: redis.url }) });
     server = { port: 0, pid: nchan.pid, stop: () => nchan.stop() };
     target = nchanTarget({ name, port: Number(new URL(nchan.url).port), pids: nchanPids(nchan.pid) });

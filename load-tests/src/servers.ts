@@ -45,25 +45,6 @@ async function waitFor(check: () => Promise<boolean>, what: string): Promise<voi
   throw new Error(`${what} did not start within ${START_TIMEOUT_MS} ms`);
 }
 
-/** A redis-server of the benchmark's own, persistence off. */
-export async function startBenchRedis(cpu: number | undefined): Promise<Started & { url: string }> {
-  const port = await freePort();
-  const [command, args] = pinned(cpu, "redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-  const child = spawn(command, args, { stdio: "ignore" });
-  const { Redis } = await import("ioredis");
-  await waitFor(async () => {
-    const client = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    client.on("error", () => undefined);
-    try {
-      await client.connect();
-      return (await client.ping()) === "PONG";
-    } finally {
-      client.disconnect();
-    }
-  }, "redis-server");
-  return { port, pid: child.pid!, url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child) };
-}
-
 /** Plate's benchmark settings: no limits that a benchmark would hit, protocol pings off. */
 export interface PlateBenchOptions {
   readonly cpu: number | undefined;

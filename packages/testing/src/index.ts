@@ -1,4 +1,4 @@
-export type { RedisServer } from "./redis-server.js";
+export type { RedisOptions, RedisServer } from "./redis-server.js";
 export { startRedis, freePort } from "./redis-server.js";
 export type { TcpProxy } from "./tcp-proxy.js";
 export { startTcpProxy } from "./tcp-proxy.js";

@@ -43,18 +43,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * Starts a redis-server of its own on a free port (or uses `REDIS_URL` when set). `persistent`
- * turns on an append-only file fsynced at every write, in a temporary folder, so the data outlives
- * a `kill` and `restart` (as a production Redis with persistence would).
- */
-export async function startRedis(options: { persistent?: boolean } = {}): Promise<RedisServer> {
+/** How a Redis is started. */
+export interface RedisOptions {
+  /** An append-only file fsynced at every write, in a temporary folder: data outlives `kill` and `restart`. */
+  readonly persistent?: boolean;
+  /** Pin the server to this CPU (`taskset -c`), as benchmarks do. */
+  readonly cpu?: number;
+  /** Use `REDIS_URL` when it is set (tests do; a benchmark wants a server of its own). Default true. */
+  readonly fromEnv?: boolean;
+}
+
+/** Starts a redis-server of its own on a free port (or uses `REDIS_URL`, see `RedisOptions`). */
+export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
   const given = process.env.REDIS_URL;
-  if (given !== undefined && given !== "") return externalRedis(given);
+  if (options.fromEnv !== false && given !== undefined && given !== "") return externalRedis(given);
 
   const port = await freePort();
   const dir = options.persistent === true ? mkdtempSync(join(tmpdir(), "plate-redis-")) : undefined;
-  const spawnRedis = () => spawnRedisAt(port, dir);
+  const spawnRedis = () => spawnRedisAt(port, dir, options.cpu);
   let child: ChildProcess | undefined = await spawnRedis();
   const url = `redis://127.0.0.1:${port}`;
   return {
@@ -84,14 +90,15 @@ function externalRedis(url: string): RedisServer {
   return { url, port: Number(new URL(url).port || 6379), external: true, kill: refuse, restart: refuse, stop: () => Promise.resolve() };
 }
 
-async function spawnRedisAt(port: number, dir: string | undefined): Promise<ChildProcess> {
+async function spawnRedisAt(port: number, dir: string | undefined, cpu: number | undefined): Promise<ChildProcess> {
   const persistence =
     dir === undefined ? ["--appendonly", "no"] : ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"];
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--protected-mode", "no", "--loglevel", "warning"],
-    { stdio: "ignore" },
-  );
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--protected-mode", "no", "--loglevel", "warning"];
+  // taskset execs redis-server in place: the child is the server itself.
+  const child =
+    cpu === undefined
+      ? spawn("redis-server", args, { stdio: "ignore" })
+      : spawn("taskset", ["-c", String(cpu), "redis-server", ...args], { stdio: "ignore" });
   const failed = new Promise<never>((_, reject) => {
     child.once("error", (err: NodeJS.ErrnoException) => {
       reject(
