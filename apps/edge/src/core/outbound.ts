@@ -11,7 +11,6 @@ export class Outbound {
   readonly #envelope: string;
   readonly #id: Message["id"];
   #sse: Buffer | undefined;
-  #ws: Buffer | undefined;
   #wsFrame: Buffer | undefined;
 
   constructor(message: Message) {
@@ -24,27 +23,22 @@ export class Outbound {
     return (this.#sse ??= Buffer.from(encodeSseMessage(this.#id, this.#envelope), "utf8"));
   }
 
-  /** The WebSocket text frame's payload: the envelope. */
-  get ws(): Buffer {
-    return (this.#ws ??= Buffer.from(this.#envelope, "utf8"));
-  }
-
   /**
    * The whole WebSocket text frame (header and payload, unmasked as a server sends it), written
    * as is to every WebSocket subscriber's socket: `ws`'s `send` built and wrote a header per
    * subscriber per message.
    */
   get wsFrame(): Buffer {
-    return (this.#wsFrame ??= textFrame(this.ws));
+    return (this.#wsFrame ??= textFrame(this.#envelope));
   }
 }
 
 /** Opcode 0x1 (text) with FIN set. */
 const FIN_TEXT = 0x81;
 
-/** An unmasked, unfragmented WebSocket text frame around `payload` (RFC 6455, 5.2). */
-function textFrame(payload: Buffer): Buffer {
-  const length = payload.length;
+/** An unmasked, unfragmented WebSocket text frame carrying `text` (RFC 6455, 5.2), encoded once into it. */
+function textFrame(text: string): Buffer {
+  const length = Buffer.byteLength(text, "utf8");
   const headerBytes = length < 126 ? 2 : length < 65_536 ? 4 : 10;
   const frame = Buffer.allocUnsafe(headerBytes + length);
   frame[0] = FIN_TEXT;
@@ -57,6 +51,6 @@ function textFrame(payload: Buffer): Buffer {
     frame[1] = 127;
     frame.writeBigUInt64BE(BigInt(length), 2);
   }
-  payload.copy(frame, headerBytes);
+  frame.write(text, headerBytes, "utf8");
   return frame;
 }
