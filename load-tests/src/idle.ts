@@ -3,10 +3,8 @@ import { RunStats } from "./stats.js";
 import { Subscriber } from "./subscriber.js";
 import type { Transport } from "./subscriber.js";
 import type { Target } from "./targets.js";
-import { inBatches, sourceAddress } from "./workload.js";
+import { OPEN_CONCURRENCY, inBatches, sourceAddress } from "./workload.js";
 
-/** Subscriptions opened at once (more queue). */
-const OPEN_CONCURRENCY = 200;
 /** How long the server may settle (GC, lazy frees) before and after, in ms. */
 const SETTLE_MS = 2000;
 

@@ -25,7 +25,7 @@ const WARMUP_EVERY_MS = 200;
 /** How long the warm-up may take before the run goes on regardless (and reports it), in ms. */
 const WARMUP_TIMEOUT_MS = 20_000;
 /** Subscriptions opened at once while setting up (more queue). */
-const OPEN_CONCURRENCY = 200;
+export const OPEN_CONCURRENCY = 200;
 /** A ramp step counts as sustained when p99 is within this, in ms (the bar). */
 export const RAMP_P99_LIMIT_MS = 100;
 /** A ramp stops once a finished step's p99 passes this many times the limit: the server is drowning. */
