@@ -242,7 +242,7 @@ export const SETTINGS = {
   SLOW_CONSUMER_GRACE_MS: {
     key: "slowConsumerGraceMs",
     default: "1000",
-    doc: "After dropping a slow consumer, how long its close frame may take to leave before the socket is destroyed.",
+    doc: "After the server ends a subscriber's connection (slow consumer, revocation, drain), how long its last bytes (close frame, SSE `error` event) may take to leave before the socket is destroyed.",
     parse: integer(0, 60_000),
   },
   CORS_ORIGINS: {

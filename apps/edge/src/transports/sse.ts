@@ -1,10 +1,12 @@
 import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { ERROR_CODES } from "@plate/protocol";
 import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
+import { takeOverSocket } from "./socket-takeover.js";
 
 /** Output limits of a subscriber connection (settings, see config.ts). */
 export interface OutputLimits {
@@ -17,17 +19,20 @@ export interface OutputLimits {
 const PING = Buffer.from(": ping\n\n");
 
 /**
- * A Server-Sent Events subscriber, written straight to Node's response so each message is one
- * `write` of a shared Buffer and the bytes waiting unsent can be read (`writableLength`).
- *
- * Until `start`, nothing is written: ending before it answers with a plain HTTP error (the spec:
- * "errors are plain HTTP answers before any stream starts").
+ * A Server-Sent Events subscriber. Until `start`, it is an ordinary response: ending before it
+ * answers with a plain HTTP error (the spec: "errors are plain HTTP answers before any stream
+ * starts"). `start` writes the headers by hand and takes the socket over from Node's HTTP server
+ * (see takeOverSocket): from then on each message is one `write` of a shared Buffer to the
+ * socket, and the bytes waiting unsent are the socket's `writableLength`.
  */
 export class SseConnection extends Connection {
   readonly transport = "sse" as const;
+  /** The response until `start` takes its socket over; let go then, with the request it holds. */
+  #res: ServerResponse | undefined;
+  #socket: Socket | undefined;
 
   constructor(
-    private readonly res: ServerResponse,
+    res: ServerResponse,
     plateId: PlateId,
     keyId: string,
     topic: Topic,
@@ -37,45 +42,62 @@ export class SseConnection extends Connection {
     private readonly limits: OutputLimits,
   ) {
     super(plateId, keyId, topic, clientId);
-    res.once("close", () => this.end("normal"));
+    this.#res = res;
+    res.once("close", this.#onClose);
   }
 
+  readonly #onClose = (): void => this.end("normal");
+
   protected writeReady(ready: ReadyFrame): void {
-    this.res.writeHead(200, {
-      ...this.headers,
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-cache",
-      "X-Accel-Buffering": "no",
-      Connection: "keep-alive",
-    });
-    this.res.write(`retry: ${this.retryMs}\n\nevent: ready\ndata: ${JSON.stringify(ready)}\n\n`);
+    let head = "HTTP/1.1 200 OK\r\n";
+    for (const [name, value] of Object.entries(this.headers)) head += `${name}: ${value}\r\n`;
+    head +=
+      "Content-Type: text/event-stream; charset=utf-8\r\n" +
+      "Cache-Control: no-cache\r\n" +
+      "X-Accel-Buffering: no\r\n" +
+      // The stream ends when the connection does: no chunked encoding, no second request.
+      "Connection: close\r\n\r\n" +
+      `retry: ${this.retryMs}\n\nevent: ready\ndata: ${JSON.stringify(ready)}\n\n`;
+    const res = this.#res!;
+    this.#res = undefined;
+    res.off("close", this.#onClose);
+    const socket = takeOverSocket(res, head);
+    if (socket === undefined) {
+      this.end("normal");
+      return;
+    }
+    this.#socket = socket;
+    socket.once("close", this.#onClose);
   }
 
   protected write(out: Outbound): boolean {
+    const socket = this.#socket!;
     const bytes = out.sse;
-    if (this.res.writableLength + bytes.length > this.limits.maxBufferedBytes) {
+    if (socket.writableLength + bytes.length > this.limits.maxBufferedBytes) {
       this.end("slow_consumer");
       return false;
     }
     // Corked for the event-loop turn: a burst of messages leaves in one syscall (see corkForTurn).
-    if (this.res.socket !== null) corkForTurn(this.res.socket);
-    this.res.write(bytes);
+    corkForTurn(socket);
+    socket.write(bytes);
     return true;
   }
 
   heartbeat(): void {
-    if (!this.res.headersSent || this.ended) return;
-    if (this.res.writableLength + PING.length > this.limits.maxBufferedBytes) {
+    const socket = this.#socket;
+    if (socket === undefined || this.ended) return;
+    if (socket.writableLength + PING.length > this.limits.maxBufferedBytes) {
       this.end("slow_consumer");
       return;
     }
-    this.res.write(PING);
+    socket.write(PING);
   }
 
   protected close(reason: EndReason, message: string): void {
-    const { res } = this;
-    if (res.destroyed || res.writableEnded) return;
-    if (!res.headersSent) {
+    const socket = this.#socket;
+    if (socket === undefined) {
+      const res = this.#res;
+      if (res === undefined || res.destroyed || res.writableEnded || res.headersSent) return;
       const code = reason === "normal" ? "internal_error" : reason;
       const status = ERROR_CODES[code].status;
       const retry = status === 429 || status === 503 ? { "Retry-After": "1" } : undefined;
@@ -83,14 +105,13 @@ export class SseConnection extends Connection {
       res.end(JSON.stringify({ error: { code, message } }));
       return;
     }
+    if (socket.destroyed || socket.writableEnded) return;
     if (reason !== "normal" && reason !== "slow_consumer") {
       // A named event, so a browser's onmessage does not see it; the stream ends right after.
-      res.write(`event: error\ndata: ${JSON.stringify({ type: "error", error: { code: reason, message } })}\n\n`);
+      socket.write(`event: error\ndata: ${JSON.stringify({ type: "error", error: { code: reason, message } })}\n\n`);
     }
-    res.end();
-    if (reason === "slow_consumer") {
-      // The client is not reading, so the end may never flush: free the socket after a grace.
-      setTimeout(() => res.destroy(), this.limits.graceMs).unref();
-    }
+    socket.end();
+    // A client that does not read may never let the end flush: free the socket after a grace.
+    setTimeout(() => socket.destroy(), this.limits.graceMs).unref();
   }
 }
