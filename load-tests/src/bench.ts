@@ -7,6 +7,8 @@
  *
  *   npm run build && bash load-tests/nchan/install.sh && node load-tests/dist/bench.js
  *   node load-tests/dist/bench.js --quick --runs 1 --targets plate-embedded   (a smoke run)
+ *   node load-tests/dist/bench.js --runs 1 --targets plate-embedded --workloads w2-ramp --profile /tmp/prof
+ *     (each Plate node writes a .cpuprofile into /tmp/prof when it stops)
  */
 import { execFileSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -75,12 +77,15 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+/** `--profile DIR`: Plate nodes write a V8 CPU profile there when they stop (`node --cpu-prof`). */
+let plateNodeArgs: readonly string[] = [];
+
 async function start(name: TargetName): Promise<Running> {
   const redis = name.endsWith("redis") ? await startRedis({ cpu: SERVER_CPU, fromEnv: false }) : undefined;
   let server: Started | undefined;
   let target: Target;
   if (name.startsWith("plate")) {
-    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY });
+    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs });
     server = plate;
     target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
   } else {
@@ -228,8 +233,10 @@ async function main(): Promise<void> {
       quick: { type: "boolean", default: false },
       out: { type: "string", default: `${ROOT}docs/performance.md` },
       jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
+      profile: { type: "string" },
     },
   });
+  if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];
   for (const t of targets) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
