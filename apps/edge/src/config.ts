@@ -34,6 +34,10 @@ export interface Config {
   readonly clientTokenMaxUses: number;
   readonly tokenTombstoneMs: number;
   readonly keyCacheMs: number;
+  readonly historyCount: number;
+  readonly historyAgeMs: number;
+  readonly historyMarkTtlMs: number;
+  readonly idempotencyWindowMs: number;
   readonly drainTimeoutMs: number;
   readonly demoPlate: boolean;
   readonly logLevel: LogLevel;
@@ -298,6 +302,30 @@ export const SETTINGS = {
     default: "1000",
     doc: "How long a node trusts an API key it looked up without asking the store again (a revocation drops it at once on every node that hears it; this bounds a node that did not). 0 = always ask.",
     parse: integer(0, 60_000),
+  },
+  HISTORY_COUNT: {
+    key: "historyCount",
+    default: "100",
+    doc: "Messages kept per channel for resuming subscribers (`Last-Event-ID`, `since`). 0 = none: a resume is then complete only if nothing was published since, else `reset`.",
+    parse: integer(0, 10_000),
+  },
+  HISTORY_AGE_MS: {
+    key: "historyAgeMs",
+    default: "120000",
+    doc: "How long a channel's messages are kept for resuming, in ms (whichever of this and `HISTORY_COUNT` drops a message first).",
+    parse: integer(1000, 7 * DAY_MS),
+  },
+  HISTORY_MARK_TTL_MS: {
+    key: "historyMarkTtlMs",
+    default: "86400000",
+    doc: "How long a channel's last id and drop mark are remembered after its last publish, in ms (a few dozen bytes a channel): a subscriber of a quiet channel resumes without `reset` within it.",
+    parse: integer(1000, 30 * DAY_MS),
+  },
+  IDEMPOTENCY_WINDOW_MS: {
+    key: "idempotencyWindowMs",
+    default: "600000",
+    doc: "How long a publish's `Idempotency-Key` is remembered, in ms: a retry with the same key in the same plate within it answers the first publish's id and delivers nothing.",
+    parse: integer(1000, 7 * DAY_MS),
   },
   DRAIN_TIMEOUT_MS: {
     key: "drainTimeoutMs",

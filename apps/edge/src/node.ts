@@ -64,7 +64,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const bootstrapped = await bootstrapPlates(config, tenancy, log);
 
   const connections = new Connections(metrics, config.maxConnectionsPerPlate);
-  const fanout = new Fanout(broker, metrics, log);
+  const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
+  const fanout = new Fanout(broker, metrics, log, retention);
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
   let draining = false;
   const services: Services = {
@@ -74,9 +75,9 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     broker,
     tenancy,
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
-    publisher: new Publisher(broker, rate, metrics),
+    publisher: new Publisher(broker, rate, metrics, retention, config.idempotencyWindowMs),
     connections,
-    subscriptions: new Subscriptions(connections, fanout),
+    subscriptions: new Subscriptions(connections, fanout, broker, retention),
     draining: () => draining,
     ready: () => !draining && broker.isReady() && bootstrapped.done(),
   };
@@ -89,6 +90,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   metrics.brokerUp.set(broker.isReady() ? 1 : 0);
   const stopBrokerWatch = broker.onReadyChange((ready) => {
     metrics.brokerUp.set(ready ? 1 : 0);
+    // A Redis that came back empty (restarted without persistence) lost the plates: provision again.
+    if (ready) bootstrapped.again();
     log[ready ? "info" : "warn"](ready ? "broker reachable" : "broker unreachable");
   });
   const heartbeat = setInterval(() => connections.heartbeat(), config.heartbeatMs);
@@ -178,6 +181,8 @@ async function openBackends(config: Config, parts: EdgeParts, log: Logger): Prom
 /** Where `BOOTSTRAP_PLATES` stands: done, or still being retried while Redis is unreachable. */
 interface Bootstrap {
   done(): boolean;
+  /** Provisions again (idempotent), as after Redis came back: it may have come back empty. */
+  again(): void;
   stop(): void;
 }
 
@@ -210,7 +215,14 @@ async function bootstrapPlates(config: Config, tenancy: Tenancy, log: Logger): P
     log.warn("Redis unreachable at start: not ready until BOOTSTRAP_PLATES is provisioned");
     retry();
   }
-  return { done: () => done, stop: () => clearTimeout(timer) };
+  return {
+    done: () => done,
+    again: () => {
+      if (!done || config.bootstrapPlates.size === 0) return;
+      attempt().catch((err: unknown) => log.warn("BOOTSTRAP_PLATES not provisioned again", { error: String(err) }));
+    },
+    stop: () => clearTimeout(timer),
+  };
 }
 
 function isUnavailable(err: unknown): boolean {

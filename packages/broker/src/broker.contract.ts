@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { ChannelName, ChannelPattern, Message, MessageId, PlateId, Topic } from "@plate/protocol";
-import type { Broker } from "./broker.js";
+import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
+import type { ChannelName, ChannelPattern, Message, PlateId, Topic } from "@plate/protocol";
+import type { Broker, PublishRequest, Retention } from "./broker.js";
 
 /** Makes the brokers of one test: `node()` returns another node sharing the same backing broker. */
 export interface BrokerFixture {
@@ -8,16 +9,24 @@ export interface BrokerFixture {
   close(): Promise<void>;
 }
 
+/** The retention of most cases: more than they publish, for longer than they run. */
+export const RETENTION: Retention = { count: 100, ageMs: 60_000, markTtlMs: 3_600_000 };
+
 let seq = 0;
-/** A message of `plateId`'s `channel` with a fresh id (the body defaults to a counter). */
-export function message(plateId: string, channel: string, body = `${++seq}`): Message {
+/** A publish of `plateId`'s `channel` (the body defaults to a counter). */
+export function message(plateId: string, channel: string, body = `${++seq}`, retention = RETENTION): PublishRequest {
   return {
     plateId: plateId as PlateId,
     channel: channel as ChannelName,
-    id: `m${++seq}` as MessageId,
     timestamp: new Date().toISOString(),
     body,
+    retention,
   };
+}
+
+/** Publishes and answers the message as published (with its id). */
+async function publish(broker: Broker, plateId: string, channel: string, retention = RETENTION, body?: string): Promise<Message> {
+  return (await broker.publish(message(plateId, channel, body, retention))).message;
 }
 
 /** The topic of one concrete channel. */
@@ -71,9 +80,11 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       const c = collector();
       await broker.subscribe(exact("p1", "alerts"), c.listener);
       const sent = message("p1", "alerts", '{"a":[1,2,"x"]}');
-      await broker.publish(sent);
+      const { message: published, repeated } = await broker.publish(sent);
       const [got] = await c.until(1);
-      expect(got).toEqual(sent);
+      expect(repeated).toBe(false);
+      expect(got).toEqual(published);
+      expect(got).toMatchObject({ plateId: "p1", channel: "alerts", body: '{"a":[1,2,"x"]}', timestamp: sent.timestamp });
     });
 
     it("delivers a message published on one node to a subscriber on another", async () => {
@@ -175,6 +186,95 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       await leaving;
       await broker.publish(message("p1", "a.b"));
       expect(await c.until(1)).toHaveLength(1);
+    });
+
+    it("gives ids that are positions, growing across the channels of a plate", async () => {
+      const broker = await node();
+      const ids: string[] = [];
+      for (const channel of ["a", "b", "a", "c", "b"]) ids.push((await publish(broker, "p1", channel)).id);
+      const positions = ids.map((id) => parsePosition(id));
+      expect(positions.every((p) => p !== undefined)).toBe(true);
+      for (let i = 1; i < positions.length; i++) expect(comparePositions(positions[i - 1]!, positions[i]!)).toBeLessThan(0);
+      expect(new Set(positions.map((p) => p!.epoch)).size).toBe(1);
+    });
+
+    it("replays a channel's messages after an id, in order, and nothing of other channels", async () => {
+      const broker = await node();
+      const first = await publish(broker, "p1", "room");
+      await publish(broker, "p1", "other");
+      const later = [await publish(broker, "p1", "room"), await publish(broker, "p1", "room")];
+      await publish(broker, "p2", "room");
+      const replay = await broker.history("p1" as PlateId, "room" as ChannelName, first.id, RETENTION);
+      expect(replay.complete).toBe(true);
+      if (!replay.complete) return;
+      expect(replay.messages).toEqual(later);
+      const upToDate = await broker.history("p1" as PlateId, "room" as ChannelName, later[1]!.id, RETENTION);
+      expect(upToDate).toMatchObject({ complete: true, messages: [] });
+    });
+
+    it("answers the plate's head, without messages, when asked for no id", async () => {
+      const broker = await node();
+      await publish(broker, "p1", "a");
+      const last = await publish(broker, "p1", "b");
+      expect(await broker.history("p1" as PlateId, "a" as ChannelName, undefined, RETENTION)).toEqual({ complete: true, messages: [], head: last.id });
+    });
+
+    it("resets instead of replaying when messages after the id were dropped by count", async () => {
+      const broker = await node();
+      const three = { ...RETENTION, count: 3 };
+      const sent: Message[] = [];
+      for (let i = 0; i < 5; i++) sent.push(await publish(broker, "p1", "capped", three));
+      // sent[0] and sent[1] are gone: after sent[0], sent[1] is missing.
+      expect(await broker.history("p1" as PlateId, "capped" as ChannelName, sent[0]!.id, three)).toMatchObject({ complete: false, reason: "expired" });
+      // After the last one dropped, everything missed is still there.
+      const replay = await broker.history("p1" as PlateId, "capped" as ChannelName, sent[1]!.id, three);
+      expect(replay).toMatchObject({ complete: true, messages: sent.slice(2) });
+    });
+
+    it("resets when messages after the id were dropped by age, and replays what is younger", async () => {
+      const broker = await node();
+      const short = { ...RETENTION, ageMs: 300 };
+      const old = await publish(broker, "p1", "aging", short);
+      const dropped = await publish(broker, "p1", "aging", short);
+      await new Promise((r) => setTimeout(r, 450));
+      const fresh = await publish(broker, "p1", "aging", short);
+      expect(await broker.history("p1" as PlateId, "aging" as ChannelName, old.id, short)).toMatchObject({ complete: false, reason: "expired" });
+      expect(await broker.history("p1" as PlateId, "aging" as ChannelName, dropped.id, short)).toMatchObject({ complete: true, messages: [fresh] });
+    });
+
+    it("with no history kept, resumes only when nothing was published after the id", async () => {
+      const broker = await node();
+      const none = { ...RETENTION, count: 0 };
+      const seen = await publish(broker, "p1", "bare", none);
+      expect(await broker.history("p1" as PlateId, "bare" as ChannelName, seen.id, none)).toMatchObject({ complete: true, messages: [] });
+      await publish(broker, "p1", "bare", none);
+      expect(await broker.history("p1" as PlateId, "bare" as ChannelName, seen.id, none)).toMatchObject({ complete: false, reason: "expired" });
+    });
+
+    it("resets ids it never gave: another epoch, a later position, or not an id at all", async () => {
+      const broker = await node();
+      const seen = parsePosition((await publish(broker, "p1", "x")).id)!;
+      const otherEpoch = formatPosition({ ...seen, epoch: seen.epoch === "00000000" ? "11111111" : "00000000" });
+      const future = formatPosition({ ...seen, ms: seen.ms + 60_000 });
+      const ask = (since: string) => broker.history("p1" as PlateId, "x" as ChannelName, since, RETENTION);
+      expect(await ask(otherEpoch)).toMatchObject({ complete: false, reason: "epoch" });
+      expect(await ask(future)).toMatchObject({ complete: false, reason: "unknown_id" });
+      expect(await ask("m123")).toMatchObject({ complete: false, reason: "unknown_id" });
+    });
+
+    it("publishes once per idempotency key within a plate, answering the first publish to a retry", async () => {
+      const broker = await node();
+      const c = collector();
+      await broker.subscribe(exact("p1", "orders"), c.listener);
+      const once = { key: "order-42", windowMs: 60_000 };
+      const first = await broker.publish({ ...message("p1", "orders", "1"), idempotency: once });
+      const retry = await broker.publish({ ...message("p1", "orders", "1"), idempotency: once });
+      const elsewhere = await broker.publish({ ...message("p2", "orders", "1"), idempotency: once });
+      expect(first.repeated).toBe(false);
+      expect(retry).toMatchObject({ repeated: true, message: { id: first.message.id, channel: "orders", timestamp: first.message.timestamp } });
+      expect(elsewhere.repeated).toBe(false);
+      await c.until(2, 300);
+      expect(c.received.map((m) => m.id)).toEqual([first.message.id]);
     });
 
     it("is ready until closed", async () => {

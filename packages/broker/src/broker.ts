@@ -1,4 +1,4 @@
-import type { Message, Topic } from "@plate/protocol";
+import type { ChannelName, Message, MessageId, PlateId, ResetReason, Topic } from "@plate/protocol";
 
 /** Receives the messages of one subscription. Called synchronously; it must not throw or block. */
 export type MessageListener = (message: Message) => void;
@@ -6,11 +6,61 @@ export type MessageListener = (message: Message) => void;
 /** Stops one subscription. Calling it again does nothing. */
 export type Unsubscribe = () => Promise<void>;
 
+/** How much of each channel's history is kept: the last `count` messages not older than `ageMs`. */
+export interface Retention {
+  /** Messages kept per channel; 0 keeps none (a resume is then complete only if nothing was published). */
+  readonly count: number;
+  /** How long a message is kept, in ms. */
+  readonly ageMs: number;
+  /**
+   * How long the broker remembers a channel's last id and what it dropped, after its last publish,
+   * in ms (longer than `ageMs`): within it, a quiet channel resumes as complete instead of reset.
+   */
+  readonly markTtlMs: number;
+}
+
+/** A message to publish; the broker gives it its id (its position in the plate's history). */
+export interface PublishRequest {
+  readonly plateId: PlateId;
+  readonly channel: ChannelName;
+  /** The published value as JSON text. */
+  readonly body: string;
+  /** ISO-8601 time the node accepted it. */
+  readonly timestamp: string;
+  readonly retention: Retention;
+  /**
+   * A client's `Idempotency-Key`: a publish with a key already used in this plate within
+   * `windowMs` publishes nothing and answers the first publish's message.
+   */
+  readonly idempotency?: { readonly key: string; readonly windowMs: number };
+}
+
+export interface PublishResult {
+  /** The message published; for a repeated idempotency key, the first publish's (its body empty). */
+  readonly message: Message;
+  /** True when the idempotency key had been used: nothing was published this time. */
+  readonly repeated: boolean;
+}
+
+/** What a subscription that resumes from an id gets: everything it missed, or a reset. */
+export type Replay =
+  | {
+      readonly complete: true;
+      /** The channel's messages after the id, oldest first (none when nothing was missed). */
+      readonly messages: readonly Message[];
+      /** The plate's latest position when the history was read. */
+      readonly head: MessageId;
+    }
+  | { readonly complete: false; readonly reason: ResetReason; readonly head: MessageId };
+
 /**
  * How a published message reaches every subscriber, on this node or any other.
  *
  * Contract (every implementation passes `broker.contract.ts`):
- * - `publish` resolves once the broker accepted the message. Every subscription that was active
+ * - `publish` gives the message its id: a position (protocol's `Position`) greater than every
+ *   earlier id of its plate, in the broker's current epoch. It resolves once the broker accepted
+ *   the message and appended it to the channel's history (atomically: a message is in the history
+ *   if and only if it was delivered). Every subscription that was active
  *   (its `subscribe` had resolved) when `publish` was called, on any node, then receives it exactly
  *   once. Messages from one publisher arrive in the order they were published.
  * - `publish` rejects with `PlateError("broker_unavailable")` when it cannot accept the message;
@@ -23,10 +73,23 @@ export type Unsubscribe = () => Promise<void>;
  * - `close()` stops every subscription and frees every connection; the broker is unusable after.
  */
 export interface Broker {
-  publish(message: Message): Promise<void>;
+  publish(request: PublishRequest): Promise<PublishResult>;
   subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe>;
+  /**
+   * The messages of a concrete channel after `since` (an id this broker gave), or why they cannot
+   * all be given (`reset`): never a partial list passed off as complete. Without `since`, no
+   * messages, only the head. Read after the subscription is active, so that together with the live
+   * messages nothing falls between (the caller drops live messages at or before the last replayed).
+   */
+  history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay>;
   /** Whether the broker can publish and deliver right now (for `/readyz` and metrics). */
   isReady(): boolean;
+  /**
+   * Called when the broker's delivery to this node was cut and is back (Redis' subscriber connection
+   * dropped, or went deaf, and was restored): subscriptions may have missed messages published
+   * meanwhile, and the caller may read them from `history`. Returns a function that removes it.
+   */
+  onGap(listener: () => void): () => void;
   /** Called with the new state each time readiness changes. Returns a function that removes it. */
   onReadyChange(listener: (ready: boolean) => void): () => void;
   close(): Promise<void>;

@@ -1,6 +1,32 @@
-import { compilePattern } from "@plate/protocol";
-import type { ChannelMatcher, Message, PlateId, Topic } from "@plate/protocol";
-import type { Broker, MessageListener, Unsubscribe } from "./broker.js";
+import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
+import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
+import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import { nextOrder, resumeRule } from "./history.js";
+import type { Order } from "./history.js";
+
+/** How often retained messages past their age and forgotten channels are swept, in ms. */
+const SWEEP_INTERVAL_MS = 5_000;
+
+interface Entry {
+  readonly order: Order;
+  readonly message: Message;
+}
+
+/** One channel's retained messages (oldest first) and marks (see history.ts). */
+interface ChannelLog {
+  readonly entries: Entry[];
+  last: Order | undefined;
+  dropped: Order | undefined;
+  lastPublishMs: number;
+  retention: Retention;
+}
+
+/** One plate's history: its head position, channel logs and idempotency keys. */
+interface PlateHistory {
+  head: Order | undefined;
+  readonly channels: Map<ChannelName, ChannelLog>;
+  readonly idempotency: Map<string, { readonly message: Message; readonly expiresAt: number }>;
+}
 
 interface PatternEntry {
   readonly matches: ChannelMatcher;
@@ -17,20 +43,121 @@ interface PlateTopics {
  * The embedded broker for a single node: delivery is a synchronous loop over the subscriptions of
  * the message's plate, so `publish` resolves after every local listener has run. Pattern
  * subscriptions are compiled once, when the first listener of that pattern arrives.
+ *
+ * History lives in this process: an array per channel, trimmed by count on publish and by age
+ * every `SWEEP_INTERVAL_MS`. Its epoch is new with every broker, so ids from before a restart
+ * resume as `reset`.
  */
 export class MemoryBroker implements Broker {
   readonly #plates = new Map<PlateId, PlateTopics>();
+  readonly #history = new Map<PlateId, PlateHistory>();
+  readonly #epoch = newEpoch();
+  readonly #sweep: NodeJS.Timeout;
+  readonly #now: () => number;
   #closed = false;
 
-  publish(message: Message): Promise<void> {
+  /** `now` is the clock in ms (tests move it). */
+  constructor(options: { readonly now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#sweep = setInterval(() => this.#sweepHistory(), SWEEP_INTERVAL_MS);
+    this.#sweep.unref();
+  }
+
+  publish(request: PublishRequest): Promise<PublishResult> {
+    const now = this.#now();
+    const plate = this.#plateHistory(request.plateId);
+    const { idempotency } = request;
+    if (idempotency !== undefined) {
+      const prior = plate.idempotency.get(idempotency.key);
+      if (prior !== undefined && prior.expiresAt > now) return Promise.resolve({ message: prior.message, repeated: true });
+    }
+    const order = nextOrder(plate.head, now);
+    plate.head = order;
+    const message: Message = {
+      plateId: request.plateId,
+      channel: request.channel,
+      id: formatPosition({ epoch: this.#epoch, ...order }),
+      timestamp: request.timestamp,
+      body: request.body,
+    };
+    this.#append(plate, message, order, request.retention, now);
+    if (idempotency !== undefined) {
+      plate.idempotency.set(idempotency.key, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
+    }
+    this.#deliver(message);
+    return Promise.resolve({ message, repeated: false });
+  }
+
+  history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {
+    const plate = this.#history.get(plateId);
+    const headOrder = plate?.head ?? { ms: 0, seq: 0 };
+    const head = formatPosition({ epoch: this.#epoch, ...headOrder });
+    if (since === undefined) return Promise.resolve({ complete: true, messages: [], head });
+    const log = plate?.channels.get(channel);
+    const rule = resumeRule(since, this.#epoch, headOrder, { last: log?.last, dropped: log?.dropped }, this.#now(), retention.markTtlMs);
+    if (rule.kind === "reset") return Promise.resolve({ complete: false, reason: rule.reason, head });
+    const messages: Message[] = [];
+    for (const entry of log?.entries ?? []) {
+      if (entry.order.ms > rule.after.ms || (entry.order.ms === rule.after.ms && entry.order.seq > rule.after.seq)) {
+        messages.push(entry.message);
+      }
+    }
+    return Promise.resolve({ complete: true, messages, head });
+  }
+
+  #plateHistory(plateId: PlateId): PlateHistory {
+    let plate = this.#history.get(plateId);
+    if (plate === undefined) {
+      plate = { head: undefined, channels: new Map(), idempotency: new Map() };
+      this.#history.set(plateId, plate);
+    }
+    return plate;
+  }
+
+  #append(plate: PlateHistory, message: Message, order: Order, retention: Retention, now: number): void {
+    let log = plate.channels.get(message.channel);
+    if (log === undefined) {
+      log = { entries: [], last: undefined, dropped: undefined, lastPublishMs: now, retention };
+      plate.channels.set(message.channel, log);
+    }
+    log.last = order;
+    log.lastPublishMs = now;
+    log.retention = retention;
+    if (retention.count === 0) {
+      // Nothing kept: every earlier message counts as dropped.
+      log.dropped = order;
+      return;
+    }
+    log.entries.push({ order, message });
+    const excess = log.entries.length - retention.count;
+    if (excess > 0) log.dropped = log.entries.splice(0, excess)[excess - 1]!.order;
+    dropOlderThan(log, now - retention.ageMs);
+  }
+
+  #deliver(message: Message): void {
     const topics = this.#plates.get(message.plateId);
-    if (topics === undefined) return Promise.resolve();
+    if (topics === undefined) return;
     const exact = topics.exact.get(message.channel);
     if (exact !== undefined) deliver(exact, message);
     for (const entry of topics.patterns.values()) {
       if (entry.matches(message.channel)) deliver(entry.listeners, message);
     }
-    return Promise.resolve();
+  }
+
+  /** Drops messages past their age, channels past their marks' lifetime and used idempotency keys. */
+  #sweepHistory(): void {
+    const now = this.#now();
+    // A plate's head stays (a few bytes a plate): ids must keep growing even if the clock steps back.
+    for (const plate of this.#history.values()) {
+      for (const [channel, log] of plate.channels) {
+        if (now - log.lastPublishMs > log.retention.markTtlMs) {
+          plate.channels.delete(channel);
+          continue;
+        }
+        dropOlderThan(log, now - log.retention.ageMs);
+      }
+      for (const [key, used] of plate.idempotency) if (used.expiresAt <= now) plate.idempotency.delete(key);
+    }
   }
 
   subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
@@ -76,6 +203,11 @@ export class MemoryBroker implements Broker {
     return !this.#closed;
   }
 
+  onGap(): () => void {
+    // Delivery in one process is never cut.
+    return () => undefined;
+  }
+
   onReadyChange(): () => void {
     // The embedded broker is ready from construction until close and never changes otherwise.
     return () => undefined;
@@ -83,9 +215,18 @@ export class MemoryBroker implements Broker {
 
   close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweep);
     this.#plates.clear();
+    this.#history.clear();
     return Promise.resolve();
   }
+}
+
+/** Drops a log's messages from before `minMs`, marking the last one dropped. */
+function dropOlderThan(log: ChannelLog, minMs: number): void {
+  let old = 0;
+  while (old < log.entries.length && log.entries[old]!.order.ms < minMs) old += 1;
+  if (old > 0) log.dropped = log.entries.splice(0, old)[old - 1]!.order;
 }
 
 function deliver(listeners: Set<MessageListener>, message: Message): void {

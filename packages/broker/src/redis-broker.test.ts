@@ -5,7 +5,7 @@ import { PlateError } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
 import { startRedis, startTcpProxy } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
-import { exact, message, pattern, runBrokerContract } from "./broker.contract.js";
+import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
 import { RedisBroker } from "./redis-broker.js";
 import type { RedisBrokerOptions } from "./redis-broker.js";
 import { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";
@@ -179,7 +179,12 @@ describe("RedisBroker", () => {
       const publisher = await readyBroker();
       const subscriber = await readyBroker();
       const got: string[] = [];
+      let gaps = 0;
+      subscriber.onGap(() => (gaps += 1));
       await subscriber.subscribe(exact("acme", "alerts"), (m) => got.push(m.body));
+      const { message: before } = await publisher.publish(message("acme", "alerts", "before"));
+      expect(await until(() => got.includes("before"))).toBe(true);
+      got.length = 0;
       await redis.kill();
       expect(await until(() => !publisher.isReady() && !subscriber.isReady())).toBe(true);
       const started = Date.now();
@@ -197,6 +202,11 @@ describe("RedisBroker", () => {
       expect(await until(() => got.includes("after"), 2000)).toBe(true);
       expect(Date.now() - back).toBeLessThan(2000);
       expect(got).toEqual(["after"]);
+      // The subscriber heard that its delivery was cut; the history was lost with the data (no
+      // persistence), so an id from before resumes as a reset, never as "nothing missed".
+      expect(gaps).toBe(1);
+      const replay = await subscriber.history("acme" as PlateId, "alerts" as ChannelName, before.id, RETENTION);
+      expect(replay).toMatchObject({ complete: false, reason: "epoch" });
     },
   );
 
@@ -234,8 +244,10 @@ describe("RedisBroker", () => {
       });
       const publisher = await readyBroker();
       const got: string[] = [];
+      let gaps = 0;
+      broker.onGap(() => (gaps += 1));
       await broker.subscribe(exact("acme", "alerts"), (m) => got.push(m.body));
-      await publisher.publish(message("acme", "alerts", "before"));
+      const { message: before } = await publisher.publish(message("acme", "alerts", "before"));
       expect(await until(() => got.includes("before"))).toBe(true);
 
       proxy.deafenSubscribers();
@@ -243,6 +255,10 @@ describe("RedisBroker", () => {
       expect(await until(() => !broker.isReady(), 2000)).toBe(true);
       expect(warnings.some((w) => w.includes("deaf"))).toBe(true);
       expect(await until(() => broker.isReady(), 3000)).toBe(true);
+      // The gap is announced, and what went into the void is in the history after "before".
+      expect(gaps).toBe(1);
+      const replay = await broker.history("acme" as PlateId, "alerts" as ChannelName, before.id, RETENTION);
+      expect(replay.complete && replay.messages.map((m) => m.body)).toEqual(["into the void"]);
       await publisher.publish(message("acme", "alerts", "after"));
       expect(await until(() => got.includes("after"))).toBe(true);
     });

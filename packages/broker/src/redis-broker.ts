@@ -1,8 +1,12 @@
 import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
-import { PlateError, bodyFromForeignPayload } from "@plate/protocol";
-import type { Message, MessageId, Topic } from "@plate/protocol";
-import type { Broker, MessageListener, Unsubscribe } from "./broker.js";
+import { PlateError, bodyFromForeignPayload, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
+import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
+import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import { resumeRule } from "./history.js";
+import type { Order } from "./history.js";
+import { withHistoryScripts } from "./redis-history.js";
+import type { HistoryScripts } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
 /** Settings of the Redis broker; each is a setting of the edge node (see the README). */
@@ -44,6 +48,28 @@ export function encodeRedisPayload(message: Message): string {
   return MARK + message.id + SEP + message.timestamp + SEP + message.body;
 }
 
+/** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
+function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
+  if (!payload.startsWith(MARK)) return undefined;
+  const idEnd = payload.indexOf(SEP, MARK.length);
+  const timeEnd = payload.indexOf(SEP, idEnd + 1);
+  if (idEnd < 0 || timeEnd < 0) return undefined;
+  return {
+    plateId,
+    channel,
+    id: payload.slice(MARK.length, idEnd) as MessageId,
+    timestamp: payload.slice(idEnd + 1, timeEnd),
+    body: payload.slice(timeEnd + 1),
+  };
+}
+
+/** "ms-seq" as an order. */
+function parseOrder(text: string | null): Order | undefined {
+  if (text === null) return undefined;
+  const dash = text.indexOf("-");
+  return { ms: Number(text.slice(0, dash)), seq: Number(text.slice(dash + 1)) };
+}
+
 interface Interest {
   readonly pattern: boolean;
   readonly listeners: Set<MessageListener>;
@@ -73,10 +99,13 @@ interface Interest {
 export class RedisBroker implements Broker {
   readonly #options: RedisBrokerOptions;
   readonly #names: RedisNames;
-  readonly #commands: Redis;
+  readonly #commands: Redis & HistoryScripts;
   readonly #subscriber: Redis;
   readonly #interests = new Map<string, Interest>();
   readonly #readyListeners = new Set<(ready: boolean) => void>();
+  readonly #gapListeners = new Set<() => void>();
+  /** Whether the subscriber connection was ever subscribed: its next resubscription closes a gap. */
+  #subscribedOnce = false;
   readonly #probeChannel: string;
   #subscriberReady = false;
   #deaf = false;
@@ -107,7 +136,9 @@ export class RedisBroker implements Broker {
       // Resubscription is ours (#resubscribe): ioredis' own would also restore interests dropped while down.
       autoResubscribe: false,
     };
-    this.#commands = new Redis(options.url, { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd` });
+    this.#commands = withHistoryScripts(
+      new Redis(options.url, { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd` }),
+    );
     this.#subscriber = new Redis(options.url, { ...common, connectionName: `plate-${options.nodeId}-sub` });
     this.#commands.on("ready", () => this.#update());
     this.#commands.on("close", () => this.#update());
@@ -124,12 +155,64 @@ export class RedisBroker implements Broker {
     this.#probeTimer.unref();
   }
 
-  async publish(message: Message): Promise<void> {
+  /**
+   * One script (redis-history.ts) gives the id, appends to the channel's history, trims it and
+   * PUBLISHes, atomically: a message is in the history if and only if it went out.
+   */
+  async publish(request: PublishRequest): Promise<PublishResult> {
+    const { plateId, channel, retention, idempotency } = request;
+    let reply;
     try {
-      await this.#commands.publish(this.#names.channel(message.plateId, message.channel), encodeRedisPayload(message));
+      reply = await this.#commands.platePublish(
+        ...this.#names.historyKeys(plateId, channel),
+        this.#names.idempotency(plateId, idempotency?.key ?? ""),
+        newEpoch(),
+        this.#names.channel(plateId, channel),
+        MARK,
+        SEP,
+        request.timestamp,
+        request.body,
+        retention.count,
+        retention.ageMs,
+        retention.markTtlMs,
+        idempotency?.windowMs ?? 0,
+        channel,
+      );
     } catch (err) {
       throw unavailable(err);
     }
+    if (reply[0] === 1) {
+      return { message: { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body }, repeated: false };
+    }
+    const [id, timestamp, firstChannel] = reply[1].split(SEP);
+    return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
+  }
+
+  async history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {
+    const position = since === undefined ? undefined : parsePosition(since);
+    let reply;
+    try {
+      reply = await this.#commands.plateReadHistory(
+        ...this.#names.historyKeys(plateId, channel),
+        newEpoch(),
+        position === undefined ? "" : position.ms + "-" + position.seq,
+      );
+    } catch (err) {
+      throw unavailable(err);
+    }
+    const [epoch, headMs, headSeq, last, dropped, now, entries] = reply;
+    const headOrder = { ms: Number(headMs), seq: Number(headSeq) };
+    const head = formatPosition({ epoch, ...headOrder });
+    if (since === undefined) return { complete: true, messages: [], head };
+    const marks = { last: parseOrder(last), dropped: parseOrder(dropped) };
+    const rule = resumeRule(since, epoch, headOrder, marks, Number(now), retention.markTtlMs);
+    if (rule.kind === "reset") return { complete: false, reason: rule.reason, head };
+    const messages: Message[] = [];
+    for (const [, fields] of entries) {
+      const message = decodeNodePayload(plateId, channel, fields[1]!);
+      if (message !== undefined) messages.push(message);
+    }
+    return { complete: true, messages, head };
   }
 
   async subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
@@ -164,6 +247,11 @@ export class RedisBroker implements Broker {
     return this.#ready;
   }
 
+  onGap(listener: () => void): () => void {
+    this.#gapListeners.add(listener);
+    return () => this.#gapListeners.delete(listener);
+  }
+
   onReadyChange(listener: (ready: boolean) => void): () => void {
     this.#readyListeners.add(listener);
     return () => this.#readyListeners.delete(listener);
@@ -181,6 +269,7 @@ export class RedisBroker implements Broker {
     clearTimeout(this.#probeDeadline);
     this.#interests.clear();
     this.#readyListeners.clear();
+    this.#gapListeners.clear();
     this.#ready = false;
     await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
   }
@@ -221,6 +310,8 @@ export class RedisBroker implements Broker {
     this.#subscriberReady = true;
     this.#deaf = false;
     this.#update();
+    if (this.#subscribedOnce) for (const listener of this.#gapListeners) listener();
+    this.#subscribedOnce = true;
   }
 
   #onMessage(name: string, channel: string, payload: string): void {
@@ -250,16 +341,9 @@ export class RedisBroker implements Broker {
     if (where === undefined) return undefined;
     let message: Message;
     if (payload.startsWith(MARK)) {
-      const idEnd = payload.indexOf(SEP, MARK.length);
-      const timeEnd = payload.indexOf(SEP, idEnd + 1);
-      if (idEnd < 0 || timeEnd < 0) return undefined;
-      message = {
-        plateId: where.plateId,
-        channel: where.channel,
-        id: payload.slice(MARK.length, idEnd) as MessageId,
-        timestamp: payload.slice(idEnd + 1, timeEnd),
-        body: payload.slice(timeEnd + 1),
-      };
+      const decoded = decodeNodePayload(where.plateId, where.channel, payload);
+      if (decoded === undefined) return undefined;
+      message = decoded;
     } else {
       // Published straight into Redis by a backend: JSON when it parses, else a string. It carries no
       // id or time, so each receiving node gives it its own.

@@ -61,6 +61,17 @@ export class RedisNames {
     return this.#prefix + ".probe." + nodeId;
   }
 
+  /** Keys of a channel's history (see redis-history.ts). */
+  historyKeys(plateId: PlateId, channel: ChannelName): [epoch: string, head: string, stream: string, marks: string] {
+    const p = this.#prefix;
+    return [p + "epoch", p + "history-head:" + plateId, p + "history:" + plateId + ":" + channel, p + "history-marks:" + plateId + ":" + channel];
+  }
+
+  /** The key remembering one idempotency key's publish. */
+  idempotency(plateId: PlateId, key: string): string {
+    return this.#prefix + "idem:" + plateId + ":" + key;
+  }
+
   /** The plate and channel a Redis channel name stands for; undefined for a name that is not one. */
   parse(redisChannel: string): { plateId: PlateId; channel: ChannelName } | undefined {
     if (!redisChannel.startsWith(this.#prefix)) return undefined;

@@ -1,4 +1,5 @@
 import type { ErrorCode } from "./errors.js";
+import type { ResetReason } from "./positions.js";
 
 /** What the server says first on every subscription, before any message. */
 export interface ReadyFrame {
@@ -6,20 +7,42 @@ export interface ReadyFrame {
   readonly clientId: string;
   readonly channel: string;
   readonly pattern: boolean;
+  /**
+   * Where this subscription starts in the plate's history: the id to resume from when no message
+   * has arrived yet (SSE also sends it as the `ready` event's `id:`, so `EventSource` sends it
+   * back). Absent when the broker could not tell.
+   */
+  readonly position?: string;
+}
+
+/**
+ * Sent after `ready`, before any message, when a subscription asked to resume (`Last-Event-ID`,
+ * `since`) and the history cannot give it everything it missed: the client must refetch its state.
+ * Live messages follow as usual.
+ */
+export interface ResetFrame {
+  readonly type: "reset";
+  readonly channel: string;
+  readonly reason: ResetReason;
+  readonly message: string;
 }
 
 /** What the server sends on a WebSocket (envelopes are sent pre-encoded, see `encodeEnvelope`). */
 export type ServerFrame =
   | ReadyFrame
+  | ResetFrame
   | { readonly type: "pong" }
   | { readonly type: "error"; readonly error: { readonly code: ErrorCode; readonly message: string } };
 
 /** What a client may send on a WebSocket. */
-export type ClientFrame = { readonly type: "auth"; readonly key: string } | { readonly type: "ping" };
+export type ClientFrame =
+  | { readonly type: "auth"; readonly key: string; readonly since?: string }
+  | { readonly type: "ping" };
 
 /**
  * Reads one client text frame. `{"auth":"<key>"}` authenticates (the spec's form, without a
- * `type`), `{"type":"ping"}` asks for a pong. Anything else is `undefined`: a bad request.
+ * `type`; `"since":"<id>"` beside it resumes), `{"type":"ping"}` asks for a pong. Anything else is
+ * `undefined`: a bad request.
  */
 export function parseClientFrame(text: string): ClientFrame | undefined {
   let value: unknown;
@@ -31,7 +54,9 @@ export function parseClientFrame(text: string): ClientFrame | undefined {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
   const frame = value as Record<string, unknown>;
   if (typeof frame.auth === "string" && (frame.type === undefined || frame.type === "auth")) {
-    return { type: "auth", key: frame.auth };
+    if (frame.since === undefined) return { type: "auth", key: frame.auth };
+    if (typeof frame.since !== "string") return undefined;
+    return { type: "auth", key: frame.auth, since: frame.since };
   }
   if (frame.type === "ping") return { type: "ping" };
   return undefined;

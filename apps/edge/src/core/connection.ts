@@ -1,6 +1,8 @@
-import type { ErrorCode, PlateId, ReadyFrame, Topic } from "@plate/protocol";
+import { comparePositions, parsePosition } from "@plate/protocol";
+import type { ErrorCode, PlateId, Position, ReadyFrame, ResetFrame, ResetReason, Topic } from "@plate/protocol";
+import type { Replay } from "@plate/broker";
 import type { Transport } from "../metrics.js";
-import type { Outbound } from "./outbound.js";
+import { Outbound } from "./outbound.js";
 
 /** Why a connection ends: an error code of the spec, or `normal` (the client went away). */
 export type EndReason = ErrorCode | "normal";
@@ -33,14 +35,34 @@ export abstract class Connection {
     return this.#ended;
   }
 
-  /** Writes the ready frame, then every message that arrived before it. */
-  start(ready: ReadyFrame): void {
+  /**
+   * Writes the ready frame; then, for a resume (`since`), what the client missed (`replay`) or a
+   * reset; then every live message that arrived meanwhile, except those the client already has
+   * (at or before `since` or the last message replayed: the seam of replay and live).
+   */
+  start(ready: ReadyFrame, replay?: Replay, since?: string): void {
     if (this.#ended || this.#started) return;
     this.#started = true;
     this.writeReady(ready);
+    let seen: Position | undefined;
+    if (replay !== undefined && !replay.complete) {
+      this.writeReset({ type: "reset", channel: this.topic.channel, reason: replay.reason, message: RESET_MESSAGES[replay.reason] });
+    } else if (replay !== undefined && since !== undefined) {
+      seen = parsePosition(since);
+      for (const message of replay.messages) {
+        this.write(new Outbound(message));
+        seen = parsePosition(message.id) ?? seen;
+      }
+    }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    for (const out of pending) this.deliver(out);
+    for (const out of pending) {
+      if (seen !== undefined) {
+        const position = parsePosition(out.id);
+        if (position !== undefined && position.epoch === seen.epoch && comparePositions(position, seen) <= 0) continue;
+      }
+      this.deliver(out);
+    }
   }
 
   /**
@@ -54,6 +76,12 @@ export abstract class Connection {
       return true;
     }
     return this.write(out);
+  }
+
+  /** Tells a started connection it may have missed messages (a reset frame); live messages follow. */
+  reset(reason: ResetReason): void {
+    if (!this.#started || this.#ended) return;
+    this.writeReset({ type: "reset", channel: this.topic.channel, reason, message: RESET_MESSAGES[reason] });
   }
 
   /** Ends the connection with `reason`, telling the client when its transport can. */
@@ -73,9 +101,18 @@ export abstract class Connection {
   /** Keeps the connection alive (SSE comment, WebSocket ping); ends it if the peer is gone. */
   abstract heartbeat(): void;
   protected abstract writeReady(ready: ReadyFrame): void;
+  protected abstract writeReset(reset: ResetFrame): void;
   protected abstract write(out: Outbound): boolean;
   protected abstract close(reason: EndReason, message: string): void;
 }
+
+const RESET_MESSAGES: Readonly<Record<ResetReason, string>> = {
+  expired: "Messages after your last id are no longer kept; refetch your state. Live messages follow.",
+  epoch: "The history your last id belongs to was lost (broker restarted); refetch your state. Live messages follow.",
+  unknown_id: "That id was not given by this service; refetch your state. Live messages follow.",
+  pattern: "Pattern subscriptions do not replay; refetch your state. Live messages follow.",
+  gap: "This node lost its broker connection for a while; messages may be missing. Refetch your state; live messages follow.",
+};
 
 function defaultMessage(reason: EndReason): string {
   switch (reason) {

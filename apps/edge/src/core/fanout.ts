@@ -1,6 +1,6 @@
-import { PlateError, topicKey } from "@plate/protocol";
-import type { Message, Topic } from "@plate/protocol";
-import type { Broker, Unsubscribe } from "@plate/broker";
+import { PlateError, comparePositions, parsePosition, topicKey } from "@plate/protocol";
+import type { Message, ResetReason, Topic } from "@plate/protocol";
+import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Connection } from "./connection.js";
@@ -11,6 +11,13 @@ interface TopicEntry {
   readonly subscribers: Set<Connection>;
   /** The broker subscription; resolves once it is active. */
   readonly active: Promise<Unsubscribe>;
+  /**
+   * The last id handed to the subscribers (or the position they started from): after a gap in the
+   * broker's delivery, the history after it is what they missed.
+   */
+  lastId: string | undefined;
+  /** Live messages held while a gap is being filled from the history; undefined otherwise. */
+  held: Message[] | undefined;
 }
 
 /**
@@ -31,7 +38,12 @@ export class Fanout {
     private readonly broker: Broker,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+    private readonly retention: Retention,
+  ) {
+    broker.onGap(() => {
+      for (const entry of this.#topics.values()) void this.#fillGap(entry);
+    });
+  }
 
   /**
    * Subscribes a connection to its topic. Resolves once the broker delivers that topic to this
@@ -41,9 +53,16 @@ export class Fanout {
     const key = topicKey(conn.topic);
     let entry = this.#topics.get(key);
     if (entry === undefined) {
-      const subscribers = new Set<Connection>();
-      const active = this.broker.subscribe(conn.topic, (message) => this.#dispatch(subscribers, message));
-      entry = { topic: conn.topic, subscribers, active };
+      const created: TopicEntry = {
+        topic: conn.topic,
+        subscribers: new Set(),
+        // The listener runs only once `subscribe` has returned and `created` exists (one thread).
+        active: this.broker.subscribe(conn.topic, (message) => this.#receive(created, message)),
+        lastId: undefined,
+        held: undefined,
+      };
+      const active = created.active;
+      entry = created;
       this.#topics.set(key, entry);
       this.metrics.subscriptions.set(this.#topics.size);
       active.catch(() => {
@@ -65,6 +84,15 @@ export class Fanout {
     }
   }
 
+  /**
+   * Notes where a topic's subscribers start in the history (the head read when one subscribed),
+   * unless a message was already handed to them.
+   */
+  started(topic: Topic, position: string): void {
+    const entry = this.#topics.get(topicKey(topic));
+    if (entry !== undefined && entry.lastId === undefined) entry.lastId = position;
+  }
+
   /** Distinct topics this node is subscribed to. */
   get topicCount(): number {
     return this.#topics.size;
@@ -79,6 +107,49 @@ export class Fanout {
       (unsubscribe) => unsubscribe(),
       () => undefined,
     ).catch((err: unknown) => this.log.warn("broker unsubscribe failed", { error: String(err) }));
+  }
+
+  #receive(entry: TopicEntry, message: Message): void {
+    if (entry.held !== undefined) {
+      entry.held.push(message);
+      return;
+    }
+    entry.lastId = message.id;
+    this.#dispatch(entry.subscribers, message);
+  }
+
+  /**
+   * After a gap in the broker's delivery: holds live messages, reads what was published after the
+   * topic's last id, hands over what its subscribers missed, then what was held (none twice); or,
+   * when the history cannot tell (a pattern, an epoch change, dropped messages), sends them `reset`.
+   */
+  async #fillGap(entry: TopicEntry): Promise<void> {
+    if (entry.held !== undefined || entry.subscribers.size === 0) return;
+    entry.held = [];
+    let missed: readonly Message[] = [];
+    let reset: ResetReason | undefined;
+    if (entry.topic.pattern || entry.lastId === undefined) {
+      reset = "gap";
+    } else {
+      try {
+        const replay = await this.broker.history(entry.topic.plateId, entry.topic.channel, entry.lastId, this.retention);
+        if (replay.complete) missed = replay.messages;
+        else reset = replay.reason === "expired" ? "gap" : replay.reason;
+      } catch {
+        reset = "gap";
+      }
+    }
+    const held = entry.held;
+    entry.held = undefined;
+    if (reset !== undefined) {
+      this.log.warn("subscribers may have missed messages", { plateId: entry.topic.plateId, reason: reset });
+      for (const conn of entry.subscribers) conn.reset(reset);
+    }
+    for (const message of [...missed, ...held]) {
+      if (reset === undefined && !after(message.id, entry.lastId)) continue;
+      entry.lastId = message.id;
+      this.#dispatch(entry.subscribers, message);
+    }
   }
 
   #dispatch(subscribers: ReadonlySet<Connection>, message: Message): void {
@@ -99,4 +170,13 @@ export class Fanout {
     if (sse > 0) this.metrics.delivered.inc({ transport: "sse" }, sse);
     if (ws > 0) this.metrics.delivered.inc({ transport: "ws" }, ws);
   }
+}
+
+/** Whether `id` comes after `last` in the history (ids that are not positions always count as new). */
+function after(id: string, last: string | undefined): boolean {
+  if (last === undefined) return true;
+  const a = parsePosition(id);
+  const b = parsePosition(last);
+  if (a === undefined || b === undefined || a.epoch !== b.epoch) return true;
+  return comparePositions(a, b) > 0;
 }

@@ -18,6 +18,11 @@ export class Outbound {
     this.#envelope = encodeEnvelope(message);
   }
 
+  /** The message's id. */
+  get id(): Message["id"] {
+    return this.#id;
+  }
+
   /** The SSE event (`id:` and `data:` lines). */
   get sse(): Buffer {
     return (this.#sse ??= Buffer.from(encodeSseMessage(this.#id, this.#envelope), "utf8"));

@@ -1,8 +1,7 @@
 import { PlateError } from "@plate/protocol";
-import type { ChannelName, Message, PlateId } from "@plate/protocol";
-import type { Broker } from "@plate/broker";
+import type { ChannelName, PlateId } from "@plate/protocol";
+import type { Broker, PublishResult, Retention } from "@plate/broker";
 import type { Metrics } from "../metrics.js";
-import { newMessageId } from "./ids.js";
 import type { RateLimiter } from "./rate-limit.js";
 
 /** Publishes messages through the broker, within each plate's publish rate. */
@@ -11,17 +10,28 @@ export class Publisher {
     private readonly broker: Broker,
     private readonly rate: RateLimiter,
     private readonly metrics: Metrics,
+    private readonly retention: Retention,
+    private readonly idempotencyWindowMs: number,
   ) {}
 
   /**
-   * Publishes `body` (the JSON text of the value) to a channel. Resolves once the broker accepted
-   * it; throws `rate_limited` or `broker_unavailable` (then nothing was published).
+   * Publishes `body` (the JSON text of the value) to a channel; the broker gives it its id and keeps
+   * it in the channel's history. With an `idempotencyKey` already used in this plate within
+   * `IDEMPOTENCY_WINDOW_MS`, publishes nothing and answers the first publish's message
+   * (`repeated`). Throws `rate_limited` or `broker_unavailable` (then nothing was published).
    */
-  async publish(plateId: PlateId, channel: ChannelName, body: string): Promise<Message> {
+  async publish(plateId: PlateId, channel: ChannelName, body: string, idempotencyKey?: string): Promise<PublishResult> {
     this.rate.take(plateId);
-    const message: Message = { plateId, channel, id: newMessageId(), timestamp: new Date().toISOString(), body };
+    let result: PublishResult;
     try {
-      await this.broker.publish(message);
+      result = await this.broker.publish({
+        plateId,
+        channel,
+        body,
+        timestamp: new Date().toISOString(),
+        retention: this.retention,
+        ...(idempotencyKey === undefined ? {} : { idempotency: { key: idempotencyKey, windowMs: this.idempotencyWindowMs } }),
+      });
     } catch (err) {
       if (err instanceof PlateError) throw err;
       throw new PlateError("broker_unavailable", "The broker is unreachable; nothing was published, retry.", {
@@ -29,7 +39,7 @@ export class Publisher {
         cause: err,
       });
     }
-    this.metrics.published.inc();
-    return message;
+    if (!result.repeated) this.metrics.published.inc();
+    return result;
   }
 }

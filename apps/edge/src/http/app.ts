@@ -119,7 +119,10 @@ async function openSse(c: Context<AppEnv>, services: Services, topic: Topic, key
     config.sseRetryMs,
     { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
   );
-  await services.subscriptions.open(conn, maxDurationMs);
+  // Browsers send Last-Event-ID on EventSource's own reconnect; `?lastEventId=` is for clients
+  // that cannot set headers (a first connection made by hand).
+  const since = c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
+  await services.subscriptions.open(conn, maxDurationMs, since);
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -17,7 +17,7 @@ const PUBLISH_PATH = /^\/([^/?]+)\/(?:pubsub\/([^/?]+)\/publish|publish\/([^/?]+
  *
  * Answers whether it took the request (a POST to a publish path); anything else goes to Hono.
  * Checks run in the documented order: names, key, scope and channel list, media type, size, JSON,
- * rate, broker.
+ * Idempotency-Key, rate, broker.
  */
 export function createPublishHandler(services: Services): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
@@ -44,7 +44,11 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   tenancy.authorize(key, "publish", topic);
   requireJsonType(req.headers["content-type"]);
   const body = messageBody(await readBody(req, config.maxMessageBytes));
-  const message = await services.publisher.publish(topic.plateId, topic.channel, body);
+  const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
+  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotencyKey);
+  if (repeated && message.channel !== topic.channel) {
+    throw new PlateError("conflict", `This Idempotency-Key was used for a publish to channel "${message.channel}"; use a new key.`);
+  }
   services.metrics.publishSeconds.observe((performance.now() - started) / 1000);
   return '{"data":{"id":"' + message.id + '","channel":"' + message.channel + '","timestamp":"' + message.timestamp + '"}}';
 }
@@ -60,6 +64,18 @@ function sendError(services: Services, req: IncomingMessage, res: ServerResponse
   if (!req.complete) headers.Connection = "close";
   res.writeHead(error.status, headers);
   res.end(text);
+}
+
+/** Visible ASCII, 1 to 255 characters: what an `Idempotency-Key` may hold. */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The `Idempotency-Key` header, if sent; `invalid_parameter` when it is not a usable key. */
+function idempotencyKeyHeader(value: string | string[] | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !IDEMPOTENCY_KEY.test(value)) {
+    throw new PlateError("invalid_parameter", "Idempotency-Key must be 1 to 255 visible ASCII characters.");
+  }
+  return value;
 }
 
 /** A path segment as sent, or percent-decoded when it holds escapes (what Hono's params did). */

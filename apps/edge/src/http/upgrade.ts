@@ -40,13 +40,13 @@ export function createUpgradeHandler(services: Services) {
 
   async function subscribe(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
     const topic = topicParam(plateParam(route.plate), route.channel, patternQuery(url.searchParams.get("pattern")));
-    const key = await authenticate(ws, request, topic);
-    if (key === undefined) return;
-    services.tenancy.authorize(key, "subscribe", topic);
-    await open(ws, socket, topic, key.id, 0);
+    const auth = await authenticate(ws, request, topic);
+    if (auth === undefined) return;
+    services.tenancy.authorize(auth.key, "subscribe", topic);
+    await open(ws, socket, topic, auth.key.id, 0, auth.since ?? sinceQuery(url));
   }
 
-  async function connectWithToken(ws: WebSocket, socket: Duplex, route: WsRoute & { kind: "token" }) {
+  async function connectWithToken(ws: WebSocket, socket: Duplex, route: WsRoute & { kind: "token" }, url: URL) {
     const plateId = plateParam(route.plate);
     if (!isClientTokenShape(route.token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
@@ -54,10 +54,10 @@ export function createUpgradeHandler(services: Services) {
     services.connections.checkCapacity(plateId);
     const record = await services.tokens.claim(plateId, route.token);
     const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-    await open(ws, socket, topic, record.keyId, record.maxDurationMs);
+    await open(ws, socket, topic, record.keyId, record.maxDurationMs, sinceQuery(url));
   }
 
-  async function open(ws: WebSocket, socket: Duplex, topic: Topic, keyId: string, maxDurationMs: number) {
+  async function open(ws: WebSocket, socket: Duplex, topic: Topic, keyId: string, maxDurationMs: number, since: string | undefined) {
     if (ws.readyState !== ws.OPEN) return;
     const conn = new WsConnection(ws, socket, topic.plateId, keyId, topic, newClientId(), limits);
     ws.on("message", (data, isBinary) => {
@@ -65,19 +65,24 @@ export function createUpgradeHandler(services: Services) {
       if (frame?.type === "ping") ws.send(PONG);
       else if (frame?.type !== "auth") ws.send(BAD_FRAME);
     });
-    await services.subscriptions.open(conn, maxDurationMs);
+    await services.subscriptions.open(conn, maxDurationMs, since);
   }
 
   /**
-   * The key of the upgrade's `Authorization` header, or of the first frame (`{"auth":"<key>"}`)
-   * within `WS_AUTH_TIMEOUT_MS`. `undefined` when the socket closed first.
+   * The key of the upgrade's `Authorization` header, or of the first frame (`{"auth":"<key>"}`,
+   * perhaps with `"since"`) within `WS_AUTH_TIMEOUT_MS`. `undefined` when the socket closed first.
    */
-  async function authenticate(ws: WebSocket, request: IncomingMessage, topic: Topic): Promise<KeyRecord | undefined> {
+  async function authenticate(
+    ws: WebSocket,
+    request: IncomingMessage,
+    topic: Topic,
+  ): Promise<{ key: KeyRecord; since?: string } | undefined> {
     const header = request.headers.authorization;
-    if (header !== undefined) return services.tenancy.authenticate(topic.plateId, header);
-    const secret = await firstFrameAuth(ws, config.wsAuthTimeoutMs);
-    if (secret === undefined) return undefined;
-    return services.tenancy.authenticateSecret(topic.plateId, secret);
+    if (header !== undefined) return { key: await services.tenancy.authenticate(topic.plateId, header) };
+    const auth = await firstFrameAuth(ws, config.wsAuthTimeoutMs);
+    if (auth === undefined) return undefined;
+    const key = await services.tenancy.authenticateSecret(topic.plateId, auth.key);
+    return auth.since === undefined ? { key } : { key, since: auth.since };
   }
 
   return function onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -103,7 +108,7 @@ export function createUpgradeHandler(services: Services) {
         ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
         : route.kind === "subscribe"
           ? subscribe(ws, socket, request, route, url)
-          : connectWithToken(ws, socket, route);
+          : connectWithToken(ws, socket, route, url);
       session.catch((err: unknown) => refuse(ws, err));
     });
   };
@@ -119,7 +124,7 @@ const BAD_FRAME = encodeServerFrame({
  * Waits for the client's first frame and reads `{"auth":"<key>"}` from it. Rejects with
  * `unauthorized` after `timeoutMs` and `bad_request` for any other first frame.
  */
-function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<string | undefined> {
+function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<{ key: string; since?: string } | undefined> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       cleanup();
@@ -128,7 +133,7 @@ function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<string | unde
     const onMessage = (data: RawData, isBinary: boolean) => {
       cleanup();
       const frame = isBinary ? undefined : parseClientFrame(frameText(data));
-      if (frame?.type === "auth") resolve(frame.key);
+      if (frame?.type === "auth") resolve(frame.since === undefined ? { key: frame.key } : { key: frame.key, since: frame.since });
       else reject(new PlateError("bad_request", 'The first frame must be {"auth":"<your API key>"}.'));
     };
     const onClose = () => {
@@ -143,6 +148,11 @@ function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<string | unde
     ws.on("message", onMessage);
     ws.on("close", onClose);
   });
+}
+
+/** `?since=<id>`: resume after that id (for clients that send no auth frame, as on token paths). */
+function sinceQuery(url: URL): string | undefined {
+  return url.searchParams.get("since") || undefined;
 }
 
 /** Splits a path into the WebSocket routes of the spec. */

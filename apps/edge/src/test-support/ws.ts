@@ -17,15 +17,18 @@ export class WsClient {
     socket.on("error", () => undefined);
   }
 
-  /** Connects to `url`; with `auth`, sends `{"auth": auth}` as the first frame once open. */
-  static async connect(url: string, options: { headers?: Record<string, string>; auth?: string } = {}): Promise<WsClient> {
+  /** Connects to `url`; with `auth`, sends `{"auth": auth}` (and `since`, if given) as the first frame once open. */
+  static async connect(
+    url: string,
+    options: { headers?: Record<string, string>; auth?: string; since?: string } = {},
+  ): Promise<WsClient> {
     const client = new WsClient(new WebSocket(url, { headers: options.headers }));
     await new Promise<void>((resolve) => {
       client.socket.once("open", () => resolve());
       client.socket.once("close", () => resolve());
       client.socket.once("unexpected-response", () => resolve());
     });
-    if (options.auth !== undefined && client.opened) client.socket.send(JSON.stringify({ auth: options.auth }));
+    if (options.auth !== undefined && client.opened) client.socket.send(JSON.stringify({ auth: options.auth, since: options.since }));
     return client;
   }
 

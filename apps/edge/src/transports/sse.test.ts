@@ -68,11 +68,14 @@ describe("subscribing with Server-Sent Events (route 2 and legacy route 7)", () 
       expect(start.text.startsWith("retry: 1500\n")).toBe(true);
       const blocks = start.text.split("\n\n").filter((block) => block !== "");
       expect(blocks[0]).toBe("retry: 1500");
+      // id: the position to resume from (EventSource keeps it as its lastEventId).
       const readyLines = blocks[1]!.split("\n");
-      expect(readyLines[0]).toBe("event: ready");
-      expect(readyLines[1]!.startsWith("data: ")).toBe(true);
-      const ready = JSON.parse(readyLines[1]!.slice("data: ".length));
-      expect(Object.keys(ready).sort()).toEqual(["channel", "clientId", "pattern", "type"]);
+      expect(readyLines[0]).toMatch(/^id: [0-9a-z]{8}_\d+-\d+$/);
+      expect(readyLines[1]).toBe("event: ready");
+      expect(readyLines[2]!.startsWith("data: ")).toBe(true);
+      const ready = JSON.parse(readyLines[2]!.slice("data: ".length));
+      expect(Object.keys(ready).sort()).toEqual(["channel", "clientId", "pattern", "position", "type"]);
+      expect(ready.position).toBe(readyLines[0]!.slice("id: ".length));
       expect(ready).toMatchObject({ type: "ready", channel: "alerts", pattern: false });
       expect(typeof ready.clientId).toBe("string");
       expect(ready.clientId).not.toBe("");

@@ -1,7 +1,7 @@
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { ERROR_CODES } from "@plate/protocol";
-import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
+import type { PlateId, ReadyFrame, ResetFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
@@ -57,7 +57,11 @@ export class SseConnection extends Connection {
       "X-Accel-Buffering: no\r\n" +
       // The stream ends when the connection does: no chunked encoding, no second request.
       "Connection: close\r\n\r\n" +
-      `retry: ${this.retryMs}\n\nevent: ready\ndata: ${JSON.stringify(ready)}\n\n`;
+      `retry: ${this.retryMs}\n\n` +
+      // The position as the event's id: EventSource sends it back as Last-Event-ID if it
+      // reconnects before any message arrives.
+      (ready.position === undefined ? "" : `id: ${ready.position}\n`) +
+      `event: ready\ndata: ${JSON.stringify(ready)}\n\n`;
     const res = this.#res!;
     this.#res = undefined;
     res.off("close", this.#onClose);
@@ -68,6 +72,10 @@ export class SseConnection extends Connection {
     }
     this.#socket = socket;
     socket.once("close", this.#onClose);
+  }
+
+  protected writeReset(reset: ResetFrame): void {
+    this.#socket?.write(`event: reset\ndata: ${JSON.stringify(reset)}\n\n`);
   }
 
   protected write(out: Outbound): boolean {

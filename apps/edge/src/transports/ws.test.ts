@@ -53,7 +53,7 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
         await client.waitForMessages(1);
         expect(client.frames).toHaveLength(2);
         const [ready, envelope] = client.frames;
-        expect(Object.keys(ready).sort()).toEqual(["channel", "clientId", "pattern", "type"]);
+        expect(Object.keys(ready).sort()).toEqual(["channel", "clientId", "pattern", "position", "type"]);
         expect(ready).toMatchObject({ type: "ready", channel: "alerts", pattern: false });
         expect(typeof ready.clientId).toBe("string");
         expect(envelope).toEqual({

@@ -1,7 +1,7 @@
 import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import { ERROR_CODES, PlateError, encodeServerFrame } from "@plate/protocol";
-import type { PlateId, ReadyFrame, Topic } from "@plate/protocol";
+import type { PlateId, ReadyFrame, ResetFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
@@ -44,6 +44,10 @@ export class WsConnection extends Connection {
 
   protected writeReady(ready: ReadyFrame): void {
     this.ws.send(encodeServerFrame(ready));
+  }
+
+  protected writeReset(reset: ResetFrame): void {
+    this.ws.send(encodeServerFrame(reset));
   }
 
   protected write(out: Outbound): boolean {

@@ -1,0 +1,269 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis } from "@plate/testing";
+import type { RedisServer } from "@plate/testing";
+import { KEYS, publish, startTestNode } from "./test-support/node.js";
+import type { TestNode } from "./test-support/node.js";
+import { SseClient } from "./test-support/sse.js";
+import { WsClient } from "./test-support/ws.js";
+
+const AUTH = { Authorization: `Bearer ${KEYS.acme}` };
+
+/** Channel names unique per case, so one node serves every case. */
+let channels = 0;
+function channel(): string {
+  return `resume-${++channels}`;
+}
+
+async function sse(t: TestNode, ch: string, headers: Record<string, string> = {}, query = ""): Promise<SseClient> {
+  const sub = await SseClient.open(`${t.url}/acme/pubsub/${ch}/subscribe${query}`, { ...AUTH, ...headers });
+  expect(sub.status, sub.body).toBe(200);
+  await sub.waitFor("ready");
+  return sub;
+}
+
+async function sent(t: TestNode, ch: string, text: string): Promise<string> {
+  const res = await publish(t.url, "acme", ch, { text });
+  expect(res.status).toBe(200);
+  return res.body.data.id as string;
+}
+
+/** Names of the events a client got, in order, messages shown by their text. */
+function story(sub: SseClient): string[] {
+  return sub.events.map((e) => (e.event === "message" ? JSON.parse(e.data).message.text : e.event));
+}
+
+function wsStory(client: WsClient): string[] {
+  return client.frames.map((f) => (f.type === "message" ? f.message.text : f.type));
+}
+
+async function until(check: () => boolean, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+}
+
+const backends: [string, () => Promise<{ env: Record<string, string>; stop: () => Promise<void> }>][] = [
+  ["the embedded default", () => Promise.resolve({ env: {}, stop: () => Promise.resolve() })],
+  [
+    "Redis",
+    async () => {
+      const redis: RedisServer = await startRedis();
+      return { env: { REDIS_URL: redis.url }, stop: () => redis.stop() };
+    },
+  ],
+];
+
+describe.each(backends)("resuming a subscription on %s", (_name, backend) => {
+  let t: TestNode;
+  let env: Record<string, string>;
+  let stopBackend: () => Promise<void>;
+  beforeAll(async () => {
+    const b = await backend();
+    stopBackend = b.stop;
+    env = b.env;
+    t = await startTestNode({ ...env, HISTORY_COUNT: "5" });
+  });
+  afterAll(async () => {
+    await t.cleanup();
+    await stopBackend();
+  });
+
+  it("gives the SSE ready event the position to resume from as its id", async () => {
+    const ch = channel();
+    const before = await sent(t, ch, "before");
+    const sub = await sse(t, ch);
+    const ready = sub.events[0]!;
+    expect(ready.event).toBe("ready");
+    expect(ready.id).toBe(before);
+    expect(JSON.parse(ready.data).position).toBe(before);
+    sub.close();
+  });
+
+  it("replays what an SSE client missed after Last-Event-ID, then goes live, with nothing twice", async () => {
+    const ch = channel();
+    const first = await sse(t, ch);
+    await sent(t, ch, "one");
+    const [one] = await first.waitForMessages(1);
+    first.close();
+    await sent(t, ch, "two");
+    await sent(t, ch, "three");
+    const again = await sse(t, ch, { "Last-Event-ID": one.id });
+    await again.waitForMessages(2);
+    await sent(t, ch, "four");
+    await again.waitForMessages(3);
+    expect(story(again)).toEqual(["ready", "two", "three", "four"]);
+    again.close();
+  });
+
+  it("resumes after ?lastEventId= the same way", async () => {
+    const ch = channel();
+    const one = await sent(t, ch, "one");
+    await sent(t, ch, "two");
+    const sub = await sse(t, ch, {}, `?lastEventId=${encodeURIComponent(one)}`);
+    await sub.waitForMessages(1);
+    expect(story(sub)).toEqual(["ready", "two"]);
+    sub.close();
+  });
+
+  it("resumes from the ready position when no message had arrived before the drop", async () => {
+    const ch = channel();
+    const first = await sse(t, ch);
+    const position = first.events[0]!.id!;
+    first.close();
+    await sent(t, ch, "while away");
+    const again = await sse(t, ch, { "Last-Event-ID": position });
+    await again.waitForMessages(1);
+    expect(story(again)).toEqual(["ready", "while away"]);
+    again.close();
+  });
+
+  it("sends reset, then live messages, when the id is older than the history kept (HISTORY_COUNT=5)", async () => {
+    const ch = channel();
+    const old = await sent(t, ch, "old");
+    for (let i = 0; i < 6; i++) await sent(t, ch, `n${i}`);
+    const sub = await sse(t, ch, { "Last-Event-ID": old });
+    const reset = await sub.waitFor("reset");
+    expect(reset).toMatchObject({ type: "reset", channel: ch, reason: "expired" });
+    await sent(t, ch, "live");
+    await sub.waitForMessages(1);
+    expect(story(sub)).toEqual(["ready", "reset", "live"]);
+    sub.close();
+  });
+
+  it("replays everything kept when the id is the last message dropped", async () => {
+    const ch = channel();
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await sent(t, ch, `n${i}`));
+    // HISTORY_COUNT=5: n0 is dropped, n1..n5 are kept; a client that had n0 missed nothing kept.
+    const sub = await sse(t, ch, { "Last-Event-ID": ids[0]! });
+    await sub.waitForMessages(5);
+    expect(story(sub)).toEqual(["ready", "n1", "n2", "n3", "n4", "n5"]);
+    sub.close();
+  });
+
+  it("sends reset for an id this service never gave, and for a pattern subscription that asks to resume", async () => {
+    const ch = channel();
+    const one = await sent(t, ch, "one");
+    const forged = await sse(t, ch, { "Last-Event-ID": "not-an-id" });
+    expect(await forged.waitFor("reset")).toMatchObject({ reason: "unknown_id" });
+    forged.close();
+    const pattern = await SseClient.open(`${t.url}/acme/pubsub/${ch.slice(0, -1)}*/subscribe?pattern=true`, { ...AUTH, "Last-Event-ID": one });
+    expect(await pattern.waitFor("reset")).toMatchObject({ reason: "pattern" });
+    pattern.close();
+  });
+
+  it("replays after since in a WebSocket's auth frame", async () => {
+    const ch = channel();
+    const one = await sent(t, ch, "one");
+    const two = await sent(t, ch, "two");
+    const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/${ch}/ws`, { auth: KEYS.acme, since: one });
+    await client.waitForMessages(1);
+    await sent(t, ch, "three");
+    await client.waitForMessages(2);
+    expect(wsStory(client)).toEqual(["ready", "two", "three"]);
+    expect(client.frames[0].position).toBe(two);
+    client.close();
+  });
+
+  it("replays after ?since= on a WebSocket authorized by header, and resets a too-old id", async () => {
+    const ch = channel();
+    const old = await sent(t, ch, "old");
+    const kept = await sent(t, ch, "kept");
+    await sent(t, ch, "after");
+    const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/${ch}/ws?since=${encodeURIComponent(kept)}`, { headers: AUTH });
+    await client.waitForMessages(1);
+    expect(wsStory(client)).toEqual(["ready", "after"]);
+    client.close();
+    for (let i = 0; i < 6; i++) await sent(t, ch, `n${i}`);
+    const late = await WsClient.connect(`${t.wsUrl}/acme/pubsub/${ch}/ws?since=${encodeURIComponent(old)}`, { headers: AUTH });
+    expect(await late.waitFor("reset")).toMatchObject({ type: "reset", reason: "expired", channel: ch });
+    expect(wsStory(late)).toEqual(["ready", "reset"]);
+    late.close();
+  });
+
+  it("drops nothing and repeats nothing while messages stream during the resume", async () => {
+    // Its own node, keeping more than the stream can outrun between the two connections.
+    const roomy = await startTestNode({ ...env, HISTORY_COUNT: "10000" });
+    try {
+      const ch = channel();
+      const first = await sse(roomy, ch);
+      let n = 0;
+      let publishing = true;
+      const stream = (async () => {
+        while (publishing) await sent(roomy, ch, `m${n++}`);
+      })();
+      await first.waitForMessages(20);
+      first.close();
+      const lastSeen = first.events.filter((e) => e.event === "message").at(-1)!;
+      const again = await sse(roomy, ch, { "Last-Event-ID": lastSeen.id! });
+      await again.waitForMessages(20);
+      publishing = false;
+      await stream;
+      await until(() => again.messages.at(-1)?.message.text === `m${n - 1}`);
+      again.close();
+      // What the first connection saw, then the second: every message once, in order.
+      const seenFirst = first.messages.map((m) => m.message.text);
+      const texts = [...seenFirst, ...again.messages.map((m) => m.message.text)];
+      expect(again.events.some((e) => e.event === "reset")).toBe(false);
+      expect(texts).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
+    } finally {
+      await roomy.cleanup();
+    }
+  });
+});
+
+describe("publishing with an Idempotency-Key", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    t = await startTestNode();
+  });
+  afterAll(() => t.cleanup());
+
+  async function publishWithKey(ch: string, key: string, text: string) {
+    const res = await fetch(`${t.url}/acme/pubsub/${ch}/publish`, {
+      method: "POST",
+      headers: { ...AUTH, "Content-Type": "application/json", "Idempotency-Key": key },
+      body: JSON.stringify({ message: { text } }),
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  }
+
+  it("delivers a retried publish once and answers the retry with the first publish's id", async () => {
+    const ch = channel();
+    const sub = await sse(t, ch);
+    const first = await publishWithKey(ch, "order-7", "paid");
+    const retry = await publishWithKey(ch, "order-7", "paid");
+    expect(first.status).toBe(200);
+    expect(retry).toEqual(first);
+    await sent(t, ch, "next");
+    await sub.waitForMessages(2);
+    expect(story(sub)).toEqual(["ready", "paid", "next"]);
+    sub.close();
+  });
+
+  it("refuses a key reused for another channel with 409 conflict, and a malformed key with 400 invalid_parameter", async () => {
+    const ch = channel();
+    expect((await publishWithKey(ch, "order-8", "a")).status).toBe(200);
+    const other = await publishWithKey(channel(), "order-8", "a");
+    expect(other.status).toBe(409);
+    expect(other.body.error.code).toBe("conflict");
+    const bad = await publishWithKey(ch, "has space", "a");
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe("invalid_parameter");
+  });
+});
+
+describe("resuming across a restart of an embedded node", () => {
+  it("sends reset with reason epoch for an id from before the restart", async () => {
+    const t = await startTestNode();
+    const id = await sent(t, "restarts", "before");
+    await t.stop();
+    const again = await startTestNode({}, t.dataDir);
+    try {
+      const sub = await sse(again, "restarts", { "Last-Event-ID": id });
+      expect(await sub.waitFor("reset")).toMatchObject({ reason: "epoch" });
+      sub.close();
+    } finally {
+      await again.cleanup();
+    }
+  });
+});

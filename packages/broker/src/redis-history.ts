@@ -1,0 +1,120 @@
+import type { Redis } from "ioredis";
+
+/*
+ * The history of the Redis broker: Lua scripts, each one atomic step.
+ *
+ * Keys (prefix `p`, plate `a`, channel `c`; none of them is a pub/sub channel name):
+ *   p + "epoch"                    string  the history's epoch (created by the first script to need it)
+ *   p + "history-head:" + a        hash    ms, seq: the plate's latest position
+ *   p + "history:" + a + ":" + c   stream  retained messages, entry id = the position's "ms-seq",
+ *                                          field m = the Redis payload (as published); PEXPIRE ageMs
+ *   p + "history-marks:" + a + ":" + c  hash  last, dropped ("ms-seq"); PEXPIRE markTtlMs
+ *   p + "idem:" + a + ":" + key    string  "id SEP timestamp SEP channel" of a publish; PX window
+ * A Redis that evicts keys (any maxmemory-policy but noeviction) breaks these guarantees.
+ */
+
+/**
+ * Publishes one message and appends it to its channel's history, or answers the first publish of a
+ * repeated idempotency key. Answers {0, record} (repeated) or {1, id}.
+ * KEYS: epoch, head, stream, marks, idempotency.
+ * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
+ *       markTtlMs, idempotency window ms (0 = none), channel.
+ */
+const PUBLISH = `
+local idemMs = tonumber(ARGV[10])
+if idemMs > 0 then
+  local prior = redis.call('GET', KEYS[5])
+  if prior then return {0, prior} end
+end
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
+local ms, seq = now, 0
+local headMs = tonumber(head[1])
+if headMs and headMs >= now then
+  ms = headMs
+  seq = tonumber(head[2]) + 1
+end
+redis.call('HSET', KEYS[2], 'ms', ms, 'seq', seq)
+local order = ms .. '-' .. seq
+local id = epoch .. '_' .. order
+local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[6]
+local count = tonumber(ARGV[7])
+local ageMs = tonumber(ARGV[8])
+local dropped = false
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- The stream expired (or never was): whatever it held up to the channel's last id is gone.
+  dropped = redis.call('HGET', KEYS[4], 'last')
+end
+if count > 0 then
+  redis.call('XADD', KEYS[3], order, 'm', payload)
+  local len = redis.call('XLEN', KEYS[3])
+  if len > count then
+    local old = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', len - count)
+    dropped = old[#old][1]
+    redis.call('XTRIM', KEYS[3], 'MAXLEN', count)
+  end
+  local minMs = now - ageMs
+  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+  if first[1] and tonumber(string.match(first[1][1], '^(%d+)')) < minMs then
+    local older = redis.call('XREVRANGE', KEYS[3], '(' .. minMs .. '-0', '-', 'COUNT', 1)
+    if older[1] then dropped = older[1][1] end
+    redis.call('XTRIM', KEYS[3], 'MINID', minMs .. '-0')
+  end
+  redis.call('PEXPIRE', KEYS[3], ageMs)
+else
+  dropped = order
+end
+if dropped then
+  redis.call('HSET', KEYS[4], 'last', order, 'dropped', dropped)
+else
+  redis.call('HSET', KEYS[4], 'last', order)
+end
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
+redis.call('PUBLISH', ARGV[2], payload)
+if idemMs > 0 then
+  redis.call('SET', KEYS[5], id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[11], 'PX', idemMs)
+end
+return {1, id}
+`;
+
+/**
+ * Reads, in one step, what the resume rules (history.ts) need: the epoch, the plate's head, the
+ * channel's marks, the time, and the retained entries after a position.
+ * KEYS: epoch, head, stream, marks. ARGV: new epoch, "ms-seq" to read after ('' = read nothing).
+ * Answers {epoch, head ms, head seq, last, dropped, now ms, entries} (false for absent values).
+ */
+const READ = `
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
+local marks = redis.call('HMGET', KEYS[4], 'last', 'dropped')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local entries = {}
+if ARGV[2] ~= '' then entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+') end
+return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now), entries}
+`;
+
+export type PublishReply = [0, string] | [1, string];
+export type ReadReply = [string, string, string, string | null, string | null, string, [string, string[]][]];
+
+export interface HistoryScripts {
+  platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
+  plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
+}
+
+/** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
+export function withHistoryScripts(redis: Redis): Redis & HistoryScripts {
+  redis.defineCommand("platePublish", { numberOfKeys: 5, lua: PUBLISH });
+  redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
+  return redis as Redis & HistoryScripts;
+}
