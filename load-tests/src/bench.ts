@@ -9,6 +9,8 @@
  *   node load-tests/dist/bench.js --quick --runs 1 --targets plate-embedded   (a smoke run)
  *   node load-tests/dist/bench.js --runs 1 --targets plate-embedded --workloads w2-ramp --profile /tmp/prof
  *     (each Plate node writes a .cpuprofile into /tmp/prof when it stops)
+ *   node load-tests/dist/bench.js --targets plate-embedded,plate-redis --plate-env HISTORY_COUNT=0 ...
+ *     (settings for every Plate node; compare two runs with load-tests/dist/compare.js)
  */
 import { execFileSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -17,16 +19,16 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { runIdle } from "./idle.js";
-import type { IdleReport } from "./idle.js";
 import { startNchan } from "./nchan.js";
 import { freePort, startRedis } from "@plate/testing";
 import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
-import type { Transport } from "./subscriber.js";
 import { nchanTarget, plateTarget } from "./targets.js";
 import type { Target } from "./targets.js";
+import { ROWS, fmt, median, ratio } from "./table.js";
+import type { Report, Row } from "./table.js";
 import { runFanout } from "./workload.js";
-import type { FanoutReport, FanoutWorkload } from "./workload.js";
+import type { FanoutWorkload } from "./workload.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const PLATE = "bench";
@@ -62,8 +64,6 @@ function sizes(quick: boolean) {
   };
 }
 
-type Report = FanoutReport | IdleReport;
-
 interface Running {
   readonly target: Target;
   readonly stop: () => Promise<void>;
@@ -79,13 +79,15 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 
 /** `--profile DIR`: Plate nodes write a V8 CPU profile there when they stop (`node --cpu-prof`). */
 let plateNodeArgs: readonly string[] = [];
+/** `--plate-env K=V,K=V`: settings of every Plate node (e.g. `HISTORY_COUNT=0`). */
+let plateEnv: Record<string, string> = {};
 
 async function start(name: TargetName): Promise<Running> {
   const redis = name.endsWith("redis") ? await startRedis({ cpu: SERVER_CPU, fromEnv: false }) : undefined;
   let server: Started | undefined;
   let target: Target;
   if (name.startsWith("plate")) {
-    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs });
+    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: plateEnv });
     server = plate;
     target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
   } else {
@@ -154,46 +156,6 @@ async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, qu
   return out;
 }
 
-/** One row of the Markdown table: a figure read from the reports of one target. */
-interface Row {
-  readonly label: string;
-  readonly unit: string;
-  /** `lower` when smaller is better (latency, memory). */
-  readonly better: "higher" | "lower";
-  readonly target: string;
-  readonly pick: (reports: readonly Report[]) => number | undefined;
-}
-
-function fanoutOf(reports: readonly Report[], workload: string, transport: Transport): FanoutReport | undefined {
-  return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
-}
-
-const ROWS: Row[] = [
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 ramp, highest sustained deliveries/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W1-ramp", t)?.best?.deliveredPerS })),
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 ramp, highest sustained msg/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W2-ramp", t)?.best?.publishedPerS })),
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
-  { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
-  { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => r.find((x): x is IdleReport => x.workload === "W4" && x.transport === t)?.kbPerConnection })),
-];
-
-function median(values: number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)];
-}
-
-function fmt(value: number | undefined): string {
-  if (value === undefined) return "—";
-  return Math.abs(value) >= 1000 ? Math.round(value).toLocaleString("en-US") : String(Math.round(value * 100) / 100);
-}
-
-function ratio(plate: number | undefined, nchan: number | undefined): string {
-  if (plate === undefined || nchan === undefined || nchan === 0) return "—";
-  return `${(plate / nchan).toFixed(2)}×`;
-}
-
 function markdown(results: Map<TargetName, Report[][]>, command: string, runs: number, quick: boolean): string {
   const cell = (name: TargetName, row: Row) => median((results.get(name) ?? []).map((run) => row.pick(run)).filter((v): v is number => v !== undefined));
   const lines = [
@@ -234,8 +196,12 @@ async function main(): Promise<void> {
       out: { type: "string", default: `${ROOT}docs/performance.md` },
       jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
       profile: { type: "string" },
+      "plate-env": { type: "string" },
     },
   });
+  if (values["plate-env"] !== undefined) {
+    plateEnv = Object.fromEntries(values["plate-env"].split(",").map((pair) => pair.split("=", 2) as [string, string]));
+  }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];

@@ -1,0 +1,47 @@
+import type { IdleReport } from "./idle.js";
+import type { Transport } from "./subscriber.js";
+import type { FanoutReport } from "./workload.js";
+
+/** What one workload of one run reports. */
+export type Report = FanoutReport | IdleReport;
+
+/** One row of the Markdown table: a figure read from the reports of one target. */
+export interface Row {
+  readonly label: string;
+  readonly unit: string;
+  /** `lower` when smaller is better (latency, memory). */
+  readonly better: "higher" | "lower";
+  readonly target: string;
+  readonly pick: (reports: readonly Report[]) => number | undefined;
+}
+
+function fanoutOf(reports: readonly Report[], workload: string, transport: Transport): FanoutReport | undefined {
+  return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
+}
+
+export const ROWS: Row[] = [
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 ramp, highest sustained deliveries/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W1-ramp", t)?.best?.deliveredPerS })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 ramp, highest sustained msg/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W2-ramp", t)?.best?.publishedPerS })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
+  { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
+  { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => r.find((x): x is IdleReport => x.workload === "W4" && x.transport === t)?.kbPerConnection })),
+];
+
+export function median(values: number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+export function fmt(value: number | undefined): string {
+  if (value === undefined) return "—";
+  return Math.abs(value) >= 1000 ? Math.round(value).toLocaleString("en-US") : String(Math.round(value * 100) / 100);
+}
+
+export function ratio(plate: number | undefined, nchan: number | undefined): string {
+  if (plate === undefined || nchan === undefined || nchan === 0) return "—";
+  return `${(plate / nchan).toFixed(2)}×`;
+}
+
