@@ -60,11 +60,11 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const log = parts.log ?? createLogger(config.logLevel);
   const metrics = new Metrics();
   const { broker, store } = await openBackends(config, parts, log);
-  const tenancy = new Tenancy(store, config.keyCacheMs);
+  const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
+  const tenancy = new Tenancy(store, config.keyCacheMs, retention);
   const bootstrapped = await bootstrapPlates(config, tenancy, log);
 
   const connections = new Connections(metrics, config.maxConnectionsPerPlate);
-  const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
   const fanout = new Fanout(broker, metrics, log, retention);
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
   let draining = false;
@@ -75,7 +75,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     broker,
     tenancy,
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
-    publisher: new Publisher(broker, rate, metrics, retention, config.idempotencyWindowMs),
+    publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
     connections,
     subscriptions: new Subscriptions(connections, fanout, broker, retention),
     draining: () => draining,

@@ -5,6 +5,7 @@ import { KEYS, publish, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
 import { SseClient } from "./test-support/sse.js";
 import { WsClient } from "./test-support/ws.js";
+import { adminCall } from "./test-support/admin.js";
 
 const AUTH = { Authorization: `Bearer ${KEYS.acme}` };
 
@@ -265,5 +266,66 @@ describe("resuming across a restart of an embedded node", () => {
     } finally {
       await again.cleanup();
     }
+  });
+});
+
+describe("a plate's own history retention (PATCH /admin/plates/{plateId})", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    t = await startTestNode({ HISTORY_COUNT: "100", KEY_CACHE_MS: "0" });
+  });
+  afterAll(() => t.cleanup());
+
+  async function resumeOf(plate: string, key: string, ch: string, since: string): Promise<string[]> {
+    const sub = await SseClient.open(`${t.url}/${plate}/pubsub/${ch}/subscribe`, { Authorization: `Bearer ${key}`, "Last-Event-ID": since });
+    expect(sub.status, sub.body).toBe(200);
+    await sub.waitFor("ready");
+    await until(() => sub.events.length >= 2, 500);
+    sub.close();
+    return story(sub);
+  }
+
+  async function publishAs(plate: string, key: string, ch: string, text: string): Promise<string> {
+    const res = await publish(t.url, plate, ch, { text }, key);
+    expect(res.status).toBe(200);
+    return res.body.data.id as string;
+  }
+
+  it("keeps what the plate asks for instead of the node's default, and the default again after null", async () => {
+    const created = await adminCall(t.url, "POST", "/admin/plates", { body: { id: "small", history: { count: 2, ageMs: 60_000 } } });
+    expect(created.status).toBe(201);
+    expect(created.body.data.plate.history).toEqual({ count: 2, ageMs: 60_000 });
+    const key: string = created.body.data.key.secret;
+    const first = await publishAs("small", key, "c", "one");
+    for (const text of ["two", "three", "four"]) await publishAs("small", key, "c", text);
+    // Two kept ("three", "four"): "two" is gone after "one", so the resume cannot be complete.
+    expect(await resumeOf("small", key, "c", first)).toEqual(["ready", "reset"]);
+
+    const cleared = await adminCall(t.url, "PATCH", "/admin/plates/small", { body: { history: null } });
+    expect(cleared.status).toBe(200);
+    expect(cleared.body.data.history).toBeUndefined();
+    const four = await publishAs("small", key, "d", "four");
+    for (const text of ["five", "six", "seven"]) await publishAs("small", key, "d", text);
+    expect(await resumeOf("small", key, "d", four)).toEqual(["ready", "five", "six", "seven"]);
+
+    const set = await adminCall(t.url, "PATCH", "/admin/plates/small", { body: { history: { count: 0, ageMs: 1000 } } });
+    expect(set.body.data.history).toEqual({ count: 0, ageMs: 1000 });
+    const eight = await publishAs("small", key, "e", "eight");
+    await publishAs("small", key, "e", "nine");
+    expect(await resumeOf("small", key, "e", eight)).toEqual(["ready", "reset"]);
+  });
+
+  it("refuses a malformed history with 400 invalid_parameter, and an unknown plate with 404 not_found", async () => {
+    for (const history of [{ count: -1, ageMs: 1000 }, { count: 1, ageMs: 10 }, { count: 1.5, ageMs: 1000 }, "big", { count: 1, ageMs: 1000, extra: 1 }]) {
+      const res = await adminCall(t.url, "PATCH", "/admin/plates/acme", { body: { history } });
+      expect(res.status, JSON.stringify(history)).toBe(400);
+      expect(res.body.error.code).toBe("invalid_parameter");
+    }
+    const refusedCreate = await adminCall(t.url, "POST", "/admin/plates", { body: { id: "bad-history", history: { count: "2" } } });
+    expect(refusedCreate.status).toBe(400);
+    expect((await adminCall(t.url, "GET", "/admin/plates/bad-history")).status).toBe(404);
+    const unknown = await adminCall(t.url, "PATCH", "/admin/plates/nope", { body: { history: null } });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe("not_found");
   });
 });

@@ -2,7 +2,8 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import { withHistory } from "./store.js";
+import type { ClaimResult, KeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the embedded store. */
 export interface MemoryStoreOptions {
@@ -73,6 +74,15 @@ export class MemoryStore implements Store {
 
   getPlate(id: PlateId): Promise<PlateRecord | undefined> {
     return Promise.resolve(this.#plates.get(id));
+  }
+
+  async setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
+    const plate = this.#plates.get(id);
+    if (plate === undefined) return undefined;
+    const updated = withHistory(plate, history);
+    this.#plates.set(id, updated);
+    await this.#persist();
+    return updated;
   }
 
   listPlates(): Promise<PlateRecord[]> {

@@ -85,9 +85,20 @@ end
 return {'ok', redis.call('HINCRBY', KEYS[1], 'uses', 1), stored[1]}
 `;
 
+/**
+ * Replaces a plate's record if the plate exists. Answers 1 (written) or 0 (no such plate).
+ * KEYS: plates. ARGV: plate id, PlateRecord JSON.
+ */
+const REPLACE_PLATE = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`;
+
 /** The scripts as commands of a connection; arguments are KEYS then ARGV, as documented above. */
 export interface StoreScripts {
   platePutToken(token: string, record: string, deleteAtMs: number): Promise<unknown>;
+  plateReplacePlate(plates: string, plateId: string, record: string): Promise<number>;
   plateCreateKey(
     plates: string,
     keyRecord: string,
@@ -127,6 +138,7 @@ export interface StoreScripts {
  */
 export function withScripts(redis: Redis): Redis & StoreScripts {
   redis.defineCommand("platePutToken", { numberOfKeys: 1, lua: PUT_TOKEN });
+  redis.defineCommand("plateReplacePlate", { numberOfKeys: 1, lua: REPLACE_PLATE });
   redis.defineCommand("plateCreateKey", { numberOfKeys: 3, lua: CREATE_KEY });
   redis.defineCommand("plateDeletePlate", { numberOfKeys: 2, lua: DELETE_PLATE });
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 1, lua: DELETE_KEY });

@@ -22,7 +22,8 @@ import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
-import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import { withHistory } from "./store.js";
+import type { ClaimResult, KeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -127,6 +128,16 @@ export class RedisStore implements Store {
   async getPlate(id: PlateId): Promise<PlateRecord | undefined> {
     const text = await reach(this.#commands.hget(this.#names.plates, id));
     return text === null ? undefined : parse<PlateRecord>(text);
+  }
+
+  async setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
+    const plate = await this.getPlate(id);
+    if (plate === undefined) return undefined;
+    const updated = withHistory(plate, history);
+    // Written only if the plate still exists (a delete may have come in between); concurrent
+    // updates of one plate: the last one wins.
+    const written = await reach(this.#commands.plateReplacePlate(this.#names.plates, id, JSON.stringify(updated)));
+    return written === 1 ? updated : undefined;
   }
 
   async listPlates(): Promise<PlateRecord[]> {

@@ -192,6 +192,25 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(await a.deletePlate(plate.id)).toBe(false);
       });
 
+      it("sets a plate's history retention, seen on another node, and clears it with null", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = plateRecord();
+        await a.createPlate(plate);
+        const history = { count: 7, ageMs: 30_000 };
+        expect(await a.setPlateHistory(plate.id, history)).toEqual({ ...plate, history });
+        expect(await b.getPlate(plate.id)).toEqual({ ...plate, history });
+        expect(await b.setPlateHistory(plate.id, null)).toEqual(plate);
+        expect(await a.getPlate(plate.id)).toEqual(plate);
+      });
+
+      it("answers undefined when setting the history of a plate that does not exist, and creates none", async () => {
+        const store = await node();
+        const id = `p-${uid()}` as PlateId;
+        expect(await store.setPlateHistory(id, { count: 1, ageMs: 1000 })).toBeUndefined();
+        expect(await store.getPlate(id)).toBeUndefined();
+      });
+
       it("answers false when deleting a plate that never existed", async () => {
         const store = await node();
         expect(await store.deletePlate(`p-${uid()}` as PlateId)).toBe(false);

@@ -6,6 +6,22 @@ export interface PlateRecord {
   readonly name: string;
   /** ISO-8601. */
   readonly createdAt: string;
+  /** How much of each channel's history this plate keeps; absent = the node's defaults. */
+  readonly history?: PlateHistory;
+}
+
+/** A plate's own history retention (see the edge's HISTORY_COUNT and HISTORY_AGE_MS). */
+export interface PlateHistory {
+  /** Messages kept per channel; 0 = none. */
+  readonly count: number;
+  /** How long a message is kept, in ms. */
+  readonly ageMs: number;
+}
+
+/** `plate` with its own retention set to `history`, or without one (`null`). */
+export function withHistory(plate: PlateRecord, history: PlateHistory | null): PlateRecord {
+  const { id, name, createdAt } = plate;
+  return history === null ? { id, name, createdAt } : { id, name, createdAt, history };
 }
 
 /** An API key as stored: its secret is never kept, only `hash` (hex SHA-256 of the secret). */
@@ -67,6 +83,11 @@ export interface Revocation {
 export interface Store {
   createPlate(plate: PlateRecord): Promise<PlateRecord>;
   getPlate(id: PlateId): Promise<PlateRecord | undefined>;
+  /**
+   * Sets a plate's history retention (`null`: back to the node's defaults). Answers the plate as
+   * updated, or undefined when there is no such plate.
+   */
+  setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined>;
   listPlates(): Promise<PlateRecord[]>;
   deletePlate(id: PlateId): Promise<boolean>;
 

@@ -10,7 +10,8 @@ export class Publisher {
     private readonly broker: Broker,
     private readonly rate: RateLimiter,
     private readonly metrics: Metrics,
-    private readonly retention: Retention,
+    /** The plate's history retention (its own, or the node's defaults). */
+    private readonly retentionOf: (plateId: PlateId) => Promise<Retention>,
     private readonly idempotencyWindowMs: number,
   ) {}
 
@@ -22,6 +23,7 @@ export class Publisher {
    */
   async publish(plateId: PlateId, channel: ChannelName, body: string, idempotencyKey?: string): Promise<PublishResult> {
     this.rate.take(plateId);
+    const retention = await this.retentionOf(plateId);
     let result: PublishResult;
     try {
       result = await this.broker.publish({
@@ -29,7 +31,7 @@ export class Publisher {
         channel,
         body,
         timestamp: new Date().toISOString(),
-        retention: this.retention,
+        retention,
         ...(idempotencyKey === undefined ? {} : { idempotency: { key: idempotencyKey, windowMs: this.idempotencyWindowMs } }),
       });
     } catch (err) {

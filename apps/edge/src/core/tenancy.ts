@@ -1,6 +1,7 @@
 import { PlateError, SCOPES, isChannelPattern, isPlateId, isScope, patternCovers, compilePattern } from "@plate/protocol";
 import type { ChannelPattern, PlateId, Scope, Topic } from "@plate/protocol";
-import type { KeyRecord, PlateRecord, Revocation, Store } from "@plate/store";
+import type { Retention } from "@plate/broker";
+import type { KeyRecord, PlateHistory, PlateRecord, Revocation, Store } from "@plate/store";
 import { KeyCache } from "./key-cache.js";
 import { bootstrapKeyId, hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
 
@@ -29,24 +30,69 @@ export interface KeyInput {
 const MAX_NAME_CHARS = 200;
 /** Most channel patterns one key may be limited to. */
 const MAX_KEY_CHANNELS = 100;
+/** A plate's own `history.count` may be 0 to this (as `HISTORY_COUNT`). */
+const MAX_HISTORY_COUNT = 10_000;
+/** A plate's own `history.ageMs` may be from 1 s to this (as `HISTORY_AGE_MS`). */
+const MAX_HISTORY_AGE_MS = 7 * 86_400_000;
+/** Most plates whose retention one node keeps cached. */
+const RETENTION_CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * Plates, keys and what a key may do. Depends only on the `Store` seam.
  */
 export class Tenancy {
   readonly #keys: KeyCache;
+  readonly #retention = new Map<PlateId, { readonly value: Retention; readonly untilMs: number }>();
 
-  /** `keyCacheMs`: how long a key found in the store is trusted without asking again (`KEY_CACHE_MS`). */
+  /**
+   * `keyCacheMs`: how long a key (or a plate's retention) found in the store is trusted without
+   * asking again (`KEY_CACHE_MS`). `defaults`: the retention of plates without their own.
+   */
   constructor(
     private readonly store: Store,
-    keyCacheMs: number,
+    private readonly keyCacheMs: number,
+    private readonly defaults: Retention,
   ) {
     this.#keys = new KeyCache(keyCacheMs);
   }
 
-  /** Forgets cached keys that a revocation (from any node) names. */
+  /** Forgets cached keys (and a deleted plate's retention) that a revocation (from any node) names. */
   forget(revocation: Revocation): void {
     this.#keys.forget(revocation);
+    if (revocation.keyId === undefined) this.#retention.delete(revocation.plateId);
+  }
+
+  /**
+   * The history retention of a plate: its own (`history`), else the node's defaults. Cached like
+   * keys: another node's change is seen within `KEY_CACHE_MS`.
+   */
+  async retentionOf(plateId: PlateId): Promise<Retention> {
+    const now = Date.now();
+    const cached = this.#retention.get(plateId);
+    if (cached !== undefined && cached.untilMs > now) return cached.value;
+    const plate = await this.store.getPlate(plateId);
+    const value = this.#retentionFrom(plate);
+    this.#cacheRetention(plateId, value, now);
+    return value;
+  }
+
+  /** Sets (or, with `null`, clears) a plate's own retention; `not_found` without the plate. */
+  async setPlateHistory(plateId: PlateId, input: unknown): Promise<PlateRecord> {
+    const plate = await this.store.setPlateHistory(plateId, input === null ? null : parseHistory(input));
+    if (plate === undefined) throw new PlateError("not_found", "No such plate.");
+    this.#cacheRetention(plateId, this.#retentionFrom(plate), Date.now());
+    return plate;
+  }
+
+  #retentionFrom(plate: PlateRecord | undefined): Retention {
+    const own = plate?.history;
+    return own === undefined ? this.defaults : { ...this.defaults, count: own.count, ageMs: own.ageMs };
+  }
+
+  #cacheRetention(plateId: PlateId, value: Retention, now: number): void {
+    if (this.keyCacheMs === 0) return;
+    if (this.#retention.size >= RETENTION_CACHE_MAX_ENTRIES) this.#retention.clear();
+    this.#retention.set(plateId, { value, untilMs: now + this.keyCacheMs });
   }
 
   /**
@@ -97,15 +143,17 @@ export class Tenancy {
   }
 
   /** Creates a plate and its first key (every scope, every channel). */
-  async createPlate(input: { id?: unknown; name?: unknown }): Promise<{ plate: PlateRecord; key: NewKey }> {
+  async createPlate(input: { id?: unknown; name?: unknown; history?: unknown }): Promise<{ plate: PlateRecord; key: NewKey }> {
     if (input.id !== undefined && (typeof input.id !== "string" || !isPlateId(input.id))) {
       throw new PlateError("invalid_plate", "A plate id has 1 to 64 of A-Z, a-z, 0-9, _ and -.");
     }
     const id = input.id ?? newPlateId();
+    const history = input.history === undefined || input.history === null ? undefined : parseHistory(input.history);
     const plate = await this.store.createPlate({
       id,
       name: parseName(input.name, id),
       createdAt: new Date().toISOString(),
+      ...(history === undefined ? {} : { history }),
     });
     const key = await this.createKey(plate.id, { name: "default" });
     return { plate, key };
@@ -230,4 +278,21 @@ function parseChannels(value: unknown): ChannelPattern[] | null {
     );
   }
   return [...new Set(value)];
+}
+
+/** A plate's `history` as the admin API takes it: `{"count": 0-10000, "ageMs": 1000-604800000}`. */
+function parseHistory(input: unknown): PlateHistory {
+  const value = input as { count?: unknown; ageMs?: unknown } | null;
+  const count = value?.count;
+  const ageMs = value?.ageMs;
+  if (typeof input !== "object" || input === null || Array.isArray(input) || Object.keys(input).some((k) => k !== "count" && k !== "ageMs")) {
+    throw new PlateError("invalid_parameter", 'history must be {"count": <messages>, "ageMs": <ms>}.');
+  }
+  if (typeof count !== "number" || !Number.isInteger(count) || count < 0 || count > MAX_HISTORY_COUNT) {
+    throw new PlateError("invalid_parameter", `history.count must be a whole number from 0 to ${MAX_HISTORY_COUNT}.`);
+  }
+  if (typeof ageMs !== "number" || !Number.isInteger(ageMs) || ageMs < 1000 || ageMs > MAX_HISTORY_AGE_MS) {
+    throw new PlateError("invalid_parameter", `history.ageMs must be a whole number of ms from 1000 to ${MAX_HISTORY_AGE_MS}.`);
+  }
+  return { count, ageMs };
 }

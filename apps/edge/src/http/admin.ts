@@ -28,7 +28,7 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
 
   admin.post("/plates", async (c) => {
     const body = await readParams(c.req.raw, config.maxMessageBytes);
-    const { plate, key } = await tenancy.createPlate({ id: body.id, name: body.name });
+    const { plate, key } = await tenancy.createPlate({ id: body.id, name: body.name, history: body.history });
     return c.json({ data: { plate, key: { id: key.id, secret: key.secret, scopes: key.scopes, channels: key.channels } } }, 201);
   });
 
@@ -38,6 +38,14 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
     const plate = await tenancy.getPlate(plateParam(c.req.param("plateId")));
     if (plate === undefined) throw notFound("plate");
     return c.json({ data: plate });
+  });
+
+  // An extension of the contract: a plate's own history retention (`{"history": {...} | null}`).
+  admin.patch("/plates/:plateId", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    if (!Object.hasOwn(body, "history")) throw new PlateError("invalid_parameter", 'Send {"history": {"count": n, "ageMs": ms}} or {"history": null}.');
+    return c.json({ data: await tenancy.setPlateHistory(plateId, body.history) });
   });
 
   admin.delete("/plates/:plateId", async (c) => {

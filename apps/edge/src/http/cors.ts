@@ -2,7 +2,7 @@
 export const CORS_MAX_AGE_S = 600;
 
 const ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key";
-const ALLOW_METHODS = "GET, POST, DELETE, OPTIONS";
+const ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS";
 const EXPOSE_HEADERS = "Retry-After";
 
 /**
