@@ -4,8 +4,8 @@ import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { adminCall } from "./test-support/admin.js";
 import { call, mintToken } from "./test-support/calls.js";
-import { ADMIN_TOKEN, KEYS, eventually, publish } from "./test-support/node.js";
-import { EdgeProcess } from "./test-support/process.js";
+import { KEYS, eventually, publish } from "./test-support/node.js";
+import { EdgeProcess, redisNodeEnv } from "./test-support/process.js";
 import { SseClient } from "./test-support/sse.js";
 import { WsClient } from "./test-support/ws.js";
 
@@ -22,11 +22,7 @@ const nodes: EdgeProcess[] = [];
 
 async function startNode(extra: Record<string, string> = {}): Promise<EdgeProcess> {
   const node = new EdgeProcess(await freePort(), {
-    REDIS_URL: redis.url,
-    ADMIN_TOKEN,
-    BOOTSTRAP_PLATES: JSON.stringify(KEYS),
-    LOG_LEVEL: "error",
-    REDIS_RECONNECT_MAX_MS: "200",
+    ...redisNodeEnv(redis.url),
     // Long, so only the revocation announcement can make the nodes forget a revoked key in time.
     KEY_CACHE_MS: "60000",
     ...extra,

@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
-import { ADMIN_TOKEN, KEYS, eventually, publish } from "./test-support/node.js";
-import { EdgeProcess } from "./test-support/process.js";
+import { KEYS, eventually, publish } from "./test-support/node.js";
+import { EdgeProcess, redisNodeEnv } from "./test-support/process.js";
 import { SseClient } from "./test-support/sse.js";
 import { WsClient } from "./test-support/ws.js";
 
@@ -19,14 +19,7 @@ let redis: RedisServer;
 const nodes: EdgeProcess[] = [];
 
 async function startNode(): Promise<EdgeProcess> {
-  const node = new EdgeProcess(await freePort(), {
-    REDIS_URL: redis.url,
-    ADMIN_TOKEN,
-    BOOTSTRAP_PLATES: JSON.stringify(KEYS),
-    LOG_LEVEL: "error",
-    REDIS_RECONNECT_MAX_MS: "200",
-    HISTORY_COUNT: String(MESSAGES),
-  });
+  const node = new EdgeProcess(await freePort(), { ...redisNodeEnv(redis.url), HISTORY_COUNT: String(MESSAGES) });
   nodes.push(node);
   await node.ready();
   expect(await eventually(async () => (await fetch(`${node.url}/readyz`)).status === 200, 5000)).toBe(true);

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { SETTINGS } from "../config.js";
-import { eventually } from "./node.js";
+import { ADMIN_TOKEN, KEYS, eventually } from "./node.js";
 
 /** The built entry point users run (`npm start`); the dist is built before the tests run. */
 const MAIN = fileURLToPath(new URL("../../dist/main.js", import.meta.url));
@@ -64,4 +64,15 @@ export class EdgeProcess {
   kill(): void {
     if (this.alive && this.child.pid !== undefined) process.kill(this.child.pid, "SIGKILL");
   }
+}
+
+/** The settings of a test node on a shared Redis: the test plates, quiet logs, quick reconnects. */
+export function redisNodeEnv(redisUrl: string): Record<string, string> {
+  return {
+    REDIS_URL: redisUrl,
+    ADMIN_TOKEN,
+    BOOTSTRAP_PLATES: JSON.stringify(KEYS),
+    LOG_LEVEL: "error",
+    REDIS_RECONNECT_MAX_MS: "200",
+  };
 }
