@@ -41,6 +41,7 @@ export interface Config {
   readonly drainTimeoutMs: number;
   readonly demoPlate: boolean;
   readonly logLevel: LogLevel;
+  readonly metricsPlateLabels: number;
 }
 
 /** Levels of the JSON log, least to most severe. */
@@ -326,6 +327,12 @@ export const SETTINGS = {
     default: "600000",
     doc: "How long a publish's `Idempotency-Key` is remembered, in ms: a retry with the same key in the same plate within it answers the first publish's id and delivers nothing.",
     parse: integer(1000, 7 * DAY_MS),
+  },
+  METRICS_PLATE_LABELS: {
+    key: "metricsPlateLabels",
+    default: "0",
+    doc: "Per-plate series (`plate_plate_messages_published_total`, `plate_plate_connections`) for at most this many plates, the first seen; later plates count under `_other`. 0 = no plate label at all.",
+    parse: integer(0, 1000),
   },
   DRAIN_TIMEOUT_MS: {
     key: "drainTimeoutMs",

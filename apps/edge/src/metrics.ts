@@ -12,12 +12,18 @@ export type TokenOutcome =
   | "expired_client_socket"
   | "exhausted_client_socket";
 
+/** The `plate` label of plates past `METRICS_PLATE_LABELS`: they are counted together. */
+export const OTHER_PLATES = "_other";
+
 /**
  * The node's Prometheus metrics, in a registry of its own (several nodes can live in one test
- * process). Labels are bounded: transport, reason, outcome, route; never a plate or channel name.
+ * process). Labels are bounded: transport, reason, outcome, code; never a channel name. Plate ids
+ * appear only in the `plate_plate_*` series, and only when `METRICS_PLATE_LABELS` > 0: the first
+ * that many plates seen get a label each, every later one counts under `_other`.
  */
 export class Metrics {
   readonly registry = new Registry();
+  readonly #plateLabels = new Set<string>();
   readonly connections = new Gauge({
     name: "plate_connections",
     help: "Open subscriber connections, by transport.",
@@ -76,7 +82,41 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  readonly probeLost = new Counter({
+    name: "plate_broker_probe_lost_total",
+    help: "Silent-loss probes that did not come back through Redis in time (the subscriber connection was deaf and is reconnected).",
+    registers: [this.registry],
+  });
+  readonly resets = new Counter({
+    name: "plate_subscriber_resets_total",
+    help: "Reset frames sent to subscribers (a resume that could not be complete), by reason.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly platePublished = new Counter({
+    name: "plate_plate_messages_published_total",
+    help: "Messages published, by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",
+    labelNames: ["plate"] as const,
+    registers: [this.registry],
+  });
+  readonly plateConnections = new Gauge({
+    name: "plate_plate_connections",
+    help: "Open subscriber connections, by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",
+    labelNames: ["plate"] as const,
+    registers: [this.registry],
+  });
+
+  /** `plateLabels`: how many plates may have a label of their own (`METRICS_PLATE_LABELS`; 0 = none). */
+  constructor(private readonly plateLabels = 0) {
     collectDefaultMetrics({ register: this.registry, prefix: "plate_" });
+  }
+
+  /** The `plate` label of `plateId`, or undefined when per-plate series are off. */
+  plateLabel(plateId: string): string | undefined {
+    if (this.plateLabels === 0) return undefined;
+    if (this.#plateLabels.has(plateId)) return plateId;
+    if (this.#plateLabels.size >= this.plateLabels) return OTHER_PLATES;
+    this.#plateLabels.add(plateId);
+    return plateId;
   }
 }

@@ -58,8 +58,8 @@ export interface EdgeParts {
  */
 export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<EdgeNode> {
   const log = parts.log ?? createLogger(config.logLevel);
-  const metrics = new Metrics();
-  const { broker, store } = await openBackends(config, parts, log);
+  const metrics = new Metrics(config.metricsPlateLabels);
+  const { broker, store } = await openBackends(config, parts, log, metrics);
   const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
   const tenancy = new Tenancy(store, config.keyCacheMs, retention);
   const bootstrapped = await bootstrapPlates(config, tenancy, log);
@@ -77,7 +77,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
     publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
     connections,
-    subscriptions: new Subscriptions(connections, fanout, broker, retention),
+    subscriptions: new Subscriptions(connections, fanout, broker, retention, metrics, log),
     draining: () => draining,
     ready: () => !draining && broker.isReady() && bootstrapped.done(),
   };
@@ -150,7 +150,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
  * it. A Redis that is unreachable does not stop the start: the node listens, reports not ready,
  * and becomes ready when Redis answers.
  */
-async function openBackends(config: Config, parts: EdgeParts, log: Logger): Promise<{ broker: Broker; store: Store }> {
+async function openBackends(config: Config, parts: EdgeParts, log: Logger, metrics: Metrics): Promise<{ broker: Broker; store: Store }> {
   if (config.redisUrl === undefined) {
     return {
       broker: parts.broker ?? new MemoryBroker(),
@@ -171,6 +171,7 @@ async function openBackends(config: Config, parts: EdgeParts, log: Logger): Prom
         nodeId: nanoid(),
         newMessageId,
         warn: (message, fields) => log.warn(message, fields),
+        onProbeLost: () => metrics.probeLost.inc(),
       }),
     store:
       parts.store ??

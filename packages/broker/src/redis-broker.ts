@@ -28,6 +28,8 @@ export interface RedisBrokerOptions {
   readonly newMessageId: () => MessageId;
   /** Where the broker reports what an operator should know (connection loss, deafness). */
   readonly warn?: (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
+  /** Called each time a silent-loss probe did not come back in time (for a metric). */
+  readonly onProbeLost?: () => void;
 }
 
 /** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */
@@ -385,6 +387,7 @@ export class RedisBroker implements Broker {
     this.#probeDeadline = undefined;
     if (this.#closed || seq !== String(this.#probeSeq)) return;
     this.#options.warn?.("redis subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
+    this.#options.onProbeLost?.();
     this.#deaf = true;
     this.#subscriberReady = false;
     this.#update();

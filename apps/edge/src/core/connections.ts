@@ -45,11 +45,14 @@ export class Connections {
     }
     plate.add(conn);
     this.metrics.connections.inc({ transport: conn.transport });
+    const plateLabel = this.metrics.plateLabel(conn.plateId);
+    if (plateLabel !== undefined) this.metrics.plateConnections.inc({ plate: plateLabel });
     conn.onEnd((reason) => {
       this.#all.delete(conn);
       const set = this.#byPlate.get(conn.plateId);
       if (set !== undefined && set.delete(conn) && set.size === 0) this.#byPlate.delete(conn.plateId);
       this.metrics.connections.dec({ transport: conn.transport });
+      if (plateLabel !== undefined) this.metrics.plateConnections.dec({ plate: plateLabel });
       if (reason !== "normal") this.metrics.drops.inc({ reason });
     });
   }

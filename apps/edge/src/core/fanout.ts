@@ -144,6 +144,7 @@ export class Fanout {
     if (reset !== undefined) {
       this.log.warn("subscribers may have missed messages", { plateId: entry.topic.plateId, reason: reset });
       for (const conn of entry.subscribers) conn.reset(reset);
+      this.metrics.resets.inc({ reason: reset }, entry.subscribers.size);
     }
     for (const message of [...missed, ...held]) {
       if (reset === undefined && !after(message.id, entry.lastId)) continue;

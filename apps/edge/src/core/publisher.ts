@@ -41,7 +41,11 @@ export class Publisher {
         cause: err,
       });
     }
-    if (!result.repeated) this.metrics.published.inc();
+    if (!result.repeated) {
+      this.metrics.published.inc();
+      const plateLabel = this.metrics.plateLabel(plateId);
+      if (plateLabel !== undefined) this.metrics.platePublished.inc({ plate: plateLabel });
+    }
     return result;
   }
 }

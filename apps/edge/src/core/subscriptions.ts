@@ -2,6 +2,8 @@ import { toPlateError } from "@plate/protocol";
 import type { ChannelName } from "@plate/protocol";
 import type { Broker, Replay, Retention } from "@plate/broker";
 import type { Connection } from "./connection.js";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
 import type { Connections } from "./connections.js";
 import type { Fanout } from "./fanout.js";
 
@@ -22,11 +24,27 @@ export class Subscriptions {
     private readonly fanout: Fanout,
     private readonly broker: Broker,
     private readonly retention: Retention,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
   ) {}
 
-  /** `since`: the last id the client saw (`Last-Event-ID`, `since`), to resume after it. */
-  async open(conn: Connection, maxDurationMs = 0, since?: string): Promise<void> {
+  /**
+   * `since`: the last id the client saw (`Last-Event-ID`, `since`), to resume after it.
+   * `requestId`: the request that opened it, for the log.
+   */
+  async open(conn: Connection, maxDurationMs = 0, since?: string, requestId?: string): Promise<void> {
     const { topic } = conn;
+    const started = Date.now();
+    conn.onEnd((reason) =>
+      this.log.debug("subscription ended", {
+        requestId,
+        plateId: conn.plateId,
+        transport: conn.transport,
+        pattern: topic.pattern,
+        reason,
+        seconds: Math.round((Date.now() - started) / 1000),
+      }),
+    );
     let replay: Replay;
     try {
       this.connections.add(conn);
@@ -47,6 +65,7 @@ export class Subscriptions {
     }
     if (conn.ended) return;
     this.fanout.started(topic, replay.head);
+    if (!replay.complete) this.metrics.resets.inc({ reason: replay.reason });
     conn.start({ type: "ready", clientId: conn.clientId, channel: topic.channel, pattern: topic.pattern, position: replay.head }, replay, since);
     if (maxDurationMs > 0) {
       const timer = setTimeout(() => conn.end("max_duration_reached"), maxDurationMs);

@@ -7,6 +7,7 @@ import { PlateError, isClientTokenShape, toPlateError } from "@plate/protocol";
 import type { Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { newClientId } from "../core/ids.js";
+import { loggablePath, requestIdOf } from "../core/request-id.js";
 import { booleanParam } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
@@ -15,8 +16,8 @@ import { readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
 import { patternQuery, plateParam, topicParam } from "./params.js";
 
-/** Hono's environment on Node: the raw request and response are at `c.env`. */
-export type AppEnv = { Bindings: HttpBindings };
+/** Hono's environment on Node: the raw request and response are at `c.env`; the request's id. */
+export type AppEnv = { Bindings: HttpBindings; Variables: { requestId: string } };
 
 /**
  * The HTTP side of an edge node: every route of the spec but the WebSocket upgrades (see
@@ -27,17 +28,31 @@ export function createApp(services: Services): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use("*", async (c, next) => {
+    const started = performance.now();
+    const requestId = requestIdOf(c.req.header("x-request-id"));
+    c.set("requestId", requestId);
+    c.header("X-Request-Id", requestId);
     const cors = corsHeaders(config.corsOrigins, c.req.header("origin"));
     if (c.req.method === "OPTIONS") {
       return c.body(null, 204, { ...cors, ...preflightHeaders() });
     }
     for (const [name, value] of Object.entries(cors)) c.header(name, value);
-    return next();
+    await next();
+    log.debug("request", {
+      requestId,
+      method: c.req.method,
+      path: loggablePath(c.req.path),
+      status: c.res.status,
+      ms: Math.round(performance.now() - started),
+    });
+    return undefined;
   });
 
   app.onError((err, c) => {
     const error = toPlateError(err);
-    if (error.code === "internal_error") log.error("request failed", { path: c.req.path, error: String(err) });
+    if (error.code === "internal_error") {
+      log.error("request failed", { requestId: c.get("requestId"), path: loggablePath(c.req.path), error: String(err) });
+    }
     metrics.rejected.inc({ code: error.code });
     if (error.retryAfterS !== undefined) c.header("Retry-After", String(error.retryAfterS));
     return c.json(error.toBody(), error.status as 400);
@@ -115,14 +130,14 @@ async function openSse(c: Context<AppEnv>, services: Services, topic: Topic, key
     keyId,
     topic,
     newClientId(),
-    corsHeaders(config.corsOrigins, c.req.header("origin")),
+    { ...corsHeaders(config.corsOrigins, c.req.header("origin")), "X-Request-Id": c.get("requestId") },
     config.sseRetryMs,
     { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
   );
   // Browsers send Last-Event-ID on EventSource's own reconnect; `?lastEventId=` is for clients
   // that cannot set headers (a first connection made by hand).
   const since = c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
-  await services.subscriptions.open(conn, maxDurationMs, since);
+  await services.subscriptions.open(conn, maxDurationMs, since, c.get("requestId"));
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -234,3 +234,36 @@ describe("health, readiness and metrics", () => {
     }
   });
 });
+
+describe("per-plate metrics (METRICS_PLATE_LABELS)", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    t = await startTestNode({ METRICS_PLATE_LABELS: "2" });
+  });
+  afterAll(() => t.cleanup());
+
+  it("labels the first 2 plates seen and counts every later one under _other", async () => {
+    const secrets: Record<string, string> = {};
+    for (const plate of ["first", "second", "third", "fourth"]) {
+      const created = await adminCall(t.url, "POST", "/admin/plates", { body: { id: plate } });
+      secrets[plate] = created.body.data.key.secret;
+    }
+    for (const plate of ["first", "second", "third", "fourth", "first"]) {
+      expect((await publish(t.url, plate, "c", "x", secrets[plate])).status).toBe(200);
+    }
+    const sub = await SseClient.open(`${t.url}/third/pubsub/c/subscribe`, { Authorization: `Bearer ${secrets.third}` });
+    await sub.waitFor("ready");
+    try {
+      const text = (await call(t.url, "GET", "/metrics")).text;
+      expect(text).toMatch(/^plate_plate_messages_published_total\{plate="first"\} 2$/m);
+      expect(text).toMatch(/^plate_plate_messages_published_total\{plate="second"\} 1$/m);
+      expect(text).toMatch(/^plate_plate_messages_published_total\{plate="_other"\} 2$/m);
+      expect(text).toMatch(/^plate_plate_connections\{plate="_other"\} 1$/m);
+      expect(text).not.toContain('plate="third"');
+      expect(text).not.toContain('plate="fourth"');
+      expect(text).toMatch(/^plate_broker_probe_lost_total 0$/m);
+    } finally {
+      sub.close();
+    }
+  });
+});

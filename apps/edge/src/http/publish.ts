@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { PlateError, toPlateError } from "@plate/protocol";
 import type { Services } from "../services.js";
 import { requireJsonType, tooLarge } from "./body.js";
+import { loggablePath, requestIdOf } from "../core/request-id.js";
 import { corsHeaders } from "./cors.js";
 import { channelParam, plateParam } from "./params.js";
 
@@ -24,13 +25,16 @@ export function createPublishHandler(services: Services): (req: IncomingMessage,
     if (req.method !== "POST") return false;
     const match = PUBLISH_PATH.exec(req.url ?? "");
     if (match === null) return false;
-    const cors = corsHeaders(services.config.corsOrigins, req.headers.origin);
+    const started = performance.now();
+    const requestId = requestIdOf(req.headers["x-request-id"]);
+    const headers = { ...corsHeaders(services.config.corsOrigins, req.headers.origin), "X-Request-Id": requestId };
     publish(services, req, match[1]!, (match[2] ?? match[3])!).then(
       (text) => {
-        res.writeHead(200, { ...cors, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+        res.writeHead(200, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
         res.end(text);
+        services.log.debug("publish", { requestId, path: loggablePath(req.url ?? ""), status: 200, ms: Math.round(performance.now() - started) });
       },
-      (err: unknown) => sendError(services, req, res, cors, err),
+      (err: unknown) => sendError(services, req, res, headers, err),
     );
     return true;
   };
@@ -55,7 +59,9 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
 
 function sendError(services: Services, req: IncomingMessage, res: ServerResponse, cors: Record<string, string>, err: unknown): void {
   const error = toPlateError(err);
-  if (error.code === "internal_error") services.log.error("request failed", { path: req.url ?? "", error: String(err) });
+  const fields = { requestId: cors["X-Request-Id"], path: loggablePath(req.url ?? ""), status: error.status, code: error.code };
+  if (error.code === "internal_error") services.log.error("request failed", { ...fields, error: String(err) });
+  else services.log.debug("publish refused", fields);
   services.metrics.rejected.inc({ code: error.code });
   const text = JSON.stringify(error.toBody());
   const headers: Record<string, string | number> = { ...cors, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) };

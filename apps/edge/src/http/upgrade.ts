@@ -6,6 +6,7 @@ import { PlateError, isClientTokenShape, parseClientFrame, encodeServerFrame, to
 import type { Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { newClientId } from "../core/ids.js";
+import { loggablePath, requestIdOf } from "../core/request-id.js";
 import type { Services } from "../services.js";
 import { WsConnection, closeWithError } from "../transports/ws.js";
 import { corsHeaders } from "./cors.js";
@@ -31,10 +32,19 @@ export function createUpgradeHandler(services: Services) {
     clientTracking: false,
   });
   const limits = { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs };
+  // The request id of each upgrade, for the 101's X-Request-Id header and the logs.
+  const requestIds = new WeakMap<IncomingMessage, string>();
+  wss.on("headers", (headers: string[], request: IncomingMessage) => {
+    const requestId = requestIds.get(request);
+    if (requestId !== undefined) headers.push(`X-Request-Id: ${requestId}`);
+  });
 
-  function refuse(ws: WebSocket, err: unknown): void {
+  function refuse(ws: WebSocket, request: IncomingMessage, err: unknown): void {
     const error = toPlateError(err);
     services.metrics.rejected.inc({ code: error.code });
+    const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
+    if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
+    else services.log.debug("websocket refused", fields);
     closeWithError(ws, error, limits.graceMs);
   }
 
@@ -43,10 +53,10 @@ export function createUpgradeHandler(services: Services) {
     const auth = await authenticate(ws, request, topic);
     if (auth === undefined) return;
     services.tenancy.authorize(auth.key, "subscribe", topic);
-    await open(ws, socket, topic, auth.key.id, 0, auth.since ?? sinceQuery(url));
+    await open(ws, socket, request, topic, auth.key.id, 0, auth.since ?? sinceQuery(url));
   }
 
-  async function connectWithToken(ws: WebSocket, socket: Duplex, route: WsRoute & { kind: "token" }, url: URL) {
+  async function connectWithToken(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "token" }, url: URL) {
     const plateId = plateParam(route.plate);
     if (!isClientTokenShape(route.token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
@@ -54,10 +64,18 @@ export function createUpgradeHandler(services: Services) {
     services.connections.checkCapacity(plateId);
     const record = await services.tokens.claim(plateId, route.token);
     const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-    await open(ws, socket, topic, record.keyId, record.maxDurationMs, sinceQuery(url));
+    await open(ws, socket, request, topic, record.keyId, record.maxDurationMs, sinceQuery(url));
   }
 
-  async function open(ws: WebSocket, socket: Duplex, topic: Topic, keyId: string, maxDurationMs: number, since: string | undefined) {
+  async function open(
+    ws: WebSocket,
+    socket: Duplex,
+    request: IncomingMessage,
+    topic: Topic,
+    keyId: string,
+    maxDurationMs: number,
+    since: string | undefined,
+  ) {
     if (ws.readyState !== ws.OPEN) return;
     const conn = new WsConnection(ws, socket, topic.plateId, keyId, topic, newClientId(), limits);
     ws.on("message", (data, isBinary) => {
@@ -65,7 +83,7 @@ export function createUpgradeHandler(services: Services) {
       if (frame?.type === "ping") ws.send(PONG);
       else if (frame?.type !== "auth") ws.send(BAD_FRAME);
     });
-    await services.subscriptions.open(conn, maxDurationMs, since);
+    await services.subscriptions.open(conn, maxDurationMs, since, requestIds.get(request));
   }
 
   /**
@@ -100,6 +118,7 @@ export function createUpgradeHandler(services: Services) {
       socket.end("HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
       return;
     }
+    requestIds.set(request, requestIdOf(request.headers["x-request-id"]));
     wss.handleUpgrade(request, socket, head, (ws) => {
       // `ws` closes the socket itself on a protocol error (1009 for a frame too large, say);
       // the listener only keeps the error from being thrown as unhandled.
@@ -108,8 +127,8 @@ export function createUpgradeHandler(services: Services) {
         ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
         : route.kind === "subscribe"
           ? subscribe(ws, socket, request, route, url)
-          : connectWithToken(ws, socket, route, url);
-      session.catch((err: unknown) => refuse(ws, err));
+          : connectWithToken(ws, socket, request, route, url);
+      session.catch((err: unknown) => refuse(ws, request, err));
     });
   };
 }
