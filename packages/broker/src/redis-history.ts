@@ -47,25 +47,27 @@ local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[6]
 local count = tonumber(ARGV[7])
 local ageMs = tonumber(ARGV[8])
 local dropped = false
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  -- The stream expired (or never was): whatever it held up to the channel's last id is gone.
-  dropped = redis.call('HGET', KEYS[4], 'last')
-end
+-- XLEN is 0 only for a stream that expired (or never was): trimming always keeps the newest entry.
+-- Whatever it held up to the channel's last id is gone.
+local len = redis.call('XLEN', KEYS[3])
+if len == 0 then dropped = redis.call('HGET', KEYS[4], 'last') end
 if count > 0 then
-  redis.call('XADD', KEYS[3], order, 'm', payload)
-  local len = redis.call('XLEN', KEYS[3])
-  if len > count then
-    local old = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', len - count)
-    dropped = old[#old][1]
-    redis.call('XTRIM', KEYS[3], 'MAXLEN', count)
+  -- One read serves both trims: the oldest \`over\` entries go by count, and the first entry that
+  -- stays tells whether any must go by age.
+  local over = len + 1 - count
+  if over < 0 then over = 0 end
+  if len > 0 then
+    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over + 1)
+    if over > 0 then dropped = oldest[over][1] end
+    local kept = oldest[over + 1]
+    local minMs = now - ageMs
+    if kept and tonumber(string.match(kept[1], '^(%d+)')) < minMs then
+      local older = redis.call('XREVRANGE', KEYS[3], '(' .. minMs .. '-0', '-', 'COUNT', 1)
+      if older[1] then dropped = older[1][1] end
+      redis.call('XTRIM', KEYS[3], 'MINID', minMs .. '-0')
+    end
   end
-  local minMs = now - ageMs
-  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
-  if first[1] and tonumber(string.match(first[1][1], '^(%d+)')) < minMs then
-    local older = redis.call('XREVRANGE', KEYS[3], '(' .. minMs .. '-0', '-', 'COUNT', 1)
-    if older[1] then dropped = older[1][1] end
-    redis.call('XTRIM', KEYS[3], 'MINID', minMs .. '-0')
-  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', count, order, 'm', payload)
   redis.call('PEXPIRE', KEYS[3], ageMs)
 else
   dropped = order
