@@ -200,7 +200,8 @@ async function main(): Promise<void> {
     },
   });
   if (values["plate-env"] !== undefined) {
-    plateEnv = Object.fromEntries(values["plate-env"].split(",").map((pair) => pair.split("=", 2) as [string, string]));
+    // Split at the first "=" only: a value may hold one (NODE_OPTIONS=--flag=value).
+    plateEnv = Object.fromEntries(values["plate-env"].split(",").map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]));
   }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   const targets = values.targets.split(",") as TargetName[];
@@ -247,7 +248,7 @@ function keptNotes(path: string): string {
 
 function summaryLine(report: Report, run: number): string {
   if (!("steps" in report)) {
-    return `run ${run} ${report.target} W4 ${report.transport}: ${report.connections} idle, ${report.kbPerConnection} KB each`;
+    return `run ${run} ${report.target} W4 ${report.transport}: ${report.connections} idle, ${report.kbPerConnection} KB each after 2 s, ${report.kbPerConnectionAtRest} KB at rest`;
   }
   const b = report.best;
   const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;

@@ -19,6 +19,10 @@ function fanoutOf(reports: readonly Report[], workload: string, transport: Trans
   return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
 }
 
+function idleOf(reports: readonly Report[], transport: Transport): IdleReport | undefined {
+  return reports.find((r): r is IdleReport => r.workload === "W4" && r.transport === transport);
+}
+
 export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 ramp, highest sustained deliveries/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W1-ramp", t)?.best?.deliveredPerS })),
@@ -26,7 +30,8 @@ export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
   { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
   { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => r.find((x): x is IdleReport => x.workload === "W4" && x.transport === t)?.kbPerConnection })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "—", pick: (r) => idleOf(r, t)?.kbPerConnection })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, at rest (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => idleOf(r, t)?.kbPerConnectionAtRest })),
 ];
 
 export function median(values: number[]): number | undefined {
