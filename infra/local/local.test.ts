@@ -1,0 +1,165 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { freePort } from "@plate/testing";
+
+/**
+ * The deployment's topology as infra/local brings it up from Debian's packages (redis-server,
+ * three edges, nginx, Prometheus), used the way clients and operators use it: through the load
+ * balancer. The shipped nginx, Prometheus and Grafana files are the ones under test.
+ */
+const INFRA = fileURLToPath(new URL("../", import.meta.url));
+const ADMIN_TOKEN = "local-admin-token-0123456789abcd";
+const KEY = "local-secret-0123456789abcdefghij";
+const AUTH = { Authorization: `Bearer ${KEY}` };
+
+function sh(command: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
+      resolve({ code: err === null ? 0 : Number(err.code ?? 1), out: stdout + stderr }),
+    );
+  });
+}
+
+async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** An SSE subscription read with fetch: collects the data of message events. */
+async function sse(url: string): Promise<{ messages: unknown[]; close: () => void }> {
+  const abort = new AbortController();
+  const res = await fetch(url, { headers: { ...AUTH, Accept: "text/event-stream" }, signal: abort.signal });
+  expect(res.status).toBe(200);
+  const messages: unknown[] = [];
+  let ready!: () => void;
+  const started = new Promise<void>((r) => (ready = r));
+  void (async () => {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    try {
+      for await (const chunk of res.body!) {
+        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (block.includes("event: ready")) ready();
+          else if (!block.includes("event:")) {
+            const data = block.split("\n").find((line) => line.startsWith("data: "));
+            if (data !== undefined) messages.push(JSON.parse(data.slice(6)));
+          }
+        }
+      }
+    } catch {
+      // Aborted by close().
+    }
+  })();
+  await started;
+  return { messages, close: () => abort.abort() };
+}
+
+describe("infra/local: the topology on loopback", () => {
+  let dir: string;
+  let lb: string;
+  let edges: string[];
+  let prometheus: string;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "plate-local-"));
+    const ports = { lb: await freePort(), edges: [await freePort(), await freePort(), await freePort()], redis: await freePort(), prom: await freePort() };
+    lb = `http://127.0.0.1:${ports.lb}`;
+    edges = ports.edges.map((p) => `http://127.0.0.1:${p}`);
+    prometheus = `http://127.0.0.1:${ports.prom}`;
+    env = {
+      PLATE_LOCAL_DIR: dir,
+      LB_PORT: String(ports.lb),
+      EDGE_PORTS: ports.edges.join(" "),
+      REDIS_PORT: String(ports.redis),
+      PROMETHEUS_PORT: String(ports.prom),
+      SCRAPE_INTERVAL: "1s",
+      ADMIN_TOKEN,
+      BOOTSTRAP_PLATES: JSON.stringify({ local: KEY }),
+    };
+    const up = await sh("bash", [join(INFRA, "local/up.sh")], env);
+    if (up.code !== 0) {
+      const logs = await sh("bash", ["-c", `tail -n 5 ${dir}/logs/*.log`]);
+      throw new Error(`infra/local/up.sh failed (${up.code}):\n${up.out}\n${logs.out}`);
+    }
+  });
+
+  afterAll(async () => {
+    await sh("bash", [join(INFRA, "local/down.sh")], env);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("passes SSE and WebSocket subscriptions through nginx, and a publish through it reaches subscribers on all three nodes", async () => {
+    const direct = await Promise.all(edges.map((edge) => sse(`${edge}/local/pubsub/room/subscribe`)));
+    const proxied = await sse(`${lb}/local/pubsub/room/subscribe`);
+    const ws = new WebSocket(`${lb.replace("http", "ws")}/local/pubsub/room/ws`, { headers: AUTH });
+    const frames: { type: string; message?: unknown }[] = [];
+    ws.on("message", (data: Buffer) => frames.push(JSON.parse(data.toString("utf8")) as { type: string }));
+    expect(await eventually(() => Promise.resolve(frames.some((f) => f.type === "ready")), 5000)).toBe(true);
+    try {
+      const res = await fetch(`${lb}/local/pubsub/room/publish`, {
+        method: "POST",
+        headers: { ...AUTH, "Content-Type": "application/json" },
+        body: JSON.stringify({ message: { via: "nginx" } }),
+      });
+      expect(res.status).toBe(200);
+      const everyone = () => Promise.resolve([...direct, proxied].every((s) => s.messages.length === 1) && frames.some((f) => f.type === "message"));
+      expect(await eventually(everyone, 5000)).toBe(true);
+      for (const s of [...direct, proxied]) expect(s.messages[0]).toMatchObject({ type: "message", channel: "room", message: { via: "nginx" } });
+      expect(frames.find((f) => f.type === "message")).toMatchObject({ message: { via: "nginx" } });
+    } finally {
+      for (const s of [...direct, proxied]) s.close();
+      ws.terminate();
+    }
+  });
+
+  it("has Prometheus scraping every edge (every target up)", async () => {
+    const allUp = async () => {
+      const body = (await (await fetch(`${prometheus}/api/v1/targets`)).json()) as { data: { activeTargets: { health: string; scrapePool: string }[] } };
+      const targets = body.data.activeTargets.filter((t) => t.scrapePool === "plate-edge");
+      return targets.length === 3 && targets.every((t) => t.health === "up");
+    };
+    expect(await eventually(allUp, 20_000)).toBe(true);
+  });
+
+  it("ships a Prometheus configuration and alert rules that promtool accepts", async () => {
+    const config = await sh("promtool", ["check", "config", join(INFRA, "prometheus/prometheus.yml")]);
+    expect(config.code, config.out).toBe(0);
+    const composeConfig = await sh("promtool", ["check", "config", "--syntax-only", join(INFRA, "prometheus/prometheus.compose.yml")]);
+    expect(composeConfig.code, composeConfig.out).toBe(0);
+    const rules = await sh("promtool", ["check", "rules", join(INFRA, "prometheus/alerts.yml")]);
+    expect(rules.code, rules.out).toBe(0);
+  });
+
+  it("names in every dashboard and alert query only metrics an edge really exports", async () => {
+    const exported = await (await fetch(`${edges[0]}/metrics`)).text();
+    const names = new Set<string>();
+    for (const match of exported.matchAll(/^# TYPE (\S+) (\w+)$/gm)) {
+      const [, name, type] = match;
+      names.add(name!);
+      if (type === "histogram") for (const suffix of ["_bucket", "_sum", "_count"]) names.add(name! + suffix);
+    }
+    const dashboard = await readFile(join(INFRA, "grafana/dashboards/plate.json"), "utf8");
+    const alerts = await readFile(join(INFRA, "prometheus/alerts.yml"), "utf8");
+    const queries = [...JSON.stringify(JSON.parse(dashboard)).matchAll(/"(?:expr|query|definition)":"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!);
+    queries.push(...[...alerts.matchAll(/^\s*expr:\s*(.+)$/gm)].map((m) => m[1]!));
+    expect(queries.length).toBeGreaterThan(10);
+    const used = new Set(queries.flatMap((q) => [...q.matchAll(/\bplate_[a-z0-9_]+/g)].map((m) => m[0])));
+    expect(used.size).toBeGreaterThan(5);
+    const unknown = [...used].filter((name) => !names.has(name));
+    expect(unknown).toEqual([]);
+  });
+});
