@@ -86,14 +86,20 @@ async function start(name: TargetName): Promise<Running> {
   const redis = name.endsWith("redis") ? await startRedis({ cpu: SERVER_CPU, fromEnv: false }) : undefined;
   let server: Started | undefined;
   let target: Target;
-  if (name.startsWith("plate")) {
-    const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: plateEnv });
-    server = plate;
-    target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
-  } else {
-    const nchan = await startNchan({ port: await freePort(), cpu: SERVER_CPU, ...(redis === undefined ? {} : { redisUrl: redis.url }) });
-    server = { port: 0, pid: nchan.pid, stop: () => nchan.stop() };
-    target = nchanTarget({ name, port: Number(new URL(nchan.url).port), pids: nchanPids(nchan.pid) });
+  try {
+    if (name.startsWith("plate")) {
+      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: plateEnv });
+      server = plate;
+      target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
+    } else {
+      const nchan = await startNchan({ port: await freePort(), cpu: SERVER_CPU, ...(redis === undefined ? {} : { redisUrl: redis.url }) });
+      server = { port: 0, pid: nchan.pid, stop: () => nchan.stop() };
+      target = nchanTarget({ name, port: Number(new URL(nchan.url).port), pids: nchanPids(nchan.pid) });
+    }
+  } catch (err) {
+    // A server that did not start must not leave its Redis running behind the failed run.
+    await redis?.stop();
+    throw err;
   }
   const running: Running = {
     target,
