@@ -23,7 +23,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["**/*.test.ts", "**/test-support/**", "**/*.contract.ts"],
+    files: ["**/*.test.ts", "**/test-support/**", "**/*.contract.ts", "packages/testing/src/**"],
     rules: {
       "@typescript-eslint/no-explicit-any": "off",
       "@typescript-eslint/no-unsafe-assignment": "off",

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { freePort } from "@plate/testing";
+import { SseClient, freePort } from "@plate/testing";
 
 /**
  * The deployment's topology as infra/local brings it up from Debian's packages (redis-server,
@@ -32,39 +32,6 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-/** An SSE subscription read with fetch: collects the data of message events. */
-async function sse(url: string): Promise<{ messages: unknown[]; close: () => void }> {
-  const abort = new AbortController();
-  const res = await fetch(url, { headers: { ...AUTH, Accept: "text/event-stream" }, signal: abort.signal });
-  expect(res.status).toBe(200);
-  const messages: unknown[] = [];
-  let ready!: () => void;
-  const started = new Promise<void>((r) => (ready = r));
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    try {
-      for await (const chunk of res.body!) {
-        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          if (block.includes("event: ready")) ready();
-          else if (!block.includes("event:")) {
-            const data = block.split("\n").find((line) => line.startsWith("data: "));
-            if (data !== undefined) messages.push(JSON.parse(data.slice(6)));
-          }
-        }
-      }
-    } catch {
-      // Aborted by close().
-    }
-  })();
-  await started;
-  return { messages, close: () => abort.abort() };
 }
 
 describe("infra/local: the topology on loopback", () => {
@@ -103,8 +70,13 @@ describe("infra/local: the topology on loopback", () => {
   });
 
   it("passes SSE and WebSocket subscriptions through nginx, and a publish through it reaches subscribers on all three nodes", async () => {
-    const direct = await Promise.all(edges.map((edge) => sse(`${edge}/local/pubsub/room/subscribe`)));
-    const proxied = await sse(`${lb}/local/pubsub/room/subscribe`);
+    const open = async (base: string) => {
+      const client = await SseClient.open(`${base}/local/pubsub/room/subscribe`, AUTH);
+      await client.waitFor("ready", 5000);
+      return client;
+    };
+    const direct = await Promise.all(edges.map(open));
+    const proxied = await open(lb);
     const ws = new WebSocket(`${lb.replace("http", "ws")}/local/pubsub/room/ws`, { headers: AUTH });
     const frames: { type: string; message?: unknown }[] = [];
     ws.on("message", (data: Buffer) => frames.push(JSON.parse(data.toString("utf8")) as { type: string }));
