@@ -206,8 +206,7 @@ async function main(): Promise<void> {
     },
   });
   if (values["plate-env"] !== undefined) {
-    // Split at the first "=" only: a value may hold one (NODE_OPTIONS=--flag=value).
-    plateEnv = Object.fromEntries(values["plate-env"].split(",").map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]));
+    plateEnv = Object.fromEntries(values["plate-env"].split(",").map(setting));
   }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   const targets = values.targets.split(",") as TargetName[];
@@ -236,6 +235,13 @@ async function main(): Promise<void> {
   const command = `node load-tests/dist/bench.js ${process.argv.slice(2).join(" ")}`.trim();
   writeFileSync(values.out, markdown(results, command, runs, values.quick) + keptNotes(values.out));
   process.stdout.write(`wrote ${values.out} and ${values.jsonl}\n`);
+}
+
+/** One `--plate-env` setting, split at its first "=" only: a value may hold one (NODE_OPTIONS=--flag=value). */
+function setting(pair: string): [string, string] {
+  const at = pair.indexOf("=");
+  if (at < 1) throw new Error(`--plate-env: "${pair}" is not NAME=VALUE`);
+  return [pair.slice(0, at), pair.slice(at + 1)];
 }
 
 /** The heading from which a written table's file is people's notes, kept when the table is rewritten. */
