@@ -21,6 +21,11 @@ export abstract class Connection {
   #ended = false;
   /** Messages that arrived between the broker subscription and the ready frame. */
   #pending: Outbound[] | undefined = [];
+  /**
+   * After a resume, the last position the client has (`since`, or the last message replayed) until
+   * a live message past it arrives: live messages at or before it are not written again.
+   */
+  #seen: Position | undefined;
   readonly #onEnd: ((reason: EndReason) => void)[] = [];
 
   constructor(
@@ -44,25 +49,19 @@ export abstract class Connection {
     if (this.#ended || this.#started) return;
     this.#started = true;
     this.writeReady(ready);
-    let seen: Position | undefined;
     if (replay !== undefined && !replay.complete) {
       this.writeReset({ type: "reset", channel: this.topic.channel, reason: replay.reason, message: RESET_MESSAGES[replay.reason] });
     } else if (replay !== undefined && since !== undefined) {
-      seen = parsePosition(since);
+      let seen = parsePosition(since);
       for (const message of replay.messages) {
         this.write(new Outbound(message));
         seen = parsePosition(message.id) ?? seen;
       }
+      this.#seen = seen;
     }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    for (const out of pending) {
-      if (seen !== undefined) {
-        const position = parsePosition(out.id);
-        if (position !== undefined && position.epoch === seen.epoch && comparePositions(position, seen) <= 0) continue;
-      }
-      this.deliver(out);
-    }
+    for (const out of pending) this.deliver(out);
   }
 
   /**
@@ -74,6 +73,14 @@ export abstract class Connection {
     if (this.#pending !== undefined) {
       this.#pending.push(out);
       return true;
+    }
+    if (this.#seen !== undefined) {
+      // Just resumed: the live copy of a message the replay already held can arrive after it (on
+      // Redis the history is read on another connection than the one live messages come by).
+      // Live messages come in order, so the first one past the seam ends the check.
+      const position = out.position;
+      if (position !== null && position.epoch === this.#seen.epoch && comparePositions(position, this.#seen) <= 0) return true;
+      this.#seen = undefined;
     }
     return this.write(out);
   }

@@ -1,5 +1,5 @@
 import { PlateError, comparePositions, parsePosition, topicKey } from "@plate/protocol";
-import type { Message, ResetReason, Topic } from "@plate/protocol";
+import type { Message, Position, ResetReason, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -18,6 +18,12 @@ interface TopicEntry {
   lastId: string | undefined;
   /** Live messages held while a gap is being filled from the history; undefined otherwise. */
   held: Message[] | undefined;
+  /**
+   * After a gap was filled from the history, the last position handed over, until a live message
+   * past it arrives: the live copy of a message the history already gave can come later (on Redis
+   * the history is read on another connection), and is not handed over twice.
+   */
+  filledTo: Position | undefined;
 }
 
 /**
@@ -60,6 +66,7 @@ export class Fanout {
         active: this.broker.subscribe(conn.topic, (message) => this.#receive(created, message)),
         lastId: undefined,
         held: undefined,
+        filledTo: undefined,
       };
       const active = created.active;
       entry = created;
@@ -114,6 +121,10 @@ export class Fanout {
       entry.held.push(message);
       return;
     }
+    if (entry.filledTo !== undefined) {
+      if (!after(message.id, entry.filledTo)) return;
+      entry.filledTo = undefined;
+    }
     entry.lastId = message.id;
     this.#dispatch(entry.subscribers, message);
   }
@@ -151,6 +162,8 @@ export class Fanout {
       entry.lastId = message.id;
       this.#dispatch(entry.subscribers, message);
     }
+    // Only messages read from the history can come again live (held ones came live).
+    entry.filledTo = missed.length > 0 && entry.lastId !== undefined ? parsePosition(entry.lastId) : undefined;
   }
 
   #dispatch(subscribers: ReadonlySet<Connection>, message: Message): void {
@@ -174,10 +187,10 @@ export class Fanout {
 }
 
 /** Whether `id` comes after `last` in the history (ids that are not positions always count as new). */
-function after(id: string, last: string | undefined): boolean {
+function after(id: string, last: string | Position | undefined): boolean {
   if (last === undefined) return true;
   const a = parsePosition(id);
-  const b = parsePosition(last);
+  const b = typeof last === "string" ? parsePosition(last) : last;
   if (a === undefined || b === undefined || a.epoch !== b.epoch) return true;
   return comparePositions(a, b) > 0;
 }

@@ -1,5 +1,5 @@
-import { encodeEnvelope, encodeSseMessage } from "@plate/protocol";
-import type { Message } from "@plate/protocol";
+import { encodeEnvelope, encodeSseMessage, parsePosition } from "@plate/protocol";
+import type { Message, Position } from "@plate/protocol";
 
 /**
  * One message made ready for the wire, shared by every local subscriber it goes to: the envelope is
@@ -12,6 +12,7 @@ export class Outbound {
   readonly #id: Message["id"];
   #sse: Buffer | undefined;
   #wsFrame: Buffer | undefined;
+  #position: Position | null | undefined;
 
   constructor(message: Message) {
     this.#id = message.id;
@@ -21,6 +22,15 @@ export class Outbound {
   /** The message's id. */
   get id(): Message["id"] {
     return this.#id;
+  }
+
+  /**
+   * The message's position in the history (`null` for an id that is not one), parsed once, the
+   * first time a subscriber needs it (one that has just resumed, see `Connection`).
+   */
+  get position(): Position | null {
+    if (this.#position === undefined) this.#position = parsePosition(this.#id) ?? null;
+    return this.#position;
   }
 
   /** The SSE event (`id:` and `data:` lines). */

@@ -15,8 +15,10 @@ import type { Fanout } from "./fanout.js";
  * which its transport turns into an HTTP answer or a close frame.
  *
  * Resume without gap or duplicate: the fan-out subscription is active before the history is read,
- * so a message published meanwhile is both in the history and waiting in the connection; the
- * connection drops waiting messages at or before the last one replayed (`Connection.start`).
+ * so a message published meanwhile is both in the history and waiting in the connection, or (on
+ * Redis, where the read's answer can overtake live messages sent on the subscriber connection) in
+ * the history and still on its way; the connection drops live messages at or before the last one
+ * replayed, whenever they arrive (`Connection.deliver`).
  */
 export class Subscriptions {
   constructor(
