@@ -4,3 +4,4 @@ export type { TcpProxy } from "./tcp-proxy.js";
 export { startTcpProxy } from "./tcp-proxy.js";
 export type { SseEvent } from "./sse-client.js";
 export { SseClient } from "./sse-client.js";
+export { eventually } from "./eventually.js";

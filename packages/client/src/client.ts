@@ -1,0 +1,132 @@
+import { PlateClientError, errorFromResponse } from "./errors.js";
+import { subscription } from "./subscription.js";
+import type { SubscribeOptions, Unsubscribe } from "./subscription.js";
+import type { ClientPath, Envelope, Published } from "./types.js";
+import type { WebSocketConstructor } from "./ws.js";
+
+/** How to reach one plate. */
+export interface PlateClientOptions {
+  /** The service's base URL, e.g. `https://plate.example.com`. */
+  readonly url: string;
+  readonly plate: string;
+  /** An API key of the plate. Keep it on your servers; browsers get client paths instead. */
+  readonly key: string;
+  /** Default: the platform's `fetch`. */
+  readonly fetch?: typeof fetch;
+  /** Default: the platform's `WebSocket` (Node 20 has none: pass the `ws` package's). */
+  readonly WebSocket?: WebSocketConstructor;
+}
+
+/** Options of `clientPath` (route 4 of the spec); the service's defaults apply to those left out. */
+export interface ClientPathOptions {
+  readonly pattern?: boolean;
+  /** Successful connections the path allows; 0 = unlimited. Service default 1. */
+  readonly maxUses?: number;
+  /** How long the path stays valid unused, in ms (1 to 600,000). Service default 300,000. */
+  readonly ttlMs?: number;
+  /** How long a connection made with it may last, in ms; 0 = unlimited (the default). */
+  readonly maxDurationMs?: number;
+}
+
+/** Publish and subscribe with an API key (a backend, a script, an operator's console). */
+export class PlateClient {
+  readonly #base: string;
+  readonly #plate: string;
+  readonly #key: string;
+  readonly #fetch: typeof fetch;
+  readonly #WebSocket: WebSocketConstructor | undefined;
+
+  constructor(options: PlateClientOptions) {
+    this.#base = options.url.replace(/\/+$/, "");
+    this.#plate = options.plate;
+    this.#key = options.key;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#WebSocket = options.WebSocket;
+  }
+
+  /**
+   * Publishes one JSON value. With `idempotencyKey`, a retry of the same publish (same key, within
+   * the service's window) answers the first publish's id and is not delivered twice.
+   */
+  async publish(channel: string, message: unknown, options: { idempotencyKey?: string; signal?: AbortSignal } = {}): Promise<Published> {
+    const headers: Record<string, string> = { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` };
+    if (options.idempotencyKey !== undefined) headers["Idempotency-Key"] = options.idempotencyKey;
+    return this.#call<Published>(this.#route(channel, "publish"), {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ message }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  }
+
+  /** Mints a client path for an untrusted client (a browser): it subscribes with no key. */
+  async clientPath(channel: string, options: ClientPathOptions = {}): Promise<ClientPath> {
+    const body: Record<string, unknown> = {};
+    if (options.pattern !== undefined) body.pattern = options.pattern;
+    if (options.maxUses !== undefined) body.max_uses = options.maxUses;
+    if (options.ttlMs !== undefined) body.ttl = options.ttlMs;
+    if (options.maxDurationMs !== undefined) body.max_dur = options.maxDurationMs;
+    const data = await this.#call<Omit<ClientPath, "url">>(this.#route(channel, "client"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` },
+      body: JSON.stringify(body),
+    });
+    return { ...data, url: this.#base + data.path };
+  }
+
+  /**
+   * Subscribes to a channel (or, with `{pattern: true}`, to a pattern of `*` and `?`). `handler`
+   * gets every message once, in order, across reconnects within the service's history; when the
+   * service cannot replay what was missed, `onReset` says so before live messages go on.
+   */
+  subscribe<T = unknown>(channel: string, handler: (envelope: Envelope<T>) => void, options: SubscribeOptions & { pattern?: boolean } = {}): Unsubscribe {
+    const route = options.transport === "ws" ? "ws" : "subscribe";
+    const url = this.#route(channel, route) + (options.pattern === true ? "?pattern=true" : "");
+    const target = { url, key: this.#key };
+    return subscription({ target: () => Promise.resolve(target), fetch: this.#fetch, WebSocket: this.#WebSocket }, handler, options);
+  }
+
+  /** `/{plate}/pubsub/{channel}/{action}`; `?` (a pattern's one-character wildcard) is escaped. */
+  #route(channel: string, action: string): string {
+    return `${this.#base}/${encodeURIComponent(this.#plate)}/pubsub/${channel.replaceAll("?", "%3F")}/${action}`;
+  }
+
+  async #call<T>(url: string, init: RequestInit): Promise<T> {
+    let res: Response;
+    try {
+      res = await this.#fetch(url, init);
+    } catch (err) {
+      throw new PlateClientError("network_error", `Could not reach ${this.#base}: ${String(err)}`, { cause: err });
+    }
+    if (!res.ok) throw await errorFromResponse(res);
+    return ((await res.json()) as { data: T }).data;
+  }
+}
+
+/** Options of `subscribePath`. */
+export interface SubscribePathOptions extends SubscribeOptions {
+  /** The base a relative path is resolved against. Default: the page's origin (`location.origin`). */
+  readonly base?: string;
+  readonly fetch?: typeof fetch;
+  readonly WebSocket?: WebSocketConstructor;
+}
+
+/**
+ * Subscribes with a client path (`/{plateId}/s/{token}`), as an untrusted client does. `path` is
+ * either the path itself (reconnects reuse it: mint it with `maxUses: 0` or enough uses) or a
+ * function that asks your backend for a fresh one before every connect (for single-use paths).
+ */
+export function subscribePath<T = unknown>(
+  path: string | (() => Promise<string>),
+  handler: (envelope: Envelope<T>) => void,
+  options: SubscribePathOptions = {},
+): Unsubscribe {
+  const base = options.base ?? (globalThis as { location?: { origin: string } }).location?.origin;
+  const resolve = (p: string): { url: string; key: undefined } => ({ url: new URL(p, base).href, key: undefined });
+  const target = typeof path === "string" ? () => Promise.resolve(resolve(path)) : async () => resolve(await path());
+  return subscription(
+    { target, fetch: options.fetch ?? globalThis.fetch.bind(globalThis), WebSocket: options.WebSocket },
+    handler,
+    options,
+  );
+}

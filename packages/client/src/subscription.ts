@@ -1,0 +1,137 @@
+import { PlateClientError } from "./errors.js";
+import { openSse } from "./sse.js";
+import type { Opened, Target, TransportEvents } from "./transport.js";
+import type { Envelope, Ready, Reset, SubscriptionState } from "./types.js";
+import { openWs } from "./ws.js";
+import type { WebSocketConstructor } from "./ws.js";
+
+/** Reconnect delays: full jitter, `random(0, min(maxDelayMs, initialDelayMs × 2^attempt))`. */
+export interface ReconnectOptions {
+  /** The ceiling of the first delay, in ms. Default `DEFAULT_RECONNECT.initialDelayMs`. */
+  readonly initialDelayMs?: number;
+  /** The greatest delay, in ms. Default `DEFAULT_RECONNECT.maxDelayMs`. */
+  readonly maxDelayMs?: number;
+}
+
+/** Defaults of `ReconnectOptions`: a first retry within half a second, never more than 30 s apart. */
+export const DEFAULT_RECONNECT = { initialDelayMs: 500, maxDelayMs: 30_000 } as const;
+
+/**
+ * Ends a connection that received nothing, not even a heartbeat, for this long. The server sends
+ * one at least every 25 s of silence (the spec), so 60 s is two missed heartbeats and some slack.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+
+/** How to subscribe. Every callback is optional. */
+export interface SubscribeOptions {
+  /** `sse` (default: works through every proxy) or `ws`. */
+  readonly transport?: "sse" | "ws";
+  /** Resume after this id on the first connect (later connects resume after the last id seen). */
+  readonly since?: string;
+  /** `false`: do not reconnect after a drop. */
+  readonly reconnect?: ReconnectOptions | false;
+  /** See `DEFAULT_IDLE_TIMEOUT_MS`. */
+  readonly idleTimeoutMs?: number;
+  /** Each time the subscription is live (after every connect). */
+  readonly onReady?: (ready: Ready) => void;
+  /** The service could not replay what was missed: refetch your state. Live messages follow. */
+  readonly onReset?: (reset: Reset) => void;
+  /**
+   * Every error: `error.retryable` says whether a reconnect follows. A final one (a bad key, a
+   * used-up client path, a revoked key) leaves the subscription closed.
+   */
+  readonly onError?: (error: PlateClientError) => void;
+  readonly onStateChange?: (state: SubscriptionState) => void;
+}
+
+/** Stops the subscription: closes its connection and cancels any reconnect. */
+export type Unsubscribe = () => void;
+
+/** What a subscription needs from its owner: where to connect (asked again before every attempt). */
+export interface SubscriptionPlan {
+  readonly target: () => Promise<Pick<Target, "url" | "key">>;
+  readonly fetch: typeof fetch;
+  readonly WebSocket: WebSocketConstructor | undefined;
+}
+
+/**
+ * One subscription that lives across connections: it reconnects with backoff and jitter after any
+ * retryable end, resumes after the last id it delivered (or the position of its last `ready`), and
+ * stops on a final error or `unsubscribe`.
+ */
+export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Envelope<T>) => void, options: SubscribeOptions): Unsubscribe {
+  const transport = options.transport ?? "sse";
+  const WebSocketImpl = plan.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (transport === "ws" && WebSocketImpl === undefined) {
+    throw new TypeError("No WebSocket here: pass one in the client's options (Node 20: `WebSocket` from the ws package).");
+  }
+  const reconnect = options.reconnect === false ? undefined : { ...DEFAULT_RECONNECT, ...options.reconnect };
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  let lastId = options.since;
+  let attempt = 0;
+  let closed = false;
+  let current: Opened | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let state: SubscriptionState | undefined;
+
+  const setState = (next: SubscriptionState): void => {
+    if (next === state) return;
+    state = next;
+    options.onStateChange?.(next);
+  };
+
+  const stop = (): void => {
+    if (closed) return;
+    closed = true;
+    clearTimeout(timer);
+    current?.close();
+    current = undefined;
+    setState("closed");
+  };
+
+  const events: TransportEvents = {
+    ready(ready) {
+      if (closed) return;
+      attempt = 0;
+      lastId ??= ready.position;
+      setState("open");
+      options.onReady?.(ready);
+    },
+    message(envelope) {
+      if (closed) return;
+      lastId = envelope.id;
+      handler(envelope as Envelope<T>);
+    },
+    reset(reset) {
+      if (!closed) options.onReset?.(reset);
+    },
+    end(error) {
+      current = undefined;
+      if (closed) return;
+      options.onError?.(error);
+      if (!error.retryable || reconnect === undefined) return stop();
+      setState("reconnecting");
+      const ceiling = Math.min(reconnect.maxDelayMs, reconnect.initialDelayMs * 2 ** attempt);
+      attempt += 1;
+      const delay = Math.max(Math.random() * ceiling, error.details.retryAfterMs ?? 0);
+      timer = setTimeout(connect, delay);
+    },
+  };
+
+  const connect = (): void => {
+    if (closed) return;
+    plan.target().then(
+      ({ url, key }) => {
+        if (closed) return;
+        const target: Target = { url, key, since: lastId, idleTimeoutMs };
+        current = transport === "ws" ? openWs(target, events, WebSocketImpl!) : openSse(target, events, plan.fetch);
+      },
+      (err: unknown) =>
+        events.end(err instanceof PlateClientError ? err : new PlateClientError("network_error", `Could not get a path to connect to: ${String(err)}`, { cause: err })),
+    );
+  };
+
+  setState("connecting");
+  connect();
+  return stop;
+}

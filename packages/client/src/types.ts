@@ -1,0 +1,59 @@
+/** One delivered message, as the spec's envelope. `T` is the published JSON value's type. */
+export interface Envelope<T = unknown> {
+  readonly type: "message";
+  /** Opaque, ordered within the plate; the client resumes after the last one it saw. */
+  readonly id: string;
+  /** The concrete channel it was published to (tells pattern subscribers which one). */
+  readonly channel: string;
+  readonly message: T;
+  /** ISO 8601, when the service accepted it. */
+  readonly timestamp: string;
+}
+
+/** Sent once a subscription is live, after every (re)connect. */
+export interface Ready {
+  readonly type: "ready";
+  readonly clientId: string;
+  readonly channel: string;
+  readonly pattern: boolean;
+  /** The position the subscription starts from: resuming from it misses nothing. */
+  readonly position?: string;
+}
+
+/** Why a resume could not replay what was missed (see the API reference). */
+export type ResetReason = "expired" | "epoch" | "unknown_id" | "pattern" | "gap";
+
+/** The service could not replay everything missed: refetch your state; live messages follow. */
+export interface Reset {
+  readonly type: "reset";
+  readonly channel: string;
+  readonly reason: ResetReason;
+  readonly message: string;
+}
+
+/** What `publish` answers: the message's id and when it was accepted. */
+export interface Published {
+  readonly id: string;
+  readonly channel: string;
+  readonly timestamp: string;
+}
+
+/** A minted client path (route 4 of the spec), with `url` made absolute for convenience. */
+export interface ClientPath {
+  /** `/{plateId}/s/{token}`. */
+  readonly path: string;
+  /** The service's base URL joined with `path`. */
+  readonly url: string;
+  readonly token: string;
+  readonly channel: string;
+  readonly pattern: boolean;
+  readonly expiresAt: string;
+  readonly maxUses: number;
+  readonly maxDuration: number;
+}
+
+/**
+ * Where a subscription is: `connecting` (first try), `open` (ready received), `reconnecting`
+ * (waiting for the next try after a drop), `closed` (unsubscribed, or a final error).
+ */
+export type SubscriptionState = "connecting" | "open" | "reconnecting" | "closed";
