@@ -40,6 +40,7 @@ export interface Config {
   readonly idempotencyWindowMs: number;
   readonly drainTimeoutMs: number;
   readonly demoPlate: boolean;
+  readonly consoleEnabled: boolean;
   readonly logLevel: LogLevel;
   readonly metricsPlateLabels: number;
 }
@@ -344,6 +345,12 @@ export const SETTINGS = {
     key: "demoPlate",
     default: "true",
     doc: "On the embedded default, create plate `demo` with a key on a start that finds no plates, and print how to use it.",
+    parse: boolean,
+  },
+  CONSOLE_ENABLED: {
+    key: "consoleEnabled",
+    default: "true",
+    doc: "Serve the console page at `/console` and the browser client's modules at `/console/client/` (the page holds no secret; it uses the key typed into it).",
     parse: boolean,
   },
   LOG_LEVEL: {

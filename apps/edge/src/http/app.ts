@@ -12,6 +12,7 @@ import { booleanParam } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
 import { adminRoutes } from "./admin.js";
+import { consoleRoutes } from "./console.js";
 import { readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
 import { patternQuery, plateParam, topicParam } from "./params.js";
@@ -73,6 +74,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   );
 
   app.route("/admin", adminRoutes(services));
+  if (config.consoleEnabled) app.route("/console", consoleRoutes());
 
   // 1 and 6 (publish) are served before Hono: see publish.ts.
 
