@@ -73,6 +73,35 @@ describe("a page on another origin", () => {
     await page.close();
   });
 
+  it("is refused by the browser when the node's CORS_ORIGINS does not list the page's origin", async () => {
+    const strict = await startNode({ CORS_ORIGINS: "https://only.example" });
+    try {
+      const ch = channel();
+      const { path } = await new PlateClient({ url: strict.url, plate: "acme", key: KEYS.acme }).clientPath(ch, { maxUses: 0 });
+      const page = await appPage();
+      const state = await page.evaluate(
+        (url) =>
+          new Promise<{ readyState: number; messages: number }>((resolve) => {
+            let messages = 0;
+            const source = new EventSource(url);
+            source.onmessage = () => (messages += 1);
+            source.onerror = () => resolve({ readyState: source.readyState, messages });
+          }),
+        strict.url + path,
+      );
+      // CLOSED (2): a CORS failure is fatal for an EventSource; it does not retry.
+      expect(state).toEqual({ readyState: 2, messages: 0 });
+      // The path itself is good: the same request outside a browser is a stream, without the header.
+      const controller = new AbortController();
+      const res = await fetch(strict.url + path, { headers: { Origin: app.url.slice(0, -1) }, signal: controller.signal });
+      expect([res.status, res.headers.get("content-type"), res.headers.get("access-control-allow-origin")]).toEqual([200, "text/event-stream; charset=utf-8", null]);
+      controller.abort();
+      await page.close();
+    } finally {
+      await strict.stop();
+    }
+  });
+
   it("receives messages with a browser WebSocket on a client path", async () => {
     const ch = channel();
     const { path } = await plate.clientPath(ch);
