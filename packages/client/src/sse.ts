@@ -84,11 +84,15 @@ export class SseParser {
   #buffer = "";
   #event = "";
   #data: string[] = [];
+  #afterCr = false;
 
   constructor(private readonly dispatch: (event: string, data: string) => void) {}
 
   push(chunk: string): void {
-    this.#buffer += chunk;
+    // The LF of a CRLF cut between chunks: the CR already ended the line.
+    const skip = this.#afterCr && chunk.startsWith("\n");
+    this.#afterCr = false;
+    this.#buffer += skip ? chunk.slice(1) : chunk;
     let start = 0;
     for (;;) {
       const lf = this.#buffer.indexOf("\n", start);
@@ -96,10 +100,14 @@ export class SseParser {
       let end: number;
       let next: number;
       if (cr !== -1 && (lf === -1 || cr < lf)) {
-        // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
-        if (cr === this.#buffer.length - 1) break;
         end = cr;
-        next = this.#buffer[cr + 1] === "\n" ? cr + 2 : cr + 1;
+        if (cr === this.#buffer.length - 1) {
+          // Maybe the first half of a CRLF: the line ends here, and an LF first in the next chunk is skipped.
+          this.#afterCr = true;
+          next = cr + 1;
+        } else {
+          next = this.#buffer[cr + 1] === "\n" ? cr + 2 : cr + 1;
+        }
       } else if (lf !== -1) {
         end = lf;
         next = lf + 1;
