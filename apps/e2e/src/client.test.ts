@@ -207,4 +207,25 @@ describe("reconnecting on Redis", () => {
       await other.stop();
     }
   });
+
+  it("after a reset, resumes from where that connection started, not from the id it could not honour", async () => {
+    const env = { REDIS_URL: redis.url, PORT: String(await freePort()) };
+    let subscribed = await startNode(env);
+    try {
+      const ch = channel();
+      const seen = new Seen<number>();
+      const client = new PlateClient({ url: subscribed.url, plate: "acme", key: KEYS.acme });
+      stops.push(client.subscribe(ch, seen.handler, { ...seen.options, since: "zzzzzzzz_1-0" }));
+      expect(await eventually(() => seen.readies === 1)).toBe(true);
+      expect(seen.resets.map((r) => r.reason)).toEqual(["epoch"]);
+      await subscribed.stop();
+      subscribed = await startNode(env);
+      expect(await eventually(() => seen.readies === 2, 5000)).toBe(true);
+      await client.publish(ch, 1);
+      expect(await eventually(() => seen.messages.length === 1)).toBe(true);
+      expect(seen.resets).toHaveLength(1);
+    } finally {
+      await subscribed.stop();
+    }
+  });
 });

@@ -89,24 +89,42 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
     setState("closed");
   };
 
+  /** The position of the current connection's `ready`, until a message arrives after it. */
+  let readyPosition: string | undefined;
+
   const events: TransportEvents = {
     ready(ready) {
       if (closed) return;
       attempt = 0;
       lastId ??= ready.position;
+      readyPosition = ready.position;
       setState("open");
       options.onReady?.(ready);
     },
     message(envelope) {
       if (closed) return;
       lastId = envelope.id;
-      handler(envelope as Envelope<T>);
+      readyPosition = undefined;
+      try {
+        handler(envelope as Envelope<T>);
+      } catch (err) {
+        // A handler's bug must not end the stream (nor skip messages by a reconnect): it is
+        // thrown again outside it, where the platform reports uncaught errors.
+        setTimeout(() => {
+          throw err;
+        });
+      }
     },
     reset(reset) {
-      if (!closed) options.onReset?.(reset);
+      if (closed) return;
+      // A resume that could not replay: the next one starts from where this connection started
+      // (its ready's position), not from the id the service could not honour.
+      if (readyPosition !== undefined) lastId = readyPosition;
+      options.onReset?.(reset);
     },
     end(error) {
       current = undefined;
+      readyPosition = undefined;
       if (closed) return;
       options.onError?.(error);
       if (!error.retryable || reconnect === undefined) return stop();
@@ -120,15 +138,16 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
 
   const connect = (): void => {
     if (closed) return;
-    plan.target().then(
-      ({ url, key }) => {
+    plan
+      .target()
+      .then(({ url, key }) => {
         if (closed) return;
         const target: Target = { url, key, since: lastId, idleTimeoutMs };
         current = transport === "ws" ? openWs(target, events, WebSocketImpl!) : openSse(target, events, plan.fetch);
-      },
-      (err: unknown) =>
-        events.end(err instanceof PlateClientError ? err : new PlateClientError("network_error", `Could not get a path to connect to: ${String(err)}`, { cause: err })),
-    );
+      })
+      .catch((err: unknown) =>
+        events.end(err instanceof PlateClientError ? err : new PlateClientError("network_error", `Could not connect: ${String(err)}`, { cause: err })),
+      );
   };
 
   setState("connecting");

@@ -58,7 +58,12 @@ export function openWs(target: Target, events: TransportEvents, WebSocketImpl: W
     lastFrame = Date.now();
     idle.touch();
     if (typeof event.data !== "string") return;
-    const frame = JSON.parse(event.data) as ServerFrame;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(event.data) as ServerFrame;
+    } catch {
+      return; // not a frame of the service's; nothing to act on
+    }
     switch (frame.type) {
       case "message":
         events.message(frame);
