@@ -200,6 +200,45 @@ describe("a page on another origin", () => {
   });
 });
 
+describe("@plate/client with a key, in a page on another origin", () => {
+  it.each(["sse", "ws"] as const)("subscribes over %s and publishes (CORS preflights for Authorization and Idempotency-Key)", async (transport) => {
+    const ch = channel();
+    const page = await appPage();
+    await page.addScriptTag({
+      type: "module",
+      content: `
+        import { PlateClient } from "${node.url}/console/client/index.js";
+        const plate = new PlateClient({ url: "${node.url}", plate: "acme", key: "${KEYS.acme}" });
+        window.got = [];
+        window.published = [];
+        window.errors = [];
+        plate.subscribe("${ch}", (m) => (window.got.push(m), window.show(JSON.stringify(m))), {
+          transport: "${transport}",
+          onError: (e) => window.errors.push(e.code),
+          onReady: async () => {
+            try {
+              window.published.push(await plate.publish("${ch}", { from: "the page" }, { idempotencyKey: "page-${ch}" }));
+              window.published.push(await plate.publish("${ch}", { from: "the page" }, { idempotencyKey: "page-${ch}" }));
+            } catch (e) {
+              window.errors.push(e.code);
+            }
+          },
+        });`,
+    });
+    await page.waitForFunction(() => {
+      const w = window as any;
+      return (w.published?.length === 2 && w.got.length === 1) || w.errors?.length > 0;
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const { got, published, errors } = await page.evaluate(() => ({ got: (window as any).got, published: (window as any).published, errors: (window as any).errors }));
+    expect(errors).toEqual([]);
+    // The retry with the same Idempotency-Key answered the same id and was not delivered again.
+    expect(published[1].id).toBe(published[0].id);
+    expect(got.map((m: any) => [m.id, m.channel, m.message])).toEqual([[published[0].id, ch, { from: "the page" }]]);
+    await page.close();
+  });
+});
+
 describe("EventSource's own reconnect", () => {
   let redis: RedisServer;
   beforeAll(async () => {
