@@ -111,6 +111,9 @@ describe("node dist/main.js on the embedded default", () => {
     expect(lastUrl(demo.subscribeLine)).toMatch(/\/subscribe$/);
     expect(lastUrl(demo.publishLines)).toMatch(/\/publish$/);
     await expectDelivery(lastUrl(demo.subscribeLine), lastUrl(demo.publishLines), demo.key, { text: "hello" });
+    const consoleUrl = `${proc.url}/console`;
+    expect(proc.stdout).toContain(`    ${consoleUrl}\n`);
+    expect((await fetch(consoleUrl)).status).toBe(200);
 
     const keys = await adminCall(proc.url, "GET", "/admin/plates/demo/keys");
     expect(keys.status).toBe(200);

@@ -63,6 +63,7 @@ async function createDemo(node: EdgeNode): Promise<void> {
       `    curl -X POST -H "Authorization: Bearer ${key.secret}" -H "Content-Type: application/json" \\`,
       `      -d '{"message":{"text":"hello"}}' ${base}/${DEMO_PLATE_ID}/pubsub/alerts/publish`,
       "",
+      ...(node.services.config.consoleEnabled ? ["  Or both from a browser, with the key pasted in:", `    ${base}/console`, ""] : []),
       "  Only a hash of the key is stored: save it now, it is not shown again.",
       "",
     ].join("\n") + "\n",
