@@ -87,7 +87,9 @@ export interface Broker {
   /**
    * Called when the broker's delivery to this node was cut and is back (Redis' subscriber connection
    * dropped, or went deaf, and was restored): subscriptions may have missed messages published
-   * meanwhile, and the caller may read them from `history`. Returns a function that removes it.
+   * meanwhile, and the caller may read them from `history` after the last message it got. No
+   * message that came by the restored delivery is given to a listener before this call, so that
+   * "after the last message it got" is before everything missed. Returns a function that removes it.
    */
   onGap(listener: () => void): () => void;
   /** Called with the new state each time readiness changes. Returns a function that removes it. */

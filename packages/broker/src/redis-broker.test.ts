@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { PlateError } from "@plate/protocol";
+import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
 import { startRedis, startTcpProxy } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
@@ -261,6 +261,38 @@ describe("RedisBroker", () => {
       expect(replay.complete && replay.messages.map((m) => m.body)).toEqual(["into the void"]);
       await publisher.publish(message("acme", "alerts", "after"));
       expect(await until(() => got.includes("after"))).toBe(true);
+    });
+
+    it("announces the gap before it delivers anything that comes with the resubscription, so the history fills it", async () => {
+      proxy = await startTcpProxy(redis.port);
+      const broker = await readyBroker({ url: `redis://127.0.0.1:${proxy.port}`, probeIntervalMs: 100, probeTimeoutMs: 300 });
+      const publisher = await readyBroker();
+      const beforeGap: string[] = [];
+      let gaps = 0;
+      broker.onGap(() => (gaps += 1));
+      await broker.subscribe(exact("acme", "busy"), (m) => {
+        if (gaps === 0) beforeGap.push(m.id);
+      });
+      // Publishers that never pause, so that messages come back on the subscriber connection in
+      // the same reads as the answers to its resubscription.
+      const published: string[] = [];
+      let publishing = true;
+      const loops = Array.from({ length: 4 }, async () => {
+        while (publishing) published.push((await publisher.publish(message("acme", "busy", "x"))).message.id);
+      });
+      try {
+        expect(await until(() => beforeGap.length > 20)).toBe(true);
+        proxy.deafenSubscribers();
+        expect(await until(() => gaps === 1, 5000)).toBe(true);
+        await new Promise((r) => setTimeout(r, 100));
+      } finally {
+        publishing = false;
+        await Promise.all(loops);
+      }
+      // What was delivered before the gap was announced is the start of the publish order: the
+      // fill reads the history after its last one, so nothing published later may precede the gap.
+      const order = [...published].sort((a, b) => comparePositions(parsePosition(a)!, parsePosition(b)!));
+      expect(beforeGap).toEqual(order.slice(0, beforeGap.length));
     });
   });
 });

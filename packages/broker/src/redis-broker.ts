@@ -108,6 +108,14 @@ export class RedisBroker implements Broker {
   readonly #gapListeners = new Set<() => void>();
   /** Whether the subscriber connection was ever subscribed: its next resubscription closes a gap. */
   #subscribedOnce = false;
+  /**
+   * From the subscriber connection's close until the gap listeners have run: messages that arrive
+   * meanwhile wait here. Redis sends a message published right after a (P)SUBSCRIBE in the same
+   * read as its answer, and ioredis hands it out before the answer's promise lets #resubscribe go
+   * on; delivered then, it put the fan-out's last id past everything the gap had lost (seen: a
+   * connected subscriber got no reset after Redis restarted empty, 1 run in ~20 under CPU load).
+   */
+  #interrupted: [name: string, channel: string, payload: string][] | undefined;
   readonly #probeChannel: string;
   #subscriberReady = false;
   #deaf = false;
@@ -147,6 +155,7 @@ export class RedisBroker implements Broker {
     this.#commands.on("error", () => undefined);
     this.#subscriber.on("ready", () => void this.#resubscribe());
     this.#subscriber.on("close", () => {
+      if (this.#subscribedOnce) this.#interrupted ??= [];
       this.#subscriberReady = false;
       this.#update();
     });
@@ -306,6 +315,8 @@ export class RedisBroker implements Broker {
       if (patterns.length > 0) await this.#subscriber.psubscribe(...patterns);
     } catch (err) {
       this.#options.warn?.("redis resubscribe failed; reconnecting", { error: String(err) });
+      // What waited came after the cut: the fill after the next resubscription reads it from the history.
+      if (this.#interrupted !== undefined) this.#interrupted.length = 0;
       this.#subscriber.disconnect(true);
       return;
     }
@@ -314,11 +325,18 @@ export class RedisBroker implements Broker {
     this.#update();
     if (this.#subscribedOnce) for (const listener of this.#gapListeners) listener();
     this.#subscribedOnce = true;
+    const waiting = this.#interrupted;
+    this.#interrupted = undefined;
+    for (const [name, channel, payload] of waiting ?? []) this.#onMessage(name, channel, payload);
   }
 
   #onMessage(name: string, channel: string, payload: string): void {
     if (channel === this.#probeChannel) {
       this.#probeReturned(payload);
+      return;
+    }
+    if (this.#interrupted !== undefined) {
+      this.#interrupted.push([name, channel, payload]);
       return;
     }
     const interest = this.#interests.get(name);
