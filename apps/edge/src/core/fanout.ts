@@ -18,6 +18,8 @@ interface TopicEntry {
   lastId: string | undefined;
   /** Live messages held while a gap is being filled from the history; undefined otherwise. */
   held: Message[] | undefined;
+  /** Another gap came while this one was being filled: the history is read again before `held` goes out. */
+  refill: boolean;
   /**
    * After a gap was filled from the history, the last position handed over, until a live message
    * past it arrives: the live copy of a message the history already gave can come later (on Redis
@@ -66,6 +68,7 @@ export class Fanout {
         active: this.broker.subscribe(conn.topic, (message) => this.#receive(created, message)),
         lastId: undefined,
         held: undefined,
+        refill: false,
         filledTo: undefined,
       };
       const active = created.active;
@@ -135,30 +138,40 @@ export class Fanout {
    * when the history cannot tell (a pattern, an epoch change, dropped messages), sends them `reset`.
    */
   async #fillGap(entry: TopicEntry): Promise<void> {
-    if (entry.held !== undefined || entry.subscribers.size === 0) return;
+    if (entry.subscribers.size === 0) return;
+    if (entry.held !== undefined) {
+      // Another cut while this one is being filled: read again after what the last read gave.
+      entry.refill = true;
+      return;
+    }
     entry.held = [];
-    let missed: readonly Message[] = [];
+    const missed: Message[] = [];
     let reset: ResetReason | undefined;
     if (entry.topic.pattern || entry.lastId === undefined) {
       reset = "gap";
     } else {
-      try {
-        const replay = await this.broker.history(entry.topic.plateId, entry.topic.channel, entry.lastId, this.retention);
-        if (replay.complete) missed = replay.messages;
-        else reset = replay.reason === "expired" ? "gap" : replay.reason;
-      } catch {
-        reset = "gap";
-      }
+      do {
+        entry.refill = false;
+        try {
+          const since = missed.at(-1)?.id ?? entry.lastId;
+          const replay = await this.broker.history(entry.topic.plateId, entry.topic.channel, since, this.retention);
+          if (replay.complete) missed.push(...replay.messages);
+          else reset = replay.reason === "expired" ? "gap" : replay.reason;
+        } catch {
+          reset = "gap";
+        }
+      } while (entry.refill && reset === undefined);
     }
     const held = entry.held;
     entry.held = undefined;
+    entry.refill = false;
     if (reset !== undefined) {
       this.log.warn("subscribers may have missed messages", { plateId: entry.topic.plateId, reason: reset });
       for (const conn of entry.subscribers) conn.reset(reset);
       this.metrics.resets.inc({ reason: reset }, entry.subscribers.size);
     }
     for (const message of [...missed, ...held]) {
-      if (reset === undefined && !after(message.id, entry.lastId)) continue;
+      if (!after(message.id, entry.lastId)) continue;
       entry.lastId = message.id;
       this.#dispatch(entry.subscribers, message);
     }
