@@ -49,6 +49,11 @@ export class IdleWatch {
     this.#last = Date.now();
   }
 
+  /** How long since the last `touch` (or the start), in ms. */
+  get idleMs(): number {
+    return Date.now() - this.#last;
+  }
+
   stop(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -56,7 +61,7 @@ export class IdleWatch {
 
   #arm(delayMs: number): void {
     this.#timer = setTimeout(() => {
-      const idle = Date.now() - this.#last;
+      const idle = this.idleMs;
       if (idle >= this.timeoutMs) {
         this.#timer = undefined;
         this.onIdle(idle);

@@ -42,20 +42,18 @@ export function openWs(target: Target, events: TransportEvents, WebSocketImpl: W
     clearInterval(pinger);
     events.end(error);
   };
-  let lastFrame = Date.now();
   const idle = new IdleWatch(target.idleTimeoutMs, (ms) => {
     finish(new PlateClientError("network_error", `Nothing arrived for ${ms} ms, not even a pong.`));
     socket.close();
   });
   const pinger = setInterval(() => {
-    if (socket.readyState === OPEN && Date.now() - lastFrame >= target.idleTimeoutMs / 2) socket.send('{"type":"ping"}');
+    if (socket.readyState === OPEN && idle.idleMs >= target.idleTimeoutMs / 2) socket.send('{"type":"ping"}');
   }, target.idleTimeoutMs / 2);
 
   socket.onopen = () => {
     if (target.key !== undefined) socket.send(JSON.stringify({ auth: target.key, ...(target.since === undefined ? {} : { since: target.since }) }));
   };
   socket.onmessage = (event) => {
-    lastFrame = Date.now();
     idle.touch();
     if (typeof event.data !== "string") return;
     let frame: ServerFrame;

@@ -52,12 +52,8 @@ export abstract class Connection {
     if (replay !== undefined && !replay.complete) {
       this.writeReset({ type: "reset", channel: this.topic.channel, reason: replay.reason, message: RESET_MESSAGES[replay.reason] });
     } else if (replay !== undefined && since !== undefined) {
-      let seen = parsePosition(since);
-      for (const message of replay.messages) {
-        this.write(new Outbound(message));
-        seen = parsePosition(message.id) ?? seen;
-      }
-      this.#seen = seen;
+      for (const message of replay.messages) this.write(new Outbound(message));
+      this.#seen = parsePosition(replay.messages.at(-1)?.id ?? since);
     }
     const pending = this.#pending ?? [];
     this.#pending = undefined;

@@ -1,5 +1,5 @@
 import { PlateError, comparePositions, parsePosition, topicKey } from "@plate/protocol";
-import type { Message, Position, ResetReason, Topic } from "@plate/protocol";
+import type { Message, ResetReason, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -21,11 +21,11 @@ interface TopicEntry {
   /** Another gap came while this one was being filled: the history is read again before `held` goes out. */
   refill: boolean;
   /**
-   * After a gap was filled from the history, the last position handed over, until a live message
-   * past it arrives: the live copy of a message the history already gave can come later (on Redis
-   * the history is read on another connection), and is not handed over twice.
+   * After a gap was filled from the history, until a live message past `lastId` arrives: the live
+   * copy of a message the history already gave can come later (on Redis the history is read on
+   * another connection), and is not handed over twice.
    */
-  filledTo: Position | undefined;
+  fenced: boolean;
 }
 
 /**
@@ -69,7 +69,7 @@ export class Fanout {
         lastId: undefined,
         held: undefined,
         refill: false,
-        filledTo: undefined,
+        fenced: false,
       };
       const active = created.active;
       entry = created;
@@ -124,9 +124,9 @@ export class Fanout {
       entry.held.push(message);
       return;
     }
-    if (entry.filledTo !== undefined) {
-      if (!after(message.id, entry.filledTo)) return;
-      entry.filledTo = undefined;
+    if (entry.fenced) {
+      if (!after(message.id, entry.lastId)) return;
+      entry.fenced = false;
     }
     entry.lastId = message.id;
     this.#dispatch(entry.subscribers, message);
@@ -176,7 +176,7 @@ export class Fanout {
       this.#dispatch(entry.subscribers, message);
     }
     // Only messages read from the history can come again live (held ones came live).
-    entry.filledTo = missed.length > 0 && entry.lastId !== undefined ? parsePosition(entry.lastId) : undefined;
+    entry.fenced = missed.length > 0;
   }
 
   #dispatch(subscribers: ReadonlySet<Connection>, message: Message): void {
@@ -200,10 +200,10 @@ export class Fanout {
 }
 
 /** Whether `id` comes after `last` in the history (ids that are not positions always count as new). */
-function after(id: string, last: string | Position | undefined): boolean {
+function after(id: string, last: string | undefined): boolean {
   if (last === undefined) return true;
   const a = parsePosition(id);
-  const b = typeof last === "string" ? parsePosition(last) : last;
+  const b = parsePosition(last);
   if (a === undefined || b === undefined || a.epoch !== b.epoch) return true;
   return comparePositions(a, b) > 0;
 }
