@@ -134,4 +134,32 @@ describe("infra/local: the topology on loopback", () => {
     const unknown = [...used].filter((name) => !names.has(name));
     expect(unknown).toEqual([]);
   });
+
+  // Last in this file: it spends the loopback address' request burst.
+  it("refuses one address past its open connections, and past its request burst, with 429 rate_limited (plate-limits.conf)", async () => {
+    const open: Response[] = [];
+    try {
+      // Paced under the request rate (50/s), so only the connection limit (256) can refuse.
+      for (let i = 0; i < 256; i++) {
+        const res = await fetch(`${lb}/local/pubsub/limits/subscribe`, { headers: AUTH });
+        expect(res.status).toBe(200);
+        open.push(res);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const refused = await fetch(`${lb}/local/pubsub/limits/subscribe`, { headers: AUTH });
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("rate_limited");
+    } finally {
+      await Promise.all(open.map((res) => res.body?.cancel()));
+    }
+    // The streams are closed: after the burst has refilled (100 at 50/s), a burst of 150 at once
+    // gets about 100 answers and 429s for the rest.
+    await new Promise((r) => setTimeout(r, 2500));
+    const statuses = await Promise.all(Array.from({ length: 150 }, async () => (await fetch(`${lb}/healthz`)).status));
+    const refusedCount = statuses.filter((status) => status === 429).length;
+    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(100);
+    expect(refusedCount).toBeGreaterThan(0);
+    expect(refusedCount + statuses.filter((status) => status === 200).length).toBe(150);
+  });
 });

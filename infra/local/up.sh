@@ -54,7 +54,7 @@ sed -e '/^    server 127\.0\.0\.1:1808[1-3];$/d' \
     -e "s|^upstream plate_edges {|upstream plate_edges {\n$upstreams|" \
     -e "s|listen 127\.0\.0\.1:18080;|listen 127.0.0.1:$LB_PORT;|" \
     "$ROOT/infra/nginx/plate.local.conf" >"$DIR/nginx/plate.local.conf"
-cp "$ROOT/infra/nginx/plate-proxy.conf" "$DIR/nginx/"
+cp "$ROOT/infra/nginx/plate-proxy.conf" "$ROOT/infra/nginx/plate-limits.conf" "$DIR/nginx/"
 cat >"$DIR/nginx/nginx.conf" <<NGINX
 # The main configuration of infra/local's nginx (the shipped files do the load balancing).
 worker_processes 1;

@@ -1,4 +1,6 @@
+import { readFile } from "node:fs/promises";
 import { EventSource } from "eventsource";
+import { parsePosition } from "@plate/protocol";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, eventually, startTestNode } from "../test-support/node.js";
@@ -166,4 +168,45 @@ describe("the documented examples work as written", () => {
       events.close();
     }
   });
+
+  it("streams what the README's quickstart shows: the same lines, fields and id format", async () => {
+    const readme = await readFile(new URL("../../../../README.md", import.meta.url), "utf8");
+    const shown = /Terminal 1 shows:\n\n```\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(shown).toBeDefined();
+    const res = await fetch(base + "/acme/pubsub/quickstart/subscribe", { headers: { Authorization: "Bearer " + key } });
+    const reader = res.body!.getReader();
+    let text = "";
+    const decoder = new TextDecoder();
+    try {
+      while (!text.includes("event: ready")) text += decoder.decode((await reader.read()).value);
+      await publishHello("quickstart");
+      while (!/\ndata: \{"type":"message"[^\n]*\n\n/.test(text)) text += decoder.decode((await reader.read()).value);
+    } finally {
+      await reader.cancel();
+    }
+    expect(streamShape(text)).toEqual(streamShape(shown!));
+  });
 });
+
+/**
+ * What a user compares between a documented SSE stream and a live one: each line's field, the
+ * format of ids (positions), the members of each JSON event. Values that differ per run do not count.
+ */
+function streamShape(stream: string): string[] {
+  return stream
+    .replace(/\n+$/, "")
+    .split("\n")
+    .map((line) => {
+      const colon = line.indexOf(": ");
+      if (colon < 0) return line;
+      const [field, value] = [line.slice(0, colon), line.slice(colon + 2)];
+      if (field === "id") return parsePosition(value) === undefined ? `id: not a position (${value})` : "id: <position>";
+      if (field === "retry") return /^\d+$/.test(value) ? "retry: <ms>" : line;
+      if (field === "data") {
+        const data = JSON.parse(value) as Record<string, unknown>;
+        const position = data.position === undefined ? "" : ` position ${parsePosition(String(data.position)) === undefined ? "bad" : "ok"}`;
+        return `data: ${String(data.type)} {${Object.keys(data).sort().join(",")}}${position}`;
+      }
+      return line;
+    });
+}
