@@ -1,7 +1,6 @@
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { getRequestListener } from "@hono/node-server";
 import { nanoid } from "nanoid";
 import { MemoryBroker, RedisBroker } from "@plate/broker";
 import type { Broker } from "@plate/broker";
@@ -13,12 +12,12 @@ import { Connections } from "./core/connections.js";
 import { Fanout } from "./core/fanout.js";
 import { Publisher } from "./core/publisher.js";
 import { RateLimiter } from "./core/rate-limit.js";
+import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
 import { newMessageId } from "./core/ids.js";
 import { Tokens } from "./core/tokens.js";
-import { createApp } from "./http/app.js";
-import { createPublishHandler } from "./http/publish.js";
+import { createRequestListener } from "./http/requests.js";
 import { createUpgradeHandler } from "./http/upgrade.js";
 import { createLogger } from "./log.js";
 import type { Logger } from "./log.js";
@@ -29,8 +28,17 @@ import type { Services } from "./services.js";
 const TOKEN_SWEEP_MS = 60_000;
 /** How often idle, full publish-rate buckets are forgotten, in ms. */
 const RATE_SWEEP_MS = 60_000;
-/** How often a node that started while Redis was unreachable tries `BOOTSTRAP_PLATES` again, in ms. */
-const BOOTSTRAP_RETRY_MS = 1000;
+/**
+ * Longest a gap fill waits for the node to be back in step with the store (`Resync`) before it
+ * hands over what was missed, in ms: live messages of the topic are held that long at most.
+ */
+const RESYNC_FILL_WAIT_MS = 5000;
+/**
+ * How often Node looks for requests past `HTTP_HEADERS_TIMEOUT_MS` / `HTTP_REQUEST_TIMEOUT_MS`,
+ * in ms (its default, 30 s, would let a stalled request outlive its timeout by as much). It walks
+ * only the connections with a request in progress.
+ */
+const HTTP_TIMEOUT_CHECK_MS = 1000;
 
 /** A running edge node. */
 export interface EdgeNode {
@@ -62,10 +70,18 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const { broker, store } = await openBackends(config, parts, log, metrics);
   const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
   const tenancy = new Tenancy(store, config.keyCacheMs, retention);
-  const bootstrapped = await bootstrapPlates(config, tenancy, log);
+  const provision = () => bootstrapPlates(config, tenancy, log);
+  const provisioned = await provisionAtStart(provision, log);
 
   const connections = new Connections(metrics, config.maxConnectionsPerPlate);
-  const fanout = new Fanout(broker, metrics, log, retention);
+  // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
+  const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });
+  if (!provisioned) resync.run();
+  const fanout = new Fanout(broker, metrics, log, retention, () => {
+    // A gap in delivery may hide a revocation too: closed first, they get nothing published after it.
+    resync.run();
+    return resync.whenInStep(RESYNC_FILL_WAIT_MS);
+  });
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
   let draining = false;
   const services: Services = {
@@ -79,7 +95,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     connections,
     subscriptions: new Subscriptions(connections, fanout, broker, retention, metrics, log),
     draining: () => draining,
-    ready: () => !draining && broker.isReady() && bootstrapped.done(),
+    ready: () => !draining && broker.isReady() && store.isReady() && resync.inStep(),
   };
 
   const stopRevocations = store.onRevoked((revocation) => {
@@ -87,25 +103,31 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     const closed = connections.revoke(revocation);
     log.info("revoked", { plateId: revocation.plateId, keyId: revocation.keyId, closed });
   });
+  // Revocations may have gone unheard while the store's subscriber was cut or deaf.
+  const stopResyncs = store.onResync(() => resync.run());
   metrics.brokerUp.set(broker.isReady() ? 1 : 0);
   const stopBrokerWatch = broker.onReadyChange((ready) => {
     metrics.brokerUp.set(ready ? 1 : 0);
     // A Redis that came back empty (restarted without persistence) lost the plates: provision again.
-    if (ready) bootstrapped.again();
+    if (ready) resync.run();
     log[ready ? "info" : "warn"](ready ? "broker reachable" : "broker unreachable");
   });
   const heartbeat = setInterval(() => connections.heartbeat(), config.heartbeatMs);
   const sweep = setInterval(() => rate.sweep(), RATE_SWEEP_MS);
   sweep.unref();
 
-  const listener = getRequestListener(createApp(services).fetch);
-  const publish = createPublishHandler(services);
-  const server = createServer((req, res) => {
-    if (!publish(req, res)) void listener(req, res);
-  });
+  // The timeouts end requests whose headers or body stall; they end when the request has been
+  // read, so SSE streams (taken over after their GET) and WebSockets (upgraded) outlive them.
+  const server = createServer(
+    {
+      requestTimeout: config.httpRequestTimeoutMs,
+      // Node refuses a headers timeout longer than the request timeout.
+      headersTimeout: Math.min(config.httpHeadersTimeoutMs, config.httpRequestTimeoutMs),
+      connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS,
+    },
+    createRequestListener(services),
+  );
   server.on("upgrade", createUpgradeHandler(services));
-  // SSE streams and WebSockets live long: no request timeout may cut them.
-  server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, () => {
@@ -135,8 +157,9 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     (closed ??= (async () => {
       await drain();
       clearInterval(sweep);
-      bootstrapped.stop();
+      resync.stop();
       stopRevocations();
+      stopResyncs();
       stopBrokerWatch();
       await broker.close();
       await store.close();
@@ -175,55 +198,39 @@ async function openBackends(config: Config, parts: EdgeParts, log: Logger, metri
       }),
     store:
       parts.store ??
-      (await RedisStore.open({ ...redis, reconnectMaxMs: config.redisReconnectMaxMs, tokenTombstoneMs: config.tokenTombstoneMs })),
+      (await RedisStore.open({
+        ...redis,
+        reconnectMaxMs: config.redisReconnectMaxMs,
+        tokenTombstoneMs: config.tokenTombstoneMs,
+        probeIntervalMs: config.redisProbeIntervalMs,
+        probeTimeoutMs: config.redisProbeTimeoutMs,
+        warn: (message, fields) => log.warn(message, fields),
+      })),
   };
 }
 
-/** Where `BOOTSTRAP_PLATES` stands: done, or still being retried while Redis is unreachable. */
-interface Bootstrap {
-  done(): boolean;
-  /** Provisions again (idempotent), as after Redis came back: it may have come back empty. */
-  again(): void;
-  stop(): void;
+/** Provisions `BOOTSTRAP_PLATES` (idempotent); rejects as the store does. */
+async function bootstrapPlates(config: Config, tenancy: Tenancy, log: Logger): Promise<void> {
+  for (const [plateId, secret] of config.bootstrapPlates) {
+    if (await tenancy.ensurePlateWithKey(plateId, secret)) log.info("bootstrapped plate", { plateId });
+  }
 }
 
 /**
- * Provisions `BOOTSTRAP_PLATES`. A bad entry (a secret that is another plate's key) stops the
- * start; an unreachable Redis does not: the node retries every `BOOTSTRAP_RETRY_MS` and stays not
- * ready until it has succeeded.
+ * Provisions `BOOTSTRAP_PLATES` at start. A bad entry (a secret that is another plate's key) stops
+ * the start; an unreachable Redis does not: answers false, and the node's `Resync` retries until it
+ * has succeeded (the node is not ready until then). Nodes provision them again each time Redis
+ * comes back, as it may have come back empty.
  */
-async function bootstrapPlates(config: Config, tenancy: Tenancy, log: Logger): Promise<Bootstrap> {
-  let done = false;
-  let timer: NodeJS.Timeout | undefined;
-  const attempt = async (): Promise<void> => {
-    for (const [plateId, secret] of config.bootstrapPlates) {
-      if (await tenancy.ensurePlateWithKey(plateId, secret)) log.info("bootstrapped plate", { plateId });
-    }
-    done = true;
-  };
-  const retry = () => {
-    timer = setTimeout(() => {
-      attempt().catch((err: unknown) => {
-        if (!isUnavailable(err)) log.error("BOOTSTRAP_PLATES failed", { error: String(err) });
-        retry();
-      });
-    }, BOOTSTRAP_RETRY_MS);
-  };
+async function provisionAtStart(provision: () => Promise<void>, log: Logger): Promise<boolean> {
   try {
-    await attempt();
+    await provision();
+    return true;
   } catch (err) {
     if (!isUnavailable(err)) throw err;
     log.warn("Redis unreachable at start: not ready until BOOTSTRAP_PLATES is provisioned");
-    retry();
+    return false;
   }
-  return {
-    done: () => done,
-    again: () => {
-      if (!done || config.bootstrapPlates.size === 0) return;
-      attempt().catch((err: unknown) => log.warn("BOOTSTRAP_PLATES not provisioned again", { error: String(err) }));
-    },
-    stop: () => clearTimeout(timer),
-  };
 }
 
 function isUnavailable(err: unknown): boolean {

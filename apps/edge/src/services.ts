@@ -21,6 +21,9 @@ export interface Services {
   readonly subscriptions: Subscriptions;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
-  /** True while the node can serve: not draining, the broker reachable, `BOOTSTRAP_PLATES` provisioned. */
+  /**
+   * True while the node can serve: not draining, the broker and the store reachable, in step with
+   * the store (`BOOTSTRAP_PLATES` provisioned, no missed revocation unchecked: see `Resync`).
+   */
   readonly ready: () => boolean;
 }

@@ -3,7 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
-import { startRedis, startTcpProxy } from "@plate/testing";
+import { startRedis, startRedisPair, startTcpProxy } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
 import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
 import { RedisBroker } from "./redis-broker.js";
@@ -295,4 +295,87 @@ describe("RedisBroker", () => {
       expect(beforeGap).toEqual(order.slice(0, beforeGap.length));
     });
   });
+});
+
+describe("RedisBroker when Redis refuses commands", () => {
+  /** The PlateError a publish rejects with. */
+  async function refusal(broker: RedisBroker, request = message("acme", "refused")): Promise<PlateError> {
+    try {
+      await broker.publish(request);
+    } catch (err) {
+      if (err instanceof PlateError) return err;
+      throw err;
+    }
+    return expect.fail("expected the publish to reject");
+  }
+
+  /** Publishes until one is accepted or `timeoutMs` passes; answers whether one was. */
+  async function publishesWithin(broker: RedisBroker, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const ok = await broker.publish(message("acme", "again")).then(
+        () => true,
+        () => false,
+      );
+      if (ok || Date.now() > deadline) return ok;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it.skipIf((process.env.REDIS_URL ?? "") !== "")(
+    "answers broker_unavailable naming OOM while Redis is out of memory, warns naming it, and publishes again once memory is freed",
+    async () => {
+      const warnings: string[] = [];
+      const broker = await readyBroker({ warn: (m, fields) => warnings.push(`${m} ${JSON.stringify(fields)}`) });
+      await withClient(async (admin) => {
+        await admin.config("SET", "maxmemory-policy", "noeviction");
+        await admin.config("SET", "maxmemory", "1");
+        let error: PlateError;
+        try {
+          error = await refusal(broker);
+        } finally {
+          await admin.config("SET", "maxmemory", "0");
+        }
+        expect(error.code).toBe("broker_unavailable");
+        expect(error.retryAfterS).toBeGreaterThan(0);
+        expect(error.message).toMatch(/OOM/);
+        expect(error.message).not.toMatch(/unreachable/);
+      });
+      expect(warnings.some((w) => w.includes("OOM"))).toBe(true);
+      expect(await publishesWithin(broker, 1000)).toBe(true);
+    },
+  );
+
+  it.skipIf((process.env.REDIS_URL ?? "") !== "")(
+    "publishes again, without a restart, after a failover demoted its Redis to a replica (READONLY)",
+    async () => {
+      const pair = await startRedisPair();
+      const proxy = await startTcpProxy(pair.a.port);
+      try {
+        const warnings: string[] = [];
+        const broker = await readyBroker({ url: `redis://127.0.0.1:${proxy.port}`, warn: (m, fields) => warnings.push(`${m} ${JSON.stringify(fields)}`) });
+        const got: string[] = [];
+        await broker.subscribe(exact("acme", "again"), (m) => got.push(m.body));
+        expect(await publishesWithin(broker, 1000)).toBe(true);
+
+        // The address the broker uses now names the new primary, but its connections stay with the old one.
+        await pair.failover();
+        proxy.retarget(pair.b.port);
+        const error = await refusal(broker);
+        expect(error.code).toBe("broker_unavailable");
+        expect(error.message).toMatch(/READONLY/);
+        expect(warnings.some((w) => w.includes("READONLY"))).toBe(true);
+        expect(await publishesWithin(broker, 3000)).toBe(true);
+        // And what it publishes reaches its subscribers again.
+        const { message: sent } = await broker.publish(message("acme", "again", "after the failover"));
+        expect(await until(() => got.includes("after the failover"), 3000)).toBe(true);
+        expect(sent.body).toBe("after the failover");
+      } finally {
+        await Promise.all(brokers.splice(0).map((b) => b.close()));
+        await proxy.close();
+        await pair.stop();
+      }
+    },
+    20_000,
+  );
 });

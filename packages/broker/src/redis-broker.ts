@@ -3,8 +3,9 @@ import type { RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
 import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
-import { resumeRule } from "./history.js";
+import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
+import { reconnectOnReadOnly, redisRefusal } from "./redis-errors.js";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
@@ -88,6 +89,9 @@ interface Interest {
  * - Two connections: commands (auto-pipelined PUBLISH) and subscriber. Commands fail at once while
  *   Redis is unreachable (no offline queue), so a publish answers `broker_unavailable` instead of
  *   hanging, and nothing was published.
+ * - Redis refusing a command (OOM, READONLY, ...) answers `broker_unavailable` naming the refusal,
+ *   warned once until a command succeeds again. READONLY (a primary demoted by a failover) also
+ *   reconnects the command connection, so it reaches the new primary at the same address.
  * - After a reconnect the subscriber connection subscribes again to everything local subscriptions
  *   need; they stay open and receive again with no action of theirs.
  * - A Redis message is decoded once into one `Message` object for every local listener, including
@@ -124,6 +128,8 @@ export class RedisBroker implements Broker {
   #probeTimer: NodeJS.Timeout;
   #probeDeadline: NodeJS.Timeout | undefined;
   #probeSeq = 0;
+  /** The code of the Redis refusal last warned about, until a publish succeeds. */
+  #refusing: string | undefined;
   /**
    * The last payload decoded, what it became, and the names it was delivered under. Redis sends one
    * publish once per matching (P)SUBSCRIBE, back to back; the same payload under a name it already
@@ -147,7 +153,12 @@ export class RedisBroker implements Broker {
       autoResubscribe: false,
     };
     this.#commands = withHistoryScripts(
-      new Redis(options.url, { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd` }),
+      new Redis(options.url, {
+        ...common,
+        enableAutoPipelining: true,
+        connectionName: `plate-${options.nodeId}-cmd`,
+        reconnectOnError: reconnectOnReadOnly,
+      }),
     );
     this.#subscriber = new Redis(options.url, { ...common, connectionName: `plate-${options.nodeId}-sub` });
     this.#commands.on("ready", () => this.#update());
@@ -176,7 +187,7 @@ export class RedisBroker implements Broker {
     try {
       reply = await this.#commands.platePublish(
         ...this.#names.historyKeys(plateId, channel),
-        this.#names.idempotency(plateId, idempotency?.key ?? ""),
+        this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         newEpoch(),
         this.#names.channel(plateId, channel),
         MARK,
@@ -190,8 +201,9 @@ export class RedisBroker implements Broker {
         channel,
       );
     } catch (err) {
-      throw unavailable(err);
+      throw this.#failed(err);
     }
+    this.#refusing = undefined;
     if (reply[0] === 1) {
       return { message: { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body }, repeated: false };
     }
@@ -209,7 +221,7 @@ export class RedisBroker implements Broker {
         position === undefined ? "" : position.ms + "-" + position.seq,
       );
     } catch (err) {
-      throw unavailable(err);
+      throw this.#failed(err);
     }
     const [epoch, headMs, headSeq, last, dropped, now, entries] = reply;
     const headOrder = { ms: Number(headMs), seq: Number(headSeq) };
@@ -283,6 +295,16 @@ export class RedisBroker implements Broker {
     this.#gapListeners.clear();
     this.#ready = false;
     await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
+  }
+
+  /** The error a failed command becomes; a Redis refusal is warned once until a publish succeeds. */
+  #failed(err: unknown): PlateError {
+    const refusal = redisRefusal(err);
+    if (refusal !== undefined && refusal.code !== this.#refusing) {
+      this.#refusing = refusal.code;
+      this.#options.warn?.("redis refuses the broker's commands", { redisError: refusal.code, what: refusal.what });
+    }
+    return unavailable(err);
   }
 
   /** Drops one listener; the last one of a name unsubscribes this node from it in Redis. */
@@ -421,8 +443,10 @@ export class RedisBroker implements Broker {
   }
 }
 
+/** `broker_unavailable`, saying what Redis refused (OOM, READONLY, ...) or that it could not be reached. */
 function unavailable(cause?: unknown): PlateError {
-  return new PlateError("broker_unavailable", "Redis is unreachable; nothing was published, retry shortly.", {
+  const what = redisRefusal(cause)?.what ?? "Redis is unreachable";
+  return new PlateError("broker_unavailable", `${what}; nothing was published, retry shortly.`, {
     retryAfterS: 1,
     cause,
   });

@@ -42,6 +42,7 @@ export class MemoryStore implements Store {
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
   #sweep: NodeJS.Timeout | undefined;
+  #closed = false;
   /** Writes run one after another; each writes the state as it is when it runs. */
   #writing: Promise<void> = Promise.resolve();
 
@@ -157,7 +158,17 @@ export class MemoryStore implements Store {
     return () => void this.#listeners.delete(listener);
   }
 
+  /** Never called: announcements are calls within this process, and cannot be missed. */
+  onResync(_listener: () => void): () => void {
+    return () => undefined;
+  }
+
+  isReady(): boolean {
+    return !this.#closed;
+  }
+
   async close(): Promise<void> {
+    this.#closed = true;
     clearInterval(this.#sweep);
     this.#listeners.clear();
     await this.#writing;

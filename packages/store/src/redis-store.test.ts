@@ -3,9 +3,10 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ClientToken, PlateId } from "@plate/protocol";
-import { freePort, startRedis } from "@plate/testing";
-import type { RedisServer } from "@plate/testing";
+import { freePort, redisCommand, startRedis, startRedisPair, startTcpProxy } from "@plate/testing";
+import type { RedisPair, RedisServer, TcpProxy } from "@plate/testing";
 import { RedisStore } from "./redis-store.js";
+import type { RedisStoreOptions } from "./redis-store.js";
 import { runStoreContract } from "./store.contract.js";
 import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
@@ -39,13 +40,17 @@ function redisServer(): RedisServer {
   return server;
 }
 
-function openStore(keyPrefix: string, url = redisServer().url): Promise<RedisStore> {
+function openStore(keyPrefix: string, url = redisServer().url, overrides: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
   return RedisStore.open({
     url,
     keyPrefix,
     tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
     commandTimeoutMs: COMMAND_TIMEOUT_MS,
     reconnectMaxMs: RECONNECT_MAX_MS,
+    // Long: only the tests of the probe want it to fire.
+    probeIntervalMs: 60_000,
+    probeTimeoutMs: 1000,
+    ...overrides,
   });
 }
 
@@ -244,7 +249,8 @@ describe("redis store", () => {
       [plate.id, kept.hash, revoked.hash, token.token].some((id) => name.includes(id)),
     );
     expect(mentions.every((name) => name.startsWith(prefix))).toBe(true);
-    expect(await redis.pubsub("CHANNELS", `${prefix}*`)).toEqual([`${prefix}ctl`]);
+    const channels = (await redis.pubsub("CHANNELS", `${prefix}*`)) as string[];
+    expect(channels.sort()).toEqual([`${prefix}ctl`, expect.stringMatching(new RegExp(`^${prefix}ctl\\.probe\\.[0-9a-f]+$`))]);
   });
 
   it("ignores malformed revocations on the control channel, and still hears good ones", async () => {
@@ -401,4 +407,145 @@ describe("redis store", () => {
       expect(await store.findKeyByHash(key.hash)).toEqual(key);
     },
   );
+
+  describe("when its link to Redis fails", () => {
+    let proxy: TcpProxy | undefined;
+    afterEach(async () => {
+      await proxy?.close();
+      proxy = undefined;
+    });
+
+    async function storeThroughProxy(prefix: string, overrides: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
+      proxy = await startTcpProxy(redisServer().port);
+      const store = await openStore(prefix, `redis://127.0.0.1:${proxy.port}`, overrides);
+      stores.push(store);
+      return store;
+    }
+
+    it.skipIf(EXTERNAL_REDIS)("tells its resync listeners once its control channel is back after a cut, and hears revocations again", async () => {
+      const prefix = freshPrefix();
+      const store = await storeThroughProxy(prefix);
+      const other = await node(prefix);
+      let resyncs = 0;
+      store.onResync(() => (resyncs += 1));
+      const heard: Revocation[] = [];
+      store.onRevoked((revocation) => void heard.push(revocation));
+
+      proxy!.cut();
+      expect(await eventually(() => !store.isReady(), 1000)).toBe(true);
+      // Revoked while the link is cut: this store cannot hear it, and must say so when back.
+      const missed = await plateWithKey(other);
+      await other.deleteKey(missed.plateId, missed.id);
+      expect(resyncs).toBe(0);
+      proxy!.restore();
+      expect(await eventually(() => store.isReady() && resyncs === 1, BACK_WITHIN_MS)).toBe(true);
+      expect(heard).toEqual([]);
+
+      const key = await plateWithKey(other);
+      await other.deleteKey(key.plateId, key.id);
+      expect(await eventually(() => heard.length === 1, 1000)).toBe(true);
+      expect(heard).toEqual([{ plateId: key.plateId, keyId: key.id }]);
+    });
+
+    it.skipIf(EXTERNAL_REDIS)(
+      "notices a control-channel subscriber that is up but deaf, reports not ready, reconnects it and tells its resync listeners",
+      async () => {
+        const prefix = freshPrefix();
+        const warnings: string[] = [];
+        const store = await storeThroughProxy(prefix, { probeIntervalMs: 100, probeTimeoutMs: 300, warn: (message) => warnings.push(message) });
+        const other = await node(prefix);
+        let resyncs = 0;
+        store.onResync(() => (resyncs += 1));
+        const heard: Revocation[] = [];
+        store.onRevoked((revocation) => void heard.push(revocation));
+
+        proxy!.deafenSubscribers();
+        const missed = await plateWithKey(other);
+        await other.deleteKey(missed.plateId, missed.id);
+        expect(await eventually(() => !store.isReady(), 2000)).toBe(true);
+        expect(warnings.some((w) => w.includes("deaf"))).toBe(true);
+        expect(await eventually(() => store.isReady() && resyncs === 1, BACK_WITHIN_MS)).toBe(true);
+        expect(heard).toEqual([]);
+
+        const key = await plateWithKey(other);
+        await other.deleteKey(key.plateId, key.id);
+        expect(await eventually(() => heard.length === 1, 1000)).toBe(true);
+        expect(heard).toEqual([{ plateId: key.plateId, keyId: key.id }]);
+      },
+    );
+  });
+
+  describe("when Redis refuses commands", () => {
+    /** The PlateError a call rejects with. */
+    async function refusal(call: () => Promise<unknown>): Promise<PlateError> {
+      try {
+        await call();
+      } catch (err) {
+        if (err instanceof PlateError) return err;
+        throw err;
+      }
+      return expect.fail("expected the call to reject");
+    }
+
+    it.skipIf(EXTERNAL_REDIS)(
+      "answers broker_unavailable naming OOM while Redis is out of memory, warns naming it, and works again once memory is freed",
+      async () => {
+        const warnings: string[] = [];
+        const store = await openStore(freshPrefix(), redisServer().url, { warn: (message, fields) => warnings.push(`${message} ${JSON.stringify(fields)}`) });
+        stores.push(store);
+        const admin = inspector();
+        await admin.config("SET", "maxmemory-policy", "noeviction");
+        await admin.config("SET", "maxmemory", "1");
+        let error: PlateError;
+        try {
+          error = await refusal(() => store.createPlate(plateRecord()));
+        } finally {
+          await admin.config("SET", "maxmemory", "0");
+        }
+        expect(error.code).toBe("broker_unavailable");
+        expect(error.retryAfterS).toBeGreaterThan(0);
+        expect(error.message).toMatch(/OOM/);
+        expect(error.message).not.toMatch(/unreachable/);
+        expect(warnings.some((w) => w.includes("OOM"))).toBe(true);
+        await plateWithKey(store);
+      },
+    );
+
+    it.skipIf(EXTERNAL_REDIS)(
+      "writes again, without a restart, after a failover demoted its Redis to a replica (READONLY)",
+      async () => {
+        const pair: RedisPair = await startRedisPair();
+        const proxy = await startTcpProxy(pair.a.port);
+        try {
+          const prefix = freshPrefix();
+          const store = await openStore(prefix, `redis://127.0.0.1:${proxy.port}`);
+          stores.push(store);
+          const before = await plateWithKey(store);
+
+          // The address the store uses now names the new primary, but its connections stay with the old one.
+          await pair.failover();
+          proxy.retarget(pair.b.port);
+          const first = await refusal(() => store.createPlate(plateRecord()));
+          expect(first.code).toBe("broker_unavailable");
+          expect(first.message).toMatch(/READONLY/);
+          let wrote = false;
+          const deadline = Date.now() + BACK_WITHIN_MS;
+          while (!wrote && Date.now() < deadline) {
+            wrote = await store.createPlate(plateRecord()).then(
+              () => true,
+              () => false,
+            );
+            if (!wrote) await sleep(50);
+          }
+          expect(wrote).toBe(true);
+          expect(await store.findKeyByHash(before.hash)).toEqual(before);
+          expect(await redisCommand(pair.b.port, ["HLEN", `${prefix}plates`])).not.toBe("0");
+        } finally {
+          await proxy.close();
+          await pair.stop();
+        }
+      },
+      20_000,
+    );
+  });
 });

@@ -10,16 +10,19 @@
  * | `{p}token:{token}`         | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis      |
  * |                            |         | deletes it at `expiresAt + tokenTombstoneMs`                 |
  * | `{p}ctl` (pub/sub channel) |         | revocations, JSON `{"plateId","keyId"?}`                     |
+ * | `{p}ctl.probe.{id}` (pub/sub) |      | one store instance's deaf-subscriber probes (see the class)  |
  *
  * The kinds start with different words, so no two names collide. The broker's channels are
- * `{p}{plateId}:{channel}`, always with a `:` after the plate id, which `{p}ctl` lacks. A deleted
+ * `{p}{plateId}:{channel}`, always with a `:` after the plate id, which `{p}ctl…` lacks. A deleted
  * plate's tokens are left to expire (a claim finds their key gone). ioredis' own `keyPrefix` option is not used: it would not reach the names
  * the Lua scripts build, nor the control channel.
  */
+import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
+import { reconnectOnReadOnly, redisRefusal } from "./redis-errors.js";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";
@@ -37,10 +40,18 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs: number;
   /** Longest wait between reconnect attempts, in ms: bounds how long the store stays down after Redis is back. */
   readonly reconnectMaxMs: number;
+  /** How often the store sends itself a probe through its control channel's subscriber, in ms (`REDIS_PROBE_INTERVAL_MS`). */
+  readonly probeIntervalMs: number;
+  /** How long that probe may take to come back before the subscriber counts as deaf, in ms (`REDIS_PROBE_TIMEOUT_MS`). */
+  readonly probeTimeoutMs: number;
+  /** Where the store reports what an operator should know (a deaf subscriber, Redis refusing commands). */
+  readonly warn?: (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
 }
 
 /** First wait before reconnecting, in ms; it doubles at each failed attempt, up to `reconnectMaxMs`. */
 const RECONNECT_FIRST_MS = 50;
+/** Random bytes in the name of one store instance's probe channel. */
+const PROBE_ID_BYTES = 6;
 /** `Retry-After` of `broker_unavailable`, in s: a reconnect attempt comes within `reconnectMaxMs`. */
 const RETRY_AFTER_S = 1;
 /** Redis answers that mean a bug, or foreign data under the prefix, rather than an unavailable Redis. */
@@ -53,7 +64,15 @@ const BUG_REPLY = /^(ERR|WRONGTYPE) /;
  * - Two connections: commands, and a subscriber to `{p}ctl`. A deletion publishes its revocation
  *   from inside its script; every instance, the deleting one included, hears it there and tells
  *   its `onRevoked` listeners. Revocations published while this node's subscriber is disconnected
- *   are lost (Redis pub/sub keeps nothing).
+ *   are lost (Redis pub/sub keeps nothing): each time the subscriber has subscribed again, the
+ *   `onResync` listeners are told.
+ * - Deaf-subscriber guard (as the Redis broker's): every `probeIntervalMs` the store publishes a
+ *   probe to a channel of its own, which its subscriber also listens to. A probe not back within
+ *   `probeTimeoutMs` means the subscriber is up but deaf: the store reports not ready, reconnects
+ *   it, and (once subscribed again) tells its `onResync` listeners.
+ * - Redis refusing a command (OOM, READONLY, ...) rejects with `broker_unavailable` naming the
+ *   refusal, warned once until a call succeeds again; READONLY (a primary demoted by a failover)
+ *   also reconnects the command connection, so it reaches the new primary at the same address.
  * - Redis unreachable: every call rejects with `broker_unavailable` at once (no offline queue), or
  *   after `commandTimeoutMs` when Redis does not answer. A call that timed out may still have run
  *   in Redis (a claim may have spent its use). Both connections keep reconnecting meanwhile.
@@ -65,7 +84,14 @@ export class RedisStore implements Store {
   readonly #commands: Redis & StoreScripts;
   readonly #subscriber: Redis;
   readonly #listeners = new Set<(revocation: Revocation) => void>();
-  /** The control channel is subscribed on the subscriber's current connection. */
+  readonly #resyncListeners = new Set<() => void>();
+  readonly #probeChannel: string;
+  readonly #probeTimer: NodeJS.Timeout;
+  #probeDeadline: NodeJS.Timeout | undefined;
+  #probeSeq = 0;
+  /** The code of the Redis refusal last warned about, until a call succeeds. */
+  #refusing: string | undefined;
+  /** The control channel is subscribed on the subscriber's current connection (and not found deaf). */
   #listening = false;
   /** The latest subscription to the control channel, started at each "ready" of the subscriber. */
   #subscribing: Promise<void> | undefined;
@@ -74,6 +100,7 @@ export class RedisStore implements Store {
   private constructor(options: RedisStoreOptions) {
     this.#options = options;
     this.#names = redisNames(options.keyPrefix);
+    this.#probeChannel = `${this.#names.control}.probe.${randomBytes(PROBE_ID_BYTES).toString("hex")}`;
     const connection: RedisOptions = {
       // open() connects, to learn whether Redis is there at all.
       lazyConnect: true,
@@ -88,7 +115,7 @@ export class RedisStore implements Store {
       autoResubscribe: false,
       retryStrategy: (attempt) => Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(attempt - 1, 16), options.reconnectMaxMs),
     };
-    this.#commands = withScripts(new Redis(options.url, connection));
+    this.#commands = withScripts(new Redis(options.url, { ...connection, reconnectOnError: reconnectOnReadOnly }));
     this.#subscriber = new Redis(options.url, connection);
     // Errors reach callers as rejections and show in isReady(); unheard, ioredis prints each one.
     this.#commands.on("error", ignore);
@@ -97,6 +124,8 @@ export class RedisStore implements Store {
       this.#listening = false;
     });
     this.#subscriber.on("message", (channel: string, text: string) => this.#onControl(channel, text));
+    this.#probeTimer = setInterval(() => this.#probe(), options.probeIntervalMs);
+    this.#probeTimer.unref();
   }
 
   /**
@@ -120,13 +149,13 @@ export class RedisStore implements Store {
   }
 
   async createPlate(plate: PlateRecord): Promise<PlateRecord> {
-    const created = await reach(this.#commands.hsetnx(this.#names.plates, plate.id, JSON.stringify(plate)));
+    const created = await this.#reach(this.#commands.hsetnx(this.#names.plates, plate.id, JSON.stringify(plate)));
     if (created === 0) throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
     return plate;
   }
 
   async getPlate(id: PlateId): Promise<PlateRecord | undefined> {
-    const text = await reach(this.#commands.hget(this.#names.plates, id));
+    const text = await this.#reach(this.#commands.hget(this.#names.plates, id));
     return text === null ? undefined : parse<PlateRecord>(text);
   }
 
@@ -136,19 +165,19 @@ export class RedisStore implements Store {
     const updated = withHistory(plate, history);
     // Written only if the plate still exists (a delete may have come in between); concurrent
     // updates of one plate: the last one wins.
-    const written = await reach(this.#commands.plateReplacePlate(this.#names.plates, id, JSON.stringify(updated)));
+    const written = await this.#reach(this.#commands.plateReplacePlate(this.#names.plates, id, JSON.stringify(updated)));
     return written === 1 ? updated : undefined;
   }
 
   async listPlates(): Promise<PlateRecord[]> {
-    const texts = await reach(this.#commands.hvals(this.#names.plates));
+    const texts = await this.#reach(this.#commands.hvals(this.#names.plates));
     return texts.map((text) => parse<PlateRecord>(text));
   }
 
   async deletePlate(id: PlateId): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
-    const deleted = await reach(
+    const deleted = await this.#reach(
       this.#commands.plateDeletePlate(names.plates, names.plateKeys(id), id, names.key(""), names.control, payload),
     );
     return deleted === 1;
@@ -156,7 +185,7 @@ export class RedisStore implements Store {
 
   async createKey(key: KeyRecord): Promise<KeyRecord> {
     const names = this.#names;
-    const outcome = await reach(
+    const outcome = await this.#reach(
       this.#commands.plateCreateKey(
         names.plates,
         names.key(key.hash),
@@ -175,22 +204,22 @@ export class RedisStore implements Store {
   }
 
   async listKeys(plateId: PlateId): Promise<KeyRecord[]> {
-    const hashes = await reach(this.#commands.hvals(this.#names.plateKeys(plateId)));
+    const hashes = await this.#reach(this.#commands.hvals(this.#names.plateKeys(plateId)));
     if (hashes.length === 0) return [];
     // A key revoked between the two commands reads as null and is left out, as it should be.
-    const texts = await reach(this.#commands.mget(hashes.map((hash) => this.#names.key(hash))));
+    const texts = await this.#reach(this.#commands.mget(hashes.map((hash) => this.#names.key(hash))));
     return texts.flatMap((text) => (text === null ? [] : [parse<KeyRecord>(text)]));
   }
 
   async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
-    const text = await reach(this.#commands.get(this.#names.key(hash)));
+    const text = await this.#reach(this.#commands.get(this.#names.key(hash)));
     return text === null ? undefined : parse<KeyRecord>(text);
   }
 
   async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId, keyId } satisfies Revocation);
-    const deleted = await reach(
+    const deleted = await this.#reach(
       this.#commands.plateDeleteKey(names.plateKeys(plateId), keyId, names.key(""), names.control, payload),
     );
     return deleted === 1;
@@ -198,11 +227,11 @@ export class RedisStore implements Store {
 
   async putToken(token: TokenRecord): Promise<void> {
     const deleteAtMs = token.expiresAt + this.#options.tokenTombstoneMs;
-    await reach(this.#commands.platePutToken(this.#names.token(token.token), JSON.stringify(token), deleteAtMs));
+    await this.#reach(this.#commands.platePutToken(this.#names.token(token.token), JSON.stringify(token), deleteAtMs));
   }
 
   async claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
-    const reply = await reach(
+    const reply = await this.#reach(
       this.#commands.plateClaimToken(
         this.#names.token(token),
         this.#names.plateKeys(plateId),
@@ -219,9 +248,15 @@ export class RedisStore implements Store {
     return () => void this.#listeners.delete(listener);
   }
 
+  /** Told after every subscription of the control channel (see the class). */
+  onResync(listener: () => void): () => void {
+    this.#resyncListeners.add(listener);
+    return () => void this.#resyncListeners.delete(listener);
+  }
+
   /**
    * Whether calls can succeed and revocations arrive: the command connection is up and the
-   * subscriber is up and subscribed. Not part of `Store`; for a node's readiness.
+   * subscriber is up, subscribed and not found deaf.
    */
   isReady(): boolean {
     return this.#closing === undefined && this.#listening && this.#commands.status === "ready";
@@ -234,25 +269,85 @@ export class RedisStore implements Store {
   }
 
   async #shut(): Promise<void> {
+    clearInterval(this.#probeTimer);
+    clearTimeout(this.#probeDeadline);
     this.#listeners.clear();
+    this.#resyncListeners.clear();
     this.#listening = false;
     await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
     this.#commands.removeAllListeners();
     this.#subscriber.removeAllListeners();
   }
 
-  /** After a reconnect of the subscriber: subscribe to the control channel again. */
+  /**
+   * After every connect of the subscriber: subscribe to the control channel (and the probe's), then
+   * tell the resync listeners what was published while it was not subscribed went unheard.
+   */
   async #resubscribe(): Promise<void> {
     try {
-      await this.#subscriber.subscribe(this.#names.control);
-      this.#listening = true;
+      await this.#subscriber.subscribe(this.#names.control, this.#probeChannel);
     } catch {
       // The SUBSCRIBE was lost (dropped again, or timed out): reconnect, and this runs again when ready.
       if (this.#closing === undefined) this.#subscriber.disconnect(true);
+      return;
+    }
+    this.#listening = true;
+    for (const listener of this.#resyncListeners) {
+      try {
+        listener();
+      } catch {
+        // A listener must not throw; one that does stops neither the others nor ioredis.
+      }
     }
   }
 
+  /** The reply of a Redis call; a failure becomes `broker_unavailable` (see `unavailable`). */
+  async #reach<T>(reply: Promise<T>): Promise<T> {
+    let value: T;
+    try {
+      value = await reply;
+    } catch (err) {
+      if (err instanceof Error && err.name === "ReplyError" && BUG_REPLY.test(err.message)) throw err;
+      const refusal = redisRefusal(err);
+      if (refusal !== undefined && refusal.code !== this.#refusing) {
+        this.#refusing = refusal.code;
+        this.#options.warn?.("redis refuses the store's commands", { redisError: refusal.code, what: refusal.what });
+      }
+      throw unavailable(err);
+    }
+    this.#refusing = undefined;
+    return value;
+  }
+
+  #probe(): void {
+    if (this.#probeDeadline !== undefined || !this.isReady()) return;
+    const seq = String(++this.#probeSeq);
+    this.#probeDeadline = setTimeout(() => this.#probeLost(seq), this.#options.probeTimeoutMs);
+    this.#probeDeadline.unref();
+    this.#commands.publish(this.#probeChannel, seq).catch(() => {
+      // The command connection is down: readiness already says so, and the probe proves nothing.
+      clearTimeout(this.#probeDeadline);
+      this.#probeDeadline = undefined;
+    });
+  }
+
+  #probeLost(seq: string): void {
+    this.#probeDeadline = undefined;
+    // Already reconnecting (cut, not deaf): its resubscription tells the resync listeners anyway.
+    if (this.#closing !== undefined || !this.#listening || seq !== String(this.#probeSeq)) return;
+    this.#options.warn?.("redis store subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
+    this.#listening = false;
+    this.#subscriber.disconnect(true);
+  }
+
   #onControl(channel: string, text: string): void {
+    if (channel === this.#probeChannel) {
+      if (text === String(this.#probeSeq)) {
+        clearTimeout(this.#probeDeadline);
+        this.#probeDeadline = undefined;
+      }
+      return;
+    }
     if (channel !== this.#names.control) return;
     // Anything with access to Redis can publish here: a malformed payload is ignored.
     const revocation = decodeRevocation(text);
@@ -286,21 +381,11 @@ function redisNames(prefix: string): RedisNames {
   };
 }
 
-/** The reply of a Redis call; a failure to reach Redis becomes `broker_unavailable`. */
-async function reach<T>(reply: Promise<T>): Promise<T> {
-  try {
-    return await reply;
-  } catch (err) {
-    if (err instanceof Error && err.name === "ReplyError" && BUG_REPLY.test(err.message)) throw err;
-    throw unavailable(err);
-  }
-}
-
+/** `broker_unavailable`, saying what Redis refused (OOM, READONLY, ...) or that it could not be reached. */
 function unavailable(cause: unknown): PlateError {
-  return new PlateError("broker_unavailable", "The store (Redis) is unreachable; retry shortly.", {
-    retryAfterS: RETRY_AFTER_S,
-    cause,
-  });
+  const refusal = redisRefusal(cause);
+  const what = refusal === undefined ? "The store (Redis) is unreachable" : `The store's Redis refused the command: ${refusal.what}`;
+  return new PlateError("broker_unavailable", `${what}; retry shortly.`, { retryAfterS: RETRY_AFTER_S, cause });
 }
 
 /** Records in Redis are written by this class only, so their shape is not checked again. */

@@ -374,6 +374,20 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         onB.stop();
       });
 
+      it("is ready once open, and tells no resync listener while nothing was cut", async () => {
+        const a = await node();
+        const b = await node();
+        let resyncs = 0;
+        const stop = b.onResync(() => (resyncs += 1));
+        expect(a.isReady() && b.isReady()).toBe(true);
+        const plate = plateRecord();
+        await a.createPlate(plate);
+        await a.deletePlate(plate.id);
+        await settle();
+        expect(resyncs).toBe(0);
+        stop();
+      });
+
       it("stops telling a listener once it has unsubscribed, and keeps telling the others", async () => {
         const a = await node();
         const b = await node();

@@ -78,6 +78,9 @@ export interface Revocation {
  *   exactly `maxUses` succeed (0 = unlimited). A token whose key was revoked claims as unknown.
  *   After `expiresAt` a token claims as expired for at least `tokenTombstoneMs` (a setting of
  *   each implementation), then as unknown. Nothing is kept forever.
+ * - Announcements can be missed by a node whose link to a shared store was cut (Redis pub/sub
+ *   keeps nothing): once they reach it again, `onResync` listeners are told, and it is up to them
+ *   to check what they hold (open connections, cached keys) against the store.
  * - `close()` frees connections and timers; the store is unusable after.
  */
 export interface Store {
@@ -101,5 +104,14 @@ export interface Store {
   claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult>;
 
   onRevoked(listener: (revocation: Revocation) => void): () => void;
+  /**
+   * Called each time announcements reach this node again after they may have been missed (the
+   * connection that hears them was cut or found deaf, and is back): every revocation made
+   * meanwhile may have gone unheard. Never called by a store whose announcements cannot be cut.
+   * Returns a function that removes the listener.
+   */
+  onResync(listener: () => void): () => void;
+  /** Whether calls can succeed and announcements arrive right now (for a node's readiness). */
+  isReady(): boolean;
   close(): Promise<void>;
 }

@@ -5,3 +5,5 @@ export { startTcpProxy } from "./tcp-proxy.js";
 export type { SseEvent } from "./sse-client.js";
 export { SseClient } from "./sse-client.js";
 export { eventually } from "./eventually.js";
+export type { RedisPair } from "./redis-failover.js";
+export { startRedisPair, redisCommand } from "./redis-failover.js";

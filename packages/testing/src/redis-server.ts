@@ -51,6 +51,8 @@ export interface RedisOptions {
   readonly cpu?: number;
   /** Use `REDIS_URL` when it is set (tests do; a benchmark wants a server of its own). Default true. */
   readonly fromEnv?: boolean;
+  /** More `redis-server` arguments, e.g. `["--repl-diskless-sync-delay", "0"]`. */
+  readonly args?: readonly string[];
 }
 
 /** Starts a redis-server of its own on a free port (or uses `REDIS_URL`, see `RedisOptions`). */
@@ -59,8 +61,9 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   if (options.fromEnv !== false && given !== undefined && given !== "") return externalRedis(given);
 
   const port = await freePort();
-  const dir = options.persistent === true ? mkdtempSync(join(tmpdir(), "plate-redis-")) : undefined;
-  const spawnRedis = () => spawnRedisAt(port, dir, options.cpu);
+  // A folder of its own even without persistence: a replica's full sync writes an RDB file there.
+  const dir = mkdtempSync(join(tmpdir(), "plate-redis-"));
+  const spawnRedis = () => spawnRedisAt(port, dir, options.persistent === true, options.cpu, options.args ?? []);
   let child: ChildProcess | undefined = await spawnRedis();
   const url = `redis://127.0.0.1:${port}`;
   return {
@@ -80,7 +83,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
       const running = child;
       child = undefined;
       if (running !== undefined) await killChild(running);
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -90,10 +93,30 @@ function externalRedis(url: string): RedisServer {
   return { url, port: Number(new URL(url).port || 6379), external: true, kill: refuse, restart: refuse, stop: () => Promise.resolve() };
 }
 
-async function spawnRedisAt(port: number, dir: string | undefined, cpu: number | undefined): Promise<ChildProcess> {
-  const persistence =
-    dir === undefined ? ["--appendonly", "no"] : ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"];
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--protected-mode", "no", "--loglevel", "warning"];
+async function spawnRedisAt(
+  port: number,
+  dir: string,
+  persistent: boolean,
+  cpu: number | undefined,
+  extra: readonly string[],
+): Promise<ChildProcess> {
+  const persistence = persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    ...persistence,
+    "--protected-mode",
+    "no",
+    "--loglevel",
+    "warning",
+    ...extra,
+  ];
   // taskset execs redis-server in place: the child is the server itself.
   const child =
     cpu === undefined

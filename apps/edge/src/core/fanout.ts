@@ -47,6 +47,12 @@ export class Fanout {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly retention: Retention,
+    /**
+     * Awaited after a gap before what was missed is handed over (live messages are held
+     * meanwhile): the node uses it to close connections whose key was revoked during the gap
+     * first, so they get nothing published after their revocation. Never rejects.
+     */
+    private readonly beforeFill: () => Promise<void> = () => Promise.resolve(),
   ) {
     broker.onGap(() => {
       for (const entry of this.#topics.values()) void this.#fillGap(entry);
@@ -145,6 +151,7 @@ export class Fanout {
       return;
     }
     entry.held = [];
+    await this.beforeFill();
     const missed: Message[] = [];
     let reset: ResetReason | undefined;
     if (entry.topic.pattern || entry.lastId === undefined) {

@@ -34,6 +34,11 @@ export class KeyCache {
     this.#entries.set(secret, { key, untilMs: nowMs + this.ttlMs });
   }
 
+  /** Drops every entry: after revocations may have been missed, none can be trusted. */
+  clear(): void {
+    this.#entries.clear();
+  }
+
   /** Drops what a revocation names: one key, or every key of a deleted plate. */
   forget(revocation: Revocation): void {
     for (const [secret, { key }] of this.#entries) {

@@ -62,6 +62,12 @@ export class Tenancy {
     if (revocation.keyId === undefined) this.#retention.delete(revocation.plateId);
   }
 
+  /** Forgets every cached key and retention: after revocations may have been missed (see `Resync`). */
+  forgetAll(): void {
+    this.#keys.clear();
+    this.#retention.clear();
+  }
+
   /**
    * The history retention of a plate: its own (`history`), else the node's defaults. Cached like
    * keys: another node's change is seen within `KEY_CACHE_MS`.

@@ -1,0 +1,45 @@
+/**
+ * What a Redis error reply says happened: its code (the reply's first word, e.g. `OOM`) and a
+ * phrase an operator can act on, for the answer a client gets and the node's log. The store
+ * package keeps the same table (`redis-errors.ts` there): the two packages share no module.
+ */
+export interface RedisRefusal {
+  readonly code: string;
+  readonly what: string;
+}
+
+/** Error replies Redis gives while it is reachable but will not run the command. */
+const REFUSALS: Readonly<Record<string, string>> = {
+  OOM: "Redis is out of memory (OOM: used memory is over maxmemory)",
+  READONLY: "Redis is a read-only replica (READONLY), as after a failover; the node reconnects to reach the primary",
+  MOVED: "Redis is a Redis Cluster (MOVED), which is not supported",
+  ASK: "Redis is a Redis Cluster (ASK), which is not supported",
+  CROSSSLOT: "Redis is a Redis Cluster (CROSSSLOT), which is not supported",
+  CLUSTERDOWN: "Redis is a Redis Cluster (CLUSTERDOWN), which is not supported",
+  TRYAGAIN: "Redis is a Redis Cluster (TRYAGAIN), which is not supported",
+  LOADING: "Redis is loading its data set (LOADING)",
+  BUSY: "Redis is busy running a script (BUSY)",
+  MISCONF: "Redis refuses writes because it cannot save to disk (MISCONF)",
+  MASTERDOWN: "Redis is a replica that lost its primary (MASTERDOWN)",
+  NOREPLICAS: "Redis refuses writes: not enough replicas (NOREPLICAS)",
+  NOAUTH: "Redis requires a password (NOAUTH): check REDIS_URL",
+  WRONGPASS: "Redis refused the credentials in REDIS_URL (WRONGPASS)",
+  NOPERM: "Redis' ACL forbids a command the node needs (NOPERM)",
+};
+
+/** The refusal an error is, or undefined when it is no Redis reply (the connection failed or timed out). */
+export function redisRefusal(err: unknown): RedisRefusal | undefined {
+  if (!(err instanceof Error) || err.name !== "ReplyError") return undefined;
+  const code = /^[A-Z]+/.exec(err.message)?.[0] ?? "ERR";
+  return { code, what: REFUSALS[code] ?? `Redis refused the command (${code})` };
+}
+
+/**
+ * ioredis' `reconnectOnError`: a primary demoted by a failover answers every write with READONLY
+ * while its clients stay connected to it; a new connection to the same address reaches whatever
+ * now stands there (the new primary, behind a proxy, DNS name or virtual IP). The failed command
+ * is not sent again (it fails to its caller).
+ */
+export function reconnectOnReadOnly(err: Error): boolean {
+  return err.message.startsWith("READONLY");
+}

@@ -1,0 +1,97 @@
+import { createConnection } from "node:net";
+import { startRedis } from "./redis-server.js";
+import type { RedisServer } from "./redis-server.js";
+
+/** How long a replica may take to finish its sync with the primary, in ms. */
+const REPLICA_SYNC_TIMEOUT_MS = 10_000;
+/** How often a syncing replica is polled, in ms. */
+const REPLICA_POLL_MS = 20;
+/** How long one command sent by `redisCommand` may take, in ms. */
+const COMMAND_TIMEOUT_MS = 5000;
+
+/** Two private redis-servers, `b` a replica of `a` until `failover` swaps their roles. */
+export interface RedisPair {
+  readonly a: RedisServer;
+  readonly b: RedisServer;
+  /**
+   * A failover: the replica is promoted (`REPLICAOF NO ONE`) and the old primary demoted to a
+   * replica of it (`REPLICAOF`), as Sentinel does. Clients still connected to the old primary get
+   * `READONLY` for every write. Resolves once the demoted one has synced.
+   */
+  failover(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `a`, and `b` as its replica (synced); never an external `REDIS_URL` server. */
+export async function startRedisPair(): Promise<RedisPair> {
+  // No delay before a diskless sync (default 5 s), so a role change settles in milliseconds.
+  const args = ["--repl-diskless-sync-delay", "0"];
+  const a = await startRedis({ fromEnv: false, args });
+  const b = await startRedis({ fromEnv: false, args });
+  let primary = a;
+  let replica = b;
+  await replicate(replica, primary);
+  return {
+    a,
+    b,
+    async failover() {
+      await redisCommand(replica.port, ["REPLICAOF", "NO", "ONE"]);
+      [primary, replica] = [replica, primary];
+      await replicate(replica, primary);
+    },
+    async stop() {
+      await Promise.all([a.stop(), b.stop()]);
+    },
+  };
+}
+
+async function replicate(replica: RedisServer, primary: RedisServer): Promise<void> {
+  await redisCommand(replica.port, ["REPLICAOF", "127.0.0.1", String(primary.port)]);
+  const deadline = Date.now() + REPLICA_SYNC_TIMEOUT_MS;
+  while (!/master_link_status:up/.test(await redisCommand(replica.port, ["INFO", "replication"]))) {
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${replica.port} did not sync with ${primary.port}`);
+    await new Promise((r) => setTimeout(r, REPLICA_POLL_MS));
+  }
+}
+
+/**
+ * Sends one command on a connection of its own and answers its reply as text (a simple string,
+ * an integer or a bulk string); an error reply rejects.
+ */
+export function redisCommand(port: number, args: readonly string[]): Promise<string> {
+  const request = `*${args.length}\r\n` + args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join("");
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ port, host: "127.0.0.1" });
+    let seen = Buffer.alloc(0);
+    const done = (err: Error | undefined, text?: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (err === undefined) resolve(text ?? "");
+      else reject(err);
+    };
+    const timer = setTimeout(() => done(new Error(`no answer to ${args[0]} from port ${port}`)), COMMAND_TIMEOUT_MS);
+    socket.once("connect", () => socket.write(request));
+    socket.on("data", (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const lineEnd = seen.indexOf("\r\n");
+      if (lineEnd === -1) return;
+      const line = seen.subarray(1, lineEnd).toString("utf8");
+      switch (String.fromCharCode(seen[0]!)) {
+        case "+":
+        case ":":
+          return done(undefined, line);
+        case "-":
+          return done(new Error(line));
+        case "$": {
+          const length = Number(line);
+          if (length < 0) return done(undefined, "");
+          if (seen.length < lineEnd + 2 + length) return;
+          return done(undefined, seen.subarray(lineEnd + 2, lineEnd + 2 + length).toString("utf8"));
+        }
+        default:
+          return done(new Error(`unexpected reply to ${args[0]}: ${seen.toString("utf8")}`));
+      }
+    });
+    socket.once("error", (err) => done(err));
+  });
+}
