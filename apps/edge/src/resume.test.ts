@@ -80,6 +80,21 @@ describe.each(backends)("resuming a subscription on %s", (_name, backend) => {
     sub.close();
   });
 
+  // EventSource remembers the last `id:` it saw and sends it back on its own reconnect: a ready
+  // event carrying the head before the replayed messages would make a drop during the replay skip
+  // the rest of it.
+  it("gives a resumed SSE stream's ready event the client's own id, not the newest, so a drop during the replay loses nothing", async () => {
+    const ch = channel();
+    const since = await sent(t, ch, "seen");
+    for (const text of ["a", "b", "c"]) await sent(t, ch, text);
+    const sub = await sse(t, ch, { "Last-Event-ID": since });
+    await sub.waitForMessages(3);
+    expect(story(sub)).toEqual(["ready", "a", "b", "c"]);
+    const ready = sub.events[0]!;
+    expect(ready.id).toBe(since);
+    sub.close();
+  });
+
   it("replays what an SSE client missed after Last-Event-ID, then goes live, with nothing twice", async () => {
     const ch = channel();
     const first = await sse(t, ch);
@@ -293,6 +308,71 @@ describe("publishing with an Idempotency-Key", () => {
     const bad = await publishWithKey(ch, "has space", "a");
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBe("invalid_parameter");
+  });
+});
+
+describe.each(backends)("Idempotency-Keys of different API keys on %s", (_name, backend) => {
+  let t: TestNode;
+  /** A second node on the same Redis (on the embedded default, the same node). */
+  let other: TestNode;
+  let stopBackend: () => Promise<void>;
+  /** The secret of an acme key that may publish on `public:*` only. */
+  let publicOnly: string;
+  beforeAll(async () => {
+    const b = await backend();
+    stopBackend = b.stop;
+    t = await startTestNode(b.env);
+    other = b.env.REDIS_URL === undefined ? t : await startTestNode(b.env);
+    const created = await adminCall(t.url, "POST", "/admin/plates/acme/keys", { body: { scopes: ["publish"], channels: ["public:*"] } });
+    expect(created.status).toBe(201);
+    publicOnly = created.body.data.secret as string;
+  });
+  afterAll(async () => {
+    if (other !== t) await other.cleanup();
+    await t.cleanup();
+    await stopBackend();
+  });
+
+  async function publishWithKey(node: TestNode, secret: string, ch: string, key: string, text: string) {
+    const res = await fetch(`${node.url}/acme/pubsub/${ch}/publish`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/json", "Idempotency-Key": key },
+      body: JSON.stringify({ message: { text } }),
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  it("publishes normally when another API key already used the same Idempotency-Key, and a 409 never names a channel", async () => {
+    const secret = channel();
+    const sub = await sse(t, secret);
+    // Key A takes "k1" first: a backend using "k1" afterwards is not refused or answered A's id.
+    const byA = await publishWithKey(t, publicOnly, "public:x", "k1", "a");
+    expect(byA.status, byA.text).toBe(200);
+    const byBackend = await publishWithKey(other, KEYS.acme, secret, "k1", "plan");
+    expect(byBackend.status, byBackend.text).toBe(200);
+    const backendId = JSON.parse(byBackend.text).data.id as string;
+    expect(backendId).not.toBe(JSON.parse(byA.text).data.id);
+    // The backend takes "k2" first: key A using it learns nothing of the backend's channel.
+    const first = await publishWithKey(t, KEYS.acme, secret, "k2", "more");
+    expect(first.status, first.text).toBe(200);
+    const byA2 = await publishWithKey(other, publicOnly, "public:y", "k2", "b");
+    expect(byA2.status, byA2.text).toBe(200);
+    expect(byA2.text).not.toContain(secret);
+    // Each key's own retry still answers its first publish, across nodes.
+    const retry = await publishWithKey(t, KEYS.acme, secret, "k1", "plan");
+    expect(retry.status).toBe(200);
+    expect(JSON.parse(retry.text).data.id).toBe(backendId);
+    // A's own reuse on another channel is 409 conflict, naming no channel.
+    const reuse = await publishWithKey(other, publicOnly, "public:z", "k1", "a");
+    expect(reuse.status).toBe(409);
+    expect(JSON.parse(reuse.text).error.code).toBe("conflict");
+    expect(reuse.text).not.toContain("public:x");
+    expect(reuse.text).not.toContain(secret);
+
+    await sub.waitForMessages(2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(story(sub)).toEqual(["ready", "plan", "more"]);
+    sub.close();
   });
 });
 

@@ -262,19 +262,36 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(await ask("m123")).toMatchObject({ complete: false, reason: "unknown_id" });
     });
 
-    it("publishes once per idempotency key within a plate, answering the first publish to a retry", async () => {
+    it("publishes once per idempotency key of one owner within a plate, answering the first publish to a retry on any node", async () => {
       const broker = await node();
+      const other = await node();
       const c = collector();
       await broker.subscribe(exact("p1", "orders"), c.listener);
-      const once = { key: "order-42", windowMs: 60_000 };
+      const once = { key: "order-42", owner: "key_a", windowMs: 60_000 };
       const first = await broker.publish({ ...message("p1", "orders", "1"), idempotency: once });
-      const retry = await broker.publish({ ...message("p1", "orders", "1"), idempotency: once });
+      const retry = await other.publish({ ...message("p1", "orders", "1"), idempotency: once });
       const elsewhere = await broker.publish({ ...message("p2", "orders", "1"), idempotency: once });
       expect(first.repeated).toBe(false);
       expect(retry).toMatchObject({ repeated: true, message: { id: first.message.id, channel: "orders", timestamp: first.message.timestamp } });
       expect(elsewhere.repeated).toBe(false);
       await c.until(2, 300);
       expect(c.received.map((m) => m.id)).toEqual([first.message.id]);
+    });
+
+    it("keeps the idempotency keys of different owners apart, whatever the characters of key and owner", async () => {
+      const broker = await node();
+      const c = collector();
+      await broker.subscribe(exact("p1", "secret"), c.listener);
+      const mine = await broker.publish({ ...message("p1", "public:x"), idempotency: { key: "k:1", owner: "key_a", windowMs: 60_000 } });
+      const theirs = await broker.publish({ ...message("p1", "secret"), idempotency: { key: "k:1", owner: "key_b", windowMs: 60_000 } });
+      // "key_a" + ":" + "k:1" must not meet "key_a:k" + ":" + "1".
+      const spliced = await broker.publish({ ...message("p1", "secret"), idempotency: { key: "1", owner: "key_a:k", windowMs: 60_000 } });
+      expect(mine.repeated).toBe(false);
+      expect(theirs.repeated).toBe(false);
+      expect(spliced.repeated).toBe(false);
+      expect(new Set([mine.message.id, theirs.message.id, spliced.message.id]).size).toBe(3);
+      await c.until(2);
+      expect(c.received.map((m) => m.id)).toEqual([theirs.message.id, spliced.message.id]);
     });
 
     it("is ready until closed", async () => {

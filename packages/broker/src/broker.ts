@@ -29,10 +29,11 @@ export interface PublishRequest {
   readonly timestamp: string;
   readonly retention: Retention;
   /**
-   * A client's `Idempotency-Key`: a publish with a key already used in this plate within
-   * `windowMs` publishes nothing and answers the first publish's message.
+   * A client's `Idempotency-Key` and its `owner` (the API key that sent it): a publish with a key
+   * its owner already used in this plate within `windowMs` publishes nothing and answers the first
+   * publish's message. The keys of different owners never meet, whatever their characters.
    */
-  readonly idempotency?: { readonly key: string; readonly windowMs: number };
+  readonly idempotency?: { readonly key: string; readonly owner: string; readonly windowMs: number };
 }
 
 export interface PublishResult {

@@ -47,6 +47,14 @@ export function resumeRule(
   return { kind: "read", after: position };
 }
 
+/**
+ * The name under which a broker remembers an idempotency key within its plate: the owner
+ * (URI-encoded, so it holds no `:`), `:`, then the key. Two owners' keys can never share a name.
+ */
+export function idempotencyName(idempotency: { readonly key: string; readonly owner: string }): string {
+  return encodeURIComponent(idempotency.owner) + ":" + idempotency.key;
+}
+
 /** Plate-wide order: the next position after `last` at `nowMs` (never going back). */
 export function nextOrder(last: Order | undefined, nowMs: number): Order {
   if (last === undefined || nowMs > last.ms) return { ms: nowMs, seq: 0 };

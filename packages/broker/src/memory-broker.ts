@@ -1,7 +1,7 @@
 import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
-import { nextOrder, resumeRule } from "./history.js";
+import { idempotencyName, nextOrder, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 
 /** How often retained messages past their age and forgotten channels are swept, in ms. */
@@ -21,7 +21,7 @@ interface ChannelLog {
   retention: Retention;
 }
 
-/** One plate's history: its head position, channel logs and idempotency keys. */
+/** One plate's history: its head position, channel logs and idempotency keys (by idempotencyName). */
 interface PlateHistory {
   head: Order | undefined;
   readonly channels: Map<ChannelName, ChannelLog>;
@@ -67,8 +67,9 @@ export class MemoryBroker implements Broker {
     const now = this.#now();
     const plate = this.#plateHistory(request.plateId);
     const { idempotency } = request;
+    const name = idempotency === undefined ? "" : idempotencyName(idempotency);
     if (idempotency !== undefined) {
-      const prior = plate.idempotency.get(idempotency.key);
+      const prior = plate.idempotency.get(name);
       if (prior !== undefined && prior.expiresAt > now) return Promise.resolve({ message: prior.message, repeated: true });
     }
     const order = nextOrder(plate.head, now);
@@ -82,7 +83,7 @@ export class MemoryBroker implements Broker {
     };
     this.#append(plate, message, order, request.retention, now);
     if (idempotency !== undefined) {
-      plate.idempotency.set(idempotency.key, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
+      plate.idempotency.set(name, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
     }
     this.#deliver(message);
     return Promise.resolve({ message, repeated: false });

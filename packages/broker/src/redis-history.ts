@@ -9,7 +9,8 @@ import type { Redis } from "ioredis";
  *   p + "history:" + a + ":" + c   stream  retained messages, entry id = the position's "ms-seq",
  *                                          field m = the Redis payload (as published); PEXPIRE ageMs
  *   p + "history-marks:" + a + ":" + c  hash  last, dropped ("ms-seq"); PEXPIRE markTtlMs
- *   p + "idem:" + a + ":" + key    string  "id SEP timestamp SEP channel" of a publish; PX window
+ *   p + "idem:" + a + ":" + owner + ":" + key  string  "id SEP timestamp SEP channel" of a publish;
+ *                                          PX window (owner: the API key id, URI-encoded)
  * A Redis that evicts keys (any maxmemory-policy but noeviction) breaks these guarantees.
  */
 

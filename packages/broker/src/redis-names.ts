@@ -67,9 +67,9 @@ export class RedisNames {
     return [p + "epoch", p + "history-head:" + plateId, p + "history:" + plateId + ":" + channel, p + "history-marks:" + plateId + ":" + channel];
   }
 
-  /** The key remembering one idempotency key's publish. */
-  idempotency(plateId: PlateId, key: string): string {
-    return this.#prefix + "idem:" + plateId + ":" + key;
+  /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */
+  idempotency(plateId: PlateId, name: string): string {
+    return this.#prefix + "idem:" + plateId + ":" + name;
   }
 
   /** The plate and channel a Redis channel name stands for; undefined for a name that is not one. */

@@ -5,12 +5,27 @@ import type { Metrics } from "../metrics.js";
 import type { Connection, EndReason } from "./connection.js";
 
 /**
+ * One of a plate's connection slots, held for a connection that does not exist yet (while its
+ * client token's use is claimed): it counts against the plate's limit until given back, or until
+ * `Connections.add` takes it over for the connection (which then frees it when it ends).
+ */
+export interface ConnectionSlot {
+  readonly plateId: PlateId;
+  /** Whether it is still held (neither given back nor taken over). */
+  readonly held: boolean;
+  /** Gives the slot back; does nothing once it was given back or taken over. */
+  release(): void;
+}
+
+/**
  * Every open subscriber connection of this node, indexed by plate: for the per-plate connection
  * limit, revocation (close what a revoked key or deleted plate opened), heartbeats and drain.
  */
 export class Connections {
   readonly #all = new Set<Connection>();
   readonly #byPlate = new Map<PlateId, Set<Connection>>();
+  /** Slots held per plate (see `reserve`); a plate with none has no entry. */
+  readonly #reserved = new Map<PlateId, number>();
 
   constructor(
     private readonly metrics: Metrics,
@@ -22,9 +37,12 @@ export class Connections {
     return this.#all.size;
   }
 
-  /** Throws `rate_limited` when the plate is at its limit; call before accepting a connection. */
+  /**
+   * Throws `rate_limited` when the plate is at its limit (open connections and held slots); call
+   * before accepting a connection.
+   */
   checkCapacity(plateId: PlateId): void {
-    const open = this.#byPlate.get(plateId)?.size ?? 0;
+    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
     if (this.maxPerPlate !== 0 && open >= this.maxPerPlate) {
       throw new PlateError(
         "rate_limited",
@@ -34,9 +52,40 @@ export class Connections {
     }
   }
 
-  /** Registers a connection until it ends. */
-  add(conn: Connection): void {
-    this.checkCapacity(conn.plateId);
+  /**
+   * Holds one of the plate's connection slots (throws `rate_limited` as `checkCapacity` does), for
+   * a connect that must not spend anything (a client token's use) unless it can open. The caller
+   * gives it to `add`, and releases it in any case when done (a no-op once `add` took it over).
+   */
+  reserve(plateId: PlateId): ConnectionSlot {
+    this.checkCapacity(plateId);
+    this.#reserved.set(plateId, (this.#reserved.get(plateId) ?? 0) + 1);
+    let held = true;
+    const reserved = this.#reserved;
+    return {
+      plateId,
+      get held() {
+        return held;
+      },
+      release() {
+        if (!held) return;
+        held = false;
+        const count = (reserved.get(plateId) ?? 1) - 1;
+        if (count > 0) reserved.set(plateId, count);
+        else reserved.delete(plateId);
+      },
+    };
+  }
+
+  /**
+   * Registers a connection until it ends. With a `slot` of its plate still held, the connection
+   * takes it over (no second check against the limit); otherwise throws `rate_limited` at the limit.
+   */
+  add(conn: Connection, slot?: ConnectionSlot): void {
+    const reserved = slot !== undefined && slot.held && slot.plateId === conn.plateId;
+    // Given back and taken by the connection in one synchronous step: the count never drops between.
+    if (reserved) slot.release();
+    else this.checkCapacity(conn.plateId);
     this.#all.add(conn);
     let plate = this.#byPlate.get(conn.plateId);
     if (plate === undefined) {
@@ -69,6 +118,13 @@ export class Connections {
       }
     }
     return closed;
+  }
+
+  /** The plates with open connections, each with the ids of the keys that opened them (see `Resync`). */
+  keysInUse(): Map<PlateId, Set<string>> {
+    const keys = new Map<PlateId, Set<string>>();
+    for (const [plateId, set] of this.#byPlate) keys.set(plateId, new Set([...set].map((conn) => conn.keyId)));
+    return keys;
   }
 
   /** Sends every connection its heartbeat. */

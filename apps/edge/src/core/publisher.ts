@@ -17,11 +17,17 @@ export class Publisher {
 
   /**
    * Publishes `body` (the JSON text of the value) to a channel; the broker gives it its id and keeps
-   * it in the channel's history. With an `idempotencyKey` already used in this plate within
-   * `IDEMPOTENCY_WINDOW_MS`, publishes nothing and answers the first publish's message
-   * (`repeated`). Throws `rate_limited` or `broker_unavailable` (then nothing was published).
+   * it in the channel's history. With an idempotency `key` its `owner` (the id of the API key that
+   * publishes) already used in this plate within `IDEMPOTENCY_WINDOW_MS`, publishes nothing and
+   * answers the first publish's message (`repeated`); another owner's use of the same key does
+   * not count. Throws `rate_limited` or `broker_unavailable` (then nothing was published).
    */
-  async publish(plateId: PlateId, channel: ChannelName, body: string, idempotencyKey?: string): Promise<PublishResult> {
+  async publish(
+    plateId: PlateId,
+    channel: ChannelName,
+    body: string,
+    idempotency?: { readonly key: string; readonly owner: string },
+  ): Promise<PublishResult> {
     this.rate.take(plateId);
     const retention = await this.retentionOf(plateId);
     let result: PublishResult;
@@ -32,7 +38,7 @@ export class Publisher {
         body,
         timestamp: new Date().toISOString(),
         retention,
-        ...(idempotencyKey === undefined ? {} : { idempotency: { key: idempotencyKey, windowMs: this.idempotencyWindowMs } }),
+        ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),
       });
     } catch (err) {
       if (err instanceof PlateError) throw err;

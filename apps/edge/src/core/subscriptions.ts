@@ -4,7 +4,7 @@ import type { Broker, Replay, Retention } from "@plate/broker";
 import type { Connection } from "./connection.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import type { Connections } from "./connections.js";
+import type { ConnectionSlot, Connections } from "./connections.js";
 import type { Fanout } from "./fanout.js";
 
 /**
@@ -33,8 +33,9 @@ export class Subscriptions {
   /**
    * `since`: the last id the client saw (`Last-Event-ID`, `since`), to resume after it.
    * `requestId`: the request that opened it, for the log.
+   * `slot`: a connection slot of its plate held for it (`Connections.reserve`), which it takes over.
    */
-  async open(conn: Connection, maxDurationMs = 0, since?: string, requestId?: string): Promise<void> {
+  async open(conn: Connection, maxDurationMs = 0, since?: string, requestId?: string, slot?: ConnectionSlot): Promise<void> {
     const { topic } = conn;
     const started = Date.now();
     conn.onEnd((reason) =>
@@ -49,7 +50,7 @@ export class Subscriptions {
     );
     let replay: Replay;
     try {
-      this.connections.add(conn);
+      this.connections.add(conn, slot);
       await this.fanout.attach(conn);
       if (conn.ended) return;
       if (topic.pattern) {

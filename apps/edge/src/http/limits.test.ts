@@ -1,6 +1,9 @@
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis } from "@plate/testing";
+import type { RedisServer } from "@plate/testing";
 import { adminCall } from "../test-support/admin.js";
-import { call, mintPath } from "../test-support/calls.js";
+import { call, mintPath, sleep } from "../test-support/calls.js";
 import { KEYS, eventually, publish, startTestNode } from "../test-support/node.js";
 import type { TestNode } from "../test-support/node.js";
 import { SseClient } from "../test-support/sse.js";
@@ -133,6 +136,102 @@ describe("connection limit per plate (MAX_CONNECTIONS_PER_PLATE=2)", () => {
     } finally {
       for (const client of open) client.close();
     }
+  });
+});
+
+// On Redis, claiming a token's use is a round trip. Redis is kept busy while the connects race for
+// the one slot, so every one of them is past the limit check before any claim is answered.
+describe("connection limit per plate with client tokens on Redis (MAX_CONNECTIONS_PER_PLATE=1)", () => {
+  let t: TestNode;
+  let redis: RedisServer;
+  let busy: Redis;
+  beforeAll(async () => {
+    redis = await startRedis();
+    busy = new Redis(redis.url);
+    t = await startTestNode({ MAX_CONNECTIONS_PER_PLATE: "1", REDIS_URL: redis.url });
+  });
+  afterAll(async () => {
+    await t.cleanup();
+    busy.disconnect();
+    await redis.stop();
+  });
+
+  /** How many tries race for the one slot. */
+  const RACERS = 10;
+  /** How long Redis is kept busy while they race, in ms. */
+  const BUSY_MS = 300;
+
+  /** Runs `connect` RACERS times at once while a script holds Redis (one script runs at a time). */
+  async function race<T>(connect: () => Promise<T>): Promise<T[]> {
+    const held = busy.eval(
+      "local t = redis.call('TIME'); local stop = t[1] * 1000000 + t[2] + ARGV[1] * 1000; " +
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 1",
+      0,
+      BUSY_MS,
+    );
+    await sleep(20);
+    const racers = Promise.all(Array.from({ length: RACERS }, connect));
+    await held;
+    return racers;
+  }
+
+  it("spends no use of a client token on SSE connects refused at the limit, even when they race", async () => {
+    const { path } = await mintPath(t.url, "acme", "slots.sse", { max_uses: "2" });
+    const racers = await race(() => SseClient.open(`${t.url}${path}`));
+    try {
+      const accepted = racers.filter((s) => s.status === 200);
+      expect(accepted).toHaveLength(1);
+      const refused = racers.filter((s) => s.status !== 200);
+      await Promise.all(refused.map((s) => s.waitForEnd(1000)));
+      expect(refused.map((s) => `${s.status} ${JSON.parse(s.body).error.code}`)).toEqual(Array(RACERS - 1).fill("429 rate_limited"));
+      await accepted[0]!.waitFor("ready");
+    } finally {
+      for (const s of racers) s.close();
+    }
+    expect(await eventually(() => t.node.services.connections.size === 0, 2000)).toBe(true);
+    // The token's second use is still there, and then it is used up.
+    const second = await SseClient.open(`${t.url}${path}`);
+    try {
+      expect(second.status).toBe(200);
+      await second.waitFor("ready");
+    } finally {
+      second.close();
+    }
+    expect(await eventually(() => t.node.services.connections.size === 0, 2000)).toBe(true);
+    const third = await SseClient.open(`${t.url}${path}`);
+    expect(third.status).toBe(410);
+    third.close();
+  });
+
+  it("spends no use of a client token on WebSockets closed 1013 at the limit, even when they race", async () => {
+    await eventually(() => t.node.services.connections.size === 0, 2000);
+    const { path } = await mintPath(t.url, "acme", "slots.ws", { max_uses: "2" });
+    const racers = await race(() => WsClient.connect(`${t.wsUrl}${path}`));
+    try {
+      const settled = await eventually(
+        () => racers.every((ws) => ws.closeCode !== undefined || ws.frames.some((f) => f.type === "ready")),
+        5000,
+      );
+      expect(settled).toBe(true);
+      const accepted = racers.filter((ws) => ws.closeCode === undefined);
+      expect(accepted).toHaveLength(1);
+      expect(racers.filter((ws) => ws.closeCode !== undefined).map((ws) => `${ws.closeCode} ${ws.closeReason}`)).toEqual(
+        Array(RACERS - 1).fill("1013 rate_limited"),
+      );
+    } finally {
+      for (const ws of racers) ws.close();
+    }
+    expect(await eventually(() => t.node.services.connections.size === 0, 2000)).toBe(true);
+    const second = await WsClient.connect(`${t.wsUrl}${path}`);
+    try {
+      await second.waitFor("ready");
+    } finally {
+      second.close();
+    }
+    expect(await eventually(() => t.node.services.connections.size === 0, 2000)).toBe(true);
+    const third = await WsClient.connect(`${t.wsUrl}${path}`);
+    expect(await third.waitForClose(2000)).toBe(4429);
+    third.close();
   });
 });
 

@@ -159,6 +159,81 @@ describe("slow consumers (SLOW_CONSUMER_MAX_BYTES=65536, SLOW_CONSUMER_GRACE_MS=
   });
 });
 
+describe("resuming with more to replay than SLOW_CONSUMER_MAX_BYTES=65536 (HISTORY_COUNT=1000)", () => {
+  let t: TestNode;
+  /** Messages published before each resume: 300 of ~8 KB, about 37 times the limit. */
+  const MISSED = 300;
+  const BIG = "z".repeat(8000);
+  beforeAll(async () => {
+    t = await startTestNode({ SLOW_CONSUMER_MAX_BYTES: "65536", SLOW_CONSUMER_GRACE_MS: "200", HISTORY_COUNT: "1000" });
+  });
+  afterAll(() => t.cleanup());
+
+  /** Publishes the id to resume from, then MISSED big messages after it; answers that id. */
+  async function missed(channel: string): Promise<string> {
+    const res = await publish(t.url, "acme", channel, { i: -1 });
+    expect(res.status).toBe(200);
+    for (let i = 0; i < MISSED; i += 1) expect((await publish(t.url, "acme", channel, { i, big: BIG })).status).toBe(200);
+    return res.body.data.id as string;
+  }
+
+  /** Publishes `count` small live messages numbered from MISSED on, without waiting between them. */
+  async function live(channel: string, count: number): Promise<void> {
+    for (let i = MISSED; i < MISSED + count; i += 1) expect((await publish(t.url, "acme", channel, { i })).status).toBe(200);
+  }
+
+  const numbers = (count: number) => Array.from({ length: count }, (_, i) => i);
+
+  it("replays everything to an SSE client that reads, at its pace, without dropping it, then goes live", async () => {
+    const since = await missed("replay-sse");
+    const sub = await SseClient.open(`${t.url}/acme/pubsub/replay-sse/subscribe`, { ...AUTH, "Last-Event-ID": since });
+    try {
+      expect(sub.status).toBe(200);
+      await live("replay-sse", 20);
+      const got = await sub.waitForMessages(MISSED + 20, 10_000);
+      expect(got.map((m: any) => m.message.i)).toEqual(numbers(MISSED + 20));
+      expect(sub.ended).toBe(false);
+      expect(t.node.services.connections.size).toBe(1);
+    } finally {
+      sub.close();
+    }
+  });
+
+  it("replays everything to a WebSocket client that reads, at its pace, without dropping it, then goes live", async () => {
+    const since = await missed("replay-ws");
+    const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/replay-ws/ws`, { auth: KEYS.acme, since });
+    try {
+      await client.waitFor("ready");
+      await live("replay-ws", 20);
+      const got = await client.waitForMessages(MISSED + 20, 10_000);
+      expect(got.map((m) => m.message.i)).toEqual(numbers(MISSED + 20));
+      expect(client.closeCode).toBeUndefined();
+    } finally {
+      client.close();
+    }
+  });
+
+  it("still drops a resuming SSE or WebSocket client that does not read once live messages pile up behind the replay", async () => {
+    await eventually(() => t.node.services.connections.size === 0, 2000);
+    const since = await missed("replay-stuck");
+    const sse = await openPausable(`${t.url}/acme/pubsub/replay-stuck/subscribe?lastEventId=${encodeURIComponent(since)}`);
+    sse.pause();
+    const ws = await WsClient.connect(`${t.wsUrl}/acme/pubsub/replay-stuck/ws?since=${encodeURIComponent(since)}`, { headers: AUTH });
+    ws.socket.pause();
+    try {
+      expect(await eventually(() => t.node.services.connections.size === 2)).toBe(true);
+      const dropsBefore = await slowConsumerDrops(t.url);
+      const sent = await publishUntilDropped(t, "replay-stuck", 0);
+      expect(t.node.services.connections.size).toBe(0);
+      expect(sent).toBeLessThan(MAX_PUBLISHES);
+      expect(await slowConsumerDrops(t.url)).toBe(dropsBefore + 2);
+    } finally {
+      sse.close();
+      ws.close();
+    }
+  });
+});
+
 describe("slow consumers do not grow the node's memory", () => {
   let t: TestNode;
   beforeAll(async () => {

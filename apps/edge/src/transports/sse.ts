@@ -48,7 +48,19 @@ export class SseConnection extends Connection {
 
   readonly #onClose = (): void => this.end("normal");
 
-  protected writeReady(ready: ReadyFrame): void {
+  protected get output(): Socket | undefined {
+    return this.#socket;
+  }
+
+  protected get maxBufferedBytes(): number {
+    return this.limits.maxBufferedBytes;
+  }
+
+  protected bytesOf(out: Outbound): number {
+    return out.sse.length;
+  }
+
+  protected writeReady(ready: ReadyFrame, streamId: string | undefined): void {
     let head = "HTTP/1.1 200 OK\r\n";
     for (const [name, value] of Object.entries(this.headers)) head += `${name}: ${value}\r\n`;
     head +=
@@ -58,9 +70,10 @@ export class SseConnection extends Connection {
       // The stream ends when the connection does: no chunked encoding, no second request.
       "Connection: close\r\n\r\n" +
       `retry: ${this.retryMs}\n\n` +
-      // The position as the event's id: EventSource sends it back as Last-Event-ID if it
-      // reconnects before any message arrives.
-      (ready.position === undefined ? "" : `id: ${ready.position}\n`) +
+      // The event's id: EventSource sends it back as Last-Event-ID if it reconnects before any
+      // message arrives. The starting position, or on a resume the client's own last id (see
+      // Connection.start); either is a well-formed position, never text from the request.
+      (streamId === undefined ? "" : `id: ${streamId}\n`) +
       `event: ready\ndata: ${JSON.stringify(ready)}\n\n`;
     const res = this.#res!;
     this.#res = undefined;
