@@ -86,6 +86,32 @@ describe("the node's log", () => {
     expect(log).toContain("/logs/s/*");
   });
 
+  it("holds no client token whose path was percent-encoded (/logs/%73/<token>), over SSE and WebSocket", async () => {
+    const tokens: string[] = [];
+    for (const transport of ["sse", "ws"]) {
+      const minted = await mintToken(proc.url, "logs", "room", { max_uses: "1" }, SECRET);
+      tokens.push(minted.body.data.token);
+      const path = (minted.body.data.path as string).replace("/s/", "/%73/");
+      // The first use connects; the second is refused, and the refusal is logged with the path.
+      if (transport === "sse") {
+        const client = await SseClient.open(`${proc.url}${path}`);
+        await client.waitFor("ready");
+        client.close();
+        expect((await SseClient.open(`${proc.url}${path}`)).status).toBe(410);
+      } else {
+        const client = await WsClient.connect(`${proc.url.replace("http", "ws")}${path}`);
+        await client.waitFor("ready");
+        client.close();
+        const refused = await WsClient.connect(`${proc.url.replace("http", "ws")}${path}`);
+        expect(await refused.waitForClose()).toBe(4429);
+      }
+    }
+    expect(await eventually(() => proc.stdout.includes("exhausted_client_socket"), 3000)).toBe(true);
+    const log = proc.stdout + proc.stderr;
+    for (const token of tokens) expect(log, `a token in the log: ${token.slice(0, 6)}…`).not.toContain(token);
+    expect(log).toContain("/logs/%73/*");
+  });
+
   it("writes one JSON object a line, with the request's id on the lines about a request", async () => {
     const res = await fetch(`${proc.url}/logs/pubsub/room/publish`, {
       method: "POST",

@@ -13,14 +13,40 @@ export function requestIdOf(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : nanoid(REQUEST_ID_CHARS);
 }
 
-/** Route 5's path: `/{plateId}/s/{token}`; the token is a secret. */
-const TOKEN_PATH = /^(\/[^/?]+\/s\/)[^/?]+/;
+/** An absolute-form target's scheme and host (`http://host:port`), before its path. */
+const SCHEME_AND_HOST = /^[a-z][a-z\d+.-]*:\/\/[^/]*/i;
+/** What makes a router read a path otherwise than as sent: escapes, backslashes, dot segments. */
+const NOT_PLAIN = /[%\\]|\/\./;
 
 /**
- * A request path as it may be logged: without its query string, and with a client token (route 5)
- * replaced by `*`. API keys never travel in paths; tokens do, and a log must not hold one.
+ * A request path as it may be logged: without its query string, and with a client token (route 5,
+ * `/{plateId}/s/{token}`) replaced by `*`. API keys never travel in paths; tokens do, and a log
+ * must not hold one. The path is read as the routers read it (scheme and host dropped, `\` as `/`,
+ * dot segments resolved, each segment percent-decoded: `/p/%73/{token}` is route 5 too), so no
+ * spelling of route 5 keeps its token; a bad escape leaves a segment as sent, never throws.
  */
 export function loggablePath(url: string): string {
-  const path = url.split("?", 1)[0]!;
-  return path.replace(TOKEN_PATH, "$1*");
+  const segments = routedPath(url.split("?", 1)[0]!).split("/");
+  // Empty segments are skipped: a proxy that merges slashes (nginx does) reads `/p//s//t` as route 5.
+  const named = segments.flatMap((segment, i) => (segment === "" ? [] : [i]));
+  if (named.length >= 3 && decodeSegment(segments[named[1]!]!) === "s") segments[named[2]!] = "*";
+  return segments.join("/");
+}
+
+function routedPath(target: string): string {
+  const path = target.replace(SCHEME_AND_HOST, "");
+  if (path.startsWith("/") && !NOT_PLAIN.test(path)) return path;
+  try {
+    return new URL(`http://localhost${path.startsWith("/") ? "" : "/"}${path}`).pathname;
+  } catch {
+    return "/(unreadable path)";
+  }
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }

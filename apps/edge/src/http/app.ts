@@ -6,6 +6,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { PlateError, isClientTokenShape, toPlateError } from "@plate/protocol";
 import type { Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
+import type { ConnectionSlot } from "../core/connections.js";
 import { newClientId } from "../core/ids.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
 import { booleanParam } from "../core/tokens.js";
@@ -15,6 +16,7 @@ import { adminRoutes } from "./admin.js";
 import { consoleRoutes } from "./console.js";
 import { readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
+import { NO_SNIFF } from "./raw-response.js";
 import { patternQuery, plateParam, topicParam } from "./params.js";
 
 /** Hono's environment on Node: the raw request and response are at `c.env`; the request's id. */
@@ -33,6 +35,7 @@ export function createApp(services: Services): Hono<AppEnv> {
     const requestId = requestIdOf(c.req.header("x-request-id"));
     c.set("requestId", requestId);
     c.header("X-Request-Id", requestId);
+    for (const [name, value] of Object.entries(NO_SNIFF)) c.header(name, value);
     const cors = corsHeaders(config.corsOrigins, c.req.header("origin"));
     if (c.req.method === "OPTIONS") {
       return c.body(null, 204, { ...cors, ...preflightHeaders() });
@@ -114,16 +117,29 @@ export function createApp(services: Services): Hono<AppEnv> {
     if (!isClientTokenShape(token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
     }
-    services.connections.checkCapacity(plateId);
-    const record = await services.tokens.claim(plateId, token);
-    const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-    return openSse(c, services, topic, record.keyId, record.maxDurationMs);
+    // The slot is held before the claim spends a use: a connect refused at the plate's limit
+    // spends none, even when connects race for the last slot.
+    const slot = services.connections.reserve(plateId);
+    try {
+      const record = await services.tokens.claim(plateId, token);
+      const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
+      return await openSse(c, services, topic, record.keyId, record.maxDurationMs, slot);
+    } finally {
+      slot.release();
+    }
   });
 
   return app;
 }
 
-async function openSse(c: Context<AppEnv>, services: Services, topic: Topic, keyId: KeyRecord["id"], maxDurationMs: number) {
+async function openSse(
+  c: Context<AppEnv>,
+  services: Services,
+  topic: Topic,
+  keyId: KeyRecord["id"],
+  maxDurationMs: number,
+  slot?: ConnectionSlot,
+) {
   const { config } = services;
   const res: ServerResponse = c.env.outgoing;
   const conn = new SseConnection(
@@ -139,7 +155,7 @@ async function openSse(c: Context<AppEnv>, services: Services, topic: Topic, key
   // Browsers send Last-Event-ID on EventSource's own reconnect; `?lastEventId=` is for clients
   // that cannot set headers (a first connection made by hand).
   const since = c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
-  await services.subscriptions.open(conn, maxDurationMs, since, c.get("requestId"));
+  await services.subscriptions.open(conn, maxDurationMs, since, c.get("requestId"), slot);
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -1,4 +1,5 @@
 import { PlateError } from "@plate/protocol";
+import { parseJson } from "./json.js";
 
 /**
  * Reads a request body as UTF-8 text, refusing (413 `payload_too_large`) as soon as it passes
@@ -13,7 +14,9 @@ export async function readBody(request: Request, maxBytes: number): Promise<stri
   let size = 0;
   const reader: ReadableStreamDefaultReader<Uint8Array> = request.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await reader.read().catch((err: unknown) => {
+      throw cutOff(err);
+    });
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {
@@ -25,16 +28,15 @@ export async function readBody(request: Request, maxBytes: number): Promise<stri
   return Buffer.concat(chunks, size).toString("utf8");
 }
 
-/** Reads a JSON body; `invalid_json` when it does not parse. Empty bodies are `undefined`. */
+/**
+ * Reads a JSON body; `invalid_json` when it does not parse or nests deeper than `MAX_JSON_DEPTH`.
+ * Empty bodies are `undefined`.
+ */
 export async function readJson(request: Request, maxBytes: number): Promise<unknown> {
   requireJson(request);
   const text = await readBody(request, maxBytes);
   if (text.trim() === "") return undefined;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new PlateError("invalid_json", "The body is not valid JSON.");
-  }
+  return parseJson(text, "send a JSON object of parameters.");
 }
 
 /** Refuses (415) a body that is not declared `application/json`. */
@@ -48,6 +50,14 @@ export function requireJsonType(contentType: string | undefined): void {
   if (mime !== "application/json") {
     throw new PlateError("unsupported_media_type", 'Send the body as JSON with "Content-Type: application/json".');
   }
+}
+
+/**
+ * The refusal of a body that stopped before its end: the client went away or was cut by
+ * `HTTP_REQUEST_TIMEOUT_MS`. Its fault, not the node's (no `internal_error`); nobody reads the answer.
+ */
+export function cutOff(cause: unknown): PlateError {
+  return new PlateError("bad_request", "The request body ended before it was complete.", { cause });
 }
 
 /** The refusal of a body over `maxBytes`. */

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,6 +16,11 @@ import { CONSOLE_PAGE } from "./console-page.js";
 export function consoleRoutes(): Hono {
   const files = clientFiles();
   const app = new Hono();
+  app.use("*", async (c, next) => {
+    c.header("Content-Security-Policy", CONSOLE_POLICY);
+    c.header("X-Frame-Options", "DENY");
+    await next();
+  });
   app.get("/", (c) => c.html(CONSOLE_PAGE, 200, { "Cache-Control": "no-cache" }));
   app.get("/client/:file", (c) => {
     const body = files.get(c.req.param("file"));
@@ -22,6 +28,30 @@ export function consoleRoutes(): Hono {
     return c.body(body, 200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache" });
   });
   return app;
+}
+
+/**
+ * What the console may do in a browser. Scripts: the client's modules from this node, and the
+ * page's own inline module and style, allowed by their hashes, so nothing injected into the page
+ * could run. Connections: any node over HTTP(S) or WebSocket, since the node typed into the page
+ * may be another origin. Nothing else: no plugins, frames, forms, `<base>`, and no framing by
+ * other pages (the page holds a key: clickjacking). `X-Frame-Options` says the same to browsers
+ * that predate `frame-ancestors`.
+ */
+const CONSOLE_POLICY = [
+  "default-src 'none'",
+  `script-src 'self' ${inlineHashes("script")}`,
+  `style-src ${inlineHashes("style")}`,
+  "connect-src 'self' http: https: ws: wss:",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+/** The CSP sources of the page's inline `<tag>` elements: base64 SHA-256 of each one's text. */
+function inlineHashes(tag: "script" | "style"): string {
+  const elements = CONSOLE_PAGE.matchAll(new RegExp(`<${tag}[^>]*>([\\s\\S]*?)</${tag}>`, "g"));
+  return [...elements].map(([, text = ""]) => `'sha256-${createHash("sha256").update(text, "utf8").digest("base64")}'`).join(" ");
 }
 
 /** The client's built modules (`*.js`, no maps or declarations), read once at start. */

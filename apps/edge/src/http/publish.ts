@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { PlateError, toPlateError } from "@plate/protocol";
+import { PlateError } from "@plate/protocol";
 import type { Services } from "../services.js";
-import { requireJsonType, tooLarge } from "./body.js";
+import { cutOff, requireJsonType, tooLarge } from "./body.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
-import { corsHeaders } from "./cors.js";
+import { parseJson } from "./json.js";
 import { channelParam, plateParam } from "./params.js";
+import { answerHeaders, sendError } from "./raw-response.js";
 
 /** `/{plateId}/pubsub/{channel}/publish` (route 1) or `/{plateId}/publish/{channel}` (route 6). */
 const PUBLISH_PATH = /^\/([^/?]+)\/(?:pubsub\/([^/?]+)\/publish|publish\/([^/?]+))\/?(?:\?|$)/;
@@ -27,15 +28,14 @@ export function createPublishHandler(services: Services): (req: IncomingMessage,
     if (match === null) return false;
     const started = performance.now();
     const requestId = requestIdOf(req.headers["x-request-id"]);
-    const headers = { ...corsHeaders(services.config.corsOrigins, req.headers.origin), "X-Request-Id": requestId };
-    publish(services, req, match[1]!, (match[2] ?? match[3])!).then(
-      (text) => {
+    const headers = answerHeaders(services, req, requestId);
+    publish(services, req, match[1]!, (match[2] ?? match[3])!)
+      .then((text) => {
         res.writeHead(200, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
         res.end(text);
         services.log.debug("publish", { requestId, path: loggablePath(req.url ?? ""), status: 200, ms: Math.round(performance.now() - started) });
-      },
-      (err: unknown) => sendError(services, req, res, headers, err),
-    );
+      })
+      .catch((err: unknown) => sendError(services, req, res, headers, err, "publish refused"));
     return true;
   };
 }
@@ -49,27 +49,16 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   requireJsonType(req.headers["content-type"]);
   const body = messageBody(await readBody(req, config.maxMessageBytes));
   const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
-  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotencyKey);
+  // Idempotency keys belong to the API key that sends them: another key's use of one neither
+  // blocks this publish nor tells this key what that publish was.
+  const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, owner: key.id };
+  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotency);
   if (repeated && message.channel !== topic.channel) {
-    throw new PlateError("conflict", `This Idempotency-Key was used for a publish to channel "${message.channel}"; use a new key.`);
+    // No channel named: a key limited to some channels must not learn others' names here.
+    throw new PlateError("conflict", "This Idempotency-Key was already used for a publish to another channel; use a new key.");
   }
   services.metrics.publishSeconds.observe((performance.now() - started) / 1000);
   return '{"data":{"id":"' + message.id + '","channel":"' + message.channel + '","timestamp":"' + message.timestamp + '"}}';
-}
-
-function sendError(services: Services, req: IncomingMessage, res: ServerResponse, cors: Record<string, string>, err: unknown): void {
-  const error = toPlateError(err);
-  const fields = { requestId: cors["X-Request-Id"], path: loggablePath(req.url ?? ""), status: error.status, code: error.code };
-  if (error.code === "internal_error") services.log.error("request failed", { ...fields, error: String(err) });
-  else services.log.debug("publish refused", fields);
-  services.metrics.rejected.inc({ code: error.code });
-  const text = JSON.stringify(error.toBody());
-  const headers: Record<string, string | number> = { ...cors, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) };
-  if (error.retryAfterS !== undefined) headers["Retry-After"] = String(error.retryAfterS);
-  // A body left unread (refused before or while reading it) cannot be skipped safely: close after.
-  if (!req.complete) headers.Connection = "close";
-  res.writeHead(error.status, headers);
-  res.end(text);
 }
 
 /** Visible ASCII, 1 to 255 characters: what an `Idempotency-Key` may hold. */
@@ -115,7 +104,7 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
     };
     req.on("data", onData);
     req.once("end", () => resolve((chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)).toString("utf8")));
-    req.once("error", reject);
+    req.once("error", (err) => reject(cutOff(err)));
   });
 }
 
@@ -125,12 +114,7 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
  * the same compact text.
  */
 function messageBody(text: string): string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new PlateError("invalid_json", 'The body is not valid JSON; send {"message": <any JSON value>}.');
-  }
+  const parsed = parseJson(text, 'send {"message": <any JSON value>}.');
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
     throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
   }
