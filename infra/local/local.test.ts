@@ -151,7 +151,7 @@ describe("infra/local: the topology on loopback", () => {
       expect(refused.headers.get("retry-after")).toBe("1");
       expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("rate_limited");
     } finally {
-      await Promise.all(open.map((res) => res.body?.cancel()));
+      await Promise.all(open.map(async (res) => res.body?.cancel()));
     }
     // The streams are closed: after the burst has refilled (100 at 50/s), a burst of 150 at once
     // gets about 100 answers and 429s for the rest.

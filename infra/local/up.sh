@@ -92,7 +92,7 @@ start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis
   --appendonly yes --save "" --maxmemory-policy noeviction
 for i in "${!EDGE_PORTS[@]}"; do
   start "edge$((i + 1))" env PORT="${EDGE_PORTS[$i]}" HOST=127.0.0.1 REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-    ADMIN_TOKEN="$ADMIN_TOKEN" BOOTSTRAP_PLATES="$BOOTSTRAP_PLATES" node "$EDGE_MAIN"
+    ADMIN_TOKEN="$ADMIN_TOKEN" BOOTSTRAP_PLATES="$BOOTSTRAP_PLATES" MAX_PENDING_CONNECTIONS_PER_ADDRESS=0 node "$EDGE_MAIN"
 done
 start nginx "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;"
 start prometheus prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prometheus-data" \

@@ -19,10 +19,13 @@ export interface Config {
   readonly adminToken: string | undefined;
   readonly dataDir: string;
   readonly maxMessageBytes: number;
+  readonly httpRequestTimeoutMs: number;
+  readonly httpHeadersTimeoutMs: number;
   readonly heartbeatMs: number;
   readonly sseRetryMs: number;
   readonly wsAuthTimeoutMs: number;
   readonly wsMaxClientFrameBytes: number;
+  readonly wsMaxBadFrames: number;
   readonly slowConsumerMaxBytes: number;
   readonly slowConsumerGraceMs: number;
   readonly corsOrigins: "*" | readonly string[];
@@ -30,6 +33,8 @@ export interface Config {
   readonly publishRatePerS: number;
   readonly publishBurst: number;
   readonly maxConnectionsPerPlate: number;
+  readonly maxPendingConnections: number;
+  readonly maxPendingConnectionsPerAddress: number;
   readonly clientTokenMaxDurationMs: number;
   readonly clientTokenMaxUses: number;
   readonly tokenTombstoneMs: number;
@@ -188,13 +193,13 @@ export const SETTINGS = {
   REDIS_PROBE_INTERVAL_MS: {
     key: "redisProbeIntervalMs",
     default: "5000",
-    doc: "How often a node with subscriptions sends itself a probe through Redis, to notice a subscriber connection that is up but deaf.",
+    doc: "How often a node sends itself probes through Redis (the broker's while it has subscriptions, the store's always), to notice a subscriber connection that is up but deaf.",
     parse: integer(50, 600_000),
   },
   REDIS_PROBE_TIMEOUT_MS: {
     key: "redisProbeTimeoutMs",
     default: "3000",
-    doc: "How long that probe may take to come back; then the node reports not ready, reconnects its subscriber connection and resubscribes.",
+    doc: "How long a probe may take to come back; then the node reports not ready, reconnects that subscriber connection and resubscribes (and, for the store's, re-checks its open connections' keys).",
     parse: integer(10, 600_000),
   },
   ADMIN_TOKEN: {
@@ -214,6 +219,18 @@ export const SETTINGS = {
     default: "65536",
     doc: "Largest publish request body, in bytes; larger answers 413 `payload_too_large`.",
     parse: integer(2, 16 * 1024 * 1024),
+  },
+  HTTP_REQUEST_TIMEOUT_MS: {
+    key: "httpRequestTimeoutMs",
+    default: "30000",
+    doc: "How long a client may take to send a whole request, headers and body, in ms; then the node answers 408 and closes the connection. SSE streams and WebSockets are not cut: it ends when the request has been read.",
+    parse: integer(100, 3_600_000),
+  },
+  HTTP_HEADERS_TIMEOUT_MS: {
+    key: "httpHeadersTimeoutMs",
+    default: "10000",
+    doc: "How long a client may take to send a request's headers, in ms (at most `HTTP_REQUEST_TIMEOUT_MS`; a longer value is cut to it); then 408 and close.",
+    parse: integer(100, 3_600_000),
   },
   HEARTBEAT_MS: {
     key: "heartbeatMs",
@@ -236,8 +253,14 @@ export const SETTINGS = {
   WS_MAX_CLIENT_FRAME_BYTES: {
     key: "wsMaxClientFrameBytes",
     default: "4096",
-    doc: "Largest frame a WebSocket client may send (auth and ping frames are small); larger closes with 1009.",
+    doc: "Largest frame a WebSocket client may send (auth and ping frames are small); larger gets a `payload_too_large` error frame and closes with 1009.",
     parse: integer(64, 1024 * 1024),
+  },
+  WS_MAX_BAD_FRAMES: {
+    key: "wsMaxBadFrames",
+    default: "10",
+    doc: 'Unexpected frames (anything but `{"type":"ping"}` after auth) a WebSocket client may send: each gets a `bad_request` error frame, and the one that reaches this number also closes the socket with 4400.',
+    parse: integer(1, 1_000_000),
   },
   SLOW_CONSUMER_MAX_BYTES: {
     key: "slowConsumerMaxBytes",
@@ -279,6 +302,18 @@ export const SETTINGS = {
     key: "maxConnectionsPerPlate",
     default: "10000",
     doc: "Open SSE and WebSocket subscriptions one plate may hold on one node; over it, 429 `rate_limited`. 0 = unlimited.",
+    parse: integer(0, 10_000_000),
+  },
+  MAX_PENDING_CONNECTIONS: {
+    key: "maxPendingConnections",
+    default: "10000",
+    doc: "WebSockets one node holds that have not authenticated yet (from the upgrade until the key or client token is accepted); over it, an upgrade is answered HTTP 429 `rate_limited` before the handshake. 0 = unlimited.",
+    parse: integer(0, 10_000_000),
+  },
+  MAX_PENDING_CONNECTIONS_PER_ADDRESS: {
+    key: "maxPendingConnectionsPerAddress",
+    default: "100",
+    doc: "The same, per client address (the TCP peer's: behind a proxy every client has the proxy's address, so raise it there or set 0 and limit at the proxy). 0 = unlimited.",
     parse: integer(0, 10_000_000),
   },
   CLIENT_TOKEN_MAX_DURATION_MS: {
@@ -326,7 +361,7 @@ export const SETTINGS = {
   IDEMPOTENCY_WINDOW_MS: {
     key: "idempotencyWindowMs",
     default: "600000",
-    doc: "How long a publish's `Idempotency-Key` is remembered, in ms: a retry with the same key in the same plate within it answers the first publish's id and delivers nothing.",
+    doc: "How long a publish's `Idempotency-Key` is remembered, in ms: a retry with the same key by the same API key in the same plate within it answers the first publish's id and delivers nothing.",
     parse: integer(1000, 7 * DAY_MS),
   },
   METRICS_PLATE_LABELS: {

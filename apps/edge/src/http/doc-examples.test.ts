@@ -203,9 +203,9 @@ function streamShape(stream: string): string[] {
       if (field === "id") return parsePosition(value) === undefined ? `id: not a position (${value})` : "id: <position>";
       if (field === "retry") return /^\d+$/.test(value) ? "retry: <ms>" : line;
       if (field === "data") {
-        const data = JSON.parse(value) as Record<string, unknown>;
-        const position = data.position === undefined ? "" : ` position ${parsePosition(String(data.position)) === undefined ? "bad" : "ok"}`;
-        return `data: ${String(data.type)} {${Object.keys(data).sort().join(",")}}${position}`;
+        const data = JSON.parse(value) as { type?: string; position?: string };
+        const position = data.position === undefined ? "" : ` position ${parsePosition(data.position) === undefined ? "bad" : "ok"}`;
+        return `data: ${data.type} {${Object.keys(data).sort().join(",")}}${position}`;
       }
       return line;
     });

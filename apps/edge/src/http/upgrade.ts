@@ -1,16 +1,20 @@
+import { STATUS_CODES } from "node:http";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
-import { PlateError, isClientTokenShape, parseClientFrame, encodeServerFrame, toPlateError } from "@plate/protocol";
+import { PlateError, isClientTokenShape, parseClientFrame, toPlateError } from "@plate/protocol";
 import type { Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
+import type { ConnectionSlot } from "../core/connections.js";
 import { newClientId } from "../core/ids.js";
+import { PendingConnections } from "../core/pending-connections.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
 import type { Services } from "../services.js";
-import { WsConnection, closeWithError } from "../transports/ws.js";
+import { WsConnection, acceptSocket, closeWithError, frameText } from "../transports/ws.js";
 import { corsHeaders } from "./cors.js";
 import { patternQuery, plateParam, topicParam } from "./params.js";
+import { requestUrl } from "./target.js";
 
 /** A WebSocket route: subscribe with a key (3, 8), or connect with a client token (5). */
 type WsRoute =
@@ -22,6 +26,11 @@ type WsRoute =
  * frame and closes with the code's close code (reason = the code): a browser cannot read the
  * status of a refused upgrade, so this is the only way it learns why (the spec asks it of route 5;
  * routes 3 and 8 do the same, so one client handles both).
+ *
+ * Except past the caps on WebSockets not authenticated yet (`MAX_PENDING_CONNECTIONS`, and
+ * `..._PER_ADDRESS` for `request.socket.remoteAddress`): counted from the upgrade until the key or
+ * client token is accepted (or the socket is refused or closed), and refused before the handshake
+ * with HTTP 429 `rate_limited`, as completing it would spend what the caps protect.
  */
 export function createUpgradeHandler(services: Services) {
   const { config } = services;
@@ -30,8 +39,25 @@ export function createUpgradeHandler(services: Services) {
     maxPayload: config.wsMaxClientFrameBytes,
     perMessageDeflate: false,
     clientTracking: false,
+    // Protocol pings are answered by `acceptSocket`, within the output limit.
+    autoPong: false,
   });
-  const limits = { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs };
+  const limits = {
+    maxBufferedBytes: config.slowConsumerMaxBytes,
+    graceMs: config.slowConsumerGraceMs,
+    maxBadFrames: config.wsMaxBadFrames,
+    maxFrameBytes: config.wsMaxClientFrameBytes,
+  };
+  const pending = new PendingConnections(config.maxPendingConnections, config.maxPendingConnectionsPerAddress);
+  // Once per node, not per socket: a pending socket's `close` listener.
+  function onPendingClose(this: Duplex): void {
+    pending.delete(this);
+  }
+  /** The socket is no longer pending: authenticated, refused or closed. */
+  function settle(socket: Duplex): void {
+    pending.delete(socket);
+    socket.off("close", onPendingClose);
+  }
   // The request id of each upgrade, for the 101's X-Request-Id header and the logs.
   const requestIds = new WeakMap<IncomingMessage, string>();
   wss.on("headers", (headers: string[], request: IncomingMessage) => {
@@ -45,7 +71,8 @@ export function createUpgradeHandler(services: Services) {
     const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
     if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
     else services.log.debug("websocket refused", fields);
-    closeWithError(ws, error, limits.graceMs);
+    settle(request.socket);
+    closeWithError(ws, error, limits);
   }
 
   async function subscribe(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
@@ -61,10 +88,16 @@ export function createUpgradeHandler(services: Services) {
     if (!isClientTokenShape(route.token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
     }
-    services.connections.checkCapacity(plateId);
-    const record = await services.tokens.claim(plateId, route.token);
-    const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-    await open(ws, socket, request, topic, record.keyId, record.maxDurationMs, sinceQuery(url));
+    // The slot is held before the claim spends a use: a connect refused at the plate's limit
+    // spends none, even when connects race for the last slot.
+    const slot = services.connections.reserve(plateId);
+    try {
+      const record = await services.tokens.claim(plateId, route.token);
+      const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
+      await open(ws, socket, request, topic, record.keyId, record.maxDurationMs, sinceQuery(url), slot);
+    } finally {
+      slot.release();
+    }
   }
 
   async function open(
@@ -75,15 +108,12 @@ export function createUpgradeHandler(services: Services) {
     keyId: string,
     maxDurationMs: number,
     since: string | undefined,
+    slot?: ConnectionSlot,
   ) {
+    settle(socket);
     if (ws.readyState !== ws.OPEN) return;
     const conn = new WsConnection(ws, socket, topic.plateId, keyId, topic, newClientId(), limits);
-    ws.on("message", (data, isBinary) => {
-      const frame = isBinary ? undefined : parseClientFrame(frameText(data));
-      if (frame?.type === "ping") ws.send(PONG);
-      else if (frame?.type !== "auth") ws.send(BAD_FRAME);
-    });
-    await services.subscriptions.open(conn, maxDurationMs, since, requestIds.get(request));
+    await services.subscriptions.open(conn, maxDurationMs, since, requestIds.get(request), slot);
   }
 
   /**
@@ -103,41 +133,79 @@ export function createUpgradeHandler(services: Services) {
     return auth.since === undefined ? { key } : { key, since: auth.since };
   }
 
-  return function onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const url = new URL(request.url ?? "/", "http://localhost");
-    const route = matchRoute(url.pathname);
-    if (route === undefined) {
-      const body = JSON.stringify({ error: { code: "not_found", message: "No WebSocket route here." } });
-      socket.end(
-        `HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
+  /**
+   * Before the handshake, refuses with the code's status and the spec's error body, then closes:
+   * for an upgrade that cannot be routed, or that failed before it was answered.
+   */
+  function refuseHandshake(socket: Duplex, request: IncomingMessage, err: unknown): void {
+    const error = toPlateError(err);
+    services.metrics.rejected.inc({ code: error.code });
+    const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
+    if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
+    else services.log.debug("websocket refused", fields);
+    if (!socket.writable) {
+      socket.destroy();
       return;
     }
+    const body = JSON.stringify(error.toBody());
+    const retryAfter = error.retryAfterS === undefined ? "" : `Retry-After: ${error.retryAfterS}\r\n`;
+    const requestId = fields.requestId === undefined ? "" : `X-Request-Id: ${fields.requestId}\r\n`;
+    // As `ws` aborts a handshake: the socket goes once the answer is out, whatever the client does.
+    socket.once("finish", () => socket.destroy());
+    socket.end(
+      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `${retryAfter}${requestId}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+
+  /** Routes an upgrade and hands it to `ws`; throws to refuse it before the handshake. */
+  function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    requestIds.set(request, requestIdOf(request.headers["x-request-id"]));
+    const url = requestUrl(request.url);
+    const route = matchRoute(url.pathname);
+    if (route === undefined) throw new PlateError("not_found", "No WebSocket route here.");
     const cors = corsHeaders(config.corsOrigins, request.headers.origin);
     if (config.corsOrigins !== "*" && request.headers.origin !== undefined && cors["Access-Control-Allow-Origin"] === undefined) {
       socket.end("HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
       return;
     }
-    requestIds.set(request, requestIdOf(request.headers["x-request-id"]));
+    if (!pending.tryAdd(socket, request.socket.remoteAddress ?? "")) {
+      // A place frees as soon as a pending socket authenticates; all of them within WS_AUTH_TIMEOUT_MS.
+      const retryAfterS = Math.ceil(config.wsAuthTimeoutMs / 1000);
+      throw new PlateError("rate_limited", "Too many WebSockets are waiting to authenticate; retry later.", { retryAfterS });
+    }
+    socket.once("close", onPendingClose);
     wss.handleUpgrade(request, socket, head, (ws) => {
-      // `ws` closes the socket itself on a protocol error (1009 for a frame too large, say);
-      // the listener only keeps the error from being thrown as unhandled.
+      // `ws` closes the socket itself on a protocol error; the listener only keeps the error from
+      // being thrown as unhandled.
       ws.on("error", ignoreError);
-      const session = services.draining()
-        ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
-        : route.kind === "subscribe"
-          ? subscribe(ws, socket, request, route, url)
-          : connectWithToken(ws, socket, request, route, url);
-      session.catch((err: unknown) => refuse(ws, request, err));
+      acceptSocket(ws, limits);
+      // After the handshake a failure is told as every refusal is: error frame, then close.
+      try {
+        const session = services.draining()
+          ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
+          : route.kind === "subscribe"
+            ? subscribe(ws, socket, request, route, url)
+            : connectWithToken(ws, socket, request, route, url);
+        session.catch((err: unknown) => refuse(ws, request, err));
+      } catch (err) {
+        refuse(ws, request, err);
+      }
     });
+  }
+
+  /** The `upgrade` listener of the node's server: nothing a request carries throws out of it. */
+  return function onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node leaves an upgrading socket without an `error` listener (its docs say so): a reset while
+    // a refusal is written would be thrown as unhandled and end the process.
+    socket.on("error", ignoreError);
+    try {
+      upgrade(request, socket, head);
+    } catch (err) {
+      refuseHandshake(socket, request, err);
+    }
   };
 }
-
-const PONG = encodeServerFrame({ type: "pong" });
-const BAD_FRAME = encodeServerFrame({
-  type: "error",
-  error: { code: "bad_request", message: 'Send {"type":"ping"}; nothing else is expected after auth.' },
-});
 
 /**
  * Waits for the client's first frame and reads `{"auth":"<key>"}` from it. Rejects with
@@ -187,12 +255,6 @@ function matchRoute(pathname: string): WsRoute | undefined {
   if (parts.length === 4 && a && b === "ws" && c === "subscribe" && d) return { kind: "subscribe", plate: a, channel: d };
   if (parts.length === 3 && a && b === "s" && c) return { kind: "token", plate: a, token: c };
   return undefined;
-}
-
-/** A text frame's payload as a string (`ws` hands over a Buffer, or its fragments). */
-function frameText(data: RawData): string {
-  if (Buffer.isBuffer(data)) return data.toString("utf8");
-  return Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data).toString("utf8");
 }
 
 function ignoreError(): void {}

@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminCall } from "../test-support/admin.js";
@@ -7,6 +8,8 @@ import type { TestNode } from "../test-support/node.js";
 import { WsClient } from "../test-support/ws.js";
 
 const AUTH = { Authorization: `Bearer ${KEYS.acme}` };
+/** WS_MAX_BAD_FRAMES of the first suite's node. */
+const MAX_BAD_FRAMES = 4;
 
 /** Route 3 and its legacy alias 8, as a path for a channel (already encoded for a URL). */
 const ROUTES = [
@@ -39,7 +42,11 @@ async function refused(url: string, options: { headers?: Record<string, string>;
 describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
   let t: TestNode;
   beforeAll(async () => {
-    t = await startTestNode({ HEARTBEAT_MS: "200", WS_AUTH_TIMEOUT_MS: "300" });
+    t = await startTestNode({
+      HEARTBEAT_MS: "200",
+      WS_AUTH_TIMEOUT_MS: "300",
+      WS_MAX_BAD_FRAMES: String(MAX_BAD_FRAMES),
+    });
   });
   afterAll(() => t.cleanup());
 
@@ -144,12 +151,14 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
     }
   });
 
-  it("closes with 1009 on a pre-auth frame over 4 KiB", async () => {
+  it("answers a pre-auth frame over 4 KiB with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
     const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/alerts/ws`);
     try {
       client.socket.send(JSON.stringify({ auth: "k".repeat(4097) }));
       expect(await client.waitForClose(3000)).toBe(1009);
-      expect(client.frames.some((f) => f.type === "ready")).toBe(false);
+      expect(client.closeReason).toBe("payload_too_large");
+      expect(client.frames.map((f) => f.type)).toEqual(["error"]);
+      expect(client.frames[0].error.code).toBe("payload_too_large");
     } finally {
       client.close();
     }
@@ -168,11 +177,61 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
     }
   });
 
-  it("closes with 1009 on a frame of exactly 4097 bytes after auth too", async () => {
+  it("answers a frame of exactly 4097 bytes after auth with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
     const client = await subscribed(`${t.wsUrl}/acme/pubsub/alerts/ws`);
     try {
       client.socket.send("x".repeat(4097));
       expect(await client.waitForClose(3000)).toBe(1009);
+      expect(client.closeReason).toBe("payload_too_large");
+      expect(client.frames.map((f) => f.type)).toEqual(["ready", "error"]);
+      expect(client.frames[1].error.code).toBe("payload_too_large");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers an oversized frame without waiting for its payload: a header announcing 1 GB gets the error frame and 1009", async () => {
+    // A client frame header (FIN, text, masked) announcing 2^30 bytes, then nothing: the node must
+    // answer from the header alone, not wait for (or buffer) the payload.
+    const client = await subscribed(`${t.wsUrl}/acme/pubsub/alerts/ws`);
+    try {
+      const header = Buffer.from([0x81, 0x80 | 127, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0]);
+      (client.socket as unknown as { _socket: Socket })._socket.write(header);
+      expect(await client.waitForClose(3000)).toBe(1009);
+      expect(client.closeReason).toBe("payload_too_large");
+      expect(client.frames.find((f) => f.type === "error")?.error.code).toBe("payload_too_large");
+    } finally {
+      client.close();
+    }
+  });
+
+  it('answers a second {"auth"} frame with a bad_request error frame and stays open', async () => {
+    const client = await subscribed(`${t.wsUrl}/acme/pubsub/alerts/ws`, { auth: KEYS.acme });
+    try {
+      client.socket.send(JSON.stringify({ auth: KEYS.acme }));
+      expect((await client.waitFor("error")).error.code).toBe("bad_request");
+      client.socket.send(JSON.stringify({ type: "ping" }));
+      await client.waitFor("pong");
+      expect(client.closeCode).toBeUndefined();
+    } finally {
+      client.close();
+    }
+  });
+
+  it(`answers unexpected frames after auth with bad_request, and closes 4400 bad_request at the ${MAX_BAD_FRAMES}th`, async () => {
+    const client = await subscribed(`${t.wsUrl}/acme/pubsub/alerts/ws`);
+    try {
+      for (let i = 1; i < MAX_BAD_FRAMES; i += 1) client.socket.send(`hello ${i}`);
+      client.socket.send(JSON.stringify({ type: "ping" }));
+      await client.waitFor("pong");
+      expect(client.frames.filter((f) => f.type === "error")).toHaveLength(MAX_BAD_FRAMES - 1);
+      expect(client.closeCode).toBeUndefined();
+      client.socket.send(Buffer.from("binary"));
+      expect(await client.waitForClose(3000)).toBe(4400);
+      expect(client.closeReason).toBe("bad_request");
+      const errors = client.frames.filter((f) => f.type === "error");
+      expect(errors).toHaveLength(MAX_BAD_FRAMES);
+      expect(errors.every((f) => f.error.code === "bad_request")).toBe(true);
     } finally {
       client.close();
     }

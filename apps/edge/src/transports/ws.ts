@@ -1,30 +1,54 @@
 import type { Duplex } from "node:stream";
-import type { WebSocket } from "ws";
-import { ERROR_CODES, PlateError, encodeServerFrame } from "@plate/protocol";
+import type { RawData, WebSocket } from "ws";
+import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame } from "@plate/protocol";
 import type { PlateId, ReadyFrame, ResetFrame, Topic } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
+import { onOversizedFrame } from "./ws-oversized-frame.js";
 
 /** Normal closure: the client's own close, or ours for no error. */
 const CLOSE_NORMAL = 1000;
 
+/**
+ * Largest header of a frame the server sends (RFC 6455 5.2: 2 bytes, 8 more for a 64-bit length,
+ * no mask): added to a control frame's payload when checking it against the output limit.
+ */
+const FRAME_HEADER_MAX_BYTES = 10;
+
 const kConnection = Symbol("plate.connection");
-type Tagged = WebSocket & { [kConnection]?: WsConnection };
+const kLimits = Symbol("plate.limits");
+type Tagged = WebSocket & { [kConnection]?: WsConnection; [kLimits]?: WsLimits };
+
+/** The limits of one WebSocket (settings, see config.ts). */
+export interface WsLimits extends OutputLimits {
+  /** `WS_MAX_BAD_FRAMES`: the unexpected frame that reaches it closes the socket (4400). */
+  readonly maxBadFrames: number;
+  /** `WS_MAX_CLIENT_FRAME_BYTES`, for the message of `payload_too_large`. */
+  readonly maxFrameBytes: number;
+}
+
+const PONG = encodeServerFrame({ type: "pong" });
+const BAD_FRAME_MESSAGE = 'Send {"type":"ping"}; nothing else is expected after auth.';
+const BAD_FRAME = encodeServerFrame({ type: "error", error: { code: "bad_request", message: BAD_FRAME_MESSAGE } });
 
 /**
  * A WebSocket subscriber. Messages go out as the shared, ready-made text frame of each message,
  * written to the upgraded socket itself (corked for the event-loop turn); control frames (ready,
  * errors, pings, close) go through `ws`. Both write synchronously to the same socket (no
  * permessage-deflate), so their order holds. Protocol pings keep it alive: a peer that has not answered the previous ping when the
- * next heartbeat comes is terminated.
+ * next heartbeat comes is terminated. Every frame queued for the client (messages, replays, ready,
+ * reset, pongs, error frames, pings) counts against `limits.maxBufferedBytes`: one that would pass
+ * it drops the client as a slow consumer.
  */
 export class WsConnection extends Connection {
   readonly transport = "ws" as const;
   /** Whether a pong came back since the last ping. */
   alive = true;
+  /** Unexpected frames received so far (see `receive`). */
+  #badFrames = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -34,20 +58,67 @@ export class WsConnection extends Connection {
     keyId: string,
     topic: Topic,
     clientId: string,
-    private readonly limits: OutputLimits,
+    private readonly limits: WsLimits,
   ) {
     super(plateId, keyId, topic, clientId);
     (ws as Tagged)[kConnection] = this;
     ws.on("pong", onPong);
     ws.on("close", onClose);
+    ws.on("message", onMessage);
   }
 
+  /** The upgraded socket: a paced replay (Connection.start) follows its buffer. */
+  protected get output(): Duplex {
+    return this.socket;
+  }
+
+  protected get maxBufferedBytes(): number {
+    return this.limits.maxBufferedBytes;
+  }
+
+  protected bytesOf(out: Outbound): number {
+    return out.wsFrame.length;
+  }
+
+  // A WebSocket stream carries no id: the ready frame's `position` is the starting position.
   protected writeReady(ready: ReadyFrame): void {
-    this.ws.send(encodeServerFrame(ready));
+    this.#send(encodeServerFrame(ready));
   }
 
   protected writeReset(reset: ResetFrame): void {
-    this.ws.send(encodeServerFrame(reset));
+    this.#send(encodeServerFrame(reset));
+  }
+
+  /**
+   * Answers a client frame after auth: `{"type":"ping"}` gets `{"type":"pong"}`; anything else
+   * (another auth frame too) gets a `bad_request` error frame, and the one that reaches
+   * `maxBadFrames` closes the socket with 4400 instead. Answers count against the output limit.
+   */
+  receive(data: RawData, isBinary: boolean): void {
+    if (this.ended) return;
+    const frame = isBinary ? undefined : parseClientFrame(frameText(data));
+    if (frame?.type === "ping") {
+      this.#send(PONG);
+      return;
+    }
+    this.#badFrames += 1;
+    if (this.#badFrames >= this.limits.maxBadFrames) {
+      this.end("bad_request", `${this.#badFrames} frames were not {"type":"ping"}; nothing else is expected.`);
+    } else {
+      this.#send(BAD_FRAME);
+    }
+  }
+
+  /**
+   * Sends a control frame (ready, reset, pong, error) through `ws` when it fits within the output
+   * limit with what is already waiting unsent, and drops the client as a slow consumer when it does
+   * not: every byte queued for a client counts, or a client that sends and never reads could grow
+   * the node with the answers it is owed (issue 11: hundreds of MB).
+   */
+  #send(frame: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (fits(this.ws, Buffer.byteLength(frame), this.limits.maxBufferedBytes)) this.ws.send(frame);
+    else this.end("slow_consumer");
   }
 
   protected write(out: Outbound): boolean {
@@ -71,12 +142,63 @@ export class WsConnection extends Connection {
       return;
     }
     this.alive = false;
-    this.ws.ping();
+    if (fits(this.ws, 0, this.limits.maxBufferedBytes)) this.ws.ping();
+    else this.end("slow_consumer");
   }
 
   protected close(reason: EndReason, message: string): void {
-    closeWithError(this.ws, reason === "normal" ? undefined : new PlateError(reason, message), this.limits.graceMs);
+    closeWithError(this.ws, reason === "normal" ? undefined : new PlateError(reason, message), this.limits);
   }
+}
+
+/**
+ * Prepares a socket just upgraded, before it authenticates: its protocol pings are answered within
+ * the output limit (the server runs with `autoPong: false`: `ws`'s own answers were writes no limit
+ * counted), and a frame over `WS_MAX_CLIENT_FRAME_BYTES` gets the `payload_too_large` error frame
+ * before its close (1009). Nothing here allocates per socket but the tags.
+ */
+export function acceptSocket(ws: WebSocket, limits: WsLimits): void {
+  (ws as Tagged)[kLimits] = limits;
+  ws.on("ping", onPing);
+  onOversizedFrame(ws, closeOversized);
+}
+
+/** Whether a frame of `payloadBytes` fits within `maxBufferedBytes` with what `ws` has waiting unsent. */
+function fits(ws: WebSocket, payloadBytes: number, maxBufferedBytes: number): boolean {
+  // `bufferedAmount` is the socket's unsent bytes: the messages written to it directly count too.
+  return ws.bufferedAmount + payloadBytes + FRAME_HEADER_MAX_BYTES <= maxBufferedBytes;
+}
+
+/** Ends `ws` with `error`: through its connection once it has one (so the fan-out lets go of it). */
+function endSocket(ws: Tagged, error: PlateError): void {
+  const conn = ws[kConnection];
+  const limits = ws[kLimits];
+  if (conn !== undefined) conn.end(error.code, error.message);
+  else if (limits !== undefined) closeWithError(ws, error, limits);
+  else ws.terminate();
+}
+
+function onMessage(this: Tagged, data: RawData, isBinary: boolean): void {
+  this[kConnection]?.receive(data, isBinary);
+}
+
+/** A client's protocol ping: its pong (RFC 6455 5.5.2) if it fits, else a slow-consumer drop. */
+function onPing(this: Tagged, data: Buffer): void {
+  const limits = this[kLimits];
+  if (this.readyState !== this.OPEN || limits === undefined) return;
+  if (fits(this, data.length, limits.maxBufferedBytes)) this.pong(data);
+  else endSocket(this, new PlateError("slow_consumer", "The client did not read its pongs; reconnect."));
+}
+
+function closeOversized(ws: Tagged): void {
+  const max = ws[kLimits]?.maxFrameBytes;
+  endSocket(ws, new PlateError("payload_too_large", `Frames may be at most ${max} bytes.`));
+}
+
+/** A text frame's payload as a string (`ws` hands over a Buffer, or its fragments). */
+export function frameText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString("utf8");
+  return Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data).toString("utf8");
 }
 
 function onPong(this: Tagged): void {
@@ -91,18 +213,20 @@ function onClose(this: Tagged): void {
 /**
  * Closes a socket for `error`: its error frame (`{"type":"error","error":{...}}`), then the close
  * code of its code with the code as the reason. Without an error, a normal close. A socket that
- * cannot take more (a slow consumer) gets no frame, and is destroyed after `graceMs` if its close
+ * cannot take more (a slow consumer, or any socket the frame would take past
+ * `limits.maxBufferedBytes`) gets no frame, and is destroyed after `limits.graceMs` if its close
  * has not gone through by then.
  */
-export function closeWithError(ws: WebSocket, error: PlateError | undefined, graceMs: number): void {
+export function closeWithError(ws: WebSocket, error: PlateError | undefined, limits: OutputLimits): void {
   if (ws.readyState === ws.CLOSED || ws.readyState === ws.CLOSING) return;
   if (error === undefined) {
     ws.close(CLOSE_NORMAL);
     return;
   }
   if (error.code !== "slow_consumer") {
-    ws.send(encodeServerFrame({ type: "error", error: { code: error.code, message: error.message } }));
+    const frame = encodeServerFrame({ type: "error", error: { code: error.code, message: error.message } });
+    if (fits(ws, Buffer.byteLength(frame), limits.maxBufferedBytes)) ws.send(frame);
   }
   ws.close(ERROR_CODES[error.code].close, error.code);
-  setTimeout(() => ws.terminate(), graceMs).unref();
+  setTimeout(() => ws.terminate(), limits.graceMs).unref();
 }
