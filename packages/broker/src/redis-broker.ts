@@ -5,7 +5,7 @@ import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/pro
 import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { reconnectOnReadOnly, redisRefusal } from "./redis-errors.js";
+import { reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";

@@ -22,7 +22,7 @@ import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { reconnectOnReadOnly, redisRefusal } from "./redis-errors.js";
+import { reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";

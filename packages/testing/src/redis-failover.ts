@@ -35,6 +35,8 @@ export async function startRedisPair(): Promise<RedisPair> {
     a,
     b,
     async failover() {
+      // As a careful failover does: the replica has every write the primary took before it is promoted.
+      await caughtUp(replica, primary);
       await redisCommand(replica.port, ["REPLICAOF", "NO", "ONE"]);
       [primary, replica] = [replica, primary];
       await replicate(replica, primary);
@@ -52,6 +54,20 @@ async function replicate(replica: RedisServer, primary: RedisServer): Promise<vo
     if (Date.now() > deadline) throw new Error(`redis-server on port ${replica.port} did not sync with ${primary.port}`);
     await new Promise((r) => setTimeout(r, REPLICA_POLL_MS));
   }
+}
+
+/** Waits until `replica` has applied everything `primary` had taken when this was called. */
+async function caughtUp(replica: RedisServer, primary: RedisServer): Promise<void> {
+  const target = offset(await redisCommand(primary.port, ["INFO", "replication"]), "master_repl_offset");
+  const deadline = Date.now() + REPLICA_SYNC_TIMEOUT_MS;
+  while (offset(await redisCommand(replica.port, ["INFO", "replication"]), "slave_repl_offset") < target) {
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${replica.port} did not catch up with ${primary.port}`);
+    await new Promise((r) => setTimeout(r, REPLICA_POLL_MS));
+  }
+}
+
+function offset(info: string, field: string): number {
+  return Number(new RegExp(`^${field}:(\\d+)`, "m").exec(info)?.[1] ?? "-1");
 }
 
 /**

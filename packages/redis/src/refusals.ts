@@ -1,7 +1,6 @@
 /**
  * What a Redis error reply says happened: its code (the reply's first word, e.g. `OOM`) and a
- * phrase an operator can act on, for the answer a client gets and the node's log. The broker
- * package keeps the same table (`redis-errors.ts` there): the two packages share no module.
+ * phrase an operator can act on, for the answer a client gets and the node's log.
  */
 export interface RedisRefusal {
   readonly code: string;

@@ -1,0 +1,2 @@
+export { reconnectOnReadOnly, redisRefusal } from "./refusals.js";
+export type { RedisRefusal } from "./refusals.js";
