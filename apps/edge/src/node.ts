@@ -95,7 +95,16 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     connections,
     subscriptions: new Subscriptions(connections, fanout, broker, retention, metrics, log),
     draining: () => draining,
-    ready: () => !draining && broker.isReady() && store.isReady() && resync.inStep(),
+    notReady: () =>
+      draining
+        ? "This node is draining."
+        : !broker.isReady()
+          ? "The broker (Redis pub/sub) is unreachable, or its subscriber connection is deaf."
+          : !store.isReady()
+            ? "The store (Redis) is unreachable, or its revocation channel is deaf."
+            : !resync.inStep()
+              ? "The node is checking keys and BOOTSTRAP_PLATES against the store after its Redis link came back."
+              : undefined,
   };
 
   const stopRevocations = store.onRevoked((revocation) => {

@@ -22,8 +22,9 @@ export interface Services {
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**
-   * True while the node can serve: not draining, the broker and the store reachable, in step with
-   * the store (`BOOTSTRAP_PLATES` provisioned, no missed revocation unchecked: see `Resync`).
+   * Why the node cannot serve right now, or undefined while it can: not draining, the broker and
+   * the store reachable, in step with the store (`BOOTSTRAP_PLATES` provisioned, no missed
+   * revocation unchecked: see `Resync`). For `/readyz`.
    */
-  readonly ready: () => boolean;
+  readonly notReady: () => string | undefined;
 }

@@ -69,7 +69,8 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.get("/healthz", (c) => c.json({ data: { status: "ok" } }));
   app.get("/readyz", (c) => {
     if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
-    if (!services.ready()) throw new PlateError("broker_unavailable", "The broker is unreachable.");
+    const notReady = services.notReady();
+    if (notReady !== undefined) throw new PlateError("broker_unavailable", notReady);
     return c.json({ data: { status: "ready" } });
   });
   app.get("/metrics", async (c) =>
