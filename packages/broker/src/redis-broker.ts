@@ -5,7 +5,7 @@ import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/pro
 import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { DeafnessProbe, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
@@ -125,9 +125,7 @@ export class RedisBroker implements Broker {
   #deaf = false;
   #ready = false;
   #closed = false;
-  #probeTimer: NodeJS.Timeout;
-  #probeDeadline: NodeJS.Timeout | undefined;
-  #probeSeq = 0;
+  readonly #probe: DeafnessProbe;
   /** The code of the Redis refusal last warned about, until a publish succeeds. */
   #refusing: string | undefined;
   /**
@@ -173,8 +171,13 @@ export class RedisBroker implements Broker {
     this.#subscriber.on("error", () => undefined);
     this.#subscriber.on("message", (channel: string, payload: string) => this.#onMessage(channel, channel, payload));
     this.#subscriber.on("pmessage", (glob: string, channel: string, payload: string) => this.#onMessage(glob, channel, payload));
-    this.#probeTimer = setInterval(() => this.#probe(), options.probeIntervalMs);
-    this.#probeTimer.unref();
+    this.#probe = new DeafnessProbe({
+      intervalMs: options.probeIntervalMs,
+      timeoutMs: options.probeTimeoutMs,
+      wanted: () => this.#interests.size > 0 && this.#ready,
+      publish: (payload) => this.#commands.publish(this.#probeChannel, payload),
+      lost: () => this.#probeLost(),
+    });
   }
 
   /**
@@ -288,8 +291,7 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#probeTimer);
-    clearTimeout(this.#probeDeadline);
+    this.#probe.stop();
     this.#interests.clear();
     this.#readyListeners.clear();
     this.#gapListeners.clear();
@@ -354,7 +356,7 @@ export class RedisBroker implements Broker {
 
   #onMessage(name: string, channel: string, payload: string): void {
     if (channel === this.#probeChannel) {
-      this.#probeReturned(payload);
+      this.#probe.returned(payload);
       return;
     }
     if (this.#interrupted !== undefined) {
@@ -405,27 +407,8 @@ export class RedisBroker implements Broker {
     return message;
   }
 
-  #probe(): void {
-    if (this.#interests.size === 0 || this.#probeDeadline !== undefined || !this.#ready) return;
-    const seq = String(++this.#probeSeq);
-    this.#probeDeadline = setTimeout(() => this.#probeLost(seq), this.#options.probeTimeoutMs);
-    this.#probeDeadline.unref();
-    this.#commands.publish(this.#probeChannel, seq).catch(() => {
-      // The command connection is down: readiness already says so, and the probe proves nothing.
-      clearTimeout(this.#probeDeadline);
-      this.#probeDeadline = undefined;
-    });
-  }
-
-  #probeReturned(seq: string): void {
-    if (seq !== String(this.#probeSeq)) return;
-    clearTimeout(this.#probeDeadline);
-    this.#probeDeadline = undefined;
-  }
-
-  #probeLost(seq: string): void {
-    this.#probeDeadline = undefined;
-    if (this.#closed || seq !== String(this.#probeSeq)) return;
+  #probeLost(): void {
+    if (this.#closed) return;
     this.#options.warn?.("redis subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
     this.#options.onProbeLost?.();
     this.#deaf = true;

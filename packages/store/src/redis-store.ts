@@ -22,7 +22,7 @@ import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { DeafnessProbe, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";
@@ -86,9 +86,7 @@ export class RedisStore implements Store {
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #resyncListeners = new Set<() => void>();
   readonly #probeChannel: string;
-  readonly #probeTimer: NodeJS.Timeout;
-  #probeDeadline: NodeJS.Timeout | undefined;
-  #probeSeq = 0;
+  readonly #probe: DeafnessProbe;
   /** The code of the Redis refusal last warned about, until a call succeeds. */
   #refusing: string | undefined;
   /** The control channel is subscribed on the subscriber's current connection (and not found deaf). */
@@ -124,8 +122,13 @@ export class RedisStore implements Store {
       this.#listening = false;
     });
     this.#subscriber.on("message", (channel: string, text: string) => this.#onControl(channel, text));
-    this.#probeTimer = setInterval(() => this.#probe(), options.probeIntervalMs);
-    this.#probeTimer.unref();
+    this.#probe = new DeafnessProbe({
+      intervalMs: options.probeIntervalMs,
+      timeoutMs: options.probeTimeoutMs,
+      wanted: () => this.isReady(),
+      publish: (payload) => this.#commands.publish(this.#probeChannel, payload),
+      lost: () => this.#probeLost(),
+    });
   }
 
   /**
@@ -269,8 +272,7 @@ export class RedisStore implements Store {
   }
 
   async #shut(): Promise<void> {
-    clearInterval(this.#probeTimer);
-    clearTimeout(this.#probeDeadline);
+    this.#probe.stop();
     this.#listeners.clear();
     this.#resyncListeners.clear();
     this.#listening = false;
@@ -319,22 +321,9 @@ export class RedisStore implements Store {
     return value;
   }
 
-  #probe(): void {
-    if (this.#probeDeadline !== undefined || !this.isReady()) return;
-    const seq = String(++this.#probeSeq);
-    this.#probeDeadline = setTimeout(() => this.#probeLost(seq), this.#options.probeTimeoutMs);
-    this.#probeDeadline.unref();
-    this.#commands.publish(this.#probeChannel, seq).catch(() => {
-      // The command connection is down: readiness already says so, and the probe proves nothing.
-      clearTimeout(this.#probeDeadline);
-      this.#probeDeadline = undefined;
-    });
-  }
-
-  #probeLost(seq: string): void {
-    this.#probeDeadline = undefined;
+  #probeLost(): void {
     // Already reconnecting (cut, not deaf): its resubscription tells the resync listeners anyway.
-    if (this.#closing !== undefined || !this.#listening || seq !== String(this.#probeSeq)) return;
+    if (this.#closing !== undefined || !this.#listening) return;
     this.#options.warn?.("redis store subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
     this.#listening = false;
     this.#subscriber.disconnect(true);
@@ -342,10 +331,7 @@ export class RedisStore implements Store {
 
   #onControl(channel: string, text: string): void {
     if (channel === this.#probeChannel) {
-      if (text === String(this.#probeSeq)) {
-        clearTimeout(this.#probeDeadline);
-        this.#probeDeadline = undefined;
-      }
+      this.#probe.returned(text);
       return;
     }
     if (channel !== this.#names.control) return;

@@ -65,12 +65,18 @@ export function createUpgradeHandler(services: Services) {
     if (requestId !== undefined) headers.push(`X-Request-Id: ${requestId}`);
   });
 
-  function refuse(ws: WebSocket, request: IncomingMessage, err: unknown): void {
+  /** Counts and logs a refusal (the unexpected at error level); answers it as the spec's error. */
+  function report(request: IncomingMessage, err: unknown): PlateError {
     const error = toPlateError(err);
     services.metrics.rejected.inc({ code: error.code });
     const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
     if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
     else services.log.debug("websocket refused", fields);
+    return error;
+  }
+
+  function refuse(ws: WebSocket, request: IncomingMessage, err: unknown): void {
+    const error = report(request, err);
     settle(request.socket);
     closeWithError(ws, error, limits);
   }
@@ -138,18 +144,15 @@ export function createUpgradeHandler(services: Services) {
    * for an upgrade that cannot be routed, or that failed before it was answered.
    */
   function refuseHandshake(socket: Duplex, request: IncomingMessage, err: unknown): void {
-    const error = toPlateError(err);
-    services.metrics.rejected.inc({ code: error.code });
-    const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
-    if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
-    else services.log.debug("websocket refused", fields);
+    const error = report(request, err);
     if (!socket.writable) {
       socket.destroy();
       return;
     }
     const body = JSON.stringify(error.toBody());
     const retryAfter = error.retryAfterS === undefined ? "" : `Retry-After: ${error.retryAfterS}\r\n`;
-    const requestId = fields.requestId === undefined ? "" : `X-Request-Id: ${fields.requestId}\r\n`;
+    const id = requestIds.get(request);
+    const requestId = id === undefined ? "" : `X-Request-Id: ${id}\r\n`;
     // As `ws` aborts a handshake: the socket goes once the answer is out, whatever the client does.
     socket.once("finish", () => socket.destroy());
     socket.end(
