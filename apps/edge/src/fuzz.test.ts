@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
-import { httpCase, rawCase, rssMb, runCase, serverFault, upgradeCase } from "./test-support/fuzz.js";
+import { httpCase, rawCase, rssMb, runCase, serverFault, upgradeCase, validCase } from "./test-support/fuzz.js";
 import { ADMIN_TOKEN, KEYS } from "./test-support/node.js";
 import { EdgeProcess } from "./test-support/process.js";
 
@@ -28,7 +28,12 @@ const HEAP_MB = 192;
 /** Resident memory the node may reach by the end of the run, in MB. */
 const MAX_RSS_MB = 400;
 
-const anyCase = fc.oneof({ weight: 5, arbitrary: httpCase }, { weight: 2, arbitrary: rawCase }, { weight: 3, arbitrary: upgradeCase });
+const anyCase = fc.oneof(
+  { weight: 4, arbitrary: httpCase },
+  { weight: 2, arbitrary: validCase },
+  { weight: 2, arbitrary: rawCase },
+  { weight: 3, arbitrary: upgradeCase },
+);
 
 describe.each(["embedded", "redis"] as const)("a node on the %s broker under hostile traffic", (broker) => {
   let redis: RedisServer | undefined;
@@ -57,9 +62,11 @@ describe.each(["embedded", "redis"] as const)("a node on the %s broker under hos
 
   it("stays up, answers /healthz, never answers 5xx to a client's mistake, and keeps its memory bounded", { timeout: 600_000 }, async () => {
     const port = node.port;
+    const statuses = new Set<number>();
     await fc.assert(
       fc.asyncProperty(fc.array(anyCase, { minLength: BATCH, maxLength: BATCH }), async (cases) => {
         const outcomes = await Promise.all(cases.map((c) => runCase(port, c)));
+        for (const result of outcomes) statuses.add(result.status);
         expect(node.alive, `the node exited: ${node.stderr.slice(-2000)}`).toBe(true);
         for (const [i, result] of outcomes.entries()) {
           const fault = serverFault(result);
@@ -69,6 +76,8 @@ describe.each(["embedded", "redis"] as const)("a node on the %s broker under hos
       { numRuns: Math.ceil(CASES / BATCH), ...(SEED === undefined ? {} : { seed: SEED }), endOnFailure: true },
     );
     expect(node.alive, node.stderr.slice(-2000)).toBe(true);
+    // The traffic reached every layer: the HTTP parser, routing, keys, publishes, streams, WebSockets.
+    for (const status of [101, 200, 400, 401, 404]) expect(statuses, `no case was answered ${status}`).toContain(status);
     const health = await fetch(`${node.url}/healthz`);
     expect(health.status).toBe(200);
     // A valid publish still works after all of it.

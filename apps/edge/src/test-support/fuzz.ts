@@ -138,6 +138,31 @@ export const httpCase: fc.Arbitrary<FuzzCase> = fc.tuple(method, target, headers
   fuzzCase("http", [Buffer.concat([Buffer.from(`${m} ${t} HTTP/1.1\r\n${headerLines(h, b.length)}Connection: close\r\n\r\n`, "latin1"), h.chunked ? chunk(b) : b])]),
 );
 
+/** A well-formed request with a valid key to a real route, with odd but legal values: the paths users take. */
+export const validCase: fc.Arbitrary<FuzzCase> = fc
+  .tuple(
+    fc.constantFrom("publish", "subscribe", "client-get", "client-post"),
+    // Often a channel the WebSocket cases subscribe to, so publishes reach subscribers in flight.
+    fc.oneof(fc.constantFrom("alerts", "room.lobby"), fc.stringMatching(/^[A-Za-z0-9_.:@=~-]{1,40}$/)),
+    fc.jsonValue({ maxDepth: 4 }),
+    query,
+  )
+  .map(([route, channel, value, q]) => {
+    const auth = `Authorization: Bearer ${KEY}\r\n`;
+    const json = (body: string) => `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+    const path = `/acme/pubsub/${channel}`;
+    switch (route) {
+      case "publish":
+        return fuzzCase("http", [Buffer.from(`POST ${path}/publish HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify({ message: value }))}`)]);
+      case "subscribe":
+        return fuzzCase("http", [Buffer.from(`GET ${path}/subscribe${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)]);
+      case "client-get":
+        return fuzzCase("http", [Buffer.from(`GET ${path}/client${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)]);
+      default:
+        return fuzzCase("http", [Buffer.from(`POST ${path}/client HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify(value))}`)]);
+    }
+  });
+
 /** A valid publish, then mangled: bytes flipped, cut, inserted or repeated anywhere in it. */
 export const rawCase: fc.Arbitrary<FuzzCase> = fc
   .tuple(
@@ -211,13 +236,14 @@ export const upgradeCase: fc.Arbitrary<FuzzCase> = fc
     fc.boolean(),
     fc.record(
       {
-        upgrade: fc.oneof(fc.constant("websocket"), headerValue),
-        key: fc.oneof(fc.constant(WS_ACCEPT_KEY), headerValue),
-        version: fc.oneof(fc.constant("13"), headerValue),
+        // Mostly a valid handshake, so most frames reach the node's own handling.
+        upgrade: fc.oneof({ weight: 4, arbitrary: fc.constant("websocket") }, { weight: 1, arbitrary: headerValue }),
+        key: fc.oneof({ weight: 4, arbitrary: fc.constant(WS_ACCEPT_KEY) }, { weight: 1, arbitrary: headerValue }),
+        version: fc.oneof({ weight: 4, arbitrary: fc.constant("13") }, { weight: 1, arbitrary: headerValue }),
         protocol: headerValue,
         extensions: fc.constantFrom("permessage-deflate", "x; y=1", ""),
       },
-      { requiredKeys: ["upgrade"] },
+      { requiredKeys: ["upgrade", "key", "version"] },
     ),
     fc.array(frame, { maxLength: 6 }),
   )
