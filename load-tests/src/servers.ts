@@ -76,6 +76,9 @@ export async function startPlate(options: PlateBenchOptions): Promise<Started> {
       HEARTBEAT_MS: "300000",
       PUBLISH_RATE_PER_S: "0",
       MAX_CONNECTIONS_PER_PLATE: "0",
+      // Thousands of subscribers connect at once from 16 loopback addresses.
+      MAX_PENDING_CONNECTIONS: "0",
+      MAX_PENDING_CONNECTIONS_PER_ADDRESS: "0",
       ...(options.redisUrl === undefined ? {} : { REDIS_URL: options.redisUrl }),
       ...options.env,
     },

@@ -6,6 +6,11 @@ export type LogFields = Record<string, string | number | boolean | undefined>;
 
 /** A structured logger writing one JSON object a line to stdout. */
 export interface Logger {
+  /**
+   * Whether `debug` lines are written. Hot paths check it before they build a debug line's fields
+   * (a publish's loggable path was 4% of the node's CPU in a profile of W3 with debug off).
+   */
+  readonly debugEnabled: boolean;
   debug(msg: string, fields?: LogFields): void;
   info(msg: string, fields?: LogFields): void;
   warn(msg: string, fields?: LogFields): void;
@@ -20,7 +25,7 @@ export function createLogger(level: LogLevel, write: (line: string) => void = de
     return (msg: string, fields?: LogFields) =>
       write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }) + "\n");
   };
-  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+  return { debugEnabled: threshold === 0, debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }
 
 function defaultWrite(line: string): void {

@@ -42,13 +42,15 @@ export function createApp(services: Services): Hono<AppEnv> {
     }
     for (const [name, value] of Object.entries(cors)) c.header(name, value);
     await next();
-    log.debug("request", {
-      requestId,
-      method: c.req.method,
-      path: loggablePath(c.req.path),
-      status: c.res.status,
-      ms: Math.round(performance.now() - started),
-    });
+    if (log.debugEnabled) {
+      log.debug("request", {
+        requestId,
+        method: c.req.method,
+        path: loggablePath(c.req.path),
+        status: c.res.status,
+        ms: Math.round(performance.now() - started),
+      });
+    }
     return undefined;
   });
 

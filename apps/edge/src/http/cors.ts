@@ -9,19 +9,27 @@ const EXPOSE_HEADERS = "Retry-After";
  * The CORS headers for a request from `origin` (the `Origin` header), or none when the origin is
  * not allowed. One function serves Hono's answers and the SSE streams written straight to Node.
  */
-export function corsHeaders(
+export function corsHeaders(allowed: "*" | readonly string[], origin: string | undefined): Record<string, string> {
+  return addCorsHeaders({}, allowed, origin);
+}
+
+/** `corsHeaders`, written into `headers` (no object of its own: publish answers build one object). */
+export function addCorsHeaders(
+  headers: Record<string, string>,
   allowed: "*" | readonly string[],
   origin: string | undefined,
 ): Record<string, string> {
   if (allowed === "*") {
-    return { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": EXPOSE_HEADERS };
+    headers["Access-Control-Allow-Origin"] = "*";
+    headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS;
+    return headers;
   }
-  if (origin === undefined || !allowed.includes(origin)) return { Vary: "Origin" };
-  return {
-    "Access-Control-Allow-Origin": origin,
-    "Access-Control-Expose-Headers": EXPOSE_HEADERS,
-    Vary: "Origin",
-  };
+  if (origin !== undefined && allowed.includes(origin)) {
+    headers["Access-Control-Allow-Origin"] = origin;
+    headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS;
+  }
+  headers.Vary = "Origin";
+  return headers;
 }
 
 /** Extra headers of a preflight (OPTIONS) answer. */

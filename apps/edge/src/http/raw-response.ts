@@ -2,14 +2,14 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { toPlateError } from "@plate/protocol";
 import { loggablePath } from "../core/request-id.js";
 import type { Services } from "../services.js";
-import { corsHeaders } from "./cors.js";
+import { addCorsHeaders } from "./cors.js";
 
 /** Headers every answer carries: browsers must not guess another type than the one declared. */
 export const NO_SNIFF = { "X-Content-Type-Options": "nosniff" } as const;
 
 /** The headers of an answer written on Node's own response: CORS, the request id, `NO_SNIFF`. */
 export function answerHeaders(services: Services, req: IncomingMessage, requestId: string): Record<string, string> {
-  return { ...corsHeaders(services.config.corsOrigins, req.headers.origin), "X-Request-Id": requestId, ...NO_SNIFF };
+  return addCorsHeaders({ "X-Request-Id": requestId, "X-Content-Type-Options": NO_SNIFF["X-Content-Type-Options"] }, services.config.corsOrigins, req.headers.origin);
 }
 
 /**
