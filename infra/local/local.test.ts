@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { connect } from "node:net";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +23,19 @@ function sh(command: string, args: string[], env: Record<string, string> = {}): 
     execFile(command, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
       resolve({ code: err === null ? 0 : Number(err.code ?? 1), out: stdout + stderr }),
     );
+  });
+}
+
+/** Writes `request` as is on a new connection to `url` and answers what came back before the close. */
+function rawRequest(url: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    let answer = "";
+    socket.setEncoding("latin1").on("data", (chunk: string) => (answer += chunk));
+    socket.on("error", () => undefined);
+    socket.on("close", () => resolve(answer));
+    setTimeout(() => socket.destroy(), 5000).unref();
   });
 }
 
@@ -96,6 +110,17 @@ describe("infra/local: the topology on loopback", () => {
       for (const s of [...direct, proxied]) s.close();
       ws.terminate();
     }
+  });
+
+  it("answers upgrade requests whose target is no URL with 400 through nginx, and every edge stays up", async () => {
+    // One such request once ended an edge, and nginx (proxy_next_upstream error) retried it on each.
+    // nginx passes `//a:99999/` on as it is (the edge answers 400 bad_request) and reads the
+    // absolute form itself (the edge gets `/`: 404); never a 502 for edges that died.
+    for (const target of ["//a:99999/", "http://a:99999/"]) {
+      const answer = await rawRequest(lb, `GET ${target} HTTP/1.1\r\nHost: lb\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n`);
+      expect(answer).toMatch(/^HTTP\/1\.1 40[04] /);
+    }
+    for (const edge of edges) expect((await fetch(`${edge}/healthz`)).status).toBe(200);
   });
 
   it("has Prometheus scraping every edge (every target up)", async () => {
