@@ -5,7 +5,8 @@ import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/pro
 import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { DeafnessProbe, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import type { RedisRefusal, Warn } from "@plate/redis";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
@@ -28,7 +29,7 @@ export interface RedisBrokerOptions {
   /** Gives an id to a message a backend PUBLISHed straight into Redis (it carries none). */
   readonly newMessageId: () => MessageId;
   /** Where the broker reports what an operator should know (connection loss, deafness). */
-  readonly warn?: (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
+  readonly warn?: Warn;
   /** Called each time a silent-loss probe did not come back in time (for a metric). */
   readonly onProbeLost?: () => void;
 }
@@ -126,8 +127,7 @@ export class RedisBroker implements Broker {
   #ready = false;
   #closed = false;
   readonly #probe: DeafnessProbe;
-  /** The code of the Redis refusal last warned about, until a publish succeeds. */
-  #refusing: string | undefined;
+  readonly #refusals: RefusalWarnings;
   /**
    * The last payload decoded, what it became, and the names it was delivered under. Redis sends one
    * publish once per matching (P)SUBSCRIBE, back to back; the same payload under a name it already
@@ -142,6 +142,7 @@ export class RedisBroker implements Broker {
     this.#options = options;
     this.#names = new RedisNames(options.keyPrefix);
     this.#probeChannel = this.#names.probe(options.nodeId);
+    this.#refusals = new RefusalWarnings(options.warn, "redis refuses the broker's commands");
     const common: RedisOptions = {
       commandTimeout: options.commandTimeoutMs,
       enableOfflineQueue: false,
@@ -206,7 +207,7 @@ export class RedisBroker implements Broker {
     } catch (err) {
       throw this.#failed(err);
     }
-    this.#refusing = undefined;
+    this.#refusals.succeeded();
     if (reply[0] === 1) {
       return { message: { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body }, repeated: false };
     }
@@ -259,7 +260,7 @@ export class RedisBroker implements Broker {
       await joined.active;
     } catch (err) {
       await this.#leave(name, joined, delivery);
-      throw unavailable(err);
+      throw unavailable(err, redisRefusal(err));
     }
     let left = false;
     return () => {
@@ -301,12 +302,7 @@ export class RedisBroker implements Broker {
 
   /** The error a failed command becomes; a Redis refusal is warned once until a publish succeeds. */
   #failed(err: unknown): PlateError {
-    const refusal = redisRefusal(err);
-    if (refusal !== undefined && refusal.code !== this.#refusing) {
-      this.#refusing = refusal.code;
-      this.#options.warn?.("redis refuses the broker's commands", { redisError: refusal.code, what: refusal.what });
-    }
-    return unavailable(err);
+    return unavailable(err, this.#refusals.failed(err));
   }
 
   /** Drops one listener; the last one of a name unsubscribes this node from it in Redis. */
@@ -427,8 +423,8 @@ export class RedisBroker implements Broker {
 }
 
 /** `broker_unavailable`, saying what Redis refused (OOM, READONLY, ...) or that it could not be reached. */
-function unavailable(cause?: unknown): PlateError {
-  const what = redisRefusal(cause)?.what ?? "Redis is unreachable";
+function unavailable(cause?: unknown, refusal?: RedisRefusal): PlateError {
+  const what = refusal?.what ?? "Redis is unreachable";
   return new PlateError("broker_unavailable", `${what}; nothing was published, retry shortly.`, {
     retryAfterS: 1,
     cause,

@@ -42,3 +42,37 @@ export function redisRefusal(err: unknown): RedisRefusal | undefined {
 export function reconnectOnReadOnly(err: Error): boolean {
   return err.message.startsWith("READONLY");
 }
+
+/** Where a Redis client reports what an operator should know. */
+export type Warn = (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
+
+/**
+ * Classifies the errors of one client's commands and warns of a refusal once per episode: a
+ * refusal warns when it differs from the last one warned, until a command succeeds again (an OOM
+ * Redis refuses every publish; the log says so once, not at each).
+ */
+export class RefusalWarnings {
+  /** The code of the refusal last warned about, until a command succeeds. */
+  #refusing: string | undefined;
+
+  constructor(
+    private readonly warn: Warn | undefined,
+    /** The warning's message, naming the client (`redis refuses the broker's commands`). */
+    private readonly message: string,
+  ) {}
+
+  /** The refusal `err` is (warned about when it starts an episode), or undefined when it is none. */
+  failed(err: unknown): RedisRefusal | undefined {
+    const refusal = redisRefusal(err);
+    if (refusal !== undefined && refusal.code !== this.#refusing) {
+      this.#refusing = refusal.code;
+      this.warn?.(this.message, { redisError: refusal.code, what: refusal.what });
+    }
+    return refusal;
+  }
+
+  /** A command succeeded: the next refusal warns again. */
+  succeeded(): void {
+    this.#refusing = undefined;
+  }
+}

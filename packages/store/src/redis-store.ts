@@ -22,7 +22,8 @@ import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { DeafnessProbe, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly } from "@plate/redis";
+import type { RedisRefusal, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";
@@ -45,7 +46,7 @@ export interface RedisStoreOptions {
   /** How long that probe may take to come back before the subscriber counts as deaf, in ms (`REDIS_PROBE_TIMEOUT_MS`). */
   readonly probeTimeoutMs: number;
   /** Where the store reports what an operator should know (a deaf subscriber, Redis refusing commands). */
-  readonly warn?: (message: string, fields?: Record<string, string | number | boolean | undefined>) => void;
+  readonly warn?: Warn;
 }
 
 /** First wait before reconnecting, in ms; it doubles at each failed attempt, up to `reconnectMaxMs`. */
@@ -87,8 +88,7 @@ export class RedisStore implements Store {
   readonly #resyncListeners = new Set<() => void>();
   readonly #probeChannel: string;
   readonly #probe: DeafnessProbe;
-  /** The code of the Redis refusal last warned about, until a call succeeds. */
-  #refusing: string | undefined;
+  readonly #refusals: RefusalWarnings;
   /** The control channel is subscribed on the subscriber's current connection (and not found deaf). */
   #listening = false;
   /** The latest subscription to the control channel, started at each "ready" of the subscriber. */
@@ -99,6 +99,7 @@ export class RedisStore implements Store {
     this.#options = options;
     this.#names = redisNames(options.keyPrefix);
     this.#probeChannel = `${this.#names.control}.probe.${randomBytes(PROBE_ID_BYTES).toString("hex")}`;
+    this.#refusals = new RefusalWarnings(options.warn, "redis refuses the store's commands");
     const connection: RedisOptions = {
       // open() connects, to learn whether Redis is there at all.
       lazyConnect: true,
@@ -310,14 +311,9 @@ export class RedisStore implements Store {
       value = await reply;
     } catch (err) {
       if (err instanceof Error && err.name === "ReplyError" && BUG_REPLY.test(err.message)) throw err;
-      const refusal = redisRefusal(err);
-      if (refusal !== undefined && refusal.code !== this.#refusing) {
-        this.#refusing = refusal.code;
-        this.#options.warn?.("redis refuses the store's commands", { redisError: refusal.code, what: refusal.what });
-      }
-      throw unavailable(err);
+      throw unavailable(err, this.#refusals.failed(err));
     }
-    this.#refusing = undefined;
+    this.#refusals.succeeded();
     return value;
   }
 
@@ -368,8 +364,7 @@ function redisNames(prefix: string): RedisNames {
 }
 
 /** `broker_unavailable`, saying what Redis refused (OOM, READONLY, ...) or that it could not be reached. */
-function unavailable(cause: unknown): PlateError {
-  const refusal = redisRefusal(cause);
+function unavailable(cause: unknown, refusal: RedisRefusal | undefined): PlateError {
   const what = refusal === undefined ? "The store (Redis) is unreachable" : `The store's Redis refused the command: ${refusal.what}`;
   return new PlateError("broker_unavailable", `${what}; retry shortly.`, { retryAfterS: RETRY_AFTER_S, cause });
 }
