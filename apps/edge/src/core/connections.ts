@@ -78,6 +78,20 @@ export class Connections {
   }
 
   /**
+   * Runs `use` with one of the plate's slots held (see `reserve`), given back once `use` settles (a
+   * no-op when `use` gave it to `add`). Route 5 claims a client token's use inside: a connect
+   * refused at the plate's limit spends none, even when connects race for the last slot.
+   */
+  async holding<T>(plateId: PlateId, use: (slot: ConnectionSlot) => Promise<T>): Promise<T> {
+    const slot = this.reserve(plateId);
+    try {
+      return await use(slot);
+    } finally {
+      slot.release();
+    }
+  }
+
+  /**
    * Registers a connection until it ends. With a `slot` of its plate still held, the connection
    * takes it over (no second check against the limit); otherwise throws `rate_limited` at the limit.
    */

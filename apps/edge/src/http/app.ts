@@ -35,7 +35,7 @@ export function createApp(services: Services): Hono<AppEnv> {
     const requestId = requestIdOf(c.req.header("x-request-id"));
     c.set("requestId", requestId);
     c.header("X-Request-Id", requestId);
-    for (const [name, value] of Object.entries(NO_SNIFF)) c.header(name, value);
+    c.header("X-Content-Type-Options", NO_SNIFF["X-Content-Type-Options"]);
     const cors = corsHeaders(config.corsOrigins, c.req.header("origin"));
     if (c.req.method === "OPTIONS") {
       return c.body(null, 204, { ...cors, ...preflightHeaders() });
@@ -120,16 +120,11 @@ export function createApp(services: Services): Hono<AppEnv> {
     if (!isClientTokenShape(token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
     }
-    // The slot is held before the claim spends a use: a connect refused at the plate's limit
-    // spends none, even when connects race for the last slot.
-    const slot = services.connections.reserve(plateId);
-    try {
+    return services.connections.holding(plateId, async (slot) => {
       const record = await services.tokens.claim(plateId, token);
       const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-      return await openSse(c, services, topic, record.keyId, record.maxDurationMs, slot);
-    } finally {
-      slot.release();
-    }
+      return openSse(c, services, topic, record.keyId, record.maxDurationMs, slot);
+    });
   });
 
   return app;

@@ -91,19 +91,15 @@ export function createUpgradeHandler(services: Services) {
 
   async function connectWithToken(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "token" }, url: URL) {
     const plateId = plateParam(route.plate);
-    if (!isClientTokenShape(route.token)) {
+    const token = route.token;
+    if (!isClientTokenShape(token)) {
       throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
     }
-    // The slot is held before the claim spends a use: a connect refused at the plate's limit
-    // spends none, even when connects race for the last slot.
-    const slot = services.connections.reserve(plateId);
-    try {
-      const record = await services.tokens.claim(plateId, route.token);
+    await services.connections.holding(plateId, async (slot) => {
+      const record = await services.tokens.claim(plateId, token);
       const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
       await open(ws, socket, request, topic, record.keyId, record.maxDurationMs, sinceQuery(url), slot);
-    } finally {
-      slot.release();
-    }
+    });
   }
 
   async function open(
