@@ -3,7 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
-import { startRedis, startRedisPair, startTcpProxy } from "@plate/testing";
+import { startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
 import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
 import { RedisBroker } from "./redis-broker.js";
@@ -327,20 +327,11 @@ describe("RedisBroker when Redis refuses commands", () => {
     async () => {
       const warnings: string[] = [];
       const broker = await readyBroker({ warn: (m, fields) => warnings.push(`${m} ${JSON.stringify(fields)}`) });
-      await withClient(async (admin) => {
-        await admin.config("SET", "maxmemory-policy", "noeviction");
-        await admin.config("SET", "maxmemory", "1");
-        let error: PlateError;
-        try {
-          error = await refusal(broker);
-        } finally {
-          await admin.config("SET", "maxmemory", "0");
-        }
-        expect(error.code).toBe("broker_unavailable");
-        expect(error.retryAfterS).toBeGreaterThan(0);
-        expect(error.message).toMatch(/OOM/);
-        expect(error.message).not.toMatch(/unreachable/);
-      });
+      const error = await whileOutOfMemory(redis.port, () => refusal(broker));
+      expect(error.code).toBe("broker_unavailable");
+      expect(error.retryAfterS).toBeGreaterThan(0);
+      expect(error.message).toMatch(/OOM/);
+      expect(error.message).not.toMatch(/unreachable/);
       expect(warnings.some((w) => w.includes("OOM"))).toBe(true);
       expect(await publishesWithin(broker, 1000)).toBe(true);
     },

@@ -3,7 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ClientToken, PlateId } from "@plate/protocol";
-import { freePort, redisCommand, startRedis, startRedisPair, startTcpProxy } from "@plate/testing";
+import { freePort, redisCommand, startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisPair, RedisServer, TcpProxy } from "@plate/testing";
 import { RedisStore } from "./redis-store.js";
 import type { RedisStoreOptions } from "./redis-store.js";
@@ -493,15 +493,7 @@ describe("redis store", () => {
         const warnings: string[] = [];
         const store = await openStore(freshPrefix(), redisServer().url, { warn: (message, fields) => warnings.push(`${message} ${JSON.stringify(fields)}`) });
         stores.push(store);
-        const admin = inspector();
-        await admin.config("SET", "maxmemory-policy", "noeviction");
-        await admin.config("SET", "maxmemory", "1");
-        let error: PlateError;
-        try {
-          error = await refusal(() => store.createPlate(plateRecord()));
-        } finally {
-          await admin.config("SET", "maxmemory", "0");
-        }
+        const error = await whileOutOfMemory(redisServer().port, () => refusal(() => store.createPlate(plateRecord())));
         expect(error.code).toBe("broker_unavailable");
         expect(error.retryAfterS).toBeGreaterThan(0);
         expect(error.message).toMatch(/OOM/);

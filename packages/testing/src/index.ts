@@ -6,4 +6,4 @@ export type { SseEvent } from "./sse-client.js";
 export { SseClient } from "./sse-client.js";
 export { eventually } from "./eventually.js";
 export type { RedisPair } from "./redis-failover.js";
-export { startRedisPair, redisCommand } from "./redis-failover.js";
+export { startRedisPair, redisCommand, whileOutOfMemory } from "./redis-failover.js";

@@ -56,6 +56,20 @@ async function replicate(replica: RedisServer, primary: RedisServer): Promise<vo
   }
 }
 
+/**
+ * Runs `use` while the Redis on `port` is out of memory (`maxmemory` 1 byte, no eviction: every
+ * write answers OOM), and frees it again however `use` ends.
+ */
+export async function whileOutOfMemory<T>(port: number, use: () => Promise<T>): Promise<T> {
+  await redisCommand(port, ["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+  await redisCommand(port, ["CONFIG", "SET", "maxmemory", "1"]);
+  try {
+    return await use();
+  } finally {
+    await redisCommand(port, ["CONFIG", "SET", "maxmemory", "0"]);
+  }
+}
+
 /** Waits until `replica` has applied everything `primary` had taken when this was called. */
 async function caughtUp(replica: RedisServer, primary: RedisServer): Promise<void> {
   const target = offset(await redisCommand(primary.port, ["INFO", "replication"]), "master_repl_offset");
