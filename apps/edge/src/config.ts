@@ -26,6 +26,10 @@ export interface Config {
   readonly wsAuthTimeoutMs: number;
   readonly wsMaxClientFrameBytes: number;
   readonly wsMaxBadFrames: number;
+  readonly maxSubscriptionsPerConnection: number;
+  readonly maxOverlapChannels: number;
+  readonly realtimeMaxPendingRequests: number;
+  readonly realtimeChangeTimeoutMs: number;
   readonly slowConsumerMaxBytes: number;
   readonly slowConsumerGraceMs: number;
   readonly corsOrigins: "*" | readonly string[];
@@ -261,6 +265,30 @@ export const SETTINGS = {
     default: "10",
     doc: 'Unexpected frames (anything but `{"type":"ping"}` after auth) a WebSocket client may send: each gets a `bad_request` error frame, and the one that reaches this number also closes the socket with 4400.',
     parse: integer(1, 1_000_000),
+  },
+  MAX_SUBSCRIPTIONS_PER_CONNECTION: {
+    key: "maxSubscriptionsPerConnection",
+    default: "200",
+    doc: "Subscriptions one realtime connection (route 9, or a several-channel client path) may hold at once; past it a `subscribe` gets a `bad_request` error (the connection stays open), and a connect asking for more is refused with 400.",
+    parse: integer(1, 100_000),
+  },
+  MAX_OVERLAP_CHANNELS: {
+    key: "maxOverlapChannels",
+    default: "1024",
+    doc: "Channels per connection whose last id is remembered to deliver a message once when several of the connection's subscriptions match it (a channel and a pattern, two patterns); the least recent is forgotten past it (docs/delivery.md).",
+    parse: integer(1, 1_000_000),
+  },
+  REALTIME_MAX_PENDING_REQUESTS: {
+    key: "realtimeMaxPendingRequests",
+    default: "64",
+    doc: "Requests (subscribe, unsubscribe, route 9 POST changes) one realtime connection may have waiting to be carried out, in order; past it a request gets a `rate_limited` error frame / 429.",
+    parse: integer(1, 100_000),
+  },
+  REALTIME_CHANGE_TIMEOUT_MS: {
+    key: "realtimeChangeTimeoutMs",
+    default: "5000",
+    doc: "How long route 9's POST waits for the node holding the stream to carry out the change; then 503 `broker_unavailable` (the change may still happen).",
+    parse: integer(100, 600_000),
   },
   SLOW_CONSUMER_MAX_BYTES: {
     key: "slowConsumerMaxBytes",

@@ -80,7 +80,7 @@ describe("the node's log", () => {
     expect((await adminCall(proc.url, "GET", "/admin/plates", { token: WRONG_SECRET })).status).toBe(401);
 
     // Everything above is in the log once the closes have been noticed.
-    expect(await eventually(() => proc.stdout.includes("subscription ended") && proc.stdout.includes("websocket refused"), 3000)).toBe(true);
+    expect(await eventually(() => proc.stdout.includes("connection ended") && proc.stdout.includes("websocket refused"), 3000)).toBe(true);
     const log = proc.stdout + proc.stderr;
     for (const secret of secrets) expect(log, `a secret in the log: ${secret.slice(0, 6)}…`).not.toContain(secret);
     expect(log).toContain("/logs/s/*");
@@ -124,7 +124,7 @@ describe("the node's log", () => {
     expect(await eventually(() => proc.stdout.includes("lb-abc-123"), 2000)).toBe(true);
     const lines = proc.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     for (const line of lines) expect(line).toMatchObject({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) });
-    const aboutRequests = lines.filter((l) => ["request", "publish", "publish refused", "websocket refused", "subscription ended"].includes(l.msg as string));
+    const aboutRequests = lines.filter((l) => ["request", "publish", "publish refused", "websocket refused", "connection ended"].includes(l.msg as string));
     expect(aboutRequests.length).toBeGreaterThan(5);
     for (const line of aboutRequests) expect(line.requestId, JSON.stringify(line)).toEqual(expect.any(String));
     expect(lines.find((l) => l.requestId === "lb-abc-123")).toMatchObject({ msg: "publish", status: 200 });

@@ -11,6 +11,7 @@ import type { Config } from "./config.js";
 import { Connections } from "./core/connections.js";
 import { Fanout } from "./core/fanout.js";
 import { Publisher } from "./core/publisher.js";
+import { Realtime } from "./core/realtime.js";
 import { RateLimiter } from "./core/rate-limit.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
@@ -24,6 +25,8 @@ import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { Services } from "./services.js";
 
+/** Length of a node's id: 10 url-safe characters (60 bits) keep nodes apart for good. */
+const NODE_ID_CHARS = 10;
 /** How often expired client tokens of the embedded store are swept, in ms. */
 const TOKEN_SWEEP_MS = 60_000;
 /** How often idle, full publish-rate buckets are forgotten, in ms. */
@@ -67,7 +70,9 @@ export interface EdgeParts {
 export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<EdgeNode> {
   const log = parts.log ?? createLogger(config.logLevel);
   const metrics = new Metrics(config.metricsPlateLabels);
-  const { broker, store } = await openBackends(config, parts, log, metrics);
+  // Names this node in Redis (its probe channel) and in its client ids (route 9's POST finds it by them).
+  const nodeId = nanoid(NODE_ID_CHARS);
+  const { broker, store } = await openBackends(config, parts, log, metrics, nodeId);
   const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
   const tenancy = new Tenancy(store, config.keyCacheMs, retention);
   const provision = () => bootstrapPlates(config, tenancy, log);
@@ -83,6 +88,19 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     return resync.whenInStep(RESYNC_FILL_WAIT_MS);
   });
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
+  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
+  const realtime = new Realtime(
+    subscriptions,
+    broker,
+    nodeId,
+    {
+      maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
+      maxPendingRequests: config.realtimeMaxPendingRequests,
+      changeTimeoutMs: config.realtimeChangeTimeoutMs,
+    },
+    log,
+  );
+  await realtime.listen();
   let draining = false;
   const services: Services = {
     config,
@@ -93,7 +111,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
     publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
     connections,
-    subscriptions: new Subscriptions(connections, fanout, broker, retention, metrics, log),
+    subscriptions,
+    realtime,
     draining: () => draining,
     notReady: () =>
       draining
@@ -170,6 +189,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       stopRevocations();
       stopResyncs();
       stopBrokerWatch();
+      await realtime.close().catch(() => undefined);
       await broker.close();
       await store.close();
     })());
@@ -182,7 +202,13 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
  * it. A Redis that is unreachable does not stop the start: the node listens, reports not ready,
  * and becomes ready when Redis answers.
  */
-async function openBackends(config: Config, parts: EdgeParts, log: Logger, metrics: Metrics): Promise<{ broker: Broker; store: Store }> {
+async function openBackends(
+  config: Config,
+  parts: EdgeParts,
+  log: Logger,
+  metrics: Metrics,
+  nodeId: string,
+): Promise<{ broker: Broker; store: Store }> {
   if (config.redisUrl === undefined) {
     return {
       broker: parts.broker ?? new MemoryBroker(),
@@ -200,7 +226,7 @@ async function openBackends(config: Config, parts: EdgeParts, log: Logger, metri
         reconnectMaxMs: config.redisReconnectMaxMs,
         probeIntervalMs: config.redisProbeIntervalMs,
         probeTimeoutMs: config.redisProbeTimeoutMs,
-        nodeId: nanoid(),
+        nodeId,
         newMessageId,
         warn: (message, fields) => log.warn(message, fields),
         onProbeLost: () => metrics.probeLost.inc(),

@@ -91,6 +91,72 @@ class ResumingWs {
   }
 }
 
+/**
+ * A route 9 connection holding several channels, resuming each after a drop: on WebSocket with
+ * `since.<channel>` in the query (the last id of each), on SSE with `Last-Event-ID` (plate-wide).
+ */
+class ResumingRealtime {
+  readonly seqs = new Map<string, number[]>();
+  resets = 0;
+  #ws: WsClient | undefined;
+  #sse: SseClient | undefined;
+  readonly #lastIds = new Map<string, string>();
+  #lastEventId: string | undefined;
+
+  constructor(
+    readonly transport: "ws" | "sse",
+    readonly channels: readonly string[],
+  ) {
+    for (const ch of channels) this.seqs.set(ch, []);
+  }
+
+  async connect(base: string): Promise<void> {
+    let query = this.channels.map((ch) => `channel=${ch}`).join("&");
+    if (this.transport === "ws") {
+      for (const [ch, id] of this.#lastIds) query += `&since.${ch}=${encodeURIComponent(id)}`;
+      this.#ws = await WsClient.connect(`${base.replace("http", "ws")}/acme/realtime?${query}`, { headers: AUTH });
+      await this.#ws.waitFor("ready");
+    } else {
+      const headers = this.#lastEventId === undefined ? AUTH : { ...AUTH, "Last-Event-ID": this.#lastEventId };
+      this.#sse = await SseClient.open(`${base}/acme/realtime?${query}`, headers);
+      await this.#sse.waitFor("ready");
+    }
+  }
+
+  collect(): boolean {
+    if (this.#ws !== undefined) {
+      for (const frame of this.#ws.frames.splice(0)) {
+        if (frame.type === "ready") for (const sub of frame.subscriptions) if (!this.#lastIds.has(sub.channel)) this.#lastIds.set(sub.channel, sub.position);
+        if (frame.type === "message") {
+          this.#lastIds.set(frame.channel, frame.id);
+          this.seqs.get(frame.channel)!.push(frame.message.seq);
+        }
+        if (frame.type === "reset") this.resets += 1;
+      }
+      return this.#ws.closeCode === undefined;
+    }
+    const client = this.#sse!;
+    for (const event of client.events.splice(0)) {
+      if (event.id !== undefined) this.#lastEventId = event.id;
+      if (event.event === "message") {
+        const envelope = JSON.parse(event.data);
+        this.seqs.get(envelope.channel)!.push(envelope.message.seq);
+      }
+      if (event.event === "reset") this.resets += 1;
+    }
+    return !client.ended;
+  }
+
+  get count(): number {
+    return [...this.seqs.values()].reduce((sum, list) => sum + list.length, 0);
+  }
+
+  close(): void {
+    this.#ws?.close();
+    this.#sse?.close();
+  }
+}
+
 describe.skipIf((process.env.REDIS_URL ?? "") !== "")("resuming across failures (nodes on one Redis)", () => {
   beforeAll(async () => {
     redis = await startRedis();
@@ -132,6 +198,45 @@ describe.skipIf((process.env.REDIS_URL ?? "") !== "")("resuming across failures 
         s.collect();
         expect(s.resets).toBe(0);
         expect(s.seqs).toEqual(expected);
+      }
+    } finally {
+      for (const s of subscribers) s.close();
+    }
+  }, 60_000);
+
+  it("resumes every subscription of a realtime connection, WebSocket and SSE, when its node is SIGKILLed mid-stream", async () => {
+    const doomed = await startNode();
+    const survivor = await startNode();
+    const channels = ["one", "two", "three"];
+    const subscribers = [new ResumingRealtime("ws", channels), new ResumingRealtime("sse", channels)];
+    for (const s of subscribers) await s.connect(doomed.url);
+    const total = MESSAGES / 2;
+    let published = 0;
+    const publishing = (async () => {
+      for (; published < total; published++) {
+        const res = await publish(survivor.url, "acme", channels[published % 3]!, { seq: published });
+        if (res.status !== 200) throw new Error(`publish ${published}: ${res.status}`);
+      }
+    })();
+    try {
+      expect(await eventually(() => published >= total / 4, 20_000)).toBe(true);
+      doomed.kill();
+      await Promise.all(
+        subscribers.map(async (s) => {
+          expect(await eventually(() => !s.collect(), 5000)).toBe(true);
+          await s.connect(survivor.url);
+        }),
+      );
+      await publishing;
+      expect(await eventually(() => subscribers.every((s) => (s.collect(), s.count >= total)), 20_000)).toBe(true);
+      await new Promise((r) => setTimeout(r, 200));
+      for (const s of subscribers) {
+        s.collect();
+        expect(s.resets).toBe(0);
+        channels.forEach((ch, i) => {
+          const expected = Array.from({ length: total }, (_, seq) => seq).filter((seq) => seq % 3 === i);
+          expect(s.seqs.get(ch), `${s.transport} ${ch}`).toEqual(expected);
+        });
       }
     } finally {
       for (const s of subscribers) s.close();

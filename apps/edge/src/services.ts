@@ -2,6 +2,7 @@ import type { Broker } from "@plate/broker";
 import type { Config } from "./config.js";
 import type { Connections } from "./core/connections.js";
 import type { Publisher } from "./core/publisher.js";
+import type { Realtime } from "./core/realtime.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { Tokens } from "./core/tokens.js";
@@ -19,6 +20,8 @@ export interface Services {
   readonly publisher: Publisher;
   readonly connections: Connections;
   readonly subscriptions: Subscriptions;
+  /** Route 9's live changes, and this node's client ids. */
+  readonly realtime: Realtime;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

@@ -294,6 +294,26 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(c.received.map((m) => m.id)).toEqual([theirs.message.id, spliced.message.id]);
     });
 
+    it("carries a node-to-node note to the node that listens to its address, and counts the nodes that listen", async () => {
+      const a = await node();
+      const b = await node();
+      const notes: string[] = [];
+      const plate = collector();
+      await a.subscribe(pattern("p1", "*"), plate.listener);
+      const stop = await b.listen("node-b", (payload) => notes.push(payload));
+      expect(await a.send("node-b", '{"x":1}')).toBe(1);
+      expect(await a.send("node-c", "nobody")).toBe(0);
+      const deadline = Date.now() + 2000;
+      while (notes.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(notes).toEqual(['{"x":1}']);
+      await stop();
+      expect(await a.send("node-b", "after")).toBe(0);
+      await settle();
+      expect(notes).toEqual(['{"x":1}']);
+      // Notes are apart from every plate: not even a * pattern hears them.
+      expect(plate.received).toEqual([]);
+    });
+
     it("is ready until closed", async () => {
       const broker = await node();
       expect(broker.isReady()).toBe(true);

@@ -1,5 +1,8 @@
 import type { ChannelName, Message, MessageId, PlateId, ResetReason, Topic } from "@plate/protocol";
 
+/** The two moments of a gap in delivery (see `Broker.onGap`). */
+export type GapPhase = "cut" | "restored";
+
 /** Receives the messages of one subscription. Called synchronously; it must not throw or block. */
 export type MessageListener = (message: Message) => void;
 
@@ -83,16 +86,27 @@ export interface Broker {
    * messages nothing falls between (the caller drops live messages at or before the last replayed).
    */
   history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay>;
+  /**
+   * Node-to-node notes, apart from every plate (route 9's POST reaching the node that holds a
+   * stream): delivers `payload` to the listeners of `address` on every node, once each, and
+   * resolves with how many nodes listen to it (0: nobody; nothing is kept for later). Rejects
+   * with `broker_unavailable` as `publish` does.
+   */
+  send(address: string, payload: string): Promise<number>;
+  /** Listens to the notes sent to `address` (see `send`) until the returned function is called. */
+  listen(address: string, listener: (payload: string) => void): Promise<Unsubscribe>;
   /** Whether the broker can publish and deliver right now (for `/readyz` and metrics). */
   isReady(): boolean;
   /**
-   * Called when the broker's delivery to this node was cut and is back (Redis' subscriber connection
-   * dropped, or went deaf, and was restored): subscriptions may have missed messages published
-   * meanwhile, and the caller may read them from `history` after the last message it got. No
-   * message that came by the restored delivery is given to a listener before this call, so that
-   * "after the last message it got" is before everything missed. Returns a function that removes it.
+   * Told when the broker's delivery to this node is cut (`"cut"`: Redis' subscriber connection
+   * dropped, or went deaf) and when it is back (`"restored"`: subscribed again): subscriptions may
+   * have missed messages published in between, and the caller may read them from `history` after
+   * the last message it got. `"cut"` comes before any message of the restored delivery, so a
+   * caller that holds live messages from `"cut"` until it has read the history keeps them after
+   * everything missed (the rule lives in the edge's delivery module). A broker whose delivery is
+   * never cut (the embedded one) never calls it. Returns a function that removes the listener.
    */
-  onGap(listener: () => void): () => void;
+  onGap(listener: (phase: GapPhase) => void): () => void;
   /** Called with the new state each time readiness changes. Returns a function that removes it. */
   onReadyChange(listener: (ready: boolean) => void): () => void;
   close(): Promise<void>;

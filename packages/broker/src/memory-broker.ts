@@ -52,6 +52,8 @@ export class MemoryBroker implements Broker {
   readonly #plates = new Map<PlateId, PlateTopics>();
   readonly #history = new Map<PlateId, PlateHistory>();
   readonly #epoch = newEpoch();
+  /** Listeners of node-to-node notes, by address (see `send`). */
+  readonly #notes = new Map<string, Set<(payload: string) => void>>();
   readonly #sweep: NodeJS.Timeout;
   readonly #now: () => number;
   #closed = false;
@@ -202,6 +204,35 @@ export class MemoryBroker implements Broker {
 
   isReady(): boolean {
     return !this.#closed;
+  }
+
+  send(address: string, payload: string): Promise<number> {
+    const listeners = this.#notes.get(address);
+    if (listeners === undefined) return Promise.resolve(0);
+    for (const listener of [...listeners]) {
+      try {
+        listener(payload);
+      } catch {
+        // A listener must not throw; one that does cannot stop the others.
+      }
+    }
+    return Promise.resolve(1);
+  }
+
+  listen(address: string, listener: (payload: string) => void): Promise<Unsubscribe> {
+    let listeners = this.#notes.get(address);
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#notes.set(address, listeners);
+    }
+    const delivery = (payload: string) => listener(payload);
+    listeners.add(delivery);
+    const joined = listeners;
+    return Promise.resolve(() => {
+      joined.delete(delivery);
+      if (joined.size === 0 && this.#notes.get(address) === joined) this.#notes.delete(address);
+      return Promise.resolve();
+    });
   }
 
   onGap(): () => void {

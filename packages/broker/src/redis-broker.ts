@@ -2,7 +2,7 @@ import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
-import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import type { Broker, GapPhase, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
@@ -109,18 +109,12 @@ export class RedisBroker implements Broker {
   readonly #commands: Redis & HistoryScripts;
   readonly #subscriber: Redis;
   readonly #interests = new Map<string, Interest>();
+  /** Listeners of node-to-node notes, by Redis channel (see `send`). */
+  readonly #notes = new Map<string, Set<(payload: string) => void>>();
   readonly #readyListeners = new Set<(ready: boolean) => void>();
-  readonly #gapListeners = new Set<() => void>();
+  readonly #gapListeners = new Set<(phase: GapPhase) => void>();
   /** Whether the subscriber connection was ever subscribed: its next resubscription closes a gap. */
   #subscribedOnce = false;
-  /**
-   * From the subscriber connection's close until the gap listeners have run: messages that arrive
-   * meanwhile wait here. Redis sends a message published right after a (P)SUBSCRIBE in the same
-   * read as its answer, and ioredis hands it out before the answer's promise lets #resubscribe go
-   * on; delivered then, it put the fan-out's last id past everything the gap had lost (seen: a
-   * connected subscriber got no reset after Redis restarted empty, 1 run in ~20 under CPU load).
-   */
-  #interrupted: [name: string, channel: string, payload: string][] | undefined;
   readonly #probeChannel: string;
   #subscriberReady = false;
   #deaf = false;
@@ -165,8 +159,7 @@ export class RedisBroker implements Broker {
     this.#commands.on("error", () => undefined);
     this.#subscriber.on("ready", () => void this.#resubscribe());
     this.#subscriber.on("close", () => {
-      if (this.#subscribedOnce) this.#interrupted ??= [];
-      this.#subscriberReady = false;
+      this.#deliveryCut();
       this.#update();
     });
     this.#subscriber.on("error", () => undefined);
@@ -242,6 +235,47 @@ export class RedisBroker implements Broker {
     return { complete: true, messages, head };
   }
 
+  async send(address: string, payload: string): Promise<number> {
+    try {
+      const nodes = await this.#commands.publish(this.#names.node(address), payload);
+      this.#refusals.succeeded();
+      return nodes;
+    } catch (err) {
+      throw this.#failed(err);
+    }
+  }
+
+  async listen(address: string, listener: (payload: string) => void): Promise<Unsubscribe> {
+    if (this.#closed) throw new Error("RedisBroker is closed");
+    const name = this.#names.node(address);
+    let listeners = this.#notes.get(name);
+    const first = listeners === undefined;
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#notes.set(name, listeners);
+    }
+    const delivery = (payload: string) => listener(payload);
+    listeners.add(delivery);
+    const joined = listeners;
+    const leave = async () => {
+      if (!joined.delete(delivery) || joined.size > 0 || this.#notes.get(name) !== joined) return;
+      this.#notes.delete(name);
+      await this.#subscriber.unsubscribe(name).catch(() => undefined);
+    };
+    // While the subscriber is down, #resubscribe subscribes it with the rest when it is back.
+    if (first && this.#subscriber.status === "ready") {
+      try {
+        await this.#subscriber.subscribe(name);
+      } catch (err) {
+        if (this.#subscriber.status === "ready") {
+          await leave();
+          throw unavailable(err, redisRefusal(err));
+        }
+      }
+    }
+    return leave;
+  }
+
   async subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
     if (this.#closed) throw new Error("RedisBroker is closed");
     if (!this.#ready) throw unavailable();
@@ -274,7 +308,7 @@ export class RedisBroker implements Broker {
     return this.#ready;
   }
 
-  onGap(listener: () => void): () => void {
+  onGap(listener: (phase: GapPhase) => void): () => void {
     this.#gapListeners.add(listener);
     return () => this.#gapListeners.delete(listener);
   }
@@ -294,6 +328,7 @@ export class RedisBroker implements Broker {
     this.#closed = true;
     this.#probe.stop();
     this.#interests.clear();
+    this.#notes.clear();
     this.#readyListeners.clear();
     this.#gapListeners.clear();
     this.#ready = false;
@@ -327,7 +362,7 @@ export class RedisBroker implements Broker {
 
   /** After every (re)connect of the subscriber: subscribe again to the probe and every live interest. */
   async #resubscribe(): Promise<void> {
-    const channels = [this.#probeChannel];
+    const channels = [this.#probeChannel, ...this.#notes.keys()];
     const patterns: string[] = [];
     for (const [name, interest] of this.#interests) (interest.pattern ? patterns : channels).push(name);
     try {
@@ -335,19 +370,14 @@ export class RedisBroker implements Broker {
       if (patterns.length > 0) await this.#subscriber.psubscribe(...patterns);
     } catch (err) {
       this.#options.warn?.("redis resubscribe failed; reconnecting", { error: String(err) });
-      // What waited came after the cut: the fill after the next resubscription reads it from the history.
-      if (this.#interrupted !== undefined) this.#interrupted.length = 0;
       this.#subscriber.disconnect(true);
       return;
     }
     this.#subscriberReady = true;
     this.#deaf = false;
     this.#update();
-    if (this.#subscribedOnce) for (const listener of this.#gapListeners) listener();
+    if (this.#subscribedOnce) for (const listener of this.#gapListeners) listener("restored");
     this.#subscribedOnce = true;
-    const waiting = this.#interrupted;
-    this.#interrupted = undefined;
-    for (const [name, channel, payload] of waiting ?? []) this.#onMessage(name, channel, payload);
   }
 
   #onMessage(name: string, channel: string, payload: string): void {
@@ -355,8 +385,15 @@ export class RedisBroker implements Broker {
       this.#probe.returned(payload);
       return;
     }
-    if (this.#interrupted !== undefined) {
-      this.#interrupted.push([name, channel, payload]);
+    const notes = this.#notes.get(channel);
+    if (notes !== undefined) {
+      for (const listener of notes) {
+        try {
+          listener(payload);
+        } catch {
+          // A listener must not throw; one that does cannot stop the others.
+        }
+      }
       return;
     }
     const interest = this.#interests.get(name);
@@ -408,9 +445,21 @@ export class RedisBroker implements Broker {
     this.#options.warn?.("redis subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
     this.#options.onProbeLost?.();
     this.#deaf = true;
-    this.#subscriberReady = false;
+    this.#deliveryCut();
     this.#update();
     this.#subscriber.disconnect(true);
+  }
+
+  /**
+   * The subscriber connection stopped delivering (closed, or found deaf). The gap listeners hear
+   * `"cut"` once per gap, before anything the restored delivery brings (see Broker.onGap): Redis
+   * sends a message published right after a (P)SUBSCRIBE in the same read as its answer, and
+   * ioredis hands it out before the answer's promise lets #resubscribe go on (seen: a connected
+   * subscriber got no reset after Redis restarted empty, 1 run in ~20 under CPU load).
+   */
+  #deliveryCut(): void {
+    if (this.#subscribedOnce && this.#subscriberReady) for (const listener of this.#gapListeners) listener("cut");
+    this.#subscriberReady = false;
   }
 
   #update(): void {

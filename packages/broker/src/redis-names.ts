@@ -61,6 +61,11 @@ export class RedisNames {
     return this.#prefix + ".probe." + nodeId;
   }
 
+  /** The channel of node-to-node notes sent to `address` (see `Broker.send`). */
+  node(address: string): string {
+    return this.#prefix + ".node." + address;
+  }
+
   /** Keys of a channel's history (see redis-history.ts). */
   historyKeys(plateId: PlateId, channel: ChannelName): [epoch: string, head: string, stream: string, marks: string] {
     const p = this.#prefix;

@@ -58,6 +58,12 @@ export function parseClientFrame(text: string): ClientFrame | undefined {
     if (typeof frame.since !== "string") return undefined;
     return { type: "auth", key: frame.auth, since: frame.since };
   }
+  // v2's form: `{"type":"auth","key":"<key>"}`.
+  if (frame.type === "auth" && typeof frame.key === "string" && frame.auth === undefined) {
+    if (frame.since === undefined) return { type: "auth", key: frame.key };
+    if (typeof frame.since !== "string") return undefined;
+    return { type: "auth", key: frame.key, since: frame.since };
+  }
   if (frame.type === "ping") return { type: "ping" };
   return undefined;
 }

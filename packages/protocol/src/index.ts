@@ -12,3 +12,18 @@ export { formatPosition, parsePosition, comparePositions, newEpoch } from "./pos
 export { parseClientFrame, encodeServerFrame } from "./frames.js";
 export type { Scope } from "./scopes.js";
 export { SCOPES, isScope } from "./scopes.js";
+export type {
+  Ref,
+  SubscriptionName,
+  SubscriptionInfo,
+  SubscriptionRequest,
+  RealtimeReadyFrame,
+  SubscribedFrame,
+  UnsubscribedFrame,
+  RealtimeResetFrame,
+  RefusalFrame,
+  RealtimeServerFrame,
+  RealtimeClientFrame,
+  UnreadableFrame,
+} from "./realtime.js";
+export { MAX_REF_CHARS, parseRealtimeFrame, readName, encodeRealtimeFrame } from "./realtime.js";

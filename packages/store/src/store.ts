@@ -43,6 +43,12 @@ export interface TokenRecord {
   /** A concrete channel, or a pattern when `pattern` is true. */
   readonly channel: ChannelName | ChannelPattern;
   readonly pattern: boolean;
+  /**
+   * Every channel and pattern of a token minted with several (route 4's `channels`, `patterns`),
+   * the first being `channel`; absent for a one-topic token. A connection made with it is a route 9
+   * connection subscribed to them all, which may subscribe to what they cover.
+   */
+  readonly topics?: readonly { readonly channel: ChannelName | ChannelPattern; readonly pattern: boolean }[];
   /** The key that minted it: revoking that key makes the token unusable and closes its sockets. */
   readonly keyId: string;
   /** How long a connection made with it may last, in ms; 0 = unlimited. */

@@ -1,25 +1,77 @@
 import type { Writable } from "node:stream";
-import { comparePositions, parsePosition } from "@plate/protocol";
-import type { ErrorCode, Message, PlateId, Position, ReadyFrame, ResetFrame, ResetReason, Topic } from "@plate/protocol";
+import { comparePositions, compilePattern, parsePosition } from "@plate/protocol";
+import type {
+  ChannelMatcher,
+  ChannelName,
+  ErrorCode,
+  Message,
+  PlateId,
+  Position,
+  ReadyFrame,
+  RealtimeReadyFrame,
+  RealtimeServerFrame,
+  ResetFrame,
+  ResetReason,
+  Topic,
+} from "@plate/protocol";
 import type { Replay } from "@plate/broker";
 import type { Transport } from "../metrics.js";
+import { Overlap } from "./delivery.js";
 import { Outbound } from "./outbound.js";
+import { Subscription } from "./subscription.js";
+
+/** Why a connection ends: an error code of the spec, or `normal` (the client went away). */
+export type EndReason = ErrorCode | "normal";
 
 /**
- * What is left to write of a resume, at the pace the client reads: the replayed messages not yet
- * written, then what arrived meanwhile (live messages, resets), in order.
+ * Which contract a connection speaks: `v1` (routes 2, 3, 5, 7, 8: one topic fixed at open, the
+ * v1 ready and reset frames) or `v2` (route 9, and route 5 with a several-topic token: many
+ * subscriptions, changed live).
+ */
+export type Wire = "v1" | "v2";
+
+/** A frame besides messages: ready aside, what either wire says (v1's reset included). */
+export type ControlFrame = RealtimeServerFrame | ResetFrame;
+
+/** One subscription to start, with its history (`replay`, for a resume from `since`). */
+export interface Start {
+  readonly sub: Subscription;
+  readonly replay: Replay;
+  readonly since: string | undefined;
+}
+
+/** A queued control frame: its JSON text once, and the bytes it takes on the wire. */
+interface QueuedFrame {
+  readonly type: string;
+  readonly json: string;
+  readonly bytes: number;
+}
+
+/** A queued live message, and the subscription it came by. */
+interface QueuedMessage {
+  readonly sub: Subscription;
+  readonly out: Outbound;
+}
+
+/** Replayed messages of one or several subscriptions, in position order, written one at a time. */
+interface ReplaySegment {
+  readonly items: readonly { readonly sub: Subscription; readonly message: Message }[];
+  next: number;
+  /** The next item made ready for the wire, while it waits for the socket. */
+  current: Outbound | undefined;
+}
+
+type Queued = QueuedFrame | QueuedMessage | ReplaySegment;
+
+/**
+ * What is left to write while a replay is paced: replays, then what arrived meanwhile (live
+ * messages, frames), in order.
  */
 interface Backlog {
-  readonly replay: readonly Message[];
-  /** Index of the next replayed message to write. */
+  readonly items: (Queued | undefined)[];
+  /** Index of the next item to write. */
   next: number;
-  /** That message made ready for the wire, while it waits for the socket. */
-  current: Outbound | undefined;
-  /** Live messages and resets that arrived during the replay, in order; written ones are cleared. */
-  readonly waiting: (Outbound | ResetReason | undefined)[];
-  /** Index of the next waiting item to write. */
-  waitingNext: number;
-  /** Bytes of the waiting messages: they count against the slow-consumer limit. */
+  /** Bytes of the queued live messages and frames: they count against the slow-consumer limit. */
   waitingBytes: number;
   /** Writes on; the callback of the empty write that tells when the socket's bytes have left. */
   readonly resume: () => void;
@@ -28,194 +80,290 @@ interface Backlog {
 /** Written with a callback behind a socket's bytes: the callback runs once they have all left. */
 const FLUSH_MARK = Buffer.alloc(0);
 
-/** Why a connection ends: an error code of the spec, or `normal` (the client went away). */
-export type EndReason = ErrorCode | "normal";
+/** What every connection is told at its start (settings, see config.ts). */
+export interface ConnectionOptions {
+  readonly plateId: PlateId;
+  /** The API key that authorized it (directly, or by minting its client token). */
+  readonly keyId: string;
+  readonly clientId: string;
+  readonly wire: Wire;
+  /** `MAX_OVERLAP_CHANNELS`: see `Overlap`. */
+  readonly maxOverlapChannels: number;
+}
 
 /**
- * One subscriber connection, whatever its transport. The fan-out and the registries see only this;
- * SSE and WebSocket framing live in the subclasses.
+ * One client connection, whatever its transport: auth, output budget and lifetime. What it
+ * listens to are its `Subscription`s (one on v1, any number on v2); the fan-out hands messages to
+ * them, and they hand on what their seam lets through (`emit`). SSE and WebSocket framing live in
+ * the subclasses.
  *
- * Lifecycle: created when authorized; `start(ready)` writes the ready frame and whatever arrived
- * meanwhile; `deliver` writes messages; `end(reason)` closes it once (later calls do nothing) and
- * runs the `onEnd` hooks, which unhook it from the fan-out and registries.
+ * Output order: one stream, written in the order things are handed to it. While a resume's replay
+ * is paced to the socket (see `#pump`), everything after it waits in line behind it.
  *
- * Slow consumers: a connection whose unsent bytes (what its socket holds, plus live messages
- * waiting behind a replay) would pass `maxBufferedBytes` is ended with `slow_consumer`.
+ * Slow consumers: a connection whose unsent bytes (what its socket holds, plus live messages and
+ * frames waiting behind a replay, plus live messages held for subscriptions not started yet) would
+ * pass `maxBufferedBytes` is ended with `slow_consumer`.
  */
 export abstract class Connection {
   abstract readonly transport: Transport;
+  readonly plateId: PlateId;
+  readonly keyId: string;
+  readonly clientId: string;
+  readonly wire: Wire;
+  /** Its subscriptions by `topicKey`. */
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Its channel subscriptions by channel, and its patterns: which subscriptions a message matches. */
+  readonly #channels = new Map<string, Subscription>();
+  readonly #patterns = new Map<Subscription, ChannelMatcher>();
+  /** The last position a pattern subscription wrote (see `Overlap.seed`). */
+  #patternMark: Position | undefined;
+  readonly #overlap: Overlap;
   #started = false;
   #ended = false;
-  /** Messages that arrived between the broker subscription and the ready frame. */
-  #pending: Outbound[] | undefined = [];
-  /**
-   * After a resume, the last position the client has (`since`, or the last message replayed) until
-   * a live message past it arrives: live messages at or before it are not written again.
-   */
-  #seen: Position | undefined;
-  /** After a resume, until everything replayed and what came meanwhile is written. */
   #backlog: Backlog | undefined;
+  /** Bytes of live messages held for subscriptions that have not started (see `Seam`). */
+  #heldBytes = 0;
   readonly #onEnd: ((reason: EndReason) => void)[] = [];
 
-  constructor(
-    readonly plateId: PlateId,
-    /** The API key that authorized it (directly, or by minting its client token). */
-    readonly keyId: string,
-    readonly topic: Topic,
-    readonly clientId: string,
-  ) {}
+  constructor(options: ConnectionOptions) {
+    this.plateId = options.plateId;
+    this.keyId = options.keyId;
+    this.clientId = options.clientId;
+    this.wire = options.wire;
+    this.#overlap = new Overlap(options.maxOverlapChannels);
+  }
 
   get ended(): boolean {
     return this.#ended;
   }
 
-  /**
-   * Writes the ready frame; then, for a resume (`since`), what the client missed (`replay`) or a
-   * reset; then every live message that arrived meanwhile, except those the client already has
-   * (at or before `since` or the last message replayed: the seam of replay and live).
-   *
-   * The ready frame's stream id (SSE `id:`) is `since` on a complete resume, not the head: the
-   * client has nothing past it until the replayed messages (each with its id) reach it, so a drop
-   * during the replay resumes from there again. Otherwise it is the starting position.
-   *
-   * The replay is written at the pace the socket takes it (see `#pump`), so a resume larger than
-   * `maxBufferedBytes` does not drop a client that reads; live messages wait behind it, in order.
-   */
-  start(ready: ReadyFrame, replay?: Replay, since?: string): void {
+  /** Whether its first frame (`ready`) was written. */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /** A new subscription of this connection to `topic`, not started; it leaves the connection when it ends. */
+  adopt(topic: Topic): Subscription {
+    const sub = new Subscription(topic, this);
+    this.subscriptions.set(sub.key, sub);
+    if (topic.pattern) {
+      this.#patterns.set(sub, compilePattern(topic.channel));
+    } else {
+      this.#channels.set(topic.channel, sub);
+      // A pattern of this connection already writes this channel: the subscription goes on from there.
+      if (this.#patternMark !== undefined && this.#matches(topic.channel) > 1) this.#overlap.seed(topic.channel, this.#patternMark);
+    }
+    sub.onEnd(() => {
+      if (this.subscriptions.get(sub.key) === sub) this.subscriptions.delete(sub.key);
+      if (topic.pattern) this.#patterns.delete(sub);
+      else if (this.#channels.get(topic.channel) === sub) this.#channels.delete(topic.channel);
+      for (const out of sub.seam.discard()) this.#heldBytes -= this.bytesOf(out);
+    });
+    return sub;
+  }
+
+  /** Writes the first frame. `streamId`: the id a client resumes from after it, on a transport whose stream carries ids (SSE `id:`). */
+  begin(ready: ReadyFrame | RealtimeReadyFrame, streamId: string | undefined): void {
     if (this.#ended || this.#started) return;
     this.#started = true;
-    // Parsed, so only a well-formed id is ever written back (a complete replay implies one).
-    const resumedFrom = replay?.complete === true && since !== undefined ? parsePosition(since) : undefined;
-    this.writeReady(ready, resumedFrom !== undefined ? since : ready.position);
-    if (replay !== undefined && !replay.complete) {
-      this.writeReset({ type: "reset", channel: this.topic.channel, reason: replay.reason, message: RESET_MESSAGES[replay.reason] });
-    } else if (replay !== undefined && since !== undefined) {
-      const last = replay.messages.at(-1);
-      this.#seen = last === undefined ? resumedFrom : parsePosition(last.id);
-      if (replay.messages.length > 0) {
-        const backlog: Backlog = {
-          replay: replay.messages,
-          next: 0,
-          current: undefined,
-          waiting: [],
-          waitingNext: 0,
-          waitingBytes: 0,
-          resume: () => this.#pump(backlog),
-        };
-        this.#backlog = backlog;
-        this.#pump(backlog);
-      }
-    }
-    const pending = this.#pending ?? [];
-    this.#pending = undefined;
-    for (const out of pending) this.deliver(out);
+    this.writeReady(ready, streamId);
   }
 
   /**
-   * Writes one message. Hot path: called once per message per subscriber, so it must not
-   * allocate. Returns false when the subscriber could not take it (and was dropped).
+   * Starts subscriptions whose history was read, after `first` (a `subscribed` frame, for one
+   * asked for on an open connection): a `reset` for each whose resume cannot be complete, then the
+   * replays, merged in position order (so a stream's ids only grow: a client resuming from the
+   * last id it saw misses nothing), then the live messages each held meanwhile, minus those its
+   * replay gave. The replay is written at the pace the socket takes it (see `#pump`), so a resume
+   * larger than `maxBufferedBytes` does not drop a client that reads.
    */
-  deliver(out: Outbound): boolean {
+  startSubscriptions(starts: readonly Start[], first?: ControlFrame): void {
+    if (this.#ended) return;
+    if (first !== undefined) this.frame(first);
+    const items: { sub: Subscription; message: Message }[] = [];
+    const held: [Subscription, Outbound[]][] = [];
+    for (const { sub, replay, since } of starts) {
+      if (sub.ended) continue;
+      if (!replay.complete) this.resetFor(sub, replay.reason);
+      else if (since !== undefined) for (const message of replay.messages) items.push({ sub, message });
+      const waiting = sub.seam.start(replay, since);
+      for (const out of waiting) this.#heldBytes -= this.bytesOf(out);
+      held.push([sub, waiting]);
+    }
+    if (items.length > 0) {
+      if (starts.length > 1) items.sort(byPosition);
+      this.#enqueue({ items, next: 0, current: undefined }, 0);
+    }
+    for (const [sub, waiting] of held) for (const out of waiting) sub.deliver(out);
+  }
+
+  /**
+   * A message a subscription's seam let through. Hot path: once per message per subscription;
+   * with one subscription (every v1 connection) it goes straight to the socket, allocating
+   * nothing. Returns false when the client could not take it (and was dropped).
+   */
+  emit(sub: Subscription, out: Outbound): boolean {
     if (this.#ended) return false;
-    if (this.#pending !== undefined) {
-      this.#pending.push(out);
-      return true;
-    }
-    if (this.#seen !== undefined) {
-      // Just resumed: the live copy of a message the replay already held can arrive after it (on
-      // Redis the history is read on another connection than the one live messages come by).
-      // Live messages come in order, so the first one past the seam ends the check.
-      const position = out.position;
-      if (position !== null && position.epoch === this.#seen.epoch && comparePositions(position, this.#seen) <= 0) return true;
-      this.#seen = undefined;
-    }
+    if (this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) return true;
+    if (this.#patterns.size > 0 && sub.topic.pattern) this.#markPattern(out);
     const backlog = this.#backlog;
-    if (backlog !== undefined) return this.#wait(backlog, out);
+    if (backlog !== undefined) return this.#enqueue({ sub, out }, this.bytesOf(out));
     return this.write(out);
   }
 
-  /** Tells a started connection it may have missed messages (a reset frame); live messages follow. */
-  reset(reason: ResetReason): void {
-    if (!this.#started || this.#ended) return;
-    // During a paced replay it takes its place in line, after what arrived before it.
-    if (this.#backlog !== undefined) this.#backlog.waiting.push(reason);
-    else this.writeReset({ type: "reset", channel: this.topic.channel, reason, message: RESET_MESSAGES[reason] });
-  }
-
-  /**
-   * Writes the backlog of a resume while the socket takes it: one message at a time, until the
-   * socket holds more than it wants (its own high-water mark: `write` answered false) or the next
-   * message would pass `maxBufferedBytes`; then it goes on once those bytes have left (an empty
-   * write's callback, which runs after everything before it was handed to the kernel; unlike
-   * 'drain', it comes whether or not the high-water mark was reached). A client that does not
-   * read leaves the rest waiting in memory it already holds (the replay), and is dropped when
-   * live messages pile up (`#wait`).
-   */
-  #pump(backlog: Backlog): void {
-    const output = this.output;
-    while (!this.#ended && this.#backlog === backlog) {
-      // A socket already closing: its 'close' ends the connection.
-      if (output === undefined || output.writableEnded || output.destroyed) return;
-      let item: Outbound | ResetReason | undefined;
-      const replaying = backlog.next < backlog.replay.length;
-      if (replaying) item = backlog.current ??= new Outbound(backlog.replay[backlog.next]!);
-      else if (backlog.waitingNext < backlog.waiting.length) item = backlog.waiting[backlog.waitingNext];
-      else {
-        this.#backlog = undefined;
-        return;
-      }
-      if (item instanceof Outbound && output.writableLength > 0) {
-        const bytes = this.bytesOf(item);
-        if (output.writableNeedDrain || output.writableLength + bytes > this.maxBufferedBytes) {
-          output.write(FLUSH_MARK, backlog.resume);
-          return;
-        }
-      }
-      if (replaying) {
-        backlog.next += 1;
-        backlog.current = undefined;
-      } else {
-        backlog.waiting[backlog.waitingNext++] = undefined;
-        if (item instanceof Outbound) backlog.waitingBytes -= this.bytesOf(item);
-      }
-      if (item === undefined) continue;
-      if (!(item instanceof Outbound)) {
-        this.writeReset({ type: "reset", channel: this.topic.channel, reason: item, message: RESET_MESSAGES[item] });
-      } else if (!this.write(item)) {
-        return;
-      }
-    }
-  }
-
-  /**
-   * Puts a live message that arrived during a paced replay in line behind it. What waits counts
-   * against `maxBufferedBytes` with what the socket holds: a client that does not read is dropped
-   * (`slow_consumer`) rather than held in memory without bound.
-   */
-  #wait(backlog: Backlog, out: Outbound): boolean {
-    const bytes = this.bytesOf(out);
-    if ((this.output?.writableLength ?? 0) + backlog.waitingBytes + bytes > this.maxBufferedBytes) {
+  /** Counts a live message a subscription holds until it starts; drops the client past its limit. */
+  holding(out: Outbound): boolean {
+    this.#heldBytes += this.bytesOf(out);
+    if (this.#unsentBytes() + this.#heldBytes > this.maxBufferedBytes) {
       this.end("slow_consumer");
       return false;
     }
-    backlog.waiting.push(out);
-    backlog.waitingBytes += bytes;
     return true;
   }
 
-  /** Ends the connection with `reason`, telling the client when its transport can. */
+  /** Tells the client a subscription may have missed messages (a reset frame); live messages follow. */
+  resetFor(sub: Subscription, reason: ResetReason): void {
+    const message = RESET_MESSAGES[reason];
+    this.frame(
+      this.wire === "v1"
+        ? { type: "reset", channel: sub.topic.channel, reason, message }
+        : { type: "reset", ...sub.name, reason, message },
+    );
+  }
+
+  /** Writes a frame in line (behind a paced replay, if one is under way). */
+  frame(frame: ControlFrame): void {
+    if (this.#ended || !this.#started) return;
+    const json = JSON.stringify(frame);
+    const backlog = this.#backlog;
+    if (backlog === undefined) {
+      this.writeFrame(frame.type, json);
+      return;
+    }
+    const bytes = this.frameBytes(frame.type, json);
+    this.#enqueue({ type: frame.type, json, bytes }, bytes);
+  }
+
+  /** Ends the connection with `reason`, telling the client when its transport can; ends its subscriptions. */
   end(reason: EndReason, message?: string): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#pending = undefined;
     this.#backlog = undefined;
     this.close(reason, message ?? defaultMessage(reason));
+    for (const sub of [...this.subscriptions.values()]) sub.end();
     for (const hook of this.#onEnd) hook(reason);
   }
 
   /** Runs `hook` once when the connection ends, for any reason. */
   onEnd(hook: (reason: EndReason) => void): void {
     this.#onEnd.push(hook);
+  }
+
+  /** How many of its subscriptions a message of `channel` matches. */
+  #matches(channel: ChannelName): number {
+    let count = this.#channels.has(channel) ? 1 : 0;
+    for (const matches of this.#patterns.values()) if (matches(channel)) count += 1;
+    return count;
+  }
+
+  #markPattern(out: Outbound): void {
+    const position = out.position;
+    if (position === null) return;
+    const mark = this.#patternMark;
+    if (mark === undefined || mark.epoch !== position.epoch || comparePositions(position, mark) > 0) this.#patternMark = position;
+  }
+
+  /** Bytes the socket holds unsent, plus what waits behind a paced replay. */
+  #unsentBytes(): number {
+    return (this.output?.writableLength ?? 0) + (this.#backlog?.waitingBytes ?? 0);
+  }
+
+  /**
+   * Puts an item in line. A replay starts the line when there is none; anything else joins it
+   * when there is one (and counts against `maxBufferedBytes` with what the socket holds: a client
+   * that does not read is dropped rather than held in memory without bound).
+   */
+  #enqueue(item: Queued, bytes: number): boolean {
+    let backlog = this.#backlog;
+    if (backlog === undefined) {
+      const created: Backlog = { items: [], next: 0, waitingBytes: 0, resume: () => this.#pump(created) };
+      backlog = created;
+      this.#backlog = created;
+      created.items.push(item);
+      this.#pump(created);
+      return !this.#ended;
+    }
+    if (this.#unsentBytes() + this.#heldBytes + bytes > this.maxBufferedBytes) {
+      this.end("slow_consumer");
+      return false;
+    }
+    backlog.items.push(item);
+    backlog.waitingBytes += bytes;
+    return true;
+  }
+
+  /**
+   * Writes the line while the socket takes it: one item at a time, until the socket holds more
+   * than it wants (its own high-water mark: `write` answered false) or the next message would pass
+   * `maxBufferedBytes`; then it goes on once those bytes have left (an empty write's callback,
+   * which runs after everything before it was handed to the kernel; unlike 'drain', it comes
+   * whether or not the high-water mark was reached). A client that does not read leaves the rest
+   * waiting in memory it already holds (the replay), and is dropped when live messages pile up.
+   */
+  #pump(backlog: Backlog): void {
+    const output = this.output;
+    while (!this.#ended && this.#backlog === backlog) {
+      // A socket already closing: its 'close' ends the connection.
+      if (output === undefined || output.writableEnded || output.destroyed) return;
+      const item = backlog.items[backlog.next];
+      if (item === undefined) {
+        if (backlog.next < backlog.items.length) {
+          backlog.next += 1;
+          continue;
+        }
+        this.#backlog = undefined;
+        return;
+      }
+      if ("items" in item) {
+        // A replay: its next message, unless its subscription ended or another wrote it.
+        const entry = item.items[item.next];
+        if (entry === undefined) {
+          backlog.items[backlog.next++] = undefined;
+          continue;
+        }
+        if (entry.sub.ended) {
+          item.next += 1;
+          item.current = undefined;
+          continue;
+        }
+        const out = (item.current ??= new Outbound(entry.message));
+        if (this.#blocked(output, this.bytesOf(out), backlog)) return;
+        item.next += 1;
+        item.current = undefined;
+        if (this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) continue;
+        if (!this.write(out)) return;
+        continue;
+      }
+      const bytes = "out" in item ? this.bytesOf(item.out) : item.bytes;
+      if ("out" in item && this.#blocked(output, bytes, backlog)) return;
+      backlog.items[backlog.next++] = undefined;
+      backlog.waitingBytes -= bytes;
+      if ("out" in item) {
+        // Unsubscribed while it waited: "nothing after unsubscribed".
+        if (item.sub.ended) continue;
+        if (!this.write(item.out)) return;
+      } else {
+        this.writeFrame(item.type, item.json);
+      }
+    }
+  }
+
+  /** Whether a message of `bytes` must wait for the socket; if so, asks to be called back when it has drained. */
+  #blocked(output: Writable, bytes: number, backlog: Backlog): boolean {
+    if (output.writableLength === 0) return false;
+    if (!output.writableNeedDrain && output.writableLength + bytes <= this.maxBufferedBytes) return false;
+    output.write(FLUSH_MARK, backlog.resume);
+    return true;
   }
 
   /** Keeps the connection alive (SSE comment, WebSocket ping); ends it if the peer is gone. */
@@ -226,17 +374,25 @@ export abstract class Connection {
   protected abstract get maxBufferedBytes(): number;
   /** The bytes `out` takes on this transport's wire. */
   protected abstract bytesOf(out: Outbound): number;
-  /**
-   * Writes the ready frame. `streamId`: the id the client may resume from after it, for a
-   * transport whose stream carries ids (SSE `id:`); see `start`.
-   */
-  protected abstract writeReady(ready: ReadyFrame, streamId: string | undefined): void;
-  protected abstract writeReset(reset: ResetFrame): void;
+  /** The bytes a frame of `type` with `json` takes on this transport's wire. */
+  protected abstract frameBytes(type: string, json: string): number;
+  /** Writes the first frame (see `begin`). */
+  protected abstract writeReady(ready: ReadyFrame | RealtimeReadyFrame, streamId: string | undefined): void;
+  /** Writes a frame of `type` (its JSON text given), within the output limit. */
+  protected abstract writeFrame(type: string, json: string): void;
   protected abstract write(out: Outbound): boolean;
   protected abstract close(reason: EndReason, message: string): void;
 }
 
-const RESET_MESSAGES: Readonly<Record<ResetReason, string>> = {
+/** Orders replayed messages by position (ids of one epoch; anything else keeps its place). */
+function byPosition(a: { message: Message }, b: { message: Message }): number {
+  const x = parsePosition(a.message.id);
+  const y = parsePosition(b.message.id);
+  if (x === undefined || y === undefined || x.epoch !== y.epoch) return 0;
+  return comparePositions(x, y);
+}
+
+export const RESET_MESSAGES: Readonly<Record<ResetReason, string>> = {
   expired: "Messages after your last id are no longer kept; refetch your state. Live messages follow.",
   epoch: "The history your last id belongs to was lost (broker restarted); refetch your state. Live messages follow.",
   unknown_id: "That id was not given by this service; refetch your state. Live messages follow.",

@@ -1,37 +1,26 @@
-import { PlateError, comparePositions, parsePosition, topicKey } from "@plate/protocol";
-import type { Message, ResetReason, Topic } from "@plate/protocol";
+import { PlateError, topicKey } from "@plate/protocol";
+import type { Message, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import type { Connection } from "./connection.js";
+import { TopicFeed } from "./delivery.js";
 import { Outbound } from "./outbound.js";
+import type { Subscription } from "./subscription.js";
 
 interface TopicEntry {
   readonly topic: Topic;
-  readonly subscribers: Set<Connection>;
+  readonly subscribers: Set<Subscription>;
   /** The broker subscription; resolves once it is active. */
   readonly active: Promise<Unsubscribe>;
-  /**
-   * The last id handed to the subscribers (or the position they started from): after a gap in the
-   * broker's delivery, the history after it is what they missed.
-   */
-  lastId: string | undefined;
-  /** Live messages held while a gap is being filled from the history; undefined otherwise. */
-  held: Message[] | undefined;
-  /** Another gap came while this one was being filled: the history is read again before `held` goes out. */
-  refill: boolean;
-  /**
-   * After a gap was filled from the history, until a live message past `lastId` arrives: the live
-   * copy of a message the history already gave can come later (on Redis the history is read on
-   * another connection), and is not handed over twice.
-   */
-  fenced: boolean;
+  /** The topic's stream across cuts in the broker's delivery (see delivery.ts). */
+  readonly feed: TopicFeed;
 }
 
 /**
- * Local fan-out: one broker subscription per topic that at least one local connection needs,
- * whatever the number of connections. A message from the broker is encoded once (`Outbound`) and
- * the same bytes are written to every subscriber of every matching topic.
+ * Local fan-out: one broker subscription per topic that at least one local subscription needs,
+ * whatever the number of subscriptions. A message from the broker is encoded once (`Outbound`) and
+ * the same bytes are written to every subscriber of every matching topic. What to hand over after
+ * a cut in the broker's delivery is the `TopicFeed`'s to decide (delivery.ts).
  */
 export class Fanout {
   readonly #topics = new Map<string, TopicEntry>();
@@ -47,52 +36,56 @@ export class Fanout {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly retention: Retention,
-    /**
-     * Awaited after a gap before what was missed is handed over (live messages are held
-     * meanwhile): the node uses it to close connections whose key was revoked during the gap
-     * first, so they get nothing published after their revocation. Never rejects.
-     */
+    /** See `FeedPorts.beforeFill`. */
     private readonly beforeFill: () => Promise<void> = () => Promise.resolve(),
   ) {
-    broker.onGap(() => {
-      for (const entry of this.#topics.values()) void this.#fillGap(entry);
+    broker.onGap((phase) => {
+      for (const entry of this.#topics.values()) {
+        if (phase === "cut") entry.feed.cut();
+        else void entry.feed.restored();
+      }
     });
   }
 
   /**
-   * Subscribes a connection to its topic. Resolves once the broker delivers that topic to this
+   * Subscribes a subscription to its topic. Resolves once the broker delivers that topic to this
    * node; rejects with `broker_unavailable` (and leaves nothing behind) when it cannot.
    */
-  async attach(conn: Connection): Promise<void> {
-    const key = topicKey(conn.topic);
+  async attach(sub: Subscription): Promise<void> {
+    const key = sub.key;
     let entry = this.#topics.get(key);
     if (entry === undefined) {
-      const created: TopicEntry = {
-        topic: conn.topic,
-        subscribers: new Set(),
-        // The listener runs only once `subscribe` has returned and `created` exists (one thread).
-        active: this.broker.subscribe(conn.topic, (message) => this.#receive(created, message)),
-        lastId: undefined,
-        held: undefined,
-        refill: false,
-        fenced: false,
-      };
-      const active = created.active;
+      const topic = sub.topic;
+      const subscribers = new Set<Subscription>();
+      const feed: TopicFeed = new TopicFeed({
+        topic,
+        history: (since) => this.broker.history(topic.plateId, topic.channel as Message["channel"], since, this.retention),
+        beforeFill: this.beforeFill,
+        dispatch: (message) => this.#dispatch(subscribers, message),
+        reset: (reason) => {
+          this.log.warn("subscribers may have missed messages", { plateId: topic.plateId, reason });
+          for (const s of subscribers) s.reset(reason);
+          this.metrics.resets.inc({ reason }, subscribers.size);
+        },
+      });
+      // The listener runs only once `subscribe` has returned (one thread).
+      const active = this.broker.subscribe(topic, (message) => feed.receive(message));
+      const created: TopicEntry = { topic, subscribers, active, feed };
       entry = created;
-      this.#topics.set(key, entry);
+      this.#topics.set(key, created);
       this.metrics.subscriptions.set(this.#topics.size);
       active.catch(() => {
-        if (this.#topics.get(key) === entry) this.#topics.delete(key);
+        if (this.#topics.get(key) === created) this.#topics.delete(key);
         this.metrics.subscriptions.set(this.#topics.size);
       });
     }
     const joined = entry;
-    joined.subscribers.add(conn);
-    conn.onEnd(() => this.#detach(key, joined, conn));
+    joined.subscribers.add(sub);
+    sub.onEnd(() => this.#detach(key, joined, sub));
     try {
       await joined.active;
     } catch (err) {
-      joined.subscribers.delete(conn);
+      joined.subscribers.delete(sub);
       throw new PlateError("broker_unavailable", "The broker is unreachable; retry shortly.", {
         retryAfterS: 1,
         cause: err,
@@ -105,8 +98,7 @@ export class Fanout {
    * unless a message was already handed to them.
    */
   started(topic: Topic, position: string): void {
-    const entry = this.#topics.get(topicKey(topic));
-    if (entry !== undefined && entry.lastId === undefined) entry.lastId = position;
+    this.#topics.get(topicKey(topic))?.feed.started(position);
   }
 
   /** Distinct topics this node is subscribed to. */
@@ -114,8 +106,8 @@ export class Fanout {
     return this.#topics.size;
   }
 
-  #detach(key: string, entry: TopicEntry, conn: Connection): void {
-    if (!entry.subscribers.delete(conn) || entry.subscribers.size > 0) return;
+  #detach(key: string, entry: TopicEntry, sub: Subscription): void {
+    if (!entry.subscribers.delete(sub) || entry.subscribers.size > 0) return;
     if (this.#topics.get(key) !== entry) return;
     this.#topics.delete(key);
     this.metrics.subscriptions.set(this.#topics.size);
@@ -125,68 +117,7 @@ export class Fanout {
     ).catch((err: unknown) => this.log.warn("broker unsubscribe failed", { error: String(err) }));
   }
 
-  #receive(entry: TopicEntry, message: Message): void {
-    if (entry.held !== undefined) {
-      entry.held.push(message);
-      return;
-    }
-    if (entry.fenced) {
-      if (!after(message.id, entry.lastId)) return;
-      entry.fenced = false;
-    }
-    entry.lastId = message.id;
-    this.#dispatch(entry.subscribers, message);
-  }
-
-  /**
-   * After a gap in the broker's delivery: holds live messages, reads what was published after the
-   * topic's last id, hands over what its subscribers missed, then what was held (none twice); or,
-   * when the history cannot tell (a pattern, an epoch change, dropped messages), sends them `reset`.
-   */
-  async #fillGap(entry: TopicEntry): Promise<void> {
-    if (entry.subscribers.size === 0) return;
-    if (entry.held !== undefined) {
-      // Another cut while this one is being filled: read again after what the last read gave.
-      entry.refill = true;
-      return;
-    }
-    entry.held = [];
-    await this.beforeFill();
-    const missed: Message[] = [];
-    let reset: ResetReason | undefined;
-    if (entry.topic.pattern || entry.lastId === undefined) {
-      reset = "gap";
-    } else {
-      do {
-        entry.refill = false;
-        try {
-          const since = missed.at(-1)?.id ?? entry.lastId;
-          const replay = await this.broker.history(entry.topic.plateId, entry.topic.channel, since, this.retention);
-          if (replay.complete) missed.push(...replay.messages);
-          else reset = replay.reason === "expired" ? "gap" : replay.reason;
-        } catch {
-          reset = "gap";
-        }
-      } while (entry.refill && reset === undefined);
-    }
-    const held = entry.held;
-    entry.held = undefined;
-    entry.refill = false;
-    if (reset !== undefined) {
-      this.log.warn("subscribers may have missed messages", { plateId: entry.topic.plateId, reason: reset });
-      for (const conn of entry.subscribers) conn.reset(reset);
-      this.metrics.resets.inc({ reason: reset }, entry.subscribers.size);
-    }
-    for (const message of [...missed, ...held]) {
-      if (!after(message.id, entry.lastId)) continue;
-      entry.lastId = message.id;
-      this.#dispatch(entry.subscribers, message);
-    }
-    // Only messages read from the history can come again live (held ones came live).
-    entry.fenced = missed.length > 0;
-  }
-
-  #dispatch(subscribers: ReadonlySet<Connection>, message: Message): void {
+  #dispatch(subscribers: ReadonlySet<Subscription>, message: Message): void {
     let out = this.#lastOutbound;
     if (this.#lastMessage !== message || out === undefined) {
       out = new Outbound(message);
@@ -196,21 +127,12 @@ export class Fanout {
     }
     let sse = 0;
     let ws = 0;
-    for (const conn of subscribers) {
-      if (!conn.deliver(out)) continue;
-      if (conn.transport === "sse") sse += 1;
+    for (const sub of subscribers) {
+      if (!sub.deliver(out)) continue;
+      if (sub.conn.transport === "sse") sse += 1;
       else ws += 1;
     }
     if (sse > 0) this.metrics.delivered.inc({ transport: "sse" }, sse);
     if (ws > 0) this.metrics.delivered.inc({ transport: "ws" }, ws);
   }
-}
-
-/** Whether `id` comes after `last` in the history (ids that are not positions always count as new). */
-function after(id: string, last: string | undefined): boolean {
-  if (last === undefined) return true;
-  const a = parsePosition(id);
-  const b = parsePosition(last);
-  if (a === undefined || b === undefined || a.epoch !== b.epoch) return true;
-  return comparePositions(a, b) > 0;
 }

@@ -14,11 +14,6 @@ export function newMessageId(): MessageId {
   return nanoid<MessageId>();
 }
 
-/** The id a subscription is told in its `ready` frame. */
-export function newClientId(): string {
-  return nanoid();
-}
-
 export function newClientToken(): ClientToken {
   return nanoid<ClientToken>(CLIENT_TOKEN_CHARS);
 }

@@ -10,12 +10,15 @@ import type { Message, Position } from "@plate/protocol";
 export class Outbound {
   readonly #envelope: string;
   readonly #id: Message["id"];
+  /** The concrete channel it was published to. */
+  readonly channel: Message["channel"];
   #sse: Buffer | undefined;
   #wsFrame: Buffer | undefined;
   #position: Position | null | undefined;
 
   constructor(message: Message) {
     this.#id = message.id;
+    this.channel = message.channel;
     this.#envelope = encodeEnvelope(message);
   }
 

@@ -1,24 +1,37 @@
-import { toPlateError } from "@plate/protocol";
-import type { ChannelName } from "@plate/protocol";
+import { PlateError, comparePositions, parsePosition, toPlateError, topicKey } from "@plate/protocol";
+import type { ChannelName, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
 import type { Broker, Replay, Retention } from "@plate/broker";
-import type { Connection } from "./connection.js";
+import type { Connection, Start } from "./connection.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { ConnectionSlot, Connections } from "./connections.js";
 import type { Fanout } from "./fanout.js";
+import type { Subscription } from "./subscription.js";
+import { nameOf } from "./subscription.js";
+
+/** A subscription asked for: its topic, and the id to resume after. */
+export interface Asked {
+  readonly topic: Topic;
+  readonly since?: string | undefined;
+}
+
+/** How a connection opens. */
+export interface OpenOptions {
+  /** A client token's `max_dur`, in ms; 0 = unlimited. */
+  readonly maxDurationMs?: number;
+  /** The request that opened it, for the log. */
+  readonly requestId?: string | undefined;
+  /** A connection slot of its plate held for it (`Connections.reserve`), which it takes over. */
+  readonly slot?: ConnectionSlot | undefined;
+}
 
 /**
- * Opens a subscription for an authorized connection, whatever its transport: registers it (the
- * per-plate limit), subscribes it in the fan-out, reads the channel's history, then sends `ready`
- * (with the position to resume from), what the client missed (or `reset`), and starts its
- * `max_dur` clock. It never throws: a connection that cannot open is ended with the error's code,
- * which its transport turns into an HTTP answer or a close frame.
+ * A subscription's life, whatever the transport: opened with its connection or asked for later
+ * (`subscribe`), ended by `unsubscribe` or with its connection.
  *
- * Resume without gap or duplicate: the fan-out subscription is active before the history is read,
- * so a message published meanwhile is both in the history and waiting in the connection, or (on
- * Redis, where the read's answer can overtake live messages sent on the subscriber connection) in
- * the history and still on its way; the connection drops live messages at or before the last one
- * replayed, whenever they arrive (`Connection.deliver`).
+ * The order of steps is part of the no-gap rule (delivery.ts): a subscription's broker
+ * subscription is active before its history is read, and it starts (its `subscribed` frame, its
+ * replay, the live messages it held) only once the history is read, all in one turn.
  */
 export class Subscriptions {
   constructor(
@@ -31,48 +44,152 @@ export class Subscriptions {
   ) {}
 
   /**
-   * `since`: the last id the client saw (`Last-Event-ID`, `since`), to resume after it.
-   * `requestId`: the request that opened it, for the log.
-   * `slot`: a connection slot of its plate held for it (`Connections.reserve`), which it takes over.
+   * Opens an authorized connection with its first subscriptions: registers it (the per-plate
+   * limit), subscribes them in the fan-out, reads their history, then sends `ready` (v1: the one
+   * topic; v2: every subscription with its position), what each missed (or `reset`), and starts
+   * its `max_dur` clock. It never throws: a connection that cannot open is ended with the error's
+   * code, which its transport turns into an HTTP answer or a close frame.
    */
-  async open(conn: Connection, maxDurationMs = 0, since?: string, requestId?: string, slot?: ConnectionSlot): Promise<void> {
-    const { topic } = conn;
+  async open(conn: Connection, asked: readonly Asked[], options: OpenOptions = {}): Promise<void> {
     const started = Date.now();
-    conn.onEnd((reason) =>
-      this.log.debug("subscription ended", {
-        requestId,
+    conn.onEnd((reason) => {
+      if (!this.log.debugEnabled) return;
+      this.log.debug("connection ended", {
+        requestId: options.requestId,
         plateId: conn.plateId,
         transport: conn.transport,
-        pattern: topic.pattern,
+        subscriptions: conn.subscriptions.size,
         reason,
         seconds: Math.round((Date.now() - started) / 1000),
-      }),
-    );
-    let replay: Replay;
+      });
+    });
+    let subs: Subscription[];
+    let replays: Replay[];
     try {
-      this.connections.add(conn, slot);
-      await this.fanout.attach(conn);
+      this.connections.add(conn, options.slot);
+      subs = asked.map((a) => conn.adopt(a.topic));
+      await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
-      if (topic.pattern) {
-        // A pattern has no one channel history to replay: only the plate's head is read (under the
-        // pattern's text, a channel that never has a history).
-        const { head } = await this.broker.history(topic.plateId, topic.channel as string as ChannelName, undefined, this.retention);
-        replay = since === undefined ? { complete: true, messages: [], head } : { complete: false, reason: "pattern", head };
-      } else {
-        replay = await this.broker.history(topic.plateId, topic.channel, since, this.retention);
-      }
+      replays = await Promise.all(asked.map((a) => this.#read(a.topic, a.since)));
     } catch (err) {
       const error = toPlateError(err);
       conn.end(error.code, error.message);
       return;
     }
     if (conn.ended) return;
-    this.fanout.started(topic, replay.head);
-    if (!replay.complete) this.metrics.resets.inc({ reason: replay.reason });
-    conn.start({ type: "ready", clientId: conn.clientId, channel: topic.channel, pattern: topic.pattern, position: replay.head }, replay, since);
+    const starts: Start[] = subs.map((sub, i) => this.#started(sub, replays[i]!, asked[i]!.since));
+    if (conn.wire === "v1") {
+      const { topic } = subs[0]!;
+      const replay = replays[0]!;
+      const since = asked[0]!.since;
+      conn.begin(
+        { type: "ready", clientId: conn.clientId, channel: topic.channel, pattern: topic.pattern, position: replay.head },
+        resumeFrom(replay, since),
+      );
+    } else {
+      let streamId: string | undefined;
+      for (let i = 0; i < subs.length; i++) streamId = earlier(streamId, resumeFrom(replays[i]!, asked[i]!.since));
+      conn.begin({ type: "ready", clientId: conn.clientId, subscriptions: subs.map(infoOf) }, streamId);
+    }
+    conn.startSubscriptions(starts);
+    const maxDurationMs = options.maxDurationMs ?? 0;
     if (maxDurationMs > 0) {
       const timer = setTimeout(() => conn.end("max_duration_reached"), maxDurationMs);
       conn.onEnd(() => clearTimeout(timer));
     }
   }
+
+  /**
+   * Adds a subscription to an open connection: its `subscribed` frame (with `ref`), then what it
+   * missed after `since` (or `reset`), then live messages. Throws the refusal (`conflict` when it
+   * is already subscribed, `bad_request` past `maxPerConnection`, `broker_unavailable`), leaving
+   * nothing behind; answers what the client was told, or undefined when the connection ended first.
+   */
+  async subscribe(conn: Connection, asked: Asked, maxPerConnection: number, ref?: Ref): Promise<SubscriptionInfo | undefined> {
+    const { topic, since } = asked;
+    if (conn.subscriptions.has(topicKey(topic))) {
+      throw new PlateError("conflict", "This connection is already subscribed to that; unsubscribe first.");
+    }
+    if (conn.subscriptions.size >= maxPerConnection) {
+      throw new PlateError("bad_request", `A connection may hold at most ${maxPerConnection} subscriptions; unsubscribe from some first.`);
+    }
+    const sub = conn.adopt(topic);
+    let replay: Replay;
+    try {
+      await this.fanout.attach(sub);
+      if (sub.ended || conn.ended) return undefined;
+      replay = await this.#read(topic, since);
+    } catch (err) {
+      sub.end();
+      throw err;
+    }
+    if (sub.ended || conn.ended) return undefined;
+    const start = this.#started(sub, replay, since);
+    const info = infoOf(sub);
+    conn.startSubscriptions([start], { type: "subscribed", ...(ref === undefined ? {} : { ref }), ...info });
+    return info;
+  }
+
+  /**
+   * Ends one subscription of a connection and tells the client (`unsubscribed`, with `ref`, or
+   * with `reason` when the server ends it): nothing more is delivered for it. Throws `not_found`
+   * when the connection has no such subscription.
+   */
+  unsubscribe(conn: Connection, name: SubscriptionName, ref?: Ref): void {
+    const topic = topicOf(conn, name);
+    const sub = conn.subscriptions.get(topicKey(topic));
+    if (sub === undefined) throw new PlateError("not_found", "This connection has no such subscription.");
+    sub.end();
+    conn.frame({ type: "unsubscribed", ...(ref === undefined ? {} : { ref }), ...sub.name });
+  }
+
+  #started(sub: Subscription, replay: Replay, since: string | undefined): Start {
+    sub.position = replay.head;
+    this.fanout.started(sub.topic, replay.head);
+    if (!replay.complete) this.metrics.resets.inc({ reason: replay.reason });
+    return { sub, replay, since };
+  }
+
+  /** A topic's history after `since`; a pattern has none to replay, only the plate's head. */
+  async #read(topic: Topic, since: string | undefined): Promise<Replay> {
+    if (!topic.pattern) return this.broker.history(topic.plateId, topic.channel, since, this.retention);
+    // Read under the pattern's text, a channel that never has a history.
+    const { head } = await this.broker.history(topic.plateId, topic.channel as string as ChannelName, undefined, this.retention);
+    return since === undefined ? { complete: true, messages: [], head } : { complete: false, reason: "pattern", head };
+  }
 }
+
+/** What the client is told of a subscription: its name and starting position. */
+export function infoOf(sub: Subscription): SubscriptionInfo {
+  return sub.position === undefined ? sub.name : { ...sub.name, position: sub.position };
+}
+
+/** The topic of `name` in a connection's plate. */
+export function topicOf(conn: Pick<Connection, "plateId">, name: SubscriptionName): Topic {
+  return "channel" in name
+    ? { plateId: conn.plateId, pattern: false, channel: name.channel }
+    : { plateId: conn.plateId, pattern: true, channel: name.pattern };
+}
+
+/**
+ * The id a client resumes from after the first frame, until a message arrives (SSE `id:`): `since`
+ * on a complete resume (it has nothing past it until the replayed messages, each with its id,
+ * reach it, so a drop during the replay resumes from there again), otherwise the starting position.
+ * Parsed, so only a well-formed id is ever written back.
+ */
+function resumeFrom(replay: Replay, since: string | undefined): string | undefined {
+  if (replay.complete && since !== undefined && parsePosition(since) !== undefined) return since;
+  return replay.head;
+}
+
+/** Of two ids, the one to resume from so that neither's subscriptions miss anything: the earlier. */
+function earlier(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  const x = parsePosition(a);
+  const y = parsePosition(b);
+  if (x === undefined || y === undefined || x.epoch !== y.epoch) return a;
+  return comparePositions(x, y) <= 0 ? a : b;
+}
+
+export { nameOf };

@@ -24,6 +24,9 @@ export interface MintedToken {
   readonly token: ClientToken;
   readonly channel: string;
   readonly pattern: boolean;
+  /** With several topics: the channels, and the patterns, a connection made with it subscribes to. */
+  readonly channels?: readonly string[];
+  readonly patterns?: readonly string[];
   readonly expiresAt: string;
   readonly maxUses: number;
   readonly maxDuration: number;
@@ -50,14 +53,20 @@ export class Tokens {
     return { maxDurationMs, ttlMs, maxUses };
   }
 
-  /** Mints a token for `topic` on behalf of `keyId`. */
-  async mint(keyId: string, topic: Topic, params: TokenParams): Promise<MintedToken> {
+  /**
+   * Mints a token for `topics` (the first is the path's; more come from `channels` and `patterns`)
+   * on behalf of `keyId`.
+   */
+  async mint(keyId: string, topics: readonly [Topic, ...Topic[]], params: TokenParams): Promise<MintedToken> {
     const { maxDurationMs, ttlMs, maxUses } = this.parse(params);
+    const [topic] = topics;
+    const several = topics.length > 1;
     const record: TokenRecord = {
       token: newClientToken(),
       plateId: topic.plateId,
       channel: topic.channel,
       pattern: topic.pattern,
+      ...(several ? { topics: topics.map((t) => ({ channel: t.channel, pattern: t.pattern })) } : {}),
       keyId,
       maxDurationMs,
       maxUses,
@@ -70,6 +79,9 @@ export class Tokens {
       token: record.token,
       channel: topic.channel,
       pattern: topic.pattern,
+      ...(several
+        ? { channels: topics.filter((t) => !t.pattern).map((t) => t.channel), patterns: topics.filter((t) => t.pattern).map((t) => t.channel) }
+        : {}),
       expiresAt: new Date(record.expiresAt).toISOString(),
       maxUses,
       maxDuration: maxDurationMs,
@@ -93,6 +105,29 @@ const CLAIM_MESSAGES = {
   expired_client_socket: "This client socket path has expired; mint a new one.",
   exhausted_client_socket: "This client socket path has been used its max_uses times; mint a new one.",
 } as const;
+
+/** The topics of a token as stored: its `topics`, or its one channel or pattern. */
+export function tokenTopics(record: TokenRecord): Topic[] {
+  const list = record.topics ?? [{ channel: record.channel, pattern: record.pattern }];
+  return list.map((t) => ({ plateId: record.plateId, pattern: t.pattern, channel: t.channel }) as Topic);
+}
+
+/**
+ * Reads route 4's `channels` or `patterns`: a JSON array of strings, or in a query one or more
+ * values, each a comma-separated list (names hold no comma). Absent: none.
+ */
+export function listParam(params: TokenParams, name: string): string[] {
+  const value = params[name];
+  if (value === undefined || value === null || value === "") return [];
+  const items = Array.isArray(value) ? value : [value];
+  const names: string[] = [];
+  for (const item of items) {
+    if (typeof item !== "string") throw new PlateError("invalid_parameter", `"${name}" must be a list of names.`);
+    if (Array.isArray(value)) names.push(item);
+    else names.push(...item.split(",").filter((part) => part !== ""));
+  }
+  return names;
+}
 
 /** Reads the boolean `pattern` parameter (`true`/`false`, also as text, `1`/`0`). */
 export function booleanParam(params: TokenParams, name: string): boolean {

@@ -3,21 +3,26 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { PlateError, isClientTokenShape, toPlateError } from "@plate/protocol";
-import type { Topic } from "@plate/protocol";
+import { PlateError, isClientTokenShape, toPlateError, topicKey } from "@plate/protocol";
+import type { PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
+import type { Wire } from "../core/connection.js";
 import type { ConnectionSlot } from "../core/connections.js";
-import { newClientId } from "../core/ids.js";
+import { keyGrant, tokenGrant } from "../core/grants.js";
+import { hashToken, readChange } from "../core/realtime.js";
+import type { Asker, Change, Grant } from "../core/realtime.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
-import { booleanParam } from "../core/tokens.js";
+import type { Asked } from "../core/subscriptions.js";
+import { topicOf } from "../core/subscriptions.js";
+import { booleanParam, listParam, tokenTopics } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
 import { adminRoutes } from "./admin.js";
 import { consoleRoutes } from "./console.js";
-import { readParams } from "./body.js";
+import { readJson, readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
 import { NO_SNIFF } from "./raw-response.js";
-import { patternQuery, plateParam, topicParam } from "./params.js";
+import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
 
 /** Hono's environment on Node: the raw request and response are at `c.env`; the request's id. */
 export type AppEnv = { Bindings: HttpBindings; Variables: { requestId: string } };
@@ -90,7 +95,7 @@ export function createApp(services: Services): Hono<AppEnv> {
     const topic = topicParam(plateParam(plate), channel, patternQuery(c.req.query("pattern")));
     const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
     services.tenancy.authorize(key, "subscribe", topic);
-    return openSse(c, services, topic, key.id, 0);
+    return openSse(c, services, { plateId: topic.plateId, keyId: key.id, wire: "v1", asked: [{ topic, since: lastEventId(c) }] });
   };
   app.get("/:plateId/pubsub/:channel/subscribe", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
   app.get("/:plateId/subscribe/:channel", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
@@ -102,14 +107,29 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.get("/:plateId/pubsub/:channel/ws", notUpgrade);
   app.get("/:plateId/ws/subscribe/:channel", notUpgrade);
 
-  // 4: mint a client token.
+  // 4: mint a client token: the path's channel or pattern, and any `channels` and `patterns`.
   app.on(["GET", "POST"], "/:plateId/pubsub/:channel/client", async (c) => {
     const plateId = plateParam(c.req.param("plateId"));
     const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
-    const params = c.req.method === "POST" ? await readParams(c.req.raw, config.maxMessageBytes) : c.req.query();
+    const params =
+      c.req.method === "POST"
+        ? await readParams(c.req.raw, config.maxMessageBytes)
+        : { ...c.req.query(), channels: c.req.queries("channels"), patterns: c.req.queries("patterns") };
     const topic = topicParam(plateId, c.req.param("channel"), booleanParam(params, "pattern"));
-    services.tenancy.authorize(key, "client", topic);
-    return c.json({ data: await services.tokens.mint(key.id, topic, params) });
+    const topics: [Topic, ...Topic[]] = [topic];
+    const keys = new Set([topicKey(topic)]);
+    for (const [name, pattern] of [["channels", false], ["patterns", true]] as const) {
+      for (const item of listParam(params, name)) {
+        const more = topicParam(plateId, item, pattern);
+        if (!keys.has(topicKey(more))) topics.push(more);
+        keys.add(topicKey(more));
+      }
+    }
+    if (topics.length > config.maxSubscriptionsPerConnection) {
+      throw new PlateError("invalid_parameter", `A client path may name at most ${config.maxSubscriptionsPerConnection} channels and patterns.`);
+    }
+    for (const t of topics) services.tenancy.authorize(key, "client", t);
+    return c.json({ data: await services.tokens.mint(key.id, topics, params) });
   });
 
   // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
@@ -122,38 +142,105 @@ export function createApp(services: Services): Hono<AppEnv> {
     }
     return services.connections.holding(plateId, async (slot) => {
       const record = await services.tokens.claim(plateId, token);
-      const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-      return openSse(c, services, topic, record.keyId, record.maxDurationMs, slot);
+      const topics = tokenTopics(record);
+      const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
+      if (record.topics === undefined) return openSse(c, services, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: lastEventId(c) }] });
+      const asked = topics.map((topic) => ({ topic, since: lastEventId(c) }));
+      return openSse(c, services, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
     });
+  });
+
+  // 9: the realtime connection over SSE (the WebSocket upgrade is in upgrade.ts).
+  app.get("/:plateId/realtime", async (c) => {
+    refuseWhileDraining(services);
+    const plateId = plateParam(c.req.param("plateId"));
+    if (c.req.header("authorization") === undefined && c.req.query("token") !== undefined) {
+      throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
+    }
+    const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+    const grant = keyGrant(services.tenancy, key);
+    const asked = realtimeQuery(plateId, new URL(c.req.url).searchParams, config.maxSubscriptionsPerConnection, lastEventId(c));
+    for (const { topic } of asked) grant(topic);
+    return openSse(c, services, { plateId, keyId: key.id, wire: "v2", asked, grant });
+  });
+
+  // 9: change a live stream's subscriptions, whichever node holds it.
+  app.post("/:plateId/realtime/:clientId", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const clientId = c.req.param("clientId");
+    const change = readChange(await readJson(c.req.raw, config.maxMessageBytes), config.maxSubscriptionsPerConnection);
+    if (change === undefined) {
+      throw new PlateError("bad_request", 'The body is {"subscribe":[{"channel":"a"}],"unsubscribe":[{"pattern":"b:*"}]}.');
+    }
+    const asker = await changeAsker(services, plateId, c.req.header("authorization"), change);
+    const subscriptions = await services.realtime.change(plateId, clientId, asker, change);
+    return c.json({ data: { subscriptions } });
   });
 
   return app;
 }
 
-async function openSse(
-  c: Context<AppEnv>,
-  services: Services,
-  topic: Topic,
-  keyId: KeyRecord["id"],
-  maxDurationMs: number,
-  slot?: ConnectionSlot,
-) {
+/**
+ * Who asks for a change: a key of the plate allowed to subscribe to every topic asked for (checked
+ * here), or else a credential with a client token's shape, which the stream's node compares with
+ * the token the stream was opened with.
+ */
+async function changeAsker(services: Services, plateId: PlateId, header: string | undefined, change: Change): Promise<Asker> {
+  let key: KeyRecord;
+  try {
+    key = await services.tenancy.authenticate(plateId, header);
+  } catch (err) {
+    const token = header?.replace(/^Bearer\s+/i, "").trim();
+    if (err instanceof PlateError && err.code === "invalid_api_key" && token !== undefined && isClientTokenShape(token)) {
+      return { kind: "token", tokenHash: hashToken(token) };
+    }
+    throw err;
+  }
+  const grant = keyGrant(services.tenancy, key);
+  for (const asked of change.subscribe) grant(topicOf({ plateId }, asked));
+  return { kind: "vouched" };
+}
+
+/** `Last-Event-ID` (a browser's EventSource reconnect), or `?lastEventId=` for clients that cannot set headers. */
+function lastEventId(c: Context<AppEnv>): string | undefined {
+  return c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
+}
+
+/** How an SSE connection opens: its subscriptions, and for v2 what it may subscribe to later. */
+interface SseOpening {
+  readonly plateId: PlateId;
+  readonly keyId: KeyRecord["id"];
+  readonly wire: Wire;
+  readonly asked: readonly Asked[];
+  readonly maxDurationMs?: number;
+  readonly slot?: ConnectionSlot;
+  readonly grant?: Grant;
+  /** The client token it was opened with (route 5), for route 9's POST. */
+  readonly token?: string;
+}
+
+async function openSse(c: Context<AppEnv>, services: Services, opening: SseOpening) {
   const { config } = services;
   const res: ServerResponse = c.env.outgoing;
   const conn = new SseConnection(
     res,
-    topic.plateId,
-    keyId,
-    topic,
-    newClientId(),
+    {
+      plateId: opening.plateId,
+      keyId: opening.keyId,
+      clientId: services.realtime.newClientId(),
+      wire: opening.wire,
+      maxOverlapChannels: config.maxOverlapChannels,
+    },
     { ...corsHeaders(config.corsOrigins, c.req.header("origin")), "X-Request-Id": c.get("requestId") },
     config.sseRetryMs,
     { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
   );
-  // Browsers send Last-Event-ID on EventSource's own reconnect; `?lastEventId=` is for clients
-  // that cannot set headers (a first connection made by hand).
-  const since = c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
-  await services.subscriptions.open(conn, maxDurationMs, since, c.get("requestId"), slot);
+  if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token);
+  await services.subscriptions.open(conn, opening.asked, {
+    maxDurationMs: opening.maxDurationMs ?? 0,
+    requestId: c.get("requestId"),
+    slot: opening.slot,
+  });
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -37,3 +37,26 @@ export function patternQuery(value: string | null | undefined): boolean {
   if (value === "true" || value === "1") return true;
   throw new PlateError("invalid_parameter", '"pattern" must be true or false.');
 }
+
+/**
+ * Route 9's initial subscriptions from a query: `channel` and `pattern`, each repeatable, and
+ * `since.<channel>=<id>` to resume a channel. `lastEventId` (SSE's `Last-Event-ID`, plate-wide)
+ * resumes every subscription and wins over the query's `since`, as the newer: a browser's
+ * EventSource reconnects to the same URL with it. Throws `bad_request` past `max`.
+ */
+export function realtimeQuery(plateId: PlateId, query: URLSearchParams, max: number, lastEventId?: string): { topic: Topic; since?: string }[] {
+  const asked: { topic: Topic; since?: string }[] = [];
+  const seen = new Set<string>();
+  const add = (topic: Topic, since: string | undefined) => {
+    const key = (topic.pattern ? "p/" : "c/") + topic.channel;
+    if (seen.has(key)) return;
+    seen.add(key);
+    if (asked.length >= max) {
+      throw new PlateError("bad_request", `A connection may hold at most ${max} subscriptions.`);
+    }
+    asked.push(since === undefined || since === "" ? { topic } : { topic, since });
+  };
+  for (const channel of query.getAll("channel")) add(topicParam(plateId, channel, false), lastEventId ?? query.get(`since.${channel}`) ?? undefined);
+  for (const pattern of query.getAll("pattern")) add(topicParam(plateId, pattern, true), lastEventId);
+  return asked;
+}

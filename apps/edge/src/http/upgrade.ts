@@ -4,22 +4,27 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
 import { PlateError, isClientTokenShape, parseClientFrame, toPlateError } from "@plate/protocol";
-import type { Topic } from "@plate/protocol";
+import type { PlateId } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
+import type { Wire } from "../core/connection.js";
 import type { ConnectionSlot } from "../core/connections.js";
-import { newClientId } from "../core/ids.js";
+import { keyGrant, tokenGrant } from "../core/grants.js";
+import type { Grant } from "../core/realtime.js";
+import type { Asked } from "../core/subscriptions.js";
+import { tokenTopics } from "../core/tokens.js";
 import { PendingConnections } from "../core/pending-connections.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
 import type { Services } from "../services.js";
 import { WsConnection, acceptSocket, closeWithError, frameText } from "../transports/ws.js";
 import { corsHeaders } from "./cors.js";
-import { patternQuery, plateParam, topicParam } from "./params.js";
+import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
 import { requestUrl } from "./target.js";
 
-/** A WebSocket route: subscribe with a key (3, 8), or connect with a client token (5). */
+/** A WebSocket route: subscribe with a key (3, 8), connect with a client token (5), or the realtime connection (9). */
 type WsRoute =
   | { readonly kind: "subscribe"; readonly plate: string; readonly channel: string }
-  | { readonly kind: "token"; readonly plate: string; readonly token: string };
+  | { readonly kind: "token"; readonly plate: string; readonly token: string }
+  | { readonly kind: "realtime"; readonly plate: string };
 
 /**
  * Handles WebSocket upgrades. Every refusal after routing completes the handshake, sends the error
@@ -83,10 +88,23 @@ export function createUpgradeHandler(services: Services) {
 
   async function subscribe(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "subscribe" }, url: URL) {
     const topic = topicParam(plateParam(route.plate), route.channel, patternQuery(url.searchParams.get("pattern")));
-    const auth = await authenticate(ws, request, topic);
+    const auth = await authenticate(ws, request, topic.plateId);
     if (auth === undefined) return;
     services.tenancy.authorize(auth.key, "subscribe", topic);
-    await open(ws, socket, request, topic, auth.key.id, 0, auth.since ?? sinceQuery(url));
+    await open(ws, socket, request, { plateId: topic.plateId, keyId: auth.key.id, wire: "v1", asked: [{ topic, since: auth.since ?? sinceQuery(url) }] });
+  }
+
+  async function realtime(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "realtime" }, url: URL) {
+    const plateId = plateParam(route.plate);
+    if (request.headers.authorization === undefined && url.searchParams.has("token")) {
+      throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
+    }
+    const asked = realtimeQuery(plateId, url.searchParams, config.maxSubscriptionsPerConnection);
+    const auth = await authenticate(ws, request, plateId);
+    if (auth === undefined) return;
+    const grant = keyGrant(services.tenancy, auth.key);
+    for (const { topic } of asked) grant(topic);
+    await open(ws, socket, request, { plateId, keyId: auth.key.id, wire: "v2", asked, grant });
   }
 
   async function connectWithToken(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "token" }, url: URL) {
@@ -97,25 +115,38 @@ export function createUpgradeHandler(services: Services) {
     }
     await services.connections.holding(plateId, async (slot) => {
       const record = await services.tokens.claim(plateId, token);
-      const topic = { plateId, pattern: record.pattern, channel: record.channel } as Topic;
-      await open(ws, socket, request, topic, record.keyId, record.maxDurationMs, sinceQuery(url), slot);
+      const topics = tokenTopics(record);
+      const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
+      if (record.topics === undefined) {
+        await open(ws, socket, request, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: sinceQuery(url) }] });
+      } else {
+        const since = sinceQuery(url);
+        const asked = topics.map((topic) => ({ topic, since: url.searchParams.get(`since.${topic.channel}`) || since }));
+        await open(ws, socket, request, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
+      }
     });
   }
 
-  async function open(
-    ws: WebSocket,
-    socket: Duplex,
-    request: IncomingMessage,
-    topic: Topic,
-    keyId: string,
-    maxDurationMs: number,
-    since: string | undefined,
-    slot?: ConnectionSlot,
-  ) {
+  async function open(ws: WebSocket, socket: Duplex, request: IncomingMessage, opening: WsOpening) {
     settle(socket);
     if (ws.readyState !== ws.OPEN) return;
-    const conn = new WsConnection(ws, socket, topic.plateId, keyId, topic, newClientId(), limits);
-    await services.subscriptions.open(conn, maxDurationMs, since, requestIds.get(request), slot);
+    const options = {
+      plateId: opening.plateId,
+      keyId: opening.keyId,
+      clientId: services.realtime.newClientId(),
+      wire: opening.wire,
+      maxOverlapChannels: config.maxOverlapChannels,
+    };
+    const conn =
+      opening.wire === "v1"
+        ? new WsConnection(ws, socket, options, limits)
+        : new WsConnection(ws, socket, options, limits, (c, frame) => services.realtime.receive(c, frame));
+    if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token);
+    await services.subscriptions.open(conn, opening.asked, {
+      maxDurationMs: opening.maxDurationMs ?? 0,
+      requestId: requestIds.get(request),
+      slot: opening.slot,
+    });
   }
 
   /**
@@ -125,13 +156,13 @@ export function createUpgradeHandler(services: Services) {
   async function authenticate(
     ws: WebSocket,
     request: IncomingMessage,
-    topic: Topic,
+    plateId: PlateId,
   ): Promise<{ key: KeyRecord; since?: string } | undefined> {
     const header = request.headers.authorization;
-    if (header !== undefined) return { key: await services.tenancy.authenticate(topic.plateId, header) };
+    if (header !== undefined) return { key: await services.tenancy.authenticate(plateId, header) };
     const auth = await firstFrameAuth(ws, config.wsAuthTimeoutMs);
     if (auth === undefined) return undefined;
-    const key = await services.tenancy.authenticateSecret(topic.plateId, auth.key);
+    const key = await services.tenancy.authenticateSecret(plateId, auth.key);
     return auth.since === undefined ? { key } : { key, since: auth.since };
   }
 
@@ -185,7 +216,9 @@ export function createUpgradeHandler(services: Services) {
           ? Promise.reject(new PlateError("shutting_down", "This node is shutting down; connect to another."))
           : route.kind === "subscribe"
             ? subscribe(ws, socket, request, route, url)
-            : connectWithToken(ws, socket, request, route, url);
+            : route.kind === "realtime"
+              ? realtime(ws, socket, request, route, url)
+              : connectWithToken(ws, socket, request, route, url);
         session.catch((err: unknown) => refuse(ws, request, err));
       } catch (err) {
         refuse(ws, request, err);
@@ -204,6 +237,19 @@ export function createUpgradeHandler(services: Services) {
       refuseHandshake(socket, request, err);
     }
   };
+}
+
+/** How a WebSocket connection opens: its subscriptions, and for v2 what it may subscribe to later. */
+interface WsOpening {
+  readonly plateId: PlateId;
+  readonly keyId: string;
+  readonly wire: Wire;
+  readonly asked: readonly Asked[];
+  readonly maxDurationMs?: number;
+  readonly slot?: ConnectionSlot;
+  readonly grant?: Grant;
+  /** The client token it was opened with (route 5), for route 9's POST. */
+  readonly token?: string;
 }
 
 /**
@@ -253,6 +299,7 @@ function matchRoute(pathname: string): WsRoute | undefined {
   if (parts.length === 4 && a && b === "pubsub" && c && d === "ws") return { kind: "subscribe", plate: a, channel: c };
   if (parts.length === 4 && a && b === "ws" && c === "subscribe" && d) return { kind: "subscribe", plate: a, channel: d };
   if (parts.length === 3 && a && b === "s" && c) return { kind: "token", plate: a, token: c };
+  if (parts.length === 2 && a && b === "realtime") return { kind: "realtime", plate: a };
   return undefined;
 }
 

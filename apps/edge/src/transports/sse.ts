@@ -1,9 +1,9 @@
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { ERROR_CODES } from "@plate/protocol";
-import type { PlateId, ReadyFrame, ResetFrame, Topic } from "@plate/protocol";
+import type { ReadyFrame, RealtimeReadyFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
-import type { EndReason } from "../core/connection.js";
+import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import { takeOverSocket } from "./socket-takeover.js";
@@ -17,6 +17,8 @@ export interface OutputLimits {
 }
 
 const PING = Buffer.from(": ping\n\n");
+/** The bytes of a named event besides its name and data: `event: `, `\ndata: `, `\n\n`. */
+const EVENT_OVERHEAD_BYTES = 16;
 
 /**
  * A Server-Sent Events subscriber. Until `start`, it is an ordinary response: ending before it
@@ -33,15 +35,12 @@ export class SseConnection extends Connection {
 
   constructor(
     res: ServerResponse,
-    plateId: PlateId,
-    keyId: string,
-    topic: Topic,
-    clientId: string,
+    options: ConnectionOptions,
     private readonly headers: Readonly<Record<string, string>>,
     private readonly retryMs: number,
     private readonly limits: OutputLimits,
   ) {
-    super(plateId, keyId, topic, clientId);
+    super(options);
     this.#res = res;
     res.once("close", this.#onClose);
   }
@@ -60,7 +59,11 @@ export class SseConnection extends Connection {
     return out.sse.length;
   }
 
-  protected writeReady(ready: ReadyFrame, streamId: string | undefined): void {
+  protected frameBytes(type: string, json: string): number {
+    return EVENT_OVERHEAD_BYTES + type.length + Buffer.byteLength(json);
+  }
+
+  protected writeReady(ready: ReadyFrame | RealtimeReadyFrame, streamId: string | undefined): void {
     let head = "HTTP/1.1 200 OK\r\n";
     for (const [name, value] of Object.entries(this.headers)) head += `${name}: ${value}\r\n`;
     head +=
@@ -87,8 +90,17 @@ export class SseConnection extends Connection {
     socket.once("close", this.#onClose);
   }
 
-  protected writeReset(reset: ResetFrame): void {
-    this.#socket?.write(`event: reset\ndata: ${JSON.stringify(reset)}\n\n`);
+  /** A named event (so a browser's `onmessage` sees only messages), within the output limit. */
+  protected writeFrame(type: string, json: string): void {
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    const event = `event: ${type}\ndata: ${json}\n\n`;
+    if (socket.writableLength + Buffer.byteLength(event) > this.limits.maxBufferedBytes) {
+      this.end("slow_consumer");
+      return;
+    }
+    corkForTurn(socket);
+    socket.write(event);
   }
 
   protected write(out: Outbound): boolean {

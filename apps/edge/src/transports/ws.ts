@@ -1,9 +1,9 @@
 import type { Duplex } from "node:stream";
 import type { RawData, WebSocket } from "ws";
-import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame } from "@plate/protocol";
-import type { PlateId, ReadyFrame, ResetFrame, Topic } from "@plate/protocol";
+import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame, parseRealtimeFrame } from "@plate/protocol";
+import type { RealtimeClientFrame, ReadyFrame, RealtimeReadyFrame, UnreadableFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
-import type { EndReason } from "../core/connection.js";
+import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
@@ -32,6 +32,9 @@ export interface WsLimits extends OutputLimits {
 
 const PONG = encodeServerFrame({ type: "pong" });
 const BAD_FRAME_MESSAGE = 'Send {"type":"ping"}; nothing else is expected after auth.';
+
+/** Where a v2 connection's requests go (subscribe, unsubscribe, auth, unreadable frames). */
+export type FrameHandler = (conn: WsConnection, frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame) => void;
 const BAD_FRAME = encodeServerFrame({ type: "error", error: { code: "bad_request", message: BAD_FRAME_MESSAGE } });
 
 /**
@@ -54,13 +57,12 @@ export class WsConnection extends Connection {
     private readonly ws: WebSocket,
     /** The upgraded socket under `ws`. */
     private readonly socket: Duplex,
-    plateId: PlateId,
-    keyId: string,
-    topic: Topic,
-    clientId: string,
+    options: ConnectionOptions,
     private readonly limits: WsLimits,
+    /** A v2 connection's requests; v1 takes pings only. */
+    private readonly handler?: FrameHandler,
   ) {
-    super(plateId, keyId, topic, clientId);
+    super(options);
     (ws as Tagged)[kConnection] = this;
     ws.on("pong", onPong);
     ws.on("close", onClose);
@@ -80,33 +82,55 @@ export class WsConnection extends Connection {
     return out.wsFrame.length;
   }
 
-  // A WebSocket stream carries no id: the ready frame's `position` is the starting position.
-  protected writeReady(ready: ReadyFrame): void {
-    this.#send(encodeServerFrame(ready));
+  protected frameBytes(_type: string, json: string): number {
+    return Buffer.byteLength(json) + FRAME_HEADER_MAX_BYTES;
   }
 
-  protected writeReset(reset: ResetFrame): void {
-    this.#send(encodeServerFrame(reset));
+  // A WebSocket stream carries no id: the ready frame's `position`s are the starting positions.
+  protected writeReady(ready: ReadyFrame | RealtimeReadyFrame): void {
+    this.#send(JSON.stringify(ready));
+  }
+
+  protected writeFrame(_type: string, json: string): void {
+    this.#send(json);
   }
 
   /**
-   * Answers a client frame after auth: `{"type":"ping"}` gets `{"type":"pong"}`; anything else
-   * (another auth frame too) gets a `bad_request` error frame, and the one that reaches
-   * `maxBadFrames` closes the socket with 4400 instead. Answers count against the output limit.
+   * Answers a client frame after auth: `{"type":"ping"}` gets `{"type":"pong"}`. On v1 anything
+   * else (another auth frame too) gets a `bad_request` error frame; on v2 requests go to the
+   * handler, and frames that cannot be read get an error frame with their `ref`. The unreadable
+   * frame that reaches `maxBadFrames` closes the socket with 4400 instead. Answers count against
+   * the output limit.
    */
   receive(data: RawData, isBinary: boolean): void {
     if (this.ended) return;
+    if (this.handler !== undefined) {
+      const frame: RealtimeClientFrame | UnreadableFrame = isBinary
+        ? { type: "unreadable", code: "bad_request", message: "Frames are JSON text." }
+        : parseRealtimeFrame(frameText(data));
+      if (frame.type === "ping") {
+        if (frame.ref === undefined) this.#send(PONG);
+        else this.frame({ type: "pong", ref: frame.ref });
+        return;
+      }
+      if (frame.type === "unreadable" && this.#bad()) return;
+      this.handler(this, frame);
+      return;
+    }
     const frame = isBinary ? undefined : parseClientFrame(frameText(data));
     if (frame?.type === "ping") {
       this.#send(PONG);
       return;
     }
+    if (!this.#bad()) this.#send(BAD_FRAME);
+  }
+
+  /** Counts an unexpected frame; the one that reaches `maxBadFrames` closes the socket (answers true then). */
+  #bad(): boolean {
     this.#badFrames += 1;
-    if (this.#badFrames >= this.limits.maxBadFrames) {
-      this.end("bad_request", `${this.#badFrames} frames were not {"type":"ping"}; nothing else is expected.`);
-    } else {
-      this.#send(BAD_FRAME);
-    }
+    if (this.#badFrames < this.limits.maxBadFrames) return false;
+    this.end("bad_request", `${this.#badFrames} frames could not be taken; closing.`);
+    return true;
   }
 
   /**

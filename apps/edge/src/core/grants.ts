@@ -1,0 +1,28 @@
+import { PlateError, compilePattern, patternCovers } from "@plate/protocol";
+import type { Topic } from "@plate/protocol";
+import type { KeyRecord } from "@plate/store";
+import type { Grant } from "./realtime.js";
+import type { Tenancy } from "./tenancy.js";
+
+/** What an API key allows a connection to subscribe to: its scope `subscribe` and channel list. */
+export function keyGrant(tenancy: Tenancy, key: KeyRecord): Grant {
+  return (topic) => tenancy.authorize(key, "subscribe", topic);
+}
+
+/**
+ * What a several-topic client token allows: its channels, the channels its patterns match, and
+ * the patterns they cover (`patternCovers`): nothing its minting key did not allow at minting.
+ */
+export function tokenGrant(topics: readonly Topic[]): Grant {
+  const channels = new Set(topics.filter((t) => !t.pattern).map((t) => t.channel as string));
+  const patterns = topics.filter((t) => t.pattern);
+  const matchers = patterns.map((t) => compilePattern(t.channel as never));
+  return (topic) => {
+    const allowed = topic.pattern
+      ? patterns.some((t) => patternCovers(t.channel as never, topic.channel))
+      : channels.has(topic.channel) || matchers.some((matches) => matches(topic.channel));
+    if (!allowed) {
+      throw new PlateError("forbidden", `This client path may not use ${topic.pattern ? "the pattern" : "the channel"} "${topic.channel}".`);
+    }
+  };
+}

@@ -1,0 +1,339 @@
+import { createHash } from "node:crypto";
+import { PlateError, isErrorCode, readName, toPlateError, topicKey } from "@plate/protocol";
+import type {
+  ErrorCode,
+  PlateId,
+  RealtimeClientFrame,
+  Ref,
+  SubscriptionInfo,
+  SubscriptionName,
+  SubscriptionRequest,
+  Topic,
+  UnreadableFrame,
+} from "@plate/protocol";
+import type { Broker, Unsubscribe } from "@plate/broker";
+import type { Logger } from "../log.js";
+import type { Connection } from "./connection.js";
+import { nanoid } from "nanoid";
+import type { Subscriptions } from "./subscriptions.js";
+import { infoOf, topicOf } from "./subscriptions.js";
+
+/** What a connection's credential allows it to subscribe to: throws `forbidden` for anything else. */
+export type Grant = (topic: Topic) => void;
+
+/** A change of a live connection's subscriptions (a WebSocket frame, or route 9's POST). */
+export interface Change {
+  readonly subscribe: readonly SubscriptionRequest[];
+  readonly unsubscribe: readonly SubscriptionName[];
+}
+
+/**
+ * Who asks for a change through route 9's POST: a key of the plate that the node receiving the
+ * POST authenticated and found allowed to subscribe to every topic asked for (`vouched`), or the
+ * client token of the path the stream was opened with (its hash: the stream's node compares it).
+ */
+export type Asker = { readonly kind: "vouched" } | { readonly kind: "token"; readonly tokenHash: string };
+
+/** Settings of realtime connections (see config.ts). */
+export interface RealtimeLimits {
+  readonly maxSubscriptionsPerConnection: number;
+  readonly maxPendingRequests: number;
+  readonly changeTimeoutMs: number;
+}
+
+/** A v2 connection of this node: its grant, and its requests, carried out one at a time. */
+interface Live {
+  readonly conn: Connection;
+  readonly grant: Grant;
+  /** The hash of the client token it was opened with (route 5), if any. */
+  readonly tokenHash: string | undefined;
+  /** The last request in line: each runs once the one before it is done. */
+  tail: Promise<void>;
+  pending: number;
+}
+
+/** A note between nodes: a change for a stream on the receiving node, or the answer to one. */
+type Note =
+  | {
+      readonly t: "change";
+      readonly id: string;
+      readonly from: string;
+      readonly plateId: string;
+      readonly clientId: string;
+      readonly asker: Asker;
+      readonly change: Change;
+    }
+  | { readonly t: "answer"; readonly id: string; readonly subscriptions?: SubscriptionInfo[]; readonly error?: { code: string; message: string } };
+
+/**
+ * Route 9's live changes: subscribe and unsubscribe on a WebSocket (frames with `ref`), and
+ * `POST /{plateId}/realtime/{clientId}` for an SSE stream on whichever node holds it.
+ *
+ * A connection's requests are carried out one at a time, in the order they came (a subscribe
+ * reads the history; an unsubscribe of the same name that came after it waits for it), at most
+ * `maxPendingRequests` in line. A client id starts with its node's id (`{nodeId}.{random}`): the
+ * node that gets a POST for another node's stream sends it there as a note through the broker
+ * (`Broker.send`) and waits for the answer.
+ */
+export class Realtime {
+  readonly #live = new Map<string, Live>();
+  readonly #waiting = new Map<string, { resolve: (note: Note & { t: "answer" }) => void }>();
+  #stopListening: Unsubscribe | undefined;
+
+  constructor(
+    private readonly subscriptions: Subscriptions,
+    private readonly broker: Broker,
+    /** This node's id: the first part of its client ids, and its address for notes. */
+    readonly nodeId: string,
+    private readonly limits: RealtimeLimits,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts listening to notes for this node. */
+  async listen(): Promise<void> {
+    this.#stopListening = await this.broker.listen(this.nodeId, (payload) => this.#onNote(payload));
+  }
+
+  async close(): Promise<void> {
+    await this.#stopListening?.();
+  }
+
+  /** A new client id of this node. */
+  newClientId(): string {
+    return `${this.nodeId}.${nanoid()}`;
+  }
+
+  /** Registers a v2 connection until it ends. `token`: the client token it was opened with, if any. */
+  register(conn: Connection, grant: Grant, token?: string): void {
+    const live: Live = { conn, grant, tokenHash: token === undefined ? undefined : hashToken(token), tail: Promise.resolve(), pending: 0 };
+    this.#live.set(conn.clientId, live);
+    conn.onEnd(() => {
+      if (this.#live.get(conn.clientId) === live) this.#live.delete(conn.clientId);
+    });
+  }
+
+  /** A frame from a v2 WebSocket client, after auth (`ping` is answered by the transport). */
+  receive(conn: Connection, frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame): void {
+    const live = this.#live.get(conn.clientId);
+    if (live === undefined || live.conn !== conn) return;
+    const ref = frame.ref;
+    switch (frame.type) {
+      case "unreadable":
+        conn.frame(refusal(ref, frame.code, frame.message));
+        return;
+      case "auth":
+        conn.frame(refusal(ref, "bad_request", "This connection is authenticated; refreshing a credential needs a signed client token (not supported yet)."));
+        return;
+      case "subscribe":
+        this.#inLine(live, ref, async () => {
+          const topic = topicOf(conn, frame);
+          live.grant(topic);
+          await this.subscriptions.subscribe(conn, { topic, since: frame.since }, this.limits.maxSubscriptionsPerConnection, ref);
+        });
+        return;
+      case "unsubscribe":
+        this.#inLine(live, ref, () => {
+          this.subscriptions.unsubscribe(conn, frame, ref);
+          return Promise.resolve();
+        });
+        return;
+      default: {
+        const never: never = frame;
+        return never;
+      }
+    }
+  }
+
+  /**
+   * Route 9's POST: changes the subscriptions of the stream `clientId` of `plateId`, on this node
+   * or another; answers its subscriptions after the change. Throws `not_found` for a client id no
+   * node holds (in this plate), `forbidden` for a token that is not the stream's or a topic it does
+   * not allow, `broker_unavailable` when the other node cannot be reached in time.
+   */
+  async change(plateId: PlateId, clientId: string, asker: Asker, change: Change): Promise<SubscriptionInfo[]> {
+    const dot = clientId.indexOf(".");
+    if (dot <= 0) throw notFound();
+    const nodeId = clientId.slice(0, dot);
+    if (nodeId === this.nodeId) return this.#apply(plateId, clientId, asker, change);
+    const id = nanoid();
+    const answer = new Promise<Note & { t: "answer" }>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new PlateError("broker_unavailable", "The node holding that stream did not answer in time; retry.", { retryAfterS: 1 }));
+      }, this.limits.changeTimeoutMs);
+      this.#waiting.set(id, {
+        resolve: (note) => {
+          clearTimeout(timer);
+          this.#waiting.delete(id);
+          resolve(note);
+        },
+      });
+    });
+    // The answer may be lost with its node: nothing is left waiting past the timeout.
+    answer.catch(() => undefined);
+    const note: Note = { t: "change", id, from: this.nodeId, plateId, clientId, asker, change };
+    let nodes: number;
+    try {
+      nodes = await this.broker.send(nodeId, JSON.stringify(note));
+    } catch (err) {
+      this.#waiting.get(id)?.resolve({ t: "answer", id, error: { code: "broker_unavailable", message: "" } });
+      throw err;
+    }
+    if (nodes === 0) {
+      this.#waiting.get(id)?.resolve({ t: "answer", id });
+      throw notFound();
+    }
+    const reply = await answer;
+    if (reply.error !== undefined) {
+      throw new PlateError(isErrorCode(reply.error.code) ? reply.error.code : "internal_error", reply.error.message);
+    }
+    return reply.subscriptions ?? [];
+  }
+
+  /** Carries out a change for a stream of this node, in line with its other requests. */
+  async #apply(plateId: PlateId, clientId: string, asker: Asker, change: Change): Promise<SubscriptionInfo[]> {
+    const live = this.#live.get(clientId);
+    if (live === undefined || live.conn.plateId !== plateId || live.conn.ended) throw notFound();
+    const { conn } = live;
+    if (asker.kind === "token") {
+      if (live.tokenHash === undefined || live.tokenHash !== asker.tokenHash) {
+        throw new PlateError("forbidden", "That client token did not open this stream; use its own, or a key with scope subscribe.");
+      }
+      for (const asked of change.subscribe) live.grant(topicOf(conn, asked));
+    }
+    return new Promise((resolve, reject) => {
+      this.#inLine(live, undefined, async () => {
+        try {
+          for (const name of change.unsubscribe) {
+            if (conn.subscriptions.has(topicKeyOf(conn, name))) this.subscriptions.unsubscribe(conn, name);
+          }
+          for (const asked of change.subscribe) {
+            const topic = topicOf(conn, asked);
+            if (conn.subscriptions.has(topicKeyOf(conn, asked))) continue;
+            await this.subscriptions.subscribe(conn, { topic, since: asked.since }, this.limits.maxSubscriptionsPerConnection);
+          }
+          resolve([...conn.subscriptions.values()].map(infoOf));
+        } catch (err) {
+          reject(err);
+          throw err;
+        }
+      }, reject);
+    });
+  }
+
+  /**
+   * Runs `work` after the connection's earlier requests. A refusal is told to the client as an
+   * error frame with `ref` (the connection stays open); past `maxPendingRequests` in line, the
+   * request is refused with `rate_limited` at once.
+   */
+  #inLine(live: Live, ref: Ref | undefined, work: () => Promise<void>, refused?: (err: PlateError) => void): void {
+    const { conn } = live;
+    if (live.pending >= this.limits.maxPendingRequests) {
+      const error = new PlateError("rate_limited", `At most ${this.limits.maxPendingRequests} requests may wait on one connection; wait for the answers.`, { retryAfterS: 1 });
+      if (refused !== undefined) refused(error);
+      else conn.frame(refusal(ref, error.code, error.message));
+      return;
+    }
+    live.pending += 1;
+    live.tail = live.tail.then(async () => {
+      try {
+        if (!conn.ended) await work();
+      } catch (err) {
+        const error = toPlateError(err);
+        if (error.code === "internal_error") this.log.error("realtime request failed", { plateId: conn.plateId, error: String(err) });
+        if (refused === undefined) conn.frame(refusal(ref, error.code, error.message));
+      } finally {
+        live.pending -= 1;
+      }
+    });
+  }
+
+  #onNote(payload: string): void {
+    const note = readNote(payload);
+    if (note === undefined) return;
+    if (note.t === "answer") {
+      this.#waiting.get(note.id)?.resolve(note);
+      return;
+    }
+    const answer = (body: Omit<Note & { t: "answer" }, "t" | "id">) =>
+      this.broker.send(note.from, JSON.stringify({ t: "answer", id: note.id, ...body })).catch((err: unknown) =>
+        this.log.warn("realtime answer not sent", { error: String(err) }),
+      );
+    this.#apply(note.plateId as PlateId, note.clientId, note.asker, note.change).then(
+      (subscriptions) => void answer({ subscriptions }),
+      (err: unknown) => {
+        const error = toPlateError(err);
+        void answer({ error: { code: error.code, message: error.message } });
+      },
+    );
+  }
+}
+
+/** A client token as the stream's node compares it (the token itself never travels between nodes). */
+export function hashToken(token: string): string {
+  return createHash("sha256").update("plate-realtime-token\0" + token).digest("base64url");
+}
+
+function topicKeyOf(conn: Connection, name: SubscriptionName): string {
+  return topicKey(topicOf(conn, name));
+}
+
+function notFound(): PlateError {
+  return new PlateError("not_found", "No open realtime stream has that client id in this plate.");
+}
+
+function refusal(ref: Ref | undefined, code: ErrorCode, message: string) {
+  return { type: "error" as const, ...(ref === undefined ? {} : { ref }), error: { code, message } };
+}
+
+/** Reads a note from another node; anything malformed is ignored. */
+function readNote(payload: string): Note | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const note = value as Record<string, unknown>;
+  if (typeof note.id !== "string") return undefined;
+  if (note.t === "answer") return note as Note;
+  if (note.t !== "change" || typeof note.from !== "string" || typeof note.plateId !== "string" || typeof note.clientId !== "string") return undefined;
+  let change: Change | undefined;
+  try {
+    change = readChange(note.change);
+  } catch {
+    return undefined;
+  }
+  const asker = note.asker as Asker | undefined;
+  if (change === undefined || asker === undefined || (asker.kind !== "vouched" && (asker.kind !== "token" || typeof asker.tokenHash !== "string"))) {
+    return undefined;
+  }
+  return { t: "change", id: note.id, from: note.from, plateId: note.plateId, clientId: note.clientId, asker, change };
+}
+
+/**
+ * Reads the body of route 9's POST (`{"subscribe":[…],"unsubscribe":[…]}`), validating every
+ * entry; throws `bad_request` / `invalid_channel` naming what is wrong. Undefined-safe for notes.
+ */
+export function readChange(body: unknown, maxEntries = Number.MAX_SAFE_INTEGER): Change | undefined {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return undefined;
+  const { subscribe = [], unsubscribe = [] } = body as Record<string, unknown>;
+  if (!Array.isArray(subscribe) || !Array.isArray(unsubscribe)) return undefined;
+  if (subscribe.length + unsubscribe.length > maxEntries) {
+    throw new PlateError("bad_request", `A change may name at most ${maxEntries} subscriptions.`);
+  }
+  const entries = (list: unknown[], withSince: boolean) =>
+    list.map((entry): SubscriptionRequest => {
+      if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+        throw new PlateError("bad_request", 'Each entry is {"channel":"…"} or {"pattern":"…"}.');
+      }
+      const record = entry as Record<string, unknown>;
+      const name = readName(record);
+      if ("code" in name) throw new PlateError(name.code, name.message);
+      if (!withSince || record.since === undefined || record.since === "") return name;
+      if (typeof record.since !== "string") throw new PlateError("bad_request", '"since" must be a message id (a string).');
+      return { ...name, since: record.since };
+    });
+  return { subscribe: entries(subscribe, true), unsubscribe: entries(unsubscribe, false) };
+}

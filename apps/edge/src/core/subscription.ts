@@ -1,0 +1,73 @@
+import { topicKey } from "@plate/protocol";
+import type { ResetReason, SubscriptionName, Topic } from "@plate/protocol";
+import type { Connection } from "./connection.js";
+import { Seam } from "./delivery.js";
+import type { Outbound } from "./outbound.js";
+
+/**
+ * What one connection listens to: one channel or one pattern of its plate, from the moment it is
+ * asked for until it is unsubscribed or its connection ends. The fan-out hands it live messages;
+ * its `Seam` decides which of them go on to the connection (see delivery.ts).
+ *
+ * Lifecycle: created and added to its connection (`Connection.adopt`), subscribed in the fan-out,
+ * started once its history was read (`Connection.startSubscriptions`), ended once (`end`): its
+ * `onEnd` hooks unhook it from the fan-out.
+ */
+export class Subscription {
+  readonly key: string;
+  readonly seam = new Seam();
+  #ended = false;
+  /** Where it started in the plate's history (the head read when it subscribed), once known. */
+  position: string | undefined;
+  readonly #onEnd: (() => void)[] = [];
+
+  constructor(
+    readonly topic: Topic,
+    readonly conn: Connection,
+  ) {
+    this.key = topicKey(topic);
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** How the wire names it: `{"channel":…}` or `{"pattern":…}`. */
+  get name(): SubscriptionName {
+    return nameOf(this.topic);
+  }
+
+  /**
+   * A live message from the fan-out. Hot path: once per message per subscription, no allocation.
+   * Returns false when its connection could not take it (and was dropped).
+   */
+  deliver(out: Outbound): boolean {
+    if (this.#ended) return false;
+    const verdict = this.seam.offer(out);
+    if (verdict === "pass") return this.conn.emit(this, out);
+    if (verdict === "held") return this.conn.holding(out);
+    return true;
+  }
+
+  /** The fan-out's news that it may have missed messages; told once it has started. */
+  reset(reason: ResetReason): void {
+    if (this.#ended || !this.seam.started) return;
+    this.conn.resetFor(this, reason);
+  }
+
+  /** Ends it once: it gets nothing more, and its hooks run. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const hook of this.#onEnd) hook();
+  }
+
+  onEnd(hook: () => void): void {
+    this.#onEnd.push(hook);
+  }
+}
+
+/** How the wire names a topic. */
+export function nameOf(topic: Topic): SubscriptionName {
+  return topic.pattern ? { pattern: topic.channel } : { channel: topic.channel };
+}

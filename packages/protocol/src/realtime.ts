@@ -1,0 +1,155 @@
+import type { ErrorCode } from "./errors.js";
+import { isChannelName, isChannelPattern } from "./names.js";
+import type { ChannelName, ChannelPattern } from "./names.js";
+import type { ResetReason } from "./positions.js";
+
+/**
+ * The wire of route 9 (v2): one connection, many subscriptions. A subscription is named on the wire
+ * by `{"channel":"a"}` or `{"pattern":"user:*"}`; every reply names it the same way.
+ */
+
+/** A frame's `ref`: a string of at most `MAX_REF_CHARS` characters, or a safe integer, echoed as given. */
+export type Ref = string | number;
+
+/** Longest `ref` string a client may send (a longer one is `bad_request`). */
+export const MAX_REF_CHARS = 128;
+
+/** What a subscription listens to, as the wire names it. */
+export type SubscriptionName = { readonly channel: ChannelName } | { readonly pattern: ChannelPattern };
+
+/** A subscription in `ready` and in route 9's POST answer: its name and where it starts. */
+export type SubscriptionInfo = SubscriptionName & {
+  /** Its starting position in the plate's history (the head when it subscribed). */
+  readonly position?: string;
+};
+
+/** The first frame of a route 9 connection. */
+export interface RealtimeReadyFrame {
+  readonly type: "ready";
+  readonly clientId: string;
+  readonly subscriptions: readonly SubscriptionInfo[];
+}
+
+/** The answer to `subscribe`; with `since`, the missed messages (or one `reset`) follow it. */
+export type SubscribedFrame = { readonly type: "subscribed"; readonly ref?: Ref; readonly position?: string } & SubscriptionName;
+
+/**
+ * The answer to `unsubscribe`, or news that a subscription ended without one (`reason`): nothing
+ * more is delivered for it.
+ */
+export type UnsubscribedFrame = { readonly type: "unsubscribed"; readonly ref?: Ref; readonly reason?: ErrorCode } & SubscriptionName;
+
+/** One subscription may have missed messages: refetch its state; live messages follow. */
+export type RealtimeResetFrame = { readonly type: "reset"; readonly reason: ResetReason; readonly message: string } & SubscriptionName;
+
+/** A refused request: the connection stays open. */
+export interface RefusalFrame {
+  readonly type: "error";
+  readonly ref?: Ref;
+  readonly error: { readonly code: ErrorCode; readonly message: string };
+}
+
+/** What a route 9 connection says besides messages. */
+export type RealtimeServerFrame =
+  | RealtimeReadyFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | RealtimeResetFrame
+  | RefusalFrame
+  | { readonly type: "pong"; readonly ref?: Ref };
+
+/** A subscription asked for: its name, and the id to resume after. */
+export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
+
+/** What a client may send on a route 9 WebSocket. */
+export type RealtimeClientFrame =
+  | ({ readonly type: "subscribe"; readonly ref?: Ref } & SubscriptionRequest)
+  | ({ readonly type: "unsubscribe"; readonly ref?: Ref } & SubscriptionName)
+  | { readonly type: "auth"; readonly ref?: Ref; readonly key: string }
+  | { readonly type: "ping"; readonly ref?: Ref };
+
+/** A frame that could not be read: answered with an error frame carrying its `ref`, when it had a readable one. */
+export interface UnreadableFrame {
+  readonly type: "unreadable";
+  readonly ref?: Ref;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/**
+ * Reads one route 9 client frame. Anything that is not a frame of the table (not JSON, an unknown
+ * type, a bad name) comes back as `unreadable`, with the frame's `ref` when it had a usable one, so
+ * the refusal can name the request it answers. Never throws.
+ */
+export function parseRealtimeFrame(text: string): RealtimeClientFrame | UnreadableFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return unreadable(undefined, "bad_request", "A frame is one JSON object.");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return unreadable(undefined, "bad_request", "A frame is one JSON object.");
+  }
+  const frame = value as Record<string, unknown>;
+  const ref = frame.ref;
+  if (ref !== undefined && !isRef(ref)) {
+    return unreadable(undefined, "bad_request", `"ref" must be a string of at most ${MAX_REF_CHARS} characters or an integer.`);
+  }
+  const refField = ref === undefined ? {} : { ref };
+  switch (frame.type) {
+    case "ping":
+      return { type: "ping", ...refField };
+    case "auth": {
+      const key = typeof frame.key === "string" ? frame.key : frame.auth;
+      if (typeof key !== "string") return unreadable(ref, "bad_request", 'An auth frame is {"type":"auth","key":"<API key>"}.');
+      return { type: "auth", ...refField, key };
+    }
+    case "subscribe": {
+      const name = readName(frame);
+      if ("code" in name) return unreadable(ref, name.code, name.message);
+      if (frame.since !== undefined && typeof frame.since !== "string") return unreadable(ref, "bad_request", '"since" must be a message id (a string).');
+      return { type: "subscribe", ...refField, ...name, ...(typeof frame.since === "string" && frame.since !== "" ? { since: frame.since } : {}) };
+    }
+    case "unsubscribe": {
+      const name = readName(frame);
+      if ("code" in name) return unreadable(ref, name.code, name.message);
+      return { type: "unsubscribe", ...refField, ...name };
+    }
+    default:
+      // The v1 auth frame (`{"auth":"<key>"}`, no type) is also accepted as the first frame.
+      if (frame.type === undefined && typeof frame.auth === "string") return { type: "auth", ...refField, key: frame.auth };
+      return unreadable(ref, "bad_request", "Unknown frame type; see route 9 of the API reference.");
+  }
+}
+
+/** `{"channel":…}` or `{"pattern":…}` of a frame or a POST entry, validated; or why not. */
+export function readName(entry: Readonly<Record<string, unknown>>): SubscriptionName | { code: ErrorCode; message: string } {
+  const { channel, pattern } = entry;
+  if ((channel === undefined) === (pattern === undefined)) {
+    return { code: "bad_request", message: 'Name one "channel" or one "pattern".' };
+  }
+  if (channel !== undefined) {
+    if (typeof channel !== "string" || !isChannelName(channel)) {
+      return { code: "invalid_channel", message: "A channel name has 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -." };
+    }
+    return { channel };
+  }
+  if (typeof pattern !== "string" || !isChannelPattern(pattern)) {
+    return { code: "invalid_channel", message: "A channel pattern has 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ - and the wildcards * and ?." };
+  }
+  return { pattern };
+}
+
+function isRef(value: unknown): value is Ref {
+  return (typeof value === "string" && value.length <= MAX_REF_CHARS) || (typeof value === "number" && Number.isSafeInteger(value));
+}
+
+function unreadable(ref: unknown, code: ErrorCode, message: string): UnreadableFrame {
+  return isRef(ref) ? { type: "unreadable", ref, code, message } : { type: "unreadable", code, message };
+}
+
+/** A route 9 server frame as JSON text. */
+export function encodeRealtimeFrame(frame: RealtimeServerFrame): string {
+  return JSON.stringify(frame);
+}
