@@ -41,7 +41,7 @@ const CHANNELS = ["alerts", "room.lobby", "user:1:events", "*", "user:*", "a?c"]
 const WS_ACCEPT_KEY = "dGhlIHNhbXBsZSBub25jZQ==";
 
 const segment = fc.oneof(
-  fc.constantFrom(...PLATES, ...CHANNELS, "pubsub", "publish", "subscribe", "ws", "client", "s", "admin", "plates", "keys"),
+  fc.constantFrom(...PLATES, ...CHANNELS, "pubsub", "publish", "subscribe", "ws", "client", "s", "admin", "plates", "keys", "realtime"),
   fc.stringMatching(/^[A-Za-z0-9_.:@=~*?-]{0,24}$/),
   fc.constantFrom("%", "%zz", "%00", "%73", "%2F", "..", ".", "\\", "a\\b", "%E0%A4%A", "\u00e9", "x".repeat(300), ""),
   fc.string({ maxLength: 12 }).map((text) => encodeURIComponent(text)),
@@ -52,7 +52,7 @@ const query = fc.oneof(
   fc
     .array(
       fc.tuple(
-        fc.constantFrom("pattern", "lastEventId", "since", "max_uses", "ttl", "expiry", "max_dur", "x"),
+        fc.constantFrom("pattern", "lastEventId", "since", "max_uses", "ttl", "expiry", "max_dur", "x", "channel", "since.alerts", "channels", "patterns", "token"),
         fc.oneof(fc.constantFrom("true", "1", "-1", "99999999999999999999", "", "%", "pp_1-0"), fc.string({ maxLength: 8 }).map(encodeURIComponent)),
       ),
       { maxLength: 3 },
@@ -196,7 +196,9 @@ const frame = fc
     opcode: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(0x1, 0x2, 0x0, 0x8, 0x9, 0xa) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 15 }) }),
     masked: fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
     payload: fc.oneof(
-      fc.constantFrom('{"type":"ping"}', `{"auth":"${KEY}"}`, `{"auth":"${KEY}","since":"x_1-0"}`, '{"type":"subscribe"}', "{", "null", "[]", '{"auth":1}').map((t) => Buffer.from(t)),
+      fc.constantFrom('{"type":"ping"}', `{"auth":"${KEY}"}`, `{"auth":"${KEY}","since":"x_1-0"}`, '{"type":"subscribe"}', "{", "null", "[]", '{"auth":1}',
+        `{"type":"auth","key":"${KEY}"}`, '{"type":"subscribe","ref":1,"channel":"alerts"}', '{"type":"subscribe","ref":"r","pattern":"user:*","since":"x_1-0"}',
+        '{"type":"unsubscribe","ref":2,"channel":"alerts"}', '{"type":"subscribe","ref":[1],"channel":"a b"}').map((t) => Buffer.from(t)),
       fc.json({ maxDepth: 3 }).map((t) => Buffer.from(t)),
       fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
       fc.integer({ min: 4000, max: 70_000 }).map((n) => Buffer.alloc(n, 0x61)),
@@ -230,7 +232,17 @@ function encodeFrame(f: { fin: boolean; rsv: number; opcode: number; masked: boo
 export const upgradeCase: fc.Arbitrary<FuzzCase> = fc
   .tuple(
     fc.oneof(
-      { weight: 3, arbitrary: fc.constantFrom("/acme/pubsub/alerts/ws", "/acme/ws/subscribe/alerts", "/acme/pubsub/user:*/ws?pattern=true", "/acme/pubsub/alerts/ws?since=x_1-0") },
+      {
+        weight: 3,
+        arbitrary: fc.constantFrom(
+          "/acme/pubsub/alerts/ws",
+          "/acme/ws/subscribe/alerts",
+          "/acme/pubsub/user:*/ws?pattern=true",
+          "/acme/pubsub/alerts/ws?since=x_1-0",
+          "/acme/realtime?channel=alerts&pattern=user:*",
+          "/acme/realtime?channel=alerts&since.alerts=x_1-0",
+        ),
+      },
       { weight: 2, arbitrary: target },
     ),
     fc.boolean(),
