@@ -1,4 +1,6 @@
 import { PlateClientError, errorFromResponse } from "./errors.js";
+import { RealtimeConnection } from "./realtime.js";
+import type { RealtimeOptions } from "./realtime.js";
 import { subscription } from "./subscription.js";
 import type { SubscribeOptions, Unsubscribe } from "./subscription.js";
 import type { ClientPath, Envelope, Published } from "./types.js";
@@ -26,6 +28,14 @@ export interface ClientPathOptions {
   readonly ttlMs?: number;
   /** How long a connection made with it may last, in ms; 0 = unlimited (the default). */
   readonly maxDurationMs?: number;
+  /**
+   * Further channels the path subscribes to, besides the route's one: a path minted with
+   * `channels` or `patterns` opens a realtime connection (route 9) holding all of them; use it
+   * with `realtimePath`.
+   */
+  readonly channels?: readonly string[];
+  /** Further patterns (of `*` and `?`) the path subscribes to; see `channels`. */
+  readonly patterns?: readonly string[];
 }
 
 /** Publish and subscribe with an API key (a backend, a script, an operator's console). */
@@ -66,6 +76,8 @@ export class PlateClient {
     if (options.maxUses !== undefined) body.max_uses = options.maxUses;
     if (options.ttlMs !== undefined) body.ttl = options.ttlMs;
     if (options.maxDurationMs !== undefined) body.max_dur = options.maxDurationMs;
+    if (options.channels !== undefined) body.channels = options.channels;
+    if (options.patterns !== undefined) body.patterns = options.patterns;
     const data = await this.#call<Omit<ClientPath, "url">>(this.#route(channel, "client"), {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` },
@@ -84,6 +96,24 @@ export class PlateClient {
     const url = this.#route(channel, route) + (options.pattern === true ? "?pattern=true" : "");
     const target = { url, key: this.#key };
     return subscription({ target: () => Promise.resolve(target), fetch: this.#fetch, WebSocket: this.#WebSocket }, handler, options);
+  }
+
+  /**
+   * Opens one realtime connection (route 9): every `subscribe` on it shares its one WebSocket or
+   * SSE stream, and a drop reconnects once and resumes every subscription (see
+   * `RealtimeConnection`). Subscriptions made in the same turn go in its first request:
+   *
+   * ```ts
+   * const rt = plate.realtime({ transport: "ws", onStateChange: console.log });
+   * const room = rt.subscribe("room:1", (m) => show(m.message), { onReset: refetch });
+   * rt.subscribe({ pattern: "user:*" }, (m) => show(m.channel, m.message));
+   * room.unsubscribe(); // the connection stays open
+   * rt.close();
+   * ```
+   */
+  realtime(options: RealtimeOptions = {}): RealtimeConnection {
+    const target = { url: `${this.#base}/${encodeURIComponent(this.#plate)}/realtime`, key: this.#key };
+    return new RealtimeConnection({ target: () => Promise.resolve(target), fetch: this.#fetch, WebSocket: this.#WebSocket }, options);
   }
 
   /** `/{plate}/pubsub/{channel}/{action}`; `?` (a pattern's one-character wildcard) is escaped. */
@@ -109,6 +139,29 @@ export interface SubscribePathOptions extends SubscribeOptions {
   readonly base?: string;
   readonly fetch?: typeof fetch;
   readonly WebSocket?: WebSocketConstructor;
+}
+
+/** Options of `realtimePath`. */
+export interface RealtimePathOptions extends RealtimeOptions {
+  /** The base a relative path is resolved against. Default: the page's origin (`location.origin`). */
+  readonly base?: string;
+  readonly fetch?: typeof fetch;
+  readonly WebSocket?: WebSocketConstructor;
+}
+
+/**
+ * Opens a realtime connection with a client path, as an untrusted client (a browser) does, with no
+ * key. A path minted with `channels` / `patterns` holds all of them: `subscribe` to each to get
+ * its messages (claiming one of the path's own makes no request), or to others its token allows.
+ * A path minted for one channel opens a v1 connection that carries that one subscription only.
+ * `path` is the path itself (reconnects reuse it: mint it with `maxUses: 0` or enough uses) or a
+ * function that asks your backend for a fresh one before every connect.
+ */
+export function realtimePath(path: string | (() => Promise<string>), options: RealtimePathOptions = {}): RealtimeConnection {
+  const base = options.base ?? (globalThis as { location?: { origin: string } }).location?.origin;
+  const resolve = (p: string): { url: string; key: undefined } => ({ url: new URL(p, base).href, key: undefined });
+  const target = typeof path === "string" ? () => Promise.resolve(resolve(path)) : async () => resolve(await path());
+  return new RealtimeConnection({ target, fetch: options.fetch ?? globalThis.fetch.bind(globalThis), WebSocket: options.WebSocket }, options);
 }
 
 /**

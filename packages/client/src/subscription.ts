@@ -2,7 +2,7 @@ import { PlateClientError } from "./errors.js";
 import { openSse } from "./sse.js";
 import type { Opened, Target, TransportEvents } from "./transport.js";
 import type { Envelope, Ready, Reset, SubscriptionState } from "./types.js";
-import { openWs } from "./ws.js";
+import { openWs, webSocketImpl } from "./ws.js";
 import type { WebSocketConstructor } from "./ws.js";
 
 /** Reconnect delays: full jitter, `random(0, min(maxDelayMs, initialDelayMs × 2^attempt))`. */
@@ -15,6 +15,20 @@ export interface ReconnectOptions {
 
 /** Defaults of `ReconnectOptions`: a first retry within half a second, never more than 30 s apart. */
 export const DEFAULT_RECONNECT = { initialDelayMs: 500, maxDelayMs: 30_000 } as const;
+
+/** The policy `reconnect` options stand for: `undefined` for `false` (never reconnect). */
+export function reconnectPolicy(options: ReconnectOptions | false | undefined): Required<ReconnectOptions> | undefined {
+  return options === false ? undefined : { ...DEFAULT_RECONNECT, ...options };
+}
+
+/**
+ * The delay before try `attempt + 1` (0 for the first retry after a drop): full jitter under a
+ * ceiling that doubles per attempt, and never sooner than the service's `Retry-After`.
+ */
+export function reconnectDelay(policy: Required<ReconnectOptions>, attempt: number, retryAfterMs = 0): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** attempt);
+  return Math.max(Math.random() * ceiling, retryAfterMs);
+}
 
 /**
  * Ends a connection that received nothing, not even a heartbeat, for this long. The server sends
@@ -61,11 +75,11 @@ export interface SubscriptionPlan {
  */
 export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Envelope<T>) => void, options: SubscribeOptions): Unsubscribe {
   const transport = options.transport ?? "sse";
-  const WebSocketImpl = plan.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  const WebSocketImpl = webSocketImpl(plan.WebSocket);
   if (transport === "ws" && WebSocketImpl === undefined) {
     throw new TypeError("No WebSocket here: pass one in the client's options (Node 20: `WebSocket` from the ws package).");
   }
-  const reconnect = options.reconnect === false ? undefined : { ...DEFAULT_RECONNECT, ...options.reconnect };
+  const reconnect = reconnectPolicy(options.reconnect);
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   let lastId = options.since;
   let attempt = 0;
@@ -129,9 +143,8 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
       options.onError?.(error);
       if (!error.retryable || reconnect === undefined) return stop();
       setState("reconnecting");
-      const ceiling = Math.min(reconnect.maxDelayMs, reconnect.initialDelayMs * 2 ** attempt);
+      const delay = reconnectDelay(reconnect, attempt, error.details.retryAfterMs);
       attempt += 1;
-      const delay = Math.max(Math.random() * ceiling, error.details.retryAfterMs ?? 0);
       timer = setTimeout(connect, delay);
     },
   };

@@ -50,6 +50,10 @@ export interface ClientPath {
   readonly expiresAt: string;
   readonly maxUses: number;
   readonly maxDuration: number;
+  /** The further channels the path may subscribe to (`clientPath`'s `channels`), when any. */
+  readonly channels?: readonly string[];
+  /** The further patterns the path may subscribe to (`clientPath`'s `patterns`), when any. */
+  readonly patterns?: readonly string[];
 }
 
 /**
@@ -57,3 +61,36 @@ export interface ClientPath {
  * (waiting for the next try after a drop), `closed` (unsubscribed, or a final error).
  */
 export type SubscriptionState = "connecting" | "open" | "reconnecting" | "closed";
+
+/**
+ * What one subscription of a realtime connection listens to, as the wire names it: one channel,
+ * or one pattern of `*` (any run, possibly empty) and `?` (exactly one character).
+ */
+export type SubscriptionName = { readonly channel: string; readonly pattern?: undefined } | { readonly pattern: string; readonly channel?: undefined };
+
+/** A subscription the service holds, and the position it started from (resuming from it misses nothing). */
+export type SubscriptionInfo = SubscriptionName & { readonly position?: string };
+
+/** The first frame (event) of a realtime connection, after every (re)connect. */
+export interface RealtimeReady {
+  readonly type: "ready";
+  readonly clientId: string;
+  /** What the connection was opened with: its query, or a client path's channels and patterns. */
+  readonly subscriptions: readonly SubscriptionInfo[];
+}
+
+/** One subscription of a realtime connection may have missed messages: refetch its state; live messages follow. */
+export type RealtimeReset = { readonly type: "reset"; readonly reason: ResetReason; readonly message: string } & SubscriptionName;
+
+/**
+ * Where a realtime connection is: `connecting` (first try), `open` (ready received),
+ * `reconnecting` (waiting for the next try after a drop), `closed` (closed, or a final error).
+ */
+export type ConnectionState = SubscriptionState;
+
+/**
+ * Where one subscription of a realtime connection is: `pending` (asked for, on this connection or
+ * the next one), `live` (the service confirmed it on the current connection), `closed`
+ * (unsubscribed, refused, ended by the service, or its connection closed).
+ */
+export type RealtimeSubscriptionState = "pending" | "live" | "closed";

@@ -8,7 +8,7 @@ import type { Envelope, Ready, Reset } from "./types.js";
 export type WebSocketConstructor = new (url: string) => unknown;
 
 /** What the client uses of a WebSocket (the browser's API, which `ws` also offers). */
-interface WebSocketLike {
+export interface WebSocketLike {
   readonly readyState: number;
   onopen: ((event: unknown) => void) | null;
   onmessage: ((event: { data: unknown }) => void) | null;
@@ -18,7 +18,13 @@ interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-const OPEN = 1;
+/** `WebSocket.OPEN`, which the constructor type does not promise to carry. */
+export const OPEN = 1;
+
+/** The WebSocket to use: the one given, else the platform's; `undefined` when there is none (Node 20). */
+export function webSocketImpl(given: WebSocketConstructor | undefined): WebSocketConstructor | undefined {
+  return given ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+}
 
 type ServerFrame = Ready | Envelope | Reset | { type: "pong" } | { type: "error"; error: { code: ErrorCode; message: string } };
 

@@ -112,12 +112,17 @@ export abstract class Connection {
   readonly wire: Wire;
   /** Its subscriptions by `topicKey`. */
   readonly subscriptions = new Map<string, Subscription>();
-  /** Its channel subscriptions by channel, and its patterns: which subscriptions a message matches. */
-  readonly #channels = new Map<string, Subscription>();
-  readonly #patterns = new Map<Subscription, ChannelMatcher>();
+  /**
+   * Its channel subscriptions by channel, and its patterns: which subscriptions a message matches.
+   * Made with a connection's second subscription: a v1 connection (one subscription, thousands per
+   * node) holds none of it (idle-memory.test.ts).
+   */
+  #channels: Map<string, Subscription> | undefined;
+  #patterns: Map<Subscription, ChannelMatcher> | undefined;
   /** The last position a pattern subscription wrote (see `Overlap.seed`). */
   #patternMark: Position | undefined;
-  readonly #overlap: Overlap;
+  #overlap: Overlap | undefined;
+  readonly #maxOverlapChannels: number;
   #started = false;
   #ended = false;
   #backlog: Backlog | undefined;
@@ -130,7 +135,7 @@ export abstract class Connection {
     this.keyId = options.keyId;
     this.clientId = options.clientId;
     this.wire = options.wire;
-    this.#overlap = new Overlap(options.maxOverlapChannels);
+    this.#maxOverlapChannels = options.maxOverlapChannels;
   }
 
   get ended(): boolean {
@@ -142,24 +147,39 @@ export abstract class Connection {
     return this.#started;
   }
 
-  /** A new subscription of this connection to `topic`, not started; it leaves the connection when it ends. */
+  /** A new subscription of this connection to `topic`, not started; it leaves the connection when it ends (`forget`). */
   adopt(topic: Topic): Subscription {
     const sub = new Subscription(topic, this);
     this.subscriptions.set(sub.key, sub);
-    if (topic.pattern) {
-      this.#patterns.set(sub, compilePattern(topic.channel));
-    } else {
-      this.#channels.set(topic.channel, sub);
-      // A pattern of this connection already writes this channel: the subscription goes on from there.
-      if (this.#patternMark !== undefined && this.#matches(topic.channel) > 1) this.#overlap.seed(topic.channel, this.#patternMark);
+    if (this.subscriptions.size === 2) {
+      // The second one: from now on a message may match several.
+      this.#channels = new Map();
+      this.#patterns = new Map();
+      this.#overlap = new Overlap(this.#maxOverlapChannels);
+      for (const each of this.subscriptions.values()) this.#index(each);
+    } else if (this.subscriptions.size > 2) {
+      this.#index(sub);
     }
-    sub.onEnd(() => {
-      if (this.subscriptions.get(sub.key) === sub) this.subscriptions.delete(sub.key);
-      if (topic.pattern) this.#patterns.delete(sub);
-      else if (this.#channels.get(topic.channel) === sub) this.#channels.delete(topic.channel);
-      for (const out of sub.seam.discard()) this.#heldBytes -= this.bytesOf(out);
-    });
     return sub;
+  }
+
+  /** Lets go of a subscription that ended (called by `Subscription.end`). */
+  forget(sub: Subscription): void {
+    if (this.subscriptions.get(sub.key) === sub) this.subscriptions.delete(sub.key);
+    if (sub.topic.pattern) this.#patterns?.delete(sub);
+    else if (this.#channels?.get(sub.topic.channel) === sub) this.#channels.delete(sub.topic.channel);
+    for (const out of sub.seam.discard()) this.#heldBytes -= this.bytesOf(out);
+  }
+
+  #index(sub: Subscription): void {
+    const { topic } = sub;
+    if (topic.pattern) {
+      this.#patterns!.set(sub, compilePattern(topic.channel));
+    } else {
+      this.#channels!.set(topic.channel, sub);
+      // A pattern of this connection already writes this channel: the subscription goes on from there.
+      if (this.#patternMark !== undefined && this.#matches(topic.channel) > 1) this.#overlap!.seed(topic.channel, this.#patternMark);
+    }
   }
 
   /** Writes the first frame. `streamId`: the id a client resumes from after it, on a transport whose stream carries ids (SSE `id:`). */
@@ -204,8 +224,11 @@ export abstract class Connection {
    */
   emit(sub: Subscription, out: Outbound): boolean {
     if (this.#ended) return false;
-    if (this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) return true;
-    if (this.#patterns.size > 0 && sub.topic.pattern) this.#markPattern(out);
+    const overlap = this.#overlap;
+    if (overlap !== undefined) {
+      if (this.subscriptions.size > 1 && !overlap.admit(out, out.channel, this.#matches(out.channel))) return true;
+      if (sub.topic.pattern) this.#markPattern(out);
+    }
     const backlog = this.#backlog;
     if (backlog !== undefined) return this.#enqueue({ sub, out }, this.bytesOf(out));
     return this.write(out);
@@ -261,8 +284,8 @@ export abstract class Connection {
 
   /** How many of its subscriptions a message of `channel` matches. */
   #matches(channel: ChannelName): number {
-    let count = this.#channels.has(channel) ? 1 : 0;
-    for (const matches of this.#patterns.values()) if (matches(channel)) count += 1;
+    let count = this.#channels?.has(channel) === true ? 1 : 0;
+    for (const matches of this.#patterns?.values() ?? []) if (matches(channel)) count += 1;
     return count;
   }
 
@@ -340,7 +363,7 @@ export abstract class Connection {
         if (this.#blocked(output, this.bytesOf(out), backlog)) return;
         item.next += 1;
         item.current = undefined;
-        if (this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) continue;
+        if (this.#overlap !== undefined && this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) continue;
         if (!this.write(out)) return;
         continue;
       }

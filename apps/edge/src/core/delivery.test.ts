@@ -1,4 +1,4 @@
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { formatPosition } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, Message, MessageId, PlateId, ReadyFrame, RealtimeReadyFrame, ResetReason, Topic } from "@plate/protocol";

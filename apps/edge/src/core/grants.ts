@@ -19,7 +19,7 @@ export function tokenGrant(topics: readonly Topic[]): Grant {
   const matchers = patterns.map((t) => compilePattern(t.channel as never));
   return (topic) => {
     const allowed = topic.pattern
-      ? patterns.some((t) => patternCovers(t.channel as never, topic.channel))
+      ? patterns.some((t) => patternCovers(t.channel, topic.channel))
       : channels.has(topic.channel) || matchers.some((matches) => matches(topic.channel));
     if (!allowed) {
       throw new PlateError("forbidden", `This client path may not use ${topic.pattern ? "the pattern" : "the channel"} "${topic.channel}".`);

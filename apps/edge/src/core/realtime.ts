@@ -214,7 +214,7 @@ export class Realtime {
           }
           resolve([...conn.subscriptions.values()].map(infoOf));
         } catch (err) {
-          reject(err);
+          reject(toPlateError(err));
           throw err;
         }
       }, reject);

@@ -11,7 +11,7 @@ import type { Outbound } from "./outbound.js";
  *
  * Lifecycle: created and added to its connection (`Connection.adopt`), subscribed in the fan-out,
  * started once its history was read (`Connection.startSubscriptions`), ended once (`end`): its
- * `onEnd` hooks unhook it from the fan-out.
+ * connection forgets it, and its `onEnd` hook unhooks it from the fan-out.
  */
 export class Subscription {
   readonly key: string;
@@ -19,7 +19,8 @@ export class Subscription {
   #ended = false;
   /** Where it started in the plate's history (the head read when it subscribed), once known. */
   position: string | undefined;
-  readonly #onEnd: (() => void)[] = [];
+  /** Its end hook (the fan-out's detach); one slot, not an array: thousands are held per node. */
+  #onEnd: (() => void) | undefined;
 
   constructor(
     readonly topic: Topic,
@@ -55,15 +56,18 @@ export class Subscription {
     this.conn.resetFor(this, reason);
   }
 
-  /** Ends it once: it gets nothing more, and its hooks run. */
+  /** Ends it once: it gets nothing more, its connection lets go of it, and its hooks run. */
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    for (const hook of this.#onEnd) hook();
+    this.conn.forget(this);
+    this.#onEnd?.();
   }
 
+  /** Runs `hook` once when it ends (after any hook given before). */
   onEnd(hook: () => void): void {
-    this.#onEnd.push(hook);
+    const before = this.#onEnd;
+    this.#onEnd = before === undefined ? hook : () => (before(), hook());
   }
 }
 

@@ -23,6 +23,8 @@ export interface OpenOptions {
   readonly requestId?: string | undefined;
   /** A connection slot of its plate held for it (`Connections.reserve`), which it takes over. */
   readonly slot?: ConnectionSlot | undefined;
+  /** Refuses the connect the one way (log, count: `http/refusals.ts`), answering the error to end it with. */
+  readonly refuse?: ((err: unknown) => PlateError) | undefined;
 }
 
 /**
@@ -52,13 +54,12 @@ export class Subscriptions {
    */
   async open(conn: Connection, asked: readonly Asked[], options: OpenOptions = {}): Promise<void> {
     const started = Date.now();
-    conn.onEnd((reason) => {
-      if (!this.log.debugEnabled) return;
+    // Only at debug: a hook per connection is memory held by every idle one.
+    if (this.log.debugEnabled) conn.onEnd((reason) => {
       this.log.debug("connection ended", {
         requestId: options.requestId,
         plateId: conn.plateId,
         transport: conn.transport,
-        subscriptions: conn.subscriptions.size,
         reason,
         seconds: Math.round((Date.now() - started) / 1000),
       });
@@ -72,7 +73,7 @@ export class Subscriptions {
       if (conn.ended) return;
       replays = await Promise.all(asked.map((a) => this.#read(a.topic, a.since)));
     } catch (err) {
-      const error = toPlateError(err);
+      const error = options.refuse?.(err) ?? toPlateError(err);
       conn.end(error.code, error.message);
       return;
     }

@@ -1,9 +1,9 @@
 import type { ServerResponse } from "node:http";
 import { Hono } from "hono";
-import type { Context } from "hono";
+import type { Context, Handler } from "hono";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { PlateError, isClientTokenShape, toPlateError, topicKey } from "@plate/protocol";
+import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
 import type { PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import type { Wire } from "../core/connection.js";
@@ -23,6 +23,9 @@ import { readJson, readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
 import { NO_SNIFF } from "./raw-response.js";
 import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
+import { errorAnswer, refuse } from "./refusals.js";
+import { ROUTES } from "./routes.js";
+import type { RouteName } from "./routes.js";
 
 /** Hono's environment on Node: the raw request and response are at `c.env`; the request's id. */
 export type AppEnv = { Bindings: HttpBindings; Variables: { requestId: string } };
@@ -60,122 +63,120 @@ export function createApp(services: Services): Hono<AppEnv> {
   });
 
   app.onError((err, c) => {
-    const error = toPlateError(err);
-    if (error.code === "internal_error") {
-      log.error("request failed", { requestId: c.get("requestId"), path: loggablePath(c.req.path), error: String(err) });
-    }
-    metrics.rejected.inc({ code: error.code });
-    if (error.retryAfterS !== undefined) c.header("Retry-After", String(error.retryAfterS));
-    return c.json(error.toBody(), error.status as 400);
+    const answer = errorAnswer(refuse(services, err, { what: "request refused", requestId: c.get("requestId"), path: loggablePath(c.req.path) }));
+    return c.body(answer.body, answer.status as 400, answer.headers);
   });
 
   app.notFound(() => {
     throw new PlateError("not_found", "No such route; see the API reference.");
   });
 
-  app.get("/healthz", (c) => c.json({ data: { status: "ok" } }));
-  app.get("/readyz", (c) => {
-    if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
-    const notReady = services.notReady();
-    if (notReady !== undefined) throw new PlateError("broker_unavailable", notReady);
-    return c.json({ data: { status: "ready" } });
-  });
-  app.get("/metrics", async (c) =>
-    c.body(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType }),
-  );
-
   app.route("/admin", adminRoutes(services));
   if (config.consoleEnabled) app.route("/console", consoleRoutes());
 
-  // 1 and 6 (publish) are served before Hono: see publish.ts.
-
   // 2 and 7: subscribe with SSE.
-  const subscribe = async (c: Context<AppEnv>, plate: string, channel: string) => {
+  const subscribe = async (c: Context<AppEnv>) => {
     refuseWhileDraining(services);
-    const topic = topicParam(plateParam(plate), channel, patternQuery(c.req.query("pattern")));
+    const topic = topicParam(plateParam(c.req.param("plateId") ?? ""), c.req.param("channel") ?? "", patternQuery(c.req.query("pattern")));
     const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
     services.tenancy.authorize(key, "subscribe", topic);
     return openSse(c, services, { plateId: topic.plateId, keyId: key.id, wire: "v1", asked: [{ topic, since: lastEventId(c) }] });
   };
-  app.get("/:plateId/pubsub/:channel/subscribe", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
-  app.get("/:plateId/subscribe/:channel", (c) => subscribe(c, c.req.param("plateId"), c.req.param("channel")));
 
   // 3 and 8 answer here only when the request is not a WebSocket upgrade.
   const notUpgrade = () => {
     throw new PlateError("bad_request", "This route takes a WebSocket upgrade.");
   };
-  app.get("/:plateId/pubsub/:channel/ws", notUpgrade);
-  app.get("/:plateId/ws/subscribe/:channel", notUpgrade);
 
-  // 4: mint a client token: the path's channel or pattern, and any `channels` and `patterns`.
-  app.on(["GET", "POST"], "/:plateId/pubsub/:channel/client", async (c) => {
-    const plateId = plateParam(c.req.param("plateId"));
-    const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
-    const params =
-      c.req.method === "POST"
-        ? await readParams(c.req.raw, config.maxMessageBytes)
-        : { ...c.req.query(), channels: c.req.queries("channels"), patterns: c.req.queries("patterns") };
-    const topic = topicParam(plateId, c.req.param("channel"), booleanParam(params, "pattern"));
-    const topics: [Topic, ...Topic[]] = [topic];
-    const keys = new Set([topicKey(topic)]);
-    for (const [name, pattern] of [["channels", false], ["patterns", true]] as const) {
-      for (const item of listParam(params, name)) {
-        const more = topicParam(plateId, item, pattern);
-        if (!keys.has(topicKey(more))) topics.push(more);
-        keys.add(topicKey(more));
+  /** The handler of every route of the table but 1 and 6 (publish is served before Hono: publish.ts). */
+  const handlers: Record<Exclude<RouteName, "publish" | "publishLegacy">, Handler<AppEnv>> = {
+    healthz: (c) => c.json({ data: { status: "ok" } }),
+    readyz: (c) => {
+      if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
+      const notReady = services.notReady();
+      if (notReady !== undefined) throw new PlateError("broker_unavailable", notReady);
+      return c.json({ data: { status: "ready" } });
+    },
+    metrics: async (c) => c.body(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType }),
+    subscribeSse: subscribe,
+    subscribeSseLegacy: subscribe,
+    subscribeWs: notUpgrade,
+    subscribeWsLegacy: notUpgrade,
+
+    // 4: mint a client token: the path's channel or pattern, and any `channels` and `patterns`.
+    clientToken: async (c) => {
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+      const params =
+        c.req.method === "POST"
+          ? await readParams(c.req.raw, config.maxMessageBytes)
+          : { ...c.req.query(), channels: c.req.queries("channels"), patterns: c.req.queries("patterns") };
+      const topic = topicParam(plateId, c.req.param("channel") ?? "", booleanParam(params, "pattern"));
+      const topics: [Topic, ...Topic[]] = [topic];
+      const keys = new Set([topicKey(topic)]);
+      for (const [name, pattern] of [["channels", false], ["patterns", true]] as const) {
+        for (const item of listParam(params, name)) {
+          const more = topicParam(plateId, item, pattern);
+          if (!keys.has(topicKey(more))) topics.push(more);
+          keys.add(topicKey(more));
+        }
       }
-    }
-    if (topics.length > config.maxSubscriptionsPerConnection) {
-      throw new PlateError("invalid_parameter", `A client path may name at most ${config.maxSubscriptionsPerConnection} channels and patterns.`);
-    }
-    for (const t of topics) services.tenancy.authorize(key, "client", t);
-    return c.json({ data: await services.tokens.mint(key.id, topics, params) });
-  });
+      if (topics.length > config.maxSubscriptionsPerConnection) {
+        throw new PlateError("invalid_parameter", `A client path may name at most ${config.maxSubscriptionsPerConnection} channels and patterns.`);
+      }
+      for (const t of topics) services.tenancy.authorize(key, "client", t);
+      return c.json({ data: await services.tokens.mint(key.id, topics, params) });
+    },
 
-  // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
-  app.get("/:plateId/s/:token", async (c) => {
-    refuseWhileDraining(services);
-    const plateId = plateParam(c.req.param("plateId"));
-    const token = c.req.param("token");
-    if (!isClientTokenShape(token)) {
-      throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
-    }
-    return services.connections.holding(plateId, async (slot) => {
-      const record = await services.tokens.claim(plateId, token);
-      const topics = tokenTopics(record);
-      const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
-      if (record.topics === undefined) return openSse(c, services, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: lastEventId(c) }] });
-      const asked = topics.map((topic) => ({ topic, since: lastEventId(c) }));
-      return openSse(c, services, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
-    });
-  });
+    // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
+    connectToken: async (c) => {
+      refuseWhileDraining(services);
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const token = c.req.param("token") ?? "";
+      if (!isClientTokenShape(token)) {
+        throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
+      }
+      return services.connections.holding(plateId, async (slot) => {
+        const record = await services.tokens.claim(plateId, token);
+        const topics = tokenTopics(record);
+        const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
+        if (record.topics === undefined) return openSse(c, services, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: lastEventId(c) }] });
+        const asked = topics.map((topic) => ({ topic, since: lastEventId(c) }));
+        return openSse(c, services, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
+      });
+    },
 
-  // 9: the realtime connection over SSE (the WebSocket upgrade is in upgrade.ts).
-  app.get("/:plateId/realtime", async (c) => {
-    refuseWhileDraining(services);
-    const plateId = plateParam(c.req.param("plateId"));
-    if (c.req.header("authorization") === undefined && c.req.query("token") !== undefined) {
-      throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
-    }
-    const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
-    const grant = keyGrant(services.tenancy, key);
-    const asked = realtimeQuery(plateId, new URL(c.req.url).searchParams, config.maxSubscriptionsPerConnection, lastEventId(c));
-    for (const { topic } of asked) grant(topic);
-    return openSse(c, services, { plateId, keyId: key.id, wire: "v2", asked, grant });
-  });
+    // 9: the realtime connection over SSE (the WebSocket upgrade is in upgrade.ts).
+    realtime: async (c) => {
+      refuseWhileDraining(services);
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      if (c.req.header("authorization") === undefined && c.req.query("token") !== undefined) {
+        throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
+      }
+      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+      const grant = keyGrant(services.tenancy, key);
+      const asked = realtimeQuery(plateId, new URL(c.req.url).searchParams, config.maxSubscriptionsPerConnection, lastEventId(c));
+      for (const { topic } of asked) grant(topic);
+      return openSse(c, services, { plateId, keyId: key.id, wire: "v2", asked, grant });
+    },
 
-  // 9: change a live stream's subscriptions, whichever node holds it.
-  app.post("/:plateId/realtime/:clientId", async (c) => {
-    const plateId = plateParam(c.req.param("plateId"));
-    const clientId = c.req.param("clientId");
-    const change = readChange(await readJson(c.req.raw, config.maxMessageBytes), config.maxSubscriptionsPerConnection);
-    if (change === undefined) {
-      throw new PlateError("bad_request", 'The body is {"subscribe":[{"channel":"a"}],"unsubscribe":[{"pattern":"b:*"}]}.');
-    }
-    const asker = await changeAsker(services, plateId, c.req.header("authorization"), change);
-    const subscriptions = await services.realtime.change(plateId, clientId, asker, change);
-    return c.json({ data: { subscriptions } });
-  });
+    // 9: change a live stream's subscriptions, whichever node holds it.
+    realtimeChange: async (c) => {
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const clientId = c.req.param("clientId") ?? "";
+      const change = readChange(await readJson(c.req.raw, config.maxMessageBytes), config.maxSubscriptionsPerConnection);
+      if (change === undefined) {
+        throw new PlateError("bad_request", 'The body is {"subscribe":[{"channel":"a"}],"unsubscribe":[{"pattern":"b:*"}]}.');
+      }
+      const asker = await changeAsker(services, plateId, c.req.header("authorization"), change);
+      const subscriptions = await services.realtime.change(plateId, clientId, asker, change);
+      return c.json({ data: { subscriptions } });
+    },
+  };
+  for (const route of ROUTES) {
+    if (route.name === "publish" || route.name === "publishLegacy") continue;
+    app.on([...route.methods], route.path, handlers[route.name]);
+  }
 
   return app;
 }
@@ -240,6 +241,7 @@ async function openSse(c: Context<AppEnv>, services: Services, opening: SseOpeni
     maxDurationMs: opening.maxDurationMs ?? 0,
     requestId: c.get("requestId"),
     slot: opening.slot,
+    refuse: (err) => refuse(services, err, { what: "request refused", requestId: c.get("requestId"), path: loggablePath(c.req.path) }),
   });
   return RESPONSE_ALREADY_SENT;
 }

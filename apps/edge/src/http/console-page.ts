@@ -1,7 +1,10 @@
 /**
  * The console page: plain HTML, CSS and one module script on `@plate/client` (served beside it).
- * The key typed into it stays in the page (sent only to this node, as the Authorization header).
- * `MAX_ROWS` caps the log so that a busy channel cannot grow the page without bound.
+ * It opens one realtime connection (route 9, with a key or a client path) and keeps a list of
+ * subscriptions on it, added and removed while it is open; each message is logged once, tagged
+ * with the subscriptions it matched. The key typed into it stays in the page (sent only to the
+ * node typed in, as the Authorization header or the WebSocket's auth frame). `MAX_ROWS` caps the
+ * log so that a busy channel cannot grow the page without bound.
  */
 export const CONSOLE_PAGE = `<!doctype html>
 <html lang="en">
@@ -22,17 +25,25 @@ export const CONSOLE_PAGE = `<!doctype html>
   textarea { width: 100%; box-sizing: border-box; min-height: 48px; font-family: ui-monospace, monospace; }
   button { border: 0; border-radius: 4px; padding: 6px 14px; background: #2f5bd3; color: #fff; cursor: pointer; }
   button.stop { background: #b3261e; }
+  button.small { padding: 2px 10px; font-size: 12px; }
   .hint { font-size: 12px; color: #6b7385; }
-  #state { font-weight: 600; margin-left: 8px; }
-  #state[data-state=open] { color: #1a7f37; }
-  #state[data-state=reconnecting], #state[data-state=connecting] { color: #9a6700; }
+  [data-state] .state, #state { font-weight: 600; }
+  #state { margin-left: 8px; }
+  #client-id { margin-left: 8px; font: 12px ui-monospace, monospace; color: #6b7385; }
+  #state[data-state=open], tr[data-state=live] .state { color: #1a7f37; }
+  #state[data-state=reconnecting], #state[data-state=connecting], tr[data-state=pending] .state { color: #9a6700; }
+  tr[data-state=closed] .state { color: #b3261e; }
   table { width: 100%; border-collapse: collapse; background: #fff; font-size: 13px; }
   th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e3e6ec; vertical-align: top; }
   td:not(.body) { white-space: nowrap; }
   td.body { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
+  #subscriptions { margin-top: 6px; }
+  #subscriptions:not(:has(tr)) { display: none; }
+  #subscriptions td.name { font-family: ui-monospace, monospace; }
+  .tag { display: inline-block; font: 12px ui-monospace, monospace; background: #e8eefc; color: #1f3f99; border-radius: 3px; padding: 0 5px; margin: 0 4px 2px 0; }
   tr[data-kind=error] td { background: #fdecea; }
   tr[data-kind=reset] td { background: #fff4d6; }
-  tr[data-kind=ready] td, tr[data-kind=published] td { color: #4a5264; }
+  tr[data-kind=ready] td, tr[data-kind=published] td, tr[data-kind=subscribed] td, tr[data-kind=unsubscribed] td { color: #4a5264; }
   code.code { font-weight: 600; }
 </style>
 </head>
@@ -44,14 +55,17 @@ export const CONSOLE_PAGE = `<!doctype html>
   <label>Plate <input id="plate" type="text" value="demo"></label>
   <label>API key <input id="key" type="password" autocomplete="off"></label>
   <label>or a client path <input id="path" type="text" placeholder="/demo/s/…"></label>
-  <div class="hint">With a client path the page subscribes to what the path allows, with no key (publishing needs the key).</div>
+  <label>Transport <select id="transport"><option value="sse">Server-Sent Events</option><option value="ws">WebSocket</option></select></label>
+  <button id="connect" type="button">Connect</button><span id="state" data-state="closed">closed</span><span id="client-id"></span>
+  <div class="hint">One connection carries every subscription below. With a client path the page connects with no key and lists the path's own channels and patterns (publishing needs the key).</div>
 </fieldset>
 <fieldset>
-  <legend>Subscribe</legend>
+  <legend>Subscriptions</legend>
   <label>Channel or pattern <input id="channel" type="text" value="alerts"></label>
   <label class="inline"><input id="pattern" type="checkbox"> pattern (<code>*</code>, <code>?</code>)</label>
-  <label>Transport <select id="transport"><option value="sse">Server-Sent Events</option><option value="ws">WebSocket</option></select></label>
-  <button id="subscribe" type="button">Subscribe</button><span id="state" data-state="closed">closed</span>
+  <button id="subscribe" type="button">Subscribe</button>
+  <div class="hint">Subscribing while disconnected connects first. Add and remove subscriptions while the connection is open; a drop reconnects once and resumes every one.</div>
+  <table id="subscriptions"><tbody></tbody></table>
 </fieldset>
 <fieldset>
   <legend>Publish</legend>
@@ -60,21 +74,37 @@ export const CONSOLE_PAGE = `<!doctype html>
   <button id="publish" type="button">Publish</button>
 </fieldset>
 <table>
-  <thead><tr><th>Time</th><th>What</th><th>Channel</th><th>Id</th><th>Message or error</th></tr></thead>
+  <thead><tr><th>Time</th><th>What</th><th>Channel</th><th>Subscriptions</th><th>Id</th><th>Message or error</th></tr></thead>
   <tbody id="log"></tbody>
 </table>
 <script type="module">
-import { PlateClient, PlateClientError, subscribePath } from "/console/client/index.js";
+import { PlateClient, PlateClientError, realtimePath } from "/console/client/index.js";
 
 const MAX_ROWS = 500;
 const $ = (id) => document.getElementById(id);
-let unsubscribe;
+/** The realtime connection, while one is open (or reconnecting). */
+let rt;
+/** The subscriptions the page wants, by "c:<channel>" / "p:<pattern>": { name, sub, count, row }. */
+const wanted = new Map();
 
-function row(kind, { channel = "", id = "", text = "", code } = {}) {
+const label = (name) => name.channel ?? name.pattern;
+const keyOf = (name) => (name.channel !== undefined ? "c:" : "p:") + label(name);
+const nameOf = (info) => (info.channel !== undefined ? { channel: info.channel } : { pattern: info.pattern });
+const node = () => $("base").value.trim() || location.origin;
+const live = () => rt !== undefined && rt.state !== "closed";
+
+function log(kind, { channel = "", tags = [], id = "", text = "", code } = {}) {
   const tr = document.createElement("tr");
   tr.dataset.kind = kind;
-  const cells = [new Date().toISOString().slice(11, 23), kind, channel, id];
-  for (const value of cells) tr.appendChild(document.createElement("td")).textContent = value;
+  for (const value of [new Date().toISOString().slice(11, 23), kind, channel]) tr.appendChild(document.createElement("td")).textContent = value;
+  const matched = tr.appendChild(document.createElement("td"));
+  matched.className = "tags";
+  for (const tag of tags) {
+    const span = matched.appendChild(document.createElement("span"));
+    span.className = "tag";
+    span.textContent = tag;
+  }
+  tr.appendChild(document.createElement("td")).textContent = id;
   const body = tr.appendChild(document.createElement("td"));
   body.className = "body";
   if (code !== undefined) {
@@ -85,44 +115,123 @@ function row(kind, { channel = "", id = "", text = "", code } = {}) {
   } else {
     body.textContent = text;
   }
-  const log = $("log");
-  log.prepend(tr);
-  while (log.rows.length > MAX_ROWS) log.deleteRow(-1);
+  const rows = $("log");
+  rows.prepend(tr);
+  while (rows.rows.length > MAX_ROWS) rows.deleteRow(-1);
 }
 
 function client() {
-  return new PlateClient({ url: $("base").value.trim() || location.origin, plate: $("plate").value.trim(), key: $("key").value });
+  return new PlateClient({ url: node(), plate: $("plate").value.trim(), key: $("key").value });
+}
+
+/** Shows each wanted subscription's state, message count and last id. */
+function refresh() {
+  for (const entry of wanted.values()) {
+    const state = entry.sub?.state ?? "closed";
+    entry.row.dataset.state = state;
+    entry.row.querySelector(".state").textContent = state;
+    entry.row.querySelector(".count").textContent = entry.count + (entry.count === 1 ? " message" : " messages");
+    entry.row.querySelector(".last").textContent = entry.sub?.lastId ?? "";
+  }
 }
 
 function setState(state) {
   $("state").textContent = state;
   $("state").dataset.state = state;
-  const live = state !== "closed";
-  $("subscribe").textContent = live ? "Unsubscribe" : "Subscribe";
-  $("subscribe").classList.toggle("stop", live);
-  if (!live) unsubscribe = undefined;
+  $("connect").textContent = state === "closed" ? "Connect" : "Disconnect";
+  $("connect").classList.toggle("stop", state !== "closed");
+  if (state !== "open") $("client-id").textContent = "";
+  refresh();
 }
 
-$("subscribe").addEventListener("click", () => {
-  if (unsubscribe) {
-    unsubscribe();
-    return;
+/** Asks the connection for one wanted subscription. */
+function subscribe(entry) {
+  try {
+    entry.sub = rt.subscribe(entry.name, () => (entry.count += 1), {
+      onSubscribed: (info) => {
+        log("subscribed", { channel: label(info), id: info.position ?? "" });
+        refresh();
+      },
+      onReset: (reset) => log("reset", { channel: label(reset), code: reset.reason, text: reset.message }),
+      onError: (error) => {
+        log("error", { channel: label(entry.name), code: error.code, text: error.message + (error.retryable ? " (asking again)" : "") });
+        refresh();
+      },
+    });
+  } catch (error) {
+    log("error", { channel: label(entry.name), code: error.code ?? "bad_request", text: error.message });
   }
+  refresh();
+}
+
+/** Adds a subscription to the list (and to the connection, when one is open). */
+function want(name) {
+  const row = $("subscriptions").tBodies[0].insertRow();
+  row.dataset.name = label(name);
+  row.dataset.kind = name.channel !== undefined ? "channel" : "pattern";
+  for (const [cls, text] of [["name", label(name)], ["kind", row.dataset.kind], ["state", ""], ["count", ""], ["last", ""]]) {
+    const td = row.insertCell();
+    td.className = cls;
+    td.textContent = text;
+  }
+  const remove = row.insertCell().appendChild(document.createElement("button"));
+  remove.type = "button";
+  remove.className = "stop small unsubscribe";
+  remove.textContent = "Unsubscribe";
+  const entry = { name, sub: undefined, count: 0, row };
+  remove.addEventListener("click", () => {
+    entry.sub?.unsubscribe();
+    wanted.delete(keyOf(name));
+    row.remove();
+    log("unsubscribed", { channel: label(name) });
+  });
+  wanted.set(keyOf(name), entry);
+  if (live()) subscribe(entry);
+  return entry;
+}
+
+function connect() {
   const options = {
     transport: $("transport").value,
-    onReady: (ready) => row("ready", { channel: ready.channel, id: ready.position ?? "", text: ready.pattern ? "pattern" : "" }),
-    onReset: (reset) => row("reset", { channel: reset.channel, code: reset.reason, text: reset.message }),
-    onError: (error) => row("error", { code: error.code, text: error.message + (error.retryable ? " (reconnecting)" : "") }),
     onStateChange: setState,
+    onReady: (ready) => {
+      $("client-id").textContent = ready.clientId;
+      log("ready", { text: "client " + ready.clientId, tags: ready.subscriptions.map(label) });
+      // A client path's own channels and patterns join the list (claiming them makes no request).
+      for (const info of ready.subscriptions) if (!wanted.has(keyOf(info))) want(nameOf(info));
+    },
+    onError: (error) => log("error", { code: error.code, text: error.message + (error.retryable ? " (reconnecting)" : "") }),
+    onMessage: (m, delivered) => {
+      log("message", { channel: m.channel, tags: delivered.map((s) => label(s.name)), id: m.id, text: JSON.stringify(m.message) });
+      refresh();
+    },
   };
-  const show = (m) => row("message", { channel: m.channel, id: m.id, text: JSON.stringify(m.message) });
   const path = $("path").value.trim();
   try {
-    unsubscribe = path
-      ? subscribePath(path, show, { ...options, base: $("base").value.trim() || location.origin })
-      : client().subscribe($("channel").value.trim(), show, { ...options, pattern: $("pattern").checked });
+    rt = path ? realtimePath(path, { ...options, base: node() }) : client().realtime(options);
   } catch (error) {
-    row("error", { code: "bad_request", text: String(error) });
+    log("error", { code: "bad_request", text: String(error) });
+    return;
+  }
+  // In the same turn: they go in the connection's first request.
+  for (const entry of wanted.values()) subscribe(entry);
+}
+
+$("connect").addEventListener("click", () => (live() ? rt.close() : connect()));
+
+$("subscribe").addEventListener("click", () => {
+  const text = $("channel").value.trim();
+  const name = $("pattern").checked ? { pattern: text } : { channel: text };
+  const entry = wanted.get(keyOf(name));
+  if (!live()) {
+    if (entry === undefined) want(name);
+    connect();
+  } else if (entry === undefined) {
+    want(name);
+  } else if (entry.sub === undefined || entry.sub.state === "closed") {
+    subscribe(entry); // refused or ended before: ask again
+  } else {
+    log("error", { channel: text, code: "conflict", text: "Already subscribed on this connection." });
   }
 });
 
@@ -131,15 +240,15 @@ $("publish").addEventListener("click", async () => {
   try {
     message = JSON.parse($("pub-message").value);
   } catch (error) {
-    row("error", { code: "invalid_json", text: "The message is not JSON: " + error.message });
+    log("error", { code: "invalid_json", text: "The message is not JSON: " + error.message });
     return;
   }
   try {
     const published = await client().publish($("pub-channel").value.trim(), message);
-    row("published", { channel: published.channel, id: published.id });
+    log("published", { channel: published.channel, id: published.id });
   } catch (error) {
-    if (error instanceof PlateClientError) row("error", { code: error.code, text: error.message });
-    else row("error", { code: "network_error", text: String(error) });
+    if (error instanceof PlateClientError) log("error", { code: error.code, text: error.message });
+    else log("error", { code: "network_error", text: String(error) });
   }
 });
 </script>

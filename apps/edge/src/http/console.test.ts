@@ -18,7 +18,7 @@ describe("the console", () => {
   it("serves the page, and the client's modules to pages of any origin", async () => {
     const page = await fetch(`${on.url}/console`);
     expect([page.status, page.headers.get("content-type")]).toEqual([200, "text/html; charset=UTF-8"]);
-    expect(await page.text()).toContain('from "/console/client/index.js"');
+    expect(await page.text()).toContain('import { PlateClient, PlateClientError, realtimePath } from "/console/client/index.js"');
     const entry = await fetch(`${on.url}/console/client/index.js`, { headers: { Origin: "https://app.example" } });
     expect([entry.status, entry.headers.get("content-type"), entry.headers.get("access-control-allow-origin")]).toEqual([
       200,
@@ -27,6 +27,7 @@ describe("the console", () => {
     ]);
     const text = await entry.text();
     expect(text).toContain("export { PlateClient, subscribePath }");
+    expect(text).toContain("export { realtimePath }");
     // Every module the entry imports is served too.
     for (const [, file] of text.matchAll(/from "\.\/([\w-]+\.js)"/g)) {
       expect((await fetch(`${on.url}/console/client/${file}`)).status, file).toBe(200);

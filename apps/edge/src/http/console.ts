@@ -7,9 +7,10 @@ import { PlateError } from "@plate/protocol";
 import { CONSOLE_PAGE } from "./console-page.js";
 
 /**
- * The console (`GET /console`): one page that subscribes, publishes and shows errors by their
- * codes, built on `@plate/client`, whose ES modules the node also serves under
- * `/console/client/` (so a page anywhere can `import { subscribePath } from
+ * The console (`GET /console`): one page that opens a realtime connection, adds and removes
+ * subscriptions on it, publishes, and shows each message tagged with the subscriptions it matched
+ * and errors by their codes. It is built on `@plate/client`, whose ES modules the node also serves
+ * under `/console/client/` (so a page anywhere can `import { realtimePath } from
  * "<node>/console/client/index.js"`). Nothing on the page reaches the node but what the page
  * itself sends with the key or path typed into it.
  */

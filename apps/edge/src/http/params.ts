@@ -40,7 +40,7 @@ export function patternQuery(value: string | null | undefined): boolean {
 
 /**
  * Route 9's initial subscriptions from a query: `channel` and `pattern`, each repeatable, and
- * `since.<channel>=<id>` to resume a channel. `lastEventId` (SSE's `Last-Event-ID`, plate-wide)
+ * `since.<channel>=<id>` to resume a channel (`since.<pattern>` asks a pattern to, which gets `reset`). `lastEventId` (SSE's `Last-Event-ID`, plate-wide)
  * resumes every subscription and wins over the query's `since`, as the newer: a browser's
  * EventSource reconnects to the same URL with it. Throws `bad_request` past `max`.
  */
@@ -57,6 +57,7 @@ export function realtimeQuery(plateId: PlateId, query: URLSearchParams, max: num
     asked.push(since === undefined || since === "" ? { topic } : { topic, since });
   };
   for (const channel of query.getAll("channel")) add(topicParam(plateId, channel, false), lastEventId ?? query.get(`since.${channel}`) ?? undefined);
-  for (const pattern of query.getAll("pattern")) add(topicParam(plateId, pattern, true), lastEventId);
+  // A pattern has no history: asked to resume (`since.<pattern>` or Last-Event-ID), it gets `reset`.
+  for (const pattern of query.getAll("pattern")) add(topicParam(plateId, pattern, true), lastEventId ?? query.get(`since.${pattern}`) ?? undefined);
   return asked;
 }

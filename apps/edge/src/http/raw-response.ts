@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { toPlateError } from "@plate/protocol";
 import { loggablePath } from "../core/request-id.js";
 import type { Services } from "../services.js";
 import { addCorsHeaders } from "./cors.js";
+import { errorAnswer, refuse } from "./refusals.js";
 
 /** Headers every answer carries: browsers must not guess another type than the one declared. */
 export const NO_SNIFF = { "X-Content-Type-Options": "nosniff" } as const;
@@ -14,8 +14,8 @@ export function answerHeaders(services: Services, req: IncomingMessage, requestI
 
 /**
  * The error boundary of what is answered outside Hono (publish, a target refused before Hono):
- * the spec's error body with the code's status, the refusal counted, `internal_error` logged with
- * its detail and every other code at debug as `refusal`. `headers` are `answerHeaders`.
+ * refused the one way (`refuse`: logged as `what`, counted), answered as `errorAnswer`.
+ * `headers` are `answerHeaders`.
  */
 export function sendError(
   services: Services,
@@ -23,32 +23,18 @@ export function sendError(
   res: ServerResponse,
   headers: Record<string, string>,
   err: unknown,
-  refusal: string,
+  what: string,
 ): void {
-  const error = toPlateError(err);
-  const fields = {
-    requestId: headers["X-Request-Id"],
-    path: loggablePath(req.url ?? ""),
-    status: error.status,
-    code: error.code,
-  };
-  if (error.code === "internal_error") services.log.error("request failed", { ...fields, error: String(err) });
-  else services.log.debug(refusal, fields);
-  services.metrics.rejected.inc({ code: error.code });
+  const error = refuse(services, err, { what, requestId: headers["X-Request-Id"], path: loggablePath(req.url ?? "") });
   // Failed after the answer started: nothing truthful can follow on this connection.
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const text = JSON.stringify(error.toBody());
-  const answer: Record<string, string | number> = {
-    ...headers,
-    "Content-Type": "application/json",
-    "Content-Length": Buffer.byteLength(text),
-  };
-  if (error.retryAfterS !== undefined) answer["Retry-After"] = String(error.retryAfterS);
+  const answer = errorAnswer(error);
+  const all: Record<string, string> = { ...headers, ...answer.headers };
   // A body left unread (refused before or while reading it) cannot be skipped safely: close after.
-  if (!req.complete) answer.Connection = "close";
-  res.writeHead(error.status, answer);
-  res.end(text);
+  if (!req.complete) all.Connection = "close";
+  res.writeHead(answer.status, all);
+  res.end(answer.body);
 }

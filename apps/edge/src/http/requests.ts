@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { RequestError, getRequestListener } from "@hono/node-server";
-import { PlateError, toPlateError } from "@plate/protocol";
+import { PlateError } from "@plate/protocol";
 import { requestIdOf } from "../core/request-id.js";
 import type { Services } from "../services.js";
 import { createApp } from "./app.js";
 import { createPublishHandler } from "./publish.js";
 import { NO_SNIFF, answerHeaders, sendError } from "./raw-response.js";
+import { errorAnswer, refuse } from "./refusals.js";
 import { requestUrl } from "./target.js";
 
 /**
@@ -45,14 +46,11 @@ export function createRequestListener(services: Services): (req: IncomingMessage
  * does not make a URL), or to a `fetch` that threw instead of answering (`internal_error`).
  */
 function adapterRefusal(services: Services, err: unknown): Response {
-  const error =
-    err instanceof RequestError
-      ? new PlateError("bad_request", "The request's Host header and target do not make a URL.")
-      : toPlateError(err);
-  if (error.code === "internal_error") services.log.error("request failed", { error: String(err) });
-  services.metrics.rejected.inc({ code: error.code });
-  return new Response(JSON.stringify(error.toBody()), {
-    status: error.status,
-    headers: { "Content-Type": "application/json", ...NO_SNIFF },
-  });
+  const error = refuse(
+    services,
+    err instanceof RequestError ? new PlateError("bad_request", "The request's Host header and target do not make a URL.") : err,
+    { what: "request refused" },
+  );
+  const answer = errorAnswer(error);
+  return new Response(answer.body, { status: answer.status, headers: { ...answer.headers, ...NO_SNIFF } });
 }

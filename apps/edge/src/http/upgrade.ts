@@ -3,7 +3,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
-import { PlateError, isClientTokenShape, parseClientFrame, toPlateError } from "@plate/protocol";
+import { PlateError, isClientTokenShape, parseClientFrame } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import type { Wire } from "../core/connection.js";
@@ -18,6 +18,9 @@ import type { Services } from "../services.js";
 import { WsConnection, acceptSocket, closeWithError, frameText } from "../transports/ws.js";
 import { corsHeaders } from "./cors.js";
 import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
+import { NO_SNIFF } from "./raw-response.js";
+import { errorAnswer, refuse } from "./refusals.js";
+import { matchRoute } from "./routes.js";
 import { requestUrl } from "./target.js";
 
 /** A WebSocket route: subscribe with a key (3, 8), connect with a client token (5), or the realtime connection (9). */
@@ -70,17 +73,12 @@ export function createUpgradeHandler(services: Services) {
     if (requestId !== undefined) headers.push(`X-Request-Id: ${requestId}`);
   });
 
-  /** Counts and logs a refusal (the unexpected at error level); answers it as the spec's error. */
+  /** Refuses the one way (`refuse`: logged, counted); the caller answers it. */
   function report(request: IncomingMessage, err: unknown): PlateError {
-    const error = toPlateError(err);
-    services.metrics.rejected.inc({ code: error.code });
-    const fields = { requestId: requestIds.get(request), path: loggablePath(request.url ?? ""), code: error.code };
-    if (error.code === "internal_error") services.log.error("websocket failed", { ...fields, error: String(err) });
-    else services.log.debug("websocket refused", fields);
-    return error;
+    return refuse(services, err, { what: "websocket refused", requestId: requestIds.get(request), path: loggablePath(request.url ?? "") });
   }
 
-  function refuse(ws: WebSocket, request: IncomingMessage, err: unknown): void {
+  function refuseSocket(ws: WebSocket, request: IncomingMessage, err: unknown): void {
     const error = report(request, err);
     settle(request.socket);
     closeWithError(ws, error, limits);
@@ -146,6 +144,7 @@ export function createUpgradeHandler(services: Services) {
       maxDurationMs: opening.maxDurationMs ?? 0,
       requestId: requestIds.get(request),
       slot: opening.slot,
+      refuse: (err) => report(request, err),
     });
   }
 
@@ -176,23 +175,21 @@ export function createUpgradeHandler(services: Services) {
       socket.destroy();
       return;
     }
-    const body = JSON.stringify(error.toBody());
-    const retryAfter = error.retryAfterS === undefined ? "" : `Retry-After: ${error.retryAfterS}\r\n`;
+    const answer = errorAnswer(error);
     const id = requestIds.get(request);
-    const requestId = id === undefined ? "" : `X-Request-Id: ${id}\r\n`;
+    const headers: Record<string, string> = { ...answer.headers, ...(id === undefined ? {} : { "X-Request-Id": id }), ...NO_SNIFF, Connection: "close" };
+    let head = `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\n`;
+    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
     // As `ws` aborts a handshake: the socket goes once the answer is out, whatever the client does.
     socket.once("finish", () => socket.destroy());
-    socket.end(
-      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `${retryAfter}${requestId}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`,
-    );
+    socket.end(`${head}\r\n${answer.body}`);
   }
 
   /** Routes an upgrade and hands it to `ws`; throws to refuse it before the handshake. */
   function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     requestIds.set(request, requestIdOf(request.headers["x-request-id"]));
     const url = requestUrl(request.url);
-    const route = matchRoute(url.pathname);
+    const route = wsRoute(url.pathname);
     if (route === undefined) throw new PlateError("not_found", "No WebSocket route here.");
     const cors = corsHeaders(config.corsOrigins, request.headers.origin);
     if (config.corsOrigins !== "*" && request.headers.origin !== undefined && cors["Access-Control-Allow-Origin"] === undefined) {
@@ -219,9 +216,9 @@ export function createUpgradeHandler(services: Services) {
             : route.kind === "realtime"
               ? realtime(ws, socket, request, route, url)
               : connectWithToken(ws, socket, request, route, url);
-        session.catch((err: unknown) => refuse(ws, request, err));
+        session.catch((err: unknown) => refuseSocket(ws, request, err));
       } catch (err) {
-        refuse(ws, request, err);
+        refuseSocket(ws, request, err);
       }
     });
   }
@@ -287,20 +284,22 @@ function sinceQuery(url: URL): string | undefined {
   return url.searchParams.get("since") || undefined;
 }
 
-/** Splits a path into the WebSocket routes of the spec. */
-function matchRoute(pathname: string): WsRoute | undefined {
-  let parts: string[];
-  try {
-    parts = pathname.split("/").slice(1).map(decodeURIComponent);
-  } catch {
-    return undefined;
+/** The WebSocket routes of the route table, by what they open. */
+function wsRoute(pathname: string): WsRoute | undefined {
+  const match = matchRoute("GET", pathname, (route) => route.upgrade !== false);
+  if (match === undefined) return undefined;
+  const { plateId, channel, token } = match.params as Record<string, string>;
+  switch (match.route.name) {
+    case "subscribeWs":
+    case "subscribeWsLegacy":
+      return { kind: "subscribe", plate: plateId!, channel: channel! };
+    case "connectToken":
+      return { kind: "token", plate: plateId!, token: token! };
+    case "realtime":
+      return { kind: "realtime", plate: plateId! };
+    default:
+      return undefined;
   }
-  const [a, b, c, d] = parts;
-  if (parts.length === 4 && a && b === "pubsub" && c && d === "ws") return { kind: "subscribe", plate: a, channel: c };
-  if (parts.length === 4 && a && b === "ws" && c === "subscribe" && d) return { kind: "subscribe", plate: a, channel: d };
-  if (parts.length === 3 && a && b === "s" && c) return { kind: "token", plate: a, token: c };
-  if (parts.length === 2 && a && b === "realtime") return { kind: "realtime", plate: a };
-  return undefined;
 }
 
 function ignoreError(): void {}

@@ -1,11 +1,12 @@
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { ERROR_CODES } from "@plate/protocol";
+import { ERROR_CODES, PlateError } from "@plate/protocol";
 import type { ReadyFrame, RealtimeReadyFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
+import { errorAnswer } from "../http/refusals.js";
 import { takeOverSocket } from "./socket-takeover.js";
 
 /** Output limits of a subscriber connection (settings, see config.ts). */
@@ -133,9 +134,9 @@ export class SseConnection extends Connection {
       if (res === undefined || res.destroyed || res.writableEnded || res.headersSent) return;
       const code = reason === "normal" ? "internal_error" : reason;
       const status = ERROR_CODES[code].status;
-      const retry = status === 429 || status === 503 ? { "Retry-After": "1" } : undefined;
-      res.writeHead(status, { ...this.headers, ...retry, "Content-Type": "application/json" });
-      res.end(JSON.stringify({ error: { code, message } }));
+      const answer = errorAnswer(new PlateError(code, message, status === 429 || status === 503 ? { retryAfterS: 1 } : {}));
+      res.writeHead(answer.status, { ...this.headers, ...answer.headers });
+      res.end(answer.body);
       return;
     }
     if (socket.destroyed || socket.writableEnded) return;

@@ -1,0 +1,73 @@
+import type { ErrorCode, PlateClientError } from "./errors.js";
+import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
+
+/**
+ * The seam between a realtime connection (realtime.ts: subscriptions, dispatch, reconnect) and
+ * the transport of one attempt (realtime-ws.ts, realtime-sse.ts): the transport moves frames, the
+ * connection decides what they mean.
+ */
+
+/** A request for a subscription: its name, and the id to resume after. */
+export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
+
+/**
+ * The `ready` of a route 9 connection, or of a client path minted for one channel (route 5 then
+ * opens a v1 connection, whose `ready` names that channel).
+ */
+export type AnyReady = RealtimeReady | Ready;
+
+/** A subscription the service ended or confirmed ending: `reason` (a code of the spec) when it ended it by itself. */
+export type Unsubscribed = SubscriptionName & { readonly reason?: ErrorCode };
+
+/** What one attempt tells its connection. Nothing is told after `end`, nor after `close()`. */
+export interface RealtimeEvents {
+  ready(ready: AnyReady): void;
+  message(envelope: Envelope): void;
+  /**
+   * The service holds the subscription; with `since`, what was missed follows (or one `reset`).
+   * `ref`: the request it answers, when the transport says (a WebSocket does, SSE does not).
+   */
+  subscribed(info: SubscriptionInfo & { readonly ref?: unknown }): void;
+  unsubscribed(frame: Unsubscribed): void;
+  reset(reset: RealtimeReset): void;
+  /** The service refused the request `ref` (a `subscribe`); the connection stays open. */
+  refused(ref: number, error: PlateClientError): void;
+  /** The attempt is over, once: `error` says why (a drop the server did not explain is a retryable `network_error`). */
+  end(error: PlateClientError): void;
+}
+
+/** Where one attempt connects. */
+export interface RealtimeTarget {
+  /** Route 9 (`/{plate}/realtime`) or a client path (route 5), absolute, `http(s)`, with its query. */
+  readonly url: string;
+  /** The API key; undefined for a client path. */
+  readonly key: string | undefined;
+  /**
+   * Where SSE changes go (`POST /{plate}/realtime/{clientId}`) and the credential they carry (the
+   * key, or the client path's token).
+   */
+  readonly changes: { readonly url: (clientId: string) => string; readonly credential: string };
+  /** Ends the attempt when nothing at all (not even a heartbeat) arrives for this long. */
+  readonly idleTimeoutMs: number;
+}
+
+/**
+ * One open attempt. `subscribe` and `unsubscribe` are called only after `ready`, and the requests
+ * about one name reach the service in the order they were made. `close` ends the attempt with no
+ * `end` event.
+ */
+export interface RealtimeLink {
+  subscribe(ref: number, request: SubscriptionRequest): void;
+  unsubscribe(ref: number, name: SubscriptionName): void;
+  close(): void;
+}
+
+/** `c:<channel>` or `p:<pattern>`: one string per name, for maps. */
+export function nameKey(name: SubscriptionName): string {
+  return name.channel !== undefined ? `c:${name.channel}` : `p:${name.pattern}`;
+}
+
+/** Just the name of a frame that carries one (`{"channel"}` or `{"pattern"}`), as the wire sends it. */
+export function nameOf(frame: SubscriptionName): SubscriptionName {
+  return frame.channel !== undefined ? { channel: frame.channel } : { pattern: frame.pattern };
+}

@@ -1,0 +1,615 @@
+import { PlateClientError } from "./errors.js";
+import { matchesPattern } from "./pattern.js";
+import { openRealtimeSse } from "./realtime-sse.js";
+import { nameKey, nameOf } from "./realtime-transport.js";
+import type {
+  AnyReady,
+  RealtimeEvents,
+  RealtimeLink,
+  RealtimeTarget,
+  SubscriptionRequest,
+  Unsubscribed,
+} from "./realtime-transport.js";
+import { openRealtimeWs } from "./realtime-ws.js";
+import { DEFAULT_IDLE_TIMEOUT_MS, reconnectDelay, reconnectPolicy } from "./subscription.js";
+import type { ReconnectOptions } from "./subscription.js";
+import type {
+  ConnectionState,
+  Envelope,
+  RealtimeReady,
+  RealtimeReset,
+  RealtimeSubscriptionState,
+  SubscriptionInfo,
+  SubscriptionName,
+} from "./types.js";
+import { webSocketImpl } from "./ws.js";
+import type { WebSocketConstructor } from "./ws.js";
+
+/**
+ * How many recently delivered message ids a realtime connection remembers, with the subscriptions
+ * each went to, so that no subscription gets one message twice. A copy can come again only while
+ * a subscription resumes (its replay, or another subscription's, covers messages already handed
+ * over), and a replay is at most the service's history of a channel (`HISTORY_COUNT`, at most
+ * 10,000); an id is a few dozen bytes, so the set stays under a megabyte.
+ */
+export const RECENT_IDS_KEPT = 10_000;
+
+/** The codes of a stream refused over its query's subscriptions (route 9: the name, the key's channels, how many). */
+const QUERY_REFUSALS: ReadonlySet<string> = new Set(["forbidden", "invalid_channel", "bad_request"]);
+
+/** How to open a realtime connection. Every callback is optional. */
+export interface RealtimeOptions {
+  /**
+   * `sse` (the default, as for `subscribe`: works through every proxy; subscriptions made while
+   * it is open cost one POST each) or `ws`.
+   */
+  readonly transport?: "sse" | "ws";
+  /** `false`: do not reconnect after a drop (every subscription then closes). */
+  readonly reconnect?: ReconnectOptions | false;
+  /** See `DEFAULT_IDLE_TIMEOUT_MS`. */
+  readonly idleTimeoutMs?: number;
+  /** Each time the connection is open (after every connect), before the subscriptions' `onSubscribed`. */
+  readonly onReady?: (ready: RealtimeReady) => void;
+  readonly onStateChange?: (state: ConnectionState) => void;
+  /**
+   * Every error of the connection: `error.retryable` says whether a reconnect follows. After a
+   * final one (a bad key, a used-up client path, a revoked key) the connection and all its
+   * subscriptions are closed.
+   */
+  readonly onError?: (error: PlateClientError) => void;
+  /**
+   * Every message the connection receives, once, after the handlers it went to, with those
+   * subscriptions (none: a copy every matching subscription already had, or a message of a client
+   * path's subscription that no `subscribe` claimed).
+   */
+  readonly onMessage?: (envelope: Envelope, delivered: readonly RealtimeSubscription[]) => void;
+}
+
+/** How to subscribe on a realtime connection. Every callback is optional. */
+export interface RealtimeSubscribeOptions {
+  /** Resume after this id on the first connect (later connects resume after the last id delivered). */
+  readonly since?: string;
+  /**
+   * Each time the service confirms the subscription (on every connect), with the position it
+   * starts from. Messages another subscription of the connection also matches may come before it.
+   */
+  readonly onSubscribed?: (info: SubscriptionInfo) => void;
+  /** The service could not replay what this subscription missed: refetch its state. Live messages follow. */
+  readonly onReset?: (reset: RealtimeReset) => void;
+  /**
+   * The service refused the subscription or ended it (`forbidden`, `invalid_channel`, the key's
+   * channels changed...): it is closed, unless `error.retryable`, in which case it is asked for
+   * again after a backoff. The connection's own errors go to the connection's `onError`.
+   */
+  readonly onError?: (error: PlateClientError) => void;
+}
+
+/** One subscription of a realtime connection. */
+export interface RealtimeSubscription {
+  readonly name: SubscriptionName;
+  readonly state: RealtimeSubscriptionState;
+  /** The last id it delivered (or the position it started from): where its next resume starts. */
+  readonly lastId: string | undefined;
+  /** Stops it: nothing more is delivered to its handler. The connection stays open. */
+  unsubscribe(): void;
+}
+
+/** What a realtime connection needs from its owner: where to connect (asked again before every attempt). */
+export interface RealtimePlan {
+  /** Route 9 (`/{plate}/realtime`) with the key, or a client path (route 5) with none. */
+  readonly target: () => Promise<{ url: string; key: string | undefined }>;
+  readonly fetch: typeof fetch;
+  readonly WebSocket: WebSocketConstructor | undefined;
+}
+
+/**
+ * One connection (one WebSocket, or one SSE stream) that carries many subscriptions (route 9 of
+ * the spec). Make one with `PlateClient.realtime()` or `realtimePath()`.
+ *
+ * - `subscribe` adds a subscription while the connection is open or not; those made in the same
+ *   turn as the connection go in its first request.
+ * - Each message arrives once per connection; the client hands it to every subscription it
+ *   matches (a channel and a pattern that covers it: both handlers, once each), in order per
+ *   channel.
+ * - After a drop it reconnects once, with backoff and full jitter, and resumes every subscription
+ *   after the last id that subscription delivered; one the service cannot replay gets `onReset`
+ *   (a pattern always does: the service keeps no history for patterns).
+ * - `close` ends the connection and every subscription; a final error does the same.
+ */
+export class RealtimeConnection {
+  readonly #plan: RealtimePlan;
+  readonly #options: RealtimeOptions;
+  readonly #transport: "sse" | "ws";
+  readonly #WebSocket: WebSocketConstructor | undefined;
+  readonly #reconnect: Required<ReconnectOptions> | undefined;
+  readonly #idleTimeoutMs: number;
+  #state: ConnectionState | undefined;
+  #closed = false;
+  /** Failed attempts since the last `ready`: the backoff's exponent. */
+  #failures = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** The current attempt's identity: events of any other are ignored. */
+  #attempt: object | undefined;
+  #link: RealtimeLink | undefined;
+  /** Set by the current attempt's `ready`: subscriptions may be asked for from then on. */
+  #clientId: string | undefined;
+  /** Whether the current attempt connected with a client path (no key). */
+  #viaPath = false;
+  /** Whether the last `ready` was v1's (a client path minted for one channel). */
+  #v1 = false;
+  /**
+   * Whether an SSE query carries only subscriptions the service confirmed before: set once a
+   * stream was refused over one it had never seen (see `#onEnd`).
+   */
+  #queryConfirmedOnly = false;
+  /** Whether the current attempt's query carries a subscription the service never confirmed. */
+  #queriedUnconfirmed = false;
+  readonly #subs = new Map<string, Sub>();
+  readonly #patterns = new Set<Sub>();
+  /** A client path's subscriptions that no `subscribe` claims yet, on the current attempt. */
+  readonly #unclaimed = new Map<string, SubscriptionInfo>();
+  /** The current attempt's `subscribe` requests awaiting an answer, by ref. */
+  readonly #asked = new Map<number, Sub>();
+  #nextRef = 1;
+  readonly #recent = new RecentIds(RECENT_IDS_KEPT);
+
+  /** Use `PlateClient.realtime()` or `realtimePath()`. */
+  constructor(plan: RealtimePlan, options: RealtimeOptions = {}) {
+    this.#plan = plan;
+    this.#options = options;
+    this.#transport = options.transport ?? "sse";
+    this.#WebSocket = webSocketImpl(plan.WebSocket);
+    if (this.#transport === "ws" && this.#WebSocket === undefined) {
+      throw new TypeError(
+        "No WebSocket here: pass one in the client's options (Node 20: `WebSocket` from the ws package).",
+      );
+    }
+    this.#reconnect = reconnectPolicy(options.reconnect);
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#setState("connecting");
+    this.#connect();
+  }
+
+  get state(): ConnectionState {
+    return this.#state ?? "connecting";
+  }
+
+  /** The service's id of the current connection; undefined until `ready` and between attempts. */
+  get clientId(): string | undefined {
+    return this.#clientId;
+  }
+
+  /** The subscriptions that are not closed, in the order they were made. */
+  get subscriptions(): readonly RealtimeSubscription[] {
+    return [...this.#subs.values()];
+  }
+
+  /**
+   * Subscribes to a channel (`"room:1"` or `{ channel: "room:1" }`) or a pattern
+   * (`{ pattern: "user:*" }`). `handler` gets every message of it once, in order per channel,
+   * across reconnects within the service's history. A name this connection already subscribes to
+   * throws `conflict` (unsubscribe first, or share the handler). On a client path's connection,
+   * subscribing to one of the path's own channels or patterns claims it without a request.
+   */
+  subscribe<T = unknown>(
+    name: string | SubscriptionName,
+    handler: (envelope: Envelope<T>) => void,
+    options: RealtimeSubscribeOptions = {},
+  ): RealtimeSubscription {
+    const wire = typeof name === "string" ? { channel: name } : nameOf(name);
+    const key = nameKey(wire);
+    if (this.#closed) throw new PlateClientError("bad_request", "This realtime connection is closed: open another.");
+    if (this.#subs.has(key)) {
+      throw new PlateClientError(
+        "conflict",
+        `This connection already subscribes to ${describe(wire)}: unsubscribe first, or share the handler.`,
+      );
+    }
+    const sub = new Sub(wire, key, handler as (envelope: Envelope) => void, options, (s) => this.#release(s));
+    this.#subs.set(key, sub);
+    if (wire.pattern !== undefined) this.#patterns.add(sub);
+    const held = this.#unclaimed.get(key);
+    this.#unclaimed.delete(key);
+    if (held !== undefined && options.since === undefined) {
+      sub.onLink = true;
+      this.#start(sub, held);
+      // Told after `subscribe` returns, as every other `onSubscribed` is.
+      queueMicrotask(() => {
+        if (sub.state === "live") tell(sub.options.onSubscribed, held);
+      });
+    } else if (this.#clientId !== undefined) {
+      // A path's subscription claimed with `since`: asked again, to resume from there.
+      if (held !== undefined) this.#link?.unsubscribe(this.#nextRef++, wire);
+      this.#ask(sub);
+    }
+    return sub;
+  }
+
+  /** Closes the connection and every subscription; cancels any reconnect. */
+  close(): void {
+    if (this.#closed) return;
+    this.#attempt = undefined;
+    this.#shut();
+  }
+
+  #setState(next: ConnectionState): void {
+    if (next === this.#state) return;
+    this.#state = next;
+    tell(this.#options.onStateChange, next);
+  }
+
+  #connect(): void {
+    if (this.#closed) return;
+    const attempt = {};
+    this.#attempt = attempt;
+    const events = this.#eventsOf(attempt);
+    this.#plan
+      .target()
+      .then(({ url, key }) => {
+        if (this.#attempt !== attempt) return;
+        this.#viaPath = key === undefined;
+        const target = this.#targetOf(url, key);
+        this.#link =
+          this.#transport === "ws"
+            ? openRealtimeWs(target, events, this.#WebSocket!)
+            : openRealtimeSse(target, events, this.#plan.fetch);
+      })
+      .catch((err: unknown) =>
+        events.end(
+          err instanceof PlateClientError
+            ? err
+            : new PlateClientError("network_error", `Could not connect: ${String(err)}`, { cause: err }),
+        ),
+      );
+  }
+
+  /**
+   * Where an attempt connects.
+   * - SSE with a key: the subscriptions in the query, `channel` with `since.<channel>`, and
+   *   `pattern`. The query has no `since` for a pattern, so a pattern that resumes is asked for
+   *   after `ready` instead, with its `since`: the service then says with a `reset` that it may
+   *   have missed messages, where a fresh subscription in the query would have missed them silently.
+   * - A WebSocket with a key: no query; every subscription is asked for with a frame after `ready`,
+   *   with its `since`, so that one refused name does not refuse the rest.
+   * - A client path: its own channels and patterns come from its token, so the query carries only
+   *   `since.<name>` (and v1's `since` / `lastEventId` for a one-channel path).
+   */
+  #targetOf(url: string, key: string | undefined): RealtimeTarget {
+    const target = new URL(url);
+    const query = target.searchParams;
+    const viaPath = key === undefined;
+    this.#queriedUnconfirmed = false;
+    for (const sub of this.#subs.values()) {
+      const text = describe(sub.name);
+      if (viaPath) {
+        if (sub.lastId !== undefined) query.set(`since.${text}`, sub.lastId);
+        continue;
+      }
+      if (this.#transport !== "sse" || (this.#queryConfirmedOnly && !sub.confirmed)) continue;
+      if (sub.name.channel !== undefined) {
+        query.append("channel", text);
+        if (sub.lastId !== undefined) query.set(`since.${text}`, sub.lastId);
+      } else if (sub.lastId === undefined) {
+        query.append("pattern", text);
+      } else {
+        continue;
+      }
+      if (!sub.confirmed) this.#queriedUnconfirmed = true;
+    }
+    const only = this.#subs.size === 1 ? this.#subs.values().next().value : undefined;
+    if (viaPath && this.#v1 && only?.lastId !== undefined)
+      query.set(this.#transport === "ws" ? "since" : "lastEventId", only.lastId);
+    return { url: target.href, key, changes: changesOf(target, key), idleTimeoutMs: this.#idleTimeoutMs };
+  }
+
+  /** The events of one attempt: ignored once it is not the current one. */
+  #eventsOf(attempt: object): RealtimeEvents {
+    const ifCurrent =
+      <A extends unknown[]>(handle: (...args: A) => void) =>
+      (...args: A): void => {
+        if (this.#attempt === attempt && !this.#closed) handle(...args);
+      };
+    return {
+      ready: ifCurrent((ready) => this.#onReady(ready)),
+      message: ifCurrent((envelope) => this.#onMessage(envelope)),
+      subscribed: ifCurrent((info) => this.#onSubscribed(info)),
+      unsubscribed: ifCurrent((frame) => this.#onUnsubscribed(frame)),
+      reset: ifCurrent((reset) => this.#onReset(reset)),
+      refused: ifCurrent((ref, error) => this.#onRefused(ref, error)),
+      end: ifCurrent((error) => this.#onEnd(error)),
+    };
+  }
+
+  #onReady(ready: AnyReady): void {
+    this.#failures = 0;
+    this.#queriedUnconfirmed = false;
+    this.#clientId = ready.clientId;
+    this.#v1 = !("subscriptions" in ready);
+    const listed: readonly SubscriptionInfo[] =
+      "subscriptions" in ready
+        ? ready.subscriptions
+        : [
+            {
+              ...(ready.pattern ? { pattern: ready.channel } : { channel: ready.channel }),
+              ...(ready.position === undefined ? {} : { position: ready.position }),
+            },
+          ];
+    this.#unclaimed.clear();
+    const started: [Sub, SubscriptionInfo][] = [];
+    for (const info of listed) {
+      const key = nameKey(info);
+      const sub = this.#subs.get(key);
+      if (sub !== undefined) {
+        sub.onLink = true;
+        this.#start(sub, info);
+        started.push([sub, info]);
+      } else if (this.#viaPath) {
+        this.#unclaimed.set(key, info);
+      } else {
+        // Asked for in the query, unsubscribed before the connection was ready.
+        this.#link?.unsubscribe(this.#nextRef++, nameOf(info));
+      }
+    }
+    // Those the query did not carry, or the service did not take from it (it then says why).
+    for (const sub of this.#subs.values()) if (!sub.onLink) this.#ask(sub);
+    this.#setState("open");
+    tell(this.#options.onReady, { type: "ready", clientId: ready.clientId, subscriptions: listed });
+    for (const [sub, info] of started) if (sub.state === "live") tell(sub.options.onSubscribed, info);
+  }
+
+  #ask(sub: Sub): void {
+    const ref = this.#nextRef++;
+    sub.ref = ref;
+    sub.onLink = true;
+    this.#asked.set(ref, sub);
+    this.#link?.subscribe(ref, sub.request());
+  }
+
+  #start(sub: Sub, info: SubscriptionInfo): void {
+    if (sub.ref !== undefined) this.#asked.delete(sub.ref);
+    sub.ref = undefined;
+    sub.state = "live";
+    sub.refusals = 0;
+    sub.confirmed = true;
+    sub.startPosition = info.position;
+    sub.lastId ??= info.position;
+  }
+
+  #onSubscribed(frame: SubscriptionInfo & { readonly ref?: unknown }): void {
+    const sub = this.#subs.get(nameKey(frame));
+    if (sub === undefined || sub.state !== "pending" || sub.ref === undefined) return;
+    // On a WebSocket the answer names its request: an answer to an earlier one (subscribed,
+    // unsubscribed, subscribed again) is not this one's.
+    if (typeof frame.ref === "number" && frame.ref !== sub.ref) return;
+    const info: SubscriptionInfo = {
+      ...nameOf(frame),
+      ...(frame.position === undefined ? {} : { position: frame.position }),
+    };
+    this.#start(sub, info);
+    tell(sub.options.onSubscribed, info);
+  }
+
+  #onUnsubscribed(frame: Unsubscribed): void {
+    // No reason: the answer to an unsubscribe of ours, whose subscription is already gone here.
+    if (frame.reason === undefined) return;
+    const key = nameKey(frame);
+    this.#unclaimed.delete(key);
+    const sub = this.#subs.get(key);
+    if (sub === undefined) return;
+    this.#forget(sub);
+    tell(
+      sub.options.onError,
+      new PlateClientError(frame.reason, `The service ended the subscription to ${describe(frame)} (${frame.reason}).`),
+    );
+  }
+
+  #onRefused(ref: number, error: PlateClientError): void {
+    const sub = this.#asked.get(ref);
+    this.#asked.delete(ref);
+    if (sub === undefined || sub.ref !== ref || sub.state === "closed") return;
+    sub.ref = undefined;
+    sub.onLink = false;
+    if (!error.retryable || this.#reconnect === undefined) {
+      this.#forget(sub);
+      tell(sub.options.onError, error);
+      return;
+    }
+    const attempt = this.#attempt;
+    sub.retry = setTimeout(
+      () => {
+        sub.retry = undefined;
+        // A new attempt asks for it at its `ready`.
+        if (this.#attempt === attempt && this.#clientId !== undefined && sub.state === "pending" && !sub.onLink)
+          this.#ask(sub);
+      },
+      reconnectDelay(this.#reconnect, sub.refusals++, error.details.retryAfterMs),
+    );
+    tell(sub.options.onError, error);
+  }
+
+  #onReset(reset: RealtimeReset): void {
+    const sub = this.#subs.get(nameKey(reset));
+    if (sub === undefined) return;
+    // A resume that could not replay: the next one starts from where this connection started
+    // (the position it confirmed), not from the id the service could not honour.
+    if (sub.startPosition !== undefined) sub.lastId = sub.startPosition;
+    tell(sub.options.onReset, reset);
+  }
+
+  #onMessage(envelope: Envelope): void {
+    const matched: Sub[] = [];
+    const exact = this.#subs.get(`c:${envelope.channel}`);
+    if (exact !== undefined) matched.push(exact);
+    for (const sub of this.#patterns) if (matchesPattern(sub.name.pattern!, envelope.channel)) matched.push(sub);
+    const delivered: Sub[] = [];
+    for (const sub of matched) {
+      // A handler may have unsubscribed another one; a copy it already had is not handed again.
+      if (sub.state === "closed" || !this.#recent.first(envelope.id, sub)) continue;
+      sub.lastId = envelope.id;
+      sub.startPosition = undefined;
+      delivered.push(sub);
+      tell(sub.handler, envelope);
+    }
+    tell(this.#options.onMessage, envelope, delivered);
+  }
+
+  #onEnd(error: PlateClientError): void {
+    // A stream refused over its query (one name the key may not use, or not a name at all)
+    // refuses every subscription with it: the next try carries only those the service took
+    // before, and asks for the others one by one after `ready`, so that only the culprit is refused.
+    const overQuery = this.#queriedUnconfirmed && QUERY_REFUSALS.has(error.code);
+    this.#queriedUnconfirmed = false;
+    if (overQuery) this.#queryConfirmedOnly = true;
+    this.#attempt = undefined;
+    this.#link = undefined;
+    this.#clientId = undefined;
+    this.#asked.clear();
+    this.#unclaimed.clear();
+    for (const sub of this.#subs.values()) {
+      clearTimeout(sub.retry);
+      sub.retry = undefined;
+      sub.ref = undefined;
+      sub.onLink = false;
+      sub.startPosition = undefined;
+      sub.state = "pending";
+    }
+    if (overQuery) {
+      this.#timer = setTimeout(() => this.#connect());
+      return;
+    }
+    tell(this.#options.onError, error);
+    if (this.#closed) return; // closed by the callback
+    if (!error.retryable || this.#reconnect === undefined) return this.#shut();
+    this.#setState("reconnecting");
+    this.#timer = setTimeout(
+      () => this.#connect(),
+      reconnectDelay(this.#reconnect, this.#failures++, error.details.retryAfterMs),
+    );
+  }
+
+  /** `unsubscribe()` of one subscription. */
+  #release(sub: Sub): void {
+    if (sub.state === "closed") return;
+    const onLink = sub.onLink;
+    this.#forget(sub);
+    if (onLink && this.#clientId !== undefined) this.#link?.unsubscribe(this.#nextRef++, sub.name);
+  }
+
+  /** Takes a subscription out: closed, nothing more delivered or asked. */
+  #forget(sub: Sub): void {
+    if (this.#subs.get(sub.key) === sub) this.#subs.delete(sub.key);
+    this.#patterns.delete(sub);
+    if (sub.ref !== undefined) this.#asked.delete(sub.ref);
+    clearTimeout(sub.retry);
+    sub.retry = undefined;
+    sub.ref = undefined;
+    sub.onLink = false;
+    sub.state = "closed";
+  }
+
+  #shut(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#link?.close();
+    this.#link = undefined;
+    this.#clientId = undefined;
+    for (const sub of [...this.#subs.values()]) this.#forget(sub);
+    this.#unclaimed.clear();
+    this.#setState("closed");
+  }
+}
+
+/** One subscription, as its connection keeps it. */
+class Sub implements RealtimeSubscription {
+  state: RealtimeSubscriptionState = "pending";
+  lastId: string | undefined;
+  /** The position the service confirmed on the current connection, until a message comes after it. */
+  startPosition: string | undefined;
+  /** The ref of its pending `subscribe` on the current attempt. */
+  ref: number | undefined;
+  /** Whether the current attempt holds it or was asked for it. */
+  onLink = false;
+  /** Refusals in a row that were worth retrying: the backoff's exponent. */
+  refusals = 0;
+  /** Whether the service ever confirmed it (on any attempt). */
+  confirmed = false;
+  retry: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly name: SubscriptionName,
+    readonly key: string,
+    readonly handler: (envelope: Envelope) => void,
+    readonly options: RealtimeSubscribeOptions,
+    private readonly release: (sub: Sub) => void,
+  ) {
+    this.lastId = options.since;
+  }
+
+  /** What a (re)subscribe asks for: its name, and the last id it delivered. */
+  request(): SubscriptionRequest {
+    return this.lastId === undefined ? this.name : { ...this.name, since: this.lastId };
+  }
+
+  unsubscribe(): void {
+    this.release(this);
+  }
+}
+
+/**
+ * The message ids a connection handed over lately and to which subscriptions (see
+ * `RECENT_IDS_KEPT`), the oldest forgotten first. Ids are unique within a plate, and a connection
+ * belongs to one plate.
+ */
+class RecentIds {
+  readonly #ids = new Map<string, Sub[]>();
+
+  constructor(private readonly max: number) {}
+
+  /** Notes that `sub` gets `id`; false when it already had it. */
+  first(id: string, sub: Sub): boolean {
+    const subs = this.#ids.get(id);
+    if (subs === undefined) {
+      this.#ids.set(id, [sub]);
+      if (this.#ids.size > this.max) this.#ids.delete(this.#ids.keys().next().value!);
+      return true;
+    }
+    if (subs.includes(sub)) return false;
+    subs.push(sub);
+    return true;
+  }
+}
+
+/**
+ * Calls one of the caller's handlers or callbacks. Its bug must not end the connection (a throw
+ * inside a transport's event ends the attempt, and a reconnect would skip or repeat work): it is
+ * thrown again outside, where the platform reports uncaught errors.
+ */
+function tell<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
+  if (callback === undefined) return;
+  try {
+    callback(...args);
+  } catch (err) {
+    setTimeout(() => {
+      throw err;
+    });
+  }
+}
+
+/** The channel or the pattern, as text. */
+function describe(name: SubscriptionName): string {
+  return name.channel ?? name.pattern;
+}
+
+/**
+ * Where an SSE stream's changes go: `{url}/{clientId}` for route 9, and for a client path
+ * (`…/{plate}/s/{token}`) `…/{plate}/realtime/{clientId}` with the path's token as the credential.
+ */
+function changesOf(url: URL, key: string | undefined): RealtimeTarget["changes"] {
+  const path = /\/s\/([^/]+)\/?$/.exec(url.pathname);
+  const base =
+    url.origin + (path === null ? url.pathname.replace(/\/+$/, "") : url.pathname.slice(0, path.index) + "/realtime");
+  return {
+    url: (clientId) => `${base}/${encodeURIComponent(clientId)}`,
+    credential: key ?? decodeURIComponent(path?.[1] ?? ""),
+  };
+}
