@@ -220,13 +220,15 @@ export abstract class Connection {
   /**
    * A message a subscription's seam let through. Hot path: once per message per subscription;
    * with one subscription (every v1 connection) it goes straight to the socket, allocating
-   * nothing. Returns false when the client could not take it (and was dropped).
+   * nothing. Returns false for a copy another subscription already wrote, and when the client
+   * could not take it (and was dropped).
    */
   emit(sub: Subscription, out: Outbound): boolean {
     if (this.#ended) return false;
     const overlap = this.#overlap;
+    if (overlap === undefined && this.#backlog === undefined) return this.write(out);
     if (overlap !== undefined) {
-      if (this.subscriptions.size > 1 && !overlap.admit(out, out.channel, this.#matches(out.channel))) return true;
+      if (this.subscriptions.size > 1 && !overlap.admit(out, out.channel, this.#matches(out.channel))) return false;
       if (sub.topic.pattern) this.#markPattern(out);
     }
     const backlog = this.#backlog;

@@ -40,14 +40,19 @@ export class Subscription {
 
   /**
    * A live message from the fan-out. Hot path: once per message per subscription, no allocation.
-   * Returns false when its connection could not take it (and was dropped).
+   * Returns whether it was handed on (or held for the start): false for a copy the client already
+   * has, or when its connection could not take it (and was dropped). The fan-out counts the trues
+   * as deliveries.
    */
   deliver(out: Outbound): boolean {
     if (this.#ended) return false;
-    const verdict = this.seam.offer(out);
+    const seam = this.seam;
+    // Started and past its resume's seam (nearly always): straight on.
+    if (seam.open) return this.conn.emit(this, out);
+    const verdict = seam.offer(out);
     if (verdict === "pass") return this.conn.emit(this, out);
     if (verdict === "held") return this.conn.holding(out);
-    return true;
+    return false;
   }
 
   /** The fan-out's news that it may have missed messages; told once it has started. */

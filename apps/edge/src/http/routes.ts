@@ -64,28 +64,33 @@ const SEGMENTS = new Map(ROUTES.map((route) => [route, route.path.split("/").sli
  * those are not valid (a parameter's validation then refuses it), as Hono's params are.
  */
 export function matchRoute(method: string, pathname: string, which: (route: Route) => boolean = () => true): Matched | undefined {
-  // Decoded before matching, literals too (`/acme/%73/<token>` is route 5), as Hono matches.
-  const parts = pathname.split("/").map(decode);
+  // Called on every publish: no array of decoded segments, no closure; a segment is decoded only
+  // when it holds an escape (literals too: `/acme/%73/<token>` is route 5, as Hono matches).
+  const parts = pathname.split("/");
   const last = parts.length > 2 && parts[parts.length - 1] === "" ? parts.length - 1 : parts.length;
   for (const route of ROUTES) {
-    if (!which(route) || !route.methods.includes(method as "GET")) continue;
+    if (!route.methods.includes(method as "GET") || !which(route)) continue;
     const segments = SEGMENTS.get(route)!;
     if (segments.length !== last - 1) continue;
-    let params: Record<string, string> | undefined = {};
-    for (let i = 0; i < segments.length && params !== undefined; i++) {
+    let matched = true;
+    for (let i = 0; i < segments.length && matched; i++) {
       const segment = segments[i]!;
       const part = parts[i + 1]!;
-      if (segment.startsWith(":")) {
-        if (part === "") params = undefined;
-        else params[segment.slice(1)] = part;
-      } else if (segment !== part) {
-        params = undefined;
-      }
+      if (segment.charCodeAt(0) === COLON) matched = part !== "";
+      else matched = segment === part || (part.includes("%") && segment === decode(part));
     }
-    if (params !== undefined) return { route, params };
+    if (!matched) continue;
+    const params: Record<string, string> = {};
+    for (let i = 0; i < segments.length; i++) {
+      const segment = segments[i]!;
+      if (segment.charCodeAt(0) === COLON) params[segment.slice(1)] = decode(parts[i + 1]!);
+    }
+    return { route, params };
   }
   return undefined;
 }
+
+const COLON = ":".charCodeAt(0);
 
 /** A path segment as sent, or percent-decoded when it holds escapes. */
 function decode(segment: string): string {
