@@ -6,15 +6,14 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
 import type { PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
-import type { Wire } from "../core/connection.js";
-import type { ConnectionSlot } from "../core/connections.js";
-import { keyGrant, tokenGrant } from "../core/grants.js";
+import { keyGrant } from "../core/grants.js";
+import { openWithClientToken } from "../core/openings.js";
+import type { Opening } from "../core/openings.js";
 import { hashToken, readChange } from "../core/realtime.js";
-import type { Asker, Change, Grant } from "../core/realtime.js";
+import type { Asker, Change } from "../core/realtime.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
-import type { Asked } from "../core/subscriptions.js";
 import { topicOf } from "../core/subscriptions.js";
-import { booleanParam, listParam, tokenTopics } from "../core/tokens.js";
+import { booleanParam, listParam } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
 import { adminRoutes } from "./admin.js";
@@ -131,19 +130,10 @@ export function createApp(services: Services): Hono<AppEnv> {
     // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
     connectToken: async (c) => {
       refuseWhileDraining(services);
-      const plateId = plateParam(c.req.param("plateId") ?? "");
-      const token = c.req.param("token") ?? "";
-      if (!isClientTokenShape(token)) {
-        throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
-      }
-      return services.connections.holding(plateId, async (slot) => {
-        const record = await services.tokens.claim(plateId, token);
-        const topics = tokenTopics(record);
-        const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
-        if (record.topics === undefined) return openSse(c, services, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: lastEventId(c) }] });
-        const asked = topics.map((topic) => ({ topic, since: lastEventId(c) }));
-        return openSse(c, services, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
-      });
+      const since = lastEventId(c);
+      return openWithClientToken(services, plateParam(c.req.param("plateId") ?? ""), c.req.param("token") ?? "", () => since, (opening) =>
+        openSse(c, services, opening),
+      );
     },
 
     // 9: the realtime connection over SSE (the WebSocket upgrade is in upgrade.ts).
@@ -207,20 +197,7 @@ function lastEventId(c: Context<AppEnv>): string | undefined {
   return c.req.header("last-event-id") || c.req.query("lastEventId") || undefined;
 }
 
-/** How an SSE connection opens: its subscriptions, and for v2 what it may subscribe to later. */
-interface SseOpening {
-  readonly plateId: PlateId;
-  readonly keyId: KeyRecord["id"];
-  readonly wire: Wire;
-  readonly asked: readonly Asked[];
-  readonly maxDurationMs?: number;
-  readonly slot?: ConnectionSlot;
-  readonly grant?: Grant;
-  /** The client token it was opened with (route 5), for route 9's POST. */
-  readonly token?: string;
-}
-
-async function openSse(c: Context<AppEnv>, services: Services, opening: SseOpening) {
+async function openSse(c: Context<AppEnv>, services: Services, opening: Opening) {
   const { config } = services;
   const res: ServerResponse = c.env.outgoing;
   const conn = new SseConnection(

@@ -3,15 +3,12 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
-import { PlateError, isClientTokenShape, parseClientFrame } from "@plate/protocol";
+import { PlateError, parseClientFrame } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
-import type { Wire } from "../core/connection.js";
-import type { ConnectionSlot } from "../core/connections.js";
-import { keyGrant, tokenGrant } from "../core/grants.js";
-import type { Grant } from "../core/realtime.js";
-import type { Asked } from "../core/subscriptions.js";
-import { tokenTopics } from "../core/tokens.js";
+import { keyGrant } from "../core/grants.js";
+import { openWithClientToken } from "../core/openings.js";
+import type { Opening } from "../core/openings.js";
 import { PendingConnections } from "../core/pending-connections.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
 import type { Services } from "../services.js";
@@ -106,26 +103,18 @@ export function createUpgradeHandler(services: Services) {
   }
 
   async function connectWithToken(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "token" }, url: URL) {
-    const plateId = plateParam(route.plate);
-    const token = route.token;
-    if (!isClientTokenShape(token)) {
-      throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
-    }
-    await services.connections.holding(plateId, async (slot) => {
-      const record = await services.tokens.claim(plateId, token);
-      const topics = tokenTopics(record);
-      const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot };
-      if (record.topics === undefined) {
-        await open(ws, socket, request, { ...opening, wire: "v1", asked: [{ topic: topics[0]!, since: sinceQuery(url) }] });
-      } else {
-        const since = sinceQuery(url);
-        const asked = topics.map((topic) => ({ topic, since: url.searchParams.get(`since.${topic.channel}`) || since }));
-        await open(ws, socket, request, { ...opening, wire: "v2", asked, grant: tokenGrant(topics), token });
-      }
-    });
+    // `?since=` resumes a one-topic path (its only topic); `since.<channel>` one topic of several.
+    const since = sinceQuery(url);
+    await openWithClientToken(
+      services,
+      plateParam(route.plate),
+      route.token,
+      (topic) => url.searchParams.get(`since.${topic.channel}`) || since,
+      (opening) => open(ws, socket, request, opening),
+    );
   }
 
-  async function open(ws: WebSocket, socket: Duplex, request: IncomingMessage, opening: WsOpening) {
+  async function open(ws: WebSocket, socket: Duplex, request: IncomingMessage, opening: Opening) {
     settle(socket);
     if (ws.readyState !== ws.OPEN) return;
     const options = {
@@ -234,19 +223,6 @@ export function createUpgradeHandler(services: Services) {
       refuseHandshake(socket, request, err);
     }
   };
-}
-
-/** How a WebSocket connection opens: its subscriptions, and for v2 what it may subscribe to later. */
-interface WsOpening {
-  readonly plateId: PlateId;
-  readonly keyId: string;
-  readonly wire: Wire;
-  readonly asked: readonly Asked[];
-  readonly maxDurationMs?: number;
-  readonly slot?: ConnectionSlot;
-  readonly grant?: Grant;
-  /** The client token it was opened with (route 5), for route 9's POST. */
-  readonly token?: string;
 }
 
 /**

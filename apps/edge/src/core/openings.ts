@@ -1,0 +1,50 @@
+import { PlateError, isClientTokenShape } from "@plate/protocol";
+import type { PlateId, Topic } from "@plate/protocol";
+import type { Services } from "../services.js";
+import type { Wire } from "./connection.js";
+import type { ConnectionSlot } from "./connections.js";
+import { tokenGrant } from "./grants.js";
+import type { Grant } from "./realtime.js";
+import type { Asked } from "./subscriptions.js";
+import { tokenTopics } from "./tokens.js";
+
+/** How a connection opens, whatever its transport: its subscriptions, and for v2 what it may subscribe to later. */
+export interface Opening {
+  readonly plateId: PlateId;
+  /** The key that authorized it (directly, or by minting its client token). */
+  readonly keyId: string;
+  readonly wire: Wire;
+  readonly asked: readonly Asked[];
+  readonly maxDurationMs?: number;
+  readonly slot?: ConnectionSlot;
+  /** v2: what its credential allows it to subscribe to later. */
+  readonly grant?: Grant;
+  /** The client token it was opened with (route 5), for route 9's POST. */
+  readonly token?: string;
+}
+
+/**
+ * Route 5, on either transport: claims one use of `token` with one of the plate's connection slots
+ * held (a connect refused at the plate's limit spends none), then opens with what the token names:
+ * a v1 connection for a one-topic token, a v2 one (route 9) for a token minted with several.
+ * `since(topic)`: where the client asks that topic to resume. Throws the spec's 404/410 codes.
+ */
+export async function openWithClientToken<T>(
+  services: Pick<Services, "connections" | "tokens">,
+  plateId: PlateId,
+  token: string,
+  since: (topic: Topic) => string | undefined,
+  open: (opening: Opening) => Promise<T>,
+): Promise<T> {
+  if (!isClientTokenShape(token)) {
+    throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
+  }
+  return services.connections.holding(plateId, async (slot) => {
+    const record = await services.tokens.claim(plateId, token);
+    const topics = tokenTopics(record);
+    const asked = topics.map((topic) => ({ topic, since: since(topic) }));
+    const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot, asked };
+    if (record.topics === undefined) return open({ ...opening, wire: "v1" });
+    return open({ ...opening, wire: "v2", grant: tokenGrant(topics), token });
+  });
+}
