@@ -9,7 +9,7 @@ import type {
   SubscriptionRequest,
   Unsubscribed,
 } from "./realtime-transport.js";
-import { SseParser } from "./sse.js";
+import { SseParser, readEventStream } from "./sse.js";
 import { IdleWatch } from "./transport.js";
 import type { Envelope, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
 
@@ -79,27 +79,8 @@ export function openRealtimeSse(target: RealtimeTarget, events: RealtimeEvents, 
     }
   });
 
-  void (async () => {
-    const res = await fetchImpl(target.url, { headers, signal: controller.signal, cache: "no-store" });
-    if (!res.ok) return finish(await errorFromResponse(res));
-    if (!String(res.headers.get("content-type")).startsWith("text/event-stream") || res.body === null) {
-      return finish(
-        new PlateClientError("unexpected_response", `Not an event stream (HTTP ${res.status}).`, {
-          status: res.status,
-        }),
-      );
-    }
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      idle.touch();
-      parser.push(decoder.decode(value, { stream: true }));
-    }
-    finish(endedWith ?? new PlateClientError("network_error", "The server ended the stream."));
-  })().catch((err: unknown) =>
-    finish(new PlateClientError("network_error", `The stream failed: ${String(err)}`, { cause: err })),
+  void readEventStream(fetchImpl, target.url, { headers, signal: controller.signal, cache: "no-store" }, parser, () => idle.touch()).then(
+    (error) => finish(endedWith ?? error),
   );
 
   /**

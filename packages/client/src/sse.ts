@@ -49,22 +49,9 @@ export function openSse(target: Target, events: TransportEvents, fetchImpl: type
     }
   });
 
-  void (async () => {
-    const res = await fetchImpl(url, { headers, signal: controller.signal, cache: "no-store" });
-    if (!res.ok) return finish(await errorFromResponse(res));
-    if (!String(res.headers.get("content-type")).startsWith("text/event-stream") || res.body === null) {
-      return finish(new PlateClientError("unexpected_response", `Not an event stream (HTTP ${res.status}).`, { status: res.status }));
-    }
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      idle.touch();
-      parser.push(decoder.decode(value, { stream: true }));
-    }
-    finish(endedWith ?? new PlateClientError("network_error", "The server ended the stream."));
-  })().catch((err: unknown) => finish(new PlateClientError("network_error", `The stream failed: ${String(err)}`, { cause: err })));
+  void readEventStream(fetchImpl, url, { headers, signal: controller.signal, cache: "no-store" }, parser, () => idle.touch()).then((error) =>
+    finish(endedWith ?? error),
+  );
 
   return {
     close() {
@@ -73,6 +60,39 @@ export function openSse(target: Target, events: TransportEvents, fetchImpl: type
       controller.abort();
     },
   };
+}
+
+/**
+ * Reads the event stream at `url` into `parser` until it ends; answers why it ended (never
+ * rejects): the refusal of an answer that is not a stream, or `network_error` for an end or a
+ * failure of the stream. `touched` runs on every chunk (for the idle watch). The caller prefers the
+ * `event: error` the server sent before the end, when there was one.
+ */
+export async function readEventStream(
+  fetchImpl: typeof fetch,
+  url: string | URL,
+  init: RequestInit,
+  parser: SseParser,
+  touched: () => void,
+): Promise<PlateClientError> {
+  try {
+    const res = await fetchImpl(url, init);
+    if (!res.ok) return await errorFromResponse(res);
+    if (!String(res.headers.get("content-type")).startsWith("text/event-stream") || res.body === null) {
+      return new PlateClientError("unexpected_response", `Not an event stream (HTTP ${res.status}).`, { status: res.status });
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      touched();
+      parser.push(decoder.decode(value, { stream: true }));
+    }
+    return new PlateClientError("network_error", "The server ended the stream.");
+  } catch (err) {
+    return new PlateClientError("network_error", `The stream failed: ${String(err)}`, { cause: err });
+  }
 }
 
 /**
