@@ -8,7 +8,7 @@ import type {
   SubscriptionRequest,
   Unsubscribed,
 } from "./realtime-transport.js";
-import { IdleWatch } from "./transport.js";
+import { IdleWatch, readFrame } from "./transport.js";
 import type { Envelope, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
 import { OPEN } from "./ws.js";
 import type { WebSocketConstructor, WebSocketLike } from "./ws.js";
@@ -67,13 +67,8 @@ export function openRealtimeWs(
   };
   socket.onmessage = (event) => {
     idle.touch();
-    if (over || typeof event.data !== "string") return;
-    let frame: ServerFrame;
-    try {
-      frame = JSON.parse(event.data) as ServerFrame;
-    } catch {
-      return; // not a frame of the service's; nothing to act on
-    }
+    const frame = over ? undefined : readFrame<ServerFrame>(event.data);
+    if (frame === undefined) return;
     switch (frame.type) {
       case "message":
         events.message(frame);

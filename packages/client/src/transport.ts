@@ -71,3 +71,13 @@ export class IdleWatch {
     }, delayMs);
   }
 }
+
+/** A WebSocket message's frame: its JSON text parsed, or undefined for anything else (binary, not JSON). */
+export function readFrame<T>(data: unknown): T | undefined {
+  if (typeof data !== "string") return undefined;
+  try {
+    return JSON.parse(data) as T;
+  } catch {
+    return undefined; // not a frame of the service's; nothing to act on
+  }
+}

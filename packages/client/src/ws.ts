@@ -1,6 +1,6 @@
 import { PlateClientError, errorFromClose } from "./errors.js";
 import type { ErrorCode } from "./errors.js";
-import { IdleWatch } from "./transport.js";
+import { IdleWatch, readFrame } from "./transport.js";
 import type { Opened, Target, TransportEvents } from "./transport.js";
 import type { Envelope, Ready, Reset } from "./types.js";
 
@@ -61,13 +61,8 @@ export function openWs(target: Target, events: TransportEvents, WebSocketImpl: W
   };
   socket.onmessage = (event) => {
     idle.touch();
-    if (typeof event.data !== "string") return;
-    let frame: ServerFrame;
-    try {
-      frame = JSON.parse(event.data) as ServerFrame;
-    } catch {
-      return; // not a frame of the service's; nothing to act on
-    }
+    const frame = readFrame<ServerFrame>(event.data);
+    if (frame === undefined) return;
     switch (frame.type) {
       case "message":
         events.message(frame);
