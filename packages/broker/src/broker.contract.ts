@@ -294,6 +294,52 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(c.received.map((m) => m.id)).toEqual([theirs.message.id, spliced.message.id]);
     });
 
+    it("reads several channels' histories at one instant, while publishes stream in", async () => {
+      const publisher = await node();
+      const reader = await node();
+      // Enough history that nothing is dropped while the test runs: every read can be complete.
+      const kept = { ...RETENTION, count: 1_000_000 };
+      const start = await publish(publisher, "p1", "x", kept);
+      let publishing = true;
+      const loops = Array.from({ length: 4 }, async (_, i) => {
+        while (publishing) await publish(publisher, "p1", i % 2 === 0 ? "x" : "y", kept);
+      });
+      try {
+        for (let round = 0; round < 30; round++) {
+          const reads = [
+            { channel: "x" as ChannelName, since: start.id },
+            { channel: "y" as ChannelName, since: start.id },
+            { channel: "z" as ChannelName, since: undefined },
+          ];
+          const [x, y, z] = await reader.histories("p1" as PlateId, reads, kept);
+          // One instant: one head for all, and each replay holds its channel's messages up to it.
+          expect(new Set([x!.head, y!.head, z!.head]).size).toBe(1);
+          const head = parsePosition(x!.head)!;
+          for (const replay of [x!, y!]) {
+            expect(replay.complete).toBe(true);
+            const last = replay.complete ? replay.messages.at(-1) : undefined;
+            if (last !== undefined) expect(comparePositions(parsePosition(last.id)!, head)).toBeLessThanOrEqual(0);
+          }
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      } finally {
+        publishing = false;
+        await Promise.all(loops);
+      }
+      // The last read's replays together are every message published after `start` up to its head.
+      const [x, y] = await reader.histories(
+        "p1" as PlateId,
+        [
+          { channel: "x" as ChannelName, since: start.id },
+          { channel: "y" as ChannelName, since: start.id },
+        ],
+        kept,
+      );
+      const ids = [...(x!.complete ? x!.messages : []), ...(y!.complete ? y!.messages : [])].map((m) => m.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(ids.every((id) => comparePositions(parsePosition(id)!, parsePosition(x!.head)!) <= 0)).toBe(true);
+    });
+
     it("carries a node-to-node note to the node that listens to its address, and counts the nodes that listen", async () => {
       const a = await node();
       const b = await node();

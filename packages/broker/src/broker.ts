@@ -46,6 +46,12 @@ export interface PublishResult {
   readonly repeated: boolean;
 }
 
+/** One channel's read of `Broker.histories`: the channel, and the id to replay after (none: the head only). */
+export interface HistoryRead {
+  readonly channel: ChannelName;
+  readonly since: string | undefined;
+}
+
 /** What a subscription that resumes from an id gets: everything it missed, or a reset. */
 export type Replay =
   | {
@@ -86,6 +92,13 @@ export interface Broker {
    * messages nothing falls between (the caller drops live messages at or before the last replayed).
    */
   history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay>;
+  /**
+   * `history` of several channels of one plate, read at one instant: no publish of the plate falls
+   * between the reads, so every answer has the same head. A connection that resumes several
+   * subscriptions at once merges their replays, and the live messages that follow all come after
+   * that one head (no message of one channel can fall between two reads).
+   */
+  histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]>;
   /**
    * Node-to-node notes, apart from every plate (route 9's POST reaching the node that holds a
    * stream): delivers `payload` to the listeners of `address` on every node, once each, and

@@ -1,4 +1,4 @@
-export type { Broker, GapPhase, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+export type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 export { MemoryBroker } from "./memory-broker.js";
 export type { RedisBrokerOptions } from "./redis-broker.js";
 export { RedisBroker, encodeRedisPayload } from "./redis-broker.js";

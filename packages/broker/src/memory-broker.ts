@@ -1,6 +1,6 @@
 import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
-import type { Broker, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import type { Broker, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, nextOrder, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 
@@ -106,6 +106,11 @@ export class MemoryBroker implements Broker {
       }
     }
     return Promise.resolve({ complete: true, messages, head });
+  }
+
+  histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]> {
+    // Each read is done before `history` returns: all of them in one turn, so no publish between.
+    return Promise.all(reads.map((read) => this.history(plateId, read.channel, read.since, retention)));
   }
 
   #plateHistory(plateId: PlateId): PlateHistory {

@@ -2,13 +2,13 @@ import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
-import type { Broker, GapPhase, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import type { RedisRefusal, Warn } from "@plate/redis";
 import { withHistoryScripts } from "./redis-history.js";
-import type { HistoryScripts } from "./redis-history.js";
+import type { HistoryScripts, ReadReply } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
 /** Settings of the Redis broker; each is a setting of the edge node (see the README). */
@@ -209,17 +209,39 @@ export class RedisBroker implements Broker {
   }
 
   async history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {
-    const position = since === undefined ? undefined : parsePosition(since);
     let reply;
     try {
-      reply = await this.#commands.plateReadHistory(
-        ...this.#names.historyKeys(plateId, channel),
-        newEpoch(),
-        position === undefined ? "" : position.ms + "-" + position.seq,
-      );
+      reply = await this.#commands.plateReadHistory(...this.#readArgs(plateId, channel, since));
     } catch (err) {
       throw this.#failed(err);
     }
+    return this.#replayOf(plateId, channel, since, reply, retention);
+  }
+
+  /** One MULTI of the read script per channel: Redis runs them back to back, nothing in between. */
+  async histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]> {
+    if (reads.length === 1) return [await this.history(plateId, reads[0]!.channel, reads[0]!.since, retention)];
+    const multi = this.#commands.multi() as unknown as HistoryScripts & { exec(): Promise<[Error | null, unknown][] | null> };
+    for (const read of reads) void multi.plateReadHistory(...this.#readArgs(plateId, read.channel, read.since));
+    let results;
+    try {
+      results = await multi.exec();
+    } catch (err) {
+      throw this.#failed(err);
+    }
+    if (results === null) throw unavailable();
+    return results.map(([err, reply], i) => {
+      if (err !== null) throw this.#failed(err);
+      return this.#replayOf(plateId, reads[i]!.channel, reads[i]!.since, reply as ReadReply, retention);
+    });
+  }
+
+  #readArgs(plateId: PlateId, channel: ChannelName, since: string | undefined): string[] {
+    const position = since === undefined ? undefined : parsePosition(since);
+    return [...this.#names.historyKeys(plateId, channel), newEpoch(), position === undefined ? "" : position.ms + "-" + position.seq];
+  }
+
+  #replayOf(plateId: PlateId, channel: ChannelName, since: string | undefined, reply: ReadReply, retention: Retention): Replay {
     const [epoch, headMs, headSeq, last, dropped, now, entries] = reply;
     const headOrder = { ms: Number(headMs), seq: Number(headSeq) };
     const head = formatPosition({ epoch, ...headOrder });

@@ -1,5 +1,5 @@
 import { PlateError, comparePositions, parsePosition, toPlateError, topicKey } from "@plate/protocol";
-import type { ChannelName, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
+import type { ChannelName, PlateId, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
 import type { Broker, Replay, Retention } from "@plate/broker";
 import type { Connection, Start } from "./connection.js";
 import type { Logger } from "../log.js";
@@ -71,7 +71,7 @@ export class Subscriptions {
       subs = asked.map((a) => conn.adopt(a.topic));
       await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
-      replays = await Promise.all(asked.map((a) => this.#read(a.topic, a.since)));
+      replays = await this.#readAll(conn.plateId, asked);
     } catch (err) {
       const error = options.refuse?.(err) ?? toPlateError(err);
       conn.end(error.code, error.message);
@@ -149,6 +149,21 @@ export class Subscriptions {
     this.fanout.started(sub.topic, replay.head);
     if (!replay.complete) this.metrics.resets.inc({ reason: replay.reason });
     return { sub, replay, since };
+  }
+
+  /**
+   * The histories of a connection's first subscriptions, read at one instant (`Broker.histories`):
+   * their replays, merged, and the live messages after them meet at one head, so a stream's ids
+   * only grow and a client resuming from the last id it saw misses nothing.
+   */
+  async #readAll(plateId: PlateId, asked: readonly Asked[]): Promise<Replay[]> {
+    if (asked.length === 0) return [];
+    // A pattern is read under its text, a channel that never has a history: the head only.
+    const reads = asked.map(({ topic, since }) => ({ channel: topic.channel as string as ChannelName, since: topic.pattern ? undefined : since }));
+    const replays = await this.broker.histories(plateId, reads, this.retention);
+    return replays.map((replay, i) =>
+      asked[i]!.topic.pattern && asked[i]!.since !== undefined ? { complete: false, reason: "pattern", head: replay.head } : replay,
+    );
   }
 
   /** A topic's history after `since`; a pattern has none to replay, only the plate's head. */
