@@ -17,7 +17,8 @@ import { EdgeProcess } from "./test-support/process.js";
  *
  * CI runs `FUZZ_CASES` (default 1600) cases per broker; a longer run:
  * `cd apps/edge && FUZZ_CASES=50000 npx vitest run src/fuzz.test.ts`. A failure prints the seed
- * and the shrunk case; `FUZZ_SEED=<seed>` runs the same cases again.
+ * and the shrunk case; `FUZZ_SEED=<seed>` runs the same cases again, and `FUZZ_LOG=error` prints
+ * the node's `request failed` lines (what a 500 was).
  */
 const CASES = Number(process.env.FUZZ_CASES ?? "1600");
 const SEED = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
@@ -47,7 +48,7 @@ describe.each(["embedded", "redis"] as const)("a node on the %s broker under hos
       ...(redis === undefined ? { DATA_DIR: dataDir, DEMO_PLATE: "false" } : { REDIS_URL: redis.url }),
       ADMIN_TOKEN,
       BOOTSTRAP_PLATES: JSON.stringify(KEYS),
-      LOG_LEVEL: "silent",
+      LOG_LEVEL: process.env.FUZZ_LOG ?? "silent",
       WS_AUTH_TIMEOUT_MS: "1000",
       NODE_OPTIONS: `--max-old-space-size=${HEAP_MB}`,
     });
@@ -68,6 +69,7 @@ describe.each(["embedded", "redis"] as const)("a node on the %s broker under hos
         const outcomes = await Promise.all(cases.map((c) => runCase(port, c)));
         for (const result of outcomes) statuses.add(result.status);
         expect(node.alive, `the node exited: ${node.stderr.slice(-2000)}`).toBe(true);
+        if (process.env.FUZZ_LOG !== undefined && node.stdout.includes("request failed")) console.log(node.stdout.split("\n").filter((l) => l.includes("request failed")).slice(0, 3).join("\n"));
         for (const [i, result] of outcomes.entries()) {
           const fault = serverFault(result);
           expect(fault, `case ${i} of the batch (${cases[i]!.kind})`).toBeUndefined();

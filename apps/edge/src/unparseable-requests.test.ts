@@ -82,6 +82,14 @@ describe.each(backends)("node dist/main.js given requests whose target does not 
     }
     const badHost = await rawExchange(proc.url, "GET /healthz HTTP/1.1\r\nHost: a:99999\r\nConnection: close\r\n\r\n");
     expectBadRequest(badHost, "Host: a:99999");
+    // A Host the adapter takes but a fetch Request does not (`f1.1`: a bad IPv4 address), on a
+    // route that reads the request's body (the fuzz test found a 500 here).
+    const body = '{"max_uses":2}';
+    const oddHost = await rawExchange(
+      proc.url,
+      `POST /acme/pubsub/alerts/client HTTP/1.1\r\nHost: f1.1\r\nAuthorization: Bearer ${KEYS.acme}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expectBadRequest(oddHost, "Host: f1.1");
     expect(proc.alive, proc.stderr).toBe(true);
     expect((await fetch(`${proc.url}/healthz`)).status).toBe(200);
   });

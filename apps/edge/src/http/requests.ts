@@ -7,14 +7,14 @@ import { createApp } from "./app.js";
 import { createPublishHandler } from "./publish.js";
 import { NO_SNIFF, answerHeaders, sendError } from "./raw-response.js";
 import { errorAnswer, refuse } from "./refusals.js";
-import { requestUrl } from "./target.js";
+import { requestUrl, requireHost } from "./target.js";
 
 /**
  * Node's request listener: publish on Node's own objects (publish.ts), everything else through
  * Hono (app.ts). A target that is not a URL is refused here with the spec's error body (Hono's
- * adapter would answer a bare 400), as the WebSocket upgrade refuses it (`requestUrl`). Whatever
- * else the adapter cannot turn into a fetch `Request` (a `Host` that is not a host) is refused
- * the same way by its `errorHandler`. Nothing a request carries throws out of this listener.
+ * adapter would answer a bare 400), as the WebSocket upgrade refuses it (`requestUrl`), and so is
+ * a `Host` that is not a host (`requireHost`). Whatever else the adapter cannot turn into a fetch
+ * `Request` is refused the same way by its `errorHandler`. Nothing a request carries throws out of this listener.
  */
 export function createRequestListener(services: Services): (req: IncomingMessage, res: ServerResponse) => void {
   const publish = createPublishHandler(services);
@@ -23,6 +23,7 @@ export function createRequestListener(services: Services): (req: IncomingMessage
     try {
       if (publish(req, res)) return;
       requestUrl(req.url);
+      requireHost(req.headers.host);
     } catch (err) {
       sendError(
         services,
