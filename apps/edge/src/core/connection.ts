@@ -210,10 +210,7 @@ export abstract class Connection {
       for (const out of waiting) this.#heldBytes -= this.bytesOf(out);
       held.push([sub, waiting]);
     }
-    if (items.length > 0) {
-      if (starts.length > 1) items.sort(byPosition);
-      this.#enqueue({ items, next: 0, current: undefined }, 0);
-    }
+    if (items.length > 0) this.#enqueue({ items: starts.length > 1 ? byPosition(items) : items, next: 0, current: undefined }, 0);
     for (const [sub, waiting] of held) for (const out of waiting) sub.deliver(out);
   }
 
@@ -225,14 +222,11 @@ export abstract class Connection {
    */
   emit(sub: Subscription, out: Outbound): boolean {
     if (this.#ended) return false;
-    const overlap = this.#overlap;
-    if (overlap === undefined && this.#backlog === undefined) return this.write(out);
-    if (overlap !== undefined) {
-      if (this.subscriptions.size > 1 && !overlap.admit(out, out.channel, this.#matches(out.channel))) return false;
+    if (this.#overlap !== undefined) {
+      if (!this.#admits(out)) return false;
       if (sub.topic.pattern) this.#markPattern(out);
     }
-    const backlog = this.#backlog;
-    if (backlog !== undefined) return this.#enqueue({ sub, out }, this.bytesOf(out));
+    if (this.#backlog !== undefined) return this.#enqueue({ sub, out }, this.bytesOf(out));
     return this.write(out);
   }
 
@@ -284,6 +278,12 @@ export abstract class Connection {
     this.#onEnd.push(hook);
   }
 
+  /** `Overlap`'s word on writing `out`, once the connection has had several subscriptions (none kept before). */
+  #admits(out: Outbound): boolean {
+    const overlap = this.#overlap;
+    return overlap === undefined || this.subscriptions.size <= 1 || overlap.admit(out, out.channel, this.#matches(out.channel));
+  }
+
   /** How many of its subscriptions a message of `channel` matches. */
   #matches(channel: ChannelName): number {
     let count = this.#channels?.has(channel) === true ? 1 : 0;
@@ -309,10 +309,9 @@ export abstract class Connection {
    * that does not read is dropped rather than held in memory without bound).
    */
   #enqueue(item: Queued, bytes: number): boolean {
-    let backlog = this.#backlog;
+    const backlog = this.#backlog;
     if (backlog === undefined) {
       const created: Backlog = { items: [], next: 0, waitingBytes: 0, resume: () => this.#pump(created) };
-      backlog = created;
       this.#backlog = created;
       created.items.push(item);
       this.#pump(created);
@@ -365,7 +364,7 @@ export abstract class Connection {
         if (this.#blocked(output, this.bytesOf(out), backlog)) return;
         item.next += 1;
         item.current = undefined;
-        if (this.#overlap !== undefined && this.subscriptions.size > 1 && !this.#overlap.admit(out, out.channel, this.#matches(out.channel))) continue;
+        if (!this.#admits(out)) continue;
         if (!this.write(out)) return;
         continue;
       }
@@ -409,12 +408,14 @@ export abstract class Connection {
   protected abstract close(reason: EndReason, message: string): void;
 }
 
-/** Orders replayed messages by position (ids of one epoch; anything else keeps its place). */
-function byPosition(a: { message: Message }, b: { message: Message }): number {
-  const x = parsePosition(a.message.id);
-  const y = parsePosition(b.message.id);
-  if (x === undefined || y === undefined || x.epoch !== y.epoch) return 0;
-  return comparePositions(x, y);
+/**
+ * Replayed messages in position order (ids of one epoch; anything else keeps its place), each id
+ * parsed once rather than at every comparison.
+ */
+function byPosition<T extends { readonly message: Message }>(items: readonly T[]): T[] {
+  const keyed = items.map((item) => ({ item, at: parsePosition(item.message.id) }));
+  keyed.sort(({ at: x }, { at: y }) => (x === undefined || y === undefined || x.epoch !== y.epoch ? 0 : comparePositions(x, y)));
+  return keyed.map(({ item }) => item);
 }
 
 export const RESET_MESSAGES: Readonly<Record<ResetReason, string>> = {

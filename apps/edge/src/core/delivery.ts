@@ -157,8 +157,6 @@ export type Verdict = "held" | "dropped" | "pass";
 export class Seam {
   #pending: Outbound[] | undefined = [];
   #seen: Position | undefined;
-  /** Started, and no resume's seam to check: every live message passes (the hot path's one test). */
-  open = false;
 
   /** Whether the subscription has started. */
   get started(): boolean {
@@ -176,7 +174,6 @@ export class Seam {
       if (position !== null && position.epoch === this.#seen.epoch && comparePositions(position, this.#seen) <= 0) return "dropped";
       this.#seen = undefined;
     }
-    this.open = true;
     return "pass";
   }
 
@@ -191,7 +188,6 @@ export class Seam {
       const last = replay.messages.at(-1);
       this.#seen = last === undefined ? parsePosition(since) : parsePosition(last.id);
     }
-    this.open = this.#seen === undefined;
     return held;
   }
 

@@ -1,5 +1,5 @@
 import { PlateError, compilePattern, patternCovers } from "@plate/protocol";
-import type { Topic } from "@plate/protocol";
+import type { ChannelPattern, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import type { Grant } from "./realtime.js";
 import type { Tenancy } from "./tenancy.js";
@@ -14,12 +14,16 @@ export function keyGrant(tenancy: Tenancy, key: KeyRecord): Grant {
  * the patterns they cover (`patternCovers`): nothing its minting key did not allow at minting.
  */
 export function tokenGrant(topics: readonly Topic[]): Grant {
-  const channels = new Set(topics.filter((t) => !t.pattern).map((t) => t.channel as string));
-  const patterns = topics.filter((t) => t.pattern);
-  const matchers = patterns.map((t) => compilePattern(t.channel as never));
+  const channels = new Set<string>();
+  const patterns: ChannelPattern[] = [];
+  for (const t of topics) {
+    if (t.pattern) patterns.push(t.channel);
+    else channels.add(t.channel);
+  }
+  const matchers = patterns.map(compilePattern);
   return (topic) => {
     const allowed = topic.pattern
-      ? patterns.some((t) => patternCovers(t.channel, topic.channel))
+      ? patterns.some((pattern) => patternCovers(pattern, topic.channel))
       : channels.has(topic.channel) || matchers.some((matches) => matches(topic.channel));
     if (!allowed) {
       throw new PlateError("forbidden", `This client path may not use ${topic.pattern ? "the pattern" : "the channel"} "${topic.channel}".`);

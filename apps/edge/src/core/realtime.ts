@@ -77,7 +77,8 @@ type Note =
  */
 export class Realtime {
   readonly #live = new Map<string, Live>();
-  readonly #waiting = new Map<string, { resolve: (note: Note & { t: "answer" }) => void }>();
+  /** Route 9 POSTs relayed to another node, by note id: what to do with the answer. */
+  readonly #waiting = new Map<string, (note: Note & { t: "answer" }) => void>();
   #stopListening: Unsubscribe | undefined;
 
   constructor(
@@ -125,17 +126,17 @@ export class Realtime {
         conn.frame(refusal(ref, "bad_request", "This connection is authenticated; refreshing a credential needs a signed client token (not supported yet)."));
         return;
       case "subscribe":
-        this.#inLine(live, ref, async () => {
+        this.#inLine(live, async () => {
           const topic = topicOf(conn, frame);
           live.grant(topic);
           await this.subscriptions.subscribe(conn, { topic, since: frame.since }, this.limits.maxSubscriptionsPerConnection, ref);
-        });
+        }).catch((err: unknown) => this.#refuse(conn, ref, err));
         return;
       case "unsubscribe":
-        this.#inLine(live, ref, () => {
+        this.#inLine(live, () => {
           this.subscriptions.unsubscribe(conn, frame, ref);
           return Promise.resolve();
-        });
+        }).catch((err: unknown) => this.#refuse(conn, ref, err));
         return;
       default: {
         const never: never = frame;
@@ -156,31 +157,17 @@ export class Realtime {
     const nodeId = clientId.slice(0, dot);
     if (nodeId === this.nodeId) return this.#apply(plateId, clientId, asker, change);
     const id = nanoid();
-    const answer = new Promise<Note & { t: "answer" }>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        reject(new PlateError("broker_unavailable", "The node holding that stream did not answer in time; retry.", { retryAfterS: 1 }));
-      }, this.limits.changeTimeoutMs);
-      this.#waiting.set(id, {
-        resolve: (note) => {
-          clearTimeout(timer);
-          this.#waiting.delete(id);
-          resolve(note);
-        },
-      });
-    });
-    // The answer may be lost with its node: nothing is left waiting past the timeout.
-    answer.catch(() => undefined);
+    const { answer, cancel } = this.#awaitAnswer(id);
     const note: Note = { t: "change", id, from: this.nodeId, plateId, clientId, asker, change };
     let nodes: number;
     try {
       nodes = await this.broker.send(nodeId, JSON.stringify(note));
     } catch (err) {
-      this.#waiting.get(id)?.resolve({ t: "answer", id, error: { code: "broker_unavailable", message: "" } });
+      cancel();
       throw err;
     }
     if (nodes === 0) {
-      this.#waiting.get(id)?.resolve({ t: "answer", id });
+      cancel();
       throw notFound();
     }
     const reply = await answer;
@@ -201,58 +188,77 @@ export class Realtime {
       }
       for (const asked of change.subscribe) live.grant(topicOf(conn, asked));
     }
-    return new Promise((resolve, reject) => {
-      this.#inLine(live, undefined, async () => {
-        try {
-          for (const name of change.unsubscribe) {
-            if (conn.subscriptions.has(topicKeyOf(conn, name))) this.subscriptions.unsubscribe(conn, name);
-          }
-          for (const asked of change.subscribe) {
-            const topic = topicOf(conn, asked);
-            if (conn.subscriptions.has(topicKeyOf(conn, asked))) continue;
-            await this.subscriptions.subscribe(conn, { topic, since: asked.since }, this.limits.maxSubscriptionsPerConnection);
-          }
-          resolve([...conn.subscriptions.values()].map(infoOf));
-        } catch (err) {
-          reject(toPlateError(err));
-          throw err;
-        }
-      }, reject);
+    return this.#inLine(live, async () => {
+      for (const name of change.unsubscribe) {
+        if (conn.subscriptions.has(topicKeyOf(conn, name))) this.subscriptions.unsubscribe(conn, name);
+      }
+      for (const asked of change.subscribe) {
+        if (conn.subscriptions.has(topicKeyOf(conn, asked))) continue;
+        await this.subscriptions.subscribe(conn, { topic: topicOf(conn, asked), since: asked.since }, this.limits.maxSubscriptionsPerConnection);
+      }
+      return [...conn.subscriptions.values()].map(infoOf);
     });
   }
 
   /**
-   * Runs `work` after the connection's earlier requests. A refusal is told to the client as an
-   * error frame with `ref` (the connection stays open); past `maxPendingRequests` in line, the
-   * request is refused with `rate_limited` at once.
+   * Runs `work` after the connection's earlier requests, answering what it answers. Past
+   * `maxPendingRequests` in line it is refused with `rate_limited` at once; on a connection that
+   * ended meanwhile, with `not_found`.
    */
-  #inLine(live: Live, ref: Ref | undefined, work: () => Promise<void>, refused?: (err: PlateError) => void): void {
-    const { conn } = live;
+  #inLine<T>(live: Live, work: () => Promise<T>): Promise<T> {
     if (live.pending >= this.limits.maxPendingRequests) {
-      const error = new PlateError("rate_limited", `At most ${this.limits.maxPendingRequests} requests may wait on one connection; wait for the answers.`, { retryAfterS: 1 });
-      if (refused !== undefined) refused(error);
-      else conn.frame(refusal(ref, error.code, error.message));
-      return;
+      return Promise.reject(
+        new PlateError("rate_limited", `At most ${this.limits.maxPendingRequests} requests may wait on one connection; wait for the answers.`, {
+          retryAfterS: 1,
+        }),
+      );
     }
     live.pending += 1;
-    live.tail = live.tail.then(async () => {
-      try {
-        if (!conn.ended) await work();
-      } catch (err) {
-        const error = toPlateError(err);
-        if (error.code === "internal_error") this.log.error("realtime request failed", { plateId: conn.plateId, error: String(err) });
-        if (refused === undefined) conn.frame(refusal(ref, error.code, error.message));
-      } finally {
-        live.pending -= 1;
-      }
+    const run = live.tail.then(() => (live.conn.ended ? Promise.reject(notFound()) : work()));
+    live.tail = run.then(
+      () => void (live.pending -= 1),
+      () => void (live.pending -= 1),
+    );
+    return run;
+  }
+
+  /** Tells a WebSocket client its request was refused (an error frame with its `ref`); the connection stays open. */
+  #refuse(conn: Connection, ref: Ref | undefined, err: unknown): void {
+    const error = toPlateError(err);
+    if (error.code === "internal_error") this.log.error("realtime request failed", { plateId: conn.plateId, error: String(err) });
+    conn.frame(refusal(ref, error.code, error.message));
+  }
+
+  /**
+   * Waits for the answer note `id`, up to `REALTIME_CHANGE_TIMEOUT_MS` (then `broker_unavailable`).
+   * `cancel` stops waiting (the note was not delivered): nothing is left behind.
+   */
+  #awaitAnswer(id: string): { answer: Promise<Note & { t: "answer" }>; cancel: () => void } {
+    let cancel = (): void => undefined;
+    const answer = new Promise<Note & { t: "answer" }>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new PlateError("broker_unavailable", "The node holding that stream did not answer in time; retry.", { retryAfterS: 1 }));
+      }, this.limits.changeTimeoutMs);
+      cancel = () => {
+        clearTimeout(timer);
+        this.#waiting.delete(id);
+      };
+      this.#waiting.set(id, (note) => {
+        cancel();
+        resolve(note);
+      });
     });
+    // It may reject before it is awaited (the send itself is slow): not an unhandled rejection.
+    answer.catch(() => undefined);
+    return { answer, cancel };
   }
 
   #onNote(payload: string): void {
     const note = readNote(payload);
     if (note === undefined) return;
     if (note.t === "answer") {
-      this.#waiting.get(note.id)?.resolve(note);
+      this.#waiting.get(note.id)?.(note);
       return;
     }
     const answer = (body: Omit<Note & { t: "answer" }, "t" | "id">) =>

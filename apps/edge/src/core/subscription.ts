@@ -17,12 +17,6 @@ export class Subscription {
   readonly key: string;
   readonly seam = new Seam();
   #ended = false;
-  /**
-   * Started and past its seam: live messages go straight to the connection. Kept here, not only in
-   * the seam, so the hot path touches one object less per subscriber (a cache miss per delivery
-   * with thousands of subscribers).
-   */
-  #passing = false;
   /** Where it started in the plate's history (the head read when it subscribed), once known. */
   position: string | undefined;
   /** Its end hook (the fan-out's detach); one slot, not an array: thousands are held per node. */
@@ -51,14 +45,9 @@ export class Subscription {
    * as deliveries.
    */
   deliver(out: Outbound): boolean {
-    // Started and past its resume's seam (nearly always): straight on.
-    if (this.#passing) return this.conn.emit(this, out);
     if (this.#ended) return false;
     const verdict = this.seam.offer(out);
-    if (verdict === "pass") {
-      this.#passing = this.seam.open;
-      return this.conn.emit(this, out);
-    }
+    if (verdict === "pass") return this.conn.emit(this, out);
     if (verdict === "held") return this.conn.holding(out);
     return false;
   }
@@ -73,7 +62,6 @@ export class Subscription {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#passing = false;
     this.conn.forget(this);
     this.#onEnd?.();
   }

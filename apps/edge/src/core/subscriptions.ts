@@ -119,7 +119,7 @@ export class Subscriptions {
     try {
       await this.fanout.attach(sub);
       if (sub.ended || conn.ended) return undefined;
-      replay = await this.#read(topic, since);
+      [replay] = (await this.#readAll(conn.plateId, [asked])) as [Replay];
     } catch (err) {
       sub.end();
       throw err;
@@ -152,7 +152,8 @@ export class Subscriptions {
   }
 
   /**
-   * The histories of a connection's first subscriptions, read at one instant (`Broker.histories`):
+   * The histories of subscriptions (a connection's first ones, or one asked for later), read at
+   * one instant (`Broker.histories`):
    * their replays, merged, and the live messages after them meet at one head, so a stream's ids
    * only grow and a client resuming from the last id it saw misses nothing.
    */
@@ -164,14 +165,6 @@ export class Subscriptions {
     return replays.map((replay, i) =>
       asked[i]!.topic.pattern && asked[i]!.since !== undefined ? { complete: false, reason: "pattern", head: replay.head } : replay,
     );
-  }
-
-  /** A topic's history after `since`; a pattern has none to replay, only the plate's head. */
-  async #read(topic: Topic, since: string | undefined): Promise<Replay> {
-    if (!topic.pattern) return this.broker.history(topic.plateId, topic.channel, since, this.retention);
-    // Read under the pattern's text, a channel that never has a history.
-    const { head } = await this.broker.history(topic.plateId, topic.channel as string as ChannelName, undefined, this.retention);
-    return since === undefined ? { complete: true, messages: [], head } : { complete: false, reason: "pattern", head };
   }
 }
 
