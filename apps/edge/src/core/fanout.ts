@@ -1,4 +1,4 @@
-import { PlateError, topicKey } from "@plate/protocol";
+import { PlateError } from "@plate/protocol";
 import type { Message, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
@@ -94,11 +94,11 @@ export class Fanout {
   }
 
   /**
-   * Notes where a topic's subscribers start in the history (the head read when one subscribed),
+   * Notes where a subscription's topic's subscribers start in the history (the head read when one subscribed),
    * unless a message was already handed to them.
    */
-  started(topic: Topic, position: string): void {
-    this.#topics.get(topicKey(topic))?.feed.started(position);
+  started(sub: Subscription, position: string): void {
+    this.#topics.get(sub.key)?.feed.started(position);
   }
 
   /** Distinct topics this node is subscribed to. */

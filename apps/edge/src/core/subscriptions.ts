@@ -146,7 +146,7 @@ export class Subscriptions {
 
   #started(sub: Subscription, replay: Replay, since: string | undefined): Start {
     sub.position = replay.head;
-    this.fanout.started(sub.topic, replay.head);
+    this.fanout.started(sub, replay.head);
     if (!replay.complete) this.metrics.resets.inc({ reason: replay.reason });
     return { sub, replay, since };
   }
