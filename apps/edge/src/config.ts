@@ -1,5 +1,7 @@
 import { isPlateId } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
+import { parseHostPorts } from "@plate/redis";
+import type { HostPort, RedisTarget } from "@plate/redis";
 
 /**
  * Every setting of an edge node, read from environment variables. Each has a unit in its name, a
@@ -11,6 +13,10 @@ export interface Config {
   readonly port: number;
   readonly host: string;
   readonly redisUrl: string | undefined;
+  readonly redisClusterNodes: readonly HostPort[] | undefined;
+  readonly redisClusterRefreshMs: number;
+  readonly redisSentinels: readonly HostPort[] | undefined;
+  readonly redisSentinelMaster: string;
   readonly redisKeyPrefix: string;
   readonly redisCommandTimeoutMs: number;
   readonly redisReconnectMaxMs: number;
@@ -97,10 +103,23 @@ function text(raw: string): string {
 const REDIS_KEY_PREFIX_MAX_CHARS = 64;
 
 function keyPrefix(raw: string, variable: string): string {
-  if (raw.length > REDIS_KEY_PREFIX_MAX_CHARS || /\s/.test(raw)) {
-    throw new ConfigError(variable, `expected up to ${REDIS_KEY_PREFIX_MAX_CHARS} characters without spaces, got "${raw}".`);
+  if (raw.length > REDIS_KEY_PREFIX_MAX_CHARS || /[\s{}]/.test(raw)) {
+    throw new ConfigError(variable, `expected up to ${REDIS_KEY_PREFIX_MAX_CHARS} characters without spaces or braces, got "${raw}".`);
   }
   return raw;
+}
+
+function nonEmptyText(raw: string, variable: string): string {
+  if (raw.trim() === "") throw new ConfigError(variable, "expected a name.");
+  return raw.trim();
+}
+
+function hostPorts(raw: string, variable: string): readonly HostPort[] {
+  try {
+    return parseHostPorts(raw);
+  } catch (err) {
+    throw new ConfigError(variable, `expected host:port[,host:port...]: ${(err as Error).message}.`);
+  }
 }
 
 function optionalText(raw: string): string | undefined {
@@ -173,8 +192,32 @@ export const SETTINGS = {
   REDIS_URL: {
     key: "redisUrl",
     default: undefined,
-    doc: "Redis to share with other nodes. Unset: one node on the embedded in-memory broker and store.",
+    doc: "Redis to share with other nodes. Unset (and no cluster or sentinels): one node on the embedded in-memory broker and store. With `REDIS_CLUSTER_NODES` or `REDIS_SENTINELS` it gives only what every connection shares: user, password, `rediss:` for TLS (and, with Sentinel, the database).",
     parse: optionalText,
+  },
+  REDIS_CLUSTER_NODES: {
+    key: "redisClusterNodes",
+    default: undefined,
+    doc: "A Redis Cluster (7+) to share, as a seed list `host:port,host:port` (any of its servers; the rest is discovered). Every key and channel of a plate is in one hash slot; messages go through sharded pub/sub. See docs/redis.md.",
+    parse: hostPorts,
+  },
+  REDIS_CLUSTER_REFRESH_MS: {
+    key: "redisClusterRefreshMs",
+    default: "5000",
+    doc: "On a cluster, how often the slot map is read again even when nothing failed; bounds how long a slot moved by hand goes unnoticed by subscribers (its messages are then filled from history).",
+    parse: integer(100, 600_000),
+  },
+  REDIS_SENTINELS: {
+    key: "redisSentinels",
+    default: undefined,
+    doc: "Redis Sentinels watching the primary to share, `host:port,host:port`; each connection asks them where the primary is, again after every reconnect (so a failover is followed).",
+    parse: hostPorts,
+  },
+  REDIS_SENTINEL_MASTER: {
+    key: "redisSentinelMaster",
+    default: "mymaster",
+    doc: "The name under which the sentinels of `REDIS_SENTINELS` know the primary.",
+    parse: nonEmptyText,
   },
   REDIS_KEY_PREFIX: {
     key: "redisKeyPrefix",
@@ -438,5 +481,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     const value = raw === undefined || raw === "" ? setting.default : raw;
     config[setting.key] = value === undefined ? undefined : setting.parse(value, variable);
   }
+  if (config.redisClusterNodes !== undefined && config.redisSentinels !== undefined) {
+    throw new ConfigError("REDIS_SENTINELS", "set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both.");
+  }
   return config as unknown as Config;
+}
+
+/** The Redis the node shares with the others; undefined: the embedded broker and store. */
+export function redisTarget(config: Config): RedisTarget | undefined {
+  const url = config.redisUrl;
+  if (config.redisClusterNodes !== undefined) return { kind: "cluster", nodes: config.redisClusterNodes, ...(url === undefined ? {} : { url }) };
+  if (config.redisSentinels !== undefined) {
+    return { kind: "sentinel", sentinels: config.redisSentinels, masterName: config.redisSentinelMaster, ...(url === undefined ? {} : { url }) };
+  }
+  return url === undefined ? undefined : { kind: "standalone", url };
 }

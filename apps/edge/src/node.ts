@@ -7,6 +7,7 @@ import type { Broker } from "@plate/broker";
 import { PlateError } from "@plate/protocol";
 import { MemoryStore, RedisStore } from "@plate/store";
 import type { Store } from "@plate/store";
+import { redisTarget } from "./config.js";
 import type { Config } from "./config.js";
 import { Connections } from "./core/connections.js";
 import { Fanout } from "./core/fanout.js";
@@ -198,7 +199,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
 }
 
 /**
- * The broker and store the config asks for: the embedded ones without `REDIS_URL`, Redis ones with
+ * The broker and store the config asks for: the embedded ones without a Redis (`REDIS_URL`,
+ * `REDIS_CLUSTER_NODES` or `REDIS_SENTINELS`), Redis ones with
  * it. A Redis that is unreachable does not stop the start: the node listens, reports not ready,
  * and becomes ready when Redis answers.
  */
@@ -209,7 +211,8 @@ async function openBackends(
   metrics: Metrics,
   nodeId: string,
 ): Promise<{ broker: Broker; store: Store }> {
-  if (config.redisUrl === undefined) {
+  const target = redisTarget(config);
+  if (target === undefined) {
     return {
       broker: parts.broker ?? new MemoryBroker(),
       store:
@@ -217,7 +220,12 @@ async function openBackends(
         (await MemoryStore.open({ dataDir: config.dataDir, tokenTombstoneMs: config.tokenTombstoneMs, tokenSweepMs: TOKEN_SWEEP_MS })),
     };
   }
-  const redis = { url: config.redisUrl, keyPrefix: config.redisKeyPrefix, commandTimeoutMs: config.redisCommandTimeoutMs };
+  const redis = {
+    target,
+    keyPrefix: config.redisKeyPrefix,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    clusterRefreshMs: config.redisClusterRefreshMs,
+  };
   return {
     broker:
       parts.broker ??

@@ -117,9 +117,11 @@ export interface Broker {
    * the last message it got. `"cut"` comes before any message of the restored delivery, so a
    * caller that holds live messages from `"cut"` until it has read the history keeps them after
    * everything missed (the rule lives in the edge's delivery module). A broker whose delivery is
-   * never cut (the embedded one) never calls it. Returns a function that removes the listener.
+   * never cut (the embedded one) never calls it. `plates` names the plates whose delivery was cut
+   * (on Redis Cluster, those of one master); undefined means every plate. Returns a function that
+   * removes the listener.
    */
-  onGap(listener: (phase: GapPhase) => void): () => void;
+  onGap(listener: (phase: GapPhase, plates?: ReadonlySet<PlateId>) => void): () => void;
   /** Called with the new state each time readiness changes. Returns a function that removes it. */
   onReadyChange(listener: (ready: boolean) => void): () => void;
   close(): Promise<void>;

@@ -9,6 +9,7 @@ import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.
 import { RedisBroker } from "./redis-broker.js";
 import type { RedisBrokerOptions } from "./redis-broker.js";
 import { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";
+import { keySlot } from "@plate/redis";
 
 let redis: RedisServer;
 beforeAll(async () => {
@@ -26,7 +27,7 @@ afterEach(async () => {
 let ids = 0;
 function newBroker(overrides: Partial<RedisBrokerOptions> = {}): RedisBroker {
   const broker = new RedisBroker({
-    url: redis.url,
+    target: { kind: "standalone", url: redis.url },
     keyPrefix: "plate:",
     commandTimeoutMs: 1000,
     reconnectMaxMs: 200,
@@ -93,6 +94,26 @@ describe("Redis channel names", () => {
     expect(names.parse(name)).toEqual({ plateId: "acme", channel: "user:42:events" });
     expect(names.parse("other:acme:x")).toBeUndefined();
     expect(names.parse("plate:nocolon")).toBeUndefined();
+    const sharded = new RedisNames("plate:", true);
+    const shard = sharded.channel("acme" as PlateId, "user:42:events" as ChannelName);
+    expect(shard).toBe("plate:{acme}:user:42:events");
+    expect(sharded.parse(shard)).toEqual({ plateId: "acme", channel: "user:42:events" });
+    expect(sharded.parse("plate:acme:x")).toBeUndefined();
+  });
+
+  it("puts every key and channel of a plate in the plate's hash slot", () => {
+    const names = new RedisNames("plate:", true);
+    const plate = "acme" as PlateId;
+    const all = [
+      names.channel(plate, "a" as ChannelName),
+      names.channel(plate, "b:c" as ChannelName),
+      names.plateWide(plate),
+      names.idempotency(plate, "owner:key{x}"),
+      ...names.historyKeys(plate, "a" as ChannelName),
+      ...names.historyKeys(plate, "zz" as ChannelName),
+    ];
+    expect(new Set(all.map(keySlot))).toEqual(new Set([keySlot("acme")]));
+    expect(() => new RedisNames("pl{ate}:")).toThrow(/brace/);
   });
 });
 
@@ -126,50 +147,67 @@ describe("RedisBroker", () => {
     expect(received.sort()).toEqual(["p*|anything", "p?|^q", "p[1]|a[bc]", "p\\|x\\zzz"].sort());
   });
 
-  it("subscribes in Redis once per channel or pattern, only while a local subscriber needs it", async () => {
+  it("listens in Redis once per channel, and once per plate for all its patterns (never PSUBSCRIBE), only while needed", async () => {
     const broker = await readyBroker();
-    const name = "plate:acme:room.1";
+    const names = ["plate:acme:room.1", "plate:acme#"];
     const count = () =>
       withClient(async (client) => {
-        const numsub = await client.pubsub("NUMSUB", name);
-        return [Number(numsub[1]), Number(await client.pubsub("NUMPAT"))];
+        const numsub = (await client.pubsub("NUMSUB", ...names)) as (string | number)[];
+        return [Number(numsub[1]), Number(numsub[3]), Number(await client.pubsub("NUMPAT"))];
       });
-    const [, patsBefore] = await count();
+    const [, , patsBefore] = await count();
     const stops = [
       await broker.subscribe(exact("acme", "room.1"), () => undefined),
       await broker.subscribe(exact("acme", "room.1"), () => undefined),
       await broker.subscribe(pattern("acme", "user:*"), () => undefined),
       await broker.subscribe(pattern("acme", "user:*"), () => undefined),
+      await broker.subscribe(pattern("acme", "room.?"), () => undefined),
     ];
-    expect(await count()).toEqual([1, (patsBefore ?? 0) + 1]);
-    for (const stop of stops) await stop();
-    expect(await count()).toEqual([0, patsBefore]);
+    expect(await count()).toEqual([1, 1, patsBefore]);
+    for (const stop of stops.slice(0, 4)) await stop();
+    expect(await count()).toEqual([0, 1, patsBefore]);
+    await stops[4]!();
+    expect(await count()).toEqual([0, 0, patsBefore]);
   });
 
-  it("delivers a payload a backend PUBLISHes straight into Redis: JSON decoded when it parses, else a string", async () => {
+  it("delivers a payload a backend PUBLISHes straight into Redis to the channel's subscribers: JSON decoded when it parses, else a string", async () => {
     const broker = await readyBroker();
     const got: Message[] = [];
+    const byPattern: Message[] = [];
     await broker.subscribe(exact("acme", "orders"), (m) => got.push(m));
-    await broker.subscribe(pattern("acme", "ord*"), (m) => got.push(m));
+    await broker.subscribe(pattern("acme", "ord*"), (m) => byPattern.push(m));
     await withClient(async (client) => {
       await client.publish("plate:acme:orders", '{"total": 12.50}');
       await client.publish("plate:acme:orders", "plain text");
       await client.publish("plate:acme:orders", "plain text");
+      // Not a payload a node wrote: a plate-wide channel takes only those (see redis-names.ts).
+      await client.publish("plate:acme#", "orders plain text");
     });
-    expect(await until(() => got.length >= 6)).toBe(true);
-    expect(got.map((m) => m.body)).toEqual([
-      '{"total": 12.50}',
-      '{"total": 12.50}',
-      '"plain text"',
-      '"plain text"',
-      '"plain text"',
-      '"plain text"',
-    ]);
-    // The channel and pattern subscribers share one decoded message per publish; two publishes of
-    // the same text are two messages with two ids.
-    expect(got[0]).toBe(got[1]);
+    expect(await until(() => got.length >= 3)).toBe(true);
+    expect(got.map((m) => m.body)).toEqual(['{"total": 12.50}', '"plain text"', '"plain text"']);
+    // Two publishes of the same text are two messages with two ids.
     expect(new Set(got.map((m) => m.id)).size).toBe(3);
     expect(got.every((m) => m.channel === "orders" && m.plateId === "acme")).toBe(true);
+    // Patterns are matched on the plate-wide channel, which only nodes publish to.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(byPattern).toEqual([]);
+  });
+
+  it("gives a channel subscriber and a pattern subscriber one decoded message per publish", async () => {
+    const broker = await readyBroker();
+    const publisher = await readyBroker();
+    const got: Message[] = [];
+    await broker.subscribe(exact("acme", "orders"), (m) => got.push(m));
+    await broker.subscribe(pattern("acme", "ord*"), (m) => got.push(m));
+    await broker.subscribe(pattern("acme", "*s"), (m) => got.push(m));
+    await publisher.publish(message("acme", "orders", '"same"'));
+    await publisher.publish(message("acme", "orders", '"same"'));
+    expect(await until(() => got.length >= 6)).toBe(true);
+    expect(got[0]).toBe(got[1]);
+    expect(got[1]).toBe(got[2]);
+    expect(got[3]).toBe(got[5]);
+    expect(got[0]).not.toBe(got[3]);
+    expect(new Set(got.map((m) => m.id)).size).toBe(2);
   });
 
   it.skipIf((process.env.REDIS_URL ?? "") !== "")(
@@ -237,7 +275,7 @@ describe("RedisBroker", () => {
       proxy = await startTcpProxy(redis.port);
       const warnings: string[] = [];
       const broker = await readyBroker({
-        url: `redis://127.0.0.1:${proxy.port}`,
+        target: { kind: "standalone", url: `redis://127.0.0.1:${proxy.port}` },
         probeIntervalMs: 100,
         probeTimeoutMs: 300,
         warn: (m) => warnings.push(m),
@@ -265,7 +303,7 @@ describe("RedisBroker", () => {
 
     it("tells of the cut before it delivers anything that comes with the resubscription, so the history fills it", async () => {
       proxy = await startTcpProxy(redis.port);
-      const broker = await readyBroker({ url: `redis://127.0.0.1:${proxy.port}`, probeIntervalMs: 100, probeTimeoutMs: 300 });
+      const broker = await readyBroker({ target: { kind: "standalone", url: `redis://127.0.0.1:${proxy.port}` }, probeIntervalMs: 100, probeTimeoutMs: 300 });
       const publisher = await readyBroker();
       const beforeGap: string[] = [];
       const phases: string[] = [];
@@ -345,7 +383,7 @@ describe("RedisBroker when Redis refuses commands", () => {
       const proxy = await startTcpProxy(pair.a.port);
       try {
         const warnings: string[] = [];
-        const broker = await readyBroker({ url: `redis://127.0.0.1:${proxy.port}`, warn: (m, fields) => warnings.push(`${m} ${JSON.stringify(fields)}`) });
+        const broker = await readyBroker({ target: { kind: "standalone", url: `redis://127.0.0.1:${proxy.port}` }, warn: (m, fields) => warnings.push(`${m} ${JSON.stringify(fields)}`) });
         const got: string[] = [];
         await broker.subscribe(exact("acme", "again"), (m) => got.push(m.body));
         expect(await publishesWithin(broker, 1000)).toBe(true);

@@ -1,19 +1,23 @@
-import { Redis } from "ioredis";
-import type { RedisOptions } from "ioredis";
-import { PlateError, bodyFromForeignPayload, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
-import type { ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
+import type { Cluster, RedisOptions } from "ioredis";
+import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
+import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
-import type { RedisRefusal, Warn } from "@plate/redis";
+import { RefusalWarnings, connectCommands, connectNode, connectPrimary, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
+import { ClassicDelivery, ShardedDelivery } from "./redis-delivery.js";
+import type { Delivery } from "./redis-delivery.js";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts, ReadReply } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
 /** Settings of the Redis broker; each is a setting of the edge node (see the README). */
 export interface RedisBrokerOptions {
-  readonly url: string;
+  /** The Redis to use: one server, Sentinel, or a cluster (see `RedisTarget`). */
+  readonly target: RedisTarget;
+  /** On a cluster, how often the slot map is read again when nothing failed, in ms (`REDIS_CLUSTER_REFRESH_MS`). */
+  readonly clusterRefreshMs?: number;
   /** Put before every Redis channel name (`REDIS_KEY_PREFIX`). */
   readonly keyPrefix: string;
   /** How long one Redis command may take before it fails, in ms. */
@@ -36,6 +40,8 @@ export interface RedisBrokerOptions {
 
 /** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */
 const RECONNECT_FIRST_MS = 50;
+/** `clusterRefreshMs` when not given, in ms. */
+const CLUSTER_REFRESH_DEFAULT_MS = 5000;
 
 /**
  * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`. JSON text never
@@ -74,58 +80,62 @@ function parseOrder(text: string | null): Order | undefined {
   return { ms: Number(text.slice(0, dash)), seq: Number(text.slice(dash + 1)) };
 }
 
-interface Interest {
-  readonly pattern: boolean;
+/** The local subscribers of one concrete channel. */
+interface ChannelInterest {
   readonly listeners: Set<MessageListener>;
-  /** Resolves once Redis confirmed the (P)SUBSCRIBE that created this interest. */
+  /** Resolves once Redis confirmed the subscription that created this interest. */
+  readonly active: Promise<void>;
+}
+
+/** The local pattern subscribers of one plate, all served by its plate-wide channel. */
+interface PlateInterest {
+  readonly patterns: Map<string, { readonly matches: ChannelMatcher; readonly listeners: Set<MessageListener> }>;
   readonly active: Promise<void>;
 }
 
 /**
- * The broker for many nodes sharing one Redis. Messages go through Redis pub/sub; a node SUBSCRIBEs
- * to a channel, or PSUBSCRIBEs to a pattern, only while at least one local subscription needs it
- * (reference-counted per Redis name), so a node receives no traffic for channels nobody on it
- * watches.
+ * The broker for many nodes sharing Redis: one server, a primary watched by Sentinel, or a Redis
+ * Cluster. Messages go through Redis pub/sub (sharded pub/sub on a cluster). A node listens to a
+ * channel only while at least one local subscription needs it (reference-counted per Redis name),
+ * so it receives no traffic for channels nobody on it watches.
  *
- * - Two connections: commands (auto-pipelined PUBLISH) and subscriber. Commands fail at once while
- *   Redis is unreachable (no offline queue), so a publish answers `broker_unavailable` instead of
- *   hanging, and nothing was published.
+ * - Patterns cost nothing to other plates: every publish also goes to its plate's plate-wide
+ *   channel (redis-names.ts), which a node listens to while it has pattern subscribers of that
+ *   plate, matching each pattern itself. No PSUBSCRIBE is ever made (each one taxes every PUBLISH
+ *   of every plate, and keeps taxing it after it is gone until Redis restarts).
+ * - Commands fail at once while Redis is unreachable (no offline queue), so a publish answers
+ *   `broker_unavailable` instead of hanging, and nothing was published. On a cluster only the
+ *   plates of a master that is down fail.
  * - Redis refusing a command (OOM, READONLY, ...) answers `broker_unavailable` naming the refusal,
  *   warned once until a command succeeds again. READONLY (a primary demoted by a failover) also
- *   reconnects the command connection, so it reaches the new primary at the same address.
- * - After a reconnect the subscriber connection subscribes again to everything local subscriptions
- *   need; they stay open and receive again with no action of theirs.
+ *   reconnects the command connection, so it reaches the new primary (at the same address, or
+ *   where Sentinel says it is now).
+ * - Delivery (redis-delivery.ts) resubscribes after every reconnect, watches its connections with
+ *   deaf probes, and tells `onGap` which plates may have missed messages.
  * - A Redis message is decoded once into one `Message` object for every local listener, including
- *   a channel listener and a pattern listener that both match it (Redis sends it twice).
- * - Silent-loss guard: while the node has subscriptions it publishes a probe to its own probe
- *   channel every `probeIntervalMs`. A probe not back within `probeTimeoutMs` means the subscriber
- *   connection is up but deaf (as after a failover): the broker reports not ready, reconnects the
- *   subscriber and resubscribes.
- * - Not for Redis Cluster: pattern subscriptions must see every channel of one server.
+ *   a channel listener and a pattern listener that both match it (Redis sends it twice: on the
+ *   channel and on the plate-wide channel).
  */
 export class RedisBroker implements Broker {
   readonly #options: RedisBrokerOptions;
   readonly #names: RedisNames;
-  readonly #commands: Redis & HistoryScripts;
-  readonly #subscriber: Redis;
-  readonly #interests = new Map<string, Interest>();
+  readonly #commands: Commands & HistoryScripts;
+  readonly #delivery: Delivery;
+  /** PUBLISH, or SPUBLISH on a cluster. */
+  readonly #publishCommand: string;
+  readonly #channels = new Map<string, ChannelInterest>();
+  readonly #plates = new Map<string, PlateInterest>();
   /** Listeners of node-to-node notes, by Redis channel (see `send`). */
   readonly #notes = new Map<string, Set<(payload: string) => void>>();
   readonly #readyListeners = new Set<(ready: boolean) => void>();
-  readonly #gapListeners = new Set<(phase: GapPhase) => void>();
-  /** Whether the subscriber connection was ever subscribed: its next resubscription closes a gap. */
-  #subscribedOnce = false;
-  readonly #probeChannel: string;
-  #subscriberReady = false;
-  #deaf = false;
+  readonly #gapListeners = new Set<(phase: GapPhase, plates?: ReadonlySet<PlateId>) => void>();
   #ready = false;
   #closed = false;
-  readonly #probe: DeafnessProbe;
   readonly #refusals: RefusalWarnings;
   /**
    * The last payload decoded, what it became, and the names it was delivered under. Redis sends one
-   * publish once per matching (P)SUBSCRIBE, back to back; the same payload under a name it already
-   * went to is a new publish (a backend may PUBLISH the same text twice), so it is decoded anew.
+   * publish once per matching name, back to back; the same payload under a name it already went to
+   * is a new publish (a backend may PUBLISH the same text twice), so it is decoded anew.
    */
   #lastChannel = "";
   #lastPayload = "";
@@ -134,49 +144,66 @@ export class RedisBroker implements Broker {
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
-    this.#names = new RedisNames(options.keyPrefix);
-    this.#probeChannel = this.#names.probe(options.nodeId);
+    const { target } = options;
+    const cluster = target.kind === "cluster";
+    this.#names = new RedisNames(options.keyPrefix, cluster);
+    this.#publishCommand = cluster ? "SPUBLISH" : "PUBLISH";
     this.#refusals = new RefusalWarnings(options.warn, "redis refuses the broker's commands");
     const common: RedisOptions = {
       commandTimeout: options.commandTimeoutMs,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(attempt, 16), options.reconnectMaxMs),
-      // Resubscription is ours (#resubscribe): ioredis' own would also restore interests dropped while down.
+      // Resubscription is the delivery's: ioredis' own would also restore names dropped while down.
       autoResubscribe: false,
     };
     this.#commands = withHistoryScripts(
-      new Redis(options.url, {
-        ...common,
-        enableAutoPipelining: true,
-        connectionName: `plate-${options.nodeId}-cmd`,
-        reconnectOnError: reconnectOnReadOnly,
-      }),
+      connectCommands(
+        target,
+        { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
+        { slotsRefreshMs: options.clusterRefreshMs ?? CLUSTER_REFRESH_DEFAULT_MS },
+      ),
     );
-    this.#subscriber = new Redis(options.url, { ...common, connectionName: `plate-${options.nodeId}-sub` });
     this.#commands.on("ready", () => this.#update());
     this.#commands.on("close", () => this.#update());
+    this.#commands.on("end", () => this.#update());
     this.#commands.on("error", () => undefined);
-    this.#subscriber.on("ready", () => void this.#resubscribe());
-    this.#subscriber.on("close", () => {
-      this.#deliveryCut();
-      this.#update();
-    });
-    this.#subscriber.on("error", () => undefined);
-    this.#subscriber.on("message", (channel: string, payload: string) => this.#onMessage(channel, channel, payload));
-    this.#subscriber.on("pmessage", (glob: string, channel: string, payload: string) => this.#onMessage(glob, channel, payload));
-    this.#probe = new DeafnessProbe({
-      intervalMs: options.probeIntervalMs,
-      timeoutMs: options.probeTimeoutMs,
-      wanted: () => this.#interests.size > 0 && this.#ready,
-      publish: (payload) => this.#commands.publish(this.#probeChannel, payload),
-      lost: () => this.#probeLost(),
-    });
+    const settings = {
+      probeIntervalMs: options.probeIntervalMs,
+      probeTimeoutMs: options.probeTimeoutMs,
+      warn: options.warn,
+      wanted: () => (this.#channels.size > 0 || this.#plates.size > 0) && this.#ready,
+    };
+    const events = {
+      message: (name: string, payload: string) => this.#onMessage(name, payload),
+      gap: (phase: GapPhase, plates: ReadonlySet<PlateId> | undefined) => {
+        for (const listener of this.#gapListeners) listener(phase, plates);
+      },
+      changed: () => this.#update(),
+      probeLost: () => options.onProbeLost?.(),
+    };
+    // A connection that cannot be made within a command's time fails the subscriptions waiting on it.
+    const subscriberOptions = { ...common, connectTimeout: options.commandTimeoutMs, connectionName: `plate-${options.nodeId}-sub` };
+    this.#delivery = cluster
+      ? new ShardedDelivery(
+          this.#commands as Cluster,
+          (nodeKey, extra) => connectNode(target, nodeKey, { ...subscriberOptions, ...extra, connectionName: `plate-${options.nodeId}-ssub` }),
+          (slotTag) => this.#names.probe(options.nodeId, slotTag),
+          settings,
+          events,
+        )
+      : new ClassicDelivery(
+          connectPrimary(target, subscriberOptions),
+          this.#names.probe(options.nodeId),
+          (channel, payload) => this.#commands.publish(channel, payload),
+          settings,
+          events,
+        );
   }
 
   /**
    * One script (redis-history.ts) gives the id, appends to the channel's history, trims it and
-   * PUBLISHes, atomically: a message is in the history if and only if it went out.
+   * publishes, atomically: a message is in the history if and only if it went out.
    */
   async publish(request: PublishRequest): Promise<PublishResult> {
     const { plateId, channel, retention, idempotency } = request;
@@ -196,6 +223,8 @@ export class RedisBroker implements Broker {
         retention.markTtlMs,
         idempotency?.windowMs ?? 0,
         channel,
+        this.#publishCommand,
+        this.#names.plateWide(plateId),
       );
     } catch (err) {
       throw this.#failed(err);
@@ -218,7 +247,10 @@ export class RedisBroker implements Broker {
     return this.#replayOf(plateId, channel, since, reply, retention);
   }
 
-  /** One MULTI of the read script per channel: Redis runs them back to back, nothing in between. */
+  /**
+   * One MULTI of the read script per channel: Redis runs them back to back, nothing in between.
+   * Every key is in the plate's slot, so the MULTI is single-slot on a cluster too.
+   */
   async histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]> {
     if (reads.length === 1) return [await this.history(plateId, reads[0]!.channel, reads[0]!.since, retention)];
     const multi = this.#commands.multi() as unknown as HistoryScripts & { exec(): Promise<[Error | null, unknown][] | null> };
@@ -258,8 +290,11 @@ export class RedisBroker implements Broker {
   }
 
   async send(address: string, payload: string): Promise<number> {
+    const name = this.#names.node(address);
     try {
-      const nodes = await this.#commands.publish(this.#names.node(address), payload);
+      const nodes = Number(
+        await (this.#publishCommand === "SPUBLISH" ? (this.#commands as Cluster).spublish(name, payload) : this.#commands.publish(name, payload)),
+      );
       this.#refusals.succeeded();
       return nodes;
     } catch (err) {
@@ -282,17 +317,14 @@ export class RedisBroker implements Broker {
     const leave = async () => {
       if (!joined.delete(delivery) || joined.size > 0 || this.#notes.get(name) !== joined) return;
       this.#notes.delete(name);
-      await this.#subscriber.unsubscribe(name).catch(() => undefined);
+      await this.#delivery.remove(name);
     };
-    // While the subscriber is down, #resubscribe subscribes it with the rest when it is back.
-    if (first && this.#subscriber.status === "ready") {
+    if (first) {
       try {
-        await this.#subscriber.subscribe(name);
+        await this.#delivery.add(name, undefined);
       } catch (err) {
-        if (this.#subscriber.status === "ready") {
-          await leave();
-          throw unavailable(err, redisRefusal(err));
-        }
+        await leave();
+        throw unavailable(err, redisRefusal(err));
       }
     }
     return leave;
@@ -301,28 +333,59 @@ export class RedisBroker implements Broker {
   async subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
     if (this.#closed) throw new Error("RedisBroker is closed");
     if (!this.#ready) throw unavailable();
-    const name = this.#names.subscription(topic);
-    let interest = this.#interests.get(name);
-    if (interest === undefined) {
-      const active = this.#redisSubscribe(name, topic.pattern);
-      interest = { pattern: topic.pattern, listeners: new Set(), active };
-      this.#interests.set(name, interest);
-    }
     // Wrap so that the same function subscribed twice counts as two deliveries.
     const delivery: MessageListener = (message) => listener(message);
-    const joined = interest;
-    joined.listeners.add(delivery);
+    let active: Promise<void>;
+    let leave: () => Promise<void>;
+    if (topic.pattern) {
+      const name = this.#names.plateWide(topic.plateId);
+      let interest = this.#plates.get(name);
+      if (interest === undefined) {
+        interest = { patterns: new Map(), active: this.#delivery.add(name, topic.plateId) };
+        this.#plates.set(name, interest);
+      }
+      let entry = interest.patterns.get(topic.channel);
+      if (entry === undefined) {
+        entry = { matches: compilePattern(topic.channel), listeners: new Set() };
+        interest.patterns.set(topic.channel, entry);
+      }
+      entry.listeners.add(delivery);
+      const [joined, joinedEntry] = [interest, entry];
+      active = joined.active;
+      leave = async () => {
+        if (!joinedEntry.listeners.delete(delivery) || joinedEntry.listeners.size > 0) return;
+        if (joined.patterns.get(topic.channel) === joinedEntry) joined.patterns.delete(topic.channel);
+        if (joined.patterns.size > 0 || this.#plates.get(name) !== joined) return;
+        this.#plates.delete(name);
+        await this.#delivery.remove(name);
+      };
+    } else {
+      const name = this.#names.channel(topic.plateId, topic.channel);
+      let interest = this.#channels.get(name);
+      if (interest === undefined) {
+        interest = { listeners: new Set(), active: this.#delivery.add(name, topic.plateId) };
+        this.#channels.set(name, interest);
+      }
+      interest.listeners.add(delivery);
+      const joined = interest;
+      active = joined.active;
+      leave = async () => {
+        if (!joined.listeners.delete(delivery) || joined.listeners.size > 0 || this.#channels.get(name) !== joined) return;
+        this.#channels.delete(name);
+        await this.#delivery.remove(name);
+      };
+    }
     try {
-      await joined.active;
+      await active;
     } catch (err) {
-      await this.#leave(name, joined, delivery);
+      await leave();
       throw unavailable(err, redisRefusal(err));
     }
     let left = false;
     return () => {
       if (left) return Promise.resolve();
       left = true;
-      return this.#leave(name, joined, delivery);
+      return leave();
     };
   }
 
@@ -330,7 +393,7 @@ export class RedisBroker implements Broker {
     return this.#ready;
   }
 
-  onGap(listener: (phase: GapPhase) => void): () => void {
+  onGap(listener: (phase: GapPhase, plates?: ReadonlySet<PlateId>) => void): () => void {
     this.#gapListeners.add(listener);
     return () => this.#gapListeners.delete(listener);
   }
@@ -340,21 +403,21 @@ export class RedisBroker implements Broker {
     return () => this.#readyListeners.delete(listener);
   }
 
-  /** Distinct channels and patterns this node is subscribed to in Redis (the probe excluded). */
+  /** Distinct channels, and plates with pattern subscribers, this node listens to in Redis. */
   get redisSubscriptions(): number {
-    return this.#interests.size;
+    return this.#channels.size + this.#plates.size;
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#probe.stop();
-    this.#interests.clear();
+    this.#channels.clear();
+    this.#plates.clear();
     this.#notes.clear();
     this.#readyListeners.clear();
     this.#gapListeners.clear();
     this.#ready = false;
-    await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
+    await Promise.all([quit(this.#commands), this.#delivery.close()]);
   }
 
   /** The error a failed command becomes; a Redis refusal is warned once until a publish succeeds. */
@@ -362,52 +425,8 @@ export class RedisBroker implements Broker {
     return unavailable(err, this.#refusals.failed(err));
   }
 
-  /** Drops one listener; the last one of a name unsubscribes this node from it in Redis. */
-  async #leave(name: string, interest: Interest, delivery: MessageListener): Promise<void> {
-    if (!interest.listeners.delete(delivery) || interest.listeners.size > 0) return;
-    if (this.#interests.get(name) !== interest) return;
-    this.#interests.delete(name);
-    // A subscribe of the same name that arrives now sends its SUBSCRIBE after this UNSUBSCRIBE on the
-    // same connection; Redis applies them in order, so that newcomer is never left deaf.
-    try {
-      if (interest.pattern) await this.#subscriber.punsubscribe(name);
-      else await this.#subscriber.unsubscribe(name);
-    } catch {
-      // Unreachable: the interest is already forgotten, and #resubscribe restores only live ones.
-    }
-  }
-
-  async #redisSubscribe(name: string, pattern: boolean): Promise<void> {
-    if (pattern) await this.#subscriber.psubscribe(name);
-    else await this.#subscriber.subscribe(name);
-  }
-
-  /** After every (re)connect of the subscriber: subscribe again to the probe and every live interest. */
-  async #resubscribe(): Promise<void> {
-    const channels = [this.#probeChannel, ...this.#notes.keys()];
-    const patterns: string[] = [];
-    for (const [name, interest] of this.#interests) (interest.pattern ? patterns : channels).push(name);
-    try {
-      await this.#subscriber.subscribe(...channels);
-      if (patterns.length > 0) await this.#subscriber.psubscribe(...patterns);
-    } catch (err) {
-      this.#options.warn?.("redis resubscribe failed; reconnecting", { error: String(err) });
-      this.#subscriber.disconnect(true);
-      return;
-    }
-    this.#subscriberReady = true;
-    this.#deaf = false;
-    this.#update();
-    if (this.#subscribedOnce) for (const listener of this.#gapListeners) listener("restored");
-    this.#subscribedOnce = true;
-  }
-
-  #onMessage(name: string, channel: string, payload: string): void {
-    if (channel === this.#probeChannel) {
-      this.#probe.returned(payload);
-      return;
-    }
-    const notes = this.#notes.get(channel);
+  #onMessage(name: string, payload: string): void {
+    const notes = this.#notes.get(name);
     if (notes !== undefined) {
       for (const listener of notes) {
         try {
@@ -418,19 +437,26 @@ export class RedisBroker implements Broker {
       }
       return;
     }
-    const interest = this.#interests.get(name);
-    if (interest === undefined) return;
-    const message = this.#decode(name, channel, payload);
-    if (message === undefined) return;
-    for (const listener of interest.listeners) {
-      try {
-        listener(message);
-      } catch {
-        // A listener must not throw (see MessageListener); one that does cannot stop the others.
-      }
+    const channel = this.#channels.get(name);
+    if (channel !== undefined) {
+      const message = this.#decode(name, name, payload);
+      if (message !== undefined) deliver(channel.listeners, message);
+      return;
+    }
+    const plate = this.#plates.get(name);
+    if (plate === undefined) return;
+    const wide = this.#names.parsePlateWide(name, payload, MARK);
+    if (wide === undefined) return;
+    let message: Message | undefined;
+    for (const { matches, listeners } of plate.patterns.values()) {
+      if (!matches(wide.channel)) continue;
+      message ??= this.#decode(name, this.#names.channel(wide.plateId, wide.channel), wide.payload);
+      if (message === undefined) return;
+      deliver(listeners, message);
     }
   }
 
+  /** The message of `payload` heard on `name` for the Redis channel `channel`. */
   #decode(name: string, channel: string, payload: string): Message | undefined {
     if (channel === this.#lastChannel && payload === this.#lastPayload && !this.#lastNames.includes(name)) {
       this.#lastNames.push(name);
@@ -462,34 +488,23 @@ export class RedisBroker implements Broker {
     return message;
   }
 
-  #probeLost(): void {
-    if (this.#closed) return;
-    this.#options.warn?.("redis subscriber is deaf (probe lost); reconnecting it", { probeTimeoutMs: this.#options.probeTimeoutMs });
-    this.#options.onProbeLost?.();
-    this.#deaf = true;
-    this.#deliveryCut();
-    this.#update();
-    this.#subscriber.disconnect(true);
-  }
-
-  /**
-   * The subscriber connection stopped delivering (closed, or found deaf). The gap listeners hear
-   * `"cut"` once per gap, before anything the restored delivery brings (see Broker.onGap): Redis
-   * sends a message published right after a (P)SUBSCRIBE in the same read as its answer, and
-   * ioredis hands it out before the answer's promise lets #resubscribe go on (seen: a connected
-   * subscriber got no reset after Redis restarted empty, 1 run in ~20 under CPU load).
-   */
-  #deliveryCut(): void {
-    if (this.#subscribedOnce && this.#subscriberReady) for (const listener of this.#gapListeners) listener("cut");
-    this.#subscriberReady = false;
-  }
-
   #update(): void {
-    const ready = !this.#closed && !this.#deaf && this.#subscriberReady && this.#commands.status === "ready";
+    const ready = !this.#closed && this.#delivery.ready && this.#commands.status === "ready";
     if (ready === this.#ready) return;
     this.#ready = ready;
     if (!ready) this.#options.warn?.("redis broker not ready");
     for (const listener of this.#readyListeners) listener(ready);
+  }
+}
+
+/** Hands `message` to each listener; one that throws cannot stop the others. */
+function deliver(listeners: ReadonlySet<MessageListener>, message: Message): void {
+  for (const listener of listeners) {
+    try {
+      listener(message);
+    } catch {
+      // A listener must not throw (see MessageListener).
+    }
   }
 }
 
@@ -502,7 +517,7 @@ function unavailable(cause?: unknown, refusal?: RedisRefusal): PlateError {
   });
 }
 
-async function quit(redis: Redis): Promise<void> {
+async function quit(redis: Commands): Promise<void> {
   try {
     await redis.quit();
   } catch {

@@ -1,16 +1,17 @@
-import type { Redis } from "ioredis";
+import type { Commands } from "@plate/redis";
 
 /*
  * The history of the Redis broker: Lua scripts, each one atomic step.
  *
- * Keys (prefix `p`, plate `a`, channel `c`; none of them is a pub/sub channel name):
- *   p + "epoch"                    string  the history's epoch (created by the first script to need it)
- *   p + "history-head:" + a        hash    ms, seq: the plate's latest position
- *   p + "history:" + a + ":" + c   stream  retained messages, entry id = the position's "ms-seq",
+ * Keys (prefix `p`, plate `a` as the hash tag `{a}`, channel `c`; see redis-names.ts):
+ *   p + "epoch:{a}"                string  the plate's history epoch (created by the first script to need it)
+ *   p + "history-head:{a}"         hash    ms, seq: the plate's latest position
+ *   p + "history:{a}:" + c         stream  retained messages, entry id = the position's "ms-seq",
  *                                          field m = the Redis payload (as published); PEXPIRE ageMs
- *   p + "history-marks:" + a + ":" + c  hash  last, dropped ("ms-seq"); PEXPIRE markTtlMs
- *   p + "idem:" + a + ":" + owner + ":" + key  string  "id SEP timestamp SEP channel" of a publish;
+ *   p + "history-marks:{a}:" + c   hash    last, dropped ("ms-seq"); PEXPIRE markTtlMs
+ *   p + "idem:{a}:" + owner + ":" + key  string  "id SEP timestamp SEP channel" of a publish;
  *                                          PX window (owner: the API key id, URI-encoded)
+ * Every key of a script is in its plate's hash slot, so each script runs on Redis Cluster too.
  * A Redis that evicts keys (any maxmemory-policy but noeviction) breaks these guarantees.
  */
 
@@ -19,7 +20,8 @@ import type { Redis } from "ioredis";
  * repeated idempotency key. Answers {0, record} (repeated) or {1, id}.
  * KEYS: epoch, head, stream, marks, idempotency.
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
- *       markTtlMs, idempotency window ms (0 = none), channel.
+ *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
+ *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload).
  */
 const PUBLISH = `
 local idemMs = tonumber(ARGV[10])
@@ -79,7 +81,8 @@ else
   redis.call('HSET', KEYS[4], 'last', order)
 end
 redis.call('PEXPIRE', KEYS[4], ARGV[9])
-redis.call('PUBLISH', ARGV[2], payload)
+redis.call(ARGV[12], ARGV[2], payload)
+redis.call(ARGV[12], ARGV[13], ARGV[11] .. payload)
 if idemMs > 0 then
   redis.call('SET', KEYS[5], id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[11], 'PX', idemMs)
 end
@@ -116,8 +119,8 @@ export interface HistoryScripts {
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
-export function withHistoryScripts(redis: Redis): Redis & HistoryScripts {
+export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
   redis.defineCommand("platePublish", { numberOfKeys: 5, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
-  return redis as Redis & HistoryScripts;
+  return redis as C & HistoryScripts;
 }

@@ -1,14 +1,22 @@
-import type { ChannelName, PlateId, Topic } from "@plate/protocol";
+import type { ChannelName, PlateId } from "@plate/protocol";
 
 /**
- * Redis channel names of Plate's topics, and the wire format of a message inside Redis.
+ * Redis names of Plate's channels and history keys.
  *
- * A channel `c` of plate `p` is the Redis channel `{prefix}{p}:{c}` — with the default prefix,
- * `plate:acme:user:42`. That is also the channel a backend may `PUBLISH` into directly. A plate id
- * never holds `:` (`[A-Za-z0-9_-]`), so the first `:` after the prefix ends the plate id: no name
- * of one plate can be read as another plate's, and a pattern `{prefix}{p}:…` cannot match another
- * plate's channels (it needs `{p}:` literally). Internal channels (the probe) use a `.` where a
- * plate id would stand, which no plate id holds.
+ * Every key and pub/sub channel of one plate carries the plate id as a Redis Cluster hash tag
+ * (`{acme}`), so on a cluster they all live in one hash slot: every script stays single-slot and
+ * the plate-wide guarantees (ids, resume, idempotency) keep their meaning. A plate id never holds
+ * `:`, `{` or `}` (`[A-Za-z0-9_-]`), and `REDIS_KEY_PREFIX` may hold no brace, so the first `{` of
+ * a name is always the plate's.
+ *
+ * Pub/sub channels (prefix `p`, plate `a`, channel `c`):
+ *   one Redis:    `p a : c`     e.g. `plate:acme:user:42`    (PUBLISH; a backend may PUBLISH there)
+ *   Redis Cluster `p {a} : c`   e.g. `plate:{acme}:user:42`  (SPUBLISH, a shard channel)
+ *   plate-wide:   `p a #` / `p {a} #`: every message of the plate again, its channel name put before
+ *                 the payload. Nodes with pattern subscribers of the plate listen there and match the
+ *                 pattern themselves, so no PSUBSCRIBE taxes every publish of every plate.
+ * The first `:` after the plate id ends it, so no name of one plate can be read as another plate's;
+ * internal channels (probes, notes) put a `.` where a plate id would stand, which no plate id holds.
  */
 
 /** Characters Redis' glob matcher gives a meaning to (`stringmatchlen`): escaped in every literal. */
@@ -21,8 +29,8 @@ export function escapeGlob(text: string): string {
 
 /**
  * A Plate pattern (`*` any run, `?` one character, everything else literal) as a Redis glob with
- * the same meaning. Only `*` and `?` keep their meaning; every other glob character is escaped,
- * so no client input can widen a pattern (validation already refuses them; this does not rely on it).
+ * the same meaning: only `*` and `?` keep their meaning. (Nodes match patterns themselves now; this
+ * stays for operators who `PSUBSCRIBE` to watch a plate's traffic.)
  */
 export function patternToGlob(pattern: string): string {
   let glob = "";
@@ -34,47 +42,51 @@ export function patternToGlob(pattern: string): string {
   return glob;
 }
 
-/** Names of one deployment's channels in Redis, under a key prefix. */
+/** Ends the plate part of a plate-wide channel (no plate id or channel name holds it). */
+const PLATE_WIDE = "#";
+
+/** Names of one deployment's channels and keys in Redis, under a key prefix. */
 export class RedisNames {
   readonly #prefix: string;
-  readonly #globPrefix: string;
+  readonly #sharded: boolean;
 
-  constructor(prefix: string) {
+  /** `sharded`: names for Redis Cluster's shard channels (the plate id in braces). */
+  constructor(prefix: string, sharded = false) {
+    if (/[{}]/.test(prefix)) throw new Error(`A Redis key prefix may hold no brace ({ or }): ${JSON.stringify(prefix)}`);
     this.#prefix = prefix;
-    this.#globPrefix = escapeGlob(prefix);
+    this.#sharded = sharded;
   }
 
   /** The Redis channel a message of `plateId`'s `channel` is published to. */
   channel(plateId: PlateId, channel: ChannelName): string {
-    return this.#prefix + plateId + ":" + channel;
+    return this.#plate(plateId) + ":" + channel;
   }
 
-  /** What the node SUBSCRIBEs (a channel) or PSUBSCRIBEs (a glob) to for `topic`. */
-  subscription(topic: Topic): string {
-    return topic.pattern
-      ? this.#globPrefix + escapeGlob(topic.plateId) + ":" + patternToGlob(topic.channel)
-      : this.channel(topic.plateId, topic.channel);
+  /** The plate-wide channel: every message of the plate, for nodes with pattern subscribers. */
+  plateWide(plateId: PlateId): string {
+    return this.#plate(plateId) + PLATE_WIDE;
   }
 
-  /** The probe channel of one node (see the silent-loss guard). */
-  probe(nodeId: string): string {
-    return this.#prefix + ".probe." + nodeId;
+  /** The probe channel of one node; on a cluster, `slotTag` puts it in a slot of one master. */
+  probe(nodeId: string, slotTag?: string): string {
+    return this.#prefix + ".probe." + nodeId + (slotTag === undefined ? "" : "{" + slotTag + "}");
   }
 
   /** The channel of node-to-node notes sent to `address` (see `Broker.send`). */
   node(address: string): string {
-    return this.#prefix + ".node." + address;
+    return this.#prefix + ".node." + (this.#sharded ? "{" + address + "}" : address);
   }
 
   /** Keys of a channel's history (see redis-history.ts). */
   historyKeys(plateId: PlateId, channel: ChannelName): [epoch: string, head: string, stream: string, marks: string] {
     const p = this.#prefix;
-    return [p + "epoch", p + "history-head:" + plateId, p + "history:" + plateId + ":" + channel, p + "history-marks:" + plateId + ":" + channel];
+    const tag = "{" + plateId + "}";
+    return [p + "epoch:" + tag, p + "history-head:" + tag, p + "history:" + tag + ":" + channel, p + "history-marks:" + tag + ":" + channel];
   }
 
   /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */
   idempotency(plateId: PlateId, name: string): string {
-    return this.#prefix + "idem:" + plateId + ":" + name;
+    return this.#prefix + "idem:{" + plateId + "}:" + name;
   }
 
   /** The plate and channel a Redis channel name stands for; undefined for a name that is not one. */
@@ -82,9 +94,28 @@ export class RedisNames {
     if (!redisChannel.startsWith(this.#prefix)) return undefined;
     const colon = redisChannel.indexOf(":", this.#prefix.length);
     if (colon < 0) return undefined;
-    return {
-      plateId: redisChannel.slice(this.#prefix.length, colon) as PlateId,
-      channel: redisChannel.slice(colon + 1) as ChannelName,
-    };
+    let plateId = redisChannel.slice(this.#prefix.length, colon);
+    if (this.#sharded) {
+      if (plateId.length < 3 || plateId[0] !== "{" || plateId[plateId.length - 1] !== "}") return undefined;
+      plateId = plateId.slice(1, -1);
+    }
+    return { plateId: plateId as PlateId, channel: redisChannel.slice(colon + 1) as ChannelName };
+  }
+
+  /**
+   * A message of the plate-wide channel `redisChannel`: its plate, channel and the payload as it
+   * was published to the channel; undefined for anything else.
+   */
+  parsePlateWide(redisChannel: string, payload: string, mark: string): { plateId: PlateId; channel: ChannelName; payload: string } | undefined {
+    if (!redisChannel.endsWith(PLATE_WIDE) || !redisChannel.startsWith(this.#prefix)) return undefined;
+    let plateId = redisChannel.slice(this.#prefix.length, -PLATE_WIDE.length);
+    if (this.#sharded) plateId = plateId.slice(1, -1);
+    const at = payload.indexOf(mark);
+    if (at <= 0) return undefined;
+    return { plateId: plateId as PlateId, channel: payload.slice(0, at) as ChannelName, payload: payload.slice(at) };
+  }
+
+  #plate(plateId: PlateId): string {
+    return this.#prefix + (this.#sharded ? "{" + plateId + "}" : plateId);
   }
 }

@@ -42,7 +42,7 @@ function redisServer(): RedisServer {
 
 function openStore(keyPrefix: string, url = redisServer().url, overrides: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
   return RedisStore.open({
-    url,
+    target: { kind: "standalone", url },
     keyPrefix,
     tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
     commandTimeoutMs: COMMAND_TIMEOUT_MS,
@@ -206,7 +206,7 @@ describe("redis store", () => {
     const key = await plateWithKey(store);
     const token = tokenRecord(key, { maxUses: 0, expiresAt: Date.now() + 200 });
     await store.putToken(token);
-    const name = `${prefix}token:${token.token}`;
+    const name = `${prefix}token:{${key.plateId}}:${token.token}`;
     const ttl = await redis.pttl(name);
     expect(ttl).toBeGreaterThan(TOKEN_TOMBSTONE_MS);
     expect(ttl).toBeLessThanOrEqual(200 + TOKEN_TOMBSTONE_MS);
@@ -239,10 +239,11 @@ describe("redis store", () => {
 
     expect(await scanKeys(redis, `${prefix}*`)).toEqual(
       [
-        `${prefix}plates`,
+        `${prefix}plate-ids`,
+        `${prefix}plate:{${plate.id}}`,
         `${prefix}key:${kept.hash}`,
-        `${prefix}plate-keys:${plate.id}`,
-        `${prefix}token:${token.token}`,
+        `${prefix}plate-keys:{${plate.id}}`,
+        `${prefix}token:{${plate.id}}:${token.token}`,
       ].sort(),
     );
     const mentions = (await scanKeys(redis, "*")).filter((name) =>
@@ -531,7 +532,7 @@ describe("redis store", () => {
           }
           expect(wrote).toBe(true);
           expect(await store.findKeyByHash(before.hash)).toEqual(before);
-          expect(await redisCommand(pair.b.port, ["HLEN", `${prefix}plates`])).not.toBe("0");
+          expect(await redisCommand(pair.b.port, ["SCARD", `${prefix}plate-ids`])).not.toBe("0");
         } finally {
           await proxy.close();
           await pair.stop();

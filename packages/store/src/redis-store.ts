@@ -1,29 +1,44 @@
 /**
- * The store of many edge nodes sharing one Redis. Every name starts with `keyPrefix` (`{p}` below,
- * `plate:` by default):
+ * The store of many edge nodes sharing Redis: one server, a primary watched by Sentinel, or a Redis
+ * Cluster. Every name starts with `keyPrefix` (`P` below, `plate:` by default); `{a}` is the plate
+ * id as a hash tag, so everything of one plate lives in one hash slot of a cluster:
  *
- * | name                       | type    | holds                                                        |
- * |----------------------------|---------|--------------------------------------------------------------|
- * | `{p}plates`                | hash    | plate id → PlateRecord JSON                                  |
- * | `{p}key:{hash}`            | string  | KeyRecord JSON, named by the hex SHA-256 of the key's secret |
- * | `{p}plate-keys:{plateId}`  | hash    | key id → key hash: the index of one plate's keys             |
- * | `{p}token:{token}`         | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis      |
- * |                            |         | deletes it at `expiresAt + tokenTombstoneMs`                 |
- * | `{p}ctl` (pub/sub channel) |         | revocations, JSON `{"plateId","keyId"?}`                     |
- * | `{p}ctl.probe.{id}` (pub/sub) |      | one store instance's deaf-subscriber probes (see the class)  |
+ * | name                   | type    | holds                                                          |
+ * |------------------------|---------|----------------------------------------------------------------|
+ * | `Pplate:{a}`           | string  | the plate's PlateRecord JSON (the truth of whether it exists)  |
+ * | `Pplate-keys:{a}`      | hash    | key id → key hash: the plate's keys (the truth of which count) |
+ * | `Pkey:<hash>`          | string  | KeyRecord JSON, named by the hex SHA-256 of the key's secret:  |
+ * |                        |         | finds a key by its secret, believed only if the plate's index  |
+ * |                        |         | still holds that key id with that hash                        |
+ * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
+ * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
+ * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
+ * | `Pctl` (pub/sub)       |         | revocations, JSON `{"plateId","keyId"?}` (classic PUBLISH: it  |
+ * |                        |         | reaches every node of a cluster; revocations are rare)        |
+ * | `Pctl.probe.<id>` (pub/sub) |    | one store instance's deaf-subscriber probes (see the class)    |
  *
- * The kinds start with different words, so no two names collide. The broker's channels are
- * `{p}{plateId}:{channel}`, always with a `:` after the plate id, which `{p}ctl…` lacks. A deleted
- * plate's tokens are left to expire (a claim finds their key gone). ioredis' own `keyPrefix` option is not used: it would not reach the names
- * the Lua scripts build, nor the control channel.
+ * What spans plates (the list, the pointers by hash) cannot be in a plate's script on a cluster;
+ * it is written in an order whose partial failure is harmless, and compensated:
+ * - createPlate: the record (SET NX, the uniqueness check), then the list; a failed list write
+ *   deletes the record again. A listed id without a record (a delete cut short) is skipped.
+ * - createKey: the pointer (SET NX: secret uniqueness), then the index in the plate's script
+ *   (which checks the plate exists); a refused index deletes the pointer again. A pointer left by
+ *   a failure is inert (not in any index) and is replaced by the next key with that secret.
+ * - deleteKey / deletePlate: the plate's script first (index gone, revocation announced: from then
+ *   on nothing of it authenticates or claims), then the list and the pointers, best effort.
+ * The broker's names (`P<a>:<c>`, `Phistory:{a}:<c>`, ...) start with other words, so no two
+ * names collide. A deleted plate's tokens are left to expire (a claim finds their key gone).
+ * ioredis' own `keyPrefix` option is not used: it would not reach the control channel.
+ *
+ * The layout before Redis Cluster support (a hash `Pplates`, indexes without hash tags) is moved to
+ * this one when the store connects to one Redis; client tokens minted before that must be minted again.
  */
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
-import type { RedisOptions } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { DeafnessProbe, RefusalWarnings, reconnectOnReadOnly } from "@plate/redis";
-import type { RedisRefusal, Warn } from "@plate/redis";
+import { DeafnessProbe, RefusalWarnings, connectCommands, connectNode, connectPrimary, reconnectOnReadOnly } from "@plate/redis";
+import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";
@@ -31,8 +46,10 @@ import type { ClaimResult, KeyRecord, PlateHistory, PlateRecord, Revocation, Sto
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
-  /** The shared Redis, `redis://` or `rediss://` (`REDIS_URL`). */
-  readonly url: string;
+  /** The shared Redis: one server, Sentinel, or a cluster (see `RedisTarget`). */
+  readonly target: RedisTarget;
+  /** On a cluster, how often the slot map is read again when nothing failed, in ms (`REDIS_CLUSTER_REFRESH_MS`). */
+  readonly clusterRefreshMs?: number;
   /** Put before every key and the control channel, e.g. `plate:` (`REDIS_KEY_PREFIX`). */
   readonly keyPrefix: string;
   /** How long an expired token still claims as expired rather than unknown, in ms; Redis then deletes it. */
@@ -55,12 +72,15 @@ const RECONNECT_FIRST_MS = 50;
 const PROBE_ID_BYTES = 6;
 /** `Retry-After` of `broker_unavailable`, in s: a reconnect attempt comes within `reconnectMaxMs`. */
 const RETRY_AFTER_S = 1;
+/** `clusterRefreshMs` when not given, in ms. */
+const CLUSTER_REFRESH_DEFAULT_MS = 5000;
 /** Redis answers that mean a bug, or foreign data under the prefix, rather than an unavailable Redis. */
 const BUG_REPLY = /^(ERR|WRONGTYPE) /;
 
 /**
- * `Store` over Redis, for any number of stateless nodes. Every method is one Redis round trip
- * (`listKeys`: two); the writes that must be atomic are Lua scripts (`redis-scripts.ts`).
+ * `Store` over Redis, for any number of stateless nodes. Reads are one or two round trips
+ * (`findKeyByHash` checks the pointer against the plate's index, `listKeys` and `listPlates` read
+ * the list then the records); a claim is one script; the writes are the ordered steps above.
  *
  * - Two connections: commands, and a subscriber to `{p}ctl`. A deletion publishes its revocation
  *   from inside its script; every instance, the deleting one included, hears it there and tells
@@ -77,12 +97,14 @@ const BUG_REPLY = /^(ERR|WRONGTYPE) /;
  * - Redis unreachable: every call rejects with `broker_unavailable` at once (no offline queue), or
  *   after `commandTimeoutMs` when Redis does not answer. A call that timed out may still have run
  *   in Redis (a claim may have spent its use). Both connections keep reconnecting meanwhile.
- * - Not for Redis Cluster (the scripts build key names; see `redis-scripts.ts`).
+ * - On a cluster, the commands go to the master of each plate's slot (a master that is down fails
+ *   only its plates' calls), and the control channel is heard on any one server (see
+ *   `roamingSubscriber`).
  */
 export class RedisStore implements Store {
   readonly #options: RedisStoreOptions;
   readonly #names: RedisNames;
-  readonly #commands: Redis & StoreScripts;
+  readonly #commands: Commands & StoreScripts;
   readonly #subscriber: Redis;
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #resyncListeners = new Set<() => void>();
@@ -114,8 +136,13 @@ export class RedisStore implements Store {
       autoResubscribe: false,
       retryStrategy: (attempt) => Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(attempt - 1, 16), options.reconnectMaxMs),
     };
-    this.#commands = withScripts(new Redis(options.url, { ...connection, reconnectOnError: reconnectOnReadOnly }));
-    this.#subscriber = new Redis(options.url, connection);
+    const { target } = options;
+    this.#commands = withScripts(
+      connectCommands(target, { ...connection, reconnectOnError: reconnectOnReadOnly }, { slotsRefreshMs: options.clusterRefreshMs ?? CLUSTER_REFRESH_DEFAULT_MS }),
+    );
+    this.#subscriber = target.kind === "cluster" ? roamingSubscriber(target, connection) : connectPrimary(target, connection);
+    // The layout before cluster support, on one Redis: moved at every connect (idempotent, one TYPE when done).
+    if (target.kind !== "cluster") this.#commands.on("ready", () => void this.#migrate());
     // Errors reach callers as rejections and show in isReady(); unheard, ioredis prints each one.
     this.#commands.on("error", ignore);
     this.#subscriber.on("error", ignore);
@@ -153,13 +180,22 @@ export class RedisStore implements Store {
   }
 
   async createPlate(plate: PlateRecord): Promise<PlateRecord> {
-    const created = await this.#reach(this.#commands.hsetnx(this.#names.plates, plate.id, JSON.stringify(plate)));
-    if (created === 0) throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
+    const record = JSON.stringify(plate);
+    const name = this.#names.plate(plate.id);
+    const created = await this.#reach(this.#commands.set(name, record, "NX"));
+    if (created === null) throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
+    try {
+      await this.#reach(this.#commands.sadd(this.#names.plateList, plate.id));
+    } catch (err) {
+      // Not listed: undo the record, so a retry can create it (and nothing half-made stays).
+      await this.#commands.plateDeleteIf(name, record).catch(ignore);
+      throw err;
+    }
     return plate;
   }
 
   async getPlate(id: PlateId): Promise<PlateRecord | undefined> {
-    const text = await this.#reach(this.#commands.hget(this.#names.plates, id));
+    const text = await this.#reach(this.#commands.get(this.#names.plate(id)));
     return text === null ? undefined : parse<PlateRecord>(text);
   }
 
@@ -169,75 +205,85 @@ export class RedisStore implements Store {
     const updated = withHistory(plate, history);
     // Written only if the plate still exists (a delete may have come in between); concurrent
     // updates of one plate: the last one wins.
-    const written = await this.#reach(this.#commands.plateReplacePlate(this.#names.plates, id, JSON.stringify(updated)));
+    const written = await this.#reach(this.#commands.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
     return written === 1 ? updated : undefined;
   }
 
   async listPlates(): Promise<PlateRecord[]> {
-    const texts = await this.#reach(this.#commands.hvals(this.#names.plates));
-    return texts.map((text) => parse<PlateRecord>(text));
+    const ids = await this.#reach(this.#commands.smembers(this.#names.plateList));
+    // One GET per plate: the records live in slots of their own (pipelined by the client).
+    const texts = await this.#reach(Promise.all(ids.map((id) => this.#commands.get(this.#names.plate(id as PlateId)))));
+    return texts.flatMap((text) => (text === null ? [] : [parse<PlateRecord>(text)]));
   }
 
   async deletePlate(id: PlateId): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
-    const deleted = await this.#reach(
-      this.#commands.plateDeletePlate(names.plates, names.plateKeys(id), id, names.key(""), names.control, payload),
-    );
-    return deleted === 1;
+    const hashes = await this.#reach(this.#commands.plateDeletePlate(names.plate(id), names.plateKeys(id), names.control, payload));
+    if (!Array.isArray(hashes)) return false;
+    // The plate is gone and announced; what follows only tidies (a listed id without a record is
+    // skipped, a pointer outside every index is inert).
+    await Promise.all([
+      this.#commands.srem(names.plateList, id).catch(ignore),
+      ...(hashes as string[]).map((hash) => this.#commands.del(names.key(hash)).catch(ignore)),
+    ]);
+    return true;
   }
 
   async createKey(key: KeyRecord): Promise<KeyRecord> {
     const names = this.#names;
-    const outcome = await this.#reach(
-      this.#commands.plateCreateKey(
-        names.plates,
-        names.key(key.hash),
-        names.plateKeys(key.plateId),
-        key.plateId,
-        key.id,
-        key.hash,
-        JSON.stringify(key),
-      ),
-    );
-    if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
-    if (outcome === "conflict") {
+    const pointer = names.key(key.hash);
+    const record = JSON.stringify(key);
+    if (!(await this.#claimPointer(pointer, record))) {
       throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
     }
-    return key;
+    let outcome: unknown;
+    try {
+      outcome = await this.#reach(this.#commands.plateIndexKey(names.plate(key.plateId), names.plateKeys(key.plateId), key.id, key.hash));
+    } catch (err) {
+      await this.#commands.plateDeleteIf(pointer, record).catch(ignore);
+      throw err;
+    }
+    if (outcome === "ok") return key;
+    await this.#commands.plateDeleteIf(pointer, record).catch(ignore);
+    if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
+    throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
   }
 
   async listKeys(plateId: PlateId): Promise<KeyRecord[]> {
     const hashes = await this.#reach(this.#commands.hvals(this.#names.plateKeys(plateId)));
     if (hashes.length === 0) return [];
-    // A key revoked between the two commands reads as null and is left out, as it should be.
-    const texts = await this.#reach(this.#commands.mget(hashes.map((hash) => this.#names.key(hash))));
+    // A key revoked between the two reads reads as null and is left out, as it should be.
+    const texts = await this.#reach(Promise.all(hashes.map((hash) => this.#commands.get(this.#names.key(hash)))));
     return texts.flatMap((text) => (text === null ? [] : [parse<KeyRecord>(text)]));
   }
 
   async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
     const text = await this.#reach(this.#commands.get(this.#names.key(hash)));
-    return text === null ? undefined : parse<KeyRecord>(text);
+    if (text === null) return undefined;
+    const key = parse<KeyRecord>(text);
+    return (await this.#indexed(key)) ? key : undefined;
   }
 
   async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId, keyId } satisfies Revocation);
-    const deleted = await this.#reach(
-      this.#commands.plateDeleteKey(names.plateKeys(plateId), keyId, names.key(""), names.control, payload),
-    );
-    return deleted === 1;
+    const hash = await this.#reach(this.#commands.plateDeleteKey(names.plateKeys(plateId), keyId, names.control, payload));
+    if (typeof hash !== "string") return false;
+    // Revoked and announced; the pointer left behind would be inert (see findKeyByHash).
+    await this.#commands.del(names.key(hash)).catch(ignore);
+    return true;
   }
 
   async putToken(token: TokenRecord): Promise<void> {
     const deleteAtMs = token.expiresAt + this.#options.tokenTombstoneMs;
-    await this.#reach(this.#commands.platePutToken(this.#names.token(token.token), JSON.stringify(token), deleteAtMs));
+    await this.#reach(this.#commands.platePutToken(this.#names.token(token.plateId, token.token), JSON.stringify(token), deleteAtMs));
   }
 
   async claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
     const reply = await this.#reach(
       this.#commands.plateClaimToken(
-        this.#names.token(token),
+        this.#names.token(plateId, token),
         this.#names.plateKeys(plateId),
         plateId,
         nowMs,
@@ -304,6 +350,33 @@ export class RedisStore implements Store {
     }
   }
 
+  /** Whether the plate's index still holds `key` (a pointer outlives its key only after a failure). */
+  async #indexed(key: KeyRecord): Promise<boolean> {
+    return (await this.#reach(this.#commands.hget(this.#names.plateKeys(key.plateId), key.id))) === key.hash;
+  }
+
+  /**
+   * Writes a key's pointer unless a live key holds that secret: true when written. A pointer
+   * outside every index (left by a failure) is replaced.
+   */
+  async #claimPointer(pointer: string, record: string): Promise<boolean> {
+    if ((await this.#reach(this.#commands.set(pointer, record, "NX"))) !== null) return true;
+    const current = await this.#reach(this.#commands.get(pointer));
+    if (current === null || (await this.#indexed(parse<KeyRecord>(current)))) return false;
+    await this.#reach(this.#commands.plateDeleteIf(pointer, current));
+    return (await this.#reach(this.#commands.set(pointer, record, "NX"))) !== null;
+  }
+
+  /** Moves the layout before cluster support to today's (one Redis only; see the top of this file). */
+  async #migrate(): Promise<void> {
+    try {
+      const moved = await this.#commands.plateMigratePlates(this.#names.legacyPlates, this.#names.plateList, this.#options.keyPrefix);
+      if (moved > 0) this.#options.warn?.("moved plates to the Redis layout of this version", { plates: moved });
+    } catch (err) {
+      this.#options.warn?.("could not move plates to the Redis layout of this version; retried at the next connect", { error: String(err) });
+    }
+  }
+
   /** The reply of a Redis call; a failure becomes `broker_unavailable` (see `unavailable`). */
   async #reach<T>(reply: Promise<T>): Promise<T> {
     let value: T;
@@ -346,21 +419,49 @@ export class RedisStore implements Store {
 
 /** The names of one deployment's keys and control channel (the layout at the top of this file). */
 interface RedisNames {
-  readonly plates: string;
+  readonly plateList: string;
+  /** The hash of every plate in the layout before cluster support (see `#migrate`). */
+  readonly legacyPlates: string;
   readonly control: string;
+  plate(plateId: PlateId): string;
   key(hash: string): string;
   plateKeys(plateId: PlateId): string;
-  token(token: ClientToken): string;
+  token(plateId: PlateId, token: ClientToken): string;
 }
 
 function redisNames(prefix: string): RedisNames {
+  if (/[{}]/.test(prefix)) throw new Error(`A Redis key prefix may hold no brace ({ or }): ${JSON.stringify(prefix)}`);
   return {
-    plates: `${prefix}plates`,
+    plateList: `${prefix}plate-ids`,
+    legacyPlates: `${prefix}plates`,
     control: `${prefix}ctl`,
+    plate: (plateId) => `${prefix}plate:{${plateId}}`,
     key: (hash) => `${prefix}key:${hash}`,
-    plateKeys: (plateId) => `${prefix}plate-keys:${plateId}`,
-    token: (token) => `${prefix}token:${token}`,
+    plateKeys: (plateId) => `${prefix}plate-keys:{${plateId}}`,
+    token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };
+}
+
+/**
+ * The control channel's subscriber on a cluster: a connection to one of its servers (classic
+ * PUBLISH reaches every server of a cluster). Each reconnect attempt goes to the next seed, so a
+ * server that died is left for one that answers.
+ */
+function roamingSubscriber(target: Extract<RedisTarget, { kind: "cluster" }>, options: RedisOptions): Redis {
+  const seeds = target.nodes;
+  let next = 0;
+  const seed = seeds[0]!;
+  const redis = connectNode(target, `${seed.host}:${seed.port}`, {
+    ...options,
+    retryStrategy: (attempt) => {
+      next = (next + 1) % seeds.length;
+      // ioredis reads host and port from its options at each connect.
+      redis.options.host = seeds[next]!.host;
+      redis.options.port = seeds[next]!.port;
+      return options.retryStrategy?.(attempt) ?? RECONNECT_FIRST_MS;
+    },
+  });
+  return redis;
 }
 
 /** `broker_unavailable`, saying what Redis refused (OOM, READONLY, ...) or that it could not be reached. */
@@ -407,7 +508,7 @@ function decodeRevocation(text: string): Revocation | undefined {
 }
 
 /** Closes a connection gracefully when it is up (pending replies first), at once otherwise. */
-async function quit(redis: Redis): Promise<void> {
+async function quit(redis: Commands): Promise<void> {
   if (redis.status === "ready") {
     try {
       await redis.quit();

@@ -39,8 +39,10 @@ export class Fanout {
     /** See `FeedPorts.beforeFill`. */
     private readonly beforeFill: () => Promise<void> = () => Promise.resolve(),
   ) {
-    broker.onGap((phase) => {
+    // On Redis Cluster a cut names the plates of one master; the others' feeds go on untouched.
+    broker.onGap((phase, plates) => {
       for (const entry of this.#topics.values()) {
+        if (plates !== undefined && !plates.has(entry.topic.plateId)) continue;
         if (phase === "cut") entry.feed.cut();
         else void entry.feed.restored();
       }
