@@ -4,7 +4,7 @@ import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Topic } 
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { RefusalWarnings, connectCommands, connectNode, connectPrimary, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { RefusalWarnings, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { ClassicDelivery, ShardedDelivery } from "./redis-delivery.js";
 import type { Delivery } from "./redis-delivery.js";
@@ -209,7 +209,7 @@ export class RedisBroker implements Broker {
     const { plateId, channel, retention, idempotency } = request;
     let reply;
     try {
-      reply = await this.#commands.platePublish(
+      reply = await this.#live.platePublish(
         ...this.#names.historyKeys(plateId, channel),
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         newEpoch(),
@@ -240,7 +240,7 @@ export class RedisBroker implements Broker {
   async history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {
     let reply;
     try {
-      reply = await this.#commands.plateReadHistory(...this.#readArgs(plateId, channel, since));
+      reply = await this.#live.plateReadHistory(...this.#readArgs(plateId, channel, since));
     } catch (err) {
       throw this.#failed(err);
     }
@@ -253,7 +253,7 @@ export class RedisBroker implements Broker {
    */
   async histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]> {
     if (reads.length === 1) return [await this.history(plateId, reads[0]!.channel, reads[0]!.since, retention)];
-    const multi = this.#commands.multi() as unknown as HistoryScripts & { exec(): Promise<[Error | null, unknown][] | null> };
+    const multi = this.#live.multi() as unknown as HistoryScripts & { exec(): Promise<[Error | null, unknown][] | null> };
     for (const read of reads) void multi.plateReadHistory(...this.#readArgs(plateId, read.channel, read.since));
     let results;
     try {
@@ -293,7 +293,7 @@ export class RedisBroker implements Broker {
     const name = this.#names.node(address);
     try {
       const nodes = Number(
-        await (this.#publishCommand === "SPUBLISH" ? (this.#commands as Cluster).spublish(name, payload) : this.#commands.publish(name, payload)),
+        await (this.#publishCommand === "SPUBLISH" ? (this.#live as Cluster).spublish(name, payload) : this.#live.publish(name, payload)),
       );
       this.#refusals.succeeded();
       return nodes;
@@ -418,6 +418,12 @@ export class RedisBroker implements Broker {
     this.#gapListeners.clear();
     this.#ready = false;
     await Promise.all([quit(this.#commands), this.#delivery.close()]);
+  }
+
+  /** The command connection, when a command sent now goes out; else `broker_unavailable` is thrown. */
+  get #live(): Commands & HistoryScripts {
+    if (!isCommandReady(this.#commands)) throw unavailable();
+    return this.#commands;
   }
 
   /** The error a failed command becomes; a Redis refusal is warned once until a publish succeeds. */

@@ -89,6 +89,10 @@ export function connectPrimary(target: RedisTarget, options: RedisOptions): Redi
         // The primary's address comes from a sentinel; a READONLY reply (a demoted primary) makes
         // the connection reconnect, which asks again.
         role: "master",
+        // Listens to the sentinels' +switch-master and reconnects at once: after an ordered
+        // failover the old primary takes writes for ~10 s more until the sentinels demote it
+        // (measured), and writes there would be lost.
+        failoverDetector: true,
       });
     case "cluster":
       throw new Error("connectPrimary: a Redis Cluster has no one primary");
@@ -108,10 +112,16 @@ export function connectNode(target: RedisTarget, nodeKey: string, options: Redis
  */
 export function connectCommands(target: RedisTarget, options: RedisOptions, cluster: ClusterSettings): Commands {
   if (target.kind !== "cluster") return connectPrimary(target, options);
-  const { enableOfflineQueue, enableAutoPipelining, lazyConnect, ...perNode } = options;
+  const { enableAutoPipelining, lazyConnect, ...perNode } = options;
+  // Per server, ioredis sets its own queue (see below); the caller's choice is met by isCommandReady.
+  delete perNode.enableOfflineQueue;
   const clusterOptions: ClusterOptions = {
-    redisOptions: { ...urlOptions(target.url), ...perNode },
-    enableOfflineQueue: enableOfflineQueue ?? true,
+    // A server that cannot be reached within a command's time fails what waits on it.
+    redisOptions: { ...urlOptions(target.url), connectTimeout: perNode.commandTimeout, ...perNode },
+    // The cluster client connects to a master at its first command; with no queue, the commands
+    // that come while it connects fail. Callers refuse commands while the client is not ready
+    // (`isCommandReady`) instead, which is what `enableOfflineQueue: false` gives one Redis.
+    enableOfflineQueue: true,
     enableAutoPipelining: enableAutoPipelining ?? false,
     lazyConnect: lazyConnect ?? false,
     scaleReads: "master",
@@ -127,6 +137,15 @@ export function connectCommands(target: RedisTarget, options: RedisOptions, clus
     target.nodes.map(({ host, port }) => ({ host, port })),
     clusterOptions,
   );
+}
+
+/**
+ * Whether a command sent now goes out (or fails) at once: one Redis without an offline queue
+ * refuses by itself while down, but a cluster client keeps a queue (see `connectCommands`) that
+ * must not hold a request while the whole cluster is unreachable, so callers check this first.
+ */
+export function isCommandReady(commands: Commands): boolean {
+  return commands.status === "ready";
 }
 
 /** The current master of a hash slot on a cluster client, as `host:port`; undefined when unknown. */

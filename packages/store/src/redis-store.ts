@@ -37,7 +37,7 @@ import { randomBytes } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { DeafnessProbe, RefusalWarnings, connectCommands, connectNode, connectPrimary, reconnectOnReadOnly } from "@plate/redis";
+import { DeafnessProbe, RefusalWarnings, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
@@ -182,20 +182,20 @@ export class RedisStore implements Store {
   async createPlate(plate: PlateRecord): Promise<PlateRecord> {
     const record = JSON.stringify(plate);
     const name = this.#names.plate(plate.id);
-    const created = await this.#reach(this.#commands.set(name, record, "NX"));
+    const created = await this.#reach(this.#live.set(name, record, "NX"));
     if (created === null) throw new PlateError("conflict", `A plate with id "${plate.id}" already exists.`);
     try {
-      await this.#reach(this.#commands.sadd(this.#names.plateList, plate.id));
+      await this.#reach(this.#live.sadd(this.#names.plateList, plate.id));
     } catch (err) {
       // Not listed: undo the record, so a retry can create it (and nothing half-made stays).
-      await this.#commands.plateDeleteIf(name, record).catch(ignore);
+      await this.#tidy(() => this.#commands.plateDeleteIf(name, record));
       throw err;
     }
     return plate;
   }
 
   async getPlate(id: PlateId): Promise<PlateRecord | undefined> {
-    const text = await this.#reach(this.#commands.get(this.#names.plate(id)));
+    const text = await this.#reach(this.#live.get(this.#names.plate(id)));
     return text === null ? undefined : parse<PlateRecord>(text);
   }
 
@@ -205,27 +205,27 @@ export class RedisStore implements Store {
     const updated = withHistory(plate, history);
     // Written only if the plate still exists (a delete may have come in between); concurrent
     // updates of one plate: the last one wins.
-    const written = await this.#reach(this.#commands.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
+    const written = await this.#reach(this.#live.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
     return written === 1 ? updated : undefined;
   }
 
   async listPlates(): Promise<PlateRecord[]> {
-    const ids = await this.#reach(this.#commands.smembers(this.#names.plateList));
+    const ids = await this.#reach(this.#live.smembers(this.#names.plateList));
     // One GET per plate: the records live in slots of their own (pipelined by the client).
-    const texts = await this.#reach(Promise.all(ids.map((id) => this.#commands.get(this.#names.plate(id as PlateId)))));
+    const texts = await this.#reach(Promise.all(ids.map((id) => this.#live.get(this.#names.plate(id as PlateId)))));
     return texts.flatMap((text) => (text === null ? [] : [parse<PlateRecord>(text)]));
   }
 
   async deletePlate(id: PlateId): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
-    const hashes = await this.#reach(this.#commands.plateDeletePlate(names.plate(id), names.plateKeys(id), names.control, payload));
+    const hashes = await this.#reach(this.#live.plateDeletePlate(names.plate(id), names.plateKeys(id), names.control, payload));
     if (!Array.isArray(hashes)) return false;
     // The plate is gone and announced; what follows only tidies (a listed id without a record is
     // skipped, a pointer outside every index is inert).
     await Promise.all([
-      this.#commands.srem(names.plateList, id).catch(ignore),
-      ...(hashes as string[]).map((hash) => this.#commands.del(names.key(hash)).catch(ignore)),
+      this.#tidy(() => this.#commands.srem(names.plateList, id)),
+      ...(hashes as string[]).map((hash) => this.#tidy(() => this.#commands.del(names.key(hash)))),
     ]);
     return true;
   }
@@ -239,27 +239,27 @@ export class RedisStore implements Store {
     }
     let outcome: unknown;
     try {
-      outcome = await this.#reach(this.#commands.plateIndexKey(names.plate(key.plateId), names.plateKeys(key.plateId), key.id, key.hash));
+      outcome = await this.#reach(this.#live.plateIndexKey(names.plate(key.plateId), names.plateKeys(key.plateId), key.id, key.hash));
     } catch (err) {
-      await this.#commands.plateDeleteIf(pointer, record).catch(ignore);
+      await this.#tidy(() => this.#commands.plateDeleteIf(pointer, record));
       throw err;
     }
     if (outcome === "ok") return key;
-    await this.#commands.plateDeleteIf(pointer, record).catch(ignore);
+    await this.#tidy(() => this.#commands.plateDeleteIf(pointer, record));
     if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
     throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
   }
 
   async listKeys(plateId: PlateId): Promise<KeyRecord[]> {
-    const hashes = await this.#reach(this.#commands.hvals(this.#names.plateKeys(plateId)));
+    const hashes = await this.#reach(this.#live.hvals(this.#names.plateKeys(plateId)));
     if (hashes.length === 0) return [];
     // A key revoked between the two reads reads as null and is left out, as it should be.
-    const texts = await this.#reach(Promise.all(hashes.map((hash) => this.#commands.get(this.#names.key(hash)))));
+    const texts = await this.#reach(Promise.all(hashes.map((hash) => this.#live.get(this.#names.key(hash)))));
     return texts.flatMap((text) => (text === null ? [] : [parse<KeyRecord>(text)]));
   }
 
   async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
-    const text = await this.#reach(this.#commands.get(this.#names.key(hash)));
+    const text = await this.#reach(this.#live.get(this.#names.key(hash)));
     if (text === null) return undefined;
     const key = parse<KeyRecord>(text);
     return (await this.#indexed(key)) ? key : undefined;
@@ -268,21 +268,21 @@ export class RedisStore implements Store {
   async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId, keyId } satisfies Revocation);
-    const hash = await this.#reach(this.#commands.plateDeleteKey(names.plateKeys(plateId), keyId, names.control, payload));
+    const hash = await this.#reach(this.#live.plateDeleteKey(names.plateKeys(plateId), keyId, names.control, payload));
     if (typeof hash !== "string") return false;
     // Revoked and announced; the pointer left behind would be inert (see findKeyByHash).
-    await this.#commands.del(names.key(hash)).catch(ignore);
+    await this.#tidy(() => this.#commands.del(names.key(hash)));
     return true;
   }
 
   async putToken(token: TokenRecord): Promise<void> {
     const deleteAtMs = token.expiresAt + this.#options.tokenTombstoneMs;
-    await this.#reach(this.#commands.platePutToken(this.#names.token(token.plateId, token.token), JSON.stringify(token), deleteAtMs));
+    await this.#reach(this.#live.platePutToken(this.#names.token(token.plateId, token.token), JSON.stringify(token), deleteAtMs));
   }
 
   async claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
     const reply = await this.#reach(
-      this.#commands.plateClaimToken(
+      this.#live.plateClaimToken(
         this.#names.token(plateId, token),
         this.#names.plateKeys(plateId),
         plateId,
@@ -350,9 +350,24 @@ export class RedisStore implements Store {
     }
   }
 
+  /**
+   * The command connection when a command sent now goes out; else `broker_unavailable` is thrown
+   * (inside the async methods: their promise rejects).
+   */
+  get #live(): Commands & StoreScripts {
+    if (!isCommandReady(this.#commands)) throw unavailable(undefined, undefined);
+    return this.#commands;
+  }
+
+  /** A step that only tidies: sent when the connection is up, its failure ignored. */
+  async #tidy(send: () => Promise<unknown>): Promise<void> {
+    if (!isCommandReady(this.#commands)) return;
+    await send().catch(ignore);
+  }
+
   /** Whether the plate's index still holds `key` (a pointer outlives its key only after a failure). */
   async #indexed(key: KeyRecord): Promise<boolean> {
-    return (await this.#reach(this.#commands.hget(this.#names.plateKeys(key.plateId), key.id))) === key.hash;
+    return (await this.#reach(this.#live.hget(this.#names.plateKeys(key.plateId), key.id))) === key.hash;
   }
 
   /**
@@ -360,11 +375,11 @@ export class RedisStore implements Store {
    * outside every index (left by a failure) is replaced.
    */
   async #claimPointer(pointer: string, record: string): Promise<boolean> {
-    if ((await this.#reach(this.#commands.set(pointer, record, "NX"))) !== null) return true;
-    const current = await this.#reach(this.#commands.get(pointer));
+    if ((await this.#reach(this.#live.set(pointer, record, "NX"))) !== null) return true;
+    const current = await this.#reach(this.#live.get(pointer));
     if (current === null || (await this.#indexed(parse<KeyRecord>(current)))) return false;
-    await this.#reach(this.#commands.plateDeleteIf(pointer, current));
-    return (await this.#reach(this.#commands.set(pointer, record, "NX"))) !== null;
+    await this.#reach(this.#live.plateDeleteIf(pointer, current));
+    return (await this.#reach(this.#live.set(pointer, record, "NX"))) !== null;
   }
 
   /** Moves the layout before cluster support to today's (one Redis only; see the top of this file). */

@@ -1,9 +1,15 @@
 export type { RedisOptions, RedisServer } from "./redis-server.js";
-export { startRedis, freePort } from "./redis-server.js";
+export { startRedis, freePort, freePorts } from "./redis-server.js";
 export type { TcpProxy } from "./tcp-proxy.js";
 export { startTcpProxy } from "./tcp-proxy.js";
 export type { SseEvent } from "./sse-client.js";
 export { SseClient } from "./sse-client.js";
 export { eventually } from "./eventually.js";
+export type { RedisReply } from "./redis-command.js";
+export { redisCommand, redisReply } from "./redis-command.js";
 export type { RedisPair } from "./redis-failover.js";
-export { startRedisPair, redisCommand, whileOutOfMemory } from "./redis-failover.js";
+export { startRedisPair, whileOutOfMemory } from "./redis-failover.js";
+export type { ClusterNode, RedisCluster, RedisClusterOptions } from "./redis-cluster.js";
+export { startRedisCluster } from "./redis-cluster.js";
+export type { RedisSentinelOptions, RedisSentinelSetup, SentinelAddress } from "./redis-sentinel.js";
+export { startRedisSentinel } from "./redis-sentinel.js";

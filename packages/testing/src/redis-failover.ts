@@ -1,4 +1,4 @@
-import { createConnection } from "node:net";
+import { redisCommand } from "./redis-command.js";
 import { startRedis } from "./redis-server.js";
 import type { RedisServer } from "./redis-server.js";
 
@@ -6,8 +6,6 @@ import type { RedisServer } from "./redis-server.js";
 const REPLICA_SYNC_TIMEOUT_MS = 10_000;
 /** How often a syncing replica is polled, in ms. */
 const REPLICA_POLL_MS = 20;
-/** How long one command sent by `redisCommand` may take, in ms. */
-const COMMAND_TIMEOUT_MS = 5000;
 
 /** Two private redis-servers, `b` a replica of `a` until `failover` swaps their roles. */
 export interface RedisPair {
@@ -47,7 +45,8 @@ export async function startRedisPair(): Promise<RedisPair> {
   };
 }
 
-async function replicate(replica: RedisServer, primary: RedisServer): Promise<void> {
+/** Makes `replica` a replica of `primary` and waits until it has synced. */
+export async function replicate(replica: RedisServer, primary: RedisServer): Promise<void> {
   await redisCommand(replica.port, ["REPLICAOF", "127.0.0.1", String(primary.port)]);
   const deadline = Date.now() + REPLICA_SYNC_TIMEOUT_MS;
   while (!/master_link_status:up/.test(await redisCommand(replica.port, ["INFO", "replication"]))) {
@@ -82,46 +81,4 @@ async function caughtUp(replica: RedisServer, primary: RedisServer): Promise<voi
 
 function offset(info: string, field: string): number {
   return Number(new RegExp(`^${field}:(\\d+)`, "m").exec(info)?.[1] ?? "-1");
-}
-
-/**
- * Sends one command on a connection of its own and answers its reply as text (a simple string,
- * an integer or a bulk string); an error reply rejects.
- */
-export function redisCommand(port: number, args: readonly string[]): Promise<string> {
-  const request = `*${args.length}\r\n` + args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join("");
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ port, host: "127.0.0.1" });
-    let seen = Buffer.alloc(0);
-    const done = (err: Error | undefined, text?: string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      if (err === undefined) resolve(text ?? "");
-      else reject(err);
-    };
-    const timer = setTimeout(() => done(new Error(`no answer to ${args[0]} from port ${port}`)), COMMAND_TIMEOUT_MS);
-    socket.once("connect", () => socket.write(request));
-    socket.on("data", (chunk: Buffer) => {
-      seen = Buffer.concat([seen, chunk]);
-      const lineEnd = seen.indexOf("\r\n");
-      if (lineEnd === -1) return;
-      const line = seen.subarray(1, lineEnd).toString("utf8");
-      switch (String.fromCharCode(seen[0]!)) {
-        case "+":
-        case ":":
-          return done(undefined, line);
-        case "-":
-          return done(new Error(line));
-        case "$": {
-          const length = Number(line);
-          if (length < 0) return done(undefined, "");
-          if (seen.length < lineEnd + 2 + length) return;
-          return done(undefined, seen.subarray(lineEnd + 2, lineEnd + 2 + length).toString("utf8"));
-        }
-        default:
-          return done(new Error(`unexpected reply to ${args[0]}: ${seen.toString("utf8")}`));
-      }
-    });
-    socket.once("error", (err) => done(err));
-  });
 }

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
+import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -43,6 +44,30 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `count` distinct TCP ports nothing listens on right now. Each is held until all are found: two
+ * `freePort` calls in a row may answer the same port.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+      });
+    }
+    return servers.map((server) => {
+      const address = server.address();
+      return typeof address === "object" && address !== null ? address.port : 0;
+    });
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  }
+}
+
 /** How a Redis is started. */
 export interface RedisOptions {
   /** An append-only file fsynced at every write, in a temporary folder: data outlives `kill` and `restart`. */
@@ -59,12 +84,29 @@ export interface RedisOptions {
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
   const given = process.env.REDIS_URL;
   if (options.fromEnv !== false && given !== undefined && given !== "") return externalRedis(given);
+  return startRedisAt(await freePort(), options);
+}
 
-  const port = await freePort();
+/** How `startRedisAt` spawns a server: as `RedisOptions` say, after a config file when one is given. */
+export interface SpawnOptions extends Omit<RedisOptions, "fromEnv"> {
+  /** Read before the arguments, which override it; Sentinel needs one, and rewrites it. */
+  readonly configFile?: string;
+  /** The folder the server works in, which `stop` removes; by default a new temporary one. */
+  readonly dir?: string;
+}
+
+/** Starts a redis-server of its own on `port` (never `REDIS_URL`): the base of every deployment here. */
+export async function startRedisAt(port: number, options: SpawnOptions = {}): Promise<RedisServer> {
   // A folder of its own even without persistence: a replica's full sync writes an RDB file there.
-  const dir = mkdtempSync(join(tmpdir(), "plate-redis-"));
-  const spawnRedis = () => spawnRedisAt(port, dir, options.persistent === true, options.cpu, options.args ?? []);
-  let child: ChildProcess | undefined = await spawnRedis();
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "plate-redis-"));
+  const spawnRedis = () => spawnRedisAt(port, dir, options);
+  let child: ChildProcess | undefined;
+  try {
+    child = await spawnRedis();
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const url = `redis://127.0.0.1:${port}`;
   return {
     url,
@@ -88,20 +130,27 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   };
 }
 
+/** Awaits servers started together: if one fails, stops those that started and rejects as it did. */
+export async function startAll(starting: readonly Promise<RedisServer>[]): Promise<RedisServer[]> {
+  const results = await Promise.allSettled(starting);
+  const servers = results.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed === undefined) return servers;
+  await Promise.all(servers.map((server) => server.stop()));
+  throw failed.reason;
+}
+
 function externalRedis(url: string): RedisServer {
   const refuse = () => Promise.reject(new Error("REDIS_URL is set: the test cannot kill or restart that server"));
   return { url, port: Number(new URL(url).port || 6379), external: true, kill: refuse, restart: refuse, stop: () => Promise.resolve() };
 }
 
-async function spawnRedisAt(
-  port: number,
-  dir: string,
-  persistent: boolean,
-  cpu: number | undefined,
-  extra: readonly string[],
-): Promise<ChildProcess> {
-  const persistence = persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+async function spawnRedisAt(port: number, dir: string, options: SpawnOptions): Promise<ChildProcess> {
+  const { cpu } = options;
+  const persistence =
+    options.persistent === true ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
   const args = [
+    ...(options.configFile === undefined ? [] : [options.configFile]),
     "--port",
     String(port),
     "--bind",
@@ -115,7 +164,7 @@ async function spawnRedisAt(
     "no",
     "--loglevel",
     "warning",
-    ...extra,
+    ...(options.args ?? []),
   ];
   // taskset execs redis-server in place: the child is the server itself.
   const child =

@@ -1,0 +1,186 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { PlateError } from "@plate/protocol";
+import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
+import { keySlot, parseHostPorts } from "@plate/redis";
+import { redisReply, startRedisCluster } from "@plate/testing";
+import type { ClusterNode, RedisCluster } from "@plate/testing";
+import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
+import { RedisBroker } from "./redis-broker.js";
+import type { RedisBrokerOptions } from "./redis-broker.js";
+
+/** How long a three-master cluster (with replicas: six servers) may take to form. */
+const CLUSTER_START_TIMEOUT_MS = 30_000;
+
+let cluster: RedisCluster;
+beforeAll(async () => {
+  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
+}, CLUSTER_START_TIMEOUT_MS);
+afterAll(async () => {
+  await cluster.stop();
+});
+
+const brokers: RedisBroker[] = [];
+afterEach(async () => {
+  for (const broker of brokers.splice(0)) await broker.close();
+});
+
+let ids = 0;
+async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise<RedisBroker> {
+  const broker = new RedisBroker({
+    target: { kind: "cluster", nodes: parseHostPorts(cluster.seeds.join(",")) },
+    keyPrefix: "plate:",
+    commandTimeoutMs: 1000,
+    reconnectMaxMs: 200,
+    probeIntervalMs: 60_000,
+    probeTimeoutMs: 1000,
+    clusterRefreshMs: 500,
+    nodeId: randomBytes(6).toString("hex"),
+    newMessageId: () => `f${++ids}` as MessageId,
+    ...overrides,
+  });
+  brokers.push(broker);
+  expect(await until(() => broker.isReady())).toBe(true);
+  return broker;
+}
+
+async function until(check: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+/** Plate ids whose hash slots are held by three different masters now, one per master. */
+async function platesOnEveryMaster(): Promise<Map<string, ClusterNode>> {
+  const masters = await cluster.masters();
+  const byMaster = new Map<string, ClusterNode>();
+  for (let i = 0; byMaster.size < masters.length; i++) {
+    const plate = `p${i}-${randomBytes(3).toString("hex")}`;
+    const owner = await cluster.nodeForSlot(keySlot(plate));
+    if (![...byMaster.values()].some((node) => node.id === owner.id)) byMaster.set(plate, owner);
+  }
+  return byMaster;
+}
+
+/** The classic (cluster-bus) and sharded publish counters summed over every running node. */
+async function busPublishes(): Promise<{ classic: number; sharded: number }> {
+  let classic = 0;
+  let sharded = 0;
+  for (const node of await cluster.masters()) {
+    const info = await cluster.clusterInfo(node);
+    classic += Number(info.cluster_stats_messages_publish_sent ?? 0);
+    sharded += Number(info.cluster_stats_messages_publishshard_sent ?? 0);
+  }
+  return { classic, sharded };
+}
+
+runBrokerContract("redis cluster", () => {
+  const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
+  return Promise.resolve({ node: () => readyBroker({ keyPrefix }), close: () => Promise.resolve() });
+});
+
+describe("RedisBroker on Redis Cluster", () => {
+  it("keeps each plate in one hash slot and publishes through sharded pub/sub: the cluster bus carries no classic PUBLISH", async () => {
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker();
+    const plates = [...(await platesOnEveryMaster()).keys()];
+    const got: Message[] = [];
+    for (const plate of plates) {
+      await subscriber.subscribe(exact(plate, "room"), (m) => got.push(m));
+      await subscriber.subscribe(pattern(plate, "ro*"), (m) => got.push(m));
+    }
+    const before = await busPublishes();
+    for (let i = 0; i < 50; i++) for (const plate of plates) await publisher.publish(message(plate, "room", `${i}`));
+    expect(await until(() => got.length >= 2 * 50 * plates.length)).toBe(true);
+    const after = await busPublishes();
+    expect(after.classic - before.classic).toBe(0);
+    // Shard messages go from each master to its replica only.
+    expect(after.sharded - before.sharded).toBeGreaterThanOrEqual(50 * plates.length);
+    for (const plate of plates) {
+      const bodies = got.filter((m) => m.plateId === plate).map((m) => m.body);
+      expect(bodies.filter((_, i) => i % 2 === 0)).toEqual(Array.from({ length: 50 }, (_, i) => `${i}`));
+    }
+    // Every key of the plate is in its slot on its master.
+    for (const plate of plates) {
+      const owner = await cluster.nodeForSlot(keySlot(plate));
+      const keys = await redisReply(owner.port, ["KEYS", `plate:*{${plate}}*`]);
+      expect(keys).toContain(`plate:history:{${plate}}:room`);
+    }
+  });
+
+  it("answers broker_unavailable for the plates of a master that is down, serves the others, and tells only its plates of the gap, then restores them after the failover", async () => {
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker({ probeIntervalMs: 200, probeTimeoutMs: 500 });
+    const placed = await platesOnEveryMaster();
+    const [doomedPlate, doomedMaster] = [...placed][0]!;
+    const others = [...placed.keys()].filter((plate) => plate !== doomedPlate);
+    const gaps: [string, string[]][] = [];
+    subscriber.onGap((phase, plates) => gaps.push([phase, plates === undefined ? ["*"] : [...plates].sort()]));
+    const got = new Map<string, string[]>();
+    for (const plate of placed.keys()) {
+      got.set(plate, []);
+      await subscriber.subscribe(exact(plate, "alerts"), (m) => got.get(plate)!.push(m.body));
+    }
+    const { message: before } = await publisher.publish(message(doomedPlate, "alerts", "before"));
+    expect(await until(() => got.get(doomedPlate)!.includes("before"))).toBe(true);
+
+    await cluster.kill(doomedMaster);
+    // Until the replica is promoted only the doomed plate fails; the others publish and deliver.
+    const refused = await publisher.publish(message(doomedPlate, "alerts", "refused")).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(PlateError);
+    expect((refused as PlateError).code).toBe("broker_unavailable");
+    for (const plate of others) await publisher.publish(message(plate, "alerts", "meanwhile"));
+    for (const plate of others) expect(await until(() => got.get(plate)!.includes("meanwhile"))).toBe(true);
+    expect(publisher.isReady() && subscriber.isReady()).toBe(true);
+
+    await cluster.waitForState("ok");
+    // The promoted replica takes the plate's publishes again (the client reads the slot map anew).
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const outcome = await publisher.publish(message(doomedPlate, "alerts", "after")).catch((e: unknown) => e);
+      if (!(outcome instanceof Error)) break;
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(await until(() => gaps.some(([phase]) => phase === "restored"), 15_000)).toBe(true);
+    // Only the doomed plate's delivery was cut and restored.
+    expect(gaps.map(([phase, plates]) => [phase, plates])).toEqual([
+      ["cut", [doomedPlate]],
+      ["restored", [doomedPlate]],
+    ]);
+    // Messages after the promotion are delivered, and the history (on the promoted replica) holds
+    // what was published before the crash: the edge fills from there after "restored".
+    await publisher.publish(message(doomedPlate, "alerts", "later"));
+    expect(await until(() => got.get(doomedPlate)!.includes("later"), 5000)).toBe(true);
+    const replay = await subscriber.history(doomedPlate as PlateId, "alerts" as ChannelName, before.id, RETENTION);
+    expect(replay.complete).toBe(true);
+    expect(replay.complete && replay.messages.map((m) => m.body)).toEqual(["after", "later"]);
+    await cluster.restart(doomedMaster);
+  }, 60_000);
+
+  it("moves a subscription whose slot migrates: its plate is cut and restored, nothing published after the move is missed", async () => {
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker();
+    const placed = await platesOnEveryMaster();
+    const [plate, from] = [...placed][1]!;
+    const masters = await cluster.masters();
+    const to = masters.find((m) => m.id !== from.id)!;
+    const gaps: string[] = [];
+    subscriber.onGap((phase, plates) => gaps.push(`${phase}:${plates === undefined ? "*" : [...plates].join(",")}`));
+    const got: string[] = [];
+    await subscriber.subscribe(exact(plate, "moving"), (m) => got.push(m.body));
+    await publisher.publish(message(plate, "moving", "before"));
+    expect(await until(() => got.includes("before"))).toBe(true);
+
+    await cluster.migrateSlot(keySlot(plate), from, to);
+    expect(await until(() => gaps.includes(`restored:${plate}`), 10_000)).toBe(true);
+    expect(gaps).toEqual([`cut:${plate}`, `restored:${plate}`]);
+    await publisher.publish(message(plate, "moving", "after"));
+    expect(await until(() => got.includes("after"))).toBe(true);
+    const owner = await cluster.nodeForSlot(keySlot(plate));
+    expect(owner.id).toBe(to.id);
+  }, 30_000);
+});
