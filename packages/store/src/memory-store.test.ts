@@ -99,7 +99,7 @@ describe("memory store persistence", () => {
     expect(await second.getPlate(acme.id)).toEqual(acme);
     expect((await second.listKeys(acme.id)).sort(byId)).toEqual([limited.record, open.record]);
     expect(await second.listKeys(demo.id)).toEqual([other.record]);
-    expect(await second.findKeyByHash(limited.record.hash)).toEqual(limited.record);
+    expect(await second.findKey(limited.record.plateId, limited.record.hash)).toEqual(limited.record);
   });
 
   it("keeps deletions across a reopen", async () => {
@@ -117,8 +117,8 @@ describe("memory store persistence", () => {
 
     const second = await openAt(dir);
     expect((await second.listPlates()).map((p) => p.id)).toEqual(["stays"]);
-    expect(await second.findKeyByHash(goneKey.record.hash)).toBeUndefined();
-    expect(await second.findKeyByHash(revoked.record.hash)).toBeUndefined();
+    expect(await second.findKey(goneKey.record.plateId, goneKey.record.hash)).toBeUndefined();
+    expect(await second.findKey(revoked.record.plateId, revoked.record.hash)).toBeUndefined();
     expect(await second.listKeys("stays" as PlateId)).toEqual([kept.record]);
   });
 

@@ -116,8 +116,9 @@ export class MemoryStore implements Store {
     return Promise.resolve([...this.#keys.values()].filter((key) => key.plateId === plateId));
   }
 
-  findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
-    return Promise.resolve(this.#keysByHash.get(hash));
+  findKey(plateId: PlateId, hash: string): Promise<KeyRecord | undefined> {
+    const key = this.#keysByHash.get(hash);
+    return Promise.resolve(key?.plateId === plateId ? key : undefined);
   }
 
   async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {

@@ -98,15 +98,15 @@ describe("redis store on Redis Cluster", () => {
     }));
     await Promise.all(keys.map((key, i) => nodes[(i + 1) % 3]!.createKey(key)));
     expect((await nodes[2]!.listPlates()).map((p) => p.id).sort()).toEqual([...plates].sort());
-    for (const key of keys) expect(await nodes[0]!.findKeyByHash(key.hash)).toEqual(key);
+    for (const key of keys) expect(await nodes[0]!.findKey(key.plateId, key.hash)).toEqual(key);
     // One secret, one key: a second key with the same secret in another plate is refused.
     await expect(nodes[1]!.createKey({ ...keys[0]!, id: "k-again", plateId: plates[1]! })).rejects.toMatchObject({ code: "conflict" });
     expect(await nodes[1]!.deletePlate(plates[0]!)).toBe(true);
-    expect(await nodes[2]!.findKeyByHash(keys[0]!.hash)).toBeUndefined();
+    expect(await nodes[2]!.findKey(plates[0]!, keys[0]!.hash)).toBeUndefined();
     expect((await nodes[0]!.listPlates()).map((p) => p.id)).not.toContain(plates[0]);
     // The deleted plate's secret is free again.
     await nodes[0]!.createKey({ ...keys[0]!, id: "k-reused", plateId: plates[2]! });
-    expect((await nodes[1]!.findKeyByHash(keys[0]!.hash))?.plateId).toBe(plates[2]);
+    expect((await nodes[1]!.findKey(plates[2]!, keys[0]!.hash))?.plateId).toBe(plates[2]);
   });
 
   it("spends exactly 3 uses of a max_uses=3 token under 60 concurrent claims from 3 nodes", async () => {

@@ -4,8 +4,8 @@ import type { Commands } from "@plate/redis";
  * The Lua scripts of `RedisStore` (key layout: the top of redis-store.ts). Redis runs a script with
  * nothing in between, so each is one atomic step. Every key a script touches is one of its KEYS and
  * in one plate's hash slot, so each runs on Redis Cluster too; what spans plates (the plate list,
- * the secret-hash pointers) is written outside scripts, in an order whose failures are harmless
- * (see the store). `MIGRATE_PLATES` alone builds names in Lua: it runs only on one Redis.
+ * the secrets taken) is written outside scripts, in an order whose failures are harmless (see the
+ * store). `MIGRATE_PLATES` alone builds names in Lua: it runs only on one Redis.
  */
 
 /**
@@ -20,42 +20,56 @@ return 1
 `;
 
 /**
- * Indexes a key in a plate that exists, refusing a key id already taken; the plate cannot be
+ * Adds a key to a plate that exists, refusing a key id already taken; the plate cannot be
  * deleted between the check and the write. Answers 'ok', 'not_found' or 'conflict'.
- * KEYS: plate record, plate's key index. ARGV: key id, key hash.
+ * KEYS: plate record, plate's key index, key record. ARGV: key id, key hash, KeyRecord JSON.
  */
-const INDEX_KEY = `
+const CREATE_KEY = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 'conflict' end
+redis.call('SET', KEYS[3], ARGV[3])
 return 'ok'
 `;
 
 /**
- * Deletes a plate's record and its key index, then announces it, and answers the hashes of its
- * keys (whose pointers the caller deletes) or 0 when there was no plate (nothing announced).
- * Publishing inside the script means a deletion is never left unannounced by a node that dies
- * after it; once it ran, no key of the plate authenticates and no token of it claims.
- * KEYS: plate record, plate's key index. ARGV: control channel, payload.
+ * A key record, if its plate's index still holds it (a record outlives its index only after a
+ * delete that raced a creation; it must not authenticate). Answers the JSON or false.
+ * KEYS: key record, plate's key index.
  */
-const DELETE_PLATE = `
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-local hashes = redis.call('HVALS', KEYS[2])
-redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return hashes
+const FIND_KEY = `
+local record = redis.call('GET', KEYS[1])
+if not record then return false end
+local key = cjson.decode(record)
+if redis.call('HGET', KEYS[2], key.id) ~= key.hash then return false end
+return record
 `;
 
 /**
- * Revokes one key of one plate (a key id of another plate is not in this plate's index, so it is
- * not found), then announces it. Answers the key's hash, or 0 when there was no such key.
- * KEYS: plate's key index. ARGV: key id, control channel, payload.
+ * Deletes a plate's record, its key index and the key records the caller read from it, then
+ * announces it. Answers 1, or 0 when there was no plate (nothing deleted or announced). Publishing
+ * inside the script means a deletion is never left unannounced by a node that dies after it; once
+ * it ran, no key of the plate authenticates and no token of it claims.
+ * KEYS: plate record, plate's key index, key records... ARGV: control channel, payload.
+ */
+const DELETE_PLATE = `
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+`;
+
+/**
+ * Revokes one key of one plate if its index still maps the key id to the hash the caller read
+ * (a key id of another plate is not in this plate's index, so it is not found), then announces
+ * it. Answers 1, or 0 when there was no such key.
+ * KEYS: plate's key index, key record. ARGV: key id, key hash, control channel, payload.
  */
 const DELETE_KEY = `
-local hash = redis.call('HGET', KEYS[1], ARGV[1])
-if not hash then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return hash
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
 `;
 
 /**
@@ -91,9 +105,8 @@ return 1
 `;
 
 /**
- * Deletes a key's pointer only if it still points where the caller saw it (a compensation must
- * not delete a pointer someone else wrote since). Answers 1 or 0.
- * KEYS: pointer. ARGV: the value expected.
+ * Deletes a name only if it still holds what the caller saw (a compensation must not delete what
+ * someone else wrote since). Answers 1 or 0. KEYS: the name. ARGV: the value expected.
  */
 const DELETE_IF = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -101,19 +114,30 @@ return 0
 `;
 
 /**
- * Moves the plates of the layout before Redis Cluster support (one hash `plates`: id → record, and
- * indexes named without a hash tag) to today's, on one Redis only. Idempotent; answers how many
- * plates it moved. KEYS: the old plate hash, the plate list. ARGV: key prefix.
+ * Moves the plates of the layout before Redis Cluster support (a hash `plates`: id → record; key
+ * indexes named without a hash tag; key records `key:<hash>`) to today's, on one Redis only.
+ * Idempotent; answers how many plates it moved. KEYS: the old plate hash, the plate list.
+ * ARGV: key prefix.
  */
 const MIGRATE_PLATES = `
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local p = ARGV[1]
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local id, record = all[i], all[i + 1]
-  redis.call('SET', ARGV[1] .. 'plate:{' .. id .. '}', record, 'NX')
+  local tag = '{' .. id .. '}'
+  redis.call('SET', p .. 'plate:' .. tag, record, 'NX')
   redis.call('SADD', KEYS[2], id)
-  local old = ARGV[1] .. 'plate-keys:' .. id
-  if redis.call('EXISTS', old) == 1 then redis.call('RENAME', old, ARGV[1] .. 'plate-keys:{' .. id .. '}') end
+  local old = p .. 'plate-keys:' .. id
+  for _, hash in ipairs(redis.call('HVALS', old)) do
+    local key = redis.call('GET', p .. 'key:' .. hash)
+    if key then
+      redis.call('SET', p .. 'key:' .. tag .. ':' .. hash, key)
+      redis.call('SET', p .. 'secret:' .. hash, id)
+      redis.call('DEL', p .. 'key:' .. hash)
+    end
+  end
+  if redis.call('EXISTS', old) == 1 then redis.call('RENAME', old, p .. 'plate-keys:' .. tag) end
 end
 redis.call('DEL', KEYS[1])
 return #all / 2
@@ -123,11 +147,13 @@ return #all / 2
 export interface StoreScripts {
   platePutToken(token: string, record: string, deleteAtMs: number): Promise<unknown>;
   plateReplacePlate(plate: string, record: string): Promise<number>;
-  plateIndexKey(plate: string, plateKeys: string, keyId: string, hash: string): Promise<unknown>;
-  plateDeletePlate(plate: string, plateKeys: string, control: string, payload: string): Promise<unknown>;
-  plateDeleteKey(plateKeys: string, keyId: string, control: string, payload: string): Promise<unknown>;
+  plateCreateKey(plate: string, plateKeys: string, keyRecord: string, keyId: string, hash: string, record: string): Promise<unknown>;
+  plateFindKey(keyRecord: string, plateKeys: string): Promise<string | null>;
+  /** `numberOfKeys`, then KEYS and ARGV (its number of keys depends on the plate's keys). */
+  plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
   plateClaimToken(token: string, plateKeys: string, plateId: string, nowMs: number, tombstoneMs: number): Promise<unknown>;
-  plateDeleteIf(pointer: string, expected: string): Promise<number>;
+  plateDeleteIf(name: string, expected: string): Promise<number>;
   plateMigratePlates(oldPlates: string, plateList: string, prefix: string): Promise<number>;
 }
 
@@ -139,9 +165,11 @@ export interface StoreScripts {
 export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   redis.defineCommand("platePutToken", { numberOfKeys: 1, lua: PUT_TOKEN });
   redis.defineCommand("plateReplacePlate", { numberOfKeys: 1, lua: REPLACE_PLATE });
-  redis.defineCommand("plateIndexKey", { numberOfKeys: 2, lua: INDEX_KEY });
-  redis.defineCommand("plateDeletePlate", { numberOfKeys: 2, lua: DELETE_PLATE });
-  redis.defineCommand("plateDeleteKey", { numberOfKeys: 1, lua: DELETE_KEY });
+  redis.defineCommand("plateCreateKey", { numberOfKeys: 3, lua: CREATE_KEY });
+  redis.defineCommand("plateFindKey", { numberOfKeys: 2, lua: FIND_KEY });
+  // Its number of keys is given at each call (the plate's key records).
+  redis.defineCommand("plateDeletePlate", { lua: DELETE_PLATE });
+  redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });
   redis.defineCommand("plateClaimToken", { numberOfKeys: 2, lua: CLAIM_TOKEN });
   redis.defineCommand("plateDeleteIf", { numberOfKeys: 1, lua: DELETE_IF });
   redis.defineCommand("plateMigratePlates", { numberOfKeys: 2, lua: MIGRATE_PLATES });

@@ -222,6 +222,30 @@ describe("redis store", () => {
     expect(outcome(await store.claimToken(key.plateId, token.token, Date.now()))).toBe("invalid_client_socket");
   });
 
+  it("moves plates and keys written in the layout before Redis Cluster support to today's when it connects", async () => {
+    const prefix = freshPrefix();
+    const redis = inspector();
+    const plate = plateRecord();
+    const key = keyRecord(plate.id);
+    // As a node of the previous version left them.
+    await redis.hset(`${prefix}plates`, plate.id, JSON.stringify(plate));
+    await redis.set(`${prefix}key:${key.hash}`, JSON.stringify(key));
+    await redis.hset(`${prefix}plate-keys:${plate.id}`, key.id, key.hash);
+    const store = await node(prefix);
+    expect(await store.getPlate(plate.id)).toEqual(plate);
+    expect(await store.listPlates()).toEqual([plate]);
+    expect(await store.findKey(plate.id, key.hash)).toEqual(key);
+    expect(await store.listKeys(plate.id)).toEqual([key]);
+    const token = tokenRecord(key, { maxUses: 1, expiresAt: Date.now() + 60_000 });
+    await store.putToken(token);
+    expect(outcome(await store.claimToken(plate.id, token.token, Date.now()))).toBe("ok");
+    expect(await scanKeys(redis, `${prefix}plates`)).toEqual([]);
+    expect(await scanKeys(redis, `${prefix}key:${key.hash}`)).toEqual([]);
+    // A second node connecting finds nothing left to move, and the secret is still taken.
+    await node(prefix);
+    await expect(store.createKey({ ...keyRecord(plate.id), hash: key.hash })).rejects.toMatchObject({ code: "conflict" });
+  });
+
   it("puts every key under the configured prefix, and its control channel too", async () => {
     const prefix = freshPrefix();
     const store = await node(prefix);
@@ -241,7 +265,8 @@ describe("redis store", () => {
       [
         `${prefix}plate-ids`,
         `${prefix}plate:{${plate.id}}`,
-        `${prefix}key:${kept.hash}`,
+        `${prefix}key:{${plate.id}}:${kept.hash}`,
+        `${prefix}secret:${kept.hash}`,
         `${prefix}plate-keys:{${plate.id}}`,
         `${prefix}token:{${plate.id}}:${token.token}`,
       ].sort(),
@@ -342,7 +367,7 @@ describe("redis store", () => {
           () => store.listPlates(),
           () => store.createKey(keyRecord(key.plateId)),
           () => store.listKeys(key.plateId),
-          () => store.findKeyByHash(key.hash),
+          () => store.findKey(key.plateId, key.hash),
           () => store.putToken(tokenRecord(key, { maxUses: 1, expiresAt: Date.now() + 60_000 })),
           () => store.claimToken(key.plateId, token.token, Date.now()),
           () => store.deleteKey(key.plateId, key.id),
@@ -366,7 +391,7 @@ describe("redis store", () => {
       const fresh = tokenRecord(again, { maxUses: 1, expiresAt: Date.now() + 60_000 });
       await store.putToken(fresh);
       expect(outcome(await store.claimToken(again.plateId, fresh.token, Date.now()))).toBe("ok");
-      expect(await store.findKeyByHash(again.hash)).toEqual(again);
+      expect(await store.findKey(again.plateId, again.hash)).toEqual(again);
     },
     15_000,
   );
@@ -400,12 +425,12 @@ describe("redis store", () => {
       const pauseMs = COMMAND_TIMEOUT_MS * 2;
       await inspector().call("CLIENT", "PAUSE", String(pauseMs), "ALL");
       const pausedUntil = Date.now() + pauseMs;
-      const { code, ms } = await failure(() => store.findKeyByHash(key.hash));
+      const { code, ms } = await failure(() => store.findKey(key.plateId, key.hash));
       expect(code).toBe("broker_unavailable");
       expect(ms).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MS - 10);
       expect(ms).toBeLessThan(pauseMs);
       await sleepUntil(pausedUntil + 50);
-      expect(await store.findKeyByHash(key.hash)).toEqual(key);
+      expect(await store.findKey(key.plateId, key.hash)).toEqual(key);
     },
   );
 
@@ -531,7 +556,7 @@ describe("redis store", () => {
             if (!wrote) await sleep(50);
           }
           expect(wrote).toBe(true);
-          expect(await store.findKeyByHash(before.hash)).toEqual(before);
+          expect(await store.findKey(before.plateId, before.hash)).toEqual(before);
           expect(await redisCommand(pair.b.port, ["SCARD", `${prefix}plate-ids`])).not.toBe("0");
         } finally {
           await proxy.close();

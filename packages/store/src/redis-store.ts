@@ -7,9 +7,11 @@
  * |------------------------|---------|----------------------------------------------------------------|
  * | `Pplate:{a}`           | string  | the plate's PlateRecord JSON (the truth of whether it exists)  |
  * | `Pplate-keys:{a}`      | hash    | key id → key hash: the plate's keys (the truth of which count) |
- * | `Pkey:<hash>`          | string  | KeyRecord JSON, named by the hex SHA-256 of the key's secret:  |
- * |                        |         | finds a key by its secret, believed only if the plate's index  |
- * |                        |         | still holds that key id with that hash                        |
+ * | `Pkey:{a}:<hash>`      | string  | KeyRecord JSON, named by the hex SHA-256 of the key's secret:  |
+ * |                        |         | a request names its plate, so a key is found in its slot;     |
+ * |                        |         | believed only while the plate's index holds it                |
+ * | `Psecret:<hash>`       | string  | the plate holding that secret: one secret, one key, across     |
+ * |                        |         | plates (read only when a key is created)                      |
  * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
  * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
  * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
@@ -17,15 +19,16 @@
  * |                        |         | reaches every node of a cluster; revocations are rare)        |
  * | `Pctl.probe.<id>` (pub/sub) |    | one store instance's deaf-subscriber probes (see the class)    |
  *
- * What spans plates (the list, the pointers by hash) cannot be in a plate's script on a cluster;
+ * What spans plates (the list, the secrets taken) cannot be in a plate's script on a cluster;
  * it is written in an order whose partial failure is harmless, and compensated:
  * - createPlate: the record (SET NX, the uniqueness check), then the list; a failed list write
  *   deletes the record again. A listed id without a record (a delete cut short) is skipped.
- * - createKey: the pointer (SET NX: secret uniqueness), then the index in the plate's script
- *   (which checks the plate exists); a refused index deletes the pointer again. A pointer left by
- *   a failure is inert (not in any index) and is replaced by the next key with that secret.
- * - deleteKey / deletePlate: the plate's script first (index gone, revocation announced: from then
- *   on nothing of it authenticates or claims), then the list and the pointers, best effort.
+ * - createKey: the secret (SET NX: uniqueness across plates), then the key in the plate's script
+ *   (which checks the plate exists); a refused key frees the secret again. A secret left taken by
+ *   a failure names a plate without that key, and the next key that wants it takes it over.
+ * - deleteKey / deletePlate: the plate's script first (key records and index gone, revocation
+ *   announced: from then on nothing of it authenticates or claims), then the list and the
+ *   secrets, best effort.
  * The broker's names (`P<a>:<c>`, `Phistory:{a}:<c>`, ...) start with other words, so no two
  * names collide. A deleted plate's tokens are left to expire (a claim finds their key gone).
  * ioredis' own `keyPrefix` option is not used: it would not reach the control channel.
@@ -79,8 +82,8 @@ const BUG_REPLY = /^(ERR|WRONGTYPE) /;
 
 /**
  * `Store` over Redis, for any number of stateless nodes. Reads are one or two round trips
- * (`findKeyByHash` checks the pointer against the plate's index, `listKeys` and `listPlates` read
- * the list then the records); a claim is one script; the writes are the ordered steps above.
+ * (`listKeys` and `listPlates` read the list then the records); finding a key or claiming a token
+ * is one script on the plate's master; the writes are the ordered steps above.
  *
  * - Two connections: commands, and a subscriber to `{p}ctl`. A deletion publishes its revocation
  *   from inside its script; every instance, the deleting one included, hears it there and tells
@@ -219,33 +222,36 @@ export class RedisStore implements Store {
   async deletePlate(id: PlateId): Promise<boolean> {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
-    const hashes = await this.#reach(this.#live.plateDeletePlate(names.plate(id), names.plateKeys(id), names.control, payload));
-    if (!Array.isArray(hashes)) return false;
+    const hashes = await this.#reach(this.#live.hvals(names.plateKeys(id)));
+    const keyNames = [names.plate(id), names.plateKeys(id), ...hashes.map((hash) => names.key(id, hash))];
+    const deleted = await this.#reach(this.#live.plateDeletePlate(keyNames.length, ...keyNames, names.control, payload));
+    if (deleted !== 1) return false;
     // The plate is gone and announced; what follows only tidies (a listed id without a record is
-    // skipped, a pointer outside every index is inert).
+    // skipped, a secret taken by a key that is gone is freed by the next key that wants it).
     await Promise.all([
       this.#tidy(() => this.#commands.srem(names.plateList, id)),
-      ...(hashes as string[]).map((hash) => this.#tidy(() => this.#commands.del(names.key(hash)))),
+      ...hashes.map((hash) => this.#tidy(() => this.#commands.plateDeleteIf(names.secret(hash), id))),
     ]);
     return true;
   }
 
   async createKey(key: KeyRecord): Promise<KeyRecord> {
     const names = this.#names;
-    const pointer = names.key(key.hash);
-    const record = JSON.stringify(key);
-    if (!(await this.#claimPointer(pointer, record))) {
+    const secret = names.secret(key.hash);
+    if (!(await this.#takeSecret(secret, key.plateId))) {
       throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
     }
     let outcome: unknown;
     try {
-      outcome = await this.#reach(this.#live.plateIndexKey(names.plate(key.plateId), names.plateKeys(key.plateId), key.id, key.hash));
+      outcome = await this.#reach(
+        this.#live.plateCreateKey(names.plate(key.plateId), names.plateKeys(key.plateId), names.key(key.plateId, key.hash), key.id, key.hash, JSON.stringify(key)),
+      );
     } catch (err) {
-      await this.#tidy(() => this.#commands.plateDeleteIf(pointer, record));
+      await this.#tidy(() => this.#commands.plateDeleteIf(secret, key.plateId));
       throw err;
     }
     if (outcome === "ok") return key;
-    await this.#tidy(() => this.#commands.plateDeleteIf(pointer, record));
+    await this.#tidy(() => this.#commands.plateDeleteIf(secret, key.plateId));
     if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
     throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
   }
@@ -253,25 +259,25 @@ export class RedisStore implements Store {
   async listKeys(plateId: PlateId): Promise<KeyRecord[]> {
     const hashes = await this.#reach(this.#live.hvals(this.#names.plateKeys(plateId)));
     if (hashes.length === 0) return [];
-    // A key revoked between the two reads reads as null and is left out, as it should be.
-    const texts = await this.#reach(Promise.all(hashes.map((hash) => this.#live.get(this.#names.key(hash)))));
+    // One slot: one MGET. A key revoked between the two reads reads as null and is left out.
+    const texts = await this.#reach(this.#live.mget(hashes.map((hash) => this.#names.key(plateId, hash))));
     return texts.flatMap((text) => (text === null ? [] : [parse<KeyRecord>(text)]));
   }
 
-  async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
-    const text = await this.#reach(this.#live.get(this.#names.key(hash)));
-    if (text === null) return undefined;
-    const key = parse<KeyRecord>(text);
-    return (await this.#indexed(key)) ? key : undefined;
+  async findKey(plateId: PlateId, hash: string): Promise<KeyRecord | undefined> {
+    const text = await this.#reach(this.#live.plateFindKey(this.#names.key(plateId, hash), this.#names.plateKeys(plateId)));
+    return text === null ? undefined : parse<KeyRecord>(text);
   }
 
   async deleteKey(plateId: PlateId, keyId: string): Promise<boolean> {
     const names = this.#names;
+    const hash = await this.#reach(this.#live.hget(names.plateKeys(plateId), keyId));
+    if (hash === null) return false;
     const payload = JSON.stringify({ plateId, keyId } satisfies Revocation);
-    const hash = await this.#reach(this.#live.plateDeleteKey(names.plateKeys(plateId), keyId, names.control, payload));
-    if (typeof hash !== "string") return false;
-    // Revoked and announced; the pointer left behind would be inert (see findKeyByHash).
-    await this.#tidy(() => this.#commands.del(names.key(hash)));
+    const deleted = await this.#reach(this.#live.plateDeleteKey(names.plateKeys(plateId), names.key(plateId, hash), keyId, hash, names.control, payload));
+    if (deleted !== 1) return false;
+    // Revoked and announced; freeing its secret only tidies (see #takeSecret).
+    await this.#tidy(() => this.#commands.plateDeleteIf(names.secret(hash), plateId));
     return true;
   }
 
@@ -365,21 +371,18 @@ export class RedisStore implements Store {
     await send().catch(ignore);
   }
 
-  /** Whether the plate's index still holds `key` (a pointer outlives its key only after a failure). */
-  async #indexed(key: KeyRecord): Promise<boolean> {
-    return (await this.#reach(this.#live.hget(this.#names.plateKeys(key.plateId), key.id))) === key.hash;
-  }
-
   /**
-   * Writes a key's pointer unless a live key holds that secret: true when written. A pointer
-   * outside every index (left by a failure) is replaced.
+   * Takes a secret for a key of `plateId` unless a key that exists holds it: true when taken. A
+   * secret whose key is gone (a failure between the steps of createKey or a delete) is taken over.
    */
-  async #claimPointer(pointer: string, record: string): Promise<boolean> {
-    if ((await this.#reach(this.#live.set(pointer, record, "NX"))) !== null) return true;
-    const current = await this.#reach(this.#live.get(pointer));
-    if (current === null || (await this.#indexed(parse<KeyRecord>(current)))) return false;
-    await this.#reach(this.#live.plateDeleteIf(pointer, current));
-    return (await this.#reach(this.#live.set(pointer, record, "NX"))) !== null;
+  async #takeSecret(secret: string, plateId: PlateId): Promise<boolean> {
+    if ((await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null) return true;
+    const holder = await this.#reach(this.#live.get(secret));
+    if (holder === null) return (await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null;
+    const hash = secret.slice(this.#names.secret("").length);
+    if ((await this.findKey(holder as PlateId, hash)) !== undefined) return false;
+    await this.#reach(this.#live.plateDeleteIf(secret, holder));
+    return (await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null;
   }
 
   /** Moves the layout before cluster support to today's (one Redis only; see the top of this file). */
@@ -439,7 +442,8 @@ interface RedisNames {
   readonly legacyPlates: string;
   readonly control: string;
   plate(plateId: PlateId): string;
-  key(hash: string): string;
+  key(plateId: PlateId, hash: string): string;
+  secret(hash: string): string;
   plateKeys(plateId: PlateId): string;
   token(plateId: PlateId, token: ClientToken): string;
 }
@@ -451,7 +455,8 @@ function redisNames(prefix: string): RedisNames {
     legacyPlates: `${prefix}plates`,
     control: `${prefix}ctl`,
     plate: (plateId) => `${prefix}plate:{${plateId}}`,
-    key: (hash) => `${prefix}key:${hash}`,
+    key: (plateId, hash) => `${prefix}key:{${plateId}}:${hash}`,
+    secret: (hash) => `${prefix}secret:${hash}`,
     plateKeys: (plateId) => `${prefix}plate-keys:{${plateId}}`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };

@@ -228,10 +228,10 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const other = keyRecord(kept.id);
         for (const { key } of [one, two, other]) await a.createKey(key);
         expect(await a.deletePlate(doomed.id)).toBe(true);
-        expect(await b.findKeyByHash(one.key.hash)).toBeUndefined();
-        expect(await b.findKeyByHash(two.key.hash)).toBeUndefined();
+        expect(await b.findKey(one.key.plateId, one.key.hash)).toBeUndefined();
+        expect(await b.findKey(two.key.plateId, two.key.hash)).toBeUndefined();
         expect(await b.listKeys(doomed.id)).toEqual([]);
-        expect(await b.findKeyByHash(other.key.hash)).toEqual(other.key);
+        expect(await b.findKey(other.key.plateId, other.key.hash)).toEqual(other.key);
       });
 
       it("lets a deleted plate's id be used again, without its old keys", async () => {
@@ -244,7 +244,7 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const again = { ...plate, name: "new" };
         expect(await store.createPlate(again)).toEqual(again);
         expect(await store.listKeys(plate.id)).toEqual([]);
-        expect(await store.findKeyByHash(key.hash)).toBeUndefined();
+        expect(await store.findKey(key.plateId, key.hash)).toBeUndefined();
       });
     });
 
@@ -255,7 +255,7 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const err = await rejection(store.createKey(key));
         expect(err).toBeInstanceOf(PlateError);
         expect(codeOf(err)).toBe("not_found");
-        expect(await store.findKeyByHash(key.hash)).toBeUndefined();
+        expect(await store.findKey(key.plateId, key.hash)).toBeUndefined();
       });
 
       it("finds a key by the hash of its secret on any node, with every field as created", async () => {
@@ -267,14 +267,30 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const open = keyRecord(plate.id, { scopes: ["publish", "client"], channels: null });
         expect(await a.createKey(limited.key)).toEqual(limited.key);
         await a.createKey(open.key);
-        expect(await b.findKeyByHash(limited.key.hash)).toEqual(limited.key);
-        expect(await b.findKeyByHash(open.key.hash)).toEqual(open.key);
-        expect((await b.findKeyByHash(open.key.hash))?.channels).toBeNull();
+        expect(await b.findKey(limited.key.plateId, limited.key.hash)).toEqual(limited.key);
+        expect(await b.findKey(open.key.plateId, open.key.hash)).toEqual(open.key);
+        expect((await b.findKey(open.key.plateId, open.key.hash))?.channels).toBeNull();
+      });
+
+      it("finds a key only through its own plate, and refuses its secret to a key of another plate", async () => {
+        const store = await node();
+        const owner = plateRecord();
+        const other = plateRecord();
+        await store.createPlate(owner);
+        await store.createPlate(other);
+        const { key } = keyRecord(owner.id);
+        await store.createKey(key);
+        expect(await store.findKey(other.id, key.hash)).toBeUndefined();
+        expect(codeOf(await rejection(store.createKey({ ...key, id: `k-${uid()}`, plateId: other.id })))).toBe("conflict");
+        expect(await store.findKey(other.id, key.hash)).toBeUndefined();
+        expect(await store.findKey(owner.id, key.hash)).toEqual(key);
       });
 
       it("finds nothing for an unknown hash", async () => {
         const store = await node();
-        expect(await store.findKeyByHash(createHash("sha256").update(uid()).digest("hex"))).toBeUndefined();
+        const plate = plateRecord();
+        await store.createPlate(plate);
+        expect(await store.findKey(plate.id, createHash("sha256").update(uid()).digest("hex"))).toBeUndefined();
       });
 
       it("lists a plate's keys and never another plate's", async () => {
@@ -304,7 +320,7 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         await a.createKey(gone.key);
         await a.createKey(stays.key);
         expect(await b.deleteKey(plate.id, gone.key.id)).toBe(true);
-        expect(await a.findKeyByHash(gone.key.hash)).toBeUndefined();
+        expect(await a.findKey(gone.key.plateId, gone.key.hash)).toBeUndefined();
         expect(await a.listKeys(plate.id)).toEqual([stays.key]);
         expect(await a.deleteKey(plate.id, gone.key.id)).toBe(false);
       });
@@ -318,7 +334,7 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const { key } = keyRecord(owner.id);
         await store.createKey(key);
         expect(await store.deleteKey(intruder.id, key.id)).toBe(false);
-        expect(await store.findKeyByHash(key.hash)).toEqual(key);
+        expect(await store.findKey(key.plateId, key.hash)).toEqual(key);
       });
 
       it("answers false when revoking a key that never existed", async () => {

@@ -103,7 +103,11 @@ export interface Store {
   /** Adds a key to an existing plate (`not_found` otherwise). */
   createKey(key: KeyRecord): Promise<KeyRecord>;
   listKeys(plateId: PlateId): Promise<KeyRecord[]>;
-  findKeyByHash(hash: string): Promise<KeyRecord | undefined>;
+  /**
+   * The key of `plateId` whose secret hashes to `hash`; undefined when that plate has none (a key
+   * of another plate with that secret is not found: a request names its plate).
+   */
+  findKey(plateId: PlateId, hash: string): Promise<KeyRecord | undefined>;
   deleteKey(plateId: PlateId, keyId: string): Promise<boolean>;
 
   putToken(token: TokenRecord): Promise<void>;

@@ -115,18 +115,18 @@ export class Tenancy {
 
   /** As `authenticate`, for a secret sent another way (a WebSocket's auth frame). */
   async authenticateSecret(plateId: PlateId, secret: string): Promise<KeyRecord> {
-    const key = secret === "" ? undefined : await this.#findKey(secret);
+    const key = secret === "" ? undefined : await this.#findKey(plateId, secret);
     if (key === undefined || key.plateId !== plateId) {
       throw new PlateError("invalid_api_key", "This API key is not valid for this plate.");
     }
     return key;
   }
 
-  async #findKey(secret: string): Promise<KeyRecord | undefined> {
+  async #findKey(plateId: PlateId, secret: string): Promise<KeyRecord | undefined> {
     const now = Date.now();
     const cached = this.#keys.get(secret, now);
     if (cached !== undefined) return cached;
-    const key = await this.store.findKeyByHash(hashSecret(secret));
+    const key = await this.store.findKey(plateId, hashSecret(secret));
     if (key !== undefined) this.#keys.put(secret, key, now);
     return key;
   }
@@ -222,8 +222,7 @@ export class Tenancy {
       }
     }
     const hash = hashSecret(secret);
-    let existing = await this.store.findKeyByHash(hash);
-    if (existing === undefined) {
+    if ((await this.store.findKey(plateId, hash)) === undefined) {
       try {
         // The id follows from the secret, so nodes starting together try to write the same key;
         // the store lets one of them in.
@@ -231,11 +230,11 @@ export class Tenancy {
         return true;
       } catch (err) {
         if (!(err instanceof PlateError && err.code === "conflict")) throw err;
-        existing = await this.store.findKeyByHash(hash);
+        // Another node wrote it; a conflict with no key of this plate is another plate's secret.
+        if ((await this.store.findKey(plateId, hash)) === undefined) {
+          throw new Error(`BOOTSTRAP_PLATES: the secret given for "${plateId}" is already a key of another plate.`);
+        }
       }
-    }
-    if (existing !== undefined && existing.plateId !== plateId) {
-      throw new Error(`BOOTSTRAP_PLATES: the secret given for "${plateId}" is already a key of another plate.`);
     }
     return created;
   }
