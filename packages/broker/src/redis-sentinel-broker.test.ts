@@ -1,0 +1,89 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { ChannelName, MessageId, PlateId } from "@plate/protocol";
+import { startRedisSentinel } from "@plate/testing";
+import type { RedisSentinelSetup } from "@plate/testing";
+import { RETENTION, exact, message, runBrokerContract } from "./broker.contract.js";
+import { RedisBroker } from "./redis-broker.js";
+import type { RedisBrokerOptions } from "./redis-broker.js";
+
+/** How long a primary, its replica and three sentinels may take to start and see each other. */
+const SENTINEL_START_TIMEOUT_MS = 30_000;
+
+let setup: RedisSentinelSetup;
+beforeAll(async () => {
+  setup = await startRedisSentinel();
+}, SENTINEL_START_TIMEOUT_MS);
+afterAll(async () => {
+  await setup.stop();
+});
+
+const brokers: RedisBroker[] = [];
+afterEach(async () => {
+  for (const broker of brokers.splice(0)) await broker.close();
+});
+
+let ids = 0;
+async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise<RedisBroker> {
+  const broker = new RedisBroker({
+    target: { kind: "sentinel", sentinels: setup.sentinels, masterName: setup.masterName },
+    keyPrefix: "plate:",
+    commandTimeoutMs: 1000,
+    reconnectMaxMs: 200,
+    probeIntervalMs: 60_000,
+    probeTimeoutMs: 1000,
+    nodeId: randomBytes(6).toString("hex"),
+    newMessageId: () => `f${++ids}` as MessageId,
+    ...overrides,
+  });
+  brokers.push(broker);
+  expect(await until(() => broker.isReady())).toBe(true);
+  return broker;
+}
+
+async function until(check: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+runBrokerContract("redis sentinel", () => {
+  const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
+  return Promise.resolve({ node: () => readyBroker({ keyPrefix }), close: () => Promise.resolve() });
+});
+
+describe("RedisBroker through Sentinel", () => {
+  it("follows a failover: publishes reach the new primary, subscribers are told of the gap and the history holds what they missed", async () => {
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker();
+    const phases: string[] = [];
+    subscriber.onGap((phase) => phases.push(phase));
+    const got: string[] = [];
+    await subscriber.subscribe(exact("acme", "alerts"), (m) => got.push(m.body));
+    const { message: before } = await publisher.publish(message("acme", "alerts", "before"));
+    expect(await until(() => got.includes("before"))).toBe(true);
+    const old = await setup.primary();
+
+    await setup.failover();
+    const now = await setup.primary();
+    expect(now.port).not.toBe(old.port);
+    // Publishing goes on on the new primary (a publish refused meanwhile answers broker_unavailable).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const outcome = await publisher.publish(message("acme", "alerts", "after")).catch((e: unknown) => e);
+      if (!(outcome instanceof Error)) break;
+      expect((outcome as { code?: string }).code).toBe("broker_unavailable");
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await until(() => phases.includes("restored"), 10_000)).toBe(true);
+    expect(phases).toEqual(["cut", "restored"]);
+    const replay = await subscriber.history("acme" as PlateId, "alerts" as ChannelName, before.id, RETENTION);
+    expect(replay.complete && replay.messages.map((m) => m.body)).toEqual(["after"]);
+    await publisher.publish(message("acme", "alerts", "later"));
+    expect(await until(() => got.includes("later"))).toBe(true);
+  }, 30_000);
+});
