@@ -403,11 +403,6 @@ export class RedisBroker implements Broker {
     return () => this.#readyListeners.delete(listener);
   }
 
-  /** Distinct channels, and plates with pattern subscribers, this node listens to in Redis. */
-  get redisSubscriptions(): number {
-    return this.#channels.size + this.#plates.size;
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
