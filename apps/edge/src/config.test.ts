@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { ConfigError, SETTINGS, loadConfig } from "./config.js";
+import { ConfigError, SETTINGS, loadConfig, redisTarget } from "./config.js";
 
 /** The repository's README, which documents every setting. */
 const README = new URL("../../../README.md", import.meta.url);
@@ -101,6 +101,49 @@ describe("loadConfig", () => {
   it("names the bad variable even when other settings are fine", () => {
     const error = configError({ PORT: "8081", HOST: "127.0.0.1", LOG_LEVEL: "loud" });
     expect(error.variable).toBe("LOG_LEVEL");
+  });
+});
+
+describe("the Redis a node shares", () => {
+  it("is none without REDIS_URL, cluster or sentinels: the embedded broker and store", () => {
+    expect(redisTarget(loadConfig({}))).toBeUndefined();
+  });
+
+  it("is one Redis with REDIS_URL alone", () => {
+    expect(redisTarget(loadConfig({ REDIS_URL: "redis://r:6379" }))).toEqual({ kind: "standalone", url: "redis://r:6379" });
+  });
+
+  it("is a cluster with REDIS_CLUSTER_NODES, REDIS_URL giving only credentials", () => {
+    expect(redisTarget(loadConfig({ REDIS_CLUSTER_NODES: "a:7000, b:7001,[::1]:7002", REDIS_URL: "redis://u:p@x" }))).toEqual({
+      kind: "cluster",
+      nodes: [
+        { host: "a", port: 7000 },
+        { host: "b", port: 7001 },
+        { host: "::1", port: 7002 },
+      ],
+      url: "redis://u:p@x",
+    });
+  });
+
+  it("is a primary found through Sentinel with REDIS_SENTINELS, under REDIS_SENTINEL_MASTER", () => {
+    expect(redisTarget(loadConfig({ REDIS_SENTINELS: "s1:26379,s2:26379" }))).toEqual({
+      kind: "sentinel",
+      sentinels: [
+        { host: "s1", port: 26379 },
+        { host: "s2", port: 26379 },
+      ],
+      masterName: "mymaster",
+    });
+    expect(redisTarget(loadConfig({ REDIS_SENTINELS: "s1:26379", REDIS_SENTINEL_MASTER: "plate" }))).toMatchObject({ masterName: "plate" });
+  });
+
+  it("refuses a seed list that is not host:port, both a cluster and sentinels, and a key prefix with a brace", () => {
+    for (const bad of ["a", "a:", ":7000", "a:0", "a:70000", "a:x", ","]) {
+      expect(configError({ REDIS_CLUSTER_NODES: bad }).variable).toBe("REDIS_CLUSTER_NODES");
+      expect(configError({ REDIS_SENTINELS: bad }).variable).toBe("REDIS_SENTINELS");
+    }
+    expect(configError({ REDIS_CLUSTER_NODES: "a:1", REDIS_SENTINELS: "b:2" }).variable).toBe("REDIS_SENTINELS");
+    expect(configError({ REDIS_KEY_PREFIX: "pl{ate}:" }).variable).toBe("REDIS_KEY_PREFIX");
   });
 });
 
