@@ -183,4 +183,29 @@ describe("RedisBroker on Redis Cluster", () => {
     const owner = await cluster.nodeForSlot(keySlot(plate));
     expect(owner.id).toBe(to.id);
   }, 30_000);
+
+  it("finds a master's subscriber connection deaf when its probe stops coming back, cuts only that master's plates, and delivers again", async () => {
+    const warnings: string[] = [];
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker({ probeIntervalMs: 100, probeTimeoutMs: 300, warn: (m) => warnings.push(m) });
+    const placed = await platesOnEveryMaster();
+    const [plate, master] = [...placed][0]!;
+    const gaps: string[] = [];
+    subscriber.onGap((phase, plates) => gaps.push(`${phase}:${plates === undefined ? "*" : [...plates].sort().join(",")}`));
+    const got: string[] = [];
+    for (const p of placed.keys()) await subscriber.subscribe(exact(p, "watched"), (m) => got.push(`${m.plateId}:${m.body}`));
+    // The probe of this master's connection is a shard channel in the first slot it holds (tags
+    // "0", "1", ...): moving that slot away sends the probes to another master, unheard here.
+    let tag = 0;
+    while ((await cluster.nodeForSlot(keySlot(String(tag)))).id !== master.id) tag += 1;
+    const to = (await cluster.masters()).find((m) => m.id !== master.id)!;
+    await cluster.migrateSlot(keySlot(String(tag)), master, to);
+    expect(await until(() => warnings.some((w) => w.includes("deaf")), 5000)).toBe(true);
+    expect(await until(() => gaps.includes(`restored:${plate}`), 5000)).toBe(true);
+    // Only that master's plate was cut (the slot moved held none of the plates).
+    expect(new Set(gaps)).toEqual(new Set([`cut:${plate}`, `restored:${plate}`]));
+    for (const p of placed.keys()) await publisher.publish(message(p, "watched", "after"));
+    expect(await until(() => [...placed.keys()].every((p) => got.includes(`${p}:after`)))).toBe(true);
+    await cluster.migrateSlot(keySlot(String(tag)), to, master);
+  }, 30_000);
 });

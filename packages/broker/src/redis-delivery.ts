@@ -167,8 +167,8 @@ interface Link {
   readonly nodeKey: string;
   readonly redis: Redis;
   readonly names: Set<string>;
-  /** Its probe channel (in a slot of this master when the link was made), and its probe. */
-  readonly probeChannel: string;
+  /** Its probe channel (in a slot of this master when it last subscribed), and its probe. */
+  probeChannel: string;
   readonly probe: DeafnessProbe;
   /** Subscribed to its names on its current connection, and not found deaf. */
   subscribed: boolean;
@@ -358,6 +358,8 @@ export class ShardedDelivery implements Delivery {
       if (names === undefined) bySlot.set(slot, (names = []));
       names.push(name);
     }
+    // The probe's slot may have moved to another master since: pick one this master holds now.
+    link.probeChannel = this.#probeName(this.#slotTagOf(link.nodeKey));
     try {
       await link.redis.ssubscribe(link.probeChannel);
       // SSUBSCRIBE takes the channels of one slot at a time.
