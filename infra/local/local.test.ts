@@ -1,30 +1,20 @@
-import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { SseClient, freePort } from "@plate/testing";
+import { INFRA, down, sh, up } from "./topology.js";
 
 /**
  * The deployment's topology as infra/local brings it up from Debian's packages (redis-server,
  * three edges, nginx, Prometheus), used the way clients and operators use it: through the load
  * balancer. The shipped nginx, Prometheus and Grafana files are the ones under test.
  */
-const INFRA = fileURLToPath(new URL("../", import.meta.url));
 const ADMIN_TOKEN = "local-admin-token-0123456789abcd";
 const KEY = "local-secret-0123456789abcdefghij";
 const AUTH = { Authorization: `Bearer ${KEY}` };
-
-function sh(command: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
-      resolve({ code: err === null ? 0 : Number(err.code ?? 1), out: stdout + stderr }),
-    );
-  });
-}
 
 /** Writes `request` as is on a new connection to `url` and answers what came back before the close. */
 function rawRequest(url: string, request: string): Promise<string> {
@@ -71,15 +61,11 @@ describe("infra/local: the topology on loopback", () => {
       ADMIN_TOKEN,
       BOOTSTRAP_PLATES: JSON.stringify({ local: KEY }),
     };
-    const up = await sh("bash", [join(INFRA, "local/up.sh")], env);
-    if (up.code !== 0) {
-      const logs = await sh("bash", ["-c", `tail -n 5 ${dir}/logs/*.log`]);
-      throw new Error(`infra/local/up.sh failed (${up.code}):\n${up.out}\n${logs.out}`);
-    }
+    await up(env);
   });
 
   afterAll(async () => {
-    await sh("bash", [join(INFRA, "local/down.sh")], env);
+    await down(env);
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -187,7 +187,7 @@ export class RedisBroker implements Broker {
     this.#delivery = cluster
       ? new ShardedDelivery(
           this.#commands as Cluster,
-          (nodeKey, extra) => connectNode(target, nodeKey, { ...subscriberOptions, ...extra, connectionName: `plate-${options.nodeId}-ssub` }),
+          (nodeKey) => connectNode(target, nodeKey, { ...subscriberOptions, connectionName: `plate-${options.nodeId}-ssub` }),
           (slotTag) => this.#names.probe(options.nodeId, slotTag),
           settings,
           events,

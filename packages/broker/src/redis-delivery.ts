@@ -1,4 +1,4 @@
-import type { Cluster, Redis, RedisOptions } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 import type { PlateId } from "@plate/protocol";
 import { DeafnessProbe, SLOT_COUNT, keySlot, masterOf } from "@plate/redis";
 import type { Warn } from "@plate/redis";
@@ -198,7 +198,7 @@ interface Link {
  */
 export class ShardedDelivery implements Delivery {
   readonly #cluster: Cluster;
-  readonly #connect: (nodeKey: string, options: RedisOptions) => Redis;
+  readonly #connect: (nodeKey: string) => Redis;
   readonly #probeName: (slotTag: string) => string;
   readonly #settings: DeliverySettings;
   readonly #events: DeliveryEvents;
@@ -208,7 +208,8 @@ export class ShardedDelivery implements Delivery {
 
   constructor(
     cluster: Cluster,
-    connect: (nodeKey: string, options: RedisOptions) => Redis,
+    /** A subscriber connection to one master, by `host:port`. */
+    connect: (nodeKey: string) => Redis,
     probeName: (slotTag: string) => string,
     settings: DeliverySettings,
     events: DeliveryEvents,
@@ -286,7 +287,7 @@ export class ShardedDelivery implements Delivery {
   }
 
   #open(nodeKey: string): Link {
-    const redis = this.#connect(nodeKey, { connectionName: "plate-ssub" });
+    const redis = this.#connect(nodeKey);
     const slotTag = this.#slotTagOf(nodeKey);
     let settle: ((err?: Error) => void) | undefined;
     const opened = new Promise<void>((resolve, reject) => {
