@@ -2,12 +2,12 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
-import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
+import type { ChannelName, Message, PlateId } from "@plate/protocol";
 import { startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
 import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
-import { RedisBroker } from "./redis-broker.js";
-import type { RedisBrokerOptions } from "./redis-broker.js";
+import type { RedisBroker } from "./redis-broker.js";
+import { redisBrokers, until } from "./test-support/redis-brokers.js";
 import { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";
 import { keySlot } from "@plate/redis";
 
@@ -19,42 +19,10 @@ afterAll(async () => {
   await redis.stop();
 });
 
-const brokers: RedisBroker[] = [];
-afterEach(async () => {
-  for (const broker of brokers.splice(0)) await broker.close();
-});
-
-let ids = 0;
-function newBroker(overrides: Partial<RedisBrokerOptions> = {}): RedisBroker {
-  const broker = new RedisBroker({
-    target: { kind: "standalone", url: redis.url },
-    keyPrefix: "plate:",
-    commandTimeoutMs: 1000,
-    reconnectMaxMs: 200,
-    probeIntervalMs: 60_000,
-    probeTimeoutMs: 1000,
-    nodeId: randomBytes(6).toString("hex"),
-    newMessageId: () => `f${++ids}` as MessageId,
-    ...overrides,
-  });
-  brokers.push(broker);
-  return broker;
-}
-
-async function until(check: () => boolean, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
-
-async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise<RedisBroker> {
-  const broker = newBroker(overrides);
-  expect(await until(() => broker.isReady())).toBe(true);
-  return broker;
-}
+const brokers = redisBrokers(() => ({ kind: "standalone", url: redis.url }));
+afterEach(() => brokers.closeAll());
+const newBroker = brokers.make;
+const readyBroker = brokers.ready;
 
 /** A plain Redis client, as a backend or an operator would use. */
 async function withClient<T>(use: (client: Redis) => Promise<T>): Promise<T> {
@@ -401,7 +369,7 @@ describe("RedisBroker when Redis refuses commands", () => {
         expect(await until(() => got.includes("after the failover"), 3000)).toBe(true);
         expect(sent.body).toBe("after the failover");
       } finally {
-        await Promise.all(brokers.splice(0).map((b) => b.close()));
+        await brokers.closeAll();
         await proxy.close();
         await pair.stop();
       }

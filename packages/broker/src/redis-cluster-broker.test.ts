@@ -1,13 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
-import type { ChannelName, Message, MessageId, PlateId } from "@plate/protocol";
+import type { ChannelName, Message, PlateId } from "@plate/protocol";
 import { keySlot, parseHostPorts } from "@plate/redis";
 import { redisReply, startRedisCluster } from "@plate/testing";
 import type { ClusterNode, RedisCluster } from "@plate/testing";
 import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
-import { RedisBroker } from "./redis-broker.js";
-import type { RedisBrokerOptions } from "./redis-broker.js";
+import { redisBrokers, until } from "./test-support/redis-brokers.js";
 
 /** How long a three-master cluster (with replicas: six servers) may take to form. */
 const CLUSTER_START_TIMEOUT_MS = 30_000;
@@ -20,38 +19,9 @@ afterAll(async () => {
   await cluster.stop();
 });
 
-const brokers: RedisBroker[] = [];
-afterEach(async () => {
-  for (const broker of brokers.splice(0)) await broker.close();
-});
-
-let ids = 0;
-async function readyBroker(overrides: Partial<RedisBrokerOptions> = {}): Promise<RedisBroker> {
-  const broker = new RedisBroker({
-    target: { kind: "cluster", nodes: parseHostPorts(cluster.seeds.join(",")) },
-    keyPrefix: "plate:",
-    commandTimeoutMs: 1000,
-    reconnectMaxMs: 200,
-    probeIntervalMs: 60_000,
-    probeTimeoutMs: 1000,
-    clusterRefreshMs: 500,
-    nodeId: randomBytes(6).toString("hex"),
-    newMessageId: () => `f${++ids}` as MessageId,
-    ...overrides,
-  });
-  brokers.push(broker);
-  expect(await until(() => broker.isReady())).toBe(true);
-  return broker;
-}
-
-async function until(check: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
+const brokers = redisBrokers(() => ({ kind: "cluster", nodes: parseHostPorts(cluster.seeds.join(",")) }));
+afterEach(() => brokers.closeAll());
+const readyBroker = brokers.ready;
 
 /** Plate ids whose hash slots are held by three different masters now, one per master. */
 async function platesOnEveryMaster(): Promise<Map<string, ClusterNode>> {

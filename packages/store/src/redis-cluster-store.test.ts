@@ -2,13 +2,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ChannelName, ClientToken, PlateId } from "@plate/protocol";
 import { keySlot, parseHostPorts } from "@plate/redis";
+import type { RedisTarget } from "@plate/redis";
 import { startRedisCluster } from "@plate/testing";
 import type { RedisCluster } from "@plate/testing";
-import { RedisStore } from "./redis-store.js";
+import type { RedisStore } from "./redis-store.js";
+import { freshPrefix, readyRedisStore, redisStoreFixture } from "./test-support/redis-stores.js";
 import { runStoreContract } from "./store.contract.js";
-import type { KeyRecord, PlateRecord, Store } from "./store.js";
+import type { KeyRecord, PlateRecord } from "./store.js";
 
-const TOKEN_TOMBSTONE_MS = 1000;
 /** How long a three-master cluster may take to form. */
 const CLUSTER_START_TIMEOUT_MS = 30_000;
 
@@ -20,41 +21,13 @@ afterAll(async () => {
   await cluster.stop();
 });
 
-async function openStore(keyPrefix: string): Promise<RedisStore> {
-  const store = await RedisStore.open({
-    target: { kind: "cluster", nodes: parseHostPorts(cluster.seeds.join(",")) },
-    keyPrefix,
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-    commandTimeoutMs: 1000,
-    reconnectMaxMs: 500,
-    probeIntervalMs: 60_000,
-    probeTimeoutMs: 1000,
-    clusterRefreshMs: 1000,
-  });
-  const deadline = Date.now() + 5000;
-  while (!store.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  return store;
+const target = (): RedisTarget => ({ kind: "cluster", nodes: parseHostPorts(cluster.seeds.join(",")) });
+
+function openStore(keyPrefix: string): Promise<RedisStore> {
+  return readyRedisStore(target(), keyPrefix);
 }
 
-function freshPrefix(): string {
-  return `test-${randomBytes(6).toString("hex")}:`;
-}
-
-runStoreContract("redis cluster", () => {
-  const keyPrefix = freshPrefix();
-  const stores: RedisStore[] = [];
-  return Promise.resolve({
-    async node(): Promise<Store> {
-      const store = await openStore(keyPrefix);
-      stores.push(store);
-      return store;
-    },
-    async close(): Promise<void> {
-      await Promise.all(stores.map((store) => store.close()));
-    },
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-  });
-});
+runStoreContract("redis cluster", redisStoreFixture(target));
 
 describe("redis store on Redis Cluster", () => {
   const stores: RedisStore[] = [];

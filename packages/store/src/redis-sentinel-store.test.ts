@@ -1,13 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { PlateId } from "@plate/protocol";
+import type { RedisTarget } from "@plate/redis";
 import { startRedisSentinel } from "@plate/testing";
 import type { RedisSentinelSetup } from "@plate/testing";
-import { RedisStore } from "./redis-store.js";
+import type { RedisStore } from "./redis-store.js";
+import { freshPrefix, readyRedisStore, redisStoreFixture } from "./test-support/redis-stores.js";
 import { runStoreContract } from "./store.contract.js";
-import type { Store } from "./store.js";
 
-const TOKEN_TOMBSTONE_MS = 1000;
 /** How long a primary, its replica and three sentinels may take to start and see each other. */
 const SENTINEL_START_TIMEOUT_MS = 30_000;
 
@@ -19,40 +19,13 @@ afterAll(async () => {
   await setup.stop();
 });
 
-async function openStore(keyPrefix: string): Promise<RedisStore> {
-  const store = await RedisStore.open({
-    target: { kind: "sentinel", sentinels: setup.sentinels, masterName: setup.masterName },
-    keyPrefix,
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-    commandTimeoutMs: 1000,
-    reconnectMaxMs: 200,
-    probeIntervalMs: 60_000,
-    probeTimeoutMs: 1000,
-  });
-  const deadline = Date.now() + 5000;
-  while (!store.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  return store;
+const target = (): RedisTarget => ({ kind: "sentinel", sentinels: setup.sentinels, masterName: setup.masterName });
+
+function openStore(keyPrefix: string): Promise<RedisStore> {
+  return readyRedisStore(target(), keyPrefix);
 }
 
-function freshPrefix(): string {
-  return `test-${randomBytes(6).toString("hex")}:`;
-}
-
-runStoreContract("redis sentinel", () => {
-  const keyPrefix = freshPrefix();
-  const stores: RedisStore[] = [];
-  return Promise.resolve({
-    async node(): Promise<Store> {
-      const store = await openStore(keyPrefix);
-      stores.push(store);
-      return store;
-    },
-    async close(): Promise<void> {
-      await Promise.all(stores.map((store) => store.close()));
-    },
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-  });
-});
+runStoreContract("redis sentinel", redisStoreFixture(target));
 
 describe("redis store through Sentinel", () => {
   const stores: RedisStore[] = [];

@@ -5,16 +5,11 @@ import { PlateError } from "@plate/protocol";
 import type { ChannelName, ClientToken, PlateId } from "@plate/protocol";
 import { freePort, redisCommand, startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisPair, RedisServer, TcpProxy } from "@plate/testing";
-import { RedisStore } from "./redis-store.js";
-import type { RedisStoreOptions } from "./redis-store.js";
+import type { RedisStore, RedisStoreOptions } from "./redis-store.js";
 import { runStoreContract } from "./store.contract.js";
+import { COMMAND_TIMEOUT_MS, TOKEN_TOMBSTONE_MS, freshPrefix, openRedisStore, redisStoreFixture } from "./test-support/redis-stores.js";
 import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
-const TOKEN_TOMBSTONE_MS = 1000;
-/** Short so the outage tests stay quick, and still far above a local Redis's answer time. */
-const COMMAND_TIMEOUT_MS = 500;
-/** Longest wait between reconnect attempts (the edge's `REDIS_RECONNECT_MAX_MS`). */
-const RECONNECT_MAX_MS = 500;
 /** How long a node may take to be ready again after Redis restarts: the reconnect cap, and slack. */
 const BACK_WITHIN_MS = 3_000;
 /** How long the spawned redis-server may take to start (startRedis waits up to 10 s itself). */
@@ -41,40 +36,13 @@ function redisServer(): RedisServer {
 }
 
 function openStore(keyPrefix: string, url = redisServer().url, overrides: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
-  return RedisStore.open({
-    target: { kind: "standalone", url },
-    keyPrefix,
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-    commandTimeoutMs: COMMAND_TIMEOUT_MS,
-    reconnectMaxMs: RECONNECT_MAX_MS,
-    // Long: only the tests of the probe want it to fire.
-    probeIntervalMs: 60_000,
-    probeTimeoutMs: 1000,
-    ...overrides,
-  });
+  return openRedisStore({ kind: "standalone", url }, keyPrefix, overrides);
 }
 
-/** A prefix of its own for each fixture and test, so nothing one leaves behind is seen by another. */
-function freshPrefix(): string {
-  return `test-${randomBytes(6).toString("hex")}:`;
-}
-
-runStoreContract("redis", () => {
-  // Every node() is a new RedisStore with connections of its own, as another edge node would be.
-  const keyPrefix = freshPrefix();
-  const stores: RedisStore[] = [];
-  return Promise.resolve({
-    async node(): Promise<Store> {
-      const store = await openStore(keyPrefix);
-      stores.push(store);
-      return store;
-    },
-    async close(): Promise<void> {
-      await Promise.all(stores.map((store) => store.close()));
-    },
-    tokenTombstoneMs: TOKEN_TOMBSTONE_MS,
-  });
-});
+runStoreContract(
+  "redis",
+  redisStoreFixture(() => ({ kind: "standalone", url: redisServer().url })),
+);
 
 function uid(): string {
   return randomBytes(6).toString("hex");
