@@ -43,6 +43,14 @@ const RETENTION_CACHE_MAX_ENTRIES = 10_000;
 export class Tenancy {
   readonly #keys: KeyCache;
   readonly #retention = new Map<PlateId, { readonly value: Retention; readonly untilMs: number }>();
+  /**
+   * Store reads in flight, by what they look up: when a cached key or retention expires under
+   * load, the requests that find it missing share one read instead of each making its own
+   * (measured: 5-46% more store calls than publishes at 64 publishers with a 1 s cache).
+   */
+  readonly #reading = new Map<string, Promise<unknown>>();
+  /** Changes at every forget: a read begun before it caches nothing (it may predate a revocation). */
+  #generation = 0;
 
   /**
    * `keyCacheMs`: how long a key (or a plate's retention) found in the store is trusted without
@@ -58,14 +66,29 @@ export class Tenancy {
 
   /** Forgets cached keys (and a deleted plate's retention) that a revocation (from any node) names. */
   forget(revocation: Revocation): void {
+    this.#generation += 1;
+    this.#reading.clear();
     this.#keys.forget(revocation);
     if (revocation.keyId === undefined) this.#retention.delete(revocation.plateId);
   }
 
   /** Forgets every cached key and retention: after revocations may have been missed (see `Resync`). */
   forgetAll(): void {
+    this.#generation += 1;
+    this.#reading.clear();
     this.#keys.clear();
     this.#retention.clear();
+  }
+
+  /** `read()`, shared by every caller asking for `name` while it is in flight. */
+  #once<T>(name: string, read: () => Promise<T>): Promise<T> {
+    const pending = this.#reading.get(name);
+    if (pending !== undefined) return pending as Promise<T>;
+    const started = read().finally(() => {
+      if (this.#reading.get(name) === started) this.#reading.delete(name);
+    });
+    this.#reading.set(name, started);
+    return started;
   }
 
   /**
@@ -76,9 +99,10 @@ export class Tenancy {
     const now = Date.now();
     const cached = this.#retention.get(plateId);
     if (cached !== undefined && cached.untilMs > now) return cached.value;
-    const plate = await this.store.getPlate(plateId);
+    const generation = this.#generation;
+    const plate = await this.#once("plate\n" + plateId, () => this.store.getPlate(plateId));
     const value = this.#retentionFrom(plate);
-    this.#cacheRetention(plateId, value, now);
+    if (generation === this.#generation) this.#cacheRetention(plateId, value, now);
     return value;
   }
 
@@ -126,8 +150,9 @@ export class Tenancy {
     const now = Date.now();
     const cached = this.#keys.get(secret, now);
     if (cached !== undefined) return cached;
-    const key = await this.store.findKey(plateId, hashSecret(secret));
-    if (key !== undefined) this.#keys.put(secret, key, now);
+    const generation = this.#generation;
+    const key = await this.#once("key\n" + plateId + "\n" + secret, () => this.store.findKey(plateId, hashSecret(secret)));
+    if (key !== undefined && generation === this.#generation) this.#keys.put(secret, key, now);
     return key;
   }
 
