@@ -19,6 +19,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { runIdle } from "./idle.js";
+import { keptNotes } from "./notes.js";
 import { startNchan } from "./nchan.js";
 import { freePort, startRedis } from "@plate/testing";
 import { startPlate } from "./servers.js";
@@ -242,20 +243,6 @@ function setting(pair: string): [string, string] {
   const at = pair.indexOf("=");
   if (at < 1) throw new Error(`--plate-env: "${pair}" is not NAME=VALUE`);
   return [pair.slice(0, at), pair.slice(at + 1)];
-}
-
-/** The heading from which a written table's file is people's notes, kept when the table is rewritten. */
-const NOTES_HEADING = "## Reading this run";
-
-/** The notes section of the file at `path` (from `NOTES_HEADING` on), or nothing. */
-function keptNotes(path: string): string {
-  try {
-    const text = readFileSync(path, "utf8");
-    const at = text.indexOf(NOTES_HEADING);
-    return at === -1 ? "" : "\n" + text.slice(at);
-  } catch {
-    return "";
-  }
 }
 
 function summaryLine(report: Report, run: number): string {
