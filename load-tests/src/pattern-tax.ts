@@ -134,20 +134,9 @@ async function plateCase(patterns: number, options: PatternTaxOptions): Promise<
       }),
     );
     try {
-      const busy = plateTarget({
-        name: "plate-redis",
-        port: edge.port,
-        plate: BUSY,
-        key: KEYS[BUSY],
-        pids: [edge.pid],
-      });
-      const quiet = plateTarget({
-        name: "plate-redis",
-        port: edge.port,
-        plate: QUIET,
-        key: KEYS[QUIET],
-        pids: [edge.pid],
-      });
+      const target = (plate: typeof BUSY | typeof QUIET) => plateTarget({ name: "plate-redis", port: edge.port, plate, key: KEYS[plate], pids: [edge.pid] });
+      const busy = target(BUSY);
+      const quiet = target(QUIET);
       const started = performance.now();
       const stats = new RunStats();
       const step = stats.begin(0, started);
