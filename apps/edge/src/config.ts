@@ -25,6 +25,7 @@ export interface Config {
   readonly adminToken: string | undefined;
   readonly dataDir: string;
   readonly maxMessageBytes: number;
+  readonly maxBatchBytes: number;
   readonly httpRequestTimeoutMs: number;
   readonly httpHeadersTimeoutMs: number;
   readonly heartbeatMs: number;
@@ -266,6 +267,12 @@ export const SETTINGS = {
     default: "65536",
     doc: "Largest publish request body, in bytes; larger answers 413 `payload_too_large`.",
     parse: integer(2, 16 * 1024 * 1024),
+  },
+  MAX_BATCH_BYTES: {
+    key: "maxBatchBytes",
+    default: "1048576",
+    doc: "Largest batch publish request body (`POST /{plateId}/publish`), in bytes; larger answers 413 `payload_too_large`. Each message in it is also held to `MAX_MESSAGE_BYTES`.",
+    parse: integer(2, 64 * 1024 * 1024),
   },
   HTTP_REQUEST_TIMEOUT_MS: {
     key: "httpRequestTimeoutMs",

@@ -34,9 +34,12 @@ export const ERROR_CODES = {
 /** One of the spec's error codes. */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
-/** The body of every error answer: `{"error":{"code","message"}}`. */
+/**
+ * The body of every error answer: `{"error":{"code","message"}}`, plus `"index"` when the error is
+ * about one item of a batch (route 12's `POST /{plateId}/publish`).
+ */
 export interface ErrorBody {
-  readonly error: { readonly code: ErrorCode; readonly message: string };
+  readonly error: { readonly code: ErrorCode; readonly message: string; readonly index?: number };
 }
 
 /** Whether `value` names an error code of the table. */
@@ -49,14 +52,17 @@ export class PlateError extends Error {
   override readonly name = "PlateError";
   /** Seconds after which a retry may succeed; sent as `Retry-After` with 429 and 503. */
   readonly retryAfterS: number | undefined;
+  /** The item of a batch the error is about (its position, from 0). */
+  readonly index: number | undefined;
 
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options: { retryAfterS?: number; cause?: unknown } = {},
+    options: { retryAfterS?: number; cause?: unknown; index?: number } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.retryAfterS = options.retryAfterS;
+    this.index = options.index;
   }
 
   /** The HTTP status for this error. */
@@ -71,7 +77,7 @@ export class PlateError extends Error {
 
   /** The JSON body of an HTTP error answer. */
   toBody(): ErrorBody {
-    return { error: { code: this.code, message: this.message } };
+    return { error: { code: this.code, message: this.message, ...(this.index === undefined ? {} : { index: this.index }) } };
   }
 }
 

@@ -13,8 +13,11 @@ export class RateLimiter {
     private readonly burst: number,
   ) {}
 
-  /** Takes one token for `key`, or throws `rate_limited` with the seconds until one is back. */
-  take(key: string, nowMs = Date.now()): void {
+  /**
+   * Takes `count` tokens for `key` (a batch takes one per message), or none and throws
+   * `rate_limited` with the seconds until they are back.
+   */
+  take(key: string, nowMs = Date.now(), count = 1): void {
     if (this.ratePerS === 0) return;
     let bucket = this.#buckets.get(key);
     if (bucket === undefined) {
@@ -24,11 +27,11 @@ export class RateLimiter {
       bucket.tokens = Math.min(this.burst, bucket.tokens + ((nowMs - bucket.at) * this.ratePerS) / 1000);
       bucket.at = nowMs;
     }
-    if (bucket.tokens < 1) {
-      const retryAfterS = Math.max(1, Math.ceil((1 - bucket.tokens) / this.ratePerS));
+    if (bucket.tokens < count) {
+      const retryAfterS = Math.max(1, Math.ceil((count - bucket.tokens) / this.ratePerS));
       throw new PlateError("rate_limited", `Over ${this.ratePerS} publishes a second; slow down.`, { retryAfterS });
     }
-    bucket.tokens -= 1;
+    bucket.tokens -= count;
   }
 
   /** Forgets buckets that have refilled completely (they would start full anyway). */

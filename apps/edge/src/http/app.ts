@@ -88,7 +88,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   };
 
   /** The handler of every route of the table but 1 and 6 (publish is served before Hono: publish.ts). */
-  const handlers: Record<Exclude<RouteName, "publish" | "publishLegacy">, Handler<AppEnv>> = {
+  const handlers: Record<Exclude<RouteName, "publish" | "publishLegacy" | "publishBatch">, Handler<AppEnv>> = {
     healthz: (c) => c.json({ data: { status: "ok" } }),
     readyz: (c) => {
       if (services.draining()) throw new PlateError("shutting_down", "This node is draining.");
@@ -164,7 +164,7 @@ export function createApp(services: Services): Hono<AppEnv> {
     },
   };
   for (const route of ROUTES) {
-    if (route.name === "publish" || route.name === "publishLegacy") continue;
+    if (route.name === "publish" || route.name === "publishLegacy" || route.name === "publishBatch") continue;
     app.on([...route.methods], route.path, handlers[route.name]);
   }
 

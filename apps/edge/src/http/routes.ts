@@ -13,6 +13,7 @@ export type RouteName =
   | "metrics"
   | "publish"
   | "publishLegacy"
+  | "publishBatch"
   | "subscribeSse"
   | "subscribeSseLegacy"
   | "subscribeWs"
@@ -43,6 +44,7 @@ export const ROUTES: readonly Route[] = [
   { name: "clientToken", spec: 4, methods: ["GET", "POST"], path: "/:plateId/pubsub/:channel/client", upgrade: false },
   { name: "connectToken", spec: 5, methods: ["GET"], path: "/:plateId/s/:token", upgrade: "also" },
   { name: "publishLegacy", spec: 6, methods: ["POST"], path: "/:plateId/publish/:channel", upgrade: false },
+  { name: "publishBatch", spec: 12, methods: ["POST"], path: "/:plateId/publish", upgrade: false },
   { name: "subscribeSseLegacy", spec: 7, methods: ["GET"], path: "/:plateId/subscribe/:channel", upgrade: false },
   { name: "subscribeWsLegacy", spec: 8, methods: ["GET"], path: "/:plateId/ws/subscribe/:channel", upgrade: "only" },
   { name: "realtime", spec: 9, methods: ["GET"], path: "/:plateId/realtime", upgrade: "also" },
