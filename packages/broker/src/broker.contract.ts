@@ -87,6 +87,27 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(got).toMatchObject({ plateId: "p1", channel: "alerts", body: '{"a":[1,2,"x"]}', timestamp: sent.timestamp });
     });
 
+    it("carries a message's event name to channel and pattern subscribers on another node, and through the history", async () => {
+      const a = await node();
+      const b = await node();
+      const exactly = collector();
+      const byPattern = collector();
+      await b.subscribe(exact("p1", "chat"), exactly.listener);
+      await b.subscribe(pattern("p1", "ch*"), byPattern.listener);
+      const { message: before } = await a.publish(message("p1", "chat", '"plain"'));
+      const { message: named } = await a.publish({ ...message("p1", "chat", '{"text":"hi"}'), event: "typing.start" });
+      expect(named.event).toBe("typing.start");
+      for (const c of [exactly, byPattern]) {
+        const got = await c.until(2);
+        expect(got.map((m) => [m.event, m.body])).toEqual([
+          [undefined, '"plain"'],
+          ["typing.start", '{"text":"hi"}'],
+        ]);
+      }
+      const replay = await b.history("p1" as PlateId, "chat" as ChannelName, before.id, RETENTION);
+      expect(replay.complete && replay.messages.map((m) => [m.event, m.body, m.id])).toEqual([["typing.start", '{"text":"hi"}', named.id]]);
+    });
+
     it("delivers a message published on one node to a subscriber on another", async () => {
       const a = await node();
       const b = await node();

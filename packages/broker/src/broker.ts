@@ -28,6 +28,8 @@ export interface PublishRequest {
   readonly channel: ChannelName;
   /** The published value as JSON text. */
   readonly body: string;
+  /** The event name the publisher gave, carried to every subscriber and kept in the history. */
+  readonly event?: string;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;

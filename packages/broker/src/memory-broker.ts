@@ -82,6 +82,7 @@ export class MemoryBroker implements Broker {
       id: formatPosition({ epoch: this.#epoch, ...order }),
       timestamp: request.timestamp,
       body: request.body,
+      ...(request.event === undefined ? {} : { event: request.event }),
     };
     this.#append(plate, message, order, request.retention, now);
     if (idempotency !== undefined) {

@@ -44,33 +44,37 @@ const RECONNECT_FIRST_MS = 50;
 const CLUSTER_REFRESH_DEFAULT_MS = 5000;
 
 /**
- * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`. JSON text never
- * holds a raw U+001F (the JSON grammar forbids control characters unescaped), so the separator is
- * safe inside the body's neighbours, and a foreign payload practically never starts with the mark.
- * Chosen over a JSON wrapper so a node neither parses nor re-serializes the body: the body's text
- * goes into the envelope as it is.
+ * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`, or with an event
+ * name `EVENT_MARK id SEP timestamp SEP event SEP body`. JSON text never holds a raw U+001F (the
+ * JSON grammar forbids control characters unescaped), so the separator is safe inside the body's
+ * neighbours, and a foreign payload practically never starts with a mark. Chosen over a JSON
+ * wrapper so a node neither parses nor re-serializes the body: the body's text goes into the
+ * envelope as it is.
  */
 const MARK = "\u001fP1\u001f";
+const EVENT_MARK = "\u001fP2\u001f";
 const SEP = "\u001f";
 
 /** The Redis payload of a message published by a node. */
 export function encodeRedisPayload(message: Message): string {
-  return MARK + message.id + SEP + message.timestamp + SEP + message.body;
+  return message.event === undefined
+    ? MARK + message.id + SEP + message.timestamp + SEP + message.body
+    : EVENT_MARK + message.id + SEP + message.timestamp + SEP + message.event + SEP + message.body;
 }
 
 /** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
 function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
-  if (!payload.startsWith(MARK)) return undefined;
+  const withEvent = payload.startsWith(EVENT_MARK);
+  if (!withEvent && !payload.startsWith(MARK)) return undefined;
   const idEnd = payload.indexOf(SEP, MARK.length);
   const timeEnd = payload.indexOf(SEP, idEnd + 1);
   if (idEnd < 0 || timeEnd < 0) return undefined;
-  return {
-    plateId,
-    channel,
-    id: payload.slice(MARK.length, idEnd) as MessageId,
-    timestamp: payload.slice(idEnd + 1, timeEnd),
-    body: payload.slice(timeEnd + 1),
-  };
+  const id = payload.slice(MARK.length, idEnd) as MessageId;
+  const timestamp = payload.slice(idEnd + 1, timeEnd);
+  if (!withEvent) return { plateId, channel, id, timestamp, body: payload.slice(timeEnd + 1) };
+  const eventEnd = payload.indexOf(SEP, timeEnd + 1);
+  if (eventEnd < 0) return undefined;
+  return { plateId, channel, id, timestamp, event: payload.slice(timeEnd + 1, eventEnd), body: payload.slice(eventEnd + 1) };
 }
 
 /** "ms-seq" as an order. */
@@ -214,7 +218,7 @@ export class RedisBroker implements Broker {
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         newEpoch(),
         this.#names.channel(plateId, channel),
-        MARK,
+        request.event === undefined ? MARK : EVENT_MARK,
         SEP,
         request.timestamp,
         request.body,
@@ -225,13 +229,15 @@ export class RedisBroker implements Broker {
         channel,
         this.#publishCommand,
         this.#names.plateWide(plateId),
+        request.event === undefined ? "" : request.event + SEP,
       );
     } catch (err) {
       throw this.#failed(err);
     }
     this.#refusals.succeeded();
     if (reply[0] === 1) {
-      return { message: { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body }, repeated: false };
+      const message: Message = { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body };
+      return { message: request.event === undefined ? message : { ...message, event: request.event }, repeated: false };
     }
     const [id, timestamp, firstChannel] = reply[1].split(SEP);
     return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
@@ -446,7 +452,8 @@ export class RedisBroker implements Broker {
     }
     const plate = this.#plates.get(name);
     if (plate === undefined) return;
-    const wide = this.#names.parsePlateWide(name, payload, MARK);
+    // Both marks start with SEP, which no channel name holds: it ends the channel name.
+    const wide = this.#names.parsePlateWide(name, payload, SEP);
     if (wide === undefined) return;
     let message: Message | undefined;
     for (const { matches, listeners } of plate.patterns.values()) {
@@ -466,7 +473,7 @@ export class RedisBroker implements Broker {
     const where = this.#names.parse(channel);
     if (where === undefined) return undefined;
     let message: Message;
-    if (payload.startsWith(MARK)) {
+    if (payload.startsWith(MARK) || payload.startsWith(EVENT_MARK)) {
       const decoded = decodeNodePayload(where.plateId, where.channel, payload);
       if (decoded === undefined) return undefined;
       message = decoded;

@@ -21,7 +21,8 @@ import type { Commands } from "@plate/redis";
  * KEYS: epoch, head, stream, marks, idempotency.
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
  *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
- *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload).
+ *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
+ *       the event name and a separator after it ('' without one; the mark then says which).
  */
 const PUBLISH = `
 local idemMs = tonumber(ARGV[10])
@@ -46,7 +47,7 @@ end
 redis.call('HSET', KEYS[2], 'ms', ms, 'seq', seq)
 local order = ms .. '-' .. seq
 local id = epoch .. '_' .. order
-local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[6]
+local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[14] .. ARGV[6]
 local count = tonumber(ARGV[7])
 local ageMs = tonumber(ARGV[8])
 local dropped = false

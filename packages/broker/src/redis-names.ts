@@ -104,7 +104,8 @@ export class RedisNames {
 
   /**
    * A message of the plate-wide channel `redisChannel`: its plate, channel and the payload as it
-   * was published to the channel; undefined for anything else.
+   * was published to the channel (from the first `mark`, which no channel name holds); undefined
+   * for anything else.
    */
   parsePlateWide(redisChannel: string, payload: string, mark: string): { plateId: PlateId; channel: ChannelName; payload: string } | undefined {
     if (!redisChannel.endsWith(PLATE_WIDE) || !redisChannel.startsWith(this.#prefix)) return undefined;

@@ -12,6 +12,8 @@ export interface Message {
   readonly timestamp: string;
   /** The published value as JSON text. */
   readonly body: string;
+  /** The event name the publisher gave (a name as for channels), if any. */
+  readonly event?: string;
 }
 
 /** The envelope every subscriber receives, as the spec writes it. */
@@ -19,14 +21,16 @@ export interface Envelope {
   readonly type: "message";
   readonly id: string;
   readonly channel: string;
+  /** Present when the publisher named an event. */
+  readonly event?: string;
   readonly message: unknown;
   readonly timestamp: string;
 }
 
 /**
  * The envelope as JSON text, built by concatenation so `body` is not parsed and re-serialized.
- * Safe without escaping: ids are url-safe, channels match `[A-Za-z0-9_.:@=~-]`, timestamps are
- * ISO strings, and `body` is already valid JSON.
+ * Safe without escaping: ids are url-safe, channels and event names match `[A-Za-z0-9_.:@=~-]`,
+ * timestamps are ISO strings, and `body` is already valid JSON.
  */
 export function encodeEnvelope(message: Message): string {
   return (
@@ -34,6 +38,7 @@ export function encodeEnvelope(message: Message): string {
     message.id +
     '","channel":"' +
     message.channel +
+    (message.event === undefined ? "" : '","event":"' + message.event) +
     '","message":' +
     message.body +
     ',"timestamp":"' +

@@ -16,8 +16,8 @@ export class Publisher {
   ) {}
 
   /**
-   * Publishes `body` (the JSON text of the value) to a channel; the broker gives it its id and keeps
-   * it in the channel's history. With an idempotency `key` its `owner` (the id of the API key that
+   * Publishes `body` (the JSON text of the value) to a channel, named `event` when given; the broker
+   * gives it its id and keeps it in the channel's history. With an idempotency `key` its `owner` (the id of the API key that
    * publishes) already used in this plate within `IDEMPOTENCY_WINDOW_MS`, publishes nothing and
    * answers the first publish's message (`repeated`); another owner's use of the same key does
    * not count. Throws `rate_limited` or `broker_unavailable` (then nothing was published).
@@ -27,6 +27,7 @@ export class Publisher {
     channel: ChannelName,
     body: string,
     idempotency?: { readonly key: string; readonly owner: string },
+    event?: string,
   ): Promise<PublishResult> {
     this.rate.take(plateId);
     const retention = await this.retentionOf(plateId);
@@ -36,6 +37,7 @@ export class Publisher {
         plateId,
         channel,
         body,
+        ...(event === undefined ? {} : { event }),
         timestamp: new Date().toISOString(),
         retention,
         ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),
@@ -58,12 +60,17 @@ export class Publisher {
    * them at once, or for none. Answers one outcome per message: a message or the error that
    * kept it from being published.
    */
-  async publishBatch(plateId: PlateId, items: readonly { readonly channel: ChannelName; readonly body: string }[]): Promise<(Message | PlateError)[]> {
+  async publishBatch(
+    plateId: PlateId,
+    items: readonly { readonly channel: ChannelName; readonly body: string; readonly event: string | undefined }[],
+  ): Promise<(Message | PlateError)[]> {
     this.rate.take(plateId, Date.now(), items.length);
     const retention = await this.retentionOf(plateId);
     const timestamp = new Date().toISOString();
     // No await between the calls: each is on the connection before the next is made.
-    const sent = items.map(({ channel, body }) => this.broker.publish({ plateId, channel, body, timestamp, retention }));
+    const sent = items.map(({ channel, body, event }) =>
+      this.broker.publish({ plateId, channel, body, ...(event === undefined ? {} : { event }), timestamp, retention }),
+    );
     const outcomes = await Promise.allSettled(sent);
     const results = outcomes.map((outcome) =>
       outcome.status === "fulfilled"

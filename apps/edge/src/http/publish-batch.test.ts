@@ -61,6 +61,7 @@ describe("batch publish (route 12: POST /{plateId}/publish)", () => {
         [[{ channel: "nothing", message: 1 }, { channel: "nothing" }], 1, "missing_message"],
         [[{ channel: "nothing", message: 1 }, 7], 1, "missing_message"],
         [[{ channel: "nothing", message: "x".repeat(2000) }], 0, "payload_too_large"],
+        [[{ channel: "nothing", message: 1 }, { channel: "nothing", message: 1, event: "not a name" }], 1, "invalid_parameter"],
       ];
       for (const [messages, index, code] of cases) {
         const res = await batch(t.url, "acme", { messages });
@@ -117,15 +118,18 @@ describe.skipIf((process.env.REDIS_URL ?? "") !== "")("batch publish on Redis", 
     await sub.waitFor("ready");
     try {
       const first = await batch(nodes[0]!.url, "acme", { messages: [{ channel: "a", message: "first" }] });
-      const res = await batch(nodes[0]!.url, "acme", { messages: HUNDRED.map((m) => ({ ...m, channel: "a" })) });
+      const res = await batch(nodes[0]!.url, "acme", { messages: HUNDRED.map((m, i) => ({ ...m, channel: "a", ...(i % 10 === 0 ? { event: "tenth" } : {}) })) });
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       const ids = res.body.data.map((a: { id: string }) => a.id);
       const got = await sub.waitForMessages(101);
       expect(got.slice(1).map((m) => m.id)).toEqual(ids);
       expect(got.slice(1).map((m) => m.message.i)).toEqual(HUNDRED.map((_, i) => i));
+      expect(got.slice(1).map((m) => m.event)).toEqual(HUNDRED.map((_, i) => (i % 10 === 0 ? "tenth" : undefined)));
       const resumed = await SseClient.open(`${nodes[1]!.url}/acme/pubsub/a/subscribe`, { ...auth(), "Last-Event-ID": first.body.data[0].id });
       try {
-        expect((await resumed.waitForMessages(100)).map((m) => m.id)).toEqual(ids);
+        const replayed = await resumed.waitForMessages(100);
+        expect(replayed.map((m) => m.id)).toEqual(ids);
+        expect(replayed.filter((m) => m.event === "tenth")).toHaveLength(10);
       } finally {
         resumed.close();
       }

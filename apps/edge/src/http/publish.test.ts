@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, publish, startTestNode } from "../test-support/node.js";
 import type { TestNode } from "../test-support/node.js";
 import { SseClient } from "../test-support/sse.js";
+import { WsClient } from "../test-support/ws.js";
 
 describe("publish (route 1 and its legacy alias 6)", () => {
   let t: TestNode;
@@ -27,6 +28,48 @@ describe("publish (route 1 and its legacy alias 6)", () => {
       timestamp: body.data.timestamp,
     });
     sub.close();
+  });
+
+  it("carries a named event in the envelope to SSE and WebSocket subscribers, and in what a resume replays", async () => {
+    const sse = await SseClient.open(`${t.url}/acme/pubsub/typing/subscribe`, { Authorization: `Bearer ${KEYS.acme}` });
+    const ws = await WsClient.connect(`${t.wsUrl}/acme/pubsub/typing/ws`, { auth: KEYS.acme });
+    await sse.waitFor("ready");
+    await ws.waitFor("ready");
+    try {
+      const first = await publish(t.url, "acme", "typing", "no event");
+      const res = await fetch(`${t.url}/acme/pubsub/typing/publish`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.acme}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ message: { user: "ann" }, event: "typing.start" }),
+      });
+      expect(res.status).toBe(200);
+      const id = ((await res.json()) as { data: { id: string } }).data.id;
+      for (const got of [await sse.waitForMessages(2), await ws.waitForMessages(2)]) {
+        expect(got[0]).not.toHaveProperty("event");
+        expect(got[1]).toEqual({ type: "message", id, channel: "typing", event: "typing.start", message: { user: "ann" }, timestamp: got[1].timestamp });
+      }
+      const resumed = await SseClient.open(`${t.url}/acme/pubsub/typing/subscribe`, { Authorization: `Bearer ${KEYS.acme}`, "Last-Event-ID": first.body.data.id });
+      try {
+        expect((await resumed.waitForMessages(1))[0]).toMatchObject({ id, event: "typing.start" });
+      } finally {
+        resumed.close();
+      }
+    } finally {
+      sse.close();
+      ws.close();
+    }
+  });
+
+  it("refuses an event that is not a name with 400 invalid_parameter, and publishes nothing", async () => {
+    for (const event of ["", "no spaces", 7, null, "x".repeat(201)]) {
+      const res = await fetch(`${t.url}/acme/pubsub/typing/publish`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.acme}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ message: 1, event }),
+      });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_parameter");
+    }
   });
 
   it("accepts the key without the Bearer prefix, on the legacy path too", async () => {

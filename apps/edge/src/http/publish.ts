@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { PlateError } from "@plate/protocol";
+import { PlateError, isChannelName } from "@plate/protocol";
 import type { Message } from "@plate/protocol";
 import type { Services } from "../services.js";
 import { cutOff, requireJsonType, tooLarge } from "./body.js";
@@ -62,12 +62,12 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   const key = await tenancy.authenticate(topic.plateId, req.headers.authorization);
   tenancy.authorize(key, "publish", topic);
   requireJsonType(req.headers["content-type"]);
-  const body = messageBody(await readBody(req, config.maxMessageBytes));
+  const { body, event } = messageBody(await readBody(req, config.maxMessageBytes));
   const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
   // blocks this publish nor tells this key what that publish was.
   const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, owner: key.id };
-  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotency);
+  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotency, event);
   if (repeated && message.channel !== topic.channel) {
     // No channel named: a key limited to some channels must not learn others' names here.
     throw new PlateError("conflict", "This Idempotency-Key was already used for a publish to another channel; use a new key.");
@@ -77,7 +77,7 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
 }
 
 /**
- * Route 12's batch: `{"messages":[{"channel","message"}...]}`, 1 to 100 of them, published in
+ * Route 12's batch: `{"messages":[{"channel","message","event"?}...]}`, 1 to 100 of them, published in
  * order, each atomically. Every item is checked before anything is published (names, the key's
  * scope and channel list, each message's size); the first that fails rejects the whole batch with
  * its `index`. Answers `{"data":[{"id","channel","timestamp"}...]}` in the order given. When the
@@ -100,12 +100,12 @@ async function publishBatch(services: Services, req: IncomingMessage, plate: str
       if (typeof item !== "object" || item === null || Array.isArray(item) || !Object.hasOwn(item, "message")) {
         throw new PlateError("missing_message", 'Each item needs "channel" and a "message" member.');
       }
-      const { channel, message } = item as { channel?: unknown; message: unknown };
+      const { channel, message, event } = item as { channel?: unknown; message: unknown; event?: unknown };
       const topic = { plateId, pattern: false, channel: channelParam(typeof channel === "string" ? channel : "") } as const;
       tenancy.authorize(key, "publish", topic);
       const body = JSON.stringify(message);
       if (Buffer.byteLength(body) > config.maxMessageBytes) throw tooLarge(config.maxMessageBytes);
-      return { channel: topic.channel, body };
+      return { channel: topic.channel, body, event: eventName(event) };
     } catch (err) {
       if (!(err instanceof PlateError)) throw err;
       throw new PlateError(err.code, `messages[${index}]: ${err.message}`, { index });
@@ -163,14 +163,23 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
 }
 
 /**
- * The JSON text of the published value: the body must be an object with a `message` member
- * (`null` counts when written). The value is re-serialized once here, so every subscriber gets
- * the same compact text.
+ * The JSON text of the published value and its event name: the body must be an object with a
+ * `message` member (`null` counts when written), and may name an `event`. The value is
+ * re-serialized once here, so every subscriber gets the same compact text.
  */
-function messageBody(text: string): string {
+function messageBody(text: string): { body: string; event: string | undefined } {
   const parsed = parseJson(text, 'send {"message": <any JSON value>}.');
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
     throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
   }
-  return JSON.stringify((parsed as { message: unknown }).message);
+  return { body: JSON.stringify((parsed as { message: unknown }).message), event: eventName((parsed as { event?: unknown }).event) };
+}
+
+/** An item's or a body's `"event"`: absent, or a name as for channels (`invalid_parameter` otherwise). */
+function eventName(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !isChannelName(value)) {
+    throw new PlateError("invalid_parameter", '"event" is a name of 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
+  }
+  return value;
 }
