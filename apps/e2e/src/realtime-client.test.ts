@@ -233,6 +233,29 @@ describe.each(["sse", "ws"] as const)("one realtime connection over %s", (transp
     ]);
   });
 
+  it("hands a subscription with an event filter only the messages published with that event name", async () => {
+    const watched = new Watched();
+    const rt = kept(watched.client(node.url).realtime(watched.options(transport)));
+    const room = channel("ev");
+    const [typing, either, all] = [new Seen(), new Seen(), new Seen()];
+    rt.subscribe(room, typing.handler, { ...typing.options, event: "typing" });
+    rt.subscribe({ pattern: `${room}*` }, either.handler, { ...either.options, event: ["typing", "joined"] });
+    rt.subscribe({ pattern: `${room}?` }, all.handler, all.options);
+    expect(await eventually(() => [typing, either, all].every((s) => s.subscribed === 1))).toBe(true);
+
+    await plate.publish(room, 1, { event: "typing" });
+    await plate.publish(room, 2);
+    await plate.publish(room, 3, { event: "joined" });
+    await plate.publish(`${room}x`, 4, { event: "typing" });
+    expect(await eventually(() => either.messages.length === 3 && all.messages.length === 1)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(typing.messages.map((m) => [m.message, m.event])).toEqual([[1, "typing"]]);
+    expect(either.values()).toEqual([1, 3, 4]);
+    expect(all.messages.map((m) => [m.message, m.event])).toEqual([[4, "typing"]]);
+    // The connection saw them all, the unnamed one included.
+    expect(watched.arrivals.map((a) => a.message)).toEqual([1, 2, 3, 4]);
+  });
+
   it("stops delivering to a subscription at unsubscribe, keeps the others, and subscribes to it again", async () => {
     const watched = new Watched();
     const rt = kept(watched.client(node.url).realtime(watched.options(transport)));

@@ -58,13 +58,17 @@ export class PlateClient {
    * Publishes one JSON value. With `idempotencyKey`, a retry of the same publish (same key, within
    * the service's window) answers the first publish's id and is not delivered twice.
    */
-  async publish(channel: string, message: unknown, options: { idempotencyKey?: string; signal?: AbortSignal } = {}): Promise<Published> {
+  async publish(
+    channel: string,
+    message: unknown,
+    options: { idempotencyKey?: string; signal?: AbortSignal; event?: string } = {},
+  ): Promise<Published> {
     const headers: Record<string, string> = { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` };
     if (options.idempotencyKey !== undefined) headers["Idempotency-Key"] = options.idempotencyKey;
     return this.#call<Published>(this.#route(channel, "publish"), {
       method: "POST",
       headers,
-      body: JSON.stringify({ message }),
+      body: JSON.stringify(options.event === undefined ? { message } : { message, event: options.event }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
   }

@@ -70,6 +70,11 @@ export interface RealtimeSubscribeOptions {
   /** Resume after this id on the first connect (later connects resume after the last id delivered). */
   readonly since?: string;
   /**
+   * Only messages published with this event name (or one of these) reach the handler; the others
+   * still count as delivered (a resume starts after them) and still reach the connection's `onMessage`.
+   */
+  readonly event?: string | readonly string[];
+  /**
    * Each time the service confirms the subscription (on every connect), with the position it
    * starts from. Messages another subscription of the connection also matches may come before it.
    */
@@ -448,7 +453,7 @@ export class RealtimeConnection {
       sub.lastId = envelope.id;
       sub.startPosition = undefined;
       delivered.push(sub);
-      tell(sub.handler, envelope);
+      if (sub.wants(envelope)) tell(sub.handler, envelope);
     }
     tell(this.#options.onMessage, envelope, delivered);
   }
@@ -543,6 +548,13 @@ class Sub implements RealtimeSubscription {
     private readonly release: (sub: Sub) => void,
   ) {
     this.lastId = options.since;
+  }
+
+  /** Whether the handler takes `envelope` (its `event` filter, if any). */
+  wants(envelope: Envelope): boolean {
+    const wanted = this.options.event;
+    if (wanted === undefined) return true;
+    return typeof wanted === "string" ? envelope.event === wanted : envelope.event !== undefined && wanted.includes(envelope.event);
   }
 
   /** What a (re)subscribe asks for: its name, and the last id it delivered. */

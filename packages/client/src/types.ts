@@ -5,6 +5,8 @@ export interface Envelope<T = unknown> {
   readonly id: string;
   /** The concrete channel it was published to (tells pattern subscribers which one). */
   readonly channel: string;
+  /** The event name its publisher gave, if any. */
+  readonly event?: string;
   readonly message: T;
   /** ISO 8601, when the service accepted it. */
   readonly timestamp: string;
