@@ -92,9 +92,12 @@ describe("memory store persistence", () => {
     const open = key("acme", "k2");
     const other = key("demo", "k3");
     for (const k of [limited, open, other]) await first.createKey(k.record);
+    const signing = { id: "sk1", plateId: acme.id, alg: "HS256", key: "c2VjcmV0", createdAt: "2026-12-02T00:00:00.000Z" } as const;
+    await first.createSigningKey(signing);
     await closeStore(first);
 
     const second = await openAt(dir);
+    expect(await second.listSigningKeys(acme.id)).toEqual([signing]);
     expect((await second.listPlates()).sort(byId)).toEqual([acme, demo]);
     expect(await second.getPlate(acme.id)).toEqual(acme);
     expect((await second.listKeys(acme.id)).sort(byId)).toEqual([limited.record, open.record]);

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
 import { withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the embedded store. */
 export interface MemoryStoreOptions {
@@ -19,6 +19,8 @@ interface Snapshot {
   readonly version: 1;
   readonly plates: PlateRecord[];
   readonly keys: KeyRecord[];
+  /** Absent in files written before signing keys. */
+  readonly signingKeys?: SigningKeyRecord[];
 }
 
 interface TokenEntry {
@@ -38,6 +40,8 @@ export class MemoryStore implements Store {
   readonly #plates = new Map<PlateId, PlateRecord>();
   readonly #keys = new Map<string, KeyRecord>();
   readonly #keysByHash = new Map<string, KeyRecord>();
+  /** Signing keys by plate, then by id. */
+  readonly #signingKeys = new Map<PlateId, Map<string, SigningKeyRecord>>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -58,6 +62,7 @@ export class MemoryStore implements Store {
       const snapshot = await readSnapshot(join(options.dataDir, SNAPSHOT_FILE));
       for (const plate of snapshot?.plates ?? []) store.#plates.set(plate.id, plate);
       for (const key of snapshot?.keys ?? []) store.#indexKey(key);
+      for (const key of snapshot?.signingKeys ?? []) store.#signingKeysOf(key.plateId).set(key.id, key);
     }
     store.#sweep = setInterval(() => store.#sweepTokens(Date.now()), options.tokenSweepMs);
     store.#sweep.unref();
@@ -95,6 +100,7 @@ export class MemoryStore implements Store {
     for (const key of [...this.#keys.values()]) {
       if (key.plateId === id) this.#unindexKey(key);
     }
+    this.#signingKeys.delete(id);
     await this.#persist();
     this.#announce({ plateId: id });
     return true;
@@ -114,6 +120,35 @@ export class MemoryStore implements Store {
 
   listKeys(plateId: PlateId): Promise<KeyRecord[]> {
     return Promise.resolve([...this.#keys.values()].filter((key) => key.plateId === plateId));
+  }
+
+  async createSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord> {
+    if (!this.#plates.has(key.plateId)) throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
+    const keys = this.#signingKeysOf(key.plateId);
+    if (keys.has(key.id)) throw new PlateError("conflict", `A signing key with id "${key.id}" already exists.`);
+    keys.set(key.id, key);
+    await this.#persist();
+    return key;
+  }
+
+  listSigningKeys(plateId: PlateId): Promise<SigningKeyRecord[]> {
+    return Promise.resolve([...(this.#signingKeys.get(plateId)?.values() ?? [])]);
+  }
+
+  findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined> {
+    return Promise.resolve(this.#signingKeys.get(plateId)?.get(id));
+  }
+
+  async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
+    if (this.#signingKeys.get(plateId)?.delete(id) !== true) return false;
+    await this.#persist();
+    return true;
+  }
+
+  #signingKeysOf(plateId: PlateId): Map<string, SigningKeyRecord> {
+    let keys = this.#signingKeys.get(plateId);
+    if (keys === undefined) this.#signingKeys.set(plateId, (keys = new Map<string, SigningKeyRecord>()));
+    return keys;
   }
 
   findKey(plateId: PlateId, hash: string): Promise<KeyRecord | undefined> {
@@ -211,6 +246,7 @@ export class MemoryStore implements Store {
       version: 1,
       plates: [...this.#plates.values()],
       keys: [...this.#keys.values()],
+      signingKeys: [...this.#signingKeys.values()].flatMap((keys) => [...keys.values()]),
     };
     return JSON.stringify(snapshot, null, 2) + "\n";
   }

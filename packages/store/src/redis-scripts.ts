@@ -32,6 +32,16 @@ return 'ok'
 `;
 
 /**
+ * Adds a signing key to a plate that exists, refusing an id already taken in it. Answers 'ok',
+ * 'not_found' or 'conflict'. KEYS: plate record, plate's signing keys. ARGV: key id, record JSON.
+ */
+const CREATE_SIGNING_KEY = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 'conflict' end
+return 'ok'
+`;
+
+/**
  * A key record, if its plate's index still holds it (a record outlives its index only after a
  * delete that raced a creation; it must not authenticate). Answers the JSON or false.
  * KEYS: key record, plate's key index.
@@ -149,6 +159,7 @@ export interface StoreScripts {
   plateReplacePlate(plate: string, record: string): Promise<number>;
   plateCreateKey(plate: string, plateKeys: string, keyRecord: string, keyId: string, hash: string, record: string): Promise<unknown>;
   plateFindKey(keyRecord: string, plateKeys: string): Promise<string | null>;
+  plateCreateSigningKey(plate: string, signingKeys: string, id: string, record: string): Promise<unknown>;
   /** `numberOfKeys`, then KEYS and ARGV (its number of keys depends on the plate's keys). */
   plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
@@ -167,6 +178,7 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   redis.defineCommand("plateReplacePlate", { numberOfKeys: 1, lua: REPLACE_PLATE });
   redis.defineCommand("plateCreateKey", { numberOfKeys: 3, lua: CREATE_KEY });
   redis.defineCommand("plateFindKey", { numberOfKeys: 2, lua: FIND_KEY });
+  redis.defineCommand("plateCreateSigningKey", { numberOfKeys: 2, lua: CREATE_SIGNING_KEY });
   // Its number of keys is given at each call (the plate's key records).
   redis.defineCommand("plateDeletePlate", { lua: DELETE_PLATE });
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });

@@ -12,6 +12,7 @@
  * |                        |         | believed only while the plate's index holds it                |
  * | `Psecret:<hash>`       | string  | the plate holding that secret: one secret, one key, across     |
  * |                        |         | plates (read only when a key is created)                      |
+ * | `Psigning-keys:{a}`    | hash    | signing key id (`kid`) → SigningKeyRecord JSON (route 11)      |
  * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
  * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
  * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
@@ -45,7 +46,7 @@ import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -223,7 +224,7 @@ export class RedisStore implements Store {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
     const hashes = await this.#reach(this.#live.hvals(names.plateKeys(id)));
-    const keyNames = [names.plate(id), names.plateKeys(id), ...hashes.map((hash) => names.key(id, hash))];
+    const keyNames = [names.plate(id), names.plateKeys(id), names.signingKeys(id), ...hashes.map((hash) => names.key(id, hash))];
     const deleted = await this.#reach(this.#live.plateDeletePlate(keyNames.length, ...keyNames, names.control, payload));
     if (deleted !== 1) return false;
     // The plate is gone and announced; what follows only tidies (a listed id without a record is
@@ -279,6 +280,27 @@ export class RedisStore implements Store {
     // Revoked and announced; freeing its secret only tidies (see #takeSecret).
     await this.#tidy(() => this.#commands.plateDeleteIf(names.secret(hash), plateId));
     return true;
+  }
+
+  async createSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord> {
+    const names = this.#names;
+    const outcome = await this.#reach(this.#live.plateCreateSigningKey(names.plate(key.plateId), names.signingKeys(key.plateId), key.id, JSON.stringify(key)));
+    if (outcome === "not_found") throw new PlateError("not_found", `There is no plate "${key.plateId}".`);
+    if (outcome === "conflict") throw new PlateError("conflict", `A signing key with id "${key.id}" already exists.`);
+    return key;
+  }
+
+  async listSigningKeys(plateId: PlateId): Promise<SigningKeyRecord[]> {
+    return (await this.#reach(this.#live.hvals(this.#names.signingKeys(plateId)))).map((text) => parse<SigningKeyRecord>(text));
+  }
+
+  async findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined> {
+    const text = await this.#reach(this.#live.hget(this.#names.signingKeys(plateId), id));
+    return text === null ? undefined : parse<SigningKeyRecord>(text);
+  }
+
+  async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
+    return (await this.#reach(this.#live.hdel(this.#names.signingKeys(plateId), id))) === 1;
   }
 
   async putToken(token: TokenRecord): Promise<void> {
@@ -445,6 +467,7 @@ interface RedisNames {
   key(plateId: PlateId, hash: string): string;
   secret(hash: string): string;
   plateKeys(plateId: PlateId): string;
+  signingKeys(plateId: PlateId): string;
   token(plateId: PlateId, token: ClientToken): string;
 }
 
@@ -458,6 +481,7 @@ function redisNames(prefix: string): RedisNames {
     key: (plateId, hash) => `${prefix}key:{${plateId}}:${hash}`,
     secret: (hash) => `${prefix}secret:${hash}`,
     plateKeys: (plateId) => `${prefix}plate-keys:{${plateId}}`,
+    signingKeys: (plateId) => `${prefix}signing-keys:{${plateId}}`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };
 }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, ClientToken, PlateId, Scope } from "@plate/protocol";
-import type { ClaimResult, KeyRecord, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, PlateRecord, Revocation, SigningKeyRecord, Store, TokenRecord } from "./store.js";
 
 /**
  * Makes the stores of one test: `node()` returns another node sharing the same backing store (the
@@ -420,6 +420,57 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         await settle();
         expect(gone.heard).toEqual([]);
         stays.stop();
+      });
+    });
+
+    describe("signing keys", () => {
+      function signingKey(plateId: PlateId, alg: SigningKeyRecord["alg"] = "HS256"): SigningKeyRecord {
+        return { id: `sk-${uid()}`, plateId, alg, key: randomBytes(32).toString("base64url"), createdAt: new Date().toISOString() };
+      }
+
+      it("adds signing keys to a plate, finds and lists them on another node, and deletes one: true once, then false", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = plateRecord();
+        await a.createPlate(plate);
+        const hs = signingKey(plate.id);
+        const es = { ...signingKey(plate.id, "ES256"), key: "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----\n" };
+        expect(await a.createSigningKey(hs)).toEqual(hs);
+        await a.createSigningKey(es);
+        expect(await b.findSigningKey(plate.id, hs.id)).toEqual(hs);
+        const byId = (x: SigningKeyRecord, y: SigningKeyRecord): number => x.id.localeCompare(y.id);
+        expect((await b.listSigningKeys(plate.id)).sort(byId)).toEqual([hs, es].sort(byId));
+        expect(await b.deleteSigningKey(plate.id, hs.id)).toBe(true);
+        expect(await a.deleteSigningKey(plate.id, hs.id)).toBe(false);
+        expect(await a.findSigningKey(plate.id, hs.id)).toBeUndefined();
+        expect(await a.listSigningKeys(plate.id)).toEqual([es]);
+      });
+
+      it("refuses a signing key for a plate that does not exist, an id taken in the plate, and finds none through another plate", async () => {
+        const store = await node();
+        const plate = plateRecord();
+        const other = plateRecord();
+        await store.createPlate(plate);
+        await store.createPlate(other);
+        expect(codeOf(await rejection(store.createSigningKey(signingKey(`p-${uid()}` as PlateId))))).toBe("not_found");
+        const key = signingKey(plate.id);
+        await store.createSigningKey(key);
+        expect(codeOf(await rejection(store.createSigningKey({ ...key, key: "another" })))).toBe("conflict");
+        expect(await store.findSigningKey(other.id, key.id)).toBeUndefined();
+        expect(await store.deleteSigningKey(other.id, key.id)).toBe(false);
+        expect(await store.findSigningKey(plate.id, key.id)).toEqual(key);
+      });
+
+      it("deletes a plate's signing keys with it: a plate made again with that id has none", async () => {
+        const store = await node();
+        const plate = plateRecord();
+        await store.createPlate(plate);
+        const key = signingKey(plate.id);
+        await store.createSigningKey(key);
+        await store.deletePlate(plate.id);
+        await store.createPlate(plate);
+        expect(await store.findSigningKey(plate.id, key.id)).toBeUndefined();
+        expect(await store.listSigningKeys(plate.id)).toEqual([]);
       });
     });
 

@@ -36,6 +36,22 @@ export interface KeyRecord {
   readonly createdAt: string;
 }
 
+/** The algorithms a plate's signing key may use (spec, route 11): a shared secret, or a public key. */
+export type SigningAlgorithm = "HS256" | "ES256" | "RS256";
+
+/** A key that signs a plate's client tokens (JWT, route 11); its id is the tokens' `kid`. */
+export interface SigningKeyRecord {
+  readonly id: string;
+  readonly plateId: PlateId;
+  readonly alg: SigningAlgorithm;
+  /**
+   * HS256: the shared secret (base64url), which must be kept to verify and so is stored as it is;
+   * ES256 and RS256: the public key (SPKI PEM). Never shown after creation for HS256.
+   */
+  readonly key: string;
+  readonly createdAt: string;
+}
+
 /** A client token as stored (route 4 writes it, route 5 claims it). */
 export interface TokenRecord {
   readonly token: ClientToken;
@@ -109,6 +125,13 @@ export interface Store {
    */
   findKey(plateId: PlateId, hash: string): Promise<KeyRecord | undefined>;
   deleteKey(plateId: PlateId, keyId: string): Promise<boolean>;
+
+  /** Adds a signing key to an existing plate (`not_found` otherwise; `conflict` for an id taken in it). */
+  createSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord>;
+  listSigningKeys(plateId: PlateId): Promise<SigningKeyRecord[]>;
+  findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined>;
+  /** Answers whether it existed. Deleting a plate deletes its signing keys. */
+  deleteSigningKey(plateId: PlateId, id: string): Promise<boolean>;
 
   putToken(token: TokenRecord): Promise<void>;
   claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult>;
