@@ -49,6 +49,7 @@ export interface Config {
   readonly clientTokenMaxDurationMs: number;
   readonly clientTokenMaxUses: number;
   readonly tokenTombstoneMs: number;
+  readonly signedTokenClockSkewS: number;
   readonly keyCacheMs: number;
   readonly historyCount: number;
   readonly historyAgeMs: number;
@@ -411,6 +412,12 @@ export const SETTINGS = {
     default: "3600000",
     doc: "How long an expired client token still answers 410 `expired_client_socket` before it is forgotten (then 404).",
     parse: integer(0, 30 * DAY_MS),
+  },
+  SIGNED_TOKEN_CLOCK_SKEW_S: {
+    key: "signedTokenClockSkewS",
+    default: "30",
+    doc: "Clock skew allowed between a backend that signs client tokens (route 11) and the node, on `exp` and `nbf`, in seconds.",
+    parse: integer(0, 3600),
   },
   KEY_CACHE_MS: {
     key: "keyCacheMs",

@@ -18,6 +18,7 @@ import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
 import { newMessageId } from "./core/ids.js";
+import { SignedTokens } from "./core/signed-tokens.js";
 import { Tokens } from "./core/tokens.js";
 import { createRequestListener } from "./http/requests.js";
 import { createUpgradeHandler } from "./http/upgrade.js";
@@ -110,6 +111,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     broker,
     tenancy,
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
+    signedTokens: new SignedTokens(store, config.signedTokenClockSkewS),
     publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
     connections,
     subscriptions,

@@ -5,6 +5,7 @@ import type { Publisher } from "./core/publisher.js";
 import type { Realtime } from "./core/realtime.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
+import type { SignedTokens } from "./core/signed-tokens.js";
 import type { Tokens } from "./core/tokens.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -17,6 +18,8 @@ export interface Services {
   readonly broker: Broker;
   readonly tenancy: Tenancy;
   readonly tokens: Tokens;
+  /** A plate's signing keys and the signed client tokens (JWT) they sign (route 11). */
+  readonly signedTokens: SignedTokens;
   readonly publisher: Publisher;
   readonly connections: Connections;
   readonly subscriptions: Subscriptions;

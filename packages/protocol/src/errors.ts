@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   missing_api_key: { status: 401, close: 4401 },
   invalid_api_key: { status: 401, close: 4401 },
   unauthorized: { status: 401, close: 4401 },
+  invalid_token: { status: 401, close: 4401 },
+  token_expired: { status: 401, close: 4401 },
   forbidden: { status: 403, close: 4403 },
   not_found: { status: 404, close: 4404 },
   invalid_client_socket: { status: 404, close: 4404 },

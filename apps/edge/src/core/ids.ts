@@ -26,6 +26,11 @@ export function newKeyId(): string {
   return "key_" + alnum();
 }
 
+/** A new signing key id (a token's `kid`). */
+export function newSigningKeyId(): string {
+  return "sk_" + alnum();
+}
+
 /**
  * The id of a `BOOTSTRAP_PLATES` key: derived from its secret (12 hex characters of a SHA-256 over
  * a domain tag and the secret), so every node provisioning the same secret names the same key.

@@ -277,3 +277,29 @@ describe("admin routes with ADMIN_TOKEN", () => {
     expect((await publish(t.url, "phoenix", "alerts", 1, old.secret)).status).toBe(401);
   });
 });
+
+describe("admin signing keys (route 11)", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    t = await startTestNode();
+  });
+  afterAll(() => t.cleanup());
+
+  it("makes an HS256 key, shows its secret once, lists it without, and deletes it: 204 once, then 404", async () => {
+    const made = await adminCall(t.url, "POST", "/admin/plates/acme/signing-keys", { body: {} });
+    expect(made.status, made.text).toBe(201);
+    expect(made.body.data).toMatchObject({ alg: "HS256" });
+    expect(Buffer.from(made.body.data.secret as string, "base64url")).toHaveLength(32);
+    const listed = await adminCall(t.url, "GET", "/admin/plates/acme/signing-keys");
+    expect(listed.body.data).toEqual([{ id: made.body.data.id, alg: "HS256", createdAt: made.body.data.createdAt }]);
+    expect((await adminCall(t.url, "DELETE", `/admin/plates/acme/signing-keys/${made.body.data.id}`)).status).toBe(204);
+    expect((await adminCall(t.url, "DELETE", `/admin/plates/acme/signing-keys/${made.body.data.id}`)).status).toBe(404);
+  });
+
+  it("refuses an unknown algorithm or a missing public key with 400, and a plate that does not exist with 404", async () => {
+    expect((await adminCall(t.url, "POST", "/admin/plates/acme/signing-keys", { body: { alg: "none" } })).body.error.code).toBe("invalid_parameter");
+    expect((await adminCall(t.url, "POST", "/admin/plates/acme/signing-keys", { body: { alg: "RS256" } })).body.error.code).toBe("invalid_parameter");
+    expect((await adminCall(t.url, "POST", "/admin/plates/nobody/signing-keys", { body: {} })).status).toBe(404);
+    expect((await adminCall(t.url, "GET", "/admin/plates/nobody/signing-keys")).status).toBe(404);
+  });
+});

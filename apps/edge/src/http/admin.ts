@@ -74,6 +74,23 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
     return c.body(null, 204);
   });
 
+  admin.post("/plates/:plateId/signing-keys", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    return c.json({ data: await services.signedTokens.create(plateId, body) }, 201);
+  });
+
+  admin.get("/plates/:plateId/signing-keys", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    if ((await tenancy.getPlate(plateId)) === undefined) throw notFound("plate");
+    return c.json({ data: await services.signedTokens.list(plateId) });
+  });
+
+  admin.delete("/plates/:plateId/signing-keys/:keyId", async (c) => {
+    if (!(await services.signedTokens.delete(plateParam(c.req.param("plateId")), c.req.param("keyId")))) throw notFound("signing key");
+    return c.body(null, 204);
+  });
+
   return admin;
 }
 
