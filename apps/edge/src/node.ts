@@ -91,6 +91,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   });
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
+  const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -101,6 +102,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       changeTimeoutMs: config.realtimeChangeTimeoutMs,
     },
     log,
+    signedTokens,
   );
   await realtime.listen();
   let draining = false;
@@ -111,7 +113,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     broker,
     tenancy,
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
-    signedTokens: new SignedTokens(store, config.signedTokenClockSkewS),
+    signedTokens,
     publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
     connections,
     subscriptions,

@@ -36,7 +36,13 @@ export type ServerFrame =
 
 /** What a client may send on a WebSocket. */
 export type ClientFrame =
-  | { readonly type: "auth"; readonly key: string; readonly since?: string }
+  | {
+      readonly type: "auth";
+      /** The credential: an API key, or with `signed` a signed client token (route 9 only). */
+      readonly key: string;
+      readonly since?: string;
+      readonly signed?: true;
+    }
   | { readonly type: "ping" };
 
 /**
@@ -63,6 +69,11 @@ export function parseClientFrame(text: string): ClientFrame | undefined {
     if (frame.since === undefined) return { type: "auth", key: frame.key };
     if (typeof frame.since !== "string") return undefined;
     return { type: "auth", key: frame.key, since: frame.since };
+  }
+  // v2's signed client token: `{"type":"auth","token":"<JWT>"}` (route 9).
+  if (frame.type === "auth" && typeof frame.token === "string" && frame.key === undefined && frame.auth === undefined) {
+    if (frame.since !== undefined && typeof frame.since !== "string") return undefined;
+    return { type: "auth", key: frame.token, signed: true, ...(typeof frame.since === "string" ? { since: frame.since } : {}) };
   }
   if (frame.type === "ping") return { type: "ping" };
   return undefined;

@@ -56,7 +56,9 @@ export type RealtimeServerFrame =
   | UnsubscribedFrame
   | RealtimeResetFrame
   | RefusalFrame
-  | { readonly type: "pong"; readonly ref?: Ref };
+  | { readonly type: "pong"; readonly ref?: Ref }
+  /** A request done that answers nothing more (a refreshed token). */
+  | { readonly type: "ok"; readonly ref?: Ref };
 
 /** A subscription asked for: its name, and the id to resume after. */
 export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
@@ -65,7 +67,7 @@ export type SubscriptionRequest = SubscriptionName & { readonly since?: string }
 export type RealtimeClientFrame =
   | ({ readonly type: "subscribe"; readonly ref?: Ref } & SubscriptionRequest)
   | ({ readonly type: "unsubscribe"; readonly ref?: Ref } & SubscriptionName)
-  | { readonly type: "auth"; readonly ref?: Ref; readonly key: string }
+  | { readonly type: "auth"; readonly ref?: Ref; readonly key: string; readonly signed?: true }
   | { readonly type: "ping"; readonly ref?: Ref };
 
 /** A frame that could not be read: answered with an error frame carrying its `ref`, when it had a readable one. */
@@ -101,8 +103,9 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
     case "ping":
       return { type: "ping", ...refField };
     case "auth": {
+      if (typeof frame.token === "string") return { type: "auth", ...refField, key: frame.token, signed: true };
       const key = typeof frame.key === "string" ? frame.key : frame.auth;
-      if (typeof key !== "string") return unreadable(ref, "bad_request", 'An auth frame is {"type":"auth","key":"<API key>"}.');
+      if (typeof key !== "string") return unreadable(ref, "bad_request", 'An auth frame is {"type":"auth","token":"<signed client token>"} or {"type":"auth","key":"<API key>"}.');
       return { type: "auth", ...refField, key };
     }
     case "subscribe": {

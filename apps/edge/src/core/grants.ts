@@ -1,6 +1,7 @@
 import { PlateError, compilePattern, patternCovers } from "@plate/protocol";
 import type { ChannelPattern, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
+import type { TokenClaims } from "./signed-tokens.js";
 import type { Grant } from "./realtime.js";
 import type { Tenancy } from "./tenancy.js";
 
@@ -26,7 +27,15 @@ export function tokenGrant(topics: readonly Topic[]): Grant {
       ? patterns.some((pattern) => patternCovers(pattern, topic.channel))
       : channels.has(topic.channel) || matchers.some((matches) => matches(topic.channel));
     if (!allowed) {
-      throw new PlateError("forbidden", `This client path may not use ${topic.pattern ? "the pattern" : "the channel"} "${topic.channel}".`);
+      throw new PlateError("forbidden", `This client credential may not use ${topic.pattern ? "the pattern" : "the channel"} "${topic.channel}".`);
     }
   };
+}
+
+/** What a signed client token (route 11) allows a connection to subscribe to: its `channels` and `patterns` claims. */
+export function claimsGrant(claims: TokenClaims): Grant {
+  return tokenGrant([
+    ...claims.channels.map((channel) => ({ plateId: claims.plateId, pattern: false, channel }) as const),
+    ...claims.patterns.map((channel) => ({ plateId: claims.plateId, pattern: true, channel }) as const),
+  ]);
 }

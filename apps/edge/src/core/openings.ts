@@ -3,7 +3,9 @@ import type { PlateId, Topic } from "@plate/protocol";
 import type { Services } from "../services.js";
 import type { Wire } from "./connection.js";
 import type { ConnectionSlot } from "./connections.js";
-import { tokenGrant } from "./grants.js";
+import { claimsGrant, keyGrant, tokenGrant } from "./grants.js";
+import { looksSigned } from "./signed-tokens.js";
+import type { TokenClaims } from "./signed-tokens.js";
 import type { Grant } from "./realtime.js";
 import type { Asked } from "./subscriptions.js";
 import { tokenTopics } from "./tokens.js";
@@ -21,6 +23,8 @@ export interface Opening {
   readonly grant?: Grant;
   /** The client token it was opened with (route 5), for route 9's POST. */
   readonly token?: string;
+  /** The signed client token's claims (route 11), for its expiry and refresh. */
+  readonly claims?: TokenClaims;
 }
 
 /**
@@ -47,4 +51,42 @@ export async function openWithClientToken<T>(
     if (record.topics === undefined) return open({ ...opening, wire: "v1" });
     return open({ ...opening, wire: "v2", grant: tokenGrant(topics), token });
   });
+}
+
+/** Who opens a route 9 connection: the key (or signing key) to revoke it by, what it may subscribe to, and a signed token's claims. */
+export interface RealtimeCredential {
+  readonly keyId: string;
+  readonly grant: Grant;
+  readonly claims?: TokenClaims;
+}
+
+/**
+ * Route 9's credential (spec, route 9): `Authorization` holding an API key or a signed client
+ * token, else `?token=` (a signed token, for EventSource), else `frameAuth`'s first frame (WebSocket
+ * only). A connection made with a signed token names its signing key as `signing:<kid>`.
+ */
+export async function realtimeCredential(
+  services: Pick<Services, "tenancy" | "signedTokens">,
+  plateId: PlateId,
+  header: string | undefined,
+  queryToken: string | undefined,
+  frameAuth?: () => Promise<{ key: string; signed?: true } | undefined>,
+): Promise<RealtimeCredential | undefined> {
+  const bearer = header?.replace(/^Bearer\s+/i, "").trim();
+  if (bearer !== undefined && looksSigned(bearer)) return signed(await services.signedTokens.verify(plateId, bearer));
+  if (header !== undefined) {
+    const key = await services.tenancy.authenticate(plateId, header);
+    return { keyId: key.id, grant: keyGrant(services.tenancy, key) };
+  }
+  if (queryToken !== undefined) return signed(await services.signedTokens.verify(plateId, queryToken));
+  if (frameAuth === undefined) throw new PlateError("missing_api_key", 'Send your API key or a signed client token as "Authorization: Bearer <...>", or ?token=<signed client token>.');
+  const auth = await frameAuth();
+  if (auth === undefined) return undefined;
+  if (auth.signed === true) return signed(await services.signedTokens.verify(plateId, auth.key));
+  const key = await services.tenancy.authenticateSecret(plateId, auth.key);
+  return { keyId: key.id, grant: keyGrant(services.tenancy, key) };
+}
+
+function signed(claims: TokenClaims): RealtimeCredential {
+  return { keyId: `signing:${claims.kid}`, grant: claimsGrant(claims), claims };
 }

@@ -15,6 +15,8 @@ import type { Broker, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Connection } from "./connection.js";
 import { nanoid } from "nanoid";
+import { claimsGrant } from "./grants.js";
+import type { SignedTokens, TokenClaims } from "./signed-tokens.js";
 import type { Subscriptions } from "./subscriptions.js";
 import { infoOf, topicOf } from "./subscriptions.js";
 
@@ -41,10 +43,18 @@ export interface RealtimeLimits {
   readonly changeTimeoutMs: number;
 }
 
+/** Longest delay one Node timer takes (2^31 - 1 ms, about 24.8 days); a longer wait is set again. */
+const LONGEST_TIMER_MS = 2_147_483_647;
+
 /** A v2 connection of this node: its grant, and its requests, carried out one at a time. */
 interface Live {
   readonly conn: Connection;
-  readonly grant: Grant;
+  /** What it may subscribe to; a refresh (a fresh signed token) replaces it. */
+  grant: Grant;
+  /** The claims of the signed client token it holds, if it was opened with one. */
+  claims: TokenClaims | undefined;
+  /** Ends it with `token_expired` when its token runs out unrefreshed. */
+  expiry: NodeJS.Timeout | undefined;
   /** The hash of the client token it was opened with (route 5), if any. */
   readonly tokenHash: string | undefined;
   /** The last request in line: each runs once the one before it is done. */
@@ -88,6 +98,8 @@ export class Realtime {
     readonly nodeId: string,
     private readonly limits: RealtimeLimits,
     private readonly log: Logger,
+    /** Verifies a refreshed signed client token (route 11). */
+    private readonly signedTokens: Pick<SignedTokens, "verify" | "skewMs">,
   ) {}
 
   /** Starts listening to notes for this node. */
@@ -105,12 +117,66 @@ export class Realtime {
   }
 
   /** Registers a v2 connection until it ends. `token`: the client token it was opened with, if any. */
-  register(conn: Connection, grant: Grant, token?: string): void {
-    const live: Live = { conn, grant, tokenHash: token === undefined ? undefined : hashToken(token), tail: Promise.resolve(), pending: 0 };
+  register(conn: Connection, grant: Grant, token?: string, claims?: TokenClaims): void {
+    const live: Live = {
+      conn,
+      grant,
+      claims,
+      expiry: undefined,
+      tokenHash: token === undefined ? undefined : hashToken(token),
+      tail: Promise.resolve(),
+      pending: 0,
+    };
     this.#live.set(conn.clientId, live);
+    this.#armExpiry(live);
     conn.onEnd(() => {
+      clearTimeout(live.expiry);
       if (this.#live.get(conn.clientId) === live) this.#live.delete(conn.clientId);
     });
+  }
+
+  /**
+   * Ends the connection with `token_expired` (an error frame, then 4401) when its signed token
+   * runs out (its `exp` and the clock skew) without a fresh one. Timers longer than Node's longest
+   * are set again when they fire.
+   */
+  #armExpiry(live: Live): void {
+    clearTimeout(live.expiry);
+    live.expiry = undefined;
+    if (live.claims === undefined) return;
+    const left = live.claims.expiresAtMs + this.signedTokens.skewMs - Date.now();
+    if (left <= 0) {
+      live.conn.end("token_expired", "Your client token expired; connect again with a fresh one (refresh it before it expires).");
+      return;
+    }
+    live.expiry = setTimeout(() => this.#armExpiry(live), Math.min(left, LONGEST_TIMER_MS));
+    live.expiry.unref();
+  }
+
+  /**
+   * A fresh signed token on a live WebSocket: the connection keeps its subscriptions and messages,
+   * now under the new token's claims and expiry; those it no longer allows end with
+   * `unsubscribed` and `"reason":"forbidden"`. Only a connection opened with a signed token may
+   * refresh, and only with a token of its plate.
+   */
+  async #refresh(live: Live, token: string, ref: Ref | undefined): Promise<void> {
+    const { conn } = live;
+    if (live.claims === undefined) {
+      throw new PlateError("bad_request", "This connection was opened with an API key; only one opened with a signed client token refreshes it.");
+    }
+    const claims = await this.signedTokens.verify(conn.plateId, token);
+    live.claims = claims;
+    live.grant = claimsGrant(claims);
+    this.#armExpiry(live);
+    for (const sub of [...conn.subscriptions.values()]) {
+      try {
+        live.grant(sub.topic);
+      } catch {
+        sub.end();
+        conn.frame({ type: "unsubscribed", ...sub.name, reason: "forbidden" });
+      }
+    }
+    conn.frame({ type: "ok", ...(ref === undefined ? {} : { ref }) });
   }
 
   /** A frame from a v2 WebSocket client, after auth (`ping` is answered by the transport). */
@@ -123,7 +189,11 @@ export class Realtime {
         conn.frame(refusal(ref, frame.code, frame.message));
         return;
       case "auth":
-        conn.frame(refusal(ref, "bad_request", "This connection is authenticated; refreshing a credential needs a signed client token (not supported yet)."));
+        if (frame.signed !== true) {
+          conn.frame(refusal(ref, "bad_request", "This connection is authenticated; refresh it with {\"type\":\"auth\",\"token\":\"<fresh signed client token>\"}."));
+          return;
+        }
+        this.#inLine(live, () => this.#refresh(live, frame.key, ref)).catch((err: unknown) => this.#refuse(conn, ref, err));
         return;
       case "subscribe":
         this.#inLine(live, async () => {

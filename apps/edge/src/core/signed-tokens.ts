@@ -63,6 +63,11 @@ export class SignedTokens {
     private readonly clockSkewS: number,
   ) {}
 
+  /** The clock skew allowed, in ms: a token holds until its `exp` plus this. */
+  get skewMs(): number {
+    return this.clockSkewS * 1000;
+  }
+
   /** Adds a key: HS256 with a new secret (answered once), or ES256 / RS256 with the given public key. */
   async create(plateId: PlateId, input: unknown): Promise<SigningKeyView & { readonly secret?: string }> {
     const body = (typeof input === "object" && input !== null ? input : {}) as { alg?: unknown; publicKey?: unknown };

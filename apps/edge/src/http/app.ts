@@ -7,7 +7,7 @@ import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
 import type { PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { keyGrant } from "../core/grants.js";
-import { openWithClientToken } from "../core/openings.js";
+import { openWithClientToken, realtimeCredential } from "../core/openings.js";
 import type { Opening } from "../core/openings.js";
 import { hashToken, readChange } from "../core/realtime.js";
 import type { Asker, Change } from "../core/realtime.js";
@@ -140,14 +140,17 @@ export function createApp(services: Services): Hono<AppEnv> {
     realtime: async (c) => {
       refuseWhileDraining(services);
       const plateId = plateParam(c.req.param("plateId") ?? "");
-      if (c.req.header("authorization") === undefined && c.req.query("token") !== undefined) {
-        throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
-      }
-      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
-      const grant = keyGrant(services.tenancy, key);
+      const credential = (await realtimeCredential(services, plateId, c.req.header("authorization"), c.req.query("token")))!;
       const asked = realtimeQuery(plateId, new URL(c.req.url).searchParams, config.maxSubscriptionsPerConnection, lastEventId(c));
-      for (const { topic } of asked) grant(topic);
-      return openSse(c, services, { plateId, keyId: key.id, wire: "v2", asked, grant });
+      for (const { topic } of asked) credential.grant(topic);
+      return openSse(c, services, {
+        plateId,
+        keyId: credential.keyId,
+        wire: "v2",
+        asked,
+        grant: credential.grant,
+        ...(credential.claims === undefined ? {} : { claims: credential.claims }),
+      });
     },
 
     // 9: change a live stream's subscriptions, whichever node holds it.
@@ -213,7 +216,7 @@ async function openSse(c: Context<AppEnv>, services: Services, opening: Opening)
     config.sseRetryMs,
     { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
   );
-  if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token);
+  if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token, opening.claims);
   await services.subscriptions.open(conn, opening.asked, {
     maxDurationMs: opening.maxDurationMs ?? 0,
     requestId: c.get("requestId"),

@@ -6,8 +6,7 @@ import type { RawData, WebSocket } from "ws";
 import { PlateError, parseClientFrame } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
-import { keyGrant } from "../core/grants.js";
-import { openWithClientToken } from "../core/openings.js";
+import { openWithClientToken, realtimeCredential } from "../core/openings.js";
 import type { Opening } from "../core/openings.js";
 import { PendingConnections } from "../core/pending-connections.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
@@ -91,15 +90,13 @@ export function createUpgradeHandler(services: Services) {
 
   async function realtime(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "realtime" }, url: URL) {
     const plateId = plateParam(route.plate);
-    if (request.headers.authorization === undefined && url.searchParams.has("token")) {
-      throw new PlateError("unauthorized", "Signed client tokens (?token=) are not supported yet; use a client path (route 4) or a key.");
-    }
     const asked = realtimeQuery(plateId, url.searchParams, config.maxSubscriptionsPerConnection);
-    const auth = await authenticate(ws, request, plateId);
-    if (auth === undefined) return;
-    const grant = keyGrant(services.tenancy, auth.key);
-    for (const { topic } of asked) grant(topic);
-    await open(ws, socket, request, { plateId, keyId: auth.key.id, wire: "v2", asked, grant });
+    const credential = await realtimeCredential(services, plateId, request.headers.authorization, url.searchParams.get("token") ?? undefined, () =>
+      firstFrameAuth(ws, config.wsAuthTimeoutMs),
+    );
+    if (credential === undefined) return;
+    for (const { topic } of asked) credential.grant(topic);
+    await open(ws, socket, request, { plateId, keyId: credential.keyId, wire: "v2", asked, grant: credential.grant, ...(credential.claims === undefined ? {} : { claims: credential.claims }) });
   }
 
   async function connectWithToken(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "token" }, url: URL) {
@@ -128,7 +125,7 @@ export function createUpgradeHandler(services: Services) {
       opening.wire === "v1"
         ? new WsConnection(ws, socket, options, limits)
         : new WsConnection(ws, socket, options, limits, (c, frame) => services.realtime.receive(c, frame));
-    if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token);
+    if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token, opening.claims);
     await services.subscriptions.open(conn, opening.asked, {
       maxDurationMs: opening.maxDurationMs ?? 0,
       requestId: requestIds.get(request),
@@ -150,6 +147,7 @@ export function createUpgradeHandler(services: Services) {
     if (header !== undefined) return { key: await services.tenancy.authenticate(plateId, header) };
     const auth = await firstFrameAuth(ws, config.wsAuthTimeoutMs);
     if (auth === undefined) return undefined;
+    if (auth.signed === true) throw new PlateError("bad_request", "Signed client tokens open route 9 (/{plateId}/realtime) only.");
     const key = await services.tenancy.authenticateSecret(plateId, auth.key);
     return auth.since === undefined ? { key } : { key, since: auth.since };
   }
@@ -229,7 +227,7 @@ export function createUpgradeHandler(services: Services) {
  * Waits for the client's first frame and reads `{"auth":"<key>"}` from it. Rejects with
  * `unauthorized` after `timeoutMs` and `bad_request` for any other first frame.
  */
-function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<{ key: string; since?: string } | undefined> {
+function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<{ key: string; since?: string; signed?: true } | undefined> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       cleanup();
@@ -238,7 +236,7 @@ function firstFrameAuth(ws: WebSocket, timeoutMs: number): Promise<{ key: string
     const onMessage = (data: RawData, isBinary: boolean) => {
       cleanup();
       const frame = isBinary ? undefined : parseClientFrame(frameText(data));
-      if (frame?.type === "auth") resolve(frame.since === undefined ? { key: frame.key } : { key: frame.key, since: frame.since });
+      if (frame?.type === "auth") resolve(frame);
       else reject(new PlateError("bad_request", 'The first frame must be {"auth":"<your API key>"}.'));
     };
     const onClose = () => {
