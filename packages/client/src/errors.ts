@@ -13,6 +13,8 @@ export type ErrorCode =
   | "missing_api_key"
   | "invalid_api_key"
   | "unauthorized"
+  | "invalid_token"
+  | "token_expired"
   | "forbidden"
   | "not_found"
   | "invalid_client_socket"
