@@ -1,6 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -100,6 +101,30 @@ describe("the plate command line", () => {
     expect(revoked.stdout).toContain(`revoked key ${key.id}`);
     const refused = await fetch(`${url}/shop/pubsub/alerts/client`, { headers: { Authorization: `Bearer ${key.secret}` } });
     expect(refused.status).toBe(401);
+  });
+
+  it("makes, lists and deletes signing keys: the HS256 secret shown once, an ES256 key from a public key file", async () => {
+    const created = await plate(["signing-keys", "create", "shop", "--json"]);
+    expect(created.code, created.stderr).toBe(0);
+    const hs = JSON.parse(created.stdout) as { id: string; alg: string; secret: string };
+    expect(hs.alg).toBe("HS256");
+    expect(Buffer.from(hs.secret, "base64url")).toHaveLength(32);
+    const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const dir = await mkdtemp(join(tmpdir(), "plate-cli-"));
+    const file = join(dir, "public.pem");
+    await writeFile(file, publicKey.export({ type: "spki", format: "pem" }));
+    const es = await plate(["signing-keys", "create", "shop", "--alg", "ES256", "--public-key", file]);
+    await rm(dir, { recursive: true, force: true });
+    expect(es.code, es.stderr).toBe(0);
+    const listed = await plate(["signing-keys", "list", "shop"]);
+    expect(listed.stdout).toMatch(new RegExp(`^${hs.id}\\s+HS256`, "m"));
+    expect(listed.stdout).toMatch(/\sES256\s/);
+    expect(listed.stdout).not.toContain(hs.secret);
+    const deleted = await plate(["signing-keys", "delete", "shop", hs.id]);
+    expect(deleted.code).toBe(0);
+    expect((await plate(["signing-keys", "delete", "shop", hs.id])).code).toBe(1);
+    const refused = await plate(["signing-keys", "create", "shop", "--alg", "RS256"]);
+    expect(refused.stderr).toContain("invalid_parameter");
   });
 
   it("mints a client path that a plain SSE client can use", async () => {

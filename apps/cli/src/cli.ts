@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 
 /**
@@ -7,7 +8,7 @@ import { parseArgs } from "node:util";
  * 2 a usage error.
  */
 
-export const USAGE = `plate: manage a Plate node's plates, keys and client paths
+export const USAGE = `plate: manage a Plate node's plates, keys, signing keys and client paths
 
 Usage: plate [--url URL] [--admin-token TOKEN] [--json] <command>
 
@@ -20,6 +21,9 @@ Commands:
   keys list <plate>
   keys create <plate> [--name NAME] [--scopes publish,subscribe,client] [--channels 'room:*,alerts']
   keys revoke <plate> <key-id>
+  signing-keys list <plate>
+  signing-keys create <plate> [--alg HS256|ES256|RS256] [--public-key FILE (ES256, RS256)]
+  signing-keys delete <plate> <signing-key-id>
   client-path <plate> <channel> --key SECRET [--pattern] [--ttl MS] [--max-uses N] [--max-dur MS]
 
 Options:
@@ -66,6 +70,8 @@ const OPTIONS = {
   "history-count": { type: "string" },
   "history-age-ms": { type: "string" },
   clear: { type: "boolean", default: false },
+  alg: { type: "string" },
+  "public-key": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
 } as const;
 
@@ -181,6 +187,24 @@ async function dispatch(api: Api, positionals: readonly string[], values: Values
       const text = `revoked key ${decodeURIComponent(keyId)}; its connections are closed\n`;
       return { data: { revoked: decodeURIComponent(keyId) }, text };
     }
+    case "signing-keys list": {
+      const keys = (await api.admin("GET", `/admin/plates/${arg(0, "<plate>")}/signing-keys`)) as SigningKey[];
+      return { data: keys, text: table(["ID", "ALG", "CREATED"], keys.map((k) => [k.id, k.alg, k.createdAt])) };
+    }
+    case "signing-keys create": {
+      const body: Record<string, unknown> = {};
+      if (values.alg !== undefined) body.alg = values.alg;
+      if (values["public-key"] !== undefined) body.publicKey = await readFile(values["public-key"], "utf8");
+      const key = (await api.admin("POST", `/admin/plates/${arg(0, "<plate>")}/signing-keys`, body)) as SigningKey & { secret?: string };
+      const shown = key.secret === undefined ? "" : `\nits secret (base64url; sign HS256 tokens with its bytes), shown once:\n${key.secret}\n`;
+      return { data: key, text: table(["ID", "ALG", "CREATED"], [[key.id, key.alg, key.createdAt]]) + shown };
+    }
+    case "signing-keys delete": {
+      const plate = arg(0, "<plate>");
+      const keyId = arg(1, "<signing-key-id>");
+      await api.admin("DELETE", `/admin/plates/${plate}/signing-keys/${keyId}`);
+      return { data: { deleted: decodeURIComponent(keyId) }, text: `deleted signing key ${decodeURIComponent(keyId)}; its tokens are refused from now on\n` };
+    }
     default:
       if (group === "client-path") return clientPath(api, positionals.slice(1), values, env);
       throw new UsageError(`unknown command: ${positionals.join(" ")}`);
@@ -208,6 +232,13 @@ interface Plate {
   readonly name: string;
   readonly createdAt: string;
   readonly history?: { readonly count: number; readonly ageMs: number };
+}
+
+/** A signing key as the admin API shows it (route 11). */
+interface SigningKey {
+  readonly id: string;
+  readonly alg: string;
+  readonly createdAt: string;
 }
 
 interface Key {
