@@ -4,7 +4,7 @@ import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Topic } 
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
-import { RefusalWarnings, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
+import { RefusalWarnings, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { ClassicDelivery, ShardedDelivery } from "./redis-delivery.js";
 import type { Delivery } from "./redis-delivery.js";
@@ -40,8 +40,6 @@ export interface RedisBrokerOptions {
 
 /** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */
 const RECONNECT_FIRST_MS = 50;
-/** `clusterRefreshMs` when not given, in ms. */
-const CLUSTER_REFRESH_DEFAULT_MS = 5000;
 
 /**
  * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`, or with an event
@@ -86,6 +84,8 @@ function parseOrder(text: string | null): Order | undefined {
 
 /** The local subscribers of one concrete channel. */
 interface ChannelInterest {
+  readonly plateId: PlateId;
+  readonly channel: ChannelName;
   readonly listeners: Set<MessageListener>;
   /** Resolves once Redis confirmed the subscription that created this interest. */
   readonly active: Promise<void>;
@@ -93,6 +93,7 @@ interface ChannelInterest {
 
 /** The local pattern subscribers of one plate, all served by its plate-wide channel. */
 interface PlateInterest {
+  readonly plateId: PlateId;
   readonly patterns: Map<string, { readonly matches: ChannelMatcher; readonly listeners: Set<MessageListener> }>;
   readonly active: Promise<void>;
 }
@@ -137,10 +138,12 @@ export class RedisBroker implements Broker {
   #closed = false;
   readonly #refusals: RefusalWarnings;
   /**
-   * The last payload decoded, what it became, and the names it was delivered under. Redis sends one
-   * publish once per matching name, back to back; the same payload under a name it already went to
-   * is a new publish (a backend may PUBLISH the same text twice), so it is decoded anew.
+   * The last payload decoded, its plate and channel, what it became, and the names it was delivered
+   * under. Redis sends one publish once per matching name (its channel, its plate-wide channel),
+   * back to back; the same payload under a name it already went to is a new publish (a backend may
+   * PUBLISH the same text twice), so it is decoded anew.
    */
+  #lastPlate = "";
   #lastChannel = "";
   #lastPayload = "";
   #lastMessage: Message | undefined;
@@ -165,7 +168,7 @@ export class RedisBroker implements Broker {
       connectCommands(
         target,
         { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
-        { slotsRefreshMs: options.clusterRefreshMs ?? CLUSTER_REFRESH_DEFAULT_MS },
+        options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
       ),
     );
     this.#commands.on("ready", () => this.#update());
@@ -347,7 +350,7 @@ export class RedisBroker implements Broker {
       const name = this.#names.plateWide(topic.plateId);
       let interest = this.#plates.get(name);
       if (interest === undefined) {
-        interest = { patterns: new Map(), active: this.#delivery.add(name, topic.plateId) };
+        interest = { plateId: topic.plateId, patterns: new Map(), active: this.#delivery.add(name, topic.plateId) };
         this.#plates.set(name, interest);
       }
       let entry = interest.patterns.get(topic.channel);
@@ -369,7 +372,7 @@ export class RedisBroker implements Broker {
       const name = this.#names.channel(topic.plateId, topic.channel);
       let interest = this.#channels.get(name);
       if (interest === undefined) {
-        interest = { listeners: new Set(), active: this.#delivery.add(name, topic.plateId) };
+        interest = { plateId: topic.plateId, channel: topic.channel, listeners: new Set(), active: this.#delivery.add(name, topic.plateId) };
         this.#channels.set(name, interest);
       }
       interest.listeners.add(delivery);
@@ -418,7 +421,7 @@ export class RedisBroker implements Broker {
     this.#readyListeners.clear();
     this.#gapListeners.clear();
     this.#ready = false;
-    await Promise.all([quit(this.#commands), this.#delivery.close()]);
+    await Promise.all([closeConnection(this.#commands), this.#delivery.close()]);
   }
 
   /** The command connection, when a command sent now goes out; else `broker_unavailable` is thrown. */
@@ -444,50 +447,51 @@ export class RedisBroker implements Broker {
       }
       return;
     }
-    const channel = this.#channels.get(name);
-    if (channel !== undefined) {
-      const message = this.#decode(name, name, payload);
-      if (message !== undefined) deliver(channel.listeners, message);
+    const interest = this.#channels.get(name);
+    if (interest !== undefined) {
+      const message = this.#decode(name, interest.plateId, interest.channel, payload);
+      if (message !== undefined) deliver(interest.listeners, message);
       return;
     }
     const plate = this.#plates.get(name);
     if (plate === undefined) return;
-    // Both marks start with SEP, which no channel name holds: it ends the channel name.
-    const wide = this.#names.parsePlateWide(name, payload, SEP);
-    if (wide === undefined) return;
+    // The channel name, then a node's payload: both marks start with SEP, which no channel name
+    // holds. Anything else on a plate-wide channel is not a node's and is dropped.
+    const at = payload.indexOf(SEP);
+    if (at <= 0 || !(payload.startsWith(MARK, at) || payload.startsWith(EVENT_MARK, at))) return;
+    const channel = payload.slice(0, at) as ChannelName;
     let message: Message | undefined;
     for (const { matches, listeners } of plate.patterns.values()) {
-      if (!matches(wide.channel)) continue;
-      message ??= this.#decode(name, this.#names.channel(wide.plateId, wide.channel), wide.payload);
+      if (!matches(channel)) continue;
+      message ??= this.#decode(name, plate.plateId, channel, payload.slice(at));
       if (message === undefined) return;
       deliver(listeners, message);
     }
   }
 
-  /** The message of `payload` heard on `name` for the Redis channel `channel`. */
-  #decode(name: string, channel: string, payload: string): Message | undefined {
-    if (channel === this.#lastChannel && payload === this.#lastPayload && !this.#lastNames.includes(name)) {
+  /** The message of `payload`, heard on `name`, of `plateId`'s `channel`. */
+  #decode(name: string, plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
+    if (channel === this.#lastChannel && plateId === this.#lastPlate && payload === this.#lastPayload && !this.#lastNames.includes(name)) {
       this.#lastNames.push(name);
       return this.#lastMessage;
     }
-    const where = this.#names.parse(channel);
-    if (where === undefined) return undefined;
     let message: Message;
     if (payload.startsWith(MARK) || payload.startsWith(EVENT_MARK)) {
-      const decoded = decodeNodePayload(where.plateId, where.channel, payload);
+      const decoded = decodeNodePayload(plateId, channel, payload);
       if (decoded === undefined) return undefined;
       message = decoded;
     } else {
       // Published straight into Redis by a backend: JSON when it parses, else a string. It carries no
       // id or time, so each receiving node gives it its own.
       message = {
-        plateId: where.plateId,
-        channel: where.channel,
+        plateId,
+        channel,
         id: this.#options.newMessageId(),
         timestamp: new Date().toISOString(),
         body: bodyFromForeignPayload(payload),
       };
     }
+    this.#lastPlate = plateId;
     this.#lastChannel = channel;
     this.#lastPayload = payload;
     this.#lastMessage = message;
@@ -523,12 +527,4 @@ function unavailable(cause?: unknown, refusal?: RedisRefusal): PlateError {
     retryAfterS: 1,
     cause,
   });
-}
-
-async function quit(redis: Commands): Promise<void> {
-  try {
-    await redis.quit();
-  } catch {
-    redis.disconnect();
-  }
 }

@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from "ioredis";
 import type { PlateId } from "@plate/protocol";
-import { DeafnessProbe, SLOT_COUNT, keySlot, masterOf } from "@plate/redis";
+import { DeafnessProbe, SLOT_COUNT, closeConnection, keySlot, masterOf } from "@plate/redis";
 import type { Warn } from "@plate/redis";
 import type { GapPhase } from "./broker.js";
 
@@ -120,7 +120,7 @@ export class ClassicDelivery implements Delivery {
     this.#closed = true;
     this.#probe.stop();
     this.#names.clear();
-    await quit(this.#subscriber);
+    await closeConnection(this.#subscriber);
   }
 
   async #resubscribe(): Promise<void> {
@@ -337,7 +337,7 @@ export class ShardedDelivery implements Delivery {
     link.subscribed = false;
     link.redis.removeAllListeners("close");
     link.redis.removeAllListeners("ready");
-    await quit(link.redis);
+    await closeConnection(link.redis);
   }
 
   /** A tag whose hash slot this master owns, for its probe channel (another master's slot if none is known). */
@@ -351,20 +351,11 @@ export class ShardedDelivery implements Delivery {
 
   /** After every (re)connect of a link: subscribe to its probe and names, slot by slot, then restore what it cut. */
   async #resubscribe(link: Link): Promise<void> {
-    const bySlot = new Map<number, string[]>();
-    for (const name of link.names) {
-      const slot = this.#wanted.get(name)?.slot;
-      if (slot === undefined) continue;
-      let names = bySlot.get(slot);
-      if (names === undefined) bySlot.set(slot, (names = []));
-      names.push(name);
-    }
     // The probe's slot may have moved to another master since: pick one this master holds now.
     link.probeChannel = this.#probeName(this.#slotTagOf(link.nodeKey));
     try {
       await link.redis.ssubscribe(link.probeChannel);
-      // SSUBSCRIBE takes the channels of one slot at a time.
-      await Promise.all([...bySlot.values()].map((names) => link.redis.ssubscribe(...names)));
+      await this.#ssubscribe(link, link.names);
     } catch (err) {
       if (this.#links.get(link.nodeKey) !== link) return;
       this.#settings.warn?.("redis sharded resubscribe failed; reading the slot map again", { node: link.nodeKey, error: String(err) });
@@ -377,6 +368,19 @@ export class ShardedDelivery implements Delivery {
     this.#restore(link, [...link.cut]);
     link.cut.clear();
     this.#events.changed();
+  }
+
+  /** SSUBSCRIBEs `link` to `names`, one command per hash slot (SSUBSCRIBE takes the channels of one slot). */
+  async #ssubscribe(link: Link, names: Iterable<string>): Promise<void> {
+    const bySlot = new Map<number, string[]>();
+    for (const name of names) {
+      const slot = this.#wanted.get(name)?.slot;
+      if (slot === undefined) continue;
+      let group = bySlot.get(slot);
+      if (group === undefined) bySlot.set(slot, (group = []));
+      group.push(name);
+    }
+    await Promise.all([...bySlot.values()].map((group) => link.redis.ssubscribe(...group)));
   }
 
   /** Tells "restored" for the plates of `names` (subscribed again on `link`). */
@@ -454,15 +458,8 @@ export class ShardedDelivery implements Delivery {
   }
 
   async #subscribeMoved(link: Link, names: readonly string[]): Promise<void> {
-    const bySlot = new Map<number, string[]>();
-    for (const name of names) {
-      const slot = this.#wanted.get(name)!.slot;
-      let group = bySlot.get(slot);
-      if (group === undefined) bySlot.set(slot, (group = []));
-      group.push(name);
-    }
     try {
-      await Promise.all([...bySlot.values()].map((group) => link.redis.ssubscribe(...group)));
+      await this.#ssubscribe(link, names);
     } catch {
       // Not subscribed there: the link reconnects, and its "ready" subscribes and restores them.
       link.redis.disconnect(true);
@@ -470,13 +467,5 @@ export class ShardedDelivery implements Delivery {
     }
     const restored = names.filter((name) => link.cut.delete(name));
     this.#restore(link, restored);
-  }
-}
-
-async function quit(redis: Redis): Promise<void> {
-  try {
-    await redis.quit();
-  } catch {
-    redis.disconnect();
   }
 }

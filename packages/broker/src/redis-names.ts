@@ -1,4 +1,5 @@
 import type { ChannelName, PlateId } from "@plate/protocol";
+import { checkKeyPrefix } from "@plate/redis";
 
 /**
  * Redis names of Plate's channels and history keys.
@@ -52,7 +53,7 @@ export class RedisNames {
 
   /** `sharded`: names for Redis Cluster's shard channels (the plate id in braces). */
   constructor(prefix: string, sharded = false) {
-    if (/[{}]/.test(prefix)) throw new Error(`A Redis key prefix may hold no brace ({ or }): ${JSON.stringify(prefix)}`);
+    checkKeyPrefix(prefix);
     this.#prefix = prefix;
     this.#sharded = sharded;
   }
@@ -100,20 +101,6 @@ export class RedisNames {
       plateId = plateId.slice(1, -1);
     }
     return { plateId: plateId as PlateId, channel: redisChannel.slice(colon + 1) as ChannelName };
-  }
-
-  /**
-   * A message of the plate-wide channel `redisChannel`: its plate, channel and the payload as it
-   * was published to the channel (from the first `mark`, which no channel name holds); undefined
-   * for anything else.
-   */
-  parsePlateWide(redisChannel: string, payload: string, mark: string): { plateId: PlateId; channel: ChannelName; payload: string } | undefined {
-    if (!redisChannel.endsWith(PLATE_WIDE) || !redisChannel.startsWith(this.#prefix)) return undefined;
-    let plateId = redisChannel.slice(this.#prefix.length, -PLATE_WIDE.length);
-    if (this.#sharded) plateId = plateId.slice(1, -1);
-    const at = payload.indexOf(mark);
-    if (at <= 0) return undefined;
-    return { plateId: plateId as PlateId, channel: payload.slice(0, at) as ChannelName, payload: payload.slice(at) };
   }
 
   #plate(plateId: PlateId): string {

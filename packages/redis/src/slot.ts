@@ -27,3 +27,11 @@ export function keySlot(name: string): number {
   for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xff]!;
   return crc % SLOT_COUNT;
 }
+
+/**
+ * Throws unless `prefix` can stand before Plate's names: with no brace, so the first `{` of every
+ * name is its plate's hash tag.
+ */
+export function checkKeyPrefix(prefix: string): void {
+  if (/[{}]/.test(prefix)) throw new Error(`A Redis key prefix may hold no brace ({ or }): ${JSON.stringify(prefix)}`);
+}

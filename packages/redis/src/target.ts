@@ -27,9 +27,12 @@ export type Commands = Redis | Cluster;
 
 /** What the cluster client does on its own, as settings of the node (see the README). */
 export interface ClusterSettings {
-  /** How often the slot map is read again even when nothing failed, in ms. */
-  readonly slotsRefreshMs: number;
+  /** How often the slot map is read again even when nothing failed, in ms (`SLOTS_REFRESH_DEFAULT_MS` when not given). */
+  readonly slotsRefreshMs?: number;
 }
+
+/** `REDIS_CLUSTER_REFRESH_MS`'s default, in ms. */
+const SLOTS_REFRESH_DEFAULT_MS = 5000;
 
 /**
  * Wait before a command answered TRYAGAIN is sent again, in ms: a script whose keys are being
@@ -68,11 +71,6 @@ export function urlOptions(url: string | undefined): RedisOptions {
   const db = parsed.pathname.replace(/^\//, "");
   if (db !== "") options.db = Number(db);
   return options;
-}
-
-/** Whether names must be Redis Cluster's (hash tags in every channel, sharded pub/sub). */
-export function isCluster(target: RedisTarget): target is Extract<RedisTarget, { kind: "cluster" }> {
-  return target.kind === "cluster";
 }
 
 /** A connection to the primary of a standalone or Sentinel target (not a cluster: see `connectNode`). */
@@ -125,7 +123,7 @@ export function connectCommands(target: RedisTarget, options: RedisOptions, clus
     enableAutoPipelining: enableAutoPipelining ?? false,
     lazyConnect: lazyConnect ?? false,
     scaleReads: "master",
-    slotsRefreshInterval: cluster.slotsRefreshMs,
+    slotsRefreshInterval: cluster.slotsRefreshMs ?? SLOTS_REFRESH_DEFAULT_MS,
     // A master that died: its commands fail at once (503 for its plates only) while the cluster
     // promotes a replica; the slot map is read again meanwhile.
     retryDelayOnFailover: 0,
@@ -151,4 +149,20 @@ export function isCommandReady(commands: Commands): boolean {
 /** The current master of a hash slot on a cluster client, as `host:port`; undefined when unknown. */
 export function masterOf(cluster: Cluster, slot: number): string | undefined {
   return cluster.slots[slot]?.[0];
+}
+
+/**
+ * Closes a connection: gracefully when it is up (pending replies first), at once otherwise, and
+ * either way stops its reconnecting.
+ */
+export async function closeConnection(redis: Commands): Promise<void> {
+  if (redis.status === "ready") {
+    try {
+      await redis.quit();
+      return;
+    } catch {
+      // Dropped meanwhile: disconnect below.
+    }
+  }
+  redis.disconnect();
 }

@@ -41,7 +41,7 @@ import { randomBytes } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { PlateError, isPlateId } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { DeafnessProbe, RefusalWarnings, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly } from "@plate/redis";
+import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
@@ -76,8 +76,6 @@ const RECONNECT_FIRST_MS = 50;
 const PROBE_ID_BYTES = 6;
 /** `Retry-After` of `broker_unavailable`, in s: a reconnect attempt comes within `reconnectMaxMs`. */
 const RETRY_AFTER_S = 1;
-/** `clusterRefreshMs` when not given, in ms. */
-const CLUSTER_REFRESH_DEFAULT_MS = 5000;
 /** Redis answers that mean a bug, or foreign data under the prefix, rather than an unavailable Redis. */
 const BUG_REPLY = /^(ERR|WRONGTYPE) /;
 
@@ -142,7 +140,7 @@ export class RedisStore implements Store {
     };
     const { target } = options;
     this.#commands = withScripts(
-      connectCommands(target, { ...connection, reconnectOnError: reconnectOnReadOnly }, { slotsRefreshMs: options.clusterRefreshMs ?? CLUSTER_REFRESH_DEFAULT_MS }),
+      connectCommands(target, { ...connection, reconnectOnError: reconnectOnReadOnly }, options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs }),
     );
     this.#subscriber = target.kind === "cluster" ? roamingSubscriber(target, connection) : connectPrimary(target, connection);
     // The layout before cluster support, on one Redis: moved at every connect (idempotent, one TYPE when done).
@@ -239,7 +237,7 @@ export class RedisStore implements Store {
   async createKey(key: KeyRecord): Promise<KeyRecord> {
     const names = this.#names;
     const secret = names.secret(key.hash);
-    if (!(await this.#takeSecret(secret, key.plateId))) {
+    if (!(await this.#takeSecret(key.hash, key.plateId))) {
       throw new PlateError("conflict", `A key with id "${key.id}" or that secret already exists.`);
     }
     let outcome: unknown;
@@ -351,7 +349,7 @@ export class RedisStore implements Store {
     this.#listeners.clear();
     this.#resyncListeners.clear();
     this.#listening = false;
-    await Promise.all([quit(this.#commands), quit(this.#subscriber)]);
+    await Promise.all([closeConnection(this.#commands), closeConnection(this.#subscriber)]);
     this.#commands.removeAllListeners();
     this.#subscriber.removeAllListeners();
   }
@@ -397,11 +395,11 @@ export class RedisStore implements Store {
    * Takes a secret for a key of `plateId` unless a key that exists holds it: true when taken. A
    * secret whose key is gone (a failure between the steps of createKey or a delete) is taken over.
    */
-  async #takeSecret(secret: string, plateId: PlateId): Promise<boolean> {
+  async #takeSecret(hash: string, plateId: PlateId): Promise<boolean> {
+    const secret = this.#names.secret(hash);
     if ((await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null) return true;
     const holder = await this.#reach(this.#live.get(secret));
     if (holder === null) return (await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null;
-    const hash = secret.slice(this.#names.secret("").length);
     if ((await this.findKey(holder as PlateId, hash)) !== undefined) return false;
     await this.#reach(this.#live.plateDeleteIf(secret, holder));
     return (await this.#reach(this.#live.set(secret, plateId, "NX"))) !== null;
@@ -472,7 +470,7 @@ interface RedisNames {
 }
 
 function redisNames(prefix: string): RedisNames {
-  if (/[{}]/.test(prefix)) throw new Error(`A Redis key prefix may hold no brace ({ or }): ${JSON.stringify(prefix)}`);
+  checkKeyPrefix(prefix);
   return {
     plateList: `${prefix}plate-ids`,
     legacyPlates: `${prefix}plates`,
@@ -549,19 +547,6 @@ function decodeRevocation(text: string): Revocation | undefined {
   if (typeof plateId !== "string" || !isPlateId(plateId)) return undefined;
   if (keyId === undefined) return { plateId };
   return typeof keyId === "string" && keyId !== "" ? { plateId, keyId } : undefined;
-}
-
-/** Closes a connection gracefully when it is up (pending replies first), at once otherwise. */
-async function quit(redis: Commands): Promise<void> {
-  if (redis.status === "ready") {
-    try {
-      await redis.quit();
-      return;
-    } catch {
-      // Dropped meanwhile: disconnect below, which also stops reconnecting.
-    }
-  }
-  redis.disconnect();
 }
 
 /** The sink of connection errors (see the constructor). */

@@ -5,6 +5,7 @@ import type { Wire } from "./connection.js";
 import type { ConnectionSlot } from "./connections.js";
 import { claimsGrant, keyGrant, tokenGrant } from "./grants.js";
 import { looksSigned } from "./signed-tokens.js";
+import { parseAuthorization } from "./tenancy.js";
 import type { TokenClaims } from "./signed-tokens.js";
 import type { Grant } from "./realtime.js";
 import type { Asked } from "./subscriptions.js";
@@ -72,7 +73,7 @@ export async function realtimeCredential(
   queryToken: string | undefined,
   frameAuth?: () => Promise<{ key: string; signed?: true } | undefined>,
 ): Promise<RealtimeCredential | undefined> {
-  const bearer = header?.replace(/^Bearer\s+/i, "").trim();
+  const bearer = parseAuthorization(header);
   if (bearer !== undefined && looksSigned(bearer)) return signed(await services.signedTokens.verify(plateId, bearer));
   if (header !== undefined) {
     const key = await services.tenancy.authenticate(plateId, header);

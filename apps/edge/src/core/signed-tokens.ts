@@ -14,7 +14,7 @@ const MAX_INFO_CHARS = 4096;
 /** Most channels, patterns and publish patterns one token may list, each. */
 const MAX_TOKEN_TOPICS = 200;
 /** Longest token accepted, in characters (a header, an `?token=`, or a frame). */
-export const MAX_SIGNED_TOKEN_CHARS = 8192;
+const MAX_SIGNED_TOKEN_CHARS = 8192;
 /** Most signing keys a plate may hold (rotation needs two or three). */
 const MAX_SIGNING_KEYS = 20;
 

@@ -13,6 +13,7 @@ import { hashToken, readChange } from "../core/realtime.js";
 import type { Asker, Change } from "../core/realtime.js";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
 import { topicOf } from "../core/subscriptions.js";
+import { parseAuthorization } from "../core/tenancy.js";
 import { booleanParam, listParam } from "../core/tokens.js";
 import type { Services } from "../services.js";
 import { SseConnection } from "../transports/sse.js";
@@ -184,7 +185,7 @@ async function changeAsker(services: Services, plateId: PlateId, header: string 
   try {
     key = await services.tenancy.authenticate(plateId, header);
   } catch (err) {
-    const token = header?.replace(/^Bearer\s+/i, "").trim();
+    const token = parseAuthorization(header);
     if (err instanceof PlateError && err.code === "invalid_api_key" && token !== undefined && isClientTokenShape(token)) {
       return { kind: "token", tokenHash: hashToken(token) };
     }
