@@ -43,6 +43,10 @@ export interface Config {
   readonly bootstrapPlates: ReadonlyMap<PlateId, string>;
   readonly publishRatePerS: number;
   readonly publishBurst: number;
+  readonly clientPublishRatePerS: number;
+  readonly clientPublishBurst: number;
+  readonly clientPublishPlateRatePerS: number;
+  readonly clientPublishPlateBurst: number;
   readonly maxConnectionsPerPlate: number;
   readonly maxPendingConnections: number;
   readonly maxPendingConnectionsPerAddress: number;
@@ -307,8 +311,8 @@ export const SETTINGS = {
   },
   WS_MAX_CLIENT_FRAME_BYTES: {
     key: "wsMaxClientFrameBytes",
-    default: "4096",
-    doc: "Largest frame a WebSocket client may send (auth and ping frames are small); larger gets a `payload_too_large` error frame and closes with 1009.",
+    default: "16384",
+    doc: "Largest frame a WebSocket client may send: it bounds a message a client publishes from its connection (a `publish` frame, route 12) and a signed client token in an auth frame; larger gets a `payload_too_large` error frame and closes with 1009.",
     parse: integer(64, 1024 * 1024),
   },
   WS_MAX_BAD_FRAMES: {
@@ -332,7 +336,7 @@ export const SETTINGS = {
   REALTIME_MAX_PENDING_REQUESTS: {
     key: "realtimeMaxPendingRequests",
     default: "64",
-    doc: "Requests (subscribe, unsubscribe, route 9 POST changes) one realtime connection may have waiting to be carried out, in order; past it a request gets a `rate_limited` error frame / 429.",
+    doc: "Requests (subscribe, unsubscribe, publish, refresh, route 9 POST changes) one realtime connection may have waiting to be carried out, in order; past it a request gets a `rate_limited` error frame / 429.",
     parse: integer(1, 100_000),
   },
   REALTIME_CHANGE_TIMEOUT_MS: {
@@ -375,6 +379,30 @@ export const SETTINGS = {
     key: "publishBurst",
     default: "20000",
     doc: "Size of that token bucket: publishes a plate may make at once after being idle.",
+    parse: integer(1, 100_000_000),
+  },
+  CLIENT_PUBLISH_RATE_PER_S: {
+    key: "clientPublishRatePerS",
+    default: "20",
+    doc: "Messages one realtime connection (route 9) may publish per second with `publish` frames (token bucket); over it, an error frame `rate_limited` and nothing published. 0 = unlimited. Client publishes also count against `PUBLISH_RATE_PER_S`.",
+    parse: integer(0, 1_000_000),
+  },
+  CLIENT_PUBLISH_BURST: {
+    key: "clientPublishBurst",
+    default: "40",
+    doc: "Size of that bucket: messages a connection may publish at once after being idle.",
+    parse: integer(1, 1_000_000),
+  },
+  CLIENT_PUBLISH_PLATE_RATE_PER_S: {
+    key: "clientPublishPlateRatePerS",
+    default: "2000",
+    doc: "Messages all of one plate's connections on one node may publish per second with `publish` frames, together (token bucket): its clients cannot use up the plate's `PUBLISH_RATE_PER_S`, which its backend shares. 0 = unlimited.",
+    parse: integer(0, 100_000_000),
+  },
+  CLIENT_PUBLISH_PLATE_BURST: {
+    key: "clientPublishPlateBurst",
+    default: "4000",
+    doc: "Size of that bucket.",
     parse: integer(1, 100_000_000),
   },
   MAX_CONNECTIONS_PER_PLATE: {

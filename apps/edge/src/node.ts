@@ -13,7 +13,7 @@ import { Connections } from "./core/connections.js";
 import { Fanout } from "./core/fanout.js";
 import { Publisher } from "./core/publisher.js";
 import { Realtime } from "./core/realtime.js";
-import { RateLimiter } from "./core/rate-limit.js";
+import { Rate, RateLimiter } from "./core/rate-limit.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -92,6 +92,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
+  const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
+  const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -103,6 +105,11 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     },
     log,
     signedTokens,
+    {
+      publisher,
+      perConnection: new Rate(config.clientPublishRatePerS, config.clientPublishBurst, "publishes from this connection"),
+      perPlate: clientPublishRate,
+    },
   );
   await realtime.listen();
   let draining = false;
@@ -114,7 +121,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     tenancy,
     tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
     signedTokens,
-    publisher: new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs),
+    publisher,
     connections,
     subscriptions,
     realtime,
@@ -146,7 +153,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     log[ready ? "info" : "warn"](ready ? "broker reachable" : "broker unreachable");
   });
   const heartbeat = setInterval(() => connections.heartbeat(), config.heartbeatMs);
-  const sweep = setInterval(() => rate.sweep(), RATE_SWEEP_MS);
+  const sweep = setInterval(() => {
+    rate.sweep();
+    clientPublishRate.sweep();
+  }, RATE_SWEEP_MS);
   sweep.unref();
 
   // The timeouts end requests whose headers or body stall; they end when the request has been

@@ -20,6 +20,9 @@ const frameLike = fc.record(
     pattern: fc.oneof(fc.string({ maxLength: 220 }), fc.constantFrom("user:*", "?", "[a]"), fc.constant(null)),
     since: fc.oneof(fc.string(), fc.integer(), fc.constant(null)),
     key: fc.oneof(fc.string(), fc.integer()),
+    message: fc.jsonValue(),
+    event: fc.oneof(fc.string({ maxLength: 220 }), fc.constantFrom("typing", "a b", ""), fc.integer(), fc.constant(null)),
+    self: fc.oneof(fc.boolean(), fc.string(), fc.constant(null)),
   },
   { requiredKeys: [] },
 );
@@ -36,7 +39,13 @@ describe("parseRealtimeFrame with hostile input", () => {
           if ("channel" in frame) expect(isChannelName(frame.channel)).toBe(true);
           else expect(isChannelPattern(frame.pattern)).toBe(true);
         }
-        if (frame.type === "unreadable") expect(["bad_request", "invalid_channel"]).toContain(frame.code);
+        if (frame.type === "publish") {
+          expect(isChannelName(frame.channel)).toBe(true);
+          if (frame.event !== undefined) expect(isChannelName(frame.event)).toBe(true);
+          expect(JSON.stringify(JSON.parse(frame.body))).toBe(frame.body);
+        }
+        if (frame.type === "subscribe" && "self" in frame) expect(frame.self).toBe(false);
+        if (frame.type === "unreadable") expect(["bad_request", "invalid_channel", "invalid_parameter"]).toContain(frame.code);
       }),
       { numRuns: CASES, ...(seed === undefined ? {} : { seed }) },
     );

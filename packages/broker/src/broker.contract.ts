@@ -108,6 +108,32 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(replay.complete && replay.messages.map((m) => [m.event, m.body, m.id])).toEqual([["typing.start", '{"text":"hi"}', named.id]]);
     });
 
+    it("carries the client that published a message (with or without an event, a user id in any characters) to another node and through the history", async () => {
+      const a = await node();
+      const b = await node();
+      const exactly = collector();
+      const byPattern = collector();
+      await b.subscribe(exact("p1", "chat"), exactly.listener);
+      await b.subscribe(pattern("p1", "ch*"), byPattern.listener);
+      const { message: before } = await a.publish(message("p1", "chat", '"plain"'));
+      const plain = { clientId: "n1.abc" };
+      const user = { clientId: "n1.def", user: 'ann "\u001f\n" é' };
+      const { message: first } = await a.publish({ ...message("p1", "chat", '{"text":"hi"}'), from: plain });
+      const { message: second } = await a.publish({ ...message("p1", "chat", "[1]"), event: "typing", from: user });
+      expect([first.from, second.from, second.event]).toEqual([plain, user, "typing"]);
+      const expected = [
+        [undefined, undefined, '"plain"'],
+        [plain, undefined, '{"text":"hi"}'],
+        [user, "typing", "[1]"],
+      ];
+      for (const c of [exactly, byPattern]) {
+        const got = await c.until(3);
+        expect(got.map((m) => [m.from, m.event, m.body])).toEqual(expected);
+      }
+      const replay = await b.history("p1" as PlateId, "chat" as ChannelName, before.id, RETENTION);
+      expect(replay.complete && replay.messages.map((m) => [m.from, m.event, m.body])).toEqual(expected.slice(1));
+    });
+
     it("delivers a message published on one node to a subscriber on another", async () => {
       const a = await node();
       const b = await node();

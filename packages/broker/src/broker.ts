@@ -1,4 +1,4 @@
-import type { ChannelName, Message, MessageId, PlateId, ResetReason, Topic } from "@plate/protocol";
+import type { ChannelName, Message, MessageId, PlateId, ResetReason, Sender, Topic } from "@plate/protocol";
 
 /** The two moments of a gap in delivery (see `Broker.onGap`). */
 export type GapPhase = "cut" | "restored";
@@ -30,6 +30,8 @@ export interface PublishRequest {
   readonly body: string;
   /** The event name the publisher gave, carried to every subscriber and kept in the history. */
   readonly event?: string;
+  /** The client that published it from its connection (route 9), carried and kept like the event. */
+  readonly from?: Sender;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;

@@ -83,6 +83,7 @@ export class MemoryBroker implements Broker {
       timestamp: request.timestamp,
       body: request.body,
       ...(request.event === undefined ? {} : { event: request.event }),
+      ...(request.from === undefined ? {} : { from: request.from }),
     };
     this.#append(plate, message, order, request.retention, now);
     if (idempotency !== undefined) {

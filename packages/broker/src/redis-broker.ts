@@ -1,6 +1,6 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
-import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Topic } from "@plate/protocol";
+import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
@@ -42,37 +42,71 @@ export interface RedisBrokerOptions {
 const RECONNECT_FIRST_MS = 50;
 
 /**
- * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`, or with an event
- * name `EVENT_MARK id SEP timestamp SEP event SEP body`. JSON text never holds a raw U+001F (the
- * JSON grammar forbids control characters unescaped), so the separator is safe inside the body's
+ * Marks a payload that a Plate node published: `MARK id SEP timestamp SEP body`; with an event
+ * name, `EVENT_MARK id SEP timestamp SEP event SEP body`; published by a client from its
+ * connection, `SENDER_MARK id SEP timestamp SEP event SEP from SEP body` (the event may be empty,
+ * `from` is the sender as JSON). JSON text never holds a raw U+001F (the JSON grammar forbids
+ * control characters unescaped), so the separator is safe inside the body's and the sender's
  * neighbours, and a foreign payload practically never starts with a mark. Chosen over a JSON
  * wrapper so a node neither parses nor re-serializes the body: the body's text goes into the
  * envelope as it is.
  */
 const MARK = "\u001fP1\u001f";
 const EVENT_MARK = "\u001fP2\u001f";
+const SENDER_MARK = "\u001fP3\u001f";
 const SEP = "\u001f";
+
+/** The mark of a message's payload, and what goes between its timestamp and its body. */
+function payloadShape(message: Pick<Message, "event" | "from">): { mark: string; middle: string } {
+  if (message.from !== undefined) return { mark: SENDER_MARK, middle: (message.event ?? "") + SEP + JSON.stringify(message.from) + SEP };
+  if (message.event !== undefined) return { mark: EVENT_MARK, middle: message.event + SEP };
+  return { mark: MARK, middle: "" };
+}
 
 /** The Redis payload of a message published by a node. */
 export function encodeRedisPayload(message: Message): string {
-  return message.event === undefined
-    ? MARK + message.id + SEP + message.timestamp + SEP + message.body
-    : EVENT_MARK + message.id + SEP + message.timestamp + SEP + message.event + SEP + message.body;
+  const { mark, middle } = payloadShape(message);
+  return mark + message.id + SEP + message.timestamp + SEP + middle + message.body;
+}
+
+/** Which mark `payload` holds at `at`: 0 (`MARK`), 1 (`EVENT_MARK`), 2 (`SENDER_MARK`), or -1 (none: not a node's). */
+function markAt(payload: string, at = 0): number {
+  return payload.startsWith(MARK, at) ? 0 : payload.startsWith(EVENT_MARK, at) ? 1 : payload.startsWith(SENDER_MARK, at) ? 2 : -1;
 }
 
 /** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
 function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
-  const withEvent = payload.startsWith(EVENT_MARK);
-  if (!withEvent && !payload.startsWith(MARK)) return undefined;
+  const fields = markAt(payload);
+  if (fields < 0) return undefined;
   const idEnd = payload.indexOf(SEP, MARK.length);
   const timeEnd = payload.indexOf(SEP, idEnd + 1);
   if (idEnd < 0 || timeEnd < 0) return undefined;
   const id = payload.slice(MARK.length, idEnd) as MessageId;
   const timestamp = payload.slice(idEnd + 1, timeEnd);
-  if (!withEvent) return { plateId, channel, id, timestamp, body: payload.slice(timeEnd + 1) };
+  if (fields === 0) return { plateId, channel, id, timestamp, body: payload.slice(timeEnd + 1) };
   const eventEnd = payload.indexOf(SEP, timeEnd + 1);
   if (eventEnd < 0) return undefined;
-  return { plateId, channel, id, timestamp, event: payload.slice(timeEnd + 1, eventEnd), body: payload.slice(eventEnd + 1) };
+  const event = payload.slice(timeEnd + 1, eventEnd);
+  if (fields === 1) return { plateId, channel, id, timestamp, event, body: payload.slice(eventEnd + 1) };
+  const fromEnd = payload.indexOf(SEP, eventEnd + 1);
+  if (fromEnd < 0) return undefined;
+  const from = readSender(payload.slice(eventEnd + 1, fromEnd));
+  if (from === undefined) return undefined;
+  return { plateId, channel, id, timestamp, ...(event === "" ? {} : { event }), from, body: payload.slice(fromEnd + 1) };
+}
+
+/** A sender written by `payloadShape`; undefined for anything else. */
+function readSender(text: string): Sender | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { clientId, user } = value as Record<string, unknown>;
+  if (typeof clientId !== "string" || (user !== undefined && typeof user !== "string")) return undefined;
+  return user === undefined ? { clientId } : { clientId, user };
 }
 
 /** "ms-seq" as an order. */
@@ -214,6 +248,7 @@ export class RedisBroker implements Broker {
    */
   async publish(request: PublishRequest): Promise<PublishResult> {
     const { plateId, channel, retention, idempotency } = request;
+    const shape = payloadShape(request);
     let reply;
     try {
       reply = await this.#live.platePublish(
@@ -221,7 +256,7 @@ export class RedisBroker implements Broker {
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         newEpoch(),
         this.#names.channel(plateId, channel),
-        request.event === undefined ? MARK : EVENT_MARK,
+        shape.mark,
         SEP,
         request.timestamp,
         request.body,
@@ -232,15 +267,23 @@ export class RedisBroker implements Broker {
         channel,
         this.#publishCommand,
         this.#names.plateWide(plateId),
-        request.event === undefined ? "" : request.event + SEP,
+        shape.middle,
       );
     } catch (err) {
       throw this.#failed(err);
     }
     this.#refusals.succeeded();
     if (reply[0] === 1) {
-      const message: Message = { plateId, channel, id: reply[1] as MessageId, timestamp: request.timestamp, body: request.body };
-      return { message: request.event === undefined ? message : { ...message, event: request.event }, repeated: false };
+      const message: Message = {
+        plateId,
+        channel,
+        id: reply[1] as MessageId,
+        timestamp: request.timestamp,
+        body: request.body,
+        ...(request.event === undefined ? {} : { event: request.event }),
+        ...(request.from === undefined ? {} : { from: request.from }),
+      };
+      return { message, repeated: false };
     }
     const [id, timestamp, firstChannel] = reply[1].split(SEP);
     return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
@@ -455,10 +498,10 @@ export class RedisBroker implements Broker {
     }
     const plate = this.#plates.get(name);
     if (plate === undefined) return;
-    // The channel name, then a node's payload: both marks start with SEP, which no channel name
+    // The channel name, then a node's payload: every mark starts with SEP, which no channel name
     // holds. Anything else on a plate-wide channel is not a node's and is dropped.
     const at = payload.indexOf(SEP);
-    if (at <= 0 || !(payload.startsWith(MARK, at) || payload.startsWith(EVENT_MARK, at))) return;
+    if (at <= 0 || markAt(payload, at) < 0) return;
     const channel = payload.slice(0, at) as ChannelName;
     let message: Message | undefined;
     for (const { matches, listeners } of plate.patterns.values()) {
@@ -476,7 +519,7 @@ export class RedisBroker implements Broker {
       return this.#lastMessage;
     }
     let message: Message;
-    if (payload.startsWith(MARK) || payload.startsWith(EVENT_MARK)) {
+    if (markAt(payload) >= 0) {
       const decoded = decodeNodePayload(plateId, channel, payload);
       if (decoded === undefined) return undefined;
       message = decoded;

@@ -60,6 +60,16 @@ describe("encodeEnvelope", () => {
     expect(Object.keys(JSON.parse(text) as object)).toEqual(["type", "id", "channel", "message", "timestamp"]);
   });
 
+  it("names the event and the client that published it, before the message, as valid JSON whatever the user id", () => {
+    const from = { clientId: "n1.x", user: 'ann "the admin"\n\u2028 日本' };
+    const text = encodeEnvelope({ ...message('{"t":1}'), event: "typing", from });
+    expect(text).not.toMatch(/[\r\n]/);
+    const envelope = JSON.parse(text) as Record<string, unknown>;
+    expect(Object.keys(envelope)).toEqual(["type", "id", "channel", "event", "from", "message", "timestamp"]);
+    expect(envelope).toMatchObject({ event: "typing", from, message: { t: 1 } });
+    expect(Object.keys(JSON.parse(encodeEnvelope({ ...message("1"), from: { clientId: "c" } })) as object)).toEqual(["type", "id", "channel", "from", "message", "timestamp"]);
+  });
+
   it.each([
     ["a nested object", { a: { b: [1, 2, { c: null }] }, d: true, e: -1.5e-7 }],
     ["a string", "hello"],

@@ -14,6 +14,14 @@ export interface Message {
   readonly body: string;
   /** The event name the publisher gave (a name as for channels), if any. */
   readonly event?: string;
+  /** Who published it, when a client did over a realtime connection (route 9's `publish` frame). */
+  readonly from?: Sender;
+}
+
+/** The client that published a message from its connection: its client id, and its user when its token named one (`sub`). */
+export interface Sender {
+  readonly clientId: string;
+  readonly user?: string;
 }
 
 /** The envelope every subscriber receives, as the spec writes it. */
@@ -23,6 +31,8 @@ export interface Envelope {
   readonly channel: string;
   /** Present when the publisher named an event. */
   readonly event?: string;
+  /** Present when a client published it from its connection. */
+  readonly from?: Sender;
   readonly message: unknown;
   readonly timestamp: string;
 }
@@ -30,7 +40,8 @@ export interface Envelope {
 /**
  * The envelope as JSON text, built by concatenation so `body` is not parsed and re-serialized.
  * Safe without escaping: ids are url-safe, channels and event names match `[A-Za-z0-9_.:@=~-]`,
- * timestamps are ISO strings, and `body` is already valid JSON.
+ * timestamps are ISO strings, and `body` is already valid JSON. `from` holds a user id (any text),
+ * so it is serialized as JSON.
  */
 export function encodeEnvelope(message: Message): string {
   return (
@@ -39,7 +50,8 @@ export function encodeEnvelope(message: Message): string {
     '","channel":"' +
     message.channel +
     (message.event === undefined ? "" : '","event":"' + message.event) +
-    '","message":' +
+    (message.from === undefined ? '",' : '","from":' + JSON.stringify(message.from) + ",") +
+    '"message":' +
     message.body +
     ',"timestamp":"' +
     message.timestamp +

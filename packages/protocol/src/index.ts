@@ -4,7 +4,7 @@ export type { ChannelMatcher } from "./pattern.js";
 export { compilePattern, matchesPattern, patternCovers } from "./pattern.js";
 export type { ErrorCode, ErrorBody } from "./errors.js";
 export { ERROR_CODES, PlateError, isErrorCode, toPlateError } from "./errors.js";
-export type { Message, Envelope } from "./envelope.js";
+export type { Message, Envelope, Sender } from "./envelope.js";
 export { encodeEnvelope, encodeSseMessage, bodyFromForeignPayload } from "./envelope.js";
 export type { ReadyFrame, ResetFrame, ServerFrame, ClientFrame } from "./frames.js";
 export type { Position, ResetReason } from "./positions.js";
@@ -24,6 +24,7 @@ export type {
   RefusalFrame,
   RealtimeServerFrame,
   RealtimeClientFrame,
+  PublishFrame,
   UnreadableFrame,
 } from "./realtime.js";
 export { MAX_REF_CHARS, parseRealtimeFrame, readName, encodeRealtimeFrame } from "./realtime.js";

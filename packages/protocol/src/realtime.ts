@@ -57,15 +57,30 @@ export type RealtimeServerFrame =
   | RealtimeResetFrame
   | RefusalFrame
   | { readonly type: "pong"; readonly ref?: Ref }
+  /** A message published from the connection: its id. */
+  | { readonly type: "published"; readonly ref?: Ref; readonly id: string }
   /** A request done that answers nothing more (a refreshed token). */
   | { readonly type: "ok"; readonly ref?: Ref };
 
 /** A subscription asked for: its name, and the id to resume after. */
 export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
 
+/**
+ * A message a client publishes from its connection: `body` is the JSON text of its `message`,
+ * `event` a name as for channels.
+ */
+export interface PublishFrame {
+  readonly type: "publish";
+  readonly ref?: Ref;
+  readonly channel: ChannelName;
+  readonly body: string;
+  readonly event?: string;
+}
+
 /** What a client may send on a route 9 WebSocket. */
 export type RealtimeClientFrame =
-  | ({ readonly type: "subscribe"; readonly ref?: Ref } & SubscriptionRequest)
+  | ({ readonly type: "subscribe"; readonly ref?: Ref; readonly self?: false } & SubscriptionRequest)
+  | PublishFrame
   | ({ readonly type: "unsubscribe"; readonly ref?: Ref } & SubscriptionName)
   | { readonly type: "auth"; readonly ref?: Ref; readonly key: string; readonly signed?: true }
   | { readonly type: "ping"; readonly ref?: Ref };
@@ -112,7 +127,25 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
       const name = readName(frame);
       if ("code" in name) return unreadable(ref, name.code, name.message);
       if (frame.since !== undefined && typeof frame.since !== "string") return unreadable(ref, "bad_request", '"since" must be a message id (a string).');
-      return { type: "subscribe", ...refField, ...name, ...(typeof frame.since === "string" && frame.since !== "" ? { since: frame.since } : {}) };
+      if (frame.self !== undefined && typeof frame.self !== "boolean") return unreadable(ref, "bad_request", '"self" is true (the default: receive your own publications) or false.');
+      return {
+        type: "subscribe",
+        ...refField,
+        ...name,
+        ...(typeof frame.since === "string" && frame.since !== "" ? { since: frame.since } : {}),
+        ...(frame.self === false ? { self: false } : {}),
+      };
+    }
+    case "publish": {
+      const { channel, event } = frame;
+      if (typeof channel !== "string" || !isChannelName(channel)) {
+        return unreadable(ref, "invalid_channel", 'A publish frame names one "channel": 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
+      }
+      if (!("message" in frame)) return unreadable(ref, "bad_request", 'A publish frame carries a "message" (any JSON value; null counts when written).');
+      if (event !== undefined && (typeof event !== "string" || !isChannelName(event))) {
+        return unreadable(ref, "invalid_parameter", '"event" is a name of 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
+      }
+      return { type: "publish", ...refField, channel, body: JSON.stringify(frame.message), ...(event === undefined ? {} : { event }) };
     }
     case "unsubscribe": {
       const name = readName(frame);

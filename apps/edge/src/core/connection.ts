@@ -148,8 +148,8 @@ export abstract class Connection {
   }
 
   /** A new subscription of this connection to `topic`, not started; it leaves the connection when it ends (`forget`). */
-  adopt(topic: Topic): Subscription {
-    const sub = new Subscription(topic, this);
+  adopt(topic: Topic, self?: boolean): Subscription {
+    const sub = new Subscription(topic, this, self);
     this.subscriptions.set(sub.key, sub);
     if (this.subscriptions.size === 2) {
       // The second one: from now on a message may match several.
@@ -364,7 +364,7 @@ export abstract class Connection {
         if (this.#blocked(output, this.bytesOf(out), backlog)) return;
         item.next += 1;
         item.current = undefined;
-        if (!this.#admits(out)) continue;
+        if (!entry.sub.takes(out) || !this.#admits(out)) continue;
         if (!this.write(out)) return;
         continue;
       }

@@ -7,7 +7,7 @@ import { claimsGrant, keyGrant, tokenGrant } from "./grants.js";
 import { looksSigned } from "./signed-tokens.js";
 import { parseAuthorization } from "./tenancy.js";
 import type { TokenClaims } from "./signed-tokens.js";
-import type { Grant } from "./realtime.js";
+import type { Grant } from "./grants.js";
 import type { Asked } from "./subscriptions.js";
 import { tokenTopics } from "./tokens.js";
 

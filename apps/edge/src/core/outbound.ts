@@ -12,6 +12,8 @@ export class Outbound {
   readonly #id: Message["id"];
   /** The concrete channel it was published to. */
   readonly channel: Message["channel"];
+  /** The client id of the connection that published it, if a client did (for `self:false`). */
+  readonly sender: string | undefined;
   #sse: Buffer | undefined;
   #wsFrame: Buffer | undefined;
   #position: Position | null | undefined;
@@ -19,6 +21,7 @@ export class Outbound {
   constructor(message: Message) {
     this.#id = message.id;
     this.channel = message.channel;
+    this.sender = message.from?.clientId;
     this.#envelope = encodeEnvelope(message);
   }
 

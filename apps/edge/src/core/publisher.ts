@@ -1,8 +1,15 @@
 import { PlateError } from "@plate/protocol";
-import type { ChannelName, Message, PlateId } from "@plate/protocol";
+import type { ChannelName, Message, PlateId, Sender } from "@plate/protocol";
 import type { Broker, PublishResult, Retention } from "@plate/broker";
 import type { Metrics } from "../metrics.js";
 import type { RateLimiter } from "./rate-limit.js";
+
+/** What a publish may add to its message. */
+export interface PublishOptions {
+  readonly idempotency?: { readonly key: string; readonly owner: string } | undefined;
+  readonly event?: string | undefined;
+  readonly from?: Sender | undefined;
+}
 
 /** Publishes messages through the broker, within each plate's publish rate. */
 export class Publisher {
@@ -16,19 +23,15 @@ export class Publisher {
   ) {}
 
   /**
-   * Publishes `body` (the JSON text of the value) to a channel, named `event` when given; the broker
-   * gives it its id and keeps it in the channel's history. With an idempotency `key` its `owner` (the id of the API key that
-   * publishes) already used in this plate within `IDEMPOTENCY_WINDOW_MS`, publishes nothing and
-   * answers the first publish's message (`repeated`); another owner's use of the same key does
+   * Publishes `body` (the JSON text of the value) to a channel, named `event` when given and
+   * carrying `from` when a client published it from its connection; the broker gives it its id and
+   * keeps it in the channel's history. With an idempotency `key` its `owner` (the id of the API key
+   * that publishes) already used in this plate within `IDEMPOTENCY_WINDOW_MS`, publishes nothing
+   * and answers the first publish's message (`repeated`); another owner's use of the same key does
    * not count. Throws `rate_limited` or `broker_unavailable` (then nothing was published).
    */
-  async publish(
-    plateId: PlateId,
-    channel: ChannelName,
-    body: string,
-    idempotency?: { readonly key: string; readonly owner: string },
-    event?: string,
-  ): Promise<PublishResult> {
+  async publish(plateId: PlateId, channel: ChannelName, body: string, options: PublishOptions = {}): Promise<PublishResult> {
+    const { idempotency, event, from } = options;
     this.rate.take(plateId);
     const retention = await this.retentionOf(plateId);
     let result: PublishResult;
@@ -38,6 +41,7 @@ export class Publisher {
         channel,
         body,
         ...(event === undefined ? {} : { event }),
+        ...(from === undefined ? {} : { from }),
         timestamp: new Date().toISOString(),
         retention,
         ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),

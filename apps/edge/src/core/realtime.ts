@@ -3,12 +3,12 @@ import { PlateError, isErrorCode, readName, toPlateError, topicKey } from "@plat
 import type {
   ErrorCode,
   PlateId,
+  PublishFrame,
   RealtimeClientFrame,
   Ref,
   SubscriptionInfo,
   SubscriptionName,
   SubscriptionRequest,
-  Topic,
   UnreadableFrame,
 } from "@plate/protocol";
 import type { Broker, Unsubscribe } from "@plate/broker";
@@ -16,12 +16,12 @@ import type { Logger } from "../log.js";
 import type { Connection } from "./connection.js";
 import { nanoid } from "nanoid";
 import { claimsGrant } from "./grants.js";
+import type { Grant } from "./grants.js";
 import type { SignedTokens, TokenClaims } from "./signed-tokens.js";
+import type { Publisher } from "./publisher.js";
+import type { Bucket, Rate, RateLimiter } from "./rate-limit.js";
 import type { Subscriptions } from "./subscriptions.js";
 import { infoOf, topicOf } from "./subscriptions.js";
-
-/** What a connection's credential allows it to subscribe to: throws `forbidden` for anything else. */
-export type Grant = (topic: Topic) => void;
 
 /** A change of a live connection's subscriptions (a WebSocket frame, or route 9's POST). */
 export interface Change {
@@ -43,6 +43,19 @@ export interface RealtimeLimits {
   readonly changeTimeoutMs: number;
 }
 
+/**
+ * Publishing from connections (route 12's `publish` frame): through the node's `Publisher` (the
+ * plate's publish rate, history and resume, as for HTTP), within a rate per connection and a rate
+ * per plate for what its clients publish.
+ */
+export interface ClientPublishing {
+  readonly publisher: Pick<Publisher, "publish">;
+  /** `CLIENT_PUBLISH_RATE_PER_S` / `CLIENT_PUBLISH_BURST`, a bucket per connection. */
+  readonly perConnection: Rate;
+  /** `CLIENT_PUBLISH_PLATE_RATE_PER_S` / `CLIENT_PUBLISH_PLATE_BURST`, a bucket per plate (on this node). */
+  readonly perPlate: Pick<RateLimiter, "take">;
+}
+
 /** Longest delay one Node timer takes (2^31 - 1 ms, about 24.8 days); a longer wait is set again. */
 const LONGEST_TIMER_MS = 2_147_483_647;
 
@@ -60,6 +73,8 @@ interface Live {
   /** The last request in line: each runs once the one before it is done. */
   tail: Promise<void>;
   pending: number;
+  /** Its publish rate (`ClientPublishing.perConnection`), made at its first publish. */
+  publishBucket: Bucket | undefined;
 }
 
 /** A note between nodes: a change for a stream on the receiving node, or the answer to one. */
@@ -100,6 +115,7 @@ export class Realtime {
     private readonly log: Logger,
     /** Verifies a refreshed signed client token (route 11). */
     private readonly signedTokens: Pick<SignedTokens, "verify" | "skewMs">,
+    private readonly publishing: ClientPublishing,
   ) {}
 
   /** Starts listening to notes for this node. */
@@ -126,6 +142,7 @@ export class Realtime {
       tokenHash: token === undefined ? undefined : hashToken(token),
       tail: Promise.resolve(),
       pending: 0,
+      publishBucket: undefined,
     };
     this.#live.set(conn.clientId, live);
     this.#armExpiry(live);
@@ -170,13 +187,39 @@ export class Realtime {
     this.#armExpiry(live);
     for (const sub of [...conn.subscriptions.values()]) {
       try {
-        live.grant(sub.topic);
+        live.grant.subscribe(sub.topic);
       } catch {
         sub.end();
         conn.frame({ type: "unsubscribed", ...sub.name, reason: "forbidden" });
       }
     }
     conn.frame({ type: "ok", ...(ref === undefined ? {} : { ref }) });
+  }
+
+  /**
+   * Takes one publish from the connection's rate and its plate's client rate, when the frame
+   * arrives: a client over its rate is refused at once, not queued.
+   */
+  #takePublishRate(live: Live): void {
+    const now = Date.now();
+    const { perConnection, perPlate } = this.publishing;
+    live.publishBucket ??= perConnection.bucket(now);
+    perConnection.take(live.publishBucket, now);
+    perPlate.take(live.conn.plateId, now);
+  }
+
+  /**
+   * A message a client publishes from its connection, once its earlier requests are done (so one
+   * connection's publications keep their order): allowed by its credential (checked in line, after
+   * any refresh before it), published as an HTTP publish is, with `from` naming the client and its
+   * token's user; answered `published` with its id.
+   */
+  async #publish(live: Live, frame: PublishFrame): Promise<void> {
+    const { conn } = live;
+    live.grant.publish({ plateId: conn.plateId, pattern: false, channel: frame.channel });
+    const from = live.claims === undefined ? { clientId: conn.clientId } : { clientId: conn.clientId, user: live.claims.sub };
+    const { message } = await this.publishing.publisher.publish(conn.plateId, frame.channel, frame.body, { event: frame.event, from });
+    conn.frame({ type: "published", ...(frame.ref === undefined ? {} : { ref: frame.ref }), id: message.id });
   }
 
   /** A frame from a v2 WebSocket client, after auth (`ping` is answered by the transport). */
@@ -198,9 +241,18 @@ export class Realtime {
       case "subscribe":
         this.#inLine(live, async () => {
           const topic = topicOf(conn, frame);
-          live.grant(topic);
-          await this.subscriptions.subscribe(conn, { topic, since: frame.since }, this.limits.maxSubscriptionsPerConnection, ref);
+          live.grant.subscribe(topic);
+          await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self }, this.limits.maxSubscriptionsPerConnection, ref);
         }).catch((err: unknown) => this.#refuse(conn, ref, err));
+        return;
+      case "publish":
+        try {
+          this.#takePublishRate(live);
+        } catch (err) {
+          this.#refuse(conn, ref, err);
+          return;
+        }
+        this.#inLine(live, () => this.#publish(live, frame)).catch((err: unknown) => this.#refuse(conn, ref, err));
         return;
       case "unsubscribe":
         this.#inLine(live, () => {
@@ -256,7 +308,7 @@ export class Realtime {
       if (live.tokenHash === undefined || live.tokenHash !== asker.tokenHash) {
         throw new PlateError("forbidden", "That client token did not open this stream; use its own, or a key with scope subscribe.");
       }
-      for (const asked of change.subscribe) live.grant(topicOf(conn, asked));
+      for (const asked of change.subscribe) live.grant.subscribe(topicOf(conn, asked));
     }
     return this.#inLine(live, async () => {
       for (const name of change.unsubscribe) {

@@ -25,6 +25,8 @@ export class Subscription {
   constructor(
     readonly topic: Topic,
     readonly conn: Connection,
+    /** Whether it receives what its own connection publishes (route 12's `self`, default true). */
+    readonly self = true,
   ) {
     this.key = topicKey(topic);
   }
@@ -47,9 +49,14 @@ export class Subscription {
   deliver(out: Outbound): boolean {
     if (this.#ended) return false;
     const verdict = this.seam.offer(out);
-    if (verdict === "pass") return this.conn.emit(this, out);
+    if (verdict === "pass") return this.takes(out) && this.conn.emit(this, out);
     if (verdict === "held") return this.conn.holding(out);
     return false;
+  }
+
+  /** Whether `out` is for it: not when its own connection published it and it said `self:false`. */
+  takes(out: Outbound): boolean {
+    return this.self || out.sender !== this.conn.clientId;
   }
 
   /** The fan-out's news that it may have missed messages; told once it has started. */

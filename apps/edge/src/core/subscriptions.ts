@@ -13,6 +13,8 @@ import { nameOf } from "./subscription.js";
 export interface Asked {
   readonly topic: Topic;
   readonly since?: string | undefined;
+  /** False: its own connection's publications are not delivered to it (route 12's `self`). */
+  readonly self?: boolean | undefined;
 }
 
 /** How a connection opens. */
@@ -68,7 +70,7 @@ export class Subscriptions {
     let replays: Replay[];
     try {
       this.connections.add(conn, options.slot);
-      subs = asked.map((a) => conn.adopt(a.topic));
+      subs = asked.map((a) => conn.adopt(a.topic, a.self));
       await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
       replays = await this.#readAll(conn.plateId, asked);
@@ -114,7 +116,7 @@ export class Subscriptions {
     if (conn.subscriptions.size >= maxPerConnection) {
       throw new PlateError("bad_request", `A connection may hold at most ${maxPerConnection} subscriptions; unsubscribe from some first.`);
     }
-    const sub = conn.adopt(topic);
+    const sub = conn.adopt(topic, asked.self);
     let replay: Replay;
     try {
       await this.fanout.attach(sub);

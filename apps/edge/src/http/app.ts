@@ -143,7 +143,7 @@ export function createApp(services: Services): Hono<AppEnv> {
       const plateId = plateParam(c.req.param("plateId") ?? "");
       const credential = (await realtimeCredential(services, plateId, c.req.header("authorization"), c.req.query("token")))!;
       const asked = realtimeQuery(plateId, new URL(c.req.url).searchParams, config.maxSubscriptionsPerConnection, lastEventId(c));
-      for (const { topic } of asked) credential.grant(topic);
+      for (const { topic } of asked) credential.grant.subscribe(topic);
       return openSse(c, services, {
         plateId,
         keyId: credential.keyId,
@@ -192,7 +192,7 @@ async function changeAsker(services: Services, plateId: PlateId, header: string 
     throw err;
   }
   const grant = keyGrant(services.tenancy, key);
-  for (const asked of change.subscribe) grant(topicOf({ plateId }, asked));
+  for (const asked of change.subscribe) grant.subscribe(topicOf({ plateId }, asked));
   return { kind: "vouched" };
 }
 
@@ -217,7 +217,7 @@ async function openSse(c: Context<AppEnv>, services: Services, opening: Opening)
     config.sseRetryMs,
     { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs },
   );
-  if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token, opening.claims);
+  if (opening.wire === "v2" && opening.grant !== undefined) services.realtime.register(conn, opening.grant, opening.token, opening.claims);
   await services.subscriptions.open(conn, opening.asked, {
     maxDurationMs: opening.maxDurationMs ?? 0,
     requestId: c.get("requestId"),

@@ -67,7 +67,7 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
   // blocks this publish nor tells this key what that publish was.
   const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, owner: key.id };
-  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, idempotency, event);
+  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, { idempotency, event });
   if (repeated && message.channel !== topic.channel) {
     // No channel named: a key limited to some channels must not learn others' names here.
     throw new PlateError("conflict", "This Idempotency-Key was already used for a publish to another channel; use a new key.");

@@ -95,7 +95,7 @@ export function createUpgradeHandler(services: Services) {
       firstFrameAuth(ws, config.wsAuthTimeoutMs),
     );
     if (credential === undefined) return;
-    for (const { topic } of asked) credential.grant(topic);
+    for (const { topic } of asked) credential.grant.subscribe(topic);
     await open(ws, socket, request, { plateId, keyId: credential.keyId, wire: "v2", asked, grant: credential.grant, ...(credential.claims === undefined ? {} : { claims: credential.claims }) });
   }
 
@@ -125,7 +125,7 @@ export function createUpgradeHandler(services: Services) {
       opening.wire === "v1"
         ? new WsConnection(ws, socket, options, limits)
         : new WsConnection(ws, socket, options, limits, (c, frame) => services.realtime.receive(c, frame));
-    if (opening.wire === "v2") services.realtime.register(conn, opening.grant ?? (() => undefined), opening.token, opening.claims);
+    if (opening.wire === "v2" && opening.grant !== undefined) services.realtime.register(conn, opening.grant, opening.token, opening.claims);
     await services.subscriptions.open(conn, opening.asked, {
       maxDurationMs: opening.maxDurationMs ?? 0,
       requestId: requestIds.get(request),

@@ -151,10 +151,10 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
     }
   });
 
-  it("answers a pre-auth frame over 4 KiB with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
+  it("answers a pre-auth frame over 16 KiB with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
     const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/alerts/ws`);
     try {
-      client.socket.send(JSON.stringify({ auth: "k".repeat(4097) }));
+      client.socket.send(JSON.stringify({ auth: "k".repeat(16_385) }));
       expect(await client.waitForClose(3000)).toBe(1009);
       expect(client.closeReason).toBe("payload_too_large");
       expect(client.frames.map((f) => f.type)).toEqual(["error"]);
@@ -164,11 +164,11 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
     }
   });
 
-  it("takes a pre-auth frame of exactly 4096 bytes (the limit is 4 KiB): a bogus key in it gets 4401, not 1009", async () => {
+  it("takes a pre-auth frame of exactly 16384 bytes (the limit is 16 KiB): a bogus key in it gets 4401, not 1009", async () => {
     const client = await WsClient.connect(`${t.wsUrl}/acme/pubsub/alerts/ws`);
     try {
-      const frame = JSON.stringify({ auth: "k".repeat(4096 - JSON.stringify({ auth: "" }).length) });
-      expect(Buffer.byteLength(frame)).toBe(4096);
+      const frame = JSON.stringify({ auth: "k".repeat(16_384 - JSON.stringify({ auth: "" }).length) });
+      expect(Buffer.byteLength(frame)).toBe(16_384);
       client.socket.send(frame);
       expect(await client.waitForClose(3000)).toBe(4401);
       expect(client.frames.find((f) => f.type === "error")?.error.code).toBe("invalid_api_key");
@@ -177,10 +177,10 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
     }
   });
 
-  it("answers a frame of exactly 4097 bytes after auth with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
+  it("answers a frame of exactly 16385 bytes after auth with a payload_too_large error frame, then closes 1009 (reason payload_too_large)", async () => {
     const client = await subscribed(`${t.wsUrl}/acme/pubsub/alerts/ws`);
     try {
-      client.socket.send("x".repeat(4097));
+      client.socket.send("x".repeat(16_385));
       expect(await client.waitForClose(3000)).toBe(1009);
       expect(client.closeReason).toBe("payload_too_large");
       expect(client.frames.map((f) => f.type)).toEqual(["ready", "error"]);
