@@ -133,4 +133,24 @@ describe("route 9 with a signed client token", () => {
     expect(await eventually(() => socket.frames.some((f) => f.ref === 9))).toBe(true);
     expect(socket.frames.find((f) => f.ref === 9).error.code).toBe("bad_request");
   });
+
+  it("closes the connections a deleted signing key's tokens opened (4409 revoked), but not one refreshed onto another key, and refuses its tokens from then on", async () => {
+    const other = await adminCall(t.url, "POST", "/admin/plates/acme/signing-keys", { body: {} });
+    const otherKid = other.body.data.id as string;
+    const otherSecret = Buffer.from(other.body.data.secret as string, "base64url");
+    const byOther = (claims: Record<string, unknown>) =>
+      new SignJWT({ sub: "ann", ...claims }).setProtectedHeader({ alg: "HS256", kid: otherKid }).setExpirationTime("1m").sign(otherSecret);
+    const doomed = await ws("/acme/realtime", { Authorization: `Bearer ${await byOther({ channels: ["x"] })}` });
+    const moved = await ws("/acme/realtime", { Authorization: `Bearer ${await byOther({ channels: ["x"] })}` });
+    const untouched = await ws("/acme/realtime", { Authorization: `Bearer ${await token({ channels: ["x"] })}` });
+    for (const c of [doomed, moved, untouched]) await c.waitFor("ready");
+    send(moved, { type: "auth", ref: "m", token: await token({ channels: ["x"] }) });
+    expect(await eventually(() => moved.frames.some((f) => f.ref === "m" && f.type === "ok"))).toBe(true);
+    expect((await adminCall(t.url, "DELETE", `/admin/plates/acme/signing-keys/${otherKid}`)).status).toBe(204);
+    expect(await doomed.waitForClose(3000)).toBe(4409);
+    await new Promise((r) => setTimeout(r, 200));
+    expect([moved.closeCode, untouched.closeCode]).toEqual([undefined, undefined]);
+    const refused = await fetch(`${t.url}/acme/realtime?token=${await byOther({ channels: ["x"] })}`);
+    expect([refused.status, ((await refused.json()) as { error: { code: string } }).error.code]).toEqual([401, "invalid_token"]);
+  });
 });

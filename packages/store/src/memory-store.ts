@@ -2,7 +2,7 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { withHistory } from "./store.js";
+import { signingKeyOwner, withHistory } from "./store.js";
 import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the embedded store. */
@@ -142,6 +142,7 @@ export class MemoryStore implements Store {
   async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
     if (this.#signingKeys.get(plateId)?.delete(id) !== true) return false;
     await this.#persist();
+    this.#announce({ plateId, keyId: signingKeyOwner(id) });
     return true;
   }
 

@@ -83,6 +83,16 @@ return 1
 `;
 
 /**
+ * Deletes a signing key and announces it, as `DELETE_KEY` does an API key's.
+ * KEYS: the plate's signing keys. ARGV: its id, the control channel, the revocation.
+ */
+const DELETE_SIGNING_KEY = `
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`;
+
+/**
  * Spends one use of a client token, the checks in the order of `MemoryStore.claimToken`. Refusals
  * spend nothing. Its key must still be in the claimed plate's index: a revoked key or a deleted
  * plate (whose index is gone) makes the token unknown. `nowMs` comes from the caller, the same
@@ -163,6 +173,7 @@ export interface StoreScripts {
   /** `numberOfKeys`, then KEYS and ARGV (its number of keys depends on the plate's keys). */
   plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
+  plateDeleteSigningKey(signingKeys: string, id: string, control: string, payload: string): Promise<number>;
   plateClaimToken(token: string, plateKeys: string, plateId: string, nowMs: number, tombstoneMs: number): Promise<unknown>;
   plateDeleteIf(name: string, expected: string): Promise<number>;
   plateMigratePlates(oldPlates: string, plateList: string, prefix: string): Promise<number>;
@@ -182,6 +193,7 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   // Its number of keys is given at each call (the plate's key records).
   redis.defineCommand("plateDeletePlate", { lua: DELETE_PLATE });
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });
+  redis.defineCommand("plateDeleteSigningKey", { numberOfKeys: 1, lua: DELETE_SIGNING_KEY });
   redis.defineCommand("plateClaimToken", { numberOfKeys: 2, lua: CLAIM_TOKEN });
   redis.defineCommand("plateDeleteIf", { numberOfKeys: 1, lua: DELETE_IF });
   redis.defineCommand("plateMigratePlates", { numberOfKeys: 2, lua: MIGRATE_PLATES });

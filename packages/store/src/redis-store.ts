@@ -45,7 +45,7 @@ import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connec
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
-import { withHistory } from "./store.js";
+import { signingKeyOwner, withHistory } from "./store.js";
 import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
@@ -298,7 +298,8 @@ export class RedisStore implements Store {
   }
 
   async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
-    return (await this.#reach(this.#live.hdel(this.#names.signingKeys(plateId), id))) === 1;
+    const payload = JSON.stringify({ plateId, keyId: signingKeyOwner(id) } satisfies Revocation);
+    return (await this.#reach(this.#live.plateDeleteSigningKey(this.#names.signingKeys(plateId), id, this.#names.control, payload))) === 1;
   }
 
   async putToken(token: TokenRecord): Promise<void> {

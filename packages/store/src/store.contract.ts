@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, ClientToken, PlateId, Scope } from "@plate/protocol";
 import type { ClaimResult, KeyRecord, PlateRecord, Revocation, SigningKeyRecord, Store, TokenRecord } from "./store.js";
+import { signingKeyOwner } from "./store.js";
 
 /**
  * Makes the stores of one test: `node()` returns another node sharing the same backing store (the
@@ -440,7 +441,10 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(await b.findSigningKey(plate.id, hs.id)).toEqual(hs);
         const byId = (x: SigningKeyRecord, y: SigningKeyRecord): number => x.id.localeCompare(y.id);
         expect((await b.listSigningKeys(plate.id)).sort(byId)).toEqual([hs, es].sort(byId));
+        const onA = revocations(a);
         expect(await b.deleteSigningKey(plate.id, hs.id)).toBe(true);
+        expect(await onA.until((r) => r.keyId === signingKeyOwner(hs.id))).toEqual({ plateId: plate.id, keyId: signingKeyOwner(hs.id) });
+        onA.stop();
         expect(await a.deleteSigningKey(plate.id, hs.id)).toBe(false);
         expect(await a.findSigningKey(plate.id, hs.id)).toBeUndefined();
         expect(await a.listSigningKeys(plate.id)).toEqual([es]);

@@ -83,10 +83,22 @@ export type ClaimResult =
       readonly code: "invalid_client_socket" | "expired_client_socket" | "exhausted_client_socket";
     };
 
-/** A plate deleted (`keyId` absent) or one of its keys revoked. */
+/**
+ * A plate deleted (`keyId` absent), one of its API keys revoked, or one of its signing keys deleted
+ * (`keyId` is then `signingKeyOwner(id)`).
+ */
 export interface Revocation {
   readonly plateId: PlateId;
   readonly keyId?: string;
+}
+
+/**
+ * The key id that stands for a signing key in a revocation, and for the connections opened with
+ * tokens it signed (so deleting it closes them as revoking an API key closes its connections).
+ * API key ids never hold a colon.
+ */
+export function signingKeyOwner(id: string): string {
+  return `signing:${id}`;
 }
 
 /**
@@ -130,7 +142,10 @@ export interface Store {
   createSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord>;
   listSigningKeys(plateId: PlateId): Promise<SigningKeyRecord[]>;
   findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined>;
-  /** Answers whether it existed. Deleting a plate deletes its signing keys. */
+  /**
+   * Answers whether it existed; if so, announces its revocation (`signingKeyOwner(id)`) to every
+   * node. Deleting a plate deletes its signing keys.
+   */
   deleteSigningKey(plateId: PlateId, id: string): Promise<boolean>;
 
   putToken(token: TokenRecord): Promise<void>;

@@ -107,7 +107,11 @@ export interface ConnectionOptions {
 export abstract class Connection {
   abstract readonly transport: Transport;
   readonly plateId: PlateId;
-  readonly keyId: string;
+  /**
+   * The key it is revoked with: the API key that opened it (or minted its client path), or the
+   * signing key of its signed token (`signingKeyOwner`), which a refresh may change.
+   */
+  keyId: string;
   readonly clientId: string;
   readonly wire: Wire;
   /** Its subscriptions by `topicKey`. */

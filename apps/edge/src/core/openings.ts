@@ -1,4 +1,5 @@
 import { PlateError, isClientTokenShape } from "@plate/protocol";
+import { signingKeyOwner } from "@plate/store";
 import type { PlateId, Topic } from "@plate/protocol";
 import type { Services } from "../services.js";
 import type { Wire } from "./connection.js";
@@ -64,7 +65,7 @@ export interface RealtimeCredential {
 /**
  * Route 9's credential (spec, route 9): `Authorization` holding an API key or a signed client
  * token, else `?token=` (a signed token, for EventSource), else `frameAuth`'s first frame (WebSocket
- * only). A connection made with a signed token names its signing key as `signing:<kid>`.
+ * only). A connection made with a signed token names its signing key (`signingKeyOwner(kid)`).
  */
 export async function realtimeCredential(
   services: Pick<Services, "tenancy" | "signedTokens">,
@@ -89,5 +90,5 @@ export async function realtimeCredential(
 }
 
 function signed(claims: TokenClaims): RealtimeCredential {
-  return { keyId: `signing:${claims.kid}`, grant: claimsGrant(claims), claims };
+  return { keyId: signingKeyOwner(claims.kid), grant: claimsGrant(claims), claims };
 }

@@ -12,6 +12,7 @@ import type {
   UnreadableFrame,
 } from "@plate/protocol";
 import type { Broker, Unsubscribe } from "@plate/broker";
+import { signingKeyOwner } from "@plate/store";
 import type { Logger } from "../log.js";
 import type { Connection } from "./connection.js";
 import { nanoid } from "nanoid";
@@ -183,6 +184,8 @@ export class Realtime {
     }
     const claims = await this.signedTokens.verify(conn.plateId, token);
     live.claims = claims;
+    // Deleting the signing key of the token it now holds is what closes it from now on.
+    conn.keyId = signingKeyOwner(claims.kid);
     live.grant = claimsGrant(claims);
     this.#armExpiry(live);
     for (const sub of [...conn.subscriptions.values()]) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
-import { MemoryStore } from "@plate/store";
+import { MemoryStore, signingKeyOwner } from "@plate/store";
 import type { Store } from "@plate/store";
 import { Metrics } from "../metrics.js";
 import { createLogger } from "../log.js";
@@ -82,20 +82,26 @@ async function plateWithKeys(tenancy: Tenancy, id: string, keys: number): Promis
 }
 
 describe("Resync (re-checking a node's connections against the store)", () => {
-  it("ends, as revoked, the connections whose key or plate is gone, client-token ones included, and leaves the others open", async () => {
+  it("ends, as revoked, the connections whose key, signing key or plate is gone, client-token ones included, and leaves the others open", async () => {
     const { memory, tenancy, connections, resync } = await setup();
     const [revoked, kept] = await plateWithKeys(tenancy, "alpha", 2);
+    const signing = (id: string) => ({ id, plateId: "alpha" as PlateId, alg: "HS256" as const, key: "k".repeat(43), createdAt: new Date().toISOString() });
+    await memory.createSigningKey(signing("sk_kept"));
+    await memory.createSigningKey(signing("sk_gone"));
     await plateWithKeys(tenancy, "beta", 1);
     const [betaKey] = await tenancy.listKeys("beta" as PlateId);
     // The same key id opens a plain connection and a client-token one: both carry the key's id.
     const doomed = [fakeConnection("alpha", revoked!.id), fakeConnection("alpha", revoked!.id)];
     const alive = fakeConnection("alpha", kept!.id);
+    const signedAlive = fakeConnection("alpha", signingKeyOwner("sk_kept"));
+    const signedDoomed = fakeConnection("alpha", signingKeyOwner("sk_gone"));
     const deleted = fakeConnection("beta", betaKey!.id);
-    for (const conn of [...doomed, alive, deleted]) connections.add(conn);
+    for (const conn of [...doomed, alive, deleted, signedAlive, signedDoomed]) connections.add(conn);
     // Gone from the store without this node being told (as when its subscriber was cut).
     const quiet = memory.onRevoked(() => undefined);
     await memory.deleteKey("alpha" as PlateId, revoked!.id);
     await memory.deletePlate("beta" as PlateId);
+    await memory.deleteSigningKey("alpha" as PlateId, "sk_gone");
     quiet();
 
     resync.run();
@@ -104,8 +110,9 @@ describe("Resync (re-checking a node's connections against the store)", () => {
     expect(resync.inStep()).toBe(true);
     expect(doomed.map((c) => c.endedWith)).toEqual(["revoked", "revoked"]);
     expect(deleted.endedWith).toBe("revoked");
-    expect(alive.endedWith).toBeUndefined();
-    expect(connections.size).toBe(1);
+    expect(signedDoomed.endedWith).toBe("revoked");
+    expect([alive.endedWith, signedAlive.endedWith]).toEqual([undefined, undefined]);
+    expect(connections.size).toBe(2);
   });
 
   it("forgets every cached key, so a revoked one is refused at once", async () => {

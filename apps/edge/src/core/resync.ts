@@ -121,11 +121,11 @@ export class Resync {
     }
   }
 
-  /** Ends the connections of `plateId` opened by keys (of `keyIds`) no longer in the store; answers how many. */
+  /** Ends the connections of `plateId` opened by keys (of `keyIds`: API keys, signing keys) no longer in the store; answers how many. */
   async #check(plateId: PlateId, keyIds: ReadonlySet<string>): Promise<number> {
     const { tenancy, connections } = this.#parts;
     if ((await tenancy.getPlate(plateId)) === undefined) return connections.revoke({ plateId });
-    const live = new Set((await tenancy.listKeys(plateId)).map((key) => key.id));
+    const live = await tenancy.ownerIds(plateId);
     let closed = 0;
     for (const keyId of keyIds) if (!live.has(keyId)) closed += connections.revoke({ plateId, keyId });
     return closed;

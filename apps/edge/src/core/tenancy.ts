@@ -1,6 +1,7 @@
 import { PlateError, SCOPES, isChannelPattern, isPlateId, isScope, patternCovers, compilePattern } from "@plate/protocol";
 import type { ChannelPattern, PlateId, Scope, Topic } from "@plate/protocol";
 import type { Retention } from "@plate/broker";
+import { signingKeyOwner } from "@plate/store";
 import type { KeyRecord, PlateHistory, PlateRecord, Revocation, Store } from "@plate/store";
 import { KeyCache } from "./key-cache.js";
 import { bootstrapKeyId, hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
@@ -222,6 +223,15 @@ export class Tenancy {
 
   async listKeys(plateId: PlateId): Promise<KeyView[]> {
     return (await this.store.listKeys(plateId)).map(viewKey);
+  }
+
+  /**
+   * The ids connections of `plateId` may be opened by that the store still holds: its API keys,
+   * and its signing keys (`signingKeyOwner`).
+   */
+  async ownerIds(plateId: PlateId): Promise<Set<string>> {
+    const [keys, signingKeys] = await Promise.all([this.store.listKeys(plateId), this.store.listSigningKeys(plateId)]);
+    return new Set([...keys.map((key) => key.id), ...signingKeys.map((key) => signingKeyOwner(key.id))]);
   }
 
   /** Revokes a key; its connections close on every node (4409). */
