@@ -3,6 +3,7 @@ import { RealtimeConnection } from "./realtime.js";
 import type { RealtimeOptions } from "./realtime.js";
 import { subscription } from "./subscription.js";
 import type { SubscribeOptions, Unsubscribe } from "./subscription.js";
+import type { TokenProvider } from "./token.js";
 import type { ClientPath, Envelope, Published } from "./types.js";
 import type { WebSocketConstructor } from "./ws.js";
 
@@ -166,6 +167,56 @@ export function realtimePath(path: string | (() => Promise<string>), options: Re
   const resolve = (p: string): { url: string; key: undefined } => ({ url: new URL(p, base).href, key: undefined });
   const target = typeof path === "string" ? () => Promise.resolve(resolve(path)) : async () => resolve(await path());
   return new RealtimeConnection({ target, fetch: options.fetch ?? globalThis.fetch.bind(globalThis), WebSocket: options.WebSocket }, options);
+}
+
+/** Options of `realtimeWithToken`. */
+export interface RealtimeTokenOptions extends RealtimeOptions {
+  /** The service's base URL, e.g. `https://plate.example.com`. */
+  readonly url: string;
+  readonly plate: string;
+  /**
+   * Answers a signed client token (route 11 of the spec) that your backend minted for this user:
+   * called before every connect, and again before the current token expires (at its `exp` less
+   * `min(TOKEN_REFRESH_MAX_MARGIN_MS, TOKEN_REFRESH_LIFETIME_SHARE × its lifetime)`). When it
+   * throws, the connection's `onError` gets a retryable `token_unavailable` and it tries again
+   * after the reconnect backoff.
+   */
+  readonly tokenProvider: TokenProvider;
+  readonly fetch?: typeof fetch;
+  readonly WebSocket?: WebSocketConstructor;
+}
+
+/**
+ * Opens a realtime connection (route 9) with signed client tokens, as a browser does with no key:
+ * the token's `channels` and `patterns` say what it may subscribe to, its `publish` where
+ * `publish` may send, and its `sub` is the `from.user` of what it publishes. The connection
+ * refreshes the token before it expires (a WebSocket on the live connection; an SSE stream by
+ * opening again, resuming every subscription), and reconnects with a fresh one after
+ * `token_expired`.
+ *
+ * ```ts
+ * const rt = realtimeWithToken({
+ *   url: "https://plate.example.com",
+ *   plate: "demo",
+ *   transport: "ws",
+ *   tokenProvider: async () => (await fetch("/my-backend/plate-token")).text(),
+ * });
+ * rt.subscribe("room.1", (m) => show(m.from?.user, m.message), { self: false });
+ * const { id } = await rt.publish("room.1", { text: "hi" }, { event: "chat" });
+ * ```
+ */
+export function realtimeWithToken(options: RealtimeTokenOptions): RealtimeConnection {
+  const base = options.url.replace(/\/+$/, "");
+  const target = { url: `${base}/${encodeURIComponent(options.plate)}/realtime`, key: undefined };
+  return new RealtimeConnection(
+    {
+      target: () => Promise.resolve(target),
+      tokenProvider: options.tokenProvider,
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      WebSocket: options.WebSocket,
+    },
+    options,
+  );
 }
 
 /**

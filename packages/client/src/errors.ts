@@ -33,9 +33,11 @@ export type ErrorCode =
 
 /**
  * Codes the client gives to failures that never reached the service's error table: the network
- * (refused, reset, timed out) or an answer that is not Plate's (a proxy's HTML page, say).
+ * (refused, reset, timed out), an answer that is not Plate's (a proxy's HTML page, say), a
+ * `tokenProvider` that threw or answered no token, and a request the connection's `close()` (or
+ * final error) left unanswered.
  */
-export type ClientErrorCode = "network_error" | "unexpected_response";
+export type ClientErrorCode = "network_error" | "unexpected_response" | "token_unavailable" | "connection_closed";
 
 /**
  * The codes a subscription reconnects after (with backoff): the service or the path to it is
@@ -45,6 +47,7 @@ export type ClientErrorCode = "network_error" | "unexpected_response";
 const RETRYABLE: ReadonlySet<ErrorCode | ClientErrorCode> = new Set<ErrorCode | ClientErrorCode>([
   "network_error",
   "unexpected_response",
+  "token_unavailable",
   "internal_error",
   "broker_unavailable",
   "rate_limited",
@@ -89,15 +92,20 @@ export class PlateClientError extends Error {
       readonly closeCode?: number;
       /** When to try again (the answer's `Retry-After`), in milliseconds. */
       readonly retryAfterMs?: number;
+      /**
+       * Whether the client tries again, when that differs from the code's rule (`RETRYABLE`): a
+       * connection with a `tokenProvider` reconnects after `token_expired`, for one.
+       */
+      readonly retryable?: boolean;
       readonly cause?: unknown;
     } = {},
   ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
   }
 
-  /** Whether trying again later can succeed (see `RETRYABLE`). */
+  /** Whether trying again later can succeed (see `RETRYABLE`), or whether the client does (`details.retryable`). */
   get retryable(): boolean {
-    return RETRYABLE.has(this.code);
+    return this.details.retryable ?? RETRYABLE.has(this.code);
   }
 }
 

@@ -7,8 +7,18 @@ import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, S
  * connection decides what they mean.
  */
 
-/** A request for a subscription: its name, and the id to resume after. */
-export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
+/**
+ * A request for a subscription: its name, the id to resume after, and `self: false` to leave out
+ * the connection's own publications (only a WebSocket publishes, so SSE has none to leave out).
+ */
+export type SubscriptionRequest = SubscriptionName & { readonly since?: string; readonly self?: false };
+
+/** A message to publish from the connection (route 12 of the spec). */
+export interface PublishRequest {
+  readonly channel: string;
+  readonly message: unknown;
+  readonly event?: string;
+}
 
 /**
  * The `ready` of a route 9 connection, or of a client path minted for one channel (route 5 then
@@ -30,8 +40,12 @@ export interface RealtimeEvents {
   subscribed(info: SubscriptionInfo & { readonly ref?: unknown }): void;
   unsubscribed(frame: Unsubscribed): void;
   reset(reset: RealtimeReset): void;
-  /** The service refused the request `ref` (a `subscribe`); the connection stays open. */
+  /** The service refused the request `ref` (a `subscribe`, a `publish`, a refresh); the connection stays open. */
   refused(ref: number, error: PlateClientError): void;
+  /** The service published the message of the request `ref`, as `id`. */
+  published(ref: number, id: string): void;
+  /** The service took the fresh token of the request `ref`. */
+  refreshed(ref: number): void;
   /** The attempt is over, once: `error` says why (a drop the server did not explain is a retryable `network_error`). */
   end(error: PlateClientError): void;
 }
@@ -40,11 +54,16 @@ export interface RealtimeEvents {
 export interface RealtimeTarget {
   /** Route 9 (`/{plate}/realtime`) or a client path (route 5), absolute, `http(s)`, with its query. */
   readonly url: string;
-  /** The API key; undefined for a client path. */
+  /** The API key; undefined for a client path or a signed token. */
   readonly key: string | undefined;
   /**
+   * The signed client token (route 11), sent in the WebSocket's first frame; an SSE `url` carries
+   * it as `?token=` already.
+   */
+  readonly token: string | undefined;
+  /**
    * Where SSE changes go (`POST /{plate}/realtime/{clientId}`) and the credential they carry (the
-   * key, or the client path's token).
+   * key, or the client path's token; the service takes no signed token there).
    */
   readonly changes: { readonly url: (clientId: string) => string; readonly credential: string };
   /** Ends the attempt when nothing at all (not even a heartbeat) arrives for this long. */
@@ -52,13 +71,18 @@ export interface RealtimeTarget {
 }
 
 /**
- * One open attempt. `subscribe` and `unsubscribe` are called only after `ready`, and the requests
- * about one name reach the service in the order they were made. `close` ends the attempt with no
- * `end` event.
+ * One open attempt. Its methods are called only after `ready`, and the requests about one name
+ * reach the service in the order they were made. `close` ends the attempt with no `end` event.
+ * `publish` and `refresh` exist on a WebSocket only: an SSE stream sends nothing but its
+ * subscription changes, and takes a fresh token by being opened again.
  */
 export interface RealtimeLink {
   subscribe(ref: number, request: SubscriptionRequest): void;
   unsubscribe(ref: number, name: SubscriptionName): void;
+  /** Sends a message; `published` or `refused` answers it, unless the attempt ends first. */
+  readonly publish?: (ref: number, request: PublishRequest) => void;
+  /** Hands the live connection a fresh signed token; `refreshed` or `refused` answers it. */
+  readonly refresh?: (ref: number, token: string) => void;
   close(): void;
 }
 

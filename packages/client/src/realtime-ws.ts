@@ -2,6 +2,7 @@ import { PlateClientError, errorFromClose } from "./errors.js";
 import type { ErrorCode } from "./errors.js";
 import type {
   AnyReady,
+  PublishRequest,
   RealtimeEvents,
   RealtimeLink,
   RealtimeTarget,
@@ -20,13 +21,16 @@ type ServerFrame =
   | ({ type: "subscribed"; ref?: number | string } & SubscriptionInfo)
   | ({ type: "unsubscribed"; ref?: number | string } & Unsubscribed)
   | RealtimeReset
+  | { type: "published"; ref?: number | string; id: string }
+  | { type: "ok"; ref?: number | string }
   | { type: "pong" }
   | { type: "error"; ref?: number | string; error: { code: ErrorCode; message: string } };
 
 /**
  * One realtime connection over a WebSocket. With a key, the first frame is
- * `{"type":"auth","key":…}` (a browser cannot set headers on a WebSocket); a client path needs
- * none. Requests are JSON frames carrying a `ref`, which the reply (or refusal) echoes. As on v1
+ * `{"type":"auth","key":…}`, with a signed token `{"type":"auth","token":…}` (a browser cannot set
+ * headers on a WebSocket, and a URL may end up in logs); a client path needs none. Requests are
+ * JSON frames carrying a `ref`, which the reply (or refusal) echoes. As on v1
  * (ws.ts), the client pings when nothing arrived for half of `idleTimeoutMs` and gives up after
  * all of it.
  */
@@ -64,6 +68,7 @@ export function openRealtimeWs(
 
   socket.onopen = () => {
     if (target.key !== undefined) send({ type: "auth", key: target.key });
+    else if (target.token !== undefined) send({ type: "auth", token: target.token });
   };
   socket.onmessage = (event) => {
     idle.touch();
@@ -84,6 +89,12 @@ export function openRealtimeWs(
         break;
       case "reset":
         events.reset(frame);
+        break;
+      case "published":
+        if (typeof frame.ref === "number") events.published(frame.ref, frame.id);
+        break;
+      case "ok":
+        if (typeof frame.ref === "number") events.refreshed(frame.ref);
         break;
       case "error": {
         const error = new PlateClientError(frame.error.code, frame.error.message);
@@ -114,6 +125,12 @@ export function openRealtimeWs(
     },
     unsubscribe(ref: number, name: SubscriptionName) {
       send({ type: "unsubscribe", ref, ...name });
+    },
+    publish(ref: number, request: PublishRequest) {
+      send({ type: "publish", ref, ...request });
+    },
+    refresh(ref: number, token: string) {
+      send({ type: "auth", ref, token });
     },
     close() {
       stop();

@@ -4,6 +4,7 @@ import { openRealtimeSse } from "./realtime-sse.js";
 import { nameKey, nameOf } from "./realtime-transport.js";
 import type {
   AnyReady,
+  PublishRequest,
   RealtimeEvents,
   RealtimeLink,
   RealtimeTarget,
@@ -13,9 +14,12 @@ import type {
 import { openRealtimeWs } from "./realtime-ws.js";
 import { DEFAULT_IDLE_TIMEOUT_MS, reconnectDelay, reconnectPolicy } from "./subscription.js";
 import type { ReconnectOptions } from "./subscription.js";
+import { provideToken, refreshDelayMs } from "./token.js";
+import type { ClientToken, TokenProvider } from "./token.js";
 import type {
   ConnectionState,
   Envelope,
+  RealtimePublished,
   RealtimeReady,
   RealtimeReset,
   RealtimeSubscriptionState,
@@ -34,6 +38,21 @@ import type { WebSocketConstructor } from "./ws.js";
  */
 export const RECENT_IDS_KEPT = 10_000;
 
+/**
+ * How many publishes a connection holds while it is not open (connecting, reconnecting); they go
+ * out, in order, once it is. One more is refused at once with `rate_limited`. Under the service's
+ * default burst of client publishes per connection (`CLIENT_PUBLISH_BURST`, 40), so that a full
+ * queue sent at once is not refused for its rate.
+ */
+export const MAX_QUEUED_PUBLISHES = 32;
+
+/**
+ * The service's default largest WebSocket frame from a client (`WS_MAX_CLIENT_FRAME_BYTES`): it
+ * closes a connection that sends a larger one (1009), so the client refuses such a publish itself
+ * with `payload_too_large` and keeps the connection. Set `maxPublishFrameBytes` to the service's value.
+ */
+export const DEFAULT_MAX_PUBLISH_FRAME_BYTES = 16_384;
+
 /** The codes of a stream refused over its query's subscriptions (route 9: the name, the key's channels, how many). */
 const QUERY_REFUSALS: ReadonlySet<string> = new Set(["forbidden", "invalid_channel", "bad_request"]);
 
@@ -41,20 +60,23 @@ const QUERY_REFUSALS: ReadonlySet<string> = new Set(["forbidden", "invalid_chann
 export interface RealtimeOptions {
   /**
    * `sse` (the default, as for `subscribe`: works through every proxy; subscriptions made while
-   * it is open cost one POST each) or `ws`.
+   * it is open cost one POST each, or with a signed token a reopen of the stream) or `ws` (needed
+   * to `publish`).
    */
   readonly transport?: "sse" | "ws";
   /** `false`: do not reconnect after a drop (every subscription then closes). */
   readonly reconnect?: ReconnectOptions | false;
   /** See `DEFAULT_IDLE_TIMEOUT_MS`. */
   readonly idleTimeoutMs?: number;
+  /** See `DEFAULT_MAX_PUBLISH_FRAME_BYTES`. */
+  readonly maxPublishFrameBytes?: number;
   /** Each time the connection is open (after every connect), before the subscriptions' `onSubscribed`. */
   readonly onReady?: (ready: RealtimeReady) => void;
   readonly onStateChange?: (state: ConnectionState) => void;
   /**
-   * Every error of the connection: `error.retryable` says whether a reconnect follows. After a
-   * final one (a bad key, a used-up client path, a revoked key) the connection and all its
-   * subscriptions are closed.
+   * Every error of the connection: `error.retryable` says whether a reconnect follows (or, for a
+   * token refresh that failed, another try). After a final one (a bad key, a used-up client path,
+   * a revoked key) the connection and all its subscriptions are closed.
    */
   readonly onError?: (error: PlateClientError) => void;
   /**
@@ -69,6 +91,11 @@ export interface RealtimeOptions {
 export interface RealtimeSubscribeOptions {
   /** Resume after this id on the first connect (later connects resume after the last id delivered). */
   readonly since?: string;
+  /**
+   * `false`: the connection's own publications (`publish`) do not reach this subscription, live or
+   * replayed. Default `true`. (An SSE stream publishes nothing, so it has none to leave out.)
+   */
+  readonly self?: boolean;
   /**
    * Only messages published with this event name (or one of these) reach the handler; the others
    * still count as delivered (a resume starts after them) and still reach the connection's `onMessage`.
@@ -101,8 +128,13 @@ export interface RealtimeSubscription {
 
 /** What a realtime connection needs from its owner: where to connect (asked again before every attempt). */
 export interface RealtimePlan {
-  /** Route 9 (`/{plate}/realtime`) with the key, or a client path (route 5) with none. */
+  /**
+   * Route 9 (`/{plate}/realtime`) with the key (or none, with `tokenProvider`), or a client path
+   * (route 5) with none.
+   */
   readonly target: () => Promise<{ url: string; key: string | undefined }>;
+  /** Signed client tokens (route 11): one before every attempt, and a fresh one before it expires. */
+  readonly tokenProvider?: TokenProvider;
   readonly fetch: typeof fetch;
   readonly WebSocket: WebSocketConstructor | undefined;
 }
@@ -119,6 +151,12 @@ export interface RealtimePlan {
  * - After a drop it reconnects once, with backoff and full jitter, and resumes every subscription
  *   after the last id that subscription delivered; one the service cannot replay gets `onReset`
  *   (a pattern always does: the service keeps no history for patterns).
+ * - `publish` (WebSocket only) sends a message from the connection; see its doc for a connection
+ *   that is not open.
+ * - With a `tokenProvider` (`realtimeWithToken`), it refreshes its signed token before it expires:
+ *   on a WebSocket with a frame on the live connection, on SSE by opening the stream again with
+ *   the fresh token, each subscription resuming after its last id. A token that expired anyway
+ *   (`token_expired`) makes it reconnect with a fresh one.
  * - `close` ends the connection and every subscription; a final error does the same.
  */
 export class RealtimeConnection {
@@ -128,6 +166,13 @@ export class RealtimeConnection {
   readonly #WebSocket: WebSocketConstructor | undefined;
   readonly #reconnect: Required<ReconnectOptions> | undefined;
   readonly #idleTimeoutMs: number;
+  readonly #maxPublishFrameBytes: number;
+  readonly #tokenProvider: TokenProvider | undefined;
+  /**
+   * Whether subscriptions change by opening the stream again: SSE with a signed token, which the
+   * service's POST for changes does not take. Every subscription then goes in the stream's query.
+   */
+  readonly #reopensToChange: boolean;
   #state: ConnectionState | undefined;
   #closed = false;
   /** Failed attempts since the last `ready`: the backoff's exponent. */
@@ -149,6 +194,21 @@ export class RealtimeConnection {
   #queryConfirmedOnly = false;
   /** Whether the current attempt's query carries a subscription the service never confirmed. */
   #queriedUnconfirmed = false;
+  /** The subscriptions the current attempt's SSE query carries. */
+  readonly #queried = new Set<Sub>();
+  /** A reopen is due at the end of this turn (see `#reopenSoon`). */
+  #reopenDue = false;
+  /** The signed token of the current attempt (the last one the service took on it), and when the client got it. */
+  #token: { readonly token: ClientToken; readonly at: number } | undefined;
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The refresh sent on the current attempt, awaiting its answer. */
+  #refreshing: { readonly ref: number; readonly token: ClientToken; readonly at: number } | undefined;
+  /** Refreshes failed in a row: their backoff's exponent. */
+  #refreshFailures = 0;
+  /** Publishes made while the connection was not open, oldest first: sent at the next `ready`. */
+  readonly #queued: Publish[] = [];
+  /** Publishes sent on the current attempt, awaiting their answer, by ref. */
+  readonly #inflight = new Map<number, Publish>();
   readonly #subs = new Map<string, Sub>();
   readonly #patterns = new Set<Sub>();
   /** A client path's subscriptions that no `subscribe` claims yet, on the current attempt. */
@@ -171,6 +231,9 @@ export class RealtimeConnection {
     }
     this.#reconnect = reconnectPolicy(options.reconnect);
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#maxPublishFrameBytes = options.maxPublishFrameBytes ?? DEFAULT_MAX_PUBLISH_FRAME_BYTES;
+    this.#tokenProvider = plan.tokenProvider;
+    this.#reopensToChange = this.#transport === "sse" && plan.tokenProvider !== undefined;
     this.#setState("connecting");
     this.#connect();
   }
@@ -230,11 +293,82 @@ export class RealtimeConnection {
     return sub;
   }
 
+  /**
+   * Publishes `message` (any JSON value) to `channel` from this connection (route 12 of the spec),
+   * with an event name if given; resolves with the message's id once the service published it.
+   * Subscribers get it with `from` naming this connection (`clientId`) and its token's user. The
+   * credential must allow it (a token's `publish` claim, a key's scope `publish`).
+   *
+   * - WebSocket only: on SSE it rejects at once with `bad_request` (a stream only receives; publish
+   *   from a backend over HTTP instead). So does a client path minted for one channel (a v1 connection).
+   * - Refused by the service: rejects with its code (`forbidden`, `rate_limited`, `invalid_channel`,
+   *   `invalid_parameter`, `bad_request`); the connection stays open.
+   * - While the connection is not open (connecting, reconnecting) it is held, and sent once it is,
+   *   in order; past `MAX_QUEUED_PUBLISHES` held, rejects at once with `rate_limited`.
+   * - Sent, then the connection dropped before the answer: rejects with `network_error` (it may or
+   *   may not have been published; the client does not send it again, which could publish it twice).
+   * - Larger than `maxPublishFrameBytes` once framed: rejects with `payload_too_large`, unsent.
+   * - `close()` rejects what is held or unanswered with `connection_closed`, a final error with that error.
+   */
+  publish(channel: string, message: unknown, options: { readonly event?: string } = {}): Promise<RealtimePublished> {
+    if (this.#closed) {
+      return Promise.reject(
+        new PlateClientError("connection_closed", "This realtime connection is closed: open another."),
+      );
+    }
+    if (this.#transport !== "ws") {
+      return Promise.reject(
+        new PlateClientError(
+          "bad_request",
+          "Publishing from a realtime connection needs the WebSocket transport " +
+            '({ transport: "ws" }); an SSE stream only receives.',
+        ),
+      );
+    }
+    if (this.#v1 && this.#clientId !== undefined) return Promise.reject(v1CannotPublish());
+    const request: PublishRequest =
+      options.event === undefined ? { channel, message } : { channel, message, event: options.event };
+    let bytes: number;
+    try {
+      // The largest ref the frame may carry, so that the bound holds whatever ref it gets.
+      const frame = JSON.stringify({ type: "publish", ref: Number.MAX_SAFE_INTEGER, ...request });
+      bytes = new TextEncoder().encode(frame).length;
+    } catch (err) {
+      return Promise.reject(
+        new PlateClientError("bad_request", `The message is not JSON: ${String(err)}`, { cause: err }),
+      );
+    }
+    if (bytes > this.#maxPublishFrameBytes) {
+      return Promise.reject(
+        new PlateClientError(
+          "payload_too_large",
+          `The publish frame is ${bytes} bytes; the service takes at most ${this.#maxPublishFrameBytes} ` +
+            "from a client (and would close the connection).",
+        ),
+      );
+    }
+    return new Promise<RealtimePublished>((resolve, reject) => {
+      const publish: Publish = { request, resolve, reject };
+      if (this.#clientId !== undefined && this.#link?.publish !== undefined) {
+        this.#send(publish);
+      } else if (this.#queued.length >= MAX_QUEUED_PUBLISHES) {
+        reject(
+          new PlateClientError(
+            "rate_limited",
+            `${MAX_QUEUED_PUBLISHES} publishes already wait for the connection to open; try again once it is.`,
+          ),
+        );
+      } else {
+        this.#queued.push(publish);
+      }
+    });
+  }
+
   /** Closes the connection and every subscription; cancels any reconnect. */
   close(): void {
     if (this.#closed) return;
     this.#attempt = undefined;
-    this.#shut();
+    this.#shut(undefined);
   }
 
   #setState(next: ConnectionState): void {
@@ -243,17 +377,26 @@ export class RealtimeConnection {
     tell(this.#options.onStateChange, next);
   }
 
-  #connect(): void {
+  /**
+   * Starts an attempt. With a `tokenProvider`, it connects with `token` when given (a fresh one an
+   * SSE refresh got, or the current one to reopen with), else with one it asks the provider for.
+   */
+  #connect(token?: { readonly token: ClientToken; readonly at: number }): void {
     if (this.#closed) return;
     const attempt = {};
     this.#attempt = attempt;
     const events = this.#eventsOf(attempt);
-    this.#plan
-      .target()
-      .then(({ url, key }) => {
+    const provider = this.#tokenProvider;
+    const signed =
+      token !== undefined || provider === undefined
+        ? Promise.resolve(token)
+        : provideToken(provider).then((fresh) => ({ token: fresh, at: Date.now() }));
+    Promise.all([this.#plan.target(), signed])
+      .then(([{ url, key }, signedWith]) => {
         if (this.#attempt !== attempt) return;
-        this.#viaPath = key === undefined;
-        const target = this.#targetOf(url, key);
+        this.#viaPath = key === undefined && signedWith === undefined;
+        this.#token = signedWith;
+        const target = this.#targetOf(url, key, signedWith?.token);
         this.#link =
           this.#transport === "ws"
             ? openRealtimeWs(target, events, this.#WebSocket!)
@@ -278,33 +421,44 @@ export class RealtimeConnection {
    *   with its `since`, so that one refused name does not refuse the rest.
    * - A client path: its own channels and patterns come from its token, so the query carries only
    *   `since.<name>` (and v1's `since` / `lastEventId` for a one-channel path).
+   * - SSE with a signed token: `?token=`, and every subscription in the query, a pattern that
+   *   resumes with its `since.<pattern>` (the service answers it with a `reset`), since nothing
+   *   can be asked for after `ready` (see `#reopensToChange`). A WebSocket sends the token in its
+   *   first frame, and asks for every subscription after `ready`, as with a key.
    */
-  #targetOf(url: string, key: string | undefined): RealtimeTarget {
+  #targetOf(url: string, key: string | undefined, token: ClientToken | undefined): RealtimeTarget {
     const target = new URL(url);
     const query = target.searchParams;
-    const viaPath = key === undefined;
+    const viaPath = key === undefined && token === undefined;
     this.#queriedUnconfirmed = false;
+    this.#queried.clear();
+    if (this.#transport === "sse" && token !== undefined) query.set("token", token);
     for (const sub of this.#subs.values()) {
       const text = describe(sub.name);
       if (viaPath) {
         if (sub.lastId !== undefined) query.set(`since.${text}`, sub.lastId);
         continue;
       }
-      if (this.#transport !== "sse" || (this.#queryConfirmedOnly && !sub.confirmed)) continue;
+      if (this.#transport !== "sse") continue;
+      if (!this.#reopensToChange && this.#queryConfirmedOnly && !sub.confirmed) continue;
       if (sub.name.channel !== undefined) {
         query.append("channel", text);
         if (sub.lastId !== undefined) query.set(`since.${text}`, sub.lastId);
       } else if (sub.lastId === undefined) {
         query.append("pattern", text);
+      } else if (this.#reopensToChange) {
+        query.append("pattern", text);
+        query.set(`since.${text}`, sub.lastId);
       } else {
         continue;
       }
+      this.#queried.add(sub);
       if (!sub.confirmed) this.#queriedUnconfirmed = true;
     }
     const only = this.#subs.size === 1 ? this.#subs.values().next().value : undefined;
     if (viaPath && this.#v1 && only?.lastId !== undefined)
       query.set(this.#transport === "ws" ? "since" : "lastEventId", only.lastId);
-    return { url: target.href, key, changes: changesOf(target, key), idleTimeoutMs: this.#idleTimeoutMs };
+    return { url: target.href, key, token, changes: changesOf(target, key), idleTimeoutMs: this.#idleTimeoutMs };
   }
 
   /** The events of one attempt: ignored once it is not the current one. */
@@ -321,6 +475,8 @@ export class RealtimeConnection {
       unsubscribed: ifCurrent((frame) => this.#onUnsubscribed(frame)),
       reset: ifCurrent((reset) => this.#onReset(reset)),
       refused: ifCurrent((ref, error) => this.#onRefused(ref, error)),
+      published: ifCurrent((ref, id) => this.#onPublished(ref, id)),
+      refreshed: ifCurrent((ref) => this.#onRefreshed(ref)),
       end: ifCurrent((error) => this.#onEnd(error)),
     };
   }
@@ -352,17 +508,30 @@ export class RealtimeConnection {
         this.#unclaimed.set(key, info);
       } else {
         // Asked for in the query, unsubscribed before the connection was ready.
-        this.#link?.unsubscribe(this.#nextRef++, nameOf(info));
+        this.#stopOnLink(nameOf(info));
       }
     }
     // Those the query did not carry, or the service did not take from it (it then says why).
     for (const sub of this.#subs.values()) if (!sub.onLink) this.#ask(sub);
+    // Then what was published while it was not open: a connection's requests are carried out in
+    // order, so its own subscriptions are in place before its first publication.
+    for (const publish of this.#queued.splice(0)) {
+      if (this.#v1 || this.#link?.publish === undefined) publish.reject(v1CannotPublish());
+      else this.#send(publish);
+    }
+    this.#armRefresh();
     this.#setState("open");
     tell(this.#options.onReady, { type: "ready", clientId: ready.clientId, subscriptions: listed });
     for (const [sub, info] of started) if (sub.state === "live") tell(sub.options.onSubscribed, info);
   }
 
+  /** Asks the service for a subscription on the open connection (SSE with a token: reopens it, see `#reopenSoon`). */
   #ask(sub: Sub): void {
+    if (this.#reopensToChange) {
+      // One the query carried and `ready` did not list waits for the next reopen: no loop of reopens.
+      if (!this.#queried.has(sub)) this.#reopenSoon();
+      return;
+    }
     const ref = this.#nextRef++;
     sub.ref = ref;
     sub.onLink = true;
@@ -409,6 +578,12 @@ export class RealtimeConnection {
   }
 
   #onRefused(ref: number, error: PlateClientError): void {
+    const publish = this.#inflight.get(ref);
+    if (publish !== undefined) {
+      this.#inflight.delete(ref);
+      return publish.reject(error);
+    }
+    if (this.#refreshing?.ref === ref) return this.#refreshFailed(error);
     const sub = this.#asked.get(ref);
     this.#asked.delete(ref);
     if (sub === undefined || sub.ref !== ref || sub.state === "closed") return;
@@ -458,18 +633,63 @@ export class RealtimeConnection {
     tell(this.#options.onMessage, envelope, delivered);
   }
 
-  #onEnd(error: PlateClientError): void {
+  #onEnd(ended: PlateClientError): void {
     // A stream refused over its query (one name the key may not use, or not a name at all)
     // refuses every subscription with it: the next try carries only those the service took
     // before, and asks for the others one by one after `ready`, so that only the culprit is refused.
-    const overQuery = this.#queriedUnconfirmed && QUERY_REFUSALS.has(error.code);
+    const refusedOverQuery = QUERY_REFUSALS.has(ended.code) && this.#queried.size > 0;
+    const overQuery = this.#queriedUnconfirmed && refusedOverQuery;
+    const queried = [...this.#queried];
     this.#queriedUnconfirmed = false;
-    if (overQuery) this.#queryConfirmedOnly = true;
+    if (overQuery && !this.#reopensToChange) this.#queryConfirmedOnly = true;
+    this.#dropAttempt();
+    if (refusedOverQuery && this.#reopensToChange) {
+      // With a signed token on SSE nothing can be asked for one by one: those the service never
+      // confirmed end with the refusal (every one, when it had confirmed each before: a refreshed
+      // token allows fewer), and the stream opens again with the others.
+      for (const sub of overQuery ? queried.filter((s) => !s.confirmed) : queried) {
+        if (sub.state === "closed") continue;
+        this.#forget(sub);
+        tell(sub.options.onError, ended);
+      }
+      this.#timer = setTimeout(() => this.#connect());
+      return;
+    }
+    if (overQuery) {
+      this.#timer = setTimeout(() => this.#connect());
+      return;
+    }
+    // With a token provider, an expired token is one more reason to reconnect (with a fresh one).
+    const error =
+      ended.code === "token_expired" && this.#tokenProvider !== undefined
+        ? new PlateClientError(ended.code, ended.message, { ...ended.details, retryable: true })
+        : ended;
+    tell(this.#options.onError, error);
+    if (this.#closed) return; // closed by the callback
+    if (!error.retryable || this.#reconnect === undefined) return this.#shut(error);
+    this.#setState("reconnecting");
+    this.#timer = setTimeout(
+      () => this.#connect(),
+      reconnectDelay(this.#reconnect, this.#failures++, error.details.retryAfterMs),
+    );
+  }
+
+  /**
+   * Forgets the current attempt: its link, its requests, its token's refresh, and where each
+   * subscription stood on it (each is pending again). Publishes it sent and the service did not
+   * answer reject with `network_error`: the service may or may not have published them, and
+   * sending them again could publish them twice.
+   */
+  #dropAttempt(): void {
     this.#attempt = undefined;
     this.#link = undefined;
     this.#clientId = undefined;
     this.#asked.clear();
     this.#unclaimed.clear();
+    this.#queried.clear();
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
+    this.#refreshing = undefined;
     for (const sub of this.#subs.values()) {
       clearTimeout(sub.retry);
       sub.retry = undefined;
@@ -478,17 +698,120 @@ export class RealtimeConnection {
       sub.startPosition = undefined;
       sub.state = "pending";
     }
-    if (overQuery) {
-      this.#timer = setTimeout(() => this.#connect());
-      return;
+    for (const publish of this.#inflight.values()) {
+      publish.reject(
+        new PlateClientError(
+          "network_error",
+          "The connection dropped before the service answered: the message may or may not have been published.",
+        ),
+      );
     }
-    tell(this.#options.onError, error);
-    if (this.#closed) return; // closed by the callback
-    if (!error.retryable || this.#reconnect === undefined) return this.#shut();
+    this.#inflight.clear();
+  }
+
+  /**
+   * Ends the current attempt on purpose and starts the next one at once (SSE with a signed token:
+   * a fresh token, or a subscription asked for), each subscription resuming after its last id.
+   */
+  #reopen(token: { readonly token: ClientToken; readonly at: number } | undefined): void {
+    this.#link?.close();
+    this.#dropAttempt();
     this.#setState("reconnecting");
-    this.#timer = setTimeout(
-      () => this.#connect(),
-      reconnectDelay(this.#reconnect, this.#failures++, error.details.retryAfterMs),
+    this.#connect(token);
+  }
+
+  /**
+   * On SSE with a signed token, a subscription asked for while the stream is open opens it again
+   * with the current token, its query carrying every subscription; those asked for in one turn
+   * share one reopen. (Not open: the next attempt's query carries it.)
+   */
+  #reopenSoon(): void {
+    if (this.#reopenDue) return;
+    this.#reopenDue = true;
+    queueMicrotask(() => {
+      this.#reopenDue = false;
+      if (!this.#closed && this.#clientId !== undefined) this.#reopen(this.#token);
+    });
+  }
+
+  /**
+   * Tells the service to stop a subscription of the open connection. An SSE stream opened with a
+   * signed token takes no change: what it still delivers of it is handed to no one, until the
+   * next reopen leaves it out.
+   */
+  #stopOnLink(name: SubscriptionName): void {
+    if (this.#clientId !== undefined && !this.#reopensToChange) this.#link?.unsubscribe(this.#nextRef++, name);
+  }
+
+  #send(publish: Publish): void {
+    const ref = this.#nextRef++;
+    this.#inflight.set(ref, publish);
+    this.#link!.publish!(ref, publish.request);
+  }
+
+  #onPublished(ref: number, id: string): void {
+    const publish = this.#inflight.get(ref);
+    this.#inflight.delete(ref);
+    publish?.resolve({ id });
+  }
+
+  /** With a signed token: a refresh timed before it expires (see `refreshDelayMs`), once the connection is open. */
+  #armRefresh(): void {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
+    if (this.#tokenProvider === undefined || this.#token === undefined) return;
+    const delay = refreshDelayMs(this.#token.token, this.#token.at, Date.now());
+    // No readable expiry: the service's token_expired will say when to reconnect with a fresh one.
+    if (delay !== undefined) this.#refreshTimer = setTimeout(() => this.#refresh(), delay);
+  }
+
+  /**
+   * Asks the provider for a fresh token and hands it to the open connection: a WebSocket takes it
+   * in a frame and keeps every subscription; an SSE stream is opened again with it.
+   */
+  #refresh(): void {
+    this.#refreshTimer = undefined;
+    const attempt = this.#attempt;
+    const current = () => this.#attempt === attempt && this.#clientId !== undefined && !this.#closed;
+    provideToken(this.#tokenProvider!).then(
+      (token) => {
+        // Dropped meanwhile: the next attempt asks for a token of its own.
+        if (!current()) return;
+        const at = Date.now();
+        const refresh = this.#link?.refresh;
+        if (refresh === undefined) return this.#reopen({ token, at });
+        const ref = this.#nextRef++;
+        this.#refreshing = { ref, token, at };
+        refresh(ref, token);
+      },
+      (error: PlateClientError) => {
+        if (current()) this.#refreshFailed(error);
+      },
+    );
+  }
+
+  #onRefreshed(ref: number): void {
+    const refreshing = this.#refreshing;
+    if (refreshing?.ref !== ref) return;
+    this.#refreshing = undefined;
+    this.#refreshFailures = 0;
+    this.#token = { token: refreshing.token, at: refreshing.at };
+    this.#armRefresh();
+  }
+
+  /**
+   * A refresh the provider or the service refused: told, and tried again after a backoff. The
+   * current token holds until it expires; should none succeed by then, the service's
+   * `token_expired` makes the connection reconnect with a fresh one.
+   */
+  #refreshFailed(failed: PlateClientError): void {
+    this.#refreshing = undefined;
+    const error = new PlateClientError(failed.code, failed.message, { ...failed.details, retryable: true });
+    tell(this.#options.onError, error);
+    const policy = this.#reconnect ?? reconnectPolicy(undefined)!;
+    this.#refreshTimer = setTimeout(
+      () => this.#refresh(),
+      reconnectDelay(policy, this.#refreshFailures++, failed.details.retryAfterMs),
     );
   }
 
@@ -497,7 +820,7 @@ export class RealtimeConnection {
     if (sub.state === "closed") return;
     const onLink = sub.onLink;
     this.#forget(sub);
-    if (onLink && this.#clientId !== undefined) this.#link?.unsubscribe(this.#nextRef++, sub.name);
+    if (onLink) this.#stopOnLink(sub.name);
   }
 
   /** Takes a subscription out: closed, nothing more delivered or asked. */
@@ -512,14 +835,32 @@ export class RealtimeConnection {
     sub.state = "closed";
   }
 
-  #shut(): void {
+  /** Closes everything: `error` is the final error that ends it, undefined for `close()`. */
+  #shut(error: PlateClientError | undefined): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
     this.#link?.close();
     this.#link = undefined;
     this.#clientId = undefined;
     for (const sub of [...this.#subs.values()]) this.#forget(sub);
     this.#unclaimed.clear();
+    for (const publish of this.#queued.splice(0)) {
+      publish.reject(
+        error ?? new PlateClientError("connection_closed", "The connection was closed: the message was not published."),
+      );
+    }
+    for (const publish of this.#inflight.values()) {
+      publish.reject(
+        error ??
+          new PlateClientError(
+            "connection_closed",
+            "The connection was closed before the service answered: the message may or may not have been published.",
+          ),
+      );
+    }
+    this.#inflight.clear();
     this.#setState("closed");
   }
 }
@@ -557,14 +898,30 @@ class Sub implements RealtimeSubscription {
     return typeof wanted === "string" ? envelope.event === wanted : envelope.event !== undefined && wanted.includes(envelope.event);
   }
 
-  /** What a (re)subscribe asks for: its name, and the last id it delivered. */
+  /** What a (re)subscribe asks for: its name, the last id it delivered, and `self: false` if so. */
   request(): SubscriptionRequest {
-    return this.lastId === undefined ? this.name : { ...this.name, since: this.lastId };
+    const self = this.options.self === false ? { self: false as const } : {};
+    return this.lastId === undefined ? { ...this.name, ...self } : { ...this.name, since: this.lastId, ...self };
   }
 
   unsubscribe(): void {
     this.release(this);
   }
+}
+
+/** A publish of the connection, until the service answers it. */
+interface Publish {
+  readonly request: PublishRequest;
+  readonly resolve: (published: RealtimePublished) => void;
+  readonly reject: (error: PlateClientError) => void;
+}
+
+function v1CannotPublish(): PlateClientError {
+  return new PlateClientError(
+    "bad_request",
+    "A client path minted for one channel opens a v1 connection, which cannot publish: " +
+      "mint it with channels, or use a signed token.",
+  );
 }
 
 /**

@@ -7,9 +7,24 @@ export interface Envelope<T = unknown> {
   readonly channel: string;
   /** The event name its publisher gave, if any. */
   readonly event?: string;
+  /** Who published it, when a client did so from its realtime connection (absent for an HTTP publish). */
+  readonly from?: Sender;
   readonly message: T;
   /** ISO 8601, when the service accepted it. */
   readonly timestamp: string;
+}
+
+/** The client that published a message from its realtime connection (route 12 of the spec). */
+export interface Sender {
+  /** The publishing connection's `clientId` (its `ready` names it). */
+  readonly clientId: string;
+  /** The `sub` of the signed token the connection was opened with; absent for an API key. */
+  readonly user?: string;
+}
+
+/** What a realtime connection's `publish` answers: the message's id. */
+export interface RealtimePublished {
+  readonly id: string;
 }
 
 /** Sent once a subscription is live, after every (re)connect. */
@@ -86,7 +101,8 @@ export type RealtimeReset = { readonly type: "reset"; readonly reason: ResetReas
 
 /**
  * Where a realtime connection is: `connecting` (first try), `open` (ready received),
- * `reconnecting` (waiting for the next try after a drop), `closed` (closed, or a final error).
+ * `reconnecting` (waiting for the next try after a drop; or an SSE stream opened with a signed
+ * token opening again, with a fresh token or a new subscription), `closed` (closed, or a final error).
  */
 export type ConnectionState = SubscriptionState;
 
