@@ -153,4 +153,29 @@ describe("route 9 with a signed client token", () => {
     const refused = await fetch(`${t.url}/acme/realtime?token=${await byOther({ channels: ["x"] })}`);
     expect([refused.status, ((await refused.json()) as { error: { code: string } }).error.code]).toEqual([401, "invalid_token"]);
   });
+
+  it("changes an SSE stream opened with ?token= through route 9's POST with a token of the same user; refuses another user's and a topic neither allows", async () => {
+    const jwt = await token({ channels: ["room.1", "room.2"] });
+    const stream = await SseClient.open(`${t.url}/acme/realtime?token=${jwt}&channel=room.1`);
+    clients.push(stream);
+    const { clientId } = await stream.waitFor("ready");
+    const change = async (credential: string, body: unknown) => {
+      const res = await fetch(`${t.url}/acme/realtime/${clientId}`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${credential}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    // A fresh token of the same user works (a client refreshing its token changes with the new one).
+    const ok = await change(await token({ channels: ["room.1", "room.2"] }), { subscribe: [{ channel: "room.2" }], unsubscribe: [{ channel: "room.1" }] });
+    expect([ok.status, ok.body.data.subscriptions.map((s: { channel: string }) => s.channel)]).toEqual([200, ["room.2"]]);
+    const bob = await new SignJWT({ sub: "bob", channels: ["room.1", "room.2"] }).setProtectedHeader({ alg: "HS256", kid }).setExpirationTime("1m").sign(secret);
+    expect((await change(bob, { subscribe: [{ channel: "room.1" }] })).body.error.code).toBe("forbidden");
+    expect((await change(await token({ channels: ["room.3"] }), { subscribe: [{ channel: "room.3" }] })).body.error.code).toBe("forbidden");
+    expect((await change(await token({ channels: ["secret"] }), { subscribe: [{ channel: "other" }] })).status).toBe(403);
+    await publish(t.url, "acme", "room.1", "gone");
+    await publish(t.url, "acme", "room.2", "here");
+    expect((await stream.waitForMessages(1)).map((m) => m.message)).toEqual(["here"]);
+  });
 });

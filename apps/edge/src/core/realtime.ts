@@ -32,10 +32,15 @@ export interface Change {
 
 /**
  * Who asks for a change through route 9's POST: a key of the plate that the node receiving the
- * POST authenticated and found allowed to subscribe to every topic asked for (`vouched`), or the
- * client token of the path the stream was opened with (its hash: the stream's node compares it).
+ * POST authenticated and found allowed to subscribe to every topic asked for (`vouched`); a signed
+ * client token that node verified and found allowing them, of the user (`sub`) whose token the
+ * stream holds (`user`); or the client token of the path the stream was opened with (its hash:
+ * the stream's node compares it).
  */
-export type Asker = { readonly kind: "vouched" } | { readonly kind: "token"; readonly tokenHash: string };
+export type Asker =
+  | { readonly kind: "vouched" }
+  | { readonly kind: "user"; readonly sub: string }
+  | { readonly kind: "token"; readonly tokenHash: string };
 
 /** Settings of realtime connections (see config.ts). */
 export interface RealtimeLimits {
@@ -313,6 +318,13 @@ export class Realtime {
       }
       for (const asked of change.subscribe) live.grant.subscribe(topicOf(conn, asked));
     }
+    if (asker.kind === "user") {
+      if (live.claims === undefined || live.claims.sub !== asker.sub) {
+        throw new PlateError("forbidden", "This stream holds no signed token of that user; use its own user's token, or a key with scope subscribe.");
+      }
+      // The stream's own token must allow them too (it is what a refresh would check).
+      for (const asked of change.subscribe) live.grant.subscribe(topicOf(conn, asked));
+    }
     return this.#inLine(live, async () => {
       for (const name of change.unsubscribe) {
         if (conn.subscriptions.has(topicKeyOf(conn, name))) this.subscriptions.unsubscribe(conn, name);
@@ -437,7 +449,10 @@ function readNote(payload: string): Note | undefined {
     return undefined;
   }
   const asker = note.asker as Asker | undefined;
-  if (change === undefined || asker === undefined || (asker.kind !== "vouched" && (asker.kind !== "token" || typeof asker.tokenHash !== "string"))) {
+  const askerValid =
+    asker !== undefined &&
+    (asker.kind === "vouched" || (asker.kind === "token" && typeof asker.tokenHash === "string") || (asker.kind === "user" && typeof asker.sub === "string"));
+  if (change === undefined || !askerValid) {
     return undefined;
   }
   return { t: "change", id: note.id, from: note.from, plateId: note.plateId, clientId: note.clientId, asker, change };

@@ -6,7 +6,8 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
 import type { PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
-import { keyGrant } from "../core/grants.js";
+import { claimsGrant, keyGrant } from "../core/grants.js";
+import { looksSigned } from "../core/signed-tokens.js";
 import { openWithClientToken, realtimeCredential } from "../core/openings.js";
 import type { Opening } from "../core/openings.js";
 import { hashToken, readChange } from "../core/realtime.js";
@@ -177,10 +178,18 @@ export function createApp(services: Services): Hono<AppEnv> {
 
 /**
  * Who asks for a change: a key of the plate allowed to subscribe to every topic asked for (checked
- * here), or else a credential with a client token's shape, which the stream's node compares with
- * the token the stream was opened with.
+ * here); a signed client token (route 11) that allows them (checked here), whose user the stream's
+ * node compares with the user of the token the stream holds; or else a credential with a client
+ * token's shape, which the stream's node compares with the token the stream was opened with.
  */
 async function changeAsker(services: Services, plateId: PlateId, header: string | undefined, change: Change): Promise<Asker> {
+  const bearer = parseAuthorization(header);
+  if (bearer !== undefined && looksSigned(bearer)) {
+    const claims = await services.signedTokens.verify(plateId, bearer);
+    const grant = claimsGrant(claims);
+    for (const asked of change.subscribe) grant.subscribe(topicOf({ plateId }, asked));
+    return { kind: "user", sub: claims.sub };
+  }
   let key: KeyRecord;
   try {
     key = await services.tenancy.authenticate(plateId, header);
