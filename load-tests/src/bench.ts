@@ -9,6 +9,8 @@
  *   node load-tests/dist/bench.js --quick --runs 1 --targets plate-embedded   (a smoke run)
  *   node load-tests/dist/bench.js --runs 1 --targets plate-embedded --workloads w2-ramp --profile /tmp/prof
  *     (each Plate node writes a .cpuprofile into /tmp/prof when it stops)
+ *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w3,w5
+ *     (publish over HTTP beside publish over route 9's WebSocket; Plate only)
  *   node load-tests/dist/bench.js --targets plate-embedded,plate-redis --plate-env HISTORY_COUNT=0 ...
  *     (settings for every Plate node; compare two runs with load-tests/dist/compare.js)
  */
@@ -26,7 +28,7 @@ import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
 import { nchanTarget, plateTarget } from "./targets.js";
 import type { Target } from "./targets.js";
-import { ROWS, fmt, median, ratio } from "./table.js";
+import { ROWS, fmt, median, publishTable, ratio } from "./table.js";
 import type { Report, Row } from "./table.js";
 import { runFanout } from "./workload.js";
 import type { FanoutWorkload } from "./workload.js";
@@ -40,7 +42,7 @@ const HARNESS_CPU = 1;
 
 const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis"] as const;
 type TargetName = (typeof TARGETS)[number];
-const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4"] as const;
+const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4", "w5"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Workload sizes: the issue's, or small ones for a smoke run (`--quick`). */
@@ -59,6 +61,7 @@ function sizes(quick: boolean) {
     w2RampStart: 500,
     w3Publishers: 64,
     w3DurationMs: quick ? 3000 : 10_000,
+    w5Publishers: quick ? 200 : 1000,
     w4Connections: quick ? 1000 : 10_000,
     eagerSubscribers: 50,
     pacedPublishers: 32,
@@ -129,8 +132,9 @@ async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, qu
   const s = sizes(quick);
   const out: Report[] = [];
   for (const transport of ["sse", "ws"] as const) {
-    // Publish throughput does not depend on the subscriber's transport: W3 is measured once, over WS.
-    if (name === "w3" && transport === "sse") continue;
+    // Publish throughput does not depend on the subscriber's transport: W3 and W5 are measured
+    // once, with a WebSocket subscriber.
+    if ((name === "w3" || name === "w5") && transport === "sse") continue;
     const running = await fresh();
     const target = running.target;
     const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
@@ -154,6 +158,11 @@ async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, qu
           break;
         case "w4":
           out.push(await runIdle(target, transport, s.w4Connections));
+          break;
+        case "w5":
+          // W3's duration and single subscriber; publishers are route 9 WebSockets, one publish
+          // in flight each (the server carries out a connection's requests one at a time).
+          out.push(await fanout({ name: "W5", channels: 1, subscribersPerChannel: 1, publishers: s.w5Publishers, publishVia: "ws", mode: { kind: "max", durationMs: s.w3DurationMs } }));
           break;
       }
     } finally {
@@ -181,7 +190,8 @@ function markdown(results: Map<TargetName, Report[][]>, command: string, runs: n
     const nm = cell("nchan", row);
     const pr = cell("plate-redis", row);
     const nr = cell("nchan-redis", row);
-    lines.push(`| ${row.label} | ${row.unit} | ${fmt(pe)} | ${fmt(nm)} | ${ratio(pe, nm)} | ${fmt(pr)} | ${fmt(nr)} | ${ratio(pr, nr)} | ${row.target} |`);
+    const nchan = (v: number | undefined) => row.nchan ?? fmt(v);
+    lines.push(`| ${row.label} | ${row.unit} | ${fmt(pe)} | ${nchan(nm)} | ${ratio(pe, nm)} | ${fmt(pr)} | ${nchan(nr)} | ${ratio(pr, nr)} | ${row.target} |`);
   }
   lines.push(
     "",
@@ -189,6 +199,7 @@ function markdown(results: Map<TargetName, Report[][]>, command: string, runs: n
     "A ramp step is sustained when its p99 latency is at most 100 ms, nothing was lost, no publish failed and the publishers achieved 95% of its rate.",
     "Every run's full report (each step, loss, duplicates, reordering, latency percentiles, server and harness CPU) is in the JSON lines file next to this table's command output.",
     "",
+    ...publishTable(results),
   );
   return lines.join("\n");
 }
@@ -224,6 +235,10 @@ async function main(): Promise<void> {
     for (const name of targets) {
       const reports: Report[] = [];
       for (const workload of workloads) {
+        if (workload === "w5" && !name.startsWith("plate")) {
+          process.stdout.write(`run ${run} ${name} W5: skipped (the harness publishes to Nchan over HTTP only)\n`);
+          continue;
+        }
         for (const report of await runWorkload(workload, () => start(name), values.quick)) {
           reports.push(report);
           appendFileSync(values.jsonl, JSON.stringify({ run, ...report }) + "\n");
@@ -251,7 +266,8 @@ function summaryLine(report: Report, run: number): string {
   }
   const b = report.best;
   const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
-  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}%, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+  const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}%, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
 }
 
 main().catch((err: unknown) => {

@@ -1,5 +1,7 @@
 import { connect } from "node:net";
 import type { Socket } from "node:net";
+import { ACCEPTED, CONNECTION_CLOSED } from "./publisher.js";
+import type { Publisher } from "./publisher.js";
 import type { Target } from "./targets.js";
 
 /**
@@ -7,7 +9,7 @@ import type { Target } from "./targets.js";
  * Node's `http` client costs several times more CPU per request, and the harness must not be the
  * bottleneck. Parses just the status line and the body length (Content-Length or chunked).
  */
-export class HttpPublisher {
+export class HttpPublisher implements Publisher {
   #socket: Socket | undefined;
   #buffer = "";
   #done: ((status: number) => void) | undefined;
@@ -36,6 +38,13 @@ export class HttpPublisher {
         "latin1",
       );
     });
+  }
+
+  /** Sends one publish; resolves with `ACCEPTED` for a 2xx, else `http_<status>` or `CONNECTION_CLOSED`. */
+  async publish(channel: string, payload: string): Promise<string> {
+    const status = await this.send(channel, payload);
+    if (status >= 200 && status < 300) return ACCEPTED;
+    return status === 0 ? CONNECTION_CLOSED : `http_${status}`;
   }
 
   close(): void {

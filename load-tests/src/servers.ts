@@ -75,6 +75,9 @@ export async function startPlate(options: PlateBenchOptions): Promise<Started> {
       // The harness does not answer pings; neither server pings during a benchmark.
       HEARTBEAT_MS: "300000",
       PUBLISH_RATE_PER_S: "0",
+      // W5's clients publish over route 9 as fast as answers come.
+      CLIENT_PUBLISH_RATE_PER_S: "0",
+      CLIENT_PUBLISH_PLATE_RATE_PER_S: "0",
       MAX_CONNECTIONS_PER_PLATE: "0",
       // Thousands of subscribers connect at once from 16 loopback addresses.
       MAX_PENDING_CONNECTIONS: "0",

@@ -46,12 +46,20 @@ export class Step {
   accepted = 0;
   /** Publishes refused or failed. */
   failed = 0;
+  /** Those publishes by why (`Publisher.publish`'s answer: an error code, `http_429`, ...). */
+  readonly failures = new Map<string, number>();
   /** Deliveries of distinct messages to subscribers. */
   delivered = 0;
   duplicates = 0;
   /** Deliveries that came after a later message of the same publisher and channel. */
   reordered = 0;
   readonly latencies = new Latencies();
+
+  /** Counts one publish that was not accepted, and why. */
+  refused(why: string): void {
+    this.failed += 1;
+    this.failures.set(why, (this.failures.get(why) ?? 0) + 1);
+  }
 
   constructor(
     readonly index: number,

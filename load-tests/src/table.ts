@@ -12,10 +12,12 @@ export interface Row {
   /** `lower` when smaller is better (latency, memory). */
   readonly better: "higher" | "lower";
   readonly target: string;
+  /** What the Nchan columns say instead of a figure, where Nchan is not measured. */
+  readonly nchan?: string;
   readonly pick: (reports: readonly Report[]) => number | undefined;
 }
 
-function fanoutOf(reports: readonly Report[], workload: string, transport: Transport): FanoutReport | undefined {
+export function fanoutOf(reports: readonly Report[], workload: string, transport: Transport): FanoutReport | undefined {
   return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
 }
 
@@ -30,6 +32,8 @@ export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
   { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
   { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
+  { label: "W5 publish msg/s over route 9's WebSocket, 1,000 clients", unit: "/s", better: "higher", target: "—", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.publishedPerS },
+  { label: "W5 messages lost", unit: "", better: "lower", target: "0", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.lost },
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "—", pick: (r) => idleOf(r, t)?.kbPerConnection })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, at rest (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => idleOf(r, t)?.kbPerConnectionAtRest })),
 ];
@@ -50,3 +54,43 @@ export function ratio(plate: number | undefined, nchan: number | undefined): str
   return `${(plate / nchan).toFixed(2)}×`;
 }
 
+
+/** The publish workloads compared line by line: W3 over HTTP, W5 over route 9's WebSocket. */
+const PUBLISH_WORKLOADS = [
+  { workload: "W3", how: "HTTP POST, keep-alive" },
+  { workload: "W5", how: "route 9 WebSocket `publish` frames" },
+] as const;
+
+/**
+ * W3 and W5 of every target that ran them, one line each: medians over the runs of accepted
+ * publishes/s, deliveries/s, latency (publish sent → subscriber received), loss, server and
+ * harness CPU; failed publishes by why, summed over the runs. No lines when neither ran.
+ */
+export function publishTable(results: ReadonlyMap<string, readonly (readonly Report[])[]>): string[] {
+  const lines: string[] = [];
+  for (const { workload, how } of PUBLISH_WORKLOADS) {
+    for (const [target, runs] of results) {
+      const reports = runs.map((run) => fanoutOf(run, workload, "ws")).filter((r): r is FanoutReport => r?.steps[0] !== undefined);
+      if (reports.length === 0) continue;
+      const steps = reports.map((r) => r.steps[0]!);
+      const m = (values: number[]) => fmt(median(values));
+      const failures = new Map<string, number>();
+      for (const step of steps) for (const [why, n] of Object.entries(step.publishFailures ?? {})) failures.set(why, (failures.get(why) ?? 0) + n);
+      lines.push(
+        `| ${workload} | ${how} | ${reports[0]!.publishers} | ${target} | ${m(steps.map((s) => s.publishedPerS))} | ${m(steps.map((s) => s.deliveredPerS))} | ` +
+          `${m(steps.map((s) => s.latencyMs.p50))} | ${m(steps.map((s) => s.latencyMs.p99))} | ${m(steps.map((s) => s.lost))} | ` +
+          `${m(reports.map((r) => r.serverCpuPct))} | ${m(reports.map((r) => r.harnessCpuPct))} | ` +
+          `${failures.size === 0 ? "none" : [...failures].map(([why, n]) => `${why} ${fmt(n)}`).join(", ")} |`,
+      );
+    }
+  }
+  if (lines.length === 0) return [];
+  return [
+    "Publish over HTTP (W3) and over route 9's WebSocket (W5). Nchan has no W5 line: its publisher location can take WebSocket frames too, but this harness configures and speaks only its HTTP publish. Medians of the runs; failed publishes summed over them.",
+    "",
+    "| workload | publishes by | publishers | target | accepted msg/s | delivered/s | p50 ms | p99 ms | lost | server CPU % | harness CPU % | failed publishes |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...lines,
+    "",
+  ];
+}

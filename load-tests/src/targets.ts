@@ -18,6 +18,11 @@ export interface Target {
   sse(channel: string): { path: string; headers: string };
   /** Path and extra headers of a WebSocket subscription to `channel`. */
   ws(channel: string): { path: string; headers: string };
+  /**
+   * Path and headers of a WebSocket that publishes with Plate's `publish` frames, each answered
+   * (route 9, `GET /{plateId}/realtime`, `WsPublisher`); undefined for a server without it.
+   */
+  readonly wsPublish: { path: string; headers: string } | undefined;
 }
 
 /** Plate: publish with a JSON body and a key; subscribe with the same key. */
@@ -42,6 +47,8 @@ export function plateTarget(options: {
     }),
     sse: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/subscribe`, headers: auth }),
     ws: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/ws`, headers: auth }),
+    // The bootstrap key has every scope, publish among them: it may publish anywhere in its plate.
+    wsPublish: { path: `/${options.plate}/realtime`, headers: auth },
   };
 }
 
@@ -60,5 +67,8 @@ export function nchanTarget(options: { name: string; port: number; pids: readonl
     }),
     sse: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
     ws: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
+    // Nchan's publisher location can take WebSocket frames too (`nchan_publisher websocket`,
+    // each answered with the channel's info); this configuration publishes over HTTP only.
+    wsPublish: undefined,
   };
 }

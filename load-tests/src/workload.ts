@@ -1,11 +1,14 @@
 import { readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
 import { encodePayload } from "./payload.js";
+import { ACCEPTED } from "./publisher.js";
+import type { Publisher } from "./publisher.js";
 import { RunStats, WARMUP_PUBLISHER } from "./stats.js";
 import type { DeliveryTracker, LatencySummary, Step } from "./stats.js";
 import { Subscriber } from "./subscriber.js";
 import type { Transport } from "./subscriber.js";
 import type { Target } from "./targets.js";
+import { WsPublisher } from "./ws-publisher.js";
 
 /** Loopback source addresses the sockets are spread over (127.0.0.2 on), against port exhaustion. */
 const SOURCE_ADDRESSES = 16;
@@ -50,10 +53,14 @@ export interface FanoutWorkload {
   readonly subscribersPerChannel: number;
   /** Subscribers that read eagerly and report latency; the rest read in batches. */
   readonly eagerSubscribers: number;
-  /** Keep-alive publisher connections. */
+  /** Publisher connections, one request in flight each. */
   readonly publishers: number;
+  /** How they publish: keep-alive HTTP (the default), or `publish` frames on route 9's WebSocket. */
+  readonly publishVia?: PublishVia;
   readonly mode: PublishMode;
 }
+
+export type PublishVia = "http" | "ws";
 
 /** One step's outcome, as reported. */
 export interface StepReport {
@@ -61,6 +68,8 @@ export interface StepReport {
   readonly seconds: number;
   readonly published: number;
   readonly publishFailed: number;
+  /** The failed publishes by why: the server's error code, `http_<status>`, `connection_closed`. */
+  readonly publishFailures: Readonly<Record<string, number>>;
   readonly publishedPerS: number;
   readonly expected: number;
   readonly delivered: number;
@@ -79,6 +88,7 @@ export interface FanoutReport {
   readonly channels: number;
   readonly subscribers: number;
   readonly publishers: number;
+  readonly publishVia: PublishVia;
   readonly mode: PublishMode["kind"];
   readonly steps: readonly StepReport[];
   /** Ramp: the highest sustained step (p99 ≤ 100 ms, no loss, rate achieved). */
@@ -132,7 +142,7 @@ export function processCpuSeconds(pids: readonly number[]): number {
   return ticks / 100;
 }
 
-/** Runs a fan-out workload (W1, W2, W3) and reports it. */
+/** Runs a fan-out workload (W1, W2, W3, W5) and reports it. */
 export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport> {
   const { target } = workload;
   const stats = new RunStats();
@@ -148,7 +158,11 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     }),
   );
   const drainer = startDrainer(subscribers.filter((s) => !s.eager));
-  const publishers = Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
+  const publishVia = workload.publishVia ?? "http";
+  const publishers: Publisher[] =
+    publishVia === "ws"
+      ? await inBatches(workload.publishers, OPEN_CONCURRENCY, () => WsPublisher.open(target, sourceAddress()))
+      : Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
   const unwarmed = await warmUp(publishers[0]!, channels, trackers);
   const seqs = publishers.map(() => new Int32Array(channels.length));
 
@@ -161,9 +175,9 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     const c = channelCursor;
     channelCursor = (channelCursor + 1) % channels.length;
     const seq = seqs[p]![c]!++;
-    const status = await publishers[p]!.send(channels[c]!, encodePayload(seq, p, performance.now()));
-    if (status >= 200 && status < 300) step.accepted += 1;
-    else step.failed += 1;
+    const outcome = await publishers[p]!.publish(channels[c]!, encodePayload(seq, p, performance.now()));
+    if (outcome === ACCEPTED) step.accepted += 1;
+    else step.refused(outcome);
   };
 
   try {
@@ -190,6 +204,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     channels: workload.channels,
     subscribers: total,
     publishers: workload.publishers,
+    publishVia,
     mode: workload.mode.kind,
     steps,
     best: workload.mode.kind === "ramp" ? sustained[sustained.length - 1] : steps[0],
@@ -207,11 +222,11 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
  * first and then lost the first message for over half of 200 new subscribers. Answers how many
  * subscribers never got one.
  */
-async function warmUp(publisher: HttpPublisher, channels: readonly string[], trackers: readonly DeliveryTracker[]): Promise<number> {
+async function warmUp(publisher: Publisher, channels: readonly string[], trackers: readonly DeliveryTracker[]): Promise<number> {
   const deadline = performance.now() + WARMUP_TIMEOUT_MS;
   let seq = 0;
   while (performance.now() < deadline) {
-    for (const channel of channels) await publisher.send(channel, encodePayload(seq, WARMUP_PUBLISHER, performance.now()));
+    for (const channel of channels) await publisher.publish(channel, encodePayload(seq, WARMUP_PUBLISHER, performance.now()));
     seq += 1;
     await new Promise((r) => setTimeout(r, WARMUP_EVERY_MS));
     if (trackers.every((t) => t.warmed)) return 0;
@@ -258,7 +273,7 @@ async function publishMax(
 /** Sends at a paced rate (fixed, or ramping step by step) over the idle publisher connections. */
 async function publishPaced(
   mode: Extract<PublishMode, { kind: "fixed" | "ramp" }>,
-  publishers: readonly HttpPublisher[],
+  publishers: readonly Publisher[],
   stats: RunStats,
   sendOne: (p: number, step: Step) => Promise<void>,
   fanout: number,
@@ -325,6 +340,7 @@ function reportStep(step: Step, stepMs: number, fanout: number): StepReport {
     seconds,
     published,
     publishFailed: step.failed,
+    publishFailures: Object.fromEntries(step.failures),
     publishedPerS,
     expected,
     delivered: step.delivered,
