@@ -14,6 +14,7 @@ import { Fanout } from "./core/fanout.js";
 import { Publisher } from "./core/publisher.js";
 import { Realtime } from "./core/realtime.js";
 import { Rate, RateLimiter } from "./core/rate-limit.js";
+import { PresenceHub } from "./core/presence.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -94,6 +95,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
+  const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log);
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -110,6 +112,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       perConnection: new Rate(config.clientPublishRatePerS, config.clientPublishBurst, "publishes from this connection"),
       perPlate: clientPublishRate,
     },
+    presence,
   );
   await realtime.listen();
   let draining = false;
@@ -125,6 +128,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     connections,
     subscriptions,
     realtime,
+    presence,
     draining: () => draining,
     notReady: () =>
       draining
@@ -252,6 +256,7 @@ async function openBackends(
         newMessageId,
         warn: (message, fields) => log.warn(message, fields),
         onProbeLost: () => metrics.probeLost.inc(),
+        presence: { leaseMs: config.presenceLeaseMs, sweepMs: config.presenceSweepMs },
       }),
     store:
       parts.store ??

@@ -4,7 +4,7 @@ import type { Context, Handler } from "hono";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
-import type { PlateId, Topic } from "@plate/protocol";
+import type { ChannelName, PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { keyGrant } from "../core/grants.js";
 import { openWithClientToken, realtimeCredential } from "../core/openings.js";
@@ -165,6 +165,16 @@ export function createApp(services: Services): Hono<AppEnv> {
       const asker = await changeAsker(services, plateId, c.req.header("authorization"), change);
       const subscriptions = await services.realtime.change(plateId, clientId, asker, change);
       return c.json({ data: { subscriptions } });
+    },
+
+    // 10: the members of a channel, from any node.
+    presence: async (c) => {
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+      const topic = topicParam(plateId, c.req.param("channel") ?? "", false);
+      services.tenancy.authorize(key, "subscribe", topic);
+      const members = await services.presence.members(plateId, topic.channel as ChannelName);
+      return c.body(`{"data":{"members":[${members.join(",")}],"count":${members.length}}}`, 200, { "Content-Type": "application/json" });
     },
   };
   for (const route of ROUTES) {
