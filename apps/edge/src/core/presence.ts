@@ -119,7 +119,7 @@ export class PresenceHub {
       throw new PlateError("payload_too_large", `A presence state is at most ${this.limits.maxStateBytes} bytes of JSON.`);
     }
     let memberships = this.#members.get(conn);
-    if (memberships === undefined) this.#members.set(conn, (memberships = new Map()));
+    if (memberships === undefined) this.#members.set(conn, (memberships = new Map<ChannelName, Membership>()));
     let membership = memberships.get(channel);
     if (membership === undefined || membership.sub !== sub) {
       const created: Membership = { sub, joinedAt: "", live: false };
