@@ -15,6 +15,7 @@ import { Publisher } from "./core/publisher.js";
 import { Realtime } from "./core/realtime.js";
 import { Rate, RateLimiter } from "./core/rate-limit.js";
 import { PresenceHub } from "./core/presence.js";
+import { Occupancy } from "./core/occupancy.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -115,6 +116,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     presence,
   );
   await realtime.listen();
+  const occupancy = new Occupancy(broker, connections, nodeId, config.realtimeChangeTimeoutMs, log);
+  await occupancy.listen();
   let draining = false;
   const services: Services = {
     config,
@@ -129,6 +132,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     subscriptions,
     realtime,
     presence,
+    occupancy,
     draining: () => draining,
     notReady: () =>
       draining
@@ -209,6 +213,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       stopResyncs();
       stopBrokerWatch();
       await realtime.close().catch(() => undefined);
+      await occupancy.close().catch(() => undefined);
       await broker.close();
       await store.close();
     })());

@@ -151,6 +151,39 @@ describe("presence across two nodes", () => {
   });
 });
 
+describe("occupancy (GET /{plateId}/channels)", () => {
+  it("answers the channels with subscribers and their connection counts over both nodes, by prefix, and follows disconnects", async () => {
+    const open = async (node: TestNode, query: string) => {
+      const client = await WsClient.connect(`${node.wsUrl}/globex/realtime?${query}`, { headers: { Authorization: `Bearer ${KEYS.globex}` } });
+      clients.push(client);
+      await client.waitFor("ready");
+      return client;
+    };
+    const one = await open(a, "channel=game.1&channel=game.2&channel=chat");
+    await open(b, "channel=game.1");
+    await open(b, "channel=game.1&pattern=game.*");
+    const occupancy = async (node: TestNode, prefix?: string) => {
+      const res = await fetch(`${node.url}/globex/channels${prefix === undefined ? "" : `?prefix=${prefix}`}`, { headers: { Authorization: `Bearer ${KEYS.globex}` } });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as { data: { channel: string; connections: number }[] }).data;
+    };
+    for (const node of [a, b]) {
+      expect(await occupancy(node, "game.")).toEqual([
+        { channel: "game.1", connections: 3 },
+        { channel: "game.2", connections: 1 },
+      ]);
+      expect((await occupancy(node)).map((o) => o.channel)).toEqual(["chat", "game.1", "game.2"]);
+    }
+    one.close();
+    expect(await eventually(async () => (await occupancy(b)).length === 1)).toBe(true);
+    expect(await occupancy(b)).toEqual([{ channel: "game.1", connections: 2 }]);
+    const bad = await fetch(`${a.url}/globex/channels?prefix=${encodeURIComponent("a b")}`, { headers: { Authorization: `Bearer ${KEYS.globex}` } });
+    expect(bad.status).toBe(400);
+    const other = await fetch(`${a.url}/globex/channels`, { headers: { Authorization: `Bearer ${KEYS.acme}` } });
+    expect(other.status).toBe(401);
+  });
+});
+
 describe("presence when a node dies", () => {
   const nodes: EdgeProcess[] = [];
   let redisOfTheirOwn: RedisServer;

@@ -4,6 +4,7 @@ import type { Connections } from "./core/connections.js";
 import type { Publisher } from "./core/publisher.js";
 import type { Realtime } from "./core/realtime.js";
 import type { PresenceHub } from "./core/presence.js";
+import type { Occupancy } from "./core/occupancy.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { SignedTokens } from "./core/signed-tokens.js";
@@ -28,6 +29,8 @@ export interface Services {
   readonly realtime: Realtime;
   /** Route 10: who is on each channel. */
   readonly presence: PresenceHub;
+  /** Route 10: which channels have subscribers, over every node. */
+  readonly occupancy: Occupancy;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

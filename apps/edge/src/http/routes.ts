@@ -22,7 +22,8 @@ export type RouteName =
   | "connectToken"
   | "realtime"
   | "realtimeChange"
-  | "presence";
+  | "presence"
+  | "occupancy";
 
 export interface Route {
   readonly name: RouteName;
@@ -51,6 +52,7 @@ export const ROUTES: readonly Route[] = [
   { name: "realtime", spec: 9, methods: ["GET"], path: "/:plateId/realtime", upgrade: "also" },
   { name: "realtimeChange", spec: 9, methods: ["POST"], path: "/:plateId/realtime/:clientId", upgrade: false },
   { name: "presence", spec: 10, methods: ["GET"], path: "/:plateId/pubsub/:channel/presence", upgrade: false },
+  { name: "occupancy", spec: 10, methods: ["GET"], path: "/:plateId/channels", upgrade: false },
 ];
 
 /** A route matched, with its path parameters percent-decoded. */
