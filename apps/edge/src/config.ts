@@ -47,6 +47,10 @@ export interface Config {
   readonly clientPublishBurst: number;
   readonly clientPublishPlateRatePerS: number;
   readonly clientPublishPlateBurst: number;
+  readonly presenceMaxMembers: number;
+  readonly presenceMaxStateBytes: number;
+  readonly presenceLeaseMs: number;
+  readonly presenceSweepMs: number;
   readonly maxConnectionsPerPlate: number;
   readonly maxPendingConnections: number;
   readonly maxPendingConnectionsPerAddress: number;
@@ -344,6 +348,30 @@ export const SETTINGS = {
     default: "5000",
     doc: "How long route 9's POST waits for the node holding the stream to carry out the change; then 503 `broker_unavailable` (the change may still happen).",
     parse: integer(100, 600_000),
+  },
+  PRESENCE_MAX_MEMBERS: {
+    key: "presenceMaxMembers",
+    default: "1000",
+    doc: "Presence members one channel may have (route 10, `presence.track`); one more is refused with an error frame `quota_exceeded`.",
+    parse: integer(1, 1_000_000),
+  },
+  PRESENCE_MAX_STATE_BYTES: {
+    key: "presenceMaxStateBytes",
+    default: "4096",
+    doc: "Largest presence state one member may track, in bytes of JSON; larger is refused with `payload_too_large`.",
+    parse: integer(2, 1024 * 1024),
+  },
+  PRESENCE_LEASE_MS: {
+    key: "presenceLeaseMs",
+    default: "15000",
+    doc: "On Redis: a node renews its presence lease every third of this; once a node has not renewed it for this long (it died), the other nodes remove its members.",
+    parse: integer(300, 3_600_000),
+  },
+  PRESENCE_SWEEP_MS: {
+    key: "presenceSweepMs",
+    default: "5000",
+    doc: "On Redis: how often a node using presence looks for expired leases. A dead node's members are gone within about `PRESENCE_LEASE_MS` + `PRESENCE_SWEEP_MS` + a third of the lease (25 s by default).",
+    parse: integer(50, 3_600_000),
   },
   SLOW_CONSUMER_MAX_BYTES: {
     key: "slowConsumerMaxBytes",

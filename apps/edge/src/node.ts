@@ -14,6 +14,8 @@ import { Fanout } from "./core/fanout.js";
 import { Publisher } from "./core/publisher.js";
 import { Realtime } from "./core/realtime.js";
 import { Rate, RateLimiter } from "./core/rate-limit.js";
+import { PresenceHub } from "./core/presence.js";
+import { Occupancy } from "./core/occupancy.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -94,6 +96,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
+  const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log);
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -110,8 +113,11 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       perConnection: new Rate(config.clientPublishRatePerS, config.clientPublishBurst, "publishes from this connection"),
       perPlate: clientPublishRate,
     },
+    presence,
   );
   await realtime.listen();
+  const occupancy = new Occupancy(broker, connections, nodeId, config.realtimeChangeTimeoutMs, log);
+  await occupancy.listen();
   let draining = false;
   const services: Services = {
     config,
@@ -125,6 +131,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     connections,
     subscriptions,
     realtime,
+    presence,
+    occupancy,
     draining: () => draining,
     notReady: () =>
       draining
@@ -205,6 +213,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       stopResyncs();
       stopBrokerWatch();
       await realtime.close().catch(() => undefined);
+      await occupancy.close().catch(() => undefined);
       await broker.close();
       await store.close();
     })());
@@ -252,6 +261,7 @@ async function openBackends(
         newMessageId,
         warn: (message, fields) => log.warn(message, fields),
         onProbeLost: () => metrics.probeLost.inc(),
+        presence: { leaseMs: config.presenceLeaseMs, sweepMs: config.presenceSweepMs },
       }),
     store:
       parts.store ??

@@ -14,7 +14,7 @@ const seed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.en
 /** JSON objects that look like frames: known and unknown types, names of every kind, refs of every kind. */
 const frameLike = fc.record(
   {
-    type: fc.oneof(fc.constantFrom("subscribe", "unsubscribe", "ping", "auth", "publish", "SUBSCRIBE", ""), fc.string(), fc.integer()),
+    type: fc.oneof(fc.constantFrom("subscribe", "unsubscribe", "ping", "auth", "publish", "presence.track", "presence.untrack", "SUBSCRIBE", ""), fc.string(), fc.integer()),
     ref: fc.oneof(fc.string({ maxLength: 200 }), fc.integer(), fc.double(), fc.constant(null), fc.array(fc.integer())),
     channel: fc.oneof(fc.string({ maxLength: 220 }), fc.constantFrom("a", "room:1", "a*", "x".repeat(201)), fc.integer(), fc.constant(null)),
     pattern: fc.oneof(fc.string({ maxLength: 220 }), fc.constantFrom("user:*", "?", "[a]"), fc.constant(null)),
@@ -23,6 +23,8 @@ const frameLike = fc.record(
     message: fc.jsonValue(),
     event: fc.oneof(fc.string({ maxLength: 220 }), fc.constantFrom("typing", "a b", ""), fc.integer(), fc.constant(null)),
     self: fc.oneof(fc.boolean(), fc.string(), fc.constant(null)),
+    presence: fc.oneof(fc.boolean(), fc.string(), fc.constant(null)),
+    state: fc.jsonValue(),
   },
   { requiredKeys: [] },
 );
@@ -45,6 +47,9 @@ describe("parseRealtimeFrame with hostile input", () => {
           expect(JSON.stringify(JSON.parse(frame.body))).toBe(frame.body);
         }
         if (frame.type === "subscribe" && "self" in frame) expect(frame.self).toBe(false);
+        if (frame.type === "subscribe" && "presence" in frame) expect([frame.presence, "channel" in frame]).toEqual([true, true]);
+        if (frame.type === "presence.track" || frame.type === "presence.untrack") expect(isChannelName(frame.channel)).toBe(true);
+        if (frame.type === "presence.track") expect(JSON.stringify(JSON.parse(frame.state))).toBe(frame.state);
         if (frame.type === "unreadable") expect(["bad_request", "invalid_channel", "invalid_parameter"]).toContain(frame.code);
       }),
       { numRuns: CASES, ...(seed === undefined ? {} : { seed }) },

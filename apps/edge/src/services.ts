@@ -3,6 +3,8 @@ import type { Config } from "./config.js";
 import type { Connections } from "./core/connections.js";
 import type { Publisher } from "./core/publisher.js";
 import type { Realtime } from "./core/realtime.js";
+import type { PresenceHub } from "./core/presence.js";
+import type { Occupancy } from "./core/occupancy.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { SignedTokens } from "./core/signed-tokens.js";
@@ -25,6 +27,10 @@ export interface Services {
   readonly subscriptions: Subscriptions;
   /** Route 9's live changes, and this node's client ids. */
   readonly realtime: Realtime;
+  /** Route 10: who is on each channel. */
+  readonly presence: PresenceHub;
+  /** Route 10: which channels have subscribers, over every node. */
+  readonly occupancy: Occupancy;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

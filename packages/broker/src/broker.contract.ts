@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, PublishRequest, Retention } from "./broker.js";
+import type { PresenceChange } from "./presence.js";
 
 /** Makes the brokers of one test: `node()` returns another node sharing the same backing broker. */
 export interface BrokerFixture {
@@ -414,6 +415,91 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
     it("is ready until closed", async () => {
       const broker = await node();
       expect(broker.isReady()).toBe(true);
+    });
+
+    describe("presence", () => {
+      const plate = "p1" as PlateId;
+      let channelSeq = 0;
+      const fresh = () => `room.${Date.now()}.${++channelSeq}` as ChannelName;
+      const record = (state: unknown) => JSON.stringify({ state, joinedAt: "2026-12-02T00:00:00.000Z" });
+
+      function changes() {
+        const heard: PresenceChange[] = [];
+        return {
+          heard,
+          listener: (change: PresenceChange) => void heard.push(change),
+          async until(count: number, timeoutMs = 2000): Promise<PresenceChange[]> {
+            const deadline = Date.now() + timeoutMs;
+            while (heard.length < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+            return heard;
+          },
+        };
+      }
+
+      it("tells every node's listeners of joins, updates and leaves, in version order, and answers the state with its version", async () => {
+        const a = await node();
+        const b = await node();
+        const channel = fresh();
+        const onB = changes();
+        const stop = await b.presence.listen(plate, channel, onB.listener);
+        const v1 = await a.presence.track(plate, channel, "n1.ann", record({ x: 1 }), 10);
+        const v2 = await a.presence.track(plate, channel, "n1.ann", record({ x: 2 }), 10);
+        const v3 = await b.presence.track(plate, channel, "n2.bob", record("hi"), 10);
+        expect(await a.presence.untrack(plate, channel, "n1.ann")).toBeGreaterThan(v3 as number);
+        expect(await a.presence.untrack(plate, channel, "n1.ann")).toBe(0);
+        const heard = await onB.until(4);
+        expect(heard.map((c) => [JSON.parse(c.joins), JSON.parse(c.leaves)])).toEqual([
+          [{ "n1.ann": JSON.parse(record({ x: 1 })) }, {}],
+          [{ "n1.ann": JSON.parse(record({ x: 2 })) }, { "n1.ann": JSON.parse(record({ x: 1 })) }],
+          [{ "n2.bob": JSON.parse(record("hi")) }, {}],
+          [{}, { "n1.ann": JSON.parse(record({ x: 2 })) }],
+        ]);
+        expect(heard.slice(0, 3).map((c) => c.version)).toEqual([v1, v2, v3]);
+        const state = await a.presence.state(plate, channel);
+        expect([...state.members]).toEqual([["n2.bob", record("hi")]]);
+        expect(state.version).toBe(heard[3]!.version);
+        await stop();
+        await settle();
+        expect(onB.heard).toHaveLength(4);
+        // Another plate's channel of the same name has no members.
+        expect((await b.presence.state("p2" as PlateId, channel)).members.size).toBe(0);
+      });
+
+      it("refuses a member past maxMembers (an update of a member still passes), and changes nothing", async () => {
+        const a = await node();
+        const channel = fresh();
+        expect(await a.presence.track(plate, channel, "n.1", record(1), 2)).toEqual(expect.any(Number));
+        expect(await a.presence.track(plate, channel, "n.2", record(2), 2)).toEqual(expect.any(Number));
+        expect(await a.presence.track(plate, channel, "n.3", record(3), 2)).toBe("full");
+        expect(await a.presence.track(plate, channel, "n.2", record(22), 2)).toEqual(expect.any(Number));
+        expect([...(await a.presence.state(plate, channel)).members.keys()].sort()).toEqual(["n.1", "n.2"]);
+      });
+
+      it("lets a listener that reads the state after it started rebuild every later state exactly from the changes after that version", async () => {
+        const a = await node();
+        const b = await node();
+        const channel = fresh();
+        const onB = changes();
+        await b.presence.listen(plate, channel, onB.listener);
+        const work = Array.from({ length: 30 }, (_, i) => {
+          const broker = i % 2 === 0 ? a : b;
+          const id = `n.${i % 7}`;
+          return i % 3 === 2 ? broker.presence.untrack(plate, channel, id) : broker.presence.track(plate, channel, id, record(i), 100);
+        });
+        const midway = b.presence.state(plate, channel);
+        const versions = await Promise.all(work);
+        const state = await midway;
+        const final = await a.presence.state(plate, channel);
+        await onB.until(versions.filter((v) => v !== 0).length);
+        const heard = onB.heard;
+        for (let i = 1; i < heard.length; i++) expect(heard[i]!.version).toBeGreaterThan(heard[i - 1]!.version);
+        const rebuilt = new Map(state.members);
+        for (const change of heard.filter((c) => c.version > state.version)) {
+          for (const id of Object.keys(JSON.parse(change.leaves) as object)) rebuilt.delete(id);
+          for (const [id, value] of Object.entries(JSON.parse(change.joins) as Record<string, unknown>)) rebuilt.set(id, JSON.stringify(value));
+        }
+        expect(new Map([...rebuilt].sort())).toEqual(new Map([...final.members].sort()));
+      });
     });
   });
 }

@@ -1,3 +1,4 @@
+import type { Presence } from "./presence.js";
 import type { ChannelName, Message, MessageId, PlateId, ResetReason, Sender, Topic } from "@plate/protocol";
 
 /** The two moments of a gap in delivery (see `Broker.onGap`). */
@@ -128,5 +129,7 @@ export interface Broker {
   onGap(listener: (phase: GapPhase, plates?: ReadonlySet<PlateId>) => void): () => void;
   /** Called with the new state each time readiness changes. Returns a function that removes it. */
   onReadyChange(listener: (ready: boolean) => void): () => void;
+  /** Who is on each channel (presence.ts). */
+  readonly presence: Presence;
   close(): Promise<void>;
 }

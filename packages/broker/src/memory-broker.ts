@@ -2,6 +2,7 @@ import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, nextOrder, resumeRule } from "./history.js";
+import { MemoryPresence } from "./memory-presence.js";
 import type { Order } from "./history.js";
 
 /** How often retained messages past their age and forgotten channels are swept, in ms. */
@@ -49,6 +50,7 @@ interface PlateTopics {
  * resume as `reset`.
  */
 export class MemoryBroker implements Broker {
+  readonly presence = new MemoryPresence();
   readonly #plates = new Map<PlateId, PlateTopics>();
   readonly #history = new Map<PlateId, PlateHistory>();
   readonly #epoch = newEpoch();

@@ -377,3 +377,51 @@ describe("RedisBroker when Redis refuses commands", () => {
     20_000,
   );
 });
+
+describe("presence on Redis", () => {
+  const TIMES = { leaseMs: 600, sweepMs: 150 };
+  const plate = "p1" as PlateId;
+  const record = (n: number) => JSON.stringify({ state: n, joinedAt: "2026-12-02T00:00:00.000Z" });
+
+  it("removes the members of a node that stops without untracking them, within its lease and a sweep, as leaves every listener hears", async () => {
+    const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
+    const dyingId = `dying${randomBytes(3).toString("hex")}`;
+    const dying = await readyBroker({ keyPrefix, presence: TIMES, nodeId: dyingId });
+    const survivor = await readyBroker({ keyPrefix, presence: TIMES });
+    const channel = "lobby" as ChannelName;
+    const heard: { joins: string; leaves: string }[] = [];
+    await survivor.presence.listen(plate, channel, (c) => void heard.push(c));
+    for (const n of [1, 2, 3]) await dying.presence.track(plate, channel, `${dyingId}.${n}`, record(n), 10);
+    await survivor.presence.track(plate, channel, "alive.1", record(9), 10);
+    expect((await survivor.presence.state(plate, channel)).members.size).toBe(4);
+    const stoppedAt = Date.now();
+    await dying.close();
+    expect(await until(() => heard.filter((c) => c.leaves !== "{}").length === 3, 5000)).toBe(true);
+    // Lease (600) + one sweep (150) + one renewal period (200) of slack.
+    expect(Date.now() - stoppedAt).toBeLessThan(TIMES.leaseMs + 3 * TIMES.sweepMs + 400);
+    expect([...(await survivor.presence.state(plate, channel)).members.keys()]).toEqual(["alive.1"]);
+    const left = heard.filter((c) => c.leaves !== "{}").map((c) => Object.keys(JSON.parse(c.leaves) as object)[0]);
+    expect(left.sort()).toEqual([1, 2, 3].map((n) => `${dyingId}.${n}`));
+    // Its bookkeeping is gone too: no lease, no member list.
+    const bookkeeping = () => withClient((client) => Promise.all([client.zscore(`${keyPrefix}presence-leases`, dyingId), client.exists(`${keyPrefix}presence-node:${dyingId}`)]));
+    let kept = await bookkeeping();
+    for (let tries = 0; tries < 50 && kept[0] !== null; tries++) kept = await new Promise((r) => setTimeout(r, 20)).then(bookkeeping);
+    expect(kept).toEqual([null, 0]);
+  });
+
+  it("tracks a node's members again when its lease lapsed while it lived (cut from Redis longer than the lease)", async () => {
+    const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
+    const nodeId = `slow${randomBytes(3).toString("hex")}`;
+    const slow = await readyBroker({ keyPrefix, presence: TIMES, nodeId });
+    const other = await readyBroker({ keyPrefix, presence: TIMES });
+    const channel = "lobby" as ChannelName;
+    const heard: { joins: string; leaves: string }[] = [];
+    await other.presence.listen(plate, channel, (c) => void heard.push(c));
+    await slow.presence.track(plate, channel, `${nodeId}.1`, record(1), 10);
+    // As if it had not renewed for a while: its lease ends now.
+    await withClient((client) => client.zadd(`${keyPrefix}presence-leases`, 0, nodeId));
+    expect(await until(() => heard.some((c) => c.leaves !== "{}"), 3000)).toBe(true);
+    expect(await until(() => heard.filter((c) => c.joins !== "{}").length === 2, 3000)).toBe(true);
+    expect([...(await other.presence.state(plate, channel)).members]).toEqual([[`${nodeId}.1`, record(1)]]);
+  });
+});

@@ -7,6 +7,9 @@ import type { Order } from "./history.js";
 import { RefusalWarnings, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { ClassicDelivery, ShardedDelivery } from "./redis-delivery.js";
+import { PRESENCE_MARK, RedisPresence, withPresenceScripts } from "./redis-presence.js";
+import type { PresenceScripts } from "./redis-presence.js";
+import type { PresenceTimes } from "./presence.js";
 import type { Delivery } from "./redis-delivery.js";
 import { withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts, ReadReply } from "./redis-history.js";
@@ -36,7 +39,12 @@ export interface RedisBrokerOptions {
   readonly warn?: Warn;
   /** Called each time a silent-loss probe did not come back in time (for a metric). */
   readonly onProbeLost?: () => void;
+  /** Presence leases (`PRESENCE_LEASE_MS`, `PRESENCE_SWEEP_MS`); defaults `DEFAULT_PRESENCE_TIMES`. */
+  readonly presence?: PresenceTimes;
 }
+
+/** A dead node's members are gone within about 20 s: a lease of 15 s, renewed every 5 s, swept every 5 s. */
+export const DEFAULT_PRESENCE_TIMES: PresenceTimes = { leaseMs: 15_000, sweepMs: 5_000 };
 
 /** First wait before reconnecting, in ms; it doubles up to `reconnectMaxMs`. */
 const RECONNECT_FIRST_MS = 50;
@@ -158,7 +166,8 @@ interface PlateInterest {
 export class RedisBroker implements Broker {
   readonly #options: RedisBrokerOptions;
   readonly #names: RedisNames;
-  readonly #commands: Commands & HistoryScripts;
+  readonly #commands: Commands & HistoryScripts & PresenceScripts;
+  readonly presence: RedisPresence;
   readonly #delivery: Delivery;
   /** PUBLISH, or SPUBLISH on a cluster. */
   readonly #publishCommand: string;
@@ -198,13 +207,25 @@ export class RedisBroker implements Broker {
       // Resubscription is the delivery's: ioredis' own would also restore names dropped while down.
       autoResubscribe: false,
     };
-    this.#commands = withHistoryScripts(
-      connectCommands(
-        target,
-        { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
-        options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
+    this.#commands = withPresenceScripts(
+      withHistoryScripts(
+        connectCommands(
+          target,
+          { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
+          options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
+        ),
       ),
     );
+    this.presence = new RedisPresence({
+      commands: () => this.#live,
+      names: this.#names,
+      publishCommand: this.#publishCommand,
+      nodeId: options.nodeId,
+      times: options.presence ?? DEFAULT_PRESENCE_TIMES,
+      join: (plateId, channel) => this.subscribe({ plateId, pattern: false, channel }, ignore),
+      failed: (err) => this.#failed(err),
+      warn: options.warn ?? (() => undefined),
+    });
     this.#commands.on("ready", () => this.#update());
     this.#commands.on("close", () => this.#update());
     this.#commands.on("end", () => this.#update());
@@ -463,12 +484,13 @@ export class RedisBroker implements Broker {
     this.#notes.clear();
     this.#readyListeners.clear();
     this.#gapListeners.clear();
+    this.presence.close();
     this.#ready = false;
     await Promise.all([closeConnection(this.#commands), this.#delivery.close()]);
   }
 
   /** The command connection, when a command sent now goes out; else `broker_unavailable` is thrown. */
-  get #live(): Commands & HistoryScripts {
+  get #live(): Commands & HistoryScripts & PresenceScripts {
     if (!isCommandReady(this.#commands)) throw unavailable();
     return this.#commands;
   }
@@ -492,6 +514,10 @@ export class RedisBroker implements Broker {
     }
     const interest = this.#channels.get(name);
     if (interest !== undefined) {
+      if (payload.startsWith(PRESENCE_MARK)) {
+        this.presence.deliver(name, payload);
+        return;
+      }
       const message = this.#decode(name, interest.plateId, interest.channel, payload);
       if (message !== undefined) deliver(interest.listeners, message);
       return;
@@ -571,3 +597,6 @@ function unavailable(cause?: unknown, refusal?: RedisRefusal): PlateError {
     cause,
   });
 }
+
+/** A message listener that does nothing (presence listens to a channel only for its changes). */
+function ignore(): void {}

@@ -90,6 +90,26 @@ export class RedisNames {
     return this.#prefix + "idem:{" + plateId + "}:" + name;
   }
 
+  /** The members of a channel (see redis-presence.ts). */
+  presenceMembers(plateId: PlateId, channel: ChannelName): string {
+    return this.#prefix + "presence:{" + plateId + "}:" + channel;
+  }
+
+  /** The version of a plate's last presence change. */
+  presenceVersion(plateId: PlateId): string {
+    return this.#prefix + "presence-version:{" + plateId + "}";
+  }
+
+  /** Every node's presence lease. */
+  presenceLeases(): string {
+    return this.#prefix + "presence-leases";
+  }
+
+  /** The members one node tracks. */
+  presenceNode(nodeId: string): string {
+    return this.#prefix + "presence-node:" + nodeId;
+  }
+
   /** The plate and channel a Redis channel name stands for; undefined for a name that is not one. */
   parse(redisChannel: string): { plateId: PlateId; channel: ChannelName } | undefined {
     if (!redisChannel.startsWith(this.#prefix)) return undefined;

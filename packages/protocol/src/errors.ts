@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   invalid_token: { status: 401, close: 4401 },
   token_expired: { status: 401, close: 4401 },
   forbidden: { status: 403, close: 4403 },
+  quota_exceeded: { status: 403, close: 4403 },
   not_found: { status: 404, close: 4404 },
   invalid_client_socket: { status: 404, close: 4404 },
   conflict: { status: 409, close: 4400 },

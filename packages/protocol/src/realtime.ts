@@ -79,8 +79,11 @@ export interface PublishFrame {
 
 /** What a client may send on a route 9 WebSocket. */
 export type RealtimeClientFrame =
-  | ({ readonly type: "subscribe"; readonly ref?: Ref; readonly self?: false } & SubscriptionRequest)
+  | ({ readonly type: "subscribe"; readonly ref?: Ref; readonly self?: false; readonly presence?: true } & SubscriptionRequest)
   | PublishFrame
+  /** `state`: the JSON text of the member's state. */
+  | { readonly type: "presence.track"; readonly ref?: Ref; readonly channel: ChannelName; readonly state: string }
+  | { readonly type: "presence.untrack"; readonly ref?: Ref; readonly channel: ChannelName }
   | ({ readonly type: "unsubscribe"; readonly ref?: Ref } & SubscriptionName)
   | { readonly type: "auth"; readonly ref?: Ref; readonly key: string; readonly signed?: true }
   | { readonly type: "ping"; readonly ref?: Ref };
@@ -128,13 +131,26 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
       if ("code" in name) return unreadable(ref, name.code, name.message);
       if (frame.since !== undefined && typeof frame.since !== "string") return unreadable(ref, "bad_request", '"since" must be a message id (a string).');
       if (frame.self !== undefined && typeof frame.self !== "boolean") return unreadable(ref, "bad_request", '"self" is true (the default: receive your own publications) or false.');
+      if (frame.presence !== undefined && typeof frame.presence !== "boolean") return unreadable(ref, "bad_request", '"presence" is true (receive the channel\'s members and their changes) or false.');
+      if (frame.presence === true && !("channel" in name)) return unreadable(ref, "bad_request", "Presence is per channel: a pattern subscription cannot ask for it.");
       return {
         type: "subscribe",
         ...refField,
         ...name,
         ...(typeof frame.since === "string" && frame.since !== "" ? { since: frame.since } : {}),
         ...(frame.self === false ? { self: false } : {}),
+        ...(frame.presence === true ? { presence: true } : {}),
       };
+    }
+    case "presence.track":
+    case "presence.untrack": {
+      const { channel } = frame;
+      if (typeof channel !== "string" || !isChannelName(channel)) {
+        return unreadable(ref, "invalid_channel", 'A presence frame names one "channel": 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
+      }
+      if (frame.type === "presence.untrack") return { type: "presence.untrack", ...refField, channel };
+      if (!("state" in frame)) return unreadable(ref, "bad_request", 'A presence.track frame carries a "state" (any JSON value; null counts when written).');
+      return { type: "presence.track", ...refField, channel, state: JSON.stringify(frame.state) };
     }
     case "publish": {
       const { channel, event } = frame;

@@ -256,15 +256,22 @@ export abstract class Connection {
 
   /** Writes a frame in line (behind a paced replay, if one is under way). */
   frame(frame: ControlFrame): void {
+    this.frameText(frame.type, JSON.stringify(frame));
+  }
+
+  /**
+   * `frame`, its JSON text given (serialized once for many connections: a presence change); the
+   * same order and limits.
+   */
+  frameText(type: string, json: string): void {
     if (this.#ended || !this.#started) return;
-    const json = JSON.stringify(frame);
     const backlog = this.#backlog;
     if (backlog === undefined) {
-      this.writeFrame(frame.type, json);
+      this.writeFrame(type, json);
       return;
     }
-    const bytes = this.frameBytes(frame.type, json);
-    this.#enqueue({ type: frame.type, json, bytes }, bytes);
+    const bytes = this.frameBytes(type, json);
+    this.#enqueue({ type, json, bytes }, bytes);
   }
 
   /** Ends the connection with `reason`, telling the client when its transport can; ends its subscriptions. */

@@ -21,6 +21,9 @@ export interface ConnectionSlot {
  * Every open subscriber connection of this node, indexed by plate: for the per-plate connection
  * limit, revocation (close what a revoked key or deleted plate opened), heartbeats and drain.
  */
+/** No connections (a plate with none on this node). */
+const NONE: ReadonlySet<Connection> = new Set();
+
 export class Connections {
   readonly #all = new Set<Connection>();
   readonly #byPlate = new Map<PlateId, Set<Connection>>();
@@ -35,6 +38,11 @@ export class Connections {
 
   get size(): number {
     return this.#all.size;
+  }
+
+  /** The open connections of one plate on this node. */
+  ofPlate(plateId: PlateId): ReadonlySet<Connection> {
+    return this.#byPlate.get(plateId) ?? NONE;
   }
 
   /**

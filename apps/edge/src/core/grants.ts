@@ -13,6 +13,8 @@ export interface Grant {
   readonly subscribe: (topic: Topic) => void;
   /** May it publish to the channel `topic` (route 12's `publish` frame)? */
   readonly publish: (topic: Topic) => void;
+  /** May it be a member of the channel `topic` (route 10's `presence.track`)? */
+  readonly presence: (topic: Topic) => void;
 }
 
 /** What an API key allows a connection: its scopes `subscribe` and `publish`, and its channel list. */
@@ -20,6 +22,8 @@ export function keyGrant(tenancy: Tenancy, key: KeyRecord): Grant {
   return {
     subscribe: (topic) => tenancy.authorize(key, "subscribe", topic),
     publish: (topic) => tenancy.authorize(key, "publish", topic),
+    // Any connection that may subscribe to a channel may be seen there.
+    presence: (topic) => tenancy.authorize(key, "subscribe", topic),
   };
 }
 
@@ -36,6 +40,9 @@ export function tokenGrant(topics: readonly Topic[]): Grant {
     },
     publish: (topic) => {
       throw new PlateError("forbidden", `This client socket path may not publish (to "${topic.channel}"); publishing from a connection takes a signed client token with a "publish" claim, or an API key with scope publish.`);
+    },
+    presence: (topic) => {
+      if (!may(topic)) throw refused(topic, "use");
     },
   };
 }
@@ -56,6 +63,10 @@ export function claimsGrant(claims: TokenClaims): Grant {
     },
     publish: (topic) => {
       if (topic.pattern || !publish.some((matches) => matches(topic.channel))) throw refused(topic, "publish to");
+    },
+    presence: (topic) => {
+      if (!claims.presence) throw new PlateError("forbidden", 'This client token may not be seen in presence: it has no "presence": true claim.');
+      if (!subscribe(topic)) throw refused(topic, "use");
     },
   };
 }

@@ -19,6 +19,7 @@ import { nanoid } from "nanoid";
 import { claimsGrant } from "./grants.js";
 import type { Grant } from "./grants.js";
 import type { SignedTokens, TokenClaims } from "./signed-tokens.js";
+import type { PresenceHub } from "./presence.js";
 import type { Publisher } from "./publisher.js";
 import type { Bucket, Rate, RateLimiter } from "./rate-limit.js";
 import type { Subscriptions } from "./subscriptions.js";
@@ -122,6 +123,7 @@ export class Realtime {
     /** Verifies a refreshed signed client token (route 11). */
     private readonly signedTokens: Pick<SignedTokens, "verify" | "skewMs">,
     private readonly publishing: ClientPublishing,
+    private readonly presence: PresenceHub,
   ) {}
 
   /** Starts listening to notes for this node. */
@@ -250,7 +252,22 @@ export class Realtime {
         this.#inLine(live, async () => {
           const topic = topicOf(conn, frame);
           live.grant.subscribe(topic);
-          await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self }, this.limits.maxSubscriptionsPerConnection, ref);
+          const info = await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self }, this.limits.maxSubscriptionsPerConnection, ref);
+          const sub = info === undefined ? undefined : conn.subscriptions.get(topicKey(topic));
+          if (frame.presence === true && sub !== undefined) await this.presence.watch(sub);
+        }).catch((err: unknown) => this.#refuse(conn, ref, err));
+        return;
+      case "presence.track":
+        this.#inLine(live, async () => {
+          live.grant.presence({ plateId: conn.plateId, pattern: false, channel: frame.channel });
+          await this.presence.track(conn, frame.channel, frame.state, live.claims?.sub);
+          conn.frame({ type: "ok", ...(ref === undefined ? {} : { ref }) });
+        }).catch((err: unknown) => this.#refuse(conn, ref, err));
+        return;
+      case "presence.untrack":
+        this.#inLine(live, async () => {
+          await this.presence.untrack(conn, frame.channel);
+          conn.frame({ type: "ok", ...(ref === undefined ? {} : { ref }) });
         }).catch((err: unknown) => this.#refuse(conn, ref, err));
         return;
       case "publish":

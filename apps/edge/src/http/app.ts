@@ -3,8 +3,8 @@ import { Hono } from "hono";
 import type { Context, Handler } from "hono";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { PlateError, isClientTokenShape, topicKey } from "@plate/protocol";
-import type { PlateId, Topic } from "@plate/protocol";
+import { PlateError, isChannelName, isClientTokenShape, topicKey } from "@plate/protocol";
+import type { ChannelName, PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { claimsGrant, keyGrant } from "../core/grants.js";
 import { looksSigned } from "../core/signed-tokens.js";
@@ -166,6 +166,36 @@ export function createApp(services: Services): Hono<AppEnv> {
       const asker = await changeAsker(services, plateId, c.req.header("authorization"), change);
       const subscriptions = await services.realtime.change(plateId, clientId, asker, change);
       return c.json({ data: { subscriptions } });
+    },
+
+    // 10: the members of a channel, from any node.
+    presence: async (c) => {
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+      const topic = topicParam(plateId, c.req.param("channel") ?? "", false);
+      services.tenancy.authorize(key, "subscribe", topic);
+      const members = await services.presence.members(plateId, topic.channel as ChannelName);
+      return c.body(`{"data":{"members":[${members.join(",")}],"count":${members.length}}}`, 200, { "Content-Type": "application/json" });
+    },
+
+    // 10: the plate's channels with subscribers (occupancy), over every node.
+    occupancy: async (c) => {
+      const plateId = plateParam(c.req.param("plateId") ?? "");
+      const key = await services.tenancy.authenticate(plateId, c.req.header("authorization"));
+      const prefix = c.req.query("prefix") ?? "";
+      if (prefix !== "" && !isChannelName(prefix)) throw new PlateError("invalid_parameter", '"prefix" is the start of a channel name: 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
+      if (!key.scopes.includes("subscribe")) throw new PlateError("forbidden", 'This API key lacks the "subscribe" scope.');
+      // A key limited to some channels sees only those.
+      const allowed = (channel: string) => {
+        try {
+          services.tenancy.authorize(key, "subscribe", { plateId, pattern: false, channel: channel as ChannelName });
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const { channels, truncated } = await services.occupancy.of(plateId, prefix);
+      return c.json({ data: channels.filter((entry) => allowed(entry.channel)), ...(truncated ? { truncated: true } : {}) });
     },
   };
   for (const route of ROUTES) {

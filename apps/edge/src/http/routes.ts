@@ -21,7 +21,9 @@ export type RouteName =
   | "clientToken"
   | "connectToken"
   | "realtime"
-  | "realtimeChange";
+  | "realtimeChange"
+  | "presence"
+  | "occupancy";
 
 export interface Route {
   readonly name: RouteName;
@@ -49,6 +51,8 @@ export const ROUTES: readonly Route[] = [
   { name: "subscribeWsLegacy", spec: 8, methods: ["GET"], path: "/:plateId/ws/subscribe/:channel", upgrade: "only" },
   { name: "realtime", spec: 9, methods: ["GET"], path: "/:plateId/realtime", upgrade: "also" },
   { name: "realtimeChange", spec: 9, methods: ["POST"], path: "/:plateId/realtime/:clientId", upgrade: false },
+  { name: "presence", spec: 10, methods: ["GET"], path: "/:plateId/pubsub/:channel/presence", upgrade: false },
+  { name: "occupancy", spec: 10, methods: ["GET"], path: "/:plateId/channels", upgrade: false },
 ];
 
 /** A route matched, with its path parameters percent-decoded. */

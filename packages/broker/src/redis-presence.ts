@@ -1,0 +1,358 @@
+import type { ChannelName, PlateId } from "@plate/protocol";
+import type { Commands, Warn } from "@plate/redis";
+import type { Unsubscribe } from "./broker.js";
+import type { RedisNames } from "./redis-names.js";
+import type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes } from "./presence.js";
+
+/*
+ * Presence on Redis. Keys (prefix `p`, plate `a` as the hash tag `{a}`, channel `c`):
+ *   p + "presence:{a}:" + c       hash  client id → record (JSON text)
+ *   p + "presence-version:{a}"    string the plate's last change version (INCR)
+ *   p + "presence-leases"         zset  node id → when its lease ends (ms, Redis' clock)
+ *   p + "presence-node:" + node   set   "plate SEP channel SEP client id" of every member a node tracks
+ * A change is published by its own script, on the channel's pub/sub channel (the one its messages
+ * use: a node with a subscriber there already listens), as `MARK version SEP joins SEP leaves`.
+ * Publishing from the script that made the change keeps the changes of a channel in version order.
+ *
+ * A node renews its lease every `leaseMs / 3` while it tracks members or listens. Every such node
+ * looks for expired leases every `sweepMs` and removes those nodes' members (each removal is a
+ * change, told as any untrack is). A node that finds its own lease had expired (it was cut from
+ * Redis longer than the lease) tracks its members again.
+ */
+
+/** Starts a presence change on a channel's pub/sub channel (no message payload starts so: see redis-broker.ts). */
+export const PRESENCE_MARK = "\u001fPR\u001f";
+const SEP = "\u001f";
+/** Members removed per call while sweeping a dead node. */
+const SWEEP_BATCH = 200;
+/** Expired leases handled per sweep. */
+const SWEEP_NODES = 16;
+
+/** KEYS: members, version. ARGV: client id, record, max members, publish command, pub/sub channel, mark, SEP. */
+const TRACK = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+local key = '{"' .. ARGV[1] .. '":'
+local leaves = '{}'
+if old then leaves = key .. old .. '}' end
+redis.call(ARGV[4], ARGV[5], ARGV[6] .. v .. ARGV[7] .. key .. ARGV[2] .. '}' .. ARGV[7] .. leaves)
+return v
+`;
+
+/** KEYS: members, version. ARGV: client id, publish command, pub/sub channel, mark, SEP. */
+const UNTRACK = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local v = redis.call('INCR', KEYS[2])
+redis.call(ARGV[2], ARGV[3], ARGV[4] .. v .. ARGV[5] .. '{}' .. ARGV[5] .. '{"' .. ARGV[1] .. '":' .. old .. '}')
+return v
+`;
+
+/** KEYS: members, version. Answers {version, [client id, record, ...]} read at one instant. */
+const STATE = `
+return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
+`;
+
+/** KEYS: leases. ARGV: node id, lease ms. Renews; answers 1 when the lease was missing or had expired. */
+const RENEW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if (not old) or tonumber(old) < now then return 1 end
+return 0
+`;
+
+/** KEYS: leases. ARGV: how many. The nodes whose lease has ended. */
+const EXPIRED = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 1, 'LIMIT', 0, tonumber(ARGV[1]))
+`;
+
+/** KEYS: leases, the node's set. ARGV: node id. Forgets a swept node unless it came back meanwhile. */
+const FORGET = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) >= now then return 0 end
+if redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+`;
+
+export interface PresenceScripts {
+  platePresenceTrack(...keysAndArgs: (string | number)[]): Promise<number>;
+  platePresenceUntrack(...keysAndArgs: string[]): Promise<number>;
+  platePresenceState(members: string, version: string): Promise<[string, string[]]>;
+  platePresenceRenew(leases: string, nodeId: string, leaseMs: number): Promise<number>;
+  platePresenceExpired(leases: string, count: number): Promise<string[]>;
+  platePresenceForget(leases: string, index: string, nodeId: string): Promise<number>;
+}
+
+/** `redis` with the presence scripts defined (sent as EVALSHA, loaded on first use). */
+export function withPresenceScripts<C extends Commands>(redis: C): C & PresenceScripts {
+  redis.defineCommand("platePresenceTrack", { numberOfKeys: 2, lua: TRACK });
+  redis.defineCommand("platePresenceUntrack", { numberOfKeys: 2, lua: UNTRACK });
+  redis.defineCommand("platePresenceState", { numberOfKeys: 2, lua: STATE });
+  redis.defineCommand("platePresenceRenew", { numberOfKeys: 1, lua: RENEW });
+  redis.defineCommand("platePresenceExpired", { numberOfKeys: 1, lua: EXPIRED });
+  redis.defineCommand("platePresenceForget", { numberOfKeys: 2, lua: FORGET });
+  return redis as C & PresenceScripts;
+}
+
+/** What the Redis broker lends its presence. */
+export interface RedisPresenceParts {
+  /** The command connection when a command sent now goes out; throws `broker_unavailable` otherwise. */
+  readonly commands: () => Commands & PresenceScripts;
+  readonly names: RedisNames;
+  /** PUBLISH, or SPUBLISH on a cluster. */
+  readonly publishCommand: string;
+  readonly nodeId: string;
+  readonly times: PresenceTimes;
+  /** Subscribes this node to a channel's pub/sub channel (the broker's `subscribe`, ignoring its messages). */
+  readonly join: (plateId: PlateId, channel: ChannelName) => Promise<Unsubscribe>;
+  /** Turns a failed command into the broker's `broker_unavailable`. */
+  readonly failed: (err: unknown) => Error;
+  readonly warn: Warn;
+}
+
+/** A member this node tracks, to track again if its lease ran out. */
+interface Tracked {
+  readonly plateId: PlateId;
+  readonly channel: ChannelName;
+  readonly clientId: string;
+  readonly record: string;
+  readonly maxMembers: number;
+}
+
+export class RedisPresence implements Presence {
+  readonly #parts: RedisPresenceParts;
+  /** Listeners by pub/sub channel name. */
+  readonly #listeners = new Map<string, Set<PresenceListener>>();
+  /** This node's members, by their entry in its set. */
+  readonly #tracked = new Map<string, Tracked>();
+  #timers: NodeJS.Timeout[] | undefined;
+  #sweeping = false;
+  #closed = false;
+
+  constructor(parts: RedisPresenceParts) {
+    this.#parts = parts;
+  }
+
+  async listen(plateId: PlateId, channel: ChannelName, listener: PresenceListener): Promise<Unsubscribe> {
+    this.#start();
+    const name = this.#parts.names.channel(plateId, channel);
+    const delivery: PresenceListener = (change) => listener(change);
+    let set = this.#listeners.get(name);
+    if (set === undefined) this.#listeners.set(name, (set = new Set()));
+    set.add(delivery);
+    const forget = () => {
+      set.delete(delivery);
+      if (set.size === 0 && this.#listeners.get(name) === set) this.#listeners.delete(name);
+    };
+    let leave: Unsubscribe;
+    try {
+      leave = await this.#parts.join(plateId, channel);
+    } catch (err) {
+      forget();
+      throw err;
+    }
+    return () => {
+      forget();
+      return leave();
+    };
+  }
+
+  async track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<number | "full"> {
+    this.#start();
+    const entry = plateId + SEP + channel + SEP + clientId;
+    const { names } = this.#parts;
+    const commands = this.#commands();
+    let version: number;
+    try {
+      // In the node's set first: a member is never in a channel without it (a dead node's sweep finds it).
+      await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
+      version = await commands.platePresenceTrack(
+        names.presenceMembers(plateId, channel),
+        names.presenceVersion(plateId),
+        clientId,
+        record,
+        maxMembers,
+        this.#parts.publishCommand,
+        names.channel(plateId, channel),
+        PRESENCE_MARK,
+        SEP,
+      );
+    } catch (err) {
+      throw this.#parts.failed(err);
+    }
+    if (version === 0) {
+      if (!this.#tracked.has(entry)) await this.#unindex(entry);
+      return "full";
+    }
+    this.#tracked.set(entry, { plateId, channel, clientId, record, maxMembers });
+    return version;
+  }
+
+  async untrack(plateId: PlateId, channel: ChannelName, clientId: string): Promise<number> {
+    const entry = plateId + SEP + channel + SEP + clientId;
+    this.#tracked.delete(entry);
+    let version: number;
+    try {
+      version = await this.#remove(this.#commands(), plateId, channel, clientId);
+    } catch (err) {
+      throw this.#parts.failed(err);
+    }
+    await this.#unindex(entry);
+    return version;
+  }
+
+  async state(plateId: PlateId, channel: ChannelName): Promise<PresenceState> {
+    this.#start();
+    const { names } = this.#parts;
+    let reply: [string, string[]];
+    try {
+      reply = await this.#commands().platePresenceState(names.presenceMembers(plateId, channel), names.presenceVersion(plateId));
+    } catch (err) {
+      throw this.#parts.failed(err);
+    }
+    const [version, flat] = reply;
+    const members = new Map<string, string>();
+    for (let i = 0; i + 1 < flat.length; i += 2) members.set(flat[i]!, flat[i + 1]!);
+    return { version: Number(version), members };
+  }
+
+  /** A payload with `PRESENCE_MARK` heard on `name` (from the broker's subscriber). */
+  deliver(name: string, payload: string): void {
+    const listeners = this.#listeners.get(name);
+    if (listeners === undefined) return;
+    const change = decodeChange(payload);
+    if (change === undefined) return;
+    for (const listener of listeners) {
+      try {
+        listener(change);
+      } catch {
+        // A listener must not throw; one that does cannot stop the others.
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const timer of this.#timers ?? []) clearInterval(timer);
+    this.#listeners.clear();
+  }
+
+  /** Starts renewing this node's lease and sweeping others', at the first use of presence. */
+  #start(): void {
+    if (this.#timers !== undefined || this.#closed) return;
+    const { leaseMs, sweepMs } = this.#parts.times;
+    const renew = setInterval(() => void this.#renew(), Math.max(1, Math.floor(leaseMs / 3)));
+    const sweep = setInterval(() => void this.#sweep(), sweepMs);
+    renew.unref();
+    sweep.unref();
+    this.#timers = [renew, sweep];
+    void this.#renew();
+  }
+
+  async #renew(): Promise<void> {
+    const { names, nodeId, times } = this.#parts;
+    try {
+      const lapsed = await this.#commands().platePresenceRenew(names.presenceLeases(), nodeId, times.leaseMs);
+      if (lapsed === 1 && this.#tracked.size > 0) await this.#trackAgain();
+    } catch (err) {
+      // Redis is unreachable: the next renewal tries again (and tracks again if the lease lapsed).
+      this.#parts.warn("presence lease not renewed", { error: String(err) });
+    }
+  }
+
+  /** Tracks this node's members again after its lease lapsed (another node may have removed them). */
+  async #trackAgain(): Promise<void> {
+    const { names } = this.#parts;
+    const commands = this.#commands();
+    for (const [entry, m] of [...this.#tracked]) {
+      if (this.#tracked.get(entry) !== m) continue;
+      await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
+      await commands.platePresenceTrack(
+        names.presenceMembers(m.plateId, m.channel),
+        names.presenceVersion(m.plateId),
+        m.clientId,
+        m.record,
+        m.maxMembers,
+        this.#parts.publishCommand,
+        names.channel(m.plateId, m.channel),
+        PRESENCE_MARK,
+        SEP,
+      );
+    }
+  }
+
+  /** Removes the members of nodes whose lease has ended; one sweep at a time on this node. */
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.#closed) return;
+    this.#sweeping = true;
+    const { names } = this.#parts;
+    try {
+      const commands = this.#commands();
+      const dead = await commands.platePresenceExpired(names.presenceLeases(), SWEEP_NODES);
+      for (const nodeId of dead) {
+        if (nodeId === this.#parts.nodeId) continue;
+        const index = names.presenceNode(nodeId);
+        for (;;) {
+          const entries = await commands.srandmember(index, SWEEP_BATCH);
+          if (entries.length === 0) break;
+          for (const entry of entries) {
+            const [plateId, channel, clientId] = entry.split(SEP) as [PlateId, ChannelName, string];
+            if (clientId !== undefined) await this.#remove(commands, plateId, channel, clientId);
+          }
+          await commands.srem(index, ...entries);
+        }
+        await commands.platePresenceForget(names.presenceLeases(), index, nodeId);
+      }
+    } catch (err) {
+      this.#parts.warn("presence sweep failed; trying again", { error: String(err) });
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  #remove(commands: Commands & PresenceScripts, plateId: PlateId, channel: ChannelName, clientId: string): Promise<number> {
+    const { names } = this.#parts;
+    return commands.platePresenceUntrack(
+      names.presenceMembers(plateId, channel),
+      names.presenceVersion(plateId),
+      clientId,
+      this.#parts.publishCommand,
+      names.channel(plateId, channel),
+      PRESENCE_MARK,
+      SEP,
+    );
+  }
+
+  /** Takes an entry out of this node's set; best effort (a leftover entry is swept as a no-op). */
+  async #unindex(entry: string): Promise<void> {
+    try {
+      await this.#commands().srem(this.#parts.names.presenceNode(this.#parts.nodeId), entry);
+    } catch {
+      // Harmless: removing a member that is not there changes nothing.
+    }
+  }
+
+  #commands(): Commands & PresenceScripts {
+    return this.#parts.commands();
+  }
+}
+
+/** `MARK version SEP joins SEP leaves` as a change; undefined for anything else. */
+function decodeChange(payload: string): PresenceChange | undefined {
+  const first = payload.indexOf(SEP, PRESENCE_MARK.length);
+  const second = first < 0 ? -1 : payload.indexOf(SEP, first + 1);
+  if (second < 0) return undefined;
+  const version = Number(payload.slice(PRESENCE_MARK.length, first));
+  if (!Number.isSafeInteger(version) || version <= 0) return undefined;
+  return { version, joins: payload.slice(first + 1, second), leaves: payload.slice(second + 1) };
+}
