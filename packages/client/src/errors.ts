@@ -16,6 +16,7 @@ export type ErrorCode =
   | "invalid_token"
   | "token_expired"
   | "forbidden"
+  | "quota_exceeded"
   | "not_found"
   | "invalid_client_socket"
   | "conflict"
