@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
 import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookRecord } from "./store.js";
 
 /** Settings of the embedded store. */
 export interface MemoryStoreOptions {
@@ -21,6 +21,8 @@ interface Snapshot {
   readonly keys: KeyRecord[];
   /** Absent in files written before signing keys. */
   readonly signingKeys?: SigningKeyRecord[];
+  /** Absent in files written before webhooks. */
+  readonly webhooks?: WebhookRecord[];
 }
 
 interface TokenEntry {
@@ -42,6 +44,7 @@ export class MemoryStore implements Store {
   readonly #keysByHash = new Map<string, KeyRecord>();
   /** Signing keys by plate, then by id. */
   readonly #signingKeys = new Map<PlateId, Map<string, SigningKeyRecord>>();
+  readonly #webhooks = new Map<PlateId, WebhookRecord>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -63,6 +66,7 @@ export class MemoryStore implements Store {
       for (const plate of snapshot?.plates ?? []) store.#plates.set(plate.id, plate);
       for (const key of snapshot?.keys ?? []) store.#indexKey(key);
       for (const key of snapshot?.signingKeys ?? []) store.#signingKeysOf(key.plateId).set(key.id, key);
+      for (const hook of snapshot?.webhooks ?? []) store.#webhooks.set(hook.plateId, hook);
     }
     store.#sweep = setInterval(() => store.#sweepTokens(Date.now()), options.tokenSweepMs);
     store.#sweep.unref();
@@ -101,6 +105,7 @@ export class MemoryStore implements Store {
       if (key.plateId === id) this.#unindexKey(key);
     }
     this.#signingKeys.delete(id);
+    this.#webhooks.delete(id);
     await this.#persist();
     this.#announce({ plateId: id });
     return true;
@@ -143,6 +148,23 @@ export class MemoryStore implements Store {
     if (this.#signingKeys.get(plateId)?.delete(id) !== true) return false;
     await this.#persist();
     this.#announce({ plateId, keyId: signingKeyOwner(id) });
+    return true;
+  }
+
+  async setWebhook(record: WebhookRecord): Promise<WebhookRecord> {
+    if (!this.#plates.has(record.plateId)) throw new PlateError("not_found", `There is no plate "${record.plateId}".`);
+    this.#webhooks.set(record.plateId, record);
+    await this.#persist();
+    return record;
+  }
+
+  getWebhook(plateId: PlateId): Promise<WebhookRecord | undefined> {
+    return Promise.resolve(this.#webhooks.get(plateId));
+  }
+
+  async deleteWebhook(plateId: PlateId): Promise<boolean> {
+    if (!this.#webhooks.delete(plateId)) return false;
+    await this.#persist();
     return true;
   }
 
@@ -248,6 +270,7 @@ export class MemoryStore implements Store {
       plates: [...this.#plates.values()],
       keys: [...this.#keys.values()],
       signingKeys: [...this.#signingKeys.values()].flatMap((keys) => [...keys.values()]),
+      webhooks: [...this.#webhooks.values()],
     };
     return JSON.stringify(snapshot, null, 2) + "\n";
   }

@@ -83,6 +83,16 @@ return 1
 `;
 
 /**
+ * Sets a name of a plate only while the plate exists. Answers 1, or 0 (no plate).
+ * KEYS: the plate's record, the name. ARGV: the value.
+ */
+const SET_IF_PLATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+`;
+
+/**
  * Deletes a signing key and announces it, as `DELETE_KEY` does an API key's.
  * KEYS: the plate's signing keys. ARGV: its id, the control channel, the revocation.
  */
@@ -173,6 +183,7 @@ export interface StoreScripts {
   /** `numberOfKeys`, then KEYS and ARGV (its number of keys depends on the plate's keys). */
   plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
+  plateSetIfPlate(plate: string, name: string, value: string): Promise<number>;
   plateDeleteSigningKey(signingKeys: string, id: string, control: string, payload: string): Promise<number>;
   plateClaimToken(token: string, plateKeys: string, plateId: string, nowMs: number, tombstoneMs: number): Promise<unknown>;
   plateDeleteIf(name: string, expected: string): Promise<number>;
@@ -193,6 +204,7 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   // Its number of keys is given at each call (the plate's key records).
   redis.defineCommand("plateDeletePlate", { lua: DELETE_PLATE });
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });
+  redis.defineCommand("plateSetIfPlate", { numberOfKeys: 2, lua: SET_IF_PLATE });
   redis.defineCommand("plateDeleteSigningKey", { numberOfKeys: 1, lua: DELETE_SIGNING_KEY });
   redis.defineCommand("plateClaimToken", { numberOfKeys: 2, lua: CLAIM_TOKEN });
   redis.defineCommand("plateDeleteIf", { numberOfKeys: 1, lua: DELETE_IF });

@@ -13,6 +13,7 @@
  * | `Psecret:<hash>`       | string  | the plate holding that secret: one secret, one key, across     |
  * |                        |         | plates (read only when a key is created)                      |
  * | `Psigning-keys:{a}`    | hash    | signing key id (`kid`) → SigningKeyRecord JSON (route 11)      |
+ * | `Pwebhook:{a}`         | string  | WebhookRecord JSON (route 10's channel events)                 |
  * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
  * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
  * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
@@ -46,7 +47,7 @@ import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -222,7 +223,7 @@ export class RedisStore implements Store {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
     const hashes = await this.#reach(this.#live.hvals(names.plateKeys(id)));
-    const keyNames = [names.plate(id), names.plateKeys(id), names.signingKeys(id), ...hashes.map((hash) => names.key(id, hash))];
+    const keyNames = [names.plate(id), names.plateKeys(id), names.signingKeys(id), names.webhook(id), ...hashes.map((hash) => names.key(id, hash))];
     const deleted = await this.#reach(this.#live.plateDeletePlate(keyNames.length, ...keyNames, names.control, payload));
     if (deleted !== 1) return false;
     // The plate is gone and announced; what follows only tidies (a listed id without a record is
@@ -295,6 +296,22 @@ export class RedisStore implements Store {
   async findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined> {
     const text = await this.#reach(this.#live.hget(this.#names.signingKeys(plateId), id));
     return text === null ? undefined : parse<SigningKeyRecord>(text);
+  }
+
+  async setWebhook(record: WebhookRecord): Promise<WebhookRecord> {
+    const names = this.#names;
+    const written = await this.#reach(this.#live.plateSetIfPlate(names.plate(record.plateId), names.webhook(record.plateId), JSON.stringify(record)));
+    if (written !== 1) throw new PlateError("not_found", `There is no plate "${record.plateId}".`);
+    return record;
+  }
+
+  async getWebhook(plateId: PlateId): Promise<WebhookRecord | undefined> {
+    const text = await this.#reach(this.#live.get(this.#names.webhook(plateId)));
+    return text === null ? undefined : parse<WebhookRecord>(text);
+  }
+
+  async deleteWebhook(plateId: PlateId): Promise<boolean> {
+    return (await this.#reach(this.#live.del(this.#names.webhook(plateId)))) === 1;
   }
 
   async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
@@ -467,6 +484,7 @@ interface RedisNames {
   secret(hash: string): string;
   plateKeys(plateId: PlateId): string;
   signingKeys(plateId: PlateId): string;
+  webhook(plateId: PlateId): string;
   token(plateId: PlateId, token: ClientToken): string;
 }
 
@@ -481,6 +499,7 @@ function redisNames(prefix: string): RedisNames {
     secret: (hash) => `${prefix}secret:${hash}`,
     plateKeys: (plateId) => `${prefix}plate-keys:{${plateId}}`,
     signingKeys: (plateId) => `${prefix}signing-keys:{${plateId}}`,
+    webhook: (plateId) => `${prefix}webhook:{${plateId}}`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };
 }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, ClientToken, PlateId, Scope } from "@plate/protocol";
-import type { ClaimResult, KeyRecord, PlateRecord, Revocation, SigningKeyRecord, Store, TokenRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, PlateRecord, Revocation, SigningKeyRecord, Store, TokenRecord, WebhookRecord } from "./store.js";
 import { signingKeyOwner } from "./store.js";
 
 /**
@@ -475,6 +475,44 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         await store.createPlate(plate);
         expect(await store.findSigningKey(plate.id, key.id)).toBeUndefined();
         expect(await store.listSigningKeys(plate.id)).toEqual([]);
+      });
+    });
+
+    describe("webhooks", () => {
+      const hook = (plateId: PlateId, url = "https://example.test/hook"): WebhookRecord => ({
+        plateId,
+        url,
+        secret: randomBytes(32).toString("base64url"),
+        events: ["member_added", "member_removed"],
+        createdAt: new Date().toISOString(),
+      });
+
+      it("sets, replaces, reads on another node and deletes a plate's one webhook; refuses one for a plate that does not exist", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = plateRecord();
+        await a.createPlate(plate);
+        expect(await b.getWebhook(plate.id)).toBeUndefined();
+        const first = hook(plate.id);
+        expect(await a.setWebhook(first)).toEqual(first);
+        expect(await b.getWebhook(plate.id)).toEqual(first);
+        const second = hook(plate.id, "https://example.test/other");
+        await b.setWebhook(second);
+        expect(await a.getWebhook(plate.id)).toEqual(second);
+        expect(await a.deleteWebhook(plate.id)).toBe(true);
+        expect(await b.deleteWebhook(plate.id)).toBe(false);
+        expect(await b.getWebhook(plate.id)).toBeUndefined();
+        expect(codeOf(await rejection(a.setWebhook(hook(`p-${uid()}` as PlateId))))).toBe("not_found");
+      });
+
+      it("deletes a plate's webhook with it", async () => {
+        const store = await node();
+        const plate = plateRecord();
+        await store.createPlate(plate);
+        await store.setWebhook(hook(plate.id));
+        await store.deletePlate(plate.id);
+        await store.createPlate(plate);
+        expect(await store.getWebhook(plate.id)).toBeUndefined();
       });
     });
 

@@ -10,6 +10,19 @@ export interface PlateRecord {
   readonly history?: PlateHistory;
 }
 
+/** What a plate's webhook may be told (route 10's channel events). */
+export type WebhookEvent = "channel_occupied" | "channel_vacated" | "member_added" | "member_removed";
+
+/** A plate's webhook: where its channel events are POSTed, signed with `secret` (HMAC-SHA256). */
+export interface WebhookRecord {
+  readonly plateId: PlateId;
+  readonly url: string;
+  readonly secret: string;
+  readonly events: readonly WebhookEvent[];
+  /** ISO-8601. */
+  readonly createdAt: string;
+}
+
 /** A plate's own history retention (see the edge's HISTORY_COUNT and HISTORY_AGE_MS). */
 export interface PlateHistory {
   /** Messages kept per channel; 0 = none. */
@@ -142,6 +155,12 @@ export interface Store {
   createSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord>;
   listSigningKeys(plateId: PlateId): Promise<SigningKeyRecord[]>;
   findSigningKey(plateId: PlateId, id: string): Promise<SigningKeyRecord | undefined>;
+  /** Sets the plate's one webhook, replacing any; `not_found` when there is no such plate. Deleting a plate deletes it. */
+  setWebhook(record: WebhookRecord): Promise<WebhookRecord>;
+  getWebhook(plateId: PlateId): Promise<WebhookRecord | undefined>;
+  /** Answers whether there was one. */
+  deleteWebhook(plateId: PlateId): Promise<boolean>;
+
   /**
    * Answers whether it existed; if so, announces its revocation (`signingKeyOwner(id)`) to every
    * node. Deleting a plate deletes its signing keys.
