@@ -51,6 +51,13 @@ export interface Config {
   readonly presenceMaxStateBytes: number;
   readonly presenceLeaseMs: number;
   readonly presenceSweepMs: number;
+  readonly webhookBatchMs: number;
+  readonly webhookBatchMax: number;
+  readonly webhookTimeoutMs: number;
+  readonly webhookRetryFirstMs: number;
+  readonly webhookRetryMaxMs: number;
+  readonly webhookMaxAttempts: number;
+  readonly webhookMaxQueued: number;
   readonly maxConnectionsPerPlate: number;
   readonly maxPendingConnections: number;
   readonly maxPendingConnectionsPerAddress: number;
@@ -372,6 +379,48 @@ export const SETTINGS = {
     default: "5000",
     doc: "On Redis: how often a node using presence looks for expired leases. A dead node's members are gone within about `PRESENCE_LEASE_MS` + `PRESENCE_SWEEP_MS` + a third of the lease (25 s by default).",
     parse: integer(50, 3_600_000),
+  },
+  WEBHOOK_BATCH_MS: {
+    key: "webhookBatchMs",
+    default: "500",
+    doc: "How long a plate's channel events gather on a node before its webhook is POSTed (route 10), in ms.",
+    parse: integer(0, 60_000),
+  },
+  WEBHOOK_BATCH_MAX: {
+    key: "webhookBatchMax",
+    default: "100",
+    doc: "Events in one webhook POST at most.",
+    parse: integer(1, 10_000),
+  },
+  WEBHOOK_TIMEOUT_MS: {
+    key: "webhookTimeoutMs",
+    default: "5000",
+    doc: "How long a webhook receiver has to answer a POST, in ms; then it counts as failed and is retried.",
+    parse: integer(100, 120_000),
+  },
+  WEBHOOK_RETRY_FIRST_MS: {
+    key: "webhookRetryFirstMs",
+    default: "1000",
+    doc: "Wait before a failed webhook POST (not 2xx, no answer) is tried again, in ms; it doubles each time up to `WEBHOOK_RETRY_MAX_MS`.",
+    parse: integer(10, 3_600_000),
+  },
+  WEBHOOK_RETRY_MAX_MS: {
+    key: "webhookRetryMaxMs",
+    default: "60000",
+    doc: "Longest wait between two tries of a webhook POST, in ms.",
+    parse: integer(10, 3_600_000),
+  },
+  WEBHOOK_MAX_ATTEMPTS: {
+    key: "webhookMaxAttempts",
+    default: "10",
+    doc: "Tries of one webhook POST before its events are dropped (logged, counted in `plate_webhook_events_total{outcome=\"dropped\"}`).",
+    parse: integer(1, 1000),
+  },
+  WEBHOOK_MAX_QUEUED: {
+    key: "webhookMaxQueued",
+    default: "10000",
+    doc: "Channel events one plate may have waiting for its webhook on one node; past it new events are dropped (logged and counted), so a receiver that is down holds a bounded amount of memory.",
+    parse: integer(1, 10_000_000),
   },
   SLOW_CONSUMER_MAX_BYTES: {
     key: "slowConsumerMaxBytes",

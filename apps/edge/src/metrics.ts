@@ -82,6 +82,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly webhookEvents = new Counter({
+    name: "plate_webhook_events_total",
+    help: "Channel events for plates' webhooks, by outcome: delivered (a 2xx answer), dropped (queue full, webhook unreadable or deleted, or out of attempts).",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+
   readonly probeLost = new Counter({
     name: "plate_broker_probe_lost_total",
     help: "Silent-loss probes that did not come back through Redis in time (the subscriber connection was deaf and is reconnected).",

@@ -16,6 +16,7 @@ import { Realtime } from "./core/realtime.js";
 import { Rate, RateLimiter } from "./core/rate-limit.js";
 import { PresenceHub } from "./core/presence.js";
 import { Occupancy } from "./core/occupancy.js";
+import { Webhooks } from "./core/webhooks.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -96,7 +97,22 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
-  const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log);
+  const webhooks = new Webhooks(
+    store,
+    {
+      batchMs: config.webhookBatchMs,
+      batchMax: config.webhookBatchMax,
+      timeoutMs: config.webhookTimeoutMs,
+      retryFirstMs: config.webhookRetryFirstMs,
+      retryMaxMs: config.webhookRetryMaxMs,
+      maxAttempts: config.webhookMaxAttempts,
+      maxQueued: config.webhookMaxQueued,
+      cacheMs: config.keyCacheMs,
+    },
+    metrics,
+    log,
+  );
+  const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log, webhooks);
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -133,6 +149,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     realtime,
     presence,
     occupancy,
+    webhooks,
     draining: () => draining,
     notReady: () =>
       draining
@@ -214,6 +231,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       stopBrokerWatch();
       await realtime.close().catch(() => undefined);
       await occupancy.close().catch(() => undefined);
+      webhooks.close();
       await broker.close();
       await store.close();
     })());

@@ -5,6 +5,7 @@ import type { Publisher } from "./core/publisher.js";
 import type { Realtime } from "./core/realtime.js";
 import type { PresenceHub } from "./core/presence.js";
 import type { Occupancy } from "./core/occupancy.js";
+import type { Webhooks } from "./core/webhooks.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { SignedTokens } from "./core/signed-tokens.js";
@@ -31,6 +32,8 @@ export interface Services {
   readonly presence: PresenceHub;
   /** Route 10: which channels have subscribers, over every node. */
   readonly occupancy: Occupancy;
+  /** Route 10: each plate's webhook and its channel events. */
+  readonly webhooks: Webhooks;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

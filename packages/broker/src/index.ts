@@ -1,6 +1,6 @@
 export type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 export { MemoryBroker } from "./memory-broker.js";
-export type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes } from "./presence.js";
+export type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes, Tracked } from "./presence.js";
 export type { RedisBrokerOptions } from "./redis-broker.js";
 export { RedisBroker, encodeRedisPayload } from "./redis-broker.js";
 export { RedisNames, escapeGlob, patternToGlob } from "./redis-names.js";

@@ -1,7 +1,7 @@
 import type { ChannelName, PlateId } from "@plate/protocol";
 import type { Unsubscribe } from "./broker.js";
 import { NO_MEMBERS, oneMember } from "./presence.js";
-import type { Presence, PresenceChange, PresenceListener, PresenceState } from "./presence.js";
+import type { Presence, PresenceChange, PresenceListener, PresenceState, Tracked } from "./presence.js";
 
 /** One channel's members (client id → record) and listeners. */
 interface ChannelPresence {
@@ -32,7 +32,7 @@ export class MemoryPresence implements Presence {
     });
   }
 
-  track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<number | "full"> {
+  track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<Tracked | "full"> {
     const key = keyOf(plateId, channel);
     const entry = this.#entry(key);
     const old = entry.members.get(clientId);
@@ -41,7 +41,8 @@ export class MemoryPresence implements Presence {
       return Promise.resolve("full");
     }
     entry.members.set(clientId, record);
-    return Promise.resolve(this.#tell(plateId, entry, oneMember(clientId, record), old === undefined ? NO_MEMBERS : oneMember(clientId, old)));
+    const version = this.#tell(plateId, entry, oneMember(clientId, record), old === undefined ? NO_MEMBERS : oneMember(clientId, old));
+    return Promise.resolve({ version, joined: old === undefined });
   }
 
   untrack(plateId: PlateId, channel: ChannelName, clientId: string): Promise<number> {
@@ -58,6 +59,11 @@ export class MemoryPresence implements Presence {
   state(plateId: PlateId, channel: ChannelName): Promise<PresenceState> {
     const members = this.#channels.get(keyOf(plateId, channel))?.members;
     return Promise.resolve({ version: this.#versions.get(plateId) ?? 0, members: new Map(members) });
+  }
+
+  /** One process: no node dies without its members. */
+  onSwept(): () => void {
+    return () => undefined;
   }
 
   #tell(plateId: PlateId, entry: ChannelPresence, joins: string, leaves: string): number {

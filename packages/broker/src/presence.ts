@@ -24,12 +24,23 @@ import type { Unsubscribe } from "./broker.js";
 export interface Presence {
   /** Listens to a channel's changes; resolves once changes made after it will reach `listener`. */
   listen(plateId: PlateId, channel: ChannelName, listener: PresenceListener): Promise<Unsubscribe>;
-  /** Adds or replaces a member; answers the change's version, or "full". */
-  track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<number | "full">;
+  /** Adds or replaces a member; answers the change's version and whether it joined (was not a member), or "full". */
+  track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<Tracked | "full">;
   /** Removes a member; answers the change's version, or 0 when it was not there. */
   untrack(plateId: PlateId, channel: ChannelName, clientId: string): Promise<number>;
   /** The channel's members now, and the version they are at. */
   state(plateId: PlateId, channel: ChannelName): Promise<PresenceState>;
+  /**
+   * Told of each member this node removed because its node died (Redis: the sweep), once over all
+   * nodes. Returns a function that removes the listener.
+   */
+  onSwept(listener: (plateId: PlateId, channel: ChannelName, clientId: string, record: string) => void): () => void;
+}
+
+/** A track done: its change's version, and whether the client joined (false: its record was replaced). */
+export interface Tracked {
+  readonly version: number;
+  readonly joined: boolean;
 }
 
 export type PresenceListener = (change: PresenceChange) => void;

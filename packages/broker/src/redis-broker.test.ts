@@ -391,6 +391,8 @@ describe("presence on Redis", () => {
     const channel = "lobby" as ChannelName;
     const heard: { joins: string; leaves: string }[] = [];
     await survivor.presence.listen(plate, channel, (c) => void heard.push(c));
+    const swept: string[] = [];
+    survivor.presence.onSwept((_plate, _channel, clientId, record) => void swept.push(`${clientId} ${record}`));
     for (const n of [1, 2, 3]) await dying.presence.track(plate, channel, `${dyingId}.${n}`, record(n), 10);
     await survivor.presence.track(plate, channel, "alive.1", record(9), 10);
     expect((await survivor.presence.state(plate, channel)).members.size).toBe(4);
@@ -402,6 +404,8 @@ describe("presence on Redis", () => {
     expect([...(await survivor.presence.state(plate, channel)).members.keys()]).toEqual(["alive.1"]);
     const left = heard.filter((c) => c.leaves !== "{}").map((c) => Object.keys(JSON.parse(c.leaves) as object)[0]);
     expect(left.sort()).toEqual([1, 2, 3].map((n) => `${dyingId}.${n}`));
+    // The node that removed them is told, once each, with their records (for webhooks).
+    expect(swept.sort()).toEqual([1, 2, 3].map((n) => `${dyingId}.${n} ${record(n)}`));
     // Its bookkeeping is gone too: no lease, no member list.
     const bookkeeping = () => withClient((client) => Promise.all([client.zscore(`${keyPrefix}presence-leases`, dyingId), client.exists(`${keyPrefix}presence-node:${dyingId}`)]));
     let kept = await bookkeeping();

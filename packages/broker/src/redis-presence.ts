@@ -2,7 +2,7 @@ import type { ChannelName, PlateId } from "@plate/protocol";
 import type { Commands, Warn } from "@plate/redis";
 import type { Unsubscribe } from "./broker.js";
 import type { RedisNames } from "./redis-names.js";
-import type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes } from "./presence.js";
+import type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes, Tracked } from "./presence.js";
 
 /*
  * Presence on Redis. Keys (prefix `p`, plate `a` as the hash tag `{a}`, channel `c`):
@@ -38,17 +38,18 @@ local key = '{"' .. ARGV[1] .. '":'
 local leaves = '{}'
 if old then leaves = key .. old .. '}' end
 redis.call(ARGV[4], ARGV[5], ARGV[6] .. v .. ARGV[7] .. key .. ARGV[2] .. '}' .. ARGV[7] .. leaves)
-return v
+if old then return {v, 0} end
+return {v, 1}
 `;
 
-/** KEYS: members, version. ARGV: client id, publish command, pub/sub channel, mark, SEP. */
+/** KEYS: members, version. ARGV: client id, publish command, pub/sub channel, mark, SEP. Answers 0 or {version, old record}. */
 const UNTRACK = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local v = redis.call('INCR', KEYS[2])
 redis.call(ARGV[2], ARGV[3], ARGV[4] .. v .. ARGV[5] .. '{}' .. ARGV[5] .. '{"' .. ARGV[1] .. '":' .. old .. '}')
-return v
+return {v, old}
 `;
 
 /** KEYS: members, version. Answers {version, [client id, record, ...]} read at one instant. */
@@ -85,8 +86,8 @@ return 1
 `;
 
 export interface PresenceScripts {
-  platePresenceTrack(...keysAndArgs: (string | number)[]): Promise<number>;
-  platePresenceUntrack(...keysAndArgs: string[]): Promise<number>;
+  platePresenceTrack(...keysAndArgs: (string | number)[]): Promise<number | [number, number]>;
+  platePresenceUntrack(...keysAndArgs: string[]): Promise<0 | [number, string]>;
   platePresenceState(members: string, version: string): Promise<[string, string[]]>;
   platePresenceRenew(leases: string, nodeId: string, leaseMs: number): Promise<number>;
   platePresenceExpired(leases: string, count: number): Promise<string[]>;
@@ -121,7 +122,7 @@ export interface RedisPresenceParts {
 }
 
 /** A member this node tracks, to track again if its lease ran out. */
-interface Tracked {
+interface Member {
   readonly plateId: PlateId;
   readonly channel: ChannelName;
   readonly clientId: string;
@@ -134,7 +135,8 @@ export class RedisPresence implements Presence {
   /** Listeners by pub/sub channel name. */
   readonly #listeners = new Map<string, Set<PresenceListener>>();
   /** This node's members, by their entry in its set. */
-  readonly #tracked = new Map<string, Tracked>();
+  readonly #tracked = new Map<string, Member>();
+  readonly #sweptListeners = new Set<(plateId: PlateId, channel: ChannelName, clientId: string, record: string) => void>();
   #timers: NodeJS.Timeout[] | undefined;
   #sweeping = false;
   #closed = false;
@@ -167,16 +169,16 @@ export class RedisPresence implements Presence {
     };
   }
 
-  async track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<number | "full"> {
+  async track(plateId: PlateId, channel: ChannelName, clientId: string, record: string, maxMembers: number): Promise<Tracked | "full"> {
     this.#start();
     const entry = plateId + SEP + channel + SEP + clientId;
     const { names } = this.#parts;
     const commands = this.#commands();
-    let version: number;
+    let reply: number | [number, number];
     try {
       // In the node's set first: a member is never in a channel without it (a dead node's sweep finds it).
       await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
-      version = await commands.platePresenceTrack(
+      reply = await commands.platePresenceTrack(
         names.presenceMembers(plateId, channel),
         names.presenceVersion(plateId),
         clientId,
@@ -190,25 +192,25 @@ export class RedisPresence implements Presence {
     } catch (err) {
       throw this.#parts.failed(err);
     }
-    if (version === 0) {
+    if (reply === 0 || !Array.isArray(reply)) {
       if (!this.#tracked.has(entry)) await this.#unindex(entry);
       return "full";
     }
     this.#tracked.set(entry, { plateId, channel, clientId, record, maxMembers });
-    return version;
+    return { version: reply[0], joined: reply[1] === 1 };
   }
 
   async untrack(plateId: PlateId, channel: ChannelName, clientId: string): Promise<number> {
     const entry = plateId + SEP + channel + SEP + clientId;
     this.#tracked.delete(entry);
-    let version: number;
+    let removed: 0 | [number, string];
     try {
-      version = await this.#remove(this.#commands(), plateId, channel, clientId);
+      removed = await this.#remove(this.#commands(), plateId, channel, clientId);
     } catch (err) {
       throw this.#parts.failed(err);
     }
     await this.#unindex(entry);
-    return version;
+    return removed === 0 ? 0 : removed[0];
   }
 
   async state(plateId: PlateId, channel: ChannelName): Promise<PresenceState> {
@@ -224,6 +226,11 @@ export class RedisPresence implements Presence {
     const members = new Map<string, string>();
     for (let i = 0; i + 1 < flat.length; i += 2) members.set(flat[i]!, flat[i + 1]!);
     return { version: Number(version), members };
+  }
+
+  onSwept(listener: (plateId: PlateId, channel: ChannelName, clientId: string, record: string) => void): () => void {
+    this.#sweptListeners.add(listener);
+    return () => void this.#sweptListeners.delete(listener);
   }
 
   /** A payload with `PRESENCE_MARK` heard on `name` (from the broker's subscriber). */
@@ -307,7 +314,9 @@ export class RedisPresence implements Presence {
           if (entries.length === 0) break;
           for (const entry of entries) {
             const [plateId, channel, clientId] = entry.split(SEP) as [PlateId, ChannelName, string];
-            if (clientId !== undefined) await this.#remove(commands, plateId, channel, clientId);
+            if (clientId === undefined) continue;
+            const removed = await this.#remove(commands, plateId, channel, clientId);
+            if (removed !== 0) for (const listener of this.#sweptListeners) listener(plateId, channel, clientId, removed[1]);
           }
           await commands.srem(index, ...entries);
         }
@@ -320,7 +329,7 @@ export class RedisPresence implements Presence {
     }
   }
 
-  #remove(commands: Commands & PresenceScripts, plateId: PlateId, channel: ChannelName, clientId: string): Promise<number> {
+  #remove(commands: Commands & PresenceScripts, plateId: PlateId, channel: ChannelName, clientId: string): Promise<0 | [number, string]> {
     const { names } = this.#parts;
     return commands.platePresenceUntrack(
       names.presenceMembers(plateId, channel),

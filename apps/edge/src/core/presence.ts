@@ -1,9 +1,10 @@
 import { PlateError, topicKey } from "@plate/protocol";
 import type { ChannelName, PlateId, Topic } from "@plate/protocol";
-import type { Broker, PresenceChange, Unsubscribe } from "@plate/broker";
+import type { Broker, PresenceChange, Tracked, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Connection } from "./connection.js";
 import type { Subscription } from "./subscription.js";
+import type { Webhooks } from "./webhooks.js";
 
 /** Settings of presence (see config.ts). */
 export interface PresenceLimits {
@@ -40,6 +41,8 @@ interface Watched {
  */
 interface Membership {
   readonly sub: Subscription;
+  /** Its user (a signed token's `sub`), for the webhook's member events. */
+  user: string | undefined;
   joinedAt: string;
   /** Whether it is a member: a track on its way or done, and no untrack since. */
   live: boolean;
@@ -60,7 +63,11 @@ export class PresenceHub {
     private readonly broker: Broker,
     private readonly limits: PresenceLimits,
     private readonly log: Logger,
+    /** Where member events go (route 10's channel events). */
+    private readonly webhooks?: Pick<Webhooks, "emit">,
   ) {
+    // A dead node's members, removed by this node's sweep: told once, from here.
+    broker.presence.onSwept((plateId, channel, clientId, record) => webhooks?.emit(plateId, "member_removed", channel, clientId, userOf(record)));
     broker.onGap((phase, plates) => {
       if (phase !== "restored") return;
       for (const watched of this.#watched.values()) {
@@ -122,18 +129,19 @@ export class PresenceHub {
     if (memberships === undefined) this.#members.set(conn, (memberships = new Map<ChannelName, Membership>()));
     let membership = memberships.get(channel);
     if (membership === undefined || membership.sub !== sub) {
-      const created: Membership = { sub, joinedAt: "", live: false };
+      const created: Membership = { sub, user, joinedAt: "", live: false };
       membership = created;
       memberships.set(channel, created);
       // It leaves when its subscription ends: unsubscribed, refused by a refresh, or with its connection.
       sub.onEnd(() => void this.#leave(conn, channel, created));
     }
     const wasLive = membership.live;
+    membership.user = user;
     if (!wasLive) membership.joinedAt = new Date().toISOString();
     const record =
       "{" + (user === undefined ? "" : '"user":' + JSON.stringify(user) + ",") + '"state":' + state + ',"joinedAt":"' + membership.joinedAt + '"}';
     membership.live = true;
-    let outcome: number | "full";
+    let outcome: Tracked | "full";
     try {
       outcome = await this.broker.presence.track(conn.plateId, channel, conn.clientId, record, this.limits.maxMembers);
     } catch (err) {
@@ -144,6 +152,7 @@ export class PresenceHub {
       membership.live = wasLive;
       throw new PlateError("quota_exceeded", `A channel holds at most ${this.limits.maxMembers} presence members.`);
     }
+    if (outcome.joined) this.webhooks?.emit(conn.plateId, "member_added", channel, conn.clientId, user);
     // Its subscription ended while the track was on its way: take it back.
     if (sub.ended) await this.#leave(conn, channel, membership);
   }
@@ -153,12 +162,14 @@ export class PresenceHub {
     const membership = this.#members.get(conn)?.get(channel);
     if (membership === undefined || !membership.live) return;
     membership.live = false;
+    let version: number;
     try {
-      await this.broker.presence.untrack(conn.plateId, channel, conn.clientId);
+      version = await this.broker.presence.untrack(conn.plateId, channel, conn.clientId);
     } catch (err) {
       membership.live = true;
       throw err;
     }
+    if (version > 0) this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
   }
 
   /** The members of a channel (route 10's GET), as `{"clientId","user"?,"state","joinedAt"}` JSON texts. */
@@ -174,7 +185,8 @@ export class PresenceHub {
     if (!membership.live) return;
     membership.live = false;
     try {
-      await this.broker.presence.untrack(conn.plateId, channel, conn.clientId);
+      const version = await this.broker.presence.untrack(conn.plateId, channel, conn.clientId);
+      if (version > 0) this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
     } catch (err) {
       this.log.warn("presence member not removed", { plateId: conn.plateId, error: String(err) });
     }
@@ -233,4 +245,14 @@ function stateFrame(channel: ChannelName, members: ReadonlyMap<string, string>):
 
 function diffFrame(channel: ChannelName, change: PresenceChange): string {
   return '{"type":"presence","channel":"' + channel + '","joins":' + change.joins + ',"leaves":' + change.leaves + "}";
+}
+
+/** The user of a member's record, if it has one. */
+function userOf(record: string): string | undefined {
+  try {
+    const { user } = JSON.parse(record) as { user?: unknown };
+    return typeof user === "string" ? user : undefined;
+  } catch {
+    return undefined;
+  }
 }

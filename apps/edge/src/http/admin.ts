@@ -74,6 +74,24 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
     return c.body(null, 204);
   });
 
+  // Route 10's channel events: the plate's one webhook (its secret answered once, at each PUT).
+  admin.put("/plates/:plateId/webhook", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    return c.json({ data: await services.webhooks.set(plateId, body) });
+  });
+
+  admin.get("/plates/:plateId/webhook", async (c) => {
+    const hook = await services.webhooks.get(plateParam(c.req.param("plateId")));
+    if (hook === undefined) throw notFound("webhook");
+    return c.json({ data: hook });
+  });
+
+  admin.delete("/plates/:plateId/webhook", async (c) => {
+    if (!(await services.webhooks.delete(plateParam(c.req.param("plateId"))))) throw notFound("webhook");
+    return c.body(null, 204);
+  });
+
   admin.post("/plates/:plateId/signing-keys", async (c) => {
     const plateId = plateParam(c.req.param("plateId"));
     const body = await readParams(c.req.raw, config.maxMessageBytes);

@@ -1,0 +1,151 @@
+import { createHmac } from "node:crypto";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, startRedis } from "@plate/testing";
+import type { RedisServer } from "@plate/testing";
+import { adminCall } from "./test-support/admin.js";
+import { KEYS, eventually, startTestNode } from "./test-support/node.js";
+import type { TestNode } from "./test-support/node.js";
+import { EdgeProcess, redisNodeEnv } from "./test-support/process.js";
+import { WsClient } from "./test-support/ws.js";
+
+/**
+ * Route 10's channel events for backends: a real HTTP receiver on a free port gets signed, batched
+ * POSTs of member_added / member_removed, retried when it fails, each event from one node.
+ */
+
+interface Received {
+  readonly status: number;
+  readonly body: { plateId: string; events: { id: string; name: string; channel: string; clientId: string; user?: string; at: string }[] };
+  readonly signatureValid: boolean;
+}
+
+/** A webhook receiver: answers 500 to its first `failFirst` POSTs, 204 after; records each. */
+async function receiver(secret: () => string, failFirst = 0): Promise<{ url: string; received: Received[]; server: Server }> {
+  const received: Received[] = [];
+  const server = createServer((req, res) => {
+    let text = "";
+    req.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+    req.on("end", () => {
+      const header = String(req.headers["plate-signature"] ?? "");
+      const match = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header);
+      const expected = match === null ? "" : createHmac("sha256", secret()).update(`${match[1]}.${text}`).digest("hex");
+      const status = received.length < failFirst ? 500 : 204;
+      received.push({ status, body: JSON.parse(text) as Received["body"], signatureValid: match !== null && match[2] === expected });
+      res.writeHead(status).end();
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${port}/hooks/plate`, received, server };
+}
+
+const clients: WsClient[] = [];
+afterAll(() => {
+  for (const c of clients) c.close();
+});
+
+async function member(base: string, plate: string, key: string, channel: string): Promise<WsClient & { clientId: string }> {
+  const client = await WsClient.connect(`${base}/${plate}/realtime?channel=${channel}`, { headers: { Authorization: `Bearer ${key}` } });
+  clients.push(client);
+  const ready = await client.waitFor("ready");
+  client.socket.send(JSON.stringify({ type: "presence.track", ref: "t", channel, state: "here" }));
+  expect(await eventually(() => client.frames.some((f) => f.ref === "t"))).toBe(true);
+  expect(client.frames.find((f) => f.ref === "t").type).toBe("ok");
+  return Object.assign(client, { clientId: ready.clientId as string });
+}
+
+/** Every event delivered with a 2xx, in order, as `name clientId`. */
+const delivered = (received: Received[]) => received.filter((r) => r.status < 300).flatMap((r) => r.body.events.map((e) => `${e.name} ${e.clientId}`));
+
+describe("webhooks on one node", () => {
+  let t: TestNode;
+  let secret = "";
+  let hook: Awaited<ReturnType<typeof receiver>>;
+  beforeAll(async () => {
+    t = await startTestNode({ WEBHOOK_BATCH_MS: "50", WEBHOOK_RETRY_FIRST_MS: "50" });
+    hook = await receiver(() => secret, 2);
+  });
+  afterAll(async () => {
+    hook?.server.close();
+    await t?.cleanup();
+  });
+
+  it("is set, shown without its secret, and deleted through the admin API; a bad URL or event is refused", async () => {
+    expect((await adminCall(t.url, "PUT", "/admin/plates/globex/webhook", { body: { url: "ftp://x" } })).status).toBe(400);
+    expect((await adminCall(t.url, "PUT", "/admin/plates/globex/webhook", { body: { url: "https://x.test", events: ["nope"] } })).status).toBe(400);
+    expect((await adminCall(t.url, "PUT", "/admin/plates/nosuch/webhook", { body: { url: "https://x.test" } })).status).toBe(404);
+    const set = await adminCall(t.url, "PUT", "/admin/plates/globex/webhook", { body: { url: "https://x.test/h", events: ["member_added"] } });
+    expect(set.status).toBe(200);
+    expect(set.body.data).toMatchObject({ url: "https://x.test/h", events: ["member_added"], secret: expect.any(String) });
+    const shown = await adminCall(t.url, "GET", "/admin/plates/globex/webhook");
+    expect(shown.body.data).toEqual({ url: "https://x.test/h", events: ["member_added"], createdAt: expect.any(String) });
+    expect((await adminCall(t.url, "DELETE", "/admin/plates/globex/webhook")).status).toBe(204);
+    expect((await adminCall(t.url, "GET", "/admin/plates/globex/webhook")).status).toBe(404);
+  });
+
+  it("POSTs member_added and member_removed, signed and batched, retrying a receiver that fails until it takes them, each event delivered once", async () => {
+    const set = await adminCall(t.url, "PUT", "/admin/plates/acme/webhook", { body: { url: hook.url } });
+    secret = set.body.data.secret as string;
+    const ann = await member(t.wsUrl, "acme", KEYS.acme, "room");
+    const bob = await member(t.wsUrl, "acme", KEYS.acme, "room");
+    // An update is no event.
+    ann.socket.send(JSON.stringify({ type: "presence.track", ref: "u", channel: "room", state: "still here" }));
+    expect(await eventually(() => ann.frames.some((f) => f.ref === "u"))).toBe(true);
+    ann.socket.send(JSON.stringify({ type: "presence.untrack", ref: "x", channel: "room" }));
+    expect(await eventually(() => ann.frames.some((f) => f.ref === "x"))).toBe(true);
+    bob.close();
+    const expected = [`member_added ${ann.clientId}`, `member_added ${bob.clientId}`, `member_removed ${ann.clientId}`, `member_removed ${bob.clientId}`];
+    expect(await eventually(() => delivered(hook.received).length >= expected.length, 5000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(delivered(hook.received)).toEqual(expected);
+    expect(hook.received.slice(0, 2).map((r) => r.status)).toEqual([500, 500]);
+    expect(hook.received.every((r) => r.signatureValid && r.body.plateId === "acme")).toBe(true);
+    // The failed POSTs carried the same events (same ids) that were delivered later: the receiver dedupes by id.
+    const ids = hook.received.filter((r) => r.status < 300).flatMap((r) => r.body.events.map((e) => e.id));
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(hook.received[0]!.body.events.every((e) => ids.includes(e.id))).toBe(true);
+    expect(hook.received.flatMap((r) => r.body.events).every((e) => e.channel === "room" && typeof e.at === "string")).toBe(true);
+  });
+});
+
+describe("webhooks across nodes on Redis", () => {
+  let redis: RedisServer;
+  const nodes: EdgeProcess[] = [];
+  let secret = "";
+  let hook: Awaited<ReturnType<typeof receiver>>;
+  beforeAll(async () => {
+    redis = await startRedis();
+    hook = await receiver(() => secret);
+  });
+  afterAll(async () => {
+    for (const n of nodes) n.kill();
+    hook?.server.close();
+    await redis?.stop();
+  });
+
+  it("sends each event from one node: joins and leaves on three nodes, and a SIGKILLed node's members removed once", async () => {
+    const env = { ...redisNodeEnv(redis.url), PRESENCE_LEASE_MS: "1500", PRESENCE_SWEEP_MS: "300", WEBHOOK_BATCH_MS: "50", KEY_CACHE_MS: "0" };
+    for (let i = 0; i < 3; i++) {
+      const node = new EdgeProcess(await freePort(), env);
+      nodes.push(node);
+      await node.ready();
+    }
+    const [doomed, x, y] = nodes as [EdgeProcess, EdgeProcess, EdgeProcess];
+    secret = (await adminCall(x.url, "PUT", "/admin/plates/acme/webhook", { body: { url: hook.url } })).body.data.secret as string;
+    const ws = (node: EdgeProcess) => node.url.replace(/^http/, "ws");
+    const onX = await member(ws(x), "acme", KEYS.acme, "hall");
+    const onY = await member(ws(y), "acme", KEYS.acme, "hall");
+    const gone = await member(ws(doomed), "acme", KEYS.acme, "hall");
+    onY.close();
+    expect(await eventually(() => delivered(hook.received).length === 4, 5000)).toBe(true);
+    doomed.kill();
+    expect(await eventually(() => delivered(hook.received).length === 5, 10_000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(delivered(hook.received).sort()).toEqual(
+      [`member_added ${onX.clientId}`, `member_added ${onY.clientId}`, `member_added ${gone.clientId}`, `member_removed ${onY.clientId}`, `member_removed ${gone.clientId}`].sort(),
+    );
+    expect(hook.received.every((r) => r.signatureValid)).toBe(true);
+  });
+});
