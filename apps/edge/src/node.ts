@@ -16,7 +16,7 @@ import { Realtime } from "./core/realtime.js";
 import { Rate, RateLimiter } from "./core/rate-limit.js";
 import { PresenceHub } from "./core/presence.js";
 import { Occupancy } from "./core/occupancy.js";
-import { Webhooks } from "./core/webhooks.js";
+import { ChannelEvents, Webhooks } from "./core/webhooks.js";
 import { Resync } from "./core/resync.js";
 import { Subscriptions } from "./core/subscriptions.js";
 import { Tenancy } from "./core/tenancy.js";
@@ -87,16 +87,6 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });
   if (!provisioned) resync.run();
-  const fanout = new Fanout(broker, metrics, log, retention, () => {
-    // A gap in delivery may hide a revocation too: closed first, they get nothing published after it.
-    resync.run();
-    return resync.whenInStep(RESYNC_FILL_WAIT_MS);
-  });
-  const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
-  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
-  const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
-  const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
-  const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const webhooks = new Webhooks(
     store,
     {
@@ -112,6 +102,23 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     metrics,
     log,
   );
+  const fanout = new Fanout(
+    broker,
+    metrics,
+    log,
+    retention,
+    () => {
+      // A gap in delivery may hide a revocation too: closed first, they get nothing published after it.
+      resync.run();
+      return resync.whenInStep(RESYNC_FILL_WAIT_MS);
+    },
+    new ChannelEvents(broker, webhooks, log),
+  );
+  const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
+  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
+  const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
+  const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
+  const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log, webhooks);
   const realtime = new Realtime(
     subscriptions,

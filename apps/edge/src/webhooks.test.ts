@@ -56,8 +56,9 @@ async function member(base: string, plate: string, key: string, channel: string)
   return Object.assign(client, { clientId: ready.clientId as string });
 }
 
-/** Every event delivered with a 2xx, in order, as `name clientId`. */
-const delivered = (received: Received[]) => received.filter((r) => r.status < 300).flatMap((r) => r.body.events.map((e) => `${e.name} ${e.clientId}`));
+/** Every event delivered with a 2xx, in order, as `name clientId` (member events) or `name channel`. */
+const delivered = (received: Received[]) =>
+  received.filter((r) => r.status < 300).flatMap((r) => r.body.events.map((e) => `${e.name} ${e.clientId ?? e.channel}`));
 
 describe("webhooks on one node", () => {
   let t: TestNode;
@@ -85,7 +86,7 @@ describe("webhooks on one node", () => {
     expect((await adminCall(t.url, "GET", "/admin/plates/globex/webhook")).status).toBe(404);
   });
 
-  it("POSTs member_added and member_removed, signed and batched, retrying a receiver that fails until it takes them, each event delivered once", async () => {
+  it("POSTs channel and member events, signed and batched, retrying a receiver that fails until it takes them, each event delivered once", async () => {
     const set = await adminCall(t.url, "PUT", "/admin/plates/acme/webhook", { body: { url: hook.url } });
     secret = set.body.data.secret as string;
     const ann = await member(t.wsUrl, "acme", KEYS.acme, "room");
@@ -96,7 +97,16 @@ describe("webhooks on one node", () => {
     ann.socket.send(JSON.stringify({ type: "presence.untrack", ref: "x", channel: "room" }));
     expect(await eventually(() => ann.frames.some((f) => f.ref === "x"))).toBe(true);
     bob.close();
-    const expected = [`member_added ${ann.clientId}`, `member_added ${bob.clientId}`, `member_removed ${ann.clientId}`, `member_removed ${bob.clientId}`];
+    await new Promise((r) => setTimeout(r, 100));
+    ann.close();
+    const expected = [
+      "channel_occupied room",
+      `member_added ${ann.clientId}`,
+      `member_added ${bob.clientId}`,
+      `member_removed ${ann.clientId}`,
+      `member_removed ${bob.clientId}`,
+      "channel_vacated room",
+    ];
     expect(await eventually(() => delivered(hook.received).length >= expected.length, 5000)).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(delivered(hook.received)).toEqual(expected);
@@ -139,12 +149,24 @@ describe("webhooks across nodes on Redis", () => {
     const onY = await member(ws(y), "acme", KEYS.acme, "hall");
     const gone = await member(ws(doomed), "acme", KEYS.acme, "hall");
     onY.close();
-    expect(await eventually(() => delivered(hook.received).length === 4, 5000)).toBe(true);
+    // The channel, occupied on three nodes: once.
+    expect(await eventually(() => delivered(hook.received).length === 5, 5000)).toBe(true);
     doomed.kill();
-    expect(await eventually(() => delivered(hook.received).length === 5, 10_000)).toBe(true);
+    expect(await eventually(() => delivered(hook.received).length === 6, 10_000)).toBe(true);
+    onX.close();
+    expect(await eventually(() => delivered(hook.received).length === 8, 5000)).toBe(true);
     await new Promise((r) => setTimeout(r, 1000));
     expect(delivered(hook.received).sort()).toEqual(
-      [`member_added ${onX.clientId}`, `member_added ${onY.clientId}`, `member_added ${gone.clientId}`, `member_removed ${onY.clientId}`, `member_removed ${gone.clientId}`].sort(),
+      [
+        "channel_occupied hall",
+        `member_added ${onX.clientId}`,
+        `member_added ${onY.clientId}`,
+        `member_added ${gone.clientId}`,
+        `member_removed ${onY.clientId}`,
+        `member_removed ${gone.clientId}`,
+        `member_removed ${onX.clientId}`,
+        "channel_vacated hall",
+      ].sort(),
     );
     expect(hook.received.every((r) => r.signatureValid)).toBe(true);
   });

@@ -468,6 +468,18 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
         expect((await b.presence.state("p2" as PlateId, channel)).members.size).toBe(0);
       });
 
+      it("says when a channel becomes occupied (the first node with subscribers) and vacant (the last one gone)", async () => {
+        const a = await node();
+        const b = await node();
+        const channel = fresh();
+        expect(await a.presence.occupy(plate, channel)).toBe(true);
+        expect(await b.presence.occupy(plate, channel)).toBe(false);
+        expect(await a.presence.vacate(plate, channel)).toBe(false);
+        expect(await b.presence.vacate(plate, channel)).toBe(true);
+        expect(await a.presence.occupy(plate, channel)).toBe(true);
+        expect(await a.presence.occupy("p2" as PlateId, channel)).toBe(true);
+      });
+
       it("refuses a member past maxMembers (an update of a member still passes), and changes nothing", async () => {
         const a = await node();
         const channel = fresh();

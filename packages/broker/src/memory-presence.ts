@@ -16,6 +16,8 @@ interface ChannelPresence {
  */
 export class MemoryPresence implements Presence {
   readonly #channels = new Map<string, ChannelPresence>();
+  /** How many times each channel was occupied and not vacated yet. */
+  readonly #occupancy = new Map<string, number>();
   /** The last version given, per plate. */
   readonly #versions = new Map<PlateId, number>();
 
@@ -63,6 +65,27 @@ export class MemoryPresence implements Presence {
 
   /** One process: no node dies without its members. */
   onSwept(): () => void {
+    return () => undefined;
+  }
+
+  /** One node: counted per call, so that a fixture's "nodes" (this one broker) agree with Redis. */
+  occupy(plateId: PlateId, channel: ChannelName): Promise<boolean> {
+    const key = keyOf(plateId, channel);
+    const count = (this.#occupancy.get(key) ?? 0) + 1;
+    this.#occupancy.set(key, count);
+    return Promise.resolve(count === 1);
+  }
+
+  vacate(plateId: PlateId, channel: ChannelName): Promise<boolean> {
+    const key = keyOf(plateId, channel);
+    const count = this.#occupancy.get(key);
+    if (count === undefined) return Promise.resolve(false);
+    if (count > 1) this.#occupancy.set(key, count - 1);
+    else this.#occupancy.delete(key);
+    return Promise.resolve(count === 1);
+  }
+
+  onVacated(): () => void {
     return () => undefined;
   }
 

@@ -35,6 +35,15 @@ export interface Presence {
    * nodes. Returns a function that removes the listener.
    */
   onSwept(listener: (plateId: PlateId, channel: ChannelName, clientId: string, record: string) => void): () => void;
+  /**
+   * Counts this node as having subscribers of a channel (call once when its first arrives);
+   * answers true when it is the only node that has (the channel became occupied).
+   */
+  occupy(plateId: PlateId, channel: ChannelName): Promise<boolean>;
+  /** The reverse, when its last leaves; answers true when no node has any left (the channel became vacant). */
+  vacate(plateId: PlateId, channel: ChannelName): Promise<boolean>;
+  /** Told of each channel a dead node's sweep left vacant, on the node that swept, once over all nodes. */
+  onVacated(listener: (plateId: PlateId, channel: ChannelName) => void): () => void;
 }
 
 /** A track done: its change's version, and whether the client joined (false: its record was replaced). */

@@ -393,6 +393,12 @@ describe("presence on Redis", () => {
     await survivor.presence.listen(plate, channel, (c) => void heard.push(c));
     const swept: string[] = [];
     survivor.presence.onSwept((_plate, _channel, clientId, record) => void swept.push(`${clientId} ${record}`));
+    const vacated: string[] = [];
+    survivor.presence.onVacated((_plate, ch) => void vacated.push(ch));
+    // The dying node alone has subscribers of "hall"; both have of "lobby".
+    expect(await dying.presence.occupy(plate, "hall" as ChannelName)).toBe(true);
+    expect(await dying.presence.occupy(plate, channel)).toBe(true);
+    expect(await survivor.presence.occupy(plate, channel)).toBe(false);
     for (const n of [1, 2, 3]) await dying.presence.track(plate, channel, `${dyingId}.${n}`, record(n), 10);
     await survivor.presence.track(plate, channel, "alive.1", record(9), 10);
     expect((await survivor.presence.state(plate, channel)).members.size).toBe(4);
@@ -406,6 +412,9 @@ describe("presence on Redis", () => {
     expect(left.sort()).toEqual([1, 2, 3].map((n) => `${dyingId}.${n}`));
     // The node that removed them is told, once each, with their records (for webhooks).
     expect(swept.sort()).toEqual([1, 2, 3].map((n) => `${dyingId}.${n} ${record(n)}`));
+    expect(await until(() => vacated.length === 1, 3000)).toBe(true);
+    expect(vacated).toEqual(["hall"]);
+    expect(await survivor.presence.vacate(plate, channel)).toBe(true);
     // Its bookkeeping is gone too: no lease, no member list.
     const bookkeeping = () => withClient((client) => Promise.all([client.zscore(`${keyPrefix}presence-leases`, dyingId), client.exists(`${keyPrefix}presence-node:${dyingId}`)]));
     let kept = await bookkeeping();

@@ -100,6 +100,11 @@ export class RedisNames {
     return this.#prefix + "presence-version:{" + plateId + "}";
   }
 
+  /** The nodes that have subscribers of a channel. */
+  occupancy(plateId: PlateId, channel: ChannelName): string {
+    return this.#prefix + "occupancy:{" + plateId + "}:" + channel;
+  }
+
   /** Every node's presence lease. */
   presenceLeases(): string {
     return this.#prefix + "presence-leases";

@@ -9,7 +9,10 @@ import type { Presence, PresenceChange, PresenceListener, PresenceState, Presenc
  *   p + "presence:{a}:" + c       hash  client id → record (JSON text)
  *   p + "presence-version:{a}"    string the plate's last change version (INCR)
  *   p + "presence-leases"         zset  node id → when its lease ends (ms, Redis' clock)
- *   p + "presence-node:" + node   set   "plate SEP channel SEP client id" of every member a node tracks
+ *   p + "presence-node:" + node   set   "plate SEP channel SEP client id" of every member a node tracks,
+ *                                       and "plate SEP channel" of every channel it has subscribers of
+ *   p + "occupancy:{a}:" + c      set   the nodes that have subscribers of a channel (idempotent: a
+ *                                       node counted twice is one member)
  * A change is published by its own script, on the channel's pub/sub channel (the one its messages
  * use: a node with a subscriber there already listens), as `MARK version SEP joins SEP leaves`.
  * Publishing from the script that made the change keeps the changes of a channel in version order.
@@ -57,6 +60,19 @@ const STATE = `
 return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
 `;
 
+/**
+ * KEYS: a channel's occupancy. ARGV: node id, "1" (it has subscribers) or "0" (it has none left).
+ * Answers 1 when the channel changed: the first node came (occupied), or the last left (vacant).
+ */
+const OCCUPY = `
+if ARGV[2] == '1' then
+  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end
+  return 0
+end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+return 0
+`;
+
 /** KEYS: leases. ARGV: node id, lease ms. Renews; answers 1 when the lease was missing or had expired. */
 const RENEW = `
 local t = redis.call('TIME')
@@ -89,6 +105,7 @@ export interface PresenceScripts {
   platePresenceTrack(...keysAndArgs: (string | number)[]): Promise<number | [number, number]>;
   platePresenceUntrack(...keysAndArgs: string[]): Promise<0 | [number, string]>;
   platePresenceState(members: string, version: string): Promise<[string, string[]]>;
+  platePresenceOccupy(occupancy: string, nodeId: string, has: "1" | "0"): Promise<number>;
   platePresenceRenew(leases: string, nodeId: string, leaseMs: number): Promise<number>;
   platePresenceExpired(leases: string, count: number): Promise<string[]>;
   platePresenceForget(leases: string, index: string, nodeId: string): Promise<number>;
@@ -99,6 +116,7 @@ export function withPresenceScripts<C extends Commands>(redis: C): C & PresenceS
   redis.defineCommand("platePresenceTrack", { numberOfKeys: 2, lua: TRACK });
   redis.defineCommand("platePresenceUntrack", { numberOfKeys: 2, lua: UNTRACK });
   redis.defineCommand("platePresenceState", { numberOfKeys: 2, lua: STATE });
+  redis.defineCommand("platePresenceOccupy", { numberOfKeys: 1, lua: OCCUPY });
   redis.defineCommand("platePresenceRenew", { numberOfKeys: 1, lua: RENEW });
   redis.defineCommand("platePresenceExpired", { numberOfKeys: 1, lua: EXPIRED });
   redis.defineCommand("platePresenceForget", { numberOfKeys: 2, lua: FORGET });
@@ -137,6 +155,9 @@ export class RedisPresence implements Presence {
   /** This node's members, by their entry in its set. */
   readonly #tracked = new Map<string, Member>();
   readonly #sweptListeners = new Set<(plateId: PlateId, channel: ChannelName, clientId: string, record: string) => void>();
+  readonly #vacatedListeners = new Set<(plateId: PlateId, channel: ChannelName) => void>();
+  /** The channels this node counts itself in (to count again if its lease ran out). */
+  readonly #occupied = new Set<string>();
   #timers: NodeJS.Timeout[] | undefined;
   #sweeping = false;
   #closed = false;
@@ -233,6 +254,42 @@ export class RedisPresence implements Presence {
     return () => void this.#sweptListeners.delete(listener);
   }
 
+  async occupy(plateId: PlateId, channel: ChannelName): Promise<boolean> {
+    this.#start();
+    const entry = plateId + SEP + channel;
+    this.#occupied.add(entry);
+    const { names } = this.#parts;
+    try {
+      const commands = this.#commands();
+      // Both sent now, in order: a vacate that comes before they are answered is sent after them.
+      const [, occupied] = await Promise.all([
+        commands.sadd(names.presenceNode(this.#parts.nodeId), entry),
+        commands.platePresenceOccupy(names.occupancy(plateId, channel), this.#parts.nodeId, "1"),
+      ]);
+      return occupied === 1;
+    } catch (err) {
+      throw this.#parts.failed(err);
+    }
+  }
+
+  async vacate(plateId: PlateId, channel: ChannelName): Promise<boolean> {
+    const entry = plateId + SEP + channel;
+    if (!this.#occupied.delete(entry)) return false;
+    let vacant: number;
+    try {
+      vacant = await this.#commands().platePresenceOccupy(this.#parts.names.occupancy(plateId, channel), this.#parts.nodeId, "0");
+    } catch (err) {
+      throw this.#parts.failed(err);
+    }
+    await this.#unindex(entry);
+    return vacant === 1;
+  }
+
+  onVacated(listener: (plateId: PlateId, channel: ChannelName) => void): () => void {
+    this.#vacatedListeners.add(listener);
+    return () => void this.#vacatedListeners.delete(listener);
+  }
+
   /** A payload with `PRESENCE_MARK` heard on `name` (from the broker's subscriber). */
   deliver(name: string, payload: string): void {
     const listeners = this.#listeners.get(name);
@@ -270,7 +327,7 @@ export class RedisPresence implements Presence {
     const { names, nodeId, times } = this.#parts;
     try {
       const lapsed = await this.#commands().platePresenceRenew(names.presenceLeases(), nodeId, times.leaseMs);
-      if (lapsed === 1 && this.#tracked.size > 0) await this.#trackAgain();
+      if (lapsed === 1 && (this.#tracked.size > 0 || this.#occupied.size > 0)) await this.#trackAgain();
     } catch (err) {
       // Redis is unreachable: the next renewal tries again (and tracks again if the lease lapsed).
       this.#parts.warn("presence lease not renewed", { error: String(err) });
@@ -281,6 +338,11 @@ export class RedisPresence implements Presence {
   async #trackAgain(): Promise<void> {
     const { names } = this.#parts;
     const commands = this.#commands();
+    for (const entry of [...this.#occupied]) {
+      const [plateId, channel] = entry.split(SEP) as [PlateId, ChannelName];
+      await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
+      await commands.platePresenceOccupy(names.occupancy(plateId, channel), this.#parts.nodeId, "1");
+    }
     for (const [entry, m] of [...this.#tracked]) {
       if (this.#tracked.get(entry) !== m) continue;
       await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
@@ -313,8 +375,14 @@ export class RedisPresence implements Presence {
           const entries = await commands.srandmember(index, SWEEP_BATCH);
           if (entries.length === 0) break;
           for (const entry of entries) {
-            const [plateId, channel, clientId] = entry.split(SEP) as [PlateId, ChannelName, string];
-            if (clientId === undefined) continue;
+            const [plateId, channel, clientId] = entry.split(SEP) as [PlateId, ChannelName, string | undefined];
+            if (clientId === undefined) {
+              // A channel the dead node had subscribers of.
+              if ((await commands.platePresenceOccupy(names.occupancy(plateId, channel), nodeId, "0")) === 1) {
+                for (const listener of this.#vacatedListeners) listener(plateId, channel);
+              }
+              continue;
+            }
             const removed = await this.#remove(commands, plateId, channel, clientId);
             if (removed !== 0) for (const listener of this.#sweptListeners) listener(plateId, channel, clientId, removed[1]);
           }

@@ -1,5 +1,5 @@
 import { PlateError } from "@plate/protocol";
-import type { Message, Topic } from "@plate/protocol";
+import type { ChannelName, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -22,6 +22,12 @@ interface TopicEntry {
  * the same bytes are written to every subscriber of every matching topic. What to hand over after
  * a cut in the broker's delivery is the `TopicFeed`'s to decide (delivery.ts).
  */
+/** Who is told when this node's first subscriber of a channel arrives and its last leaves (see `ChannelEvents`). */
+export interface ChannelWatch {
+  opened(plateId: PlateId, channel: ChannelName): void;
+  closed(plateId: PlateId, channel: ChannelName): void;
+}
+
 export class Fanout {
   readonly #topics = new Map<string, TopicEntry>();
   /**
@@ -38,6 +44,8 @@ export class Fanout {
     private readonly retention: Retention,
     /** See `FeedPorts.beforeFill`. */
     private readonly beforeFill: () => Promise<void> = () => Promise.resolve(),
+    /** Told when this node gets its first subscriber of a channel (not a pattern), and loses its last. */
+    private readonly channels?: ChannelWatch,
   ) {
     // On Redis Cluster a cut names the plates of one master; the others' feeds go on untouched.
     broker.onGap((phase, plates) => {
@@ -75,6 +83,7 @@ export class Fanout {
       const created: TopicEntry = { topic, subscribers, active, feed };
       entry = created;
       this.#topics.set(key, created);
+      if (!topic.pattern) active.then(() => this.channels?.opened(topic.plateId, topic.channel), () => undefined);
       this.metrics.subscriptions.set(this.#topics.size);
       active.catch(() => {
         if (this.#topics.get(key) === created) this.#topics.delete(key);
@@ -114,7 +123,10 @@ export class Fanout {
     this.#topics.delete(key);
     this.metrics.subscriptions.set(this.#topics.size);
     entry.active.then(
-      (unsubscribe) => unsubscribe(),
+      (unsubscribe) => {
+        if (!entry.topic.pattern) this.channels?.closed(entry.topic.plateId, entry.topic.channel);
+        return unsubscribe();
+      },
       () => undefined,
     ).catch((err: unknown) => this.log.warn("broker unsubscribe failed", { error: String(err) }));
   }

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, PlateId } from "@plate/protocol";
+import type { Broker } from "@plate/broker";
 import type { Store, WebhookEvent, WebhookRecord } from "@plate/store";
 import { nanoid } from "nanoid";
 import type { Logger } from "../log.js";
@@ -25,8 +26,8 @@ export interface WebhookSettings {
   readonly cacheMs: number;
 }
 
-/** The events a webhook may ask for today (channel_occupied and channel_vacated are not emitted yet). */
-export const WEBHOOK_EVENTS: readonly WebhookEvent[] = ["member_added", "member_removed"];
+/** The events a webhook may ask for (all by default). */
+export const WEBHOOK_EVENTS: readonly WebhookEvent[] = ["channel_occupied", "channel_vacated", "member_added", "member_removed"];
 /** A webhook URL's length at most. */
 const MAX_URL_CHARS = 2048;
 /** Bytes of a webhook's HMAC secret. */
@@ -37,7 +38,8 @@ export interface WebhookPayloadEvent {
   readonly id: string;
   readonly name: WebhookEvent;
   readonly channel: string;
-  readonly clientId: string;
+  /** Member events: the member's client id, and its user when it has one. */
+  readonly clientId?: string;
   readonly user?: string;
   /** ISO-8601 time the node saw it. */
   readonly at: string;
@@ -60,11 +62,12 @@ interface Outbox {
 /**
  * Route 10's channel events for backends: a plate's one webhook, and the signed, batched POSTs of
  * its events. An event is emitted by the one node that made the change (the node whose track or
- * untrack went through, or the node whose sweep removed a dead node's member), so each is sent by
+ * untrack went through, whose first subscriber of a channel made it occupied or whose last made it
+ * vacant, or whose sweep removed a dead node's member or left a channel vacant), so each is sent by
  * one node; a failed POST is retried with backoff (at least once while that node lives). The
  * receiver dedupes by event `id`.
  *
- * A POST: `{"plateId","events":[{"id","name","channel","clientId","user"?,"at"}...]}` with
+ * A POST: `{"plateId","events":[{"id","name","channel","clientId"?,"user"?,"at"}...]}` with
  * `Plate-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
  */
 export class Webhooks {
@@ -116,13 +119,20 @@ export class Webhooks {
    * Queues an event of `plateId` for its webhook, if it has one that asks for it. Never throws and
    * never waits: a store that cannot be read drops the event (logged and counted).
    */
-  emit(plateId: PlateId, name: WebhookEvent, channel: ChannelName, clientId: string, user: string | undefined): void {
+  emit(plateId: PlateId, name: WebhookEvent, channel: ChannelName, clientId?: string, user?: string): void {
     if (this.#closed) return;
     const at = new Date().toISOString();
     this.#hookOf(plateId).then(
       (hook) => {
         if (hook === undefined || !hook.events.includes(name)) return;
-        this.#enqueue(plateId, { id: nanoid(), name, channel, clientId, ...(user === undefined ? {} : { user }), at });
+        this.#enqueue(plateId, {
+          id: nanoid(),
+          name,
+          channel,
+          ...(clientId === undefined ? {} : { clientId }),
+          ...(user === undefined ? {} : { user }),
+          at,
+        });
       },
       (err: unknown) => {
         this.metrics.webhookEvents.inc({ outcome: "dropped" });
@@ -243,5 +253,34 @@ function isHttpUrl(text: string): boolean {
     return url.protocol === "http:" || url.protocol === "https:";
   } catch {
     return false;
+  }
+}
+
+/**
+ * `channel_occupied` and `channel_vacated`: this node's first subscriber of a channel arriving and
+ * its last leaving (from the fan-out), counted over every node by the broker, which says when the
+ * channel changed; and a dead node's channels, from this node's sweep.
+ */
+export class ChannelEvents {
+  constructor(
+    private readonly broker: Broker,
+    private readonly webhooks: Pick<Webhooks, "emit">,
+    private readonly log: Logger,
+  ) {
+    broker.presence.onVacated((plateId, channel) => webhooks.emit(plateId, "channel_vacated", channel));
+  }
+
+  opened(plateId: PlateId, channel: ChannelName): void {
+    this.broker.presence.occupy(plateId, channel).then(
+      (occupied) => occupied && this.webhooks.emit(plateId, "channel_occupied", channel),
+      (err: unknown) => this.log.warn("channel occupancy not counted", { plateId, error: String(err) }),
+    );
+  }
+
+  closed(plateId: PlateId, channel: ChannelName): void {
+    this.broker.presence.vacate(plateId, channel).then(
+      (vacant) => vacant && this.webhooks.emit(plateId, "channel_vacated", channel),
+      (err: unknown) => this.log.warn("channel occupancy not counted", { plateId, error: String(err) }),
+    );
   }
 }
