@@ -160,6 +160,8 @@ export class RedisPresence implements Presence {
   readonly #occupied = new Set<string>();
   #timers: NodeJS.Timeout[] | undefined;
   #sweeping = false;
+  /** Whether a renewal has succeeded (the first one makes the lease). */
+  #renewed = false;
   #closed = false;
 
   constructor(parts: RedisPresenceParts) {
@@ -327,7 +329,10 @@ export class RedisPresence implements Presence {
     const { names, nodeId, times } = this.#parts;
     try {
       const lapsed = await this.#commands().platePresenceRenew(names.presenceLeases(), nodeId, times.leaseMs);
-      if (lapsed === 1 && (this.#tracked.size > 0 || this.#occupied.size > 0)) await this.#trackAgain();
+      // The first renewal makes the lease (it was missing): nothing was removed before it.
+      const first = !this.#renewed;
+      this.#renewed = true;
+      if (lapsed === 1 && !first && (this.#tracked.size > 0 || this.#occupied.size > 0)) await this.#trackAgain();
     } catch (err) {
       // Redis is unreachable: the next renewal tries again (and tracks again if the lease lapsed).
       this.#parts.warn("presence lease not renewed", { error: String(err) });
@@ -339,6 +344,8 @@ export class RedisPresence implements Presence {
     const { names } = this.#parts;
     const commands = this.#commands();
     for (const entry of [...this.#occupied]) {
+      // Vacated meanwhile: not counted again.
+      if (!this.#occupied.has(entry)) continue;
       const [plateId, channel] = entry.split(SEP) as [PlateId, ChannelName];
       await commands.sadd(names.presenceNode(this.#parts.nodeId), entry);
       await commands.platePresenceOccupy(names.occupancy(plateId, channel), this.#parts.nodeId, "1");
