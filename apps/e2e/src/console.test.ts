@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
+import { WebSocket } from "ws";
 import { PlateClient } from "@plate/client";
 import { eventually } from "@plate/testing";
 import { launchChromium, screenshot } from "./browser.js";
@@ -9,7 +10,7 @@ import type { Node } from "./support.js";
 /**
  * The console (/console) in Debian's chromium: one realtime connection, subscriptions added and
  * removed while it is open, each message logged once with the subscriptions it matched, client
- * paths minted for several channels. Screenshots land in apps/e2e/test-artifacts/.
+ * paths minted for several channels, a channel's presence members. Screenshots land in apps/e2e/test-artifacts/.
  */
 
 let browser: Browser;
@@ -165,6 +166,34 @@ describe("the console (/console)", () => {
     await plate.publish(a, "for a");
     await page.locator("#log tr[data-kind=message]", { hasText: "for a" }).waitFor();
     await screenshot(page, "console-realtime-client-path");
+    await page.close();
+  });
+
+  it("lists a channel's presence members, asked with the key, and shows them gone once they leave", async () => {
+    const ch = channel("presence");
+    const rt = new PlateClient({ url: node.url, plate: "acme", key: KEYS.acme, WebSocket }).realtime({ transport: "ws" });
+    const room = rt.subscribe(ch, () => undefined);
+    await room.track({ typing: true });
+    const page = await consolePage();
+    await page.fill("#plate", "acme");
+    await page.fill("#key", KEYS.acme);
+    await page.fill("#presence-channel", ch);
+    await page.click("#members-show");
+    const row = page.locator(`#members tr[data-client-id="${rt.clientId}"]`);
+    await row.waitFor();
+    expect(await row.locator("td").allTextContents()).toEqual([rt.clientId, "", '{"typing":true}', expect.stringMatching(/^\d{4}-/)]);
+    expect(await page.locator("#members-count").textContent()).toBe(` 1 member of ${ch}`);
+    await screenshot(page, "console-presence-members");
+
+    await room.untrack();
+    await page.click("#members-show");
+    await page.waitForSelector(`#members-count:text(" 0 members of ${ch}")`);
+    expect(await page.locator("#members tbody tr").count()).toBe(0);
+    // Refusals show their code.
+    await page.fill("#presence-channel", "not a channel");
+    await page.click("#members-show");
+    await page.locator("#log tr[data-kind=error]", { hasText: "invalid_channel" }).waitFor();
+    rt.close();
     await page.close();
   });
 });

@@ -53,6 +53,8 @@ export class Watched {
   readonly arrivals: { channel: string; message: unknown; to: string[] }[] = [];
   attempts = 0;
   opened = 0;
+  /** Every WebSocket the client constructed, oldest first: a test ends one (`terminate()`) to force a reconnect. */
+  readonly sockets: WebSocket[] = [];
   #open = 0;
   maxOpen = 0;
   readonly WebSocket: WebSocketConstructor;
@@ -65,6 +67,7 @@ export class Watched {
       constructor(url: string) {
         super(url);
         watched.attempts += 1;
+        watched.sockets.push(this);
         let open = false;
         this.on("open", () => {
           open = true;

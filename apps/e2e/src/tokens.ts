@@ -18,6 +18,8 @@ export interface UserClaims {
   readonly patterns?: readonly string[];
   /** The channel patterns the user may publish to. */
   readonly publish?: readonly string[];
+  /** Whether the user may track presence (route 10) where it may subscribe. */
+  readonly presence?: boolean;
 }
 
 export async function createSigningKey(url: string, plate: string, adminToken: string): Promise<SigningKey> {

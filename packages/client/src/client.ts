@@ -4,7 +4,7 @@ import type { RealtimeOptions } from "./realtime.js";
 import { subscription } from "./subscription.js";
 import type { SubscribeOptions, Unsubscribe } from "./subscription.js";
 import type { TokenProvider } from "./token.js";
-import type { ClientPath, Envelope, Published } from "./types.js";
+import type { ChannelOccupancy, ChannelPresence, ClientPath, Envelope, Occupancy, Published } from "./types.js";
 import type { WebSocketConstructor } from "./ws.js";
 
 /** How to reach one plate. */
@@ -92,6 +92,32 @@ export class PlateClient {
   }
 
   /**
+   * The members of a channel's presence (route 10 of the spec), from any node: every connection
+   * that tracked a state there and did not leave. Needs the key's scope `subscribe` on the channel.
+   */
+  async presence(channel: string, options: { signal?: AbortSignal } = {}): Promise<ChannelPresence> {
+    return this.#call<ChannelPresence>(this.#route(channel, "presence"), {
+      headers: { Authorization: `Bearer ${this.#key}` },
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  }
+
+  /**
+   * The plate's channels that have at least one subscriber (occupancy, route 10 of the spec), with
+   * how many connections subscribe to each over every node, sorted by name; only those whose
+   * name starts with `prefix` when given. A key limited to some channels sees only those.
+   */
+  async channels(options: { prefix?: string; signal?: AbortSignal } = {}): Promise<Occupancy> {
+    const query = options.prefix === undefined || options.prefix === "" ? "" : `?prefix=${encodeURIComponent(options.prefix)}`;
+    const res = await this.#send(`${this.#base}/${encodeURIComponent(this.#plate)}/channels${query}`, {
+      headers: { Authorization: `Bearer ${this.#key}` },
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const body = (await res.json()) as { data: ChannelOccupancy[]; truncated?: boolean };
+    return { channels: body.data, truncated: body.truncated === true };
+  }
+
+  /**
    * Subscribes to a channel (or, with `{pattern: true}`, to a pattern of `*` and `?`). `handler`
    * gets every message once, in order, across reconnects within the service's history; when the
    * service cannot replay what was missed, `onReset` says so before live messages go on.
@@ -127,6 +153,12 @@ export class PlateClient {
   }
 
   async #call<T>(url: string, init: RequestInit): Promise<T> {
+    const res = await this.#send(url, init);
+    return ((await res.json()) as { data: T }).data;
+  }
+
+  /** A request to the service: its 2xx answer, or throws its error (`network_error` when unreachable). */
+  async #send(url: string, init: RequestInit): Promise<Response> {
     let res: Response;
     try {
       res = await this.#fetch(url, init);
@@ -134,7 +166,7 @@ export class PlateClient {
       throw new PlateClientError("network_error", `Could not reach ${this.#base}: ${String(err)}`, { cause: err });
     }
     if (!res.ok) throw await errorFromResponse(res);
-    return ((await res.json()) as { data: T }).data;
+    return res;
   }
 }
 

@@ -36,7 +36,7 @@ export type ErrorCode =
  * Codes the client gives to failures that never reached the service's error table: the network
  * (refused, reset, timed out), an answer that is not Plate's (a proxy's HTML page, say), a
  * `tokenProvider` that threw or answered no token, and a request the connection's `close()` (or
- * final error) left unanswered.
+ * final error, or a subscription's `unsubscribe()` for its presence `track`) left unanswered.
  */
 export type ClientErrorCode = "network_error" | "unexpected_response" | "token_unavailable" | "connection_closed";
 

@@ -17,9 +17,15 @@ export type { ReconnectOptions, SubscribeOptions, Unsubscribe } from "./subscrip
 export { TOKEN_REFRESH_LIFETIME_SHARE, TOKEN_REFRESH_MAX_MARGIN_MS, TOKEN_REFRESH_MIN_DELAY_MS } from "./token.js";
 export type { ClientToken, TokenProvider } from "./token.js";
 export type {
+  ChannelOccupancy,
+  ChannelPresence,
   ClientPath,
   ConnectionState,
   Envelope,
+  Occupancy,
+  PresenceEntry,
+  PresenceMember,
+  PresenceMembers,
   Published,
   Ready,
   RealtimePublished,

@@ -9,6 +9,7 @@ import type {
   SubscriptionRequest,
   Unsubscribed,
 } from "./realtime-transport.js";
+import type { PresenceFrame } from "./realtime-presence.js";
 import { SseParser, readEventStream } from "./sse.js";
 import { IdleWatch } from "./transport.js";
 import type { Envelope, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
@@ -69,6 +70,9 @@ export function openRealtimeSse(target: RealtimeTarget, events: RealtimeEvents, 
         break;
       case "reset":
         events.reset(JSON.parse(data) as RealtimeReset);
+        break;
+      case "presence":
+        events.presence(JSON.parse(data) as PresenceFrame);
         break;
       case "error": {
         // The server says why it ends the stream (max_dur, slow consumer, drain); the end follows.

@@ -1,4 +1,5 @@
 import type { ErrorCode, PlateClientError } from "./errors.js";
+import type { PresenceFrame } from "./realtime-presence.js";
 import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
 
 /**
@@ -8,10 +9,15 @@ import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, S
  */
 
 /**
- * A request for a subscription: its name, the id to resume after, and `self: false` to leave out
- * the connection's own publications (only a WebSocket publishes, so SSE has none to leave out).
+ * A request for a subscription: its name, the id to resume after, `self: false` to leave out
+ * the connection's own publications (only a WebSocket publishes, so SSE has none to leave out),
+ * and `presence: true` for a channel's presence frames (a WebSocket only asks for them).
  */
-export type SubscriptionRequest = SubscriptionName & { readonly since?: string; readonly self?: false };
+export type SubscriptionRequest = SubscriptionName & {
+  readonly since?: string;
+  readonly self?: false;
+  readonly presence?: true;
+};
 
 /** A message to publish from the connection (route 12 of the spec). */
 export interface PublishRequest {
@@ -40,12 +46,17 @@ export interface RealtimeEvents {
   subscribed(info: SubscriptionInfo & { readonly ref?: unknown }): void;
   unsubscribed(frame: Unsubscribed): void;
   reset(reset: RealtimeReset): void;
-  /** The service refused the request `ref` (a `subscribe`, a `publish`, a refresh); the connection stays open. */
+  /** A channel's presence (route 10), for a subscription that asked for it. */
+  presence(frame: PresenceFrame): void;
+  /**
+   * The service refused the request `ref` (a `subscribe`, a `publish`, a refresh, a presence
+   * track or untrack); the connection stays open.
+   */
   refused(ref: number, error: PlateClientError): void;
   /** The service published the message of the request `ref`, as `id`. */
   published(ref: number, id: string): void;
-  /** The service took the fresh token of the request `ref`. */
-  refreshed(ref: number): void;
+  /** The service did the request `ref`: took a fresh token, or tracked or untracked presence. */
+  ok(ref: number): void;
   /** The attempt is over, once: `error` says why (a drop the server did not explain is a retryable `network_error`). */
   end(error: PlateClientError): void;
 }
@@ -73,16 +84,20 @@ export interface RealtimeTarget {
 /**
  * One open attempt. Its methods are called only after `ready`, and the requests about one name
  * reach the service in the order they were made. `close` ends the attempt with no `end` event.
- * `publish` and `refresh` exist on a WebSocket only: an SSE stream sends nothing but its
- * subscription changes, and takes a fresh token by being opened again.
+ * `publish`, `refresh`, `track` and `untrack` exist on a WebSocket only: an SSE stream sends
+ * nothing but its subscription changes, and takes a fresh token by being opened again.
  */
 export interface RealtimeLink {
   subscribe(ref: number, request: SubscriptionRequest): void;
   unsubscribe(ref: number, name: SubscriptionName): void;
   /** Sends a message; `published` or `refused` answers it, unless the attempt ends first. */
   readonly publish?: (ref: number, request: PublishRequest) => void;
-  /** Hands the live connection a fresh signed token; `refreshed` or `refused` answers it. */
+  /** Hands the live connection a fresh signed token; `ok` or `refused` answers it. */
   readonly refresh?: (ref: number, token: string) => void;
+  /** Makes the connection a member of `channel` with `state` (or replaces its state); `ok` or `refused` answers it. */
+  readonly track?: (ref: number, channel: string, state: unknown) => void;
+  /** Ends the connection's membership of `channel`; `ok` or `refused` answers it. */
+  readonly untrack?: (ref: number, channel: string) => void;
   close(): void;
 }
 

@@ -10,6 +10,7 @@ import type {
   Unsubscribed,
 } from "./realtime-transport.js";
 import { IdleWatch, readFrame } from "./transport.js";
+import type { PresenceFrame } from "./realtime-presence.js";
 import type { Envelope, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
 import { OPEN } from "./ws.js";
 import type { WebSocketConstructor, WebSocketLike } from "./ws.js";
@@ -21,6 +22,7 @@ type ServerFrame =
   | ({ type: "subscribed"; ref?: number | string } & SubscriptionInfo)
   | ({ type: "unsubscribed"; ref?: number | string } & Unsubscribed)
   | RealtimeReset
+  | PresenceFrame
   | { type: "published"; ref?: number | string; id: string }
   | { type: "ok"; ref?: number | string }
   | { type: "pong" }
@@ -90,11 +92,14 @@ export function openRealtimeWs(
       case "reset":
         events.reset(frame);
         break;
+      case "presence":
+        events.presence(frame);
+        break;
       case "published":
         if (typeof frame.ref === "number") events.published(frame.ref, frame.id);
         break;
       case "ok":
-        if (typeof frame.ref === "number") events.refreshed(frame.ref);
+        if (typeof frame.ref === "number") events.ok(frame.ref);
         break;
       case "error": {
         const error = new PlateClientError(frame.error.code, frame.error.message);
@@ -131,6 +136,12 @@ export function openRealtimeWs(
     },
     refresh(ref: number, token: string) {
       send({ type: "auth", ref, token });
+    },
+    track(ref: number, channel: string, state: unknown) {
+      send({ type: "presence.track", ref, channel, state });
+    },
+    untrack(ref: number, channel: string) {
+      send({ type: "presence.untrack", ref, channel });
     },
     close() {
       stop();

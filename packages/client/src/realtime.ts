@@ -1,5 +1,7 @@
 import { PlateClientError } from "./errors.js";
 import { matchesPattern } from "./pattern.js";
+import { Presence } from "./realtime-presence.js";
+import type { PresenceFrame, PresenceSend, Tracks } from "./realtime-presence.js";
 import { openRealtimeSse } from "./realtime-sse.js";
 import { nameKey, nameOf } from "./realtime-transport.js";
 import type {
@@ -19,6 +21,7 @@ import type { ClientToken, TokenProvider } from "./token.js";
 import type {
   ConnectionState,
   Envelope,
+  PresenceMembers,
   RealtimePublished,
   RealtimeReady,
   RealtimeReset,
@@ -102,6 +105,25 @@ export interface RealtimeSubscribeOptions {
    */
   readonly event?: string | readonly string[];
   /**
+   * `true`: the channel's presence (route 10): `members`, and `onPresence`, `onJoin`, `onLeave`.
+   * WebSocket only, channels only: on SSE, or for a pattern, `subscribe` throws `bad_request`.
+   * (To be seen, `track` needs no `presence: true`; this is for watching.)
+   */
+  readonly presence?: boolean;
+  /**
+   * With `presence: true`: the whole set of members, each time it is replaced: once the
+   * subscription is live, again after every reconnect, and after a gap in the service's own
+   * delivery. Rebuild what you derived from `onJoin` / `onLeave` here.
+   */
+  readonly onPresence?: (members: PresenceMembers) => void;
+  /**
+   * With `presence: true`: members that joined, or changed their state with `track` (those are
+   * also in `previous`, with their old record), after `onLeave` of the same change.
+   */
+  readonly onJoin?: (joined: PresenceMembers, previous: PresenceMembers) => void;
+  /** With `presence: true`: members that left (untracked, unsubscribed, or their connection ended). */
+  readonly onLeave?: (left: PresenceMembers) => void;
+  /**
    * Each time the service confirms the subscription (on every connect), with the position it
    * starts from. Messages another subscription of the connection also matches may come before it.
    */
@@ -122,6 +144,22 @@ export interface RealtimeSubscription {
   readonly state: RealtimeSubscriptionState;
   /** The last id it delivered (or the position it started from): where its next resume starts. */
   readonly lastId: string | undefined;
+  /**
+   * With `presence: true`: the channel's members as last told (`onPresence`, `onJoin`,
+   * `onLeave` hand the same maps). Empty until the first state, and always without `presence`;
+   * kept while the connection reconnects, until the service's state replaces it.
+   */
+  readonly members: PresenceMembers;
+  /**
+   * Makes this connection a member of the channel with `state` (any JSON value), or replaces its
+   * state; resolves once the service holds it. The client keeps the last state the service took
+   * and tracks it again after every reconnect (the service forgets a member whose connection
+   * ended), until `untrack`. A channel subscription only, WebSocket only; see the README for the
+   * codes it rejects with.
+   */
+  track(state: unknown): Promise<void>;
+  /** Ends this connection's membership of the channel (resolves also when it was none). */
+  untrack(): Promise<void>;
   /** Stops it: nothing more is delivered to its handler. The connection stays open. */
   unsubscribe(): void;
 }
@@ -153,6 +191,9 @@ export interface RealtimePlan {
  *   (a pattern always does: the service keeps no history for patterns).
  * - `publish` (WebSocket only) sends a message from the connection; see its doc for a connection
  *   that is not open.
+ * - Presence (WebSocket only): a channel subscription made with `presence: true` holds the
+ *   channel's `members` and tells their changes; `track` / `untrack` make the connection a member,
+ *   and after a reconnect it subscribes with presence and tracks its last state again.
  * - With a `tokenProvider` (`realtimeWithToken`), it refreshes its signed token before it expires:
  *   on a WebSocket with a frame on the live connection, on SSE by opening the stream again with
  *   the fresh token, each subscription resuming after its last id. A token that expired anyway
@@ -215,6 +256,8 @@ export class RealtimeConnection {
   readonly #unclaimed = new Map<string, SubscriptionInfo>();
   /** The current attempt's `subscribe` requests awaiting an answer, by ref. */
   readonly #asked = new Map<number, Sub>();
+  /** The current attempt's presence `track` / `untrack` requests awaiting an answer, by ref. */
+  readonly #presenceAsked = new Map<number, Sub>();
   #nextRef = 1;
   readonly #recent = new RecentIds(RECENT_IDS_KEPT);
 
@@ -273,21 +316,39 @@ export class RealtimeConnection {
         `This connection already subscribes to ${describe(wire)}: unsubscribe first, or share the handler.`,
       );
     }
-    const sub = new Sub(wire, key, handler as (envelope: Envelope) => void, options, (s) => this.#release(s));
+    if (options.presence === true && (wire.pattern !== undefined || this.#transport !== "ws")) {
+      throw new PlateClientError(
+        "bad_request",
+        wire.pattern !== undefined
+          ? "A pattern has no presence: subscribe to a channel with { presence: true }."
+          : 'Presence needs the WebSocket transport ({ transport: "ws" }); an SSE stream cannot ask for it.',
+      );
+    }
+    const sub = new Sub(wire, key, handler as (envelope: Envelope) => void, options, {
+      release: (s) => this.#release(s),
+      presence: (s, tracks) => this.#presence(s, tracks),
+      retryDelayMs: (failures, retryAfterMs) =>
+        reconnectDelay(this.#reconnect ?? reconnectPolicy(undefined)!, failures, retryAfterMs),
+    });
     this.#subs.set(key, sub);
     if (wire.pattern !== undefined) this.#patterns.add(sub);
     const held = this.#unclaimed.get(key);
     this.#unclaimed.delete(key);
-    if (held !== undefined && options.since === undefined) {
+    // Presence is asked for in a `subscribe` frame: a path's own channel is asked for again with it.
+    if (held !== undefined && options.since === undefined && !(sub.watches && !this.#v1)) {
       sub.onLink = true;
       this.#start(sub, held);
       // Told after `subscribe` returns, as every other `onSubscribed` is.
       queueMicrotask(() => {
         if (sub.state === "live") tell(sub.options.onSubscribed, held);
+        if (sub.state === "live" && sub.watches) tell(sub.options.onError, v1HasNoPresence());
       });
     } else if (this.#clientId !== undefined) {
-      // A path's subscription claimed with `since`: asked again, to resume from there.
-      if (held !== undefined) this.#link?.unsubscribe(this.#nextRef++, wire);
+      // A path's subscription claimed with `since` or `presence`: asked again, to resume from there.
+      if (held !== undefined) {
+        sub.lastId ??= held.position;
+        this.#link?.unsubscribe(this.#nextRef++, wire);
+      }
       this.#ask(sub);
     }
     return sub;
@@ -474,9 +535,10 @@ export class RealtimeConnection {
       subscribed: ifCurrent((info) => this.#onSubscribed(info)),
       unsubscribed: ifCurrent((frame) => this.#onUnsubscribed(frame)),
       reset: ifCurrent((reset) => this.#onReset(reset)),
+      presence: ifCurrent((frame) => this.#onPresence(frame)),
       refused: ifCurrent((ref, error) => this.#onRefused(ref, error)),
       published: ifCurrent((ref, id) => this.#onPublished(ref, id)),
-      refreshed: ifCurrent((ref) => this.#onRefreshed(ref)),
+      ok: ifCurrent((ref) => this.#onOk(ref)),
       end: ifCurrent((error) => this.#onEnd(error)),
     };
   }
@@ -500,10 +562,15 @@ export class RealtimeConnection {
     for (const info of listed) {
       const key = nameKey(info);
       const sub = this.#subs.get(key);
-      if (sub !== undefined) {
+      if (sub?.watches === true && !this.#v1) {
+        // A path's own channel, watched: asked for again below with `presence`, from its position.
+        sub.lastId ??= info.position;
+        this.#stopOnLink(nameOf(info));
+      } else if (sub !== undefined) {
         sub.onLink = true;
         this.#start(sub, info);
         started.push([sub, info]);
+        if (sub.watches) tell(sub.options.onError, v1HasNoPresence());
       } else if (this.#viaPath) {
         this.#unclaimed.set(key, info);
       } else {
@@ -541,12 +608,25 @@ export class RealtimeConnection {
 
   #start(sub: Sub, info: SubscriptionInfo): void {
     if (sub.ref !== undefined) this.#asked.delete(sub.ref);
+    // Until its first presence frame, a refusal of this ref is about reading the members.
+    sub.watchRef = sub.watches ? sub.ref : undefined;
     sub.ref = undefined;
     sub.state = "live";
     sub.refusals = 0;
     sub.confirmed = true;
     sub.startPosition = info.position;
     sub.lastId ??= info.position;
+    const link = this.#link;
+    if (this.#v1 || link?.track === undefined || link.untrack === undefined || sub.name.channel === undefined) return;
+    const channel = sub.name.channel;
+    const send: PresenceSend = (tracks) => {
+      const ref = this.#nextRef++;
+      this.#presenceAsked.set(ref, sub);
+      if (tracks === undefined) link.untrack!(ref, channel);
+      else link.track!(ref, channel, tracks.state);
+      return ref;
+    };
+    sub.presence.resume(send);
   }
 
   #onSubscribed(frame: SubscriptionInfo & { readonly ref?: unknown }): void {
@@ -570,11 +650,12 @@ export class RealtimeConnection {
     this.#unclaimed.delete(key);
     const sub = this.#subs.get(key);
     if (sub === undefined) return;
-    this.#forget(sub);
-    tell(
-      sub.options.onError,
-      new PlateClientError(frame.reason, `The service ended the subscription to ${describe(frame)} (${frame.reason}).`),
+    const error = new PlateClientError(
+      frame.reason,
+      `The service ended the subscription to ${describe(frame)} (${frame.reason}).`,
     );
+    this.#forget(sub, error);
+    tell(sub.options.onError, error);
   }
 
   #onRefused(ref: number, error: PlateClientError): void {
@@ -584,13 +665,31 @@ export class RealtimeConnection {
       return publish.reject(error);
     }
     if (this.#refreshing?.ref === ref) return this.#refreshFailed(error);
-    const sub = this.#asked.get(ref);
+    const tracking = this.#presenceAsked.get(ref);
+    if (tracking !== undefined) {
+      this.#presenceAsked.delete(ref);
+      const told = tracking.presence.answer(ref, error);
+      if (told !== undefined) tell(tracking.options.onError, told);
+      return;
+    }
+    let sub = this.#asked.get(ref);
     this.#asked.delete(ref);
-    if (sub === undefined || sub.ref !== ref || sub.state === "closed") return;
+    if (sub === undefined) {
+      // After `subscribed`, the service could not read the members (`broker_unavailable`): the
+      // subscription is asked for again, as a refused one is.
+      sub = [...this.#subs.values()].find((s) => s.watchRef === ref && s.state === "live");
+      if (sub === undefined) return;
+      this.#stopOnLink(sub.name);
+      sub.presence.dropped();
+      sub.watchRef = undefined;
+      sub.state = "pending";
+      sub.ref = ref;
+    }
+    if (sub.ref !== ref || sub.state === "closed") return;
     sub.ref = undefined;
     sub.onLink = false;
     if (!error.retryable || this.#reconnect === undefined) {
-      this.#forget(sub);
+      this.#forget(sub, error);
       tell(sub.options.onError, error);
       return;
     }
@@ -614,6 +713,62 @@ export class RealtimeConnection {
     // (the position it confirmed), not from the id the service could not honour.
     if (sub.startPosition !== undefined) sub.lastId = sub.startPosition;
     tell(sub.options.onReset, reset);
+  }
+
+  #onOk(ref: number): void {
+    if (this.#refreshing?.ref === ref) return this.#onRefreshed(ref);
+    const tracking = this.#presenceAsked.get(ref);
+    this.#presenceAsked.delete(ref);
+    tracking?.presence.answer(ref);
+  }
+
+  #onPresence(frame: PresenceFrame): void {
+    const sub = this.#subs.get(`c:${frame.channel}`);
+    // Frames of an earlier server-side subscription (one asked for again) come before it is live.
+    if (sub === undefined || sub.state !== "live" || !sub.watches) return;
+    sub.watchRef = undefined;
+    const change = sub.presence.apply(frame);
+    if (change === undefined) return;
+    if (change.kind === "state") return tell(sub.options.onPresence, change.members);
+    if (change.left.size > 0) tell(sub.options.onLeave, change.left);
+    if (change.joined.size > 0) tell(sub.options.onJoin, change.joined, change.previous);
+  }
+
+  /** `track` / `untrack` of one subscription (see `RealtimeSubscription.track`). */
+  #presence(sub: Sub, tracks: Tracks): Promise<void> {
+    const refuse = (code: "bad_request" | "payload_too_large" | "connection_closed", message: string) =>
+      Promise.reject(new PlateClientError(code, message));
+    if (sub.state === "closed") return refuse("connection_closed", "This subscription is closed: subscribe again.");
+    if (this.#transport !== "ws") {
+      return refuse(
+        "bad_request",
+        'Presence needs the WebSocket transport ({ transport: "ws" }); an SSE stream cannot track.',
+      );
+    }
+    if (sub.name.channel === undefined) return refuse("bad_request", "A pattern has no presence: track on a channel.");
+    if (this.#v1 && this.#clientId !== undefined) {
+      return Promise.reject(v1HasNoPresence());
+    }
+    if (tracks !== undefined) {
+      let bytes: number;
+      try {
+        // As `publish`: the largest ref the frame may carry.
+        const json = JSON.stringify(tracks.state) as string | undefined;
+        if (json === undefined) return refuse("bad_request", "A presence state is a JSON value.");
+        const frame = JSON.stringify({ type: "presence.track", ref: Number.MAX_SAFE_INTEGER, channel: sub.name.channel, state: tracks.state });
+        bytes = new TextEncoder().encode(frame).length;
+      } catch (err) {
+        return refuse("bad_request", `The state is not JSON: ${String(err)}`);
+      }
+      if (bytes > this.#maxPublishFrameBytes) {
+        return refuse(
+          "payload_too_large",
+          `The track frame is ${bytes} bytes; the service takes at most ${this.#maxPublishFrameBytes} from a client ` +
+            "(and would close the connection).",
+        );
+      }
+    }
+    return sub.presence.request(tracks);
   }
 
   #onMessage(envelope: Envelope): void {
@@ -649,7 +804,7 @@ export class RealtimeConnection {
       // token allows fewer), and the stream opens again with the others.
       for (const sub of overQuery ? queried.filter((s) => !s.confirmed) : queried) {
         if (sub.state === "closed") continue;
-        this.#forget(sub);
+        this.#forget(sub, ended);
         tell(sub.options.onError, ended);
       }
       this.#timer = setTimeout(() => this.#connect());
@@ -685,6 +840,7 @@ export class RealtimeConnection {
     this.#link = undefined;
     this.#clientId = undefined;
     this.#asked.clear();
+    this.#presenceAsked.clear();
     this.#unclaimed.clear();
     this.#queried.clear();
     clearTimeout(this.#refreshTimer);
@@ -696,7 +852,9 @@ export class RealtimeConnection {
       sub.ref = undefined;
       sub.onLink = false;
       sub.startPosition = undefined;
+      sub.watchRef = undefined;
       sub.state = "pending";
+      sub.presence.dropped();
     }
     for (const publish of this.#inflight.values()) {
       publish.reject(
@@ -823,8 +981,11 @@ export class RealtimeConnection {
     if (onLink) this.#stopOnLink(sub.name);
   }
 
-  /** Takes a subscription out: closed, nothing more delivered or asked. */
-  #forget(sub: Sub): void {
+  /**
+   * Takes a subscription out: closed, nothing more delivered or asked; its presence requests
+   * reject with `error` (default `connection_closed`).
+   */
+  #forget(sub: Sub, error?: PlateClientError): void {
     if (this.#subs.get(sub.key) === sub) this.#subs.delete(sub.key);
     this.#patterns.delete(sub);
     if (sub.ref !== undefined) this.#asked.delete(sub.ref);
@@ -833,6 +994,7 @@ export class RealtimeConnection {
     sub.ref = undefined;
     sub.onLink = false;
     sub.state = "closed";
+    sub.presence.close(error);
   }
 
   /** Closes everything: `error` is the final error that ends it, undefined for `close()`. */
@@ -844,7 +1006,7 @@ export class RealtimeConnection {
     this.#link?.close();
     this.#link = undefined;
     this.#clientId = undefined;
-    for (const sub of [...this.#subs.values()]) this.#forget(sub);
+    for (const sub of [...this.#subs.values()]) this.#forget(sub, error);
     this.#unclaimed.clear();
     for (const publish of this.#queued.splice(0)) {
       publish.reject(
@@ -880,15 +1042,37 @@ class Sub implements RealtimeSubscription {
   /** Whether the service ever confirmed it (on any attempt). */
   confirmed = false;
   retry: ReturnType<typeof setTimeout> | undefined;
+  /** With `presence: true`, the ref of the `subscribe` it is live by, until its first presence frame. */
+  watchRef: number | undefined;
+  /** Its presence: the members told, and this connection's membership. */
+  readonly presence: Presence;
 
   constructor(
     readonly name: SubscriptionName,
     readonly key: string,
     readonly handler: (envelope: Envelope) => void,
     readonly options: RealtimeSubscribeOptions,
-    private readonly release: (sub: Sub) => void,
+    private readonly owner: SubOwner,
   ) {
     this.lastId = options.since;
+    this.presence = new Presence((failures, retryAfterMs) => owner.retryDelayMs(failures, retryAfterMs));
+  }
+
+  /** Whether it asks for the channel's presence frames. */
+  get watches(): boolean {
+    return this.options.presence === true;
+  }
+
+  get members(): PresenceMembers {
+    return this.presence.members;
+  }
+
+  track(state: unknown): Promise<void> {
+    return this.owner.presence(this, { state });
+  }
+
+  untrack(): Promise<void> {
+    return this.owner.presence(this, undefined);
   }
 
   /** Whether the handler takes `envelope` (its `event` filter, if any). */
@@ -898,15 +1082,26 @@ class Sub implements RealtimeSubscription {
     return typeof wanted === "string" ? envelope.event === wanted : envelope.event !== undefined && wanted.includes(envelope.event);
   }
 
-  /** What a (re)subscribe asks for: its name, the last id it delivered, and `self: false` if so. */
+  /** What a (re)subscribe asks for: its name, the last id it delivered, `self: false` and `presence: true` if so. */
   request(): SubscriptionRequest {
     const self = this.options.self === false ? { self: false as const } : {};
-    return this.lastId === undefined ? { ...this.name, ...self } : { ...this.name, since: this.lastId, ...self };
+    const presence = this.watches ? { presence: true as const } : {};
+    return this.lastId === undefined
+      ? { ...this.name, ...self, ...presence }
+      : { ...this.name, since: this.lastId, ...self, ...presence };
   }
 
   unsubscribe(): void {
-    this.release(this);
+    this.owner.release(this);
   }
+}
+
+/** What a subscription asks of its connection. */
+interface SubOwner {
+  release(sub: Sub): void;
+  presence(sub: Sub, tracks: Tracks): Promise<void>;
+  /** The wait before tracking again after a retryable refusal. */
+  retryDelayMs(failures: number, retryAfterMs: number | undefined): number;
 }
 
 /** A publish of the connection, until the service answers it. */
@@ -921,6 +1116,13 @@ function v1CannotPublish(): PlateClientError {
     "bad_request",
     "A client path minted for one channel opens a v1 connection, which cannot publish: " +
       "mint it with channels, or use a signed token.",
+  );
+}
+
+function v1HasNoPresence(): PlateClientError {
+  return new PlateClientError(
+    "bad_request",
+    "A client path minted for one channel opens a v1 connection, which has no presence: mint it with channels.",
   );
 }
 

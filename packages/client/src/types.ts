@@ -112,3 +112,40 @@ export type ConnectionState = SubscriptionState;
  * (unsubscribed, refused, ended by the service, or its connection closed).
  */
 export type RealtimeSubscriptionState = "pending" | "live" | "closed";
+
+/** One member of a channel's presence (route 10 of the spec): what one connection tracks there. */
+export interface PresenceMember {
+  /** The `sub` of the member's signed token; absent for a connection opened with an API key or a client path. */
+  readonly user?: string;
+  /** The JSON value it tracked (`track(state)`); an update replaces it. */
+  readonly state: unknown;
+  /** ISO 8601, when it joined; kept across its updates. */
+  readonly joinedAt: string;
+}
+
+/**
+ * A channel's members by client id (each connection is one member: one user with two tabs is two).
+ * A snapshot: the client replaces it on each change, never changes one it handed over.
+ */
+export type PresenceMembers = ReadonlyMap<string, PresenceMember>;
+
+/** A member as `PlateClient.presence` lists it. */
+export type PresenceEntry = PresenceMember & { readonly clientId: string };
+
+/** What `PlateClient.presence` answers: a channel's members, read from any node. */
+export interface ChannelPresence {
+  readonly members: readonly PresenceEntry[];
+  readonly count: number;
+}
+
+/** One channel with subscribers, and how many connections subscribe to it (over every node). */
+export interface ChannelOccupancy {
+  readonly channel: string;
+  readonly connections: number;
+}
+
+/** What `PlateClient.channels` answers, sorted by channel; `truncated` when the service left channels out (past 10,000). */
+export interface Occupancy {
+  readonly channels: readonly ChannelOccupancy[];
+  readonly truncated: boolean;
+}

@@ -2,7 +2,8 @@
  * The console page: plain HTML, CSS and one module script on `@plate/client` (served beside it).
  * It opens one realtime connection (route 9, with a key or a client path) and keeps a list of
  * subscriptions on it, added and removed while it is open; each message is logged once, tagged
- * with the subscriptions it matched. The key typed into it stays in the page (sent only to the
+ * with the subscriptions it matched. It lists a channel's presence members (route 10's GET, with
+ * the key). The key typed into it stays in the page (sent only to the
  * node typed in, as the Authorization header or the WebSocket's auth frame). `MAX_ROWS` caps the
  * log so that a busy channel cannot grow the page without bound.
  */
@@ -40,6 +41,10 @@ export const CONSOLE_PAGE = `<!doctype html>
   #subscriptions { margin-top: 6px; }
   #subscriptions:not(:has(tr)) { display: none; }
   #subscriptions td.name { font-family: ui-monospace, monospace; }
+  #members { margin-top: 6px; }
+  #members:not(:has(tbody tr)) { display: none; }
+  #members td.client, #members td.state { font-family: ui-monospace, monospace; }
+  #members td.state { white-space: pre-wrap; word-break: break-all; }
   .tag { display: inline-block; font: 12px ui-monospace, monospace; background: #e8eefc; color: #1f3f99; border-radius: 3px; padding: 0 5px; margin: 0 4px 2px 0; }
   tr[data-kind=error] td { background: #fdecea; }
   tr[data-kind=reset] td { background: #fff4d6; }
@@ -66,6 +71,13 @@ export const CONSOLE_PAGE = `<!doctype html>
   <button id="subscribe" type="button">Subscribe</button>
   <div class="hint">Subscribing while disconnected connects first. Add and remove subscriptions while the connection is open; a drop reconnects once and resumes every one.</div>
   <table id="subscriptions"><tbody></tbody></table>
+</fieldset>
+<fieldset>
+  <legend>Presence</legend>
+  <label>Channel <input id="presence-channel" type="text" value="alerts"></label>
+  <button id="members-show" type="button">Members</button><span id="members-count" class="hint"></span>
+  <div class="hint">Who tracks presence on the channel now, on every node (asked with the key; click again to refresh).</div>
+  <table id="members"><thead><tr><th>Client</th><th>User</th><th>State</th><th>Joined</th></tr></thead><tbody></tbody></table>
 </fieldset>
 <fieldset>
   <legend>Publish</legend>
@@ -233,6 +245,34 @@ $("subscribe").addEventListener("click", () => {
   } else {
     log("error", { channel: text, code: "conflict", text: "Already subscribed on this connection." });
   }
+});
+
+/** Lists a channel's presence members (route 10's GET with the key). */
+$("members-show").addEventListener("click", async () => {
+  const channel = $("presence-channel").value.trim();
+  const rows = $("members").tBodies[0];
+  let presence;
+  try {
+    presence = await client().presence(channel);
+  } catch (error) {
+    rows.replaceChildren();
+    $("members-count").textContent = "";
+    if (error instanceof PlateClientError) log("error", { channel, code: error.code, text: error.message });
+    else log("error", { channel, code: "network_error", text: String(error) });
+    return;
+  }
+  rows.replaceChildren();
+  for (const member of presence.members) {
+    const tr = rows.insertRow();
+    tr.dataset.clientId = member.clientId;
+    for (const [cls, text] of [["client", member.clientId], ["user", member.user ?? ""], ["state", JSON.stringify(member.state)], ["joined", member.joinedAt]]) {
+      const td = tr.insertCell();
+      td.className = cls;
+      td.textContent = text;
+    }
+  }
+  $("members-count").dataset.channel = channel;
+  $("members-count").textContent = " " + presence.count + (presence.count === 1 ? " member" : " members") + " of " + channel;
 });
 
 $("publish").addEventListener("click", async () => {
