@@ -383,7 +383,7 @@ export const SETTINGS = {
   WEBHOOK_BATCH_MS: {
     key: "webhookBatchMs",
     default: "500",
-    doc: "How long a plate's channel events gather on a node before its webhook is POSTed (route 10), in ms.",
+    doc: "How often a node polls the plates' webhook queues (route 10), in ms: a plate's events gather meanwhile and go in one POST.",
     parse: integer(0, 60_000),
   },
   WEBHOOK_BATCH_MAX: {
@@ -419,7 +419,7 @@ export const SETTINGS = {
   WEBHOOK_MAX_QUEUED: {
     key: "webhookMaxQueued",
     default: "10000",
-    doc: "Channel events one plate may have waiting for its webhook on one node; past it new events are dropped (logged and counted), so a receiver that is down holds a bounded amount of memory.",
+    doc: "Channel events one plate may have waiting for its webhook (in the store: Redis, or the embedded node's memory); past it the oldest go, so a receiver that is down holds a bounded amount of memory.",
     parse: integer(1, 10_000_000),
   },
   SLOW_CONSUMER_MAX_BYTES: {

@@ -141,6 +141,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   await realtime.listen();
   const occupancy = new Occupancy(broker, connections, nodeId, config.realtimeChangeTimeoutMs, log);
   await occupancy.listen();
+  webhooks.start();
   let draining = false;
   const services: Services = {
     config,

@@ -21,9 +21,10 @@ interface Received {
   readonly signatureValid: boolean;
 }
 
-/** A webhook receiver: answers 500 to its first `failFirst` POSTs, 204 after; records each. */
-async function receiver(secret: () => string, failFirst = 0): Promise<{ url: string; received: Received[]; server: Server }> {
+/** A webhook receiver: answers 500 to its first `failFirst` POSTs and while `down`, 204 otherwise; records each. */
+async function receiver(secret: () => string, failFirst = 0): Promise<{ url: string; received: Received[]; server: Server; down: boolean }> {
   const received: Received[] = [];
+  const state = { down: false };
   const server = createServer((req, res) => {
     let text = "";
     req.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
@@ -31,14 +32,14 @@ async function receiver(secret: () => string, failFirst = 0): Promise<{ url: str
       const header = String(req.headers["plate-signature"] ?? "");
       const match = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header);
       const expected = match === null ? "" : createHmac("sha256", secret()).update(`${match[1]}.${text}`).digest("hex");
-      const status = received.length < failFirst ? 500 : 204;
+      const status = received.length < failFirst || state.down ? 500 : 204;
       received.push({ status, body: JSON.parse(text) as Received["body"], signatureValid: match !== null && match[2] === expected });
       res.writeHead(status).end();
     });
   });
   const port = await freePort();
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${port}/hooks/plate`, received, server };
+  return Object.assign(state, { url: `http://127.0.0.1:${port}/hooks/plate`, received, server });
 }
 
 const clients: WsClient[] = [];
@@ -135,8 +136,16 @@ describe("webhooks across nodes on Redis", () => {
     await redis?.stop();
   });
 
-  it("sends each event from one node: joins and leaves on three nodes, and a SIGKILLed node's members removed once", async () => {
-    const env = { ...redisNodeEnv(redis.url), PRESENCE_LEASE_MS: "1500", PRESENCE_SWEEP_MS: "300", WEBHOOK_BATCH_MS: "50", KEY_CACHE_MS: "0" };
+  it("sends each event once: joins and leaves on three nodes, a channel occupied on all of them, and a SIGKILLed node's members removed once", async () => {
+    const env = {
+      ...redisNodeEnv(redis.url),
+      PRESENCE_LEASE_MS: "1500",
+      PRESENCE_SWEEP_MS: "300",
+      WEBHOOK_BATCH_MS: "50",
+      WEBHOOK_RETRY_FIRST_MS: "100",
+      WEBHOOK_TIMEOUT_MS: "500",
+      KEY_CACHE_MS: "0",
+    };
     for (let i = 0; i < 3; i++) {
       const node = new EdgeProcess(await freePort(), env);
       nodes.push(node);
@@ -169,5 +178,27 @@ describe("webhooks across nodes on Redis", () => {
       ].sort(),
     );
     expect(hook.received.every((r) => r.signatureValid)).toBe(true);
+  });
+
+  it("delivers the events of a node that died before it could send them: another node takes the queue", async () => {
+    const env = { ...redisNodeEnv(redis.url), WEBHOOK_BATCH_MS: "50", WEBHOOK_RETRY_FIRST_MS: "100", WEBHOOK_TIMEOUT_MS: "500", KEY_CACHE_MS: "0" };
+    const emitter = new EdgeProcess(await freePort(), env);
+    const heir = new EdgeProcess(await freePort(), env);
+    nodes.push(emitter, heir);
+    await Promise.all([emitter.ready(), heir.ready()]);
+    secret = (await adminCall(heir.url, "PUT", "/admin/plates/globex/webhook", { body: { url: hook.url, events: ["member_added"] } })).body.data.secret as string;
+    hook.down = true;
+    const before = delivered(hook.received).length;
+    const failedBefore = hook.received.filter((r) => r.status >= 300).length;
+    const ws = emitter.url.replace(/^http/, "ws");
+    const members = [];
+    for (let i = 0; i < 3; i++) members.push(await member(ws, "globex", KEYS.globex, "lost"));
+    // The receiver is down: the events are tried and wait.
+    expect(await eventually(() => hook.received.filter((r) => r.status >= 300).length > failedBefore, 5000)).toBe(true);
+    emitter.kill();
+    hook.down = false;
+    expect(await eventually(() => delivered(hook.received).length - before === 3, 10_000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(delivered(hook.received).slice(before)).toEqual(members.map((m) => `member_added ${m.clientId}`));
   });
 });

@@ -3,7 +3,15 @@ import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
 import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
+
+/** One plate's webhook events waiting, and who holds them until when. */
+interface WebhookQueue {
+  entries: { readonly id: string; readonly json: string }[];
+  heldUntil: number;
+  retryAt: number;
+  attempts: number;
+}
 
 /** Settings of the embedded store. */
 export interface MemoryStoreOptions {
@@ -45,6 +53,9 @@ export class MemoryStore implements Store {
   /** Signing keys by plate, then by id. */
   readonly #signingKeys = new Map<PlateId, Map<string, SigningKeyRecord>>();
   readonly #webhooks = new Map<PlateId, WebhookRecord>();
+  /** Webhook events waiting, by plate (not persisted: one process, whose end ends them too). */
+  readonly #webhookQueues = new Map<PlateId, WebhookQueue>();
+  #webhookSeq = 0;
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -106,6 +117,7 @@ export class MemoryStore implements Store {
     }
     this.#signingKeys.delete(id);
     this.#webhooks.delete(id);
+    this.#webhookQueues.delete(id);
     await this.#persist();
     this.#announce({ plateId: id });
     return true;
@@ -166,6 +178,43 @@ export class MemoryStore implements Store {
     if (!this.#webhooks.delete(plateId)) return false;
     await this.#persist();
     return true;
+  }
+
+  webhookPush(plateId: PlateId, events: readonly string[], max: number): Promise<void> {
+    let queue = this.#webhookQueues.get(plateId);
+    if (queue === undefined) this.#webhookQueues.set(plateId, (queue = { entries: [], heldUntil: 0, retryAt: 0, attempts: 0 }));
+    for (const json of events) queue.entries.push({ id: String(++this.#webhookSeq), json });
+    if (queue.entries.length > max) queue.entries.splice(0, queue.entries.length - max);
+    return Promise.resolve();
+  }
+
+  webhookWaiting(limit: number): Promise<PlateId[]> {
+    return Promise.resolve([...this.#webhookQueues.keys()].slice(0, limit));
+  }
+
+  webhookClaim(plateId: PlateId, count: number, leaseMs: number): Promise<WebhookClaim | undefined> {
+    const queue = this.#webhookQueues.get(plateId);
+    const now = Date.now();
+    if (queue === undefined || queue.entries.length === 0 || queue.heldUntil > now || queue.retryAt > now) return Promise.resolve(undefined);
+    queue.heldUntil = now + leaseMs;
+    const taken = queue.entries.slice(0, count);
+    return Promise.resolve({ ids: taken.map((e) => e.id), events: taken.map((e) => e.json), attempts: queue.attempts });
+  }
+
+  webhookDone(plateId: PlateId, ids: readonly string[]): Promise<void> {
+    const queue = this.#webhookQueues.get(plateId);
+    if (queue === undefined) return Promise.resolve();
+    const done = new Set(ids);
+    queue.entries = queue.entries.filter((e) => !done.has(e.id));
+    Object.assign(queue, { heldUntil: 0, retryAt: 0, attempts: 0 });
+    if (queue.entries.length === 0) this.#webhookQueues.delete(plateId);
+    return Promise.resolve();
+  }
+
+  webhookRetry(plateId: PlateId, retryMs: number): Promise<void> {
+    const queue = this.#webhookQueues.get(plateId);
+    if (queue !== undefined) Object.assign(queue, { heldUntil: 0, retryAt: Date.now() + retryMs, attempts: queue.attempts + 1 });
+    return Promise.resolve();
   }
 
   #signingKeysOf(plateId: PlateId): Map<string, SigningKeyRecord> {

@@ -93,6 +93,45 @@ return 1
 `;
 
 /**
+ * Holds a plate's first webhook events for the caller, unless another holds them or a retry is not
+ * due. KEYS: the events (stream), their state (hash: until, retryAt, attempts). ARGV: count, leaseMs.
+ * Answers nil, or {attempts, id, json, id, json, ...}.
+ */
+const WEBHOOK_CLAIM = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local st = redis.call('HMGET', KEYS[2], 'until', 'retryAt', 'attempts')
+if st[1] and tonumber(st[1]) > now then return false end
+if st[2] and tonumber(st[2]) > now then return false end
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))
+if #entries == 0 then return false end
+redis.call('HSET', KEYS[2], 'until', now + tonumber(ARGV[2]))
+local out = {tonumber(st[3] or '0')}
+for _, e in ipairs(entries) do
+  table.insert(out, e[1])
+  table.insert(out, e[2][2])
+end
+return out
+`;
+
+/** Removes delivered events and frees the queue. KEYS: events, state. ARGV: ids. Answers how many are left. */
+const WEBHOOK_DONE = `
+if #ARGV > 0 then redis.call('XDEL', KEYS[1], unpack(ARGV)) end
+redis.call('DEL', KEYS[2])
+return redis.call('XLEN', KEYS[1])
+`;
+
+/** Frees the queue for a retry after ARGV[1] ms, one more attempt counted. KEYS: events, state. */
+const WEBHOOK_RETRY = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HDEL', KEYS[2], 'until')
+redis.call('HSET', KEYS[2], 'retryAt', now + tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+return 1
+`;
+
+/**
  * Deletes a signing key and announces it, as `DELETE_KEY` does an API key's.
  * KEYS: the plate's signing keys. ARGV: its id, the control channel, the revocation.
  */
@@ -184,6 +223,9 @@ export interface StoreScripts {
   plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
   plateSetIfPlate(plate: string, name: string, value: string): Promise<number>;
+  plateWebhookClaim(events: string, state: string, count: number, leaseMs: number): Promise<(string | number)[] | null>;
+  plateWebhookDone(events: string, state: string, ...ids: string[]): Promise<number>;
+  plateWebhookRetry(events: string, state: string, retryMs: number): Promise<number>;
   plateDeleteSigningKey(signingKeys: string, id: string, control: string, payload: string): Promise<number>;
   plateClaimToken(token: string, plateKeys: string, plateId: string, nowMs: number, tombstoneMs: number): Promise<unknown>;
   plateDeleteIf(name: string, expected: string): Promise<number>;
@@ -205,6 +247,9 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   redis.defineCommand("plateDeletePlate", { lua: DELETE_PLATE });
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });
   redis.defineCommand("plateSetIfPlate", { numberOfKeys: 2, lua: SET_IF_PLATE });
+  redis.defineCommand("plateWebhookClaim", { numberOfKeys: 2, lua: WEBHOOK_CLAIM });
+  redis.defineCommand("plateWebhookDone", { numberOfKeys: 2, lua: WEBHOOK_DONE });
+  redis.defineCommand("plateWebhookRetry", { numberOfKeys: 2, lua: WEBHOOK_RETRY });
   redis.defineCommand("plateDeleteSigningKey", { numberOfKeys: 1, lua: DELETE_SIGNING_KEY });
   redis.defineCommand("plateClaimToken", { numberOfKeys: 2, lua: CLAIM_TOKEN });
   redis.defineCommand("plateDeleteIf", { numberOfKeys: 1, lua: DELETE_IF });

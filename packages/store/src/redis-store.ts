@@ -14,6 +14,9 @@
  * |                        |         | plates (read only when a key is created)                      |
  * | `Psigning-keys:{a}`    | hash    | signing key id (`kid`) → SigningKeyRecord JSON (route 11)      |
  * | `Pwebhook:{a}`         | string  | WebhookRecord JSON (route 10's channel events)                 |
+ * | `Pwebhook-events:{a}`  | stream  | its events waiting (field e: JSON), MAXLEN ~ the node's bound   |
+ * | `Pwebhook-state:{a}`   | hash    | until (held by a node), retryAt, attempts                      |
+ * | `Pwebhook-waiting`     | set     | plate ids with events waiting (one slot: a few per second)     |
  * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
  * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
  * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
@@ -47,7 +50,7 @@ import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
 import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookRecord } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -223,7 +226,7 @@ export class RedisStore implements Store {
     const names = this.#names;
     const payload = JSON.stringify({ plateId: id } satisfies Revocation);
     const hashes = await this.#reach(this.#live.hvals(names.plateKeys(id)));
-    const keyNames = [names.plate(id), names.plateKeys(id), names.signingKeys(id), names.webhook(id), ...hashes.map((hash) => names.key(id, hash))];
+    const keyNames = [names.plate(id), names.plateKeys(id), names.signingKeys(id), names.webhook(id), names.webhookEvents(id), names.webhookState(id), ...hashes.map((hash) => names.key(id, hash))];
     const deleted = await this.#reach(this.#live.plateDeletePlate(keyNames.length, ...keyNames, names.control, payload));
     if (deleted !== 1) return false;
     // The plate is gone and announced; what follows only tidies (a listed id without a record is
@@ -312,6 +315,57 @@ export class RedisStore implements Store {
 
   async deleteWebhook(plateId: PlateId): Promise<boolean> {
     return (await this.#reach(this.#live.del(this.#names.webhook(plateId)))) === 1;
+  }
+
+  async webhookPush(plateId: PlateId, events: readonly string[], max: number): Promise<void> {
+    const names = this.#names;
+    const live = this.#live;
+    // Both sent now, in order: the plate is listed once its events are in.
+    await this.#reach(
+      Promise.all([
+        ...events.map((json) => live.xadd(names.webhookEvents(plateId), "MAXLEN", "~", max, "*", "e", json)),
+        live.sadd(names.webhookWaiting, plateId),
+      ]),
+    );
+  }
+
+  async webhookWaiting(limit: number): Promise<PlateId[]> {
+    return (await this.#reach(this.#live.srandmember(this.#names.webhookWaiting, limit))) as PlateId[];
+  }
+
+  async webhookClaim(plateId: PlateId, count: number, leaseMs: number): Promise<WebhookClaim | undefined> {
+    const names = this.#names;
+    const reply = await this.#reach(this.#live.plateWebhookClaim(names.webhookEvents(plateId), names.webhookState(plateId), count, leaseMs));
+    if (reply === null) {
+      // Nothing waits any more: off the list, unless events came meanwhile (the order makes it safe).
+      await this.#unlistIfEmpty(plateId);
+      return undefined;
+    }
+    const ids: string[] = [];
+    const events: string[] = [];
+    for (let i = 1; i + 1 < reply.length; i += 2) {
+      ids.push(String(reply[i]));
+      events.push(String(reply[i + 1]));
+    }
+    return { ids, events, attempts: Number(reply[0]) };
+  }
+
+  async webhookDone(plateId: PlateId, ids: readonly string[]): Promise<void> {
+    const names = this.#names;
+    const left = await this.#reach(this.#live.plateWebhookDone(names.webhookEvents(plateId), names.webhookState(plateId), ...ids));
+    if (left === 0) await this.#unlistIfEmpty(plateId);
+  }
+
+  async webhookRetry(plateId: PlateId, retryMs: number): Promise<void> {
+    const names = this.#names;
+    await this.#reach(this.#live.plateWebhookRetry(names.webhookEvents(plateId), names.webhookState(plateId), retryMs));
+  }
+
+  /** Takes a plate off the waiting list, then puts it back if an event came in between. */
+  async #unlistIfEmpty(plateId: PlateId): Promise<void> {
+    const names = this.#names;
+    await this.#reach(this.#live.srem(names.webhookWaiting, plateId));
+    if ((await this.#reach(this.#live.xlen(names.webhookEvents(plateId)))) > 0) await this.#reach(this.#live.sadd(names.webhookWaiting, plateId));
   }
 
   async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
@@ -485,6 +539,9 @@ interface RedisNames {
   plateKeys(plateId: PlateId): string;
   signingKeys(plateId: PlateId): string;
   webhook(plateId: PlateId): string;
+  webhookEvents(plateId: PlateId): string;
+  webhookState(plateId: PlateId): string;
+  readonly webhookWaiting: string;
   token(plateId: PlateId, token: ClientToken): string;
 }
 
@@ -500,6 +557,9 @@ function redisNames(prefix: string): RedisNames {
     plateKeys: (plateId) => `${prefix}plate-keys:{${plateId}}`,
     signingKeys: (plateId) => `${prefix}signing-keys:{${plateId}}`,
     webhook: (plateId) => `${prefix}webhook:{${plateId}}`,
+    webhookEvents: (plateId) => `${prefix}webhook-events:{${plateId}}`,
+    webhookState: (plateId) => `${prefix}webhook-state:{${plateId}}`,
+    webhookWaiting: `${prefix}webhook-waiting`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };
 }

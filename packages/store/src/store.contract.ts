@@ -505,6 +505,47 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(codeOf(await rejection(a.setWebhook(hook(`p-${uid()}` as PlateId))))).toBe("not_found");
       });
 
+      it("queues a plate's events for one node at a time: claimed in order, held for the lease, retried after a wait with the attempt counted, removed when done", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = `q-${uid()}` as PlateId;
+        await a.webhookPush(plate, ['{"n":1}', '{"n":2}'], 100);
+        await a.webhookPush(plate, ['{"n":3}'], 100);
+        expect(await b.webhookWaiting(1000)).toContain(plate);
+        const first = await b.webhookClaim(plate, 2, 5_000);
+        expect(first?.events).toEqual(['{"n":1}', '{"n":2}']);
+        expect(first?.attempts).toBe(0);
+        // Held by b: nobody else gets them meanwhile.
+        expect(await a.webhookClaim(plate, 2, 5_000)).toBeUndefined();
+        await b.webhookDone(plate, first!.ids);
+        const second = await a.webhookClaim(plate, 2, 5_000);
+        expect(second?.events).toEqual(['{"n":3}']);
+        await a.webhookRetry(plate, 150);
+        expect(await b.webhookClaim(plate, 2, 5_000)).toBeUndefined();
+        await sleep(200);
+        const again = await b.webhookClaim(plate, 2, 50);
+        expect([again?.events, again?.attempts]).toEqual([['{"n":3}'], 1]);
+        // b never answers: after its lease another node takes them.
+        await sleep(100);
+        const taken = await a.webhookClaim(plate, 2, 5_000);
+        expect(taken?.ids).toEqual(again?.ids);
+        await a.webhookDone(plate, taken!.ids);
+        expect(await a.webhookClaim(plate, 2, 5_000)).toBeUndefined();
+        expect(await b.webhookWaiting(1000)).not.toContain(plate);
+      });
+
+      it("keeps at most max events of a plate waiting", async () => {
+        const store = await node();
+        const plate = `q-${uid()}` as PlateId;
+        const events = Array.from({ length: 300 }, (_, i) => `{"n":${i}}`);
+        await store.webhookPush(plate, events, 100);
+        const claimed = await store.webhookClaim(plate, 1000, 5_000);
+        // Redis trims approximately (whole nodes of the stream): about max, never all of them, the newest kept.
+        expect(claimed!.events.length).toBeGreaterThanOrEqual(100);
+        expect(claimed!.events.length).toBeLessThan(300);
+        expect(claimed!.events.at(-1)).toBe('{"n":299}');
+      });
+
       it("deletes a plate's webhook with it", async () => {
         const store = await node();
         const plate = plateRecord();

@@ -23,6 +23,13 @@ export interface WebhookRecord {
   readonly createdAt: string;
 }
 
+/** Webhook events a node claimed: their ids in the queue, their JSON texts, and the attempts made before. */
+export interface WebhookClaim {
+  readonly ids: readonly string[];
+  readonly events: readonly string[];
+  readonly attempts: number;
+}
+
 /** A plate's own history retention (see the edge's HISTORY_COUNT and HISTORY_AGE_MS). */
 export interface PlateHistory {
   /** Messages kept per channel; 0 = none. */
@@ -160,6 +167,25 @@ export interface Store {
   getWebhook(plateId: PlateId): Promise<WebhookRecord | undefined>;
   /** Answers whether there was one. */
   deleteWebhook(plateId: PlateId): Promise<boolean>;
+
+  /**
+   * The queue of a plate's webhook events (JSON texts), shared by every node so that an event
+   * outlives the node that emitted it: appended here, then claimed by one node at a time, POSTed,
+   * and removed when delivered. At most `max` wait per plate (the oldest go past it).
+   */
+  webhookPush(plateId: PlateId, events: readonly string[], max: number): Promise<void>;
+  /** Plates with events waiting, at most `limit` of them. */
+  webhookWaiting(limit: number): Promise<PlateId[]>;
+  /**
+   * The plate's first `count` events, held by the caller for `leaseMs` (another node takes them
+   * after, if it did not answer), with the attempts made at them; undefined when another node holds
+   * them, a retry is not due yet, or none wait.
+   */
+  webhookClaim(plateId: PlateId, count: number, leaseMs: number): Promise<WebhookClaim | undefined>;
+  /** Claimed events delivered (or given up: `dropped`): removed. */
+  webhookDone(plateId: PlateId, ids: readonly string[]): Promise<void>;
+  /** Claimed events not delivered: claimable again after `retryMs`, one more attempt counted. */
+  webhookRetry(plateId: PlateId, retryMs: number): Promise<void>;
 
   /**
    * Answers whether it existed; if so, announces its revocation (`signingKeyOwner(id)`) to every

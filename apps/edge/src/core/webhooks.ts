@@ -9,7 +9,7 @@ import type { Metrics } from "../metrics.js";
 
 /** Settings of webhook delivery (see config.ts). */
 export interface WebhookSettings {
-  /** `WEBHOOK_BATCH_MS`: how long events gather before a POST. */
+  /** `WEBHOOK_BATCH_MS`: how often a node polls the queues (events gather meanwhile). */
   readonly batchMs: number;
   /** `WEBHOOK_BATCH_MAX`: events per POST at most. */
   readonly batchMax: number;
@@ -20,7 +20,7 @@ export interface WebhookSettings {
   readonly retryMaxMs: number;
   /** `WEBHOOK_MAX_ATTEMPTS`: tries of one batch before it is dropped. */
   readonly maxAttempts: number;
-  /** `WEBHOOK_MAX_QUEUED`: events one plate may have waiting on one node; past it new ones are dropped. */
+  /** `WEBHOOK_MAX_QUEUED`: events one plate may have waiting; past it the oldest go. */
   readonly maxQueued: number;
   /** How long a plate's webhook is cached (`KEY_CACHE_MS`). */
   readonly cacheMs: number;
@@ -52,27 +52,24 @@ export interface WebhookView {
   readonly createdAt: string;
 }
 
-/** One plate's events waiting on this node, and its delivery's state. */
-interface Outbox {
-  readonly events: WebhookPayloadEvent[];
-  timer: NodeJS.Timeout | undefined;
-  sending: boolean;
-}
-
 /**
  * Route 10's channel events for backends: a plate's one webhook, and the signed, batched POSTs of
  * its events. An event is emitted by the one node that made the change (the node whose track or
  * untrack went through, whose first subscriber of a channel made it occupied or whose last made it
- * vacant, or whose sweep removed a dead node's member or left a channel vacant), so each is sent by
- * one node; a failed POST is retried with backoff (at least once while that node lives). The
- * receiver dedupes by event `id`.
+ * vacant, or whose sweep removed a dead node's member or left a channel vacant), and put in the
+ * plate's queue in the store (on Redis, shared by every node). Every node polls the queues: one node
+ * at a time claims a plate's first events, POSTs them, and removes them once answered 2xx; a failed
+ * POST is retried with backoff, by whichever node claims it next; a node that dies holding a claim
+ * lets it go when its lease ends. So each event is delivered at least once, in order per plate,
+ * even when the node that emitted it dies; the receiver dedupes by event `id`.
  *
  * A POST: `{"plateId","events":[{"id","name","channel","clientId"?,"user"?,"at"}...]}` with
  * `Plate-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
  */
 export class Webhooks {
-  readonly #outboxes = new Map<PlateId, Outbox>();
   readonly #cache = new Map<PlateId, { readonly hook: WebhookRecord | undefined; readonly untilMs: number }>();
+  #poller: NodeJS.Timeout | undefined;
+  #polling = false;
   #closed = false;
 
   constructor(
@@ -82,6 +79,13 @@ export class Webhooks {
     private readonly log: Logger,
     private readonly post: typeof fetch = fetch,
   ) {}
+
+  /** Starts polling the queues (every `WEBHOOK_BATCH_MS`). */
+  start(): void {
+    if (this.#poller !== undefined || this.#closed) return;
+    this.#poller = setInterval(() => void this.#poll(), Math.max(1, this.settings.batchMs));
+    this.#poller.unref();
+  }
 
   /** Sets the plate's webhook (admin): `{"url","events"?}`; answers it with its new secret. */
   async set(plateId: PlateId, input: unknown): Promise<WebhookView & { readonly secret: string }> {
@@ -117,34 +121,32 @@ export class Webhooks {
 
   /**
    * Queues an event of `plateId` for its webhook, if it has one that asks for it. Never throws and
-   * never waits: a store that cannot be read drops the event (logged and counted).
+   * never waits: a store that cannot be reached drops the event (logged and counted).
    */
   emit(plateId: PlateId, name: WebhookEvent, channel: ChannelName, clientId?: string, user?: string): void {
     if (this.#closed) return;
-    const at = new Date().toISOString();
-    this.#hookOf(plateId).then(
-      (hook) => {
+    const event: WebhookPayloadEvent = {
+      id: nanoid(),
+      name,
+      channel,
+      ...(clientId === undefined ? {} : { clientId }),
+      ...(user === undefined ? {} : { user }),
+      at: new Date().toISOString(),
+    };
+    this.#hookOf(plateId)
+      .then((hook) => {
         if (hook === undefined || !hook.events.includes(name)) return;
-        this.#enqueue(plateId, {
-          id: nanoid(),
-          name,
-          channel,
-          ...(clientId === undefined ? {} : { clientId }),
-          ...(user === undefined ? {} : { user }),
-          at,
-        });
-      },
-      (err: unknown) => {
+        return this.store.webhookPush(plateId, [JSON.stringify(event)], this.settings.maxQueued);
+      })
+      .catch((err: unknown) => {
         this.metrics.webhookEvents.inc({ outcome: "dropped" });
-        this.log.warn("webhook event dropped: the plate's webhook could not be read", { plateId, error: String(err) });
-      },
-    );
+        this.log.warn("webhook event dropped: the store could not be reached", { plateId, error: String(err) });
+      });
   }
 
   close(): void {
     this.#closed = true;
-    for (const outbox of this.#outboxes.values()) clearTimeout(outbox.timer);
-    this.#outboxes.clear();
+    clearInterval(this.#poller);
   }
 
   async #hookOf(plateId: PlateId): Promise<WebhookRecord | undefined> {
@@ -157,75 +159,59 @@ export class Webhooks {
     return hook;
   }
 
-  #enqueue(plateId: PlateId, event: WebhookPayloadEvent): void {
-    let outbox = this.#outboxes.get(plateId);
-    if (outbox === undefined) this.#outboxes.set(plateId, (outbox = { events: [], timer: undefined, sending: false }));
-    if (outbox.events.length >= this.settings.maxQueued) {
-      // The batch in flight is the head of the line: the new event is the one that goes.
-      this.metrics.webhookEvents.inc({ outcome: "dropped" });
-      this.log.warn("webhook queue full: an event was dropped", { plateId });
-      return;
-    }
-    outbox.events.push(event);
-    this.#schedule(plateId, outbox, this.settings.batchMs);
-  }
-
-  #schedule(plateId: PlateId, outbox: Outbox, delayMs: number): void {
-    if (outbox.timer !== undefined || outbox.sending || this.#closed) return;
-    outbox.timer = setTimeout(() => {
-      outbox.timer = undefined;
-      void this.#send(plateId, outbox, 1);
-    }, delayMs);
-    outbox.timer.unref();
-  }
-
-  /** POSTs the first batch of `outbox`; on failure waits and tries it again, up to `maxAttempts`. */
-  async #send(plateId: PlateId, outbox: Outbox, attempt: number): Promise<void> {
-    if (this.#closed) return;
-    const batch = outbox.events.slice(0, this.settings.batchMax);
-    if (batch.length === 0) return;
-    outbox.sending = true;
-    let outcome: string;
+  /** One pass over the plates with events waiting: each one this node can claim is sent. */
+  async #poll(): Promise<void> {
+    if (this.#polling || this.#closed) return;
+    this.#polling = true;
     try {
-      const hook = await this.#hookOf(plateId);
-      if (hook === undefined) {
-        // Deleted meanwhile: nothing to tell any more.
-        outbox.events.splice(0, batch.length);
-        outcome = "dropped";
-      } else {
-        outcome = await this.#post(hook, batch);
+      const plates = await this.store.webhookWaiting(PLATES_PER_POLL);
+      for (let i = 0; i < plates.length; i += SENDS_AT_ONCE) {
+        await Promise.all(plates.slice(i, i + SENDS_AT_ONCE).map((plateId) => this.#send(plateId)));
       }
     } catch (err) {
-      outcome = `error: ${String(err)}`;
+      this.log.debug("webhook queues not polled; trying again", { error: String(err) });
+    } finally {
+      this.#polling = false;
     }
-    outbox.sending = false;
-    if (outcome === "delivered" || outcome === "dropped") {
-      if (outcome === "delivered") outbox.events.splice(0, batch.length);
-      this.metrics.webhookEvents.inc({ outcome }, batch.length);
-      if (outbox.events.length > 0) this.#schedule(plateId, outbox, 0);
-      else if (this.#outboxes.get(plateId) === outbox) this.#outboxes.delete(plateId);
+  }
+
+  /** Claims a plate's first events, POSTs them, and settles them: removed, or retried after a wait. */
+  async #send(plateId: PlateId): Promise<void> {
+    // Held a little longer than a POST may take, so that no other node sends them meanwhile.
+    const claim = await this.store.webhookClaim(plateId, this.settings.batchMax, this.settings.timeoutMs + CLAIM_MARGIN_MS);
+    if (claim === undefined || this.#closed) return;
+    this.#cache.delete(plateId);
+    const hook = await this.#hookOf(plateId);
+    if (hook === undefined) {
+      // Deleted meanwhile: nothing to tell any more.
+      await this.store.webhookDone(plateId, claim.ids);
+      this.metrics.webhookEvents.inc({ outcome: "dropped" }, claim.ids.length);
       return;
     }
-    if (attempt >= this.settings.maxAttempts) {
-      outbox.events.splice(0, batch.length);
-      this.metrics.webhookEvents.inc({ outcome: "dropped" }, batch.length);
+    let outcome: string;
+    try {
+      outcome = await this.#post(hook, claim.events);
+    } catch (err) {
+      outcome = String(err);
+    }
+    const attempt = claim.attempts + 1;
+    if (outcome === "delivered") {
+      await this.store.webhookDone(plateId, claim.ids);
+      this.metrics.webhookEvents.inc({ outcome }, claim.ids.length);
+    } else if (attempt >= this.settings.maxAttempts) {
+      await this.store.webhookDone(plateId, claim.ids);
+      this.metrics.webhookEvents.inc({ outcome: "dropped" }, claim.ids.length);
       this.log.warn("webhook batch dropped after its last attempt", { plateId, attempts: attempt, outcome });
-      if (outbox.events.length > 0) this.#schedule(plateId, outbox, 0);
-      return;
+    } else {
+      const waitMs = Math.min(this.settings.retryMaxMs, this.settings.retryFirstMs * 2 ** (attempt - 1));
+      this.log.debug("webhook POST failed; retrying", { plateId, attempt, waitMs, outcome });
+      await this.store.webhookRetry(plateId, waitMs);
     }
-    const waitMs = Math.min(this.settings.retryMaxMs, this.settings.retryFirstMs * 2 ** (attempt - 1));
-    this.log.debug("webhook POST failed; retrying", { plateId, attempt, waitMs, outcome });
-    outbox.sending = true;
-    const timer = setTimeout(() => {
-      outbox.sending = false;
-      void this.#send(plateId, outbox, attempt + 1);
-    }, waitMs);
-    timer.unref();
   }
 
   /** One signed POST; "delivered" for a 2xx answer, else what went wrong. */
-  async #post(hook: WebhookRecord, events: readonly WebhookPayloadEvent[]): Promise<string> {
-    const body = JSON.stringify({ plateId: hook.plateId, events });
+  async #post(hook: WebhookRecord, events: readonly string[]): Promise<string> {
+    const body = '{"plateId":"' + hook.plateId + '","events":[' + events.join(",") + "]}";
     const t = Math.floor(Date.now() / 1000);
     const signature = createHmac("sha256", hook.secret).update(`${t}.${body}`).digest("hex");
     const res = await this.post(hook.url, {
@@ -239,6 +225,13 @@ export class Webhooks {
     return res.status >= 200 && res.status < 300 ? "delivered" : `status ${res.status}`;
   }
 }
+
+/** Plates with events one poll looks at, at most. */
+const PLATES_PER_POLL = 100;
+/** POSTs one node has in flight at once. */
+const SENDS_AT_ONCE = 8;
+/** How much longer than `WEBHOOK_TIMEOUT_MS` a claim is held. */
+const CLAIM_MARGIN_MS = 1_000;
 
 /** Plates whose webhook one node caches at most; past it the cache starts again. */
 const MAX_CACHED_PLATES = 10_000;
