@@ -1,5 +1,5 @@
 import type { Cluster, RedisOptions } from "ioredis";
-import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition } from "@plate/protocol";
+import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
@@ -105,14 +105,9 @@ function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: stri
 
 /** A sender written by `payloadShape`; undefined for anything else. */
 function readSender(text: string): Sender | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { clientId, user } = value as Record<string, unknown>;
+  const value = readJsonObject(text);
+  if (value === undefined) return undefined;
+  const { clientId, user } = value;
   if (typeof clientId !== "string" || (user !== undefined && typeof user !== "string")) return undefined;
   return user === undefined ? { clientId } : { clientId, user };
 }

@@ -28,3 +28,4 @@ export type {
   UnreadableFrame,
 } from "./realtime.js";
 export { MAX_REF_CHARS, parseRealtimeFrame, readName, encodeRealtimeFrame } from "./realtime.js";
+export { readJsonObject } from "./json.js";

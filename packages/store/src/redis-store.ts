@@ -43,7 +43,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
-import { PlateError, isPlateId } from "@plate/protocol";
+import { PlateError, isPlateId, readJsonObject } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
 import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly } from "@plate/redis";
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
@@ -616,14 +616,9 @@ function decodeClaim(reply: unknown): ClaimResult {
 
 /** A revocation from the control channel; undefined for anything that is not one. */
 function decodeRevocation(text: string): Revocation | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { plateId, keyId } = value as Record<string, unknown>;
+  const value = readJsonObject(text);
+  if (value === undefined) return undefined;
+  const { plateId, keyId } = value;
   if (typeof plateId !== "string" || !isPlateId(plateId)) return undefined;
   if (keyId === undefined) return { plateId };
   return typeof keyId === "string" && keyId !== "" ? { plateId, keyId } : undefined;

@@ -1,4 +1,4 @@
-import { PlateError } from "@plate/protocol";
+import { PlateError, readJsonObject } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import type { Broker, Unsubscribe } from "@plate/broker";
 import { nanoid } from "nanoid";
@@ -103,17 +103,17 @@ export class Occupancy {
     return [...counts];
   }
 
+  /** A question or an answer from a node; anything malformed is ignored. */
   #onNote(payload: string): void {
-    let note: Note;
-    try {
-      note = JSON.parse(payload) as Note;
-    } catch {
-      return;
-    }
+    const note = readJsonObject(payload);
+    if (note === undefined || typeof note.id !== "string") return;
     if (note.t === "tell") {
       const question = this.#waiting.get(note.id);
       if (question === undefined || !Array.isArray(note.channels)) return;
-      for (const [channel, count] of note.channels) question.totals.set(channel, (question.totals.get(channel) ?? 0) + count);
+      for (const entry of note.channels as unknown[]) {
+        if (!Array.isArray(entry) || typeof entry[0] !== "string" || typeof entry[1] !== "number") continue;
+        question.totals.set(entry[0], (question.totals.get(entry[0]) ?? 0) + entry[1]);
+      }
       question.heard += 1;
       question.check();
       return;

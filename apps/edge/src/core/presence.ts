@@ -1,4 +1,4 @@
-import { PlateError, topicKey } from "@plate/protocol";
+import { PlateError, readJsonObject, topicKey } from "@plate/protocol";
 import type { ChannelName, PlateId, Topic } from "@plate/protocol";
 import type { Broker, PresenceChange, Tracked, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
@@ -249,10 +249,6 @@ function diffFrame(channel: ChannelName, change: PresenceChange): string {
 
 /** The user of a member's record, if it has one. */
 function userOf(record: string): string | undefined {
-  try {
-    const { user } = JSON.parse(record) as { user?: unknown };
-    return typeof user === "string" ? user : undefined;
-  } catch {
-    return undefined;
-  }
+  const user = readJsonObject(record)?.user;
+  return typeof user === "string" ? user : undefined;
 }

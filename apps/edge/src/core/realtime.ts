@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { PlateError, isErrorCode, readName, toPlateError, topicKey } from "@plate/protocol";
+import { PlateError, isErrorCode, readJsonObject, readName, toPlateError, topicKey } from "@plate/protocol";
 import type {
   ErrorCode,
   PlateId,
@@ -448,15 +448,8 @@ function refusal(ref: Ref | undefined, code: ErrorCode, message: string) {
 
 /** Reads a note from another node; anything malformed is ignored. */
 function readNote(payload: string): Note | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const note = value as Record<string, unknown>;
-  if (typeof note.id !== "string") return undefined;
+  const note = readJsonObject(payload);
+  if (note === undefined || typeof note.id !== "string") return undefined;
   if (note.t === "answer") return note as Note;
   if (note.t !== "change" || typeof note.from !== "string" || typeof note.plateId !== "string" || typeof note.clientId !== "string") return undefined;
   let change: Change | undefined;
