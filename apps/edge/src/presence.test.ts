@@ -1,8 +1,8 @@
-import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
-import { adminCall } from "./test-support/admin.js";
+import { testSigner } from "./test-support/signing.js";
+import type { TestSigner } from "./test-support/signing.js";
 import { KEYS, eventually, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
 import { EdgeProcess, redisNodeEnv } from "./test-support/process.js";
@@ -16,8 +16,7 @@ import { WsClient } from "./test-support/ws.js";
 let redis: RedisServer;
 let a: TestNode;
 let b: TestNode;
-let kid: string;
-let secret: Uint8Array;
+let signer: TestSigner;
 const clients: { close(): void }[] = [];
 
 beforeAll(async () => {
@@ -25,9 +24,7 @@ beforeAll(async () => {
   const env = { REDIS_URL: redis.url, PRESENCE_MAX_MEMBERS: "3", PRESENCE_MAX_STATE_BYTES: "64" };
   a = await startTestNode(env);
   b = await startTestNode(env);
-  const made = await adminCall(a.url, "POST", "/admin/plates/acme/signing-keys", { body: {} });
-  kid = made.body.data.id as string;
-  secret = Buffer.from(made.body.data.secret as string, "base64url");
+  signer = await testSigner(a.url);
 });
 afterAll(async () => {
   for (const c of clients) c.close();
@@ -37,7 +34,7 @@ afterAll(async () => {
 });
 
 function token(sub: string, claims: Record<string, unknown> = { patterns: ["*"], presence: true }): Promise<string> {
-  return new SignJWT({ sub, ...claims }).setProtectedHeader({ alg: "HS256", kid }).setExpirationTime("5m").sign(secret);
+  return signer.sign({ sub, ...claims });
 }
 
 type Client = WsClient & { clientId: string };

@@ -1,8 +1,8 @@
-import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
-import { adminCall } from "./test-support/admin.js";
+import { testSigner } from "./test-support/signing.js";
+import type { TestSigner } from "./test-support/signing.js";
 import { createKey } from "./test-support/calls.js";
 import { KEYS, eventually, publish, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
@@ -19,17 +19,14 @@ import { WsClient } from "./test-support/ws.js";
 let redis: RedisServer;
 let a: TestNode;
 let b: TestNode;
-let kid: string;
-let secret: Uint8Array;
+let signer: TestSigner;
 const clients: { close(): void }[] = [];
 
 beforeAll(async () => {
   redis = await startRedis();
   a = await startTestNode({ REDIS_URL: redis.url, CLIENT_PUBLISH_RATE_PER_S: "0", CLIENT_PUBLISH_PLATE_RATE_PER_S: "0" });
   b = await startTestNode({ REDIS_URL: redis.url, CLIENT_PUBLISH_RATE_PER_S: "0", CLIENT_PUBLISH_PLATE_RATE_PER_S: "0" });
-  const made = await adminCall(a.url, "POST", "/admin/plates/acme/signing-keys", { body: {} });
-  kid = made.body.data.id as string;
-  secret = Buffer.from(made.body.data.secret as string, "base64url");
+  signer = await testSigner(a.url);
 });
 afterAll(async () => {
   for (const c of clients) c.close();
@@ -46,10 +43,7 @@ interface Claims {
 }
 
 function token(claims: Claims, seconds = 60): Promise<string> {
-  return new SignJWT({ sub: "ann", ...claims })
-    .setProtectedHeader({ alg: "HS256", kid })
-    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
-    .sign(secret);
+  return signer.sign({ sub: "ann", ...claims }, Math.floor(Date.now() / 1000) + seconds);
 }
 
 /** A route 9 WebSocket on `node`, opened with `credential` (a signed token or an API key), ready. */
