@@ -11,6 +11,8 @@
  *     (each Plate node writes a .cpuprofile into /tmp/prof when it stops)
  *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w3,w5
  *     (publish over HTTP beside publish over route 9's WebSocket; Plate only)
+ *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w6
+ *     (presence churn: joins + leaves/s with 1,000 members watching; Plate only)
  *   node load-tests/dist/bench.js --targets plate-embedded,plate-redis --plate-env HISTORY_COUNT=0 ...
  *     (settings for every Plate node; compare two runs with load-tests/dist/compare.js)
  */
@@ -24,11 +26,13 @@ import { runIdle } from "./idle.js";
 import { keptNotes } from "./notes.js";
 import { startNchan } from "./nchan.js";
 import { freePort, startRedis } from "@plate/testing";
+import { runPresenceChurn } from "./presence-churn.js";
+import type { ChurnReport } from "./presence-churn.js";
 import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
 import { nchanTarget, plateTarget } from "./targets.js";
 import type { Target } from "./targets.js";
-import { ROWS, fmt, median, publishTable, ratio } from "./table.js";
+import { ROWS, churnTable, fmt, median, publishTable, ratio } from "./table.js";
 import type { Report, Row } from "./table.js";
 import { runFanout } from "./workload.js";
 import type { FanoutWorkload } from "./workload.js";
@@ -42,7 +46,7 @@ const HARNESS_CPU = 1;
 
 const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis"] as const;
 type TargetName = (typeof TARGETS)[number];
-const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4", "w5"] as const;
+const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4", "w5", "w6"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Workload sizes: the issue's, or small ones for a smoke run (`--quick`). */
@@ -63,6 +67,11 @@ function sizes(quick: boolean) {
     w3DurationMs: quick ? 3000 : 10_000,
     w5Publishers: quick ? 200 : 1000,
     w4Connections: quick ? 1000 : 10_000,
+    w6Members: quick ? 200 : 1000,
+    // One change keeps the node busy for its fan-out to every member: ten in flight saturate it,
+    // and more would only add queueing to the latency (Little's law: in flight / rate).
+    w6Churners: 10,
+    w6DurationMs: quick ? 3000 : 10_000,
     eagerSubscribers: 50,
     pacedPublishers: 32,
   };
@@ -70,6 +79,8 @@ function sizes(quick: boolean) {
 
 interface Running {
   readonly target: Target;
+  /** The target's Redis, when it has one of its own. */
+  readonly redisPort: number | undefined;
   readonly stop: () => Promise<void>;
 }
 
@@ -86,13 +97,14 @@ let plateNodeArgs: readonly string[] = [];
 /** `--plate-env K=V,K=V`: settings of every Plate node (e.g. `HISTORY_COUNT=0`). */
 let plateEnv: Record<string, string> = {};
 
-async function start(name: TargetName): Promise<Running> {
+/** Starts target `name` (and its Redis); `env` adds settings of this workload's Plate node. */
+async function start(name: TargetName, env: Record<string, string> = {}): Promise<Running> {
   const redis = name.endsWith("redis") ? await startRedis({ cpu: SERVER_CPU, fromEnv: false }) : undefined;
   let server: Started | undefined;
   let target: Target;
   try {
     if (name.startsWith("plate")) {
-      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: plateEnv });
+      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: { ...env, ...plateEnv } });
       server = plate;
       target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
     } else {
@@ -107,6 +119,7 @@ async function start(name: TargetName): Promise<Running> {
   }
   const running: Running = {
     target,
+    redisPort: redis?.port,
     stop: async () => {
       live.delete(running);
       await server?.stop();
@@ -128,14 +141,16 @@ function nchanPids(master: number): number[] {
  * behind (Nchan's message buffers, a heap grown for 10,000 connections and not given back) must
  * not flatter or burden the next; W4 read no growth at all on an Nchan that W2 had already grown.
  */
-async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, quick: boolean): Promise<Report[]> {
+async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, string>) => Promise<Running>, quick: boolean): Promise<Report[]> {
   const s = sizes(quick);
   const out: Report[] = [];
   for (const transport of ["sse", "ws"] as const) {
     // Publish throughput does not depend on the subscriber's transport: W3 and W5 are measured
     // once, with a WebSocket subscriber.
-    if ((name === "w3" || name === "w5") && transport === "sse") continue;
-    const running = await fresh();
+    // W6 speaks route 9's WebSocket only.
+    if ((name === "w3" || name === "w5" || name === "w6") && transport === "sse") continue;
+    // W6's channel holds its steady members and every churner at once.
+    const running = await fresh(name === "w6" ? { PRESENCE_MAX_MEMBERS: String(s.w6Members + s.w6Churners) } : {});
     const target = running.target;
     const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
       runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers });
@@ -163,6 +178,18 @@ async function runWorkload(name: WorkloadName, fresh: () => Promise<Running>, qu
           // W3's duration and single subscriber; publishers are route 9 WebSockets, one publish
           // in flight each (the server carries out a connection's requests one at a time).
           out.push(await fanout({ name: "W5", channels: 1, subscribersPerChannel: 1, publishers: s.w5Publishers, publishVia: "ws", mode: { kind: "max", durationMs: s.w3DurationMs } }));
+          break;
+        case "w6":
+          out.push(
+            await runPresenceChurn({
+              target,
+              members: s.w6Members,
+              churners: s.w6Churners,
+              eagerWatchers: s.eagerSubscribers,
+              durationMs: s.w6DurationMs,
+              ...(running.redisPort === undefined ? {} : { redisPort: running.redisPort }),
+            }),
+          );
           break;
       }
     } finally {
@@ -200,6 +227,7 @@ function markdown(results: Map<TargetName, Report[][]>, command: string, runs: n
     "Every run's full report (each step, loss, duplicates, reordering, latency percentiles, server and harness CPU) is in the JSON lines file next to this table's command output.",
     "",
     ...publishTable(results),
+    ...churnTable(results),
   );
   return lines.join("\n");
 }
@@ -239,7 +267,11 @@ async function main(): Promise<void> {
           process.stdout.write(`run ${run} ${name} W5: skipped (the harness publishes to Nchan over HTTP only)\n`);
           continue;
         }
-        for (const report of await runWorkload(workload, () => start(name), values.quick)) {
+        if (workload === "w6" && !name.startsWith("plate")) {
+          process.stdout.write(`run ${run} ${name} W6: not measured (Nchan has no presence)\n`);
+          continue;
+        }
+        for (const report of await runWorkload(workload, (env) => start(name, env), values.quick)) {
           reports.push(report);
           appendFileSync(values.jsonl, JSON.stringify({ run, ...report }) + "\n");
           process.stdout.write(summaryLine(report, run) + "\n");
@@ -261,6 +293,7 @@ function setting(pair: string): [string, string] {
 }
 
 function summaryLine(report: Report, run: number): string {
+  if ("changesPerS" in report) return churnLine(report, run);
   if (!("steps" in report)) {
     return `run ${run} ${report.target} W4 ${report.transport}: ${report.connections} idle, ${report.kbPerConnection} KB each after 2 s, ${report.kbPerConnectionAtRest} KB at rest`;
   }
@@ -268,6 +301,16 @@ function summaryLine(report: Report, run: number): string {
   const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
   return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}%, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+}
+
+function churnLine(r: ChurnReport, run: number): string {
+  const failures = Object.entries(r.failures).map(([why, n]) => `${why} ${n}`).join(", ");
+  const redis = r.redisCpuPct === undefined ? "" : `, Redis CPU ${r.redisCpuPct}%`;
+  return (
+    `run ${run} ${r.target} W6: ${r.changesPerS} changes/s, ${r.deliveredPerS} diffs/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ` +
+    `missed ${r.missed} (${r.watchersShort} watchers), extra ${r.extra}, order gaps ${r.order.gaps} repeats ${r.order.repeats} unknown ${r.order.unknown}` +
+    `${failures === "" ? "" : `, failed: ${failures}`} (server CPU ${r.serverCpuPct}%${redis}, harness CPU ${r.harnessCpuPct}%, CPUs ${r.machineCpuPct.join("/")}% busy, dropped ${r.watchersDropped}, setup ${r.setupS} s)`
+  );
 }
 
 main().catch((err: unknown) => {

@@ -1,9 +1,10 @@
 import type { IdleReport } from "./idle.js";
+import type { ChurnReport } from "./presence-churn.js";
 import type { Transport } from "./subscriber.js";
 import type { FanoutReport } from "./workload.js";
 
 /** What one workload of one run reports. */
-export type Report = FanoutReport | IdleReport;
+export type Report = FanoutReport | IdleReport | ChurnReport;
 
 /** One row of the Markdown table: a figure read from the reports of one target. */
 export interface Row {
@@ -21,6 +22,10 @@ export function fanoutOf(reports: readonly Report[], workload: string, transport
   return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
 }
 
+function churnOf(reports: readonly Report[]): ChurnReport | undefined {
+  return reports.find((r): r is ChurnReport => "changesPerS" in r);
+}
+
 function idleOf(reports: readonly Report[], transport: Transport): IdleReport | undefined {
   return reports.find((r): r is IdleReport => r.workload === "W4" && r.transport === transport);
 }
@@ -34,6 +39,8 @@ export const ROWS: Row[] = [
   { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
   { label: "W5 publish msg/s over route 9's WebSocket, 1,000 clients", unit: "/s", better: "higher", target: "—", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.publishedPerS },
   { label: "W5 messages lost", unit: "", better: "lower", target: "0", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.lost },
+  { label: "W6 presence churn, joins + leaves/s accepted, 1,000 members watching", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.changesPerS },
+  { label: "W6 presence diffs delivered/s (each change to every watcher)", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.deliveredPerS },
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "—", pick: (r) => idleOf(r, t)?.kbPerConnection })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, at rest (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => idleOf(r, t)?.kbPerConnectionAtRest })),
 ];
@@ -90,6 +97,40 @@ export function publishTable(results: ReadonlyMap<string, readonly (readonly Rep
     "",
     "| workload | publishes by | publishers | target | accepted msg/s | delivered/s | p50 ms | p99 ms | lost | server CPU % | harness CPU % | failed publishes |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...lines,
+    "",
+  ];
+}
+
+/**
+ * W6 of every target that ran it, one line each: medians over the runs of changes/s, diffs
+ * delivered/s, latency (track or untrack written → an eager watcher read the diff), server, Redis
+ * and harness CPU, and each CPU of the machine; diffs missed, order faults and failures summed over
+ * the runs. No lines when W6 did not run.
+ */
+export function churnTable(results: ReadonlyMap<string, readonly (readonly Report[])[]>): string[] {
+  const lines: string[] = [];
+  for (const [target, runs] of results) {
+    const reports = runs.map(churnOf).filter((r): r is ChurnReport => r !== undefined);
+    if (reports.length === 0) continue;
+    const m = (pick: (r: ChurnReport) => number | undefined) => fmt(median(reports.map(pick).filter((v): v is number => v !== undefined)));
+    const sum = (pick: (r: ChurnReport) => number) => fmt(reports.reduce((n, r) => n + pick(r), 0));
+    const failures = new Map<string, number>();
+    for (const r of reports) for (const [why, n] of Object.entries(r.failures)) failures.set(why, (failures.get(why) ?? 0) + n);
+    const cpus = reports[0]!.machineCpuPct.map((_, i) => m((r) => r.machineCpuPct[i])).join(" / ");
+    lines.push(
+      `| ${target} | ${fmt(reports[0]!.members)} + ${reports[0]!.churners} | ${m((r) => r.changesPerS)} | ${m((r) => r.deliveredPerS)} | ` +
+        `${m((r) => r.latencyMs.p50)} | ${m((r) => r.latencyMs.p99)} | ${sum((r) => r.missed)} | ${sum((r) => r.extra)} | ${sum((r) => r.order.gaps + r.order.repeats + r.order.unknown)} | ` +
+        `${m((r) => r.serverCpuPct)} | ${m((r) => r.redisCpuPct)} | ${m((r) => r.harnessCpuPct)} | ${cpus} | ` +
+        `${failures.size === 0 ? "none" : [...failures].map(([why, n]) => `${why} ${fmt(n)}`).join(", ")} |`,
+    );
+  }
+  if (lines.length === 0) return [];
+  return [
+    "Presence churn (W6): one channel whose members all watch it (`presence:true`), churners tracking and untracking as fast as answers come; each change is one diff frame to every watcher. Nchan has no presence: not measured. Medians of the runs; diffs missed or extra, order faults (seen by the eager watchers) and failures summed over them.",
+    "",
+    "| target | members + churners | changes/s | diffs delivered/s | p50 ms | p99 ms | missed | extra | order faults | server CPU % | Redis CPU % | harness CPU % | machine CPU busy % (CPU 0 / 1 / …) | failed |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...lines,
     "",
   ];

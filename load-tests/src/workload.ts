@@ -234,8 +234,8 @@ async function warmUp(publisher: Publisher, channels: readonly string[], tracker
   return trackers.filter((t) => !t.warmed).length;
 }
 
-/** Drains batch subscribers every `BATCH_DRAIN_MS`, `DRAIN_SLICE` at a time between event-loop turns. */
-function startDrainer(batch: readonly Subscriber[]): { stop(): void } {
+/** Drains batch subscribers (or watchers) every `BATCH_DRAIN_MS`, `DRAIN_SLICE` at a time between event-loop turns. */
+export function startDrainer(batch: readonly { drain(): void }[]): { stop(): void } {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const pass = (from: number) => {

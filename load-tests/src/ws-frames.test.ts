@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FrameReader, maskedTextFrame } from "./ws-frames.js";
+import { FrameCounter, FrameReader, frameEnd, maskedTextFrame } from "./ws-frames.js";
 
 /** Unmasks a client frame written by `maskedTextFrame` (a small one: 7-bit length). */
 function unmask(frame: Buffer): string {
@@ -71,5 +71,34 @@ describe("FrameReader", () => {
 
   it("refuses a masked frame from the server", () => {
     expect(() => read([Buffer.from([0x81, 0x81, 1, 2, 3, 4, 0x41])])).toThrow(/masked/);
+  });
+});
+
+describe("FrameCounter", () => {
+  const short = Buffer.from([0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+  const long = Buffer.concat([Buffer.from([0x81, 126, 0x01, 0x00]), Buffer.alloc(256, "y")]);
+  const binary = Buffer.from([0x82, 0x01, 0x00]);
+  const close = Buffer.from([0x88, 0x02, 0x11, 0x30]);
+  const stream = Buffer.concat([short, long, binary, long, short, close]);
+
+  it("counts text frames and sees the close, whatever the read boundaries", () => {
+    for (let cut = 0; cut <= stream.length; cut++) {
+      for (const step of [1, 3, 7]) {
+        const counter = new FrameCounter();
+        counter.feed(stream.subarray(0, cut));
+        for (let at = cut; at < stream.length; at += step) counter.feed(stream.subarray(at, at + step));
+        expect([counter.text, counter.closed]).toEqual([4, true]);
+      }
+    }
+  });
+});
+
+describe("frameEnd", () => {
+  it("answers the end of a whole frame, and -1 for one not all there", () => {
+    const long = Buffer.concat([Buffer.from([0x81, 126, 0x01, 0x00]), Buffer.alloc(256, "y"), Buffer.from([0x81])]);
+    expect(frameEnd(long, 0)).toBe(260);
+    expect(frameEnd(long.subarray(0, 259), 0)).toBe(-1);
+    expect(frameEnd(long, 260)).toBe(-1);
+    expect(frameEnd(maskedTextFrame("Hello"), 0)).toBe(11);
   });
 });

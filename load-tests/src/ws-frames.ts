@@ -93,3 +93,75 @@ export class FrameReader {
     if (at < bytes.length) this.#pending = bytes.subarray(at);
   }
 }
+
+/**
+ * The offset just past the frame that starts at `at` in `bytes`, or -1 while its header or payload
+ * is not all there.
+ */
+export function frameEnd(bytes: Buffer, at: number): number {
+  const left = bytes.length - at;
+  if (left < 2) return -1;
+  const second = bytes[at + 1]!;
+  let length = second & 0x7f;
+  let header = 2;
+  if (length === 126) {
+    if (left < 4) return -1;
+    length = bytes.readUInt16BE(at + 2);
+    header = 4;
+  } else if (length === 127) {
+    if (left < 10) return -1;
+    length = Number(bytes.readBigUInt64BE(at + 2));
+    header = 10;
+  }
+  if ((second & 0x80) !== 0) header += 4;
+  return left < header + length ? -1 : at + header + length;
+}
+
+/**
+ * Counts the server's frames without reading their payloads: only headers are looked at and no
+ * payload is copied, so a socket drained in batches costs one pass over its headers. A frame cut by
+ * a read boundary counts once, when its header is whole. For watchers that only need to know how
+ * many frames came (`FrameReader` copies every chunk that ends inside a frame).
+ */
+export class FrameCounter {
+  /** Text frames counted so far. */
+  text = 0;
+  /** Whether a close frame came. */
+  closed = false;
+  /** Payload bytes of the current frame still to come. */
+  #skip = 0;
+  /** A header cut by a read boundary (at most 9 bytes). */
+  #head: Buffer | undefined;
+
+  feed(chunk: Buffer): void {
+    let bytes = chunk;
+    let at = 0;
+    if (this.#skip > 0) {
+      at = Math.min(this.#skip, bytes.length);
+      this.#skip -= at;
+    } else if (this.#head !== undefined) {
+      // Rare (a header split by a read) and short: the copy is of one chunk now and then.
+      bytes = Buffer.concat([this.#head, bytes]);
+      this.#head = undefined;
+    }
+    while (at < bytes.length) {
+      const left = bytes.length - at;
+      const second = left < 2 ? 0 : bytes[at + 1]!;
+      const size = second & 0x7f;
+      const header = (size === 126 ? 4 : size === 127 ? 10 : 2) + ((second & 0x80) !== 0 ? 4 : 0);
+      if (left < 2 || left < header) {
+        this.#head = Buffer.from(bytes.subarray(at));
+        return;
+      }
+      const length = size === 126 ? bytes.readUInt16BE(at + 2) : size === 127 ? Number(bytes.readBigUInt64BE(at + 2)) : size;
+      const opcode = bytes[at]! & 0x0f;
+      if (opcode === OPCODE.text) this.text += 1;
+      else if (opcode === OPCODE.close) this.closed = true;
+      at += header + length;
+      if (at > bytes.length) {
+        this.#skip = at - bytes.length;
+        return;
+      }
+    }
+  }
+}

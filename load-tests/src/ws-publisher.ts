@@ -1,19 +1,13 @@
-import { randomBytes } from "node:crypto";
-import { connect } from "node:net";
 import type { Socket } from "node:net";
 import { ACCEPTED, CONNECTION_CLOSED } from "./publisher.js";
 import type { Publisher } from "./publisher.js";
+import { openRoute9 } from "./route9-socket.js";
 import type { Target } from "./targets.js";
 import { FrameReader, OPCODE, maskedTextFrame } from "./ws-frames.js";
 
-/** How long the upgrade and the `ready` frame may take, in ms. */
-const OPEN_TIMEOUT_MS = 30_000;
-const HEAD_END = Buffer.from("\r\n\r\n");
-const READY = '"type":"ready"';
-
 /**
  * A client that publishes over Plate's route 9 WebSocket, on a raw socket: the upgrade written by
- * hand, `{"type":"publish","ref":N,"channel":...,"message":...}` sent as a masked text frame
+ * hand (`openRoute9`), `{"type":"publish","ref":N,"channel":...,"message":...}` sent as a masked text frame
  * (`maskedTextFrame`), and the answer read from the server's frames: `{"type":"published",
  * "ref":N,...}` or `{"type":"error","ref":N,"error":{"code":...}}`. One request in flight, like
  * `HttpPublisher`: the server carries out one connection's requests one at a time anyway, so more
@@ -28,8 +22,6 @@ export class WsPublisher implements Publisher {
   #expected = "";
   #done: ((outcome: string) => void) | undefined;
   #closed = false;
-  /** Until the first frame came: called with it (route 9 begins with `ready`). */
-  #whenReady: ((firstText: string) => void) | undefined;
 
   private constructor(socket: Socket) {
     this.#socket = socket;
@@ -37,51 +29,15 @@ export class WsPublisher implements Publisher {
   }
 
   /** Opens a route 9 WebSocket on `target` from `localAddress`; resolves once it is `ready`. */
-  static open(target: Target, localAddress: string): Promise<WsPublisher> {
-    const route = target.wsPublish;
-    if (route === undefined)
-      return Promise.reject(new Error(`${target.name} has no WebSocket publish the harness speaks`));
-    const socket = connect({ host: target.host, port: target.port, localAddress });
-    socket.setNoDelay(true);
+  static async open(target: Target, localAddress: string): Promise<WsPublisher> {
+    const { socket, rest } = await openRoute9(target, localAddress);
     const publisher = new WsPublisher(socket);
-    socket.write(
-      `GET ${route.path} HTTP/1.1\r\nHost: ${target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n${route.headers}\r\n`,
-    );
-    return new Promise((resolve, reject) => {
-      let head = Buffer.alloc(0);
-      const timer = setTimeout(
-        () => fail(new Error(`route 9 WebSocket not ready within ${OPEN_TIMEOUT_MS} ms`)),
-        OPEN_TIMEOUT_MS,
-      );
-      const fail = (err: Error) => {
-        clearTimeout(timer);
-        publisher.#whenReady = undefined;
-        socket.destroy();
-        reject(err);
-      };
-      const onClose = () => fail(new Error(`closed before ready: ${head.toString("latin1", 0, 300)}`));
-      publisher.#whenReady = (text) => {
-        if (!text.includes(READY)) return fail(new Error(`not ready: ${text.slice(0, 300)}`));
-        clearTimeout(timer);
-        socket.off("close", onClose);
-        socket.on("close", () => publisher.#end(CONNECTION_CLOSED));
-        resolve(publisher);
-      };
-      const onHandshake = (chunk: Buffer) => {
-        head = Buffer.concat([head, chunk]);
-        const headEnd = head.indexOf(HEAD_END);
-        if (headEnd === -1) return;
-        const status = Number(head.toString("latin1", 9, 12));
-        if (status !== 101) return fail(new Error(`status ${status}: ${head.toString("latin1", 0, 300)}`));
-        socket.off("data", onHandshake);
-        socket.on("data", (data: Buffer) => publisher.#reader.feed(data));
-        publisher.#reader.feed(head.subarray(headEnd + HEAD_END.length));
-      };
-      socket.on("data", onHandshake);
-      socket.on("error", () => publisher.#end(CONNECTION_CLOSED));
-      socket.on("close", onClose);
-    });
+    socket.on("data", (data: Buffer) => publisher.#reader.feed(data));
+    socket.on("error", () => publisher.#end(CONNECTION_CLOSED));
+    socket.on("close", () => publisher.#end(CONNECTION_CLOSED));
+    publisher.#reader.feed(rest);
+    socket.resume();
+    return publisher;
   }
 
   get busy(): boolean {
@@ -115,11 +71,6 @@ export class WsPublisher implements Publisher {
     }
     if (opcode !== OPCODE.text) return;
     const text = payload.toString("latin1");
-    if (this.#whenReady !== undefined) {
-      const ready = this.#whenReady;
-      this.#whenReady = undefined;
-      return ready(text);
-    }
     // The server writes `type` first and `ref` next: a prefix test answers the common case
     // without parsing it.
     if (text.startsWith(this.#expected)) return this.#finish(ACCEPTED);

@@ -1,0 +1,38 @@
+import { readFileSync } from "node:fs";
+
+/** Jiffies of one CPU from `/proc/stat`: all of them, and those spent idle (idle + iowait). */
+interface CpuTimes {
+  readonly total: number;
+  readonly idle: number;
+}
+
+function readCpus(): CpuTimes[] {
+  const cpus: CpuTimes[] = [];
+  for (const line of readFileSync("/proc/stat", "utf8").split("\n")) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (m === null) continue;
+    const fields = m[2]!.trim().split(/\s+/).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    cpus[Number(m[1])] = { total, idle: fields[3]! + fields[4]! };
+  }
+  return cpus;
+}
+
+/**
+ * How busy each CPU of the machine was from now until `stop()`, in % (everything running there:
+ * the processes measured, other sessions' tests, the kernel). Beside a run's own server and harness
+ * CPU it says how much of a core something else took.
+ */
+export function sampleMachine(): { stop(): number[] } {
+  const before = readCpus();
+  return {
+    stop() {
+      return readCpus().map((after, i) => {
+        const b = before[i];
+        const total = after.total - (b?.total ?? 0);
+        return total <= 0 ? 0 : Math.round((1 - (after.idle - (b?.idle ?? 0)) / total) * 100);
+      });
+    },
+  };
+}
