@@ -18,6 +18,7 @@ import type { Replay } from "@plate/broker";
 import type { Transport } from "../metrics.js";
 import { Overlap } from "./delivery.js";
 import { Outbound } from "./outbound.js";
+import type { SharedFrame } from "./outbound.js";
 import { Subscription } from "./subscription.js";
 
 /** Why a connection ends: an error code of the spec, or `normal` (the client went away). */
@@ -256,22 +257,29 @@ export abstract class Connection {
 
   /** Writes a frame in line (behind a paced replay, if one is under way). */
   frame(frame: ControlFrame): void {
-    this.frameText(frame.type, JSON.stringify(frame));
+    if (this.#ended || !this.#started) return;
+    const json = JSON.stringify(frame);
+    const backlog = this.#backlog;
+    if (backlog === undefined) {
+      this.writeFrame(frame.type, json);
+      return;
+    }
+    const bytes = this.frameBytes(frame.type, json);
+    this.#enqueue({ type: frame.type, json, bytes }, bytes);
   }
 
   /**
-   * `frame`, its JSON text given (serialized once for many connections: a presence change); the
-   * same order and limits.
+   * `frame` for a frame many connections get (a presence change): its bytes built once for all of
+   * them; the same order and limits.
    */
-  frameText(type: string, json: string): void {
+  frameShared(frame: SharedFrame): void {
     if (this.#ended || !this.#started) return;
-    const backlog = this.#backlog;
-    if (backlog === undefined) {
-      this.writeFrame(type, json);
+    if (this.#backlog === undefined) {
+      this.writeShared(frame);
       return;
     }
-    const bytes = this.frameBytes(type, json);
-    this.#enqueue({ type, json, bytes }, bytes);
+    const bytes = this.frameBytes(frame.type, frame.json);
+    this.#enqueue({ type: frame.type, json: frame.json, bytes }, bytes);
   }
 
   /** Ends the connection with `reason`, telling the client when its transport can; ends its subscriptions. */
@@ -415,6 +423,8 @@ export abstract class Connection {
   protected abstract writeReady(ready: ReadyFrame | RealtimeReadyFrame, streamId: string | undefined): void;
   /** Writes a frame of `type` (its JSON text given), within the output limit. */
   protected abstract writeFrame(type: string, json: string): void;
+  /** Writes a shared frame's bytes for this transport, within the output limit. */
+  protected abstract writeShared(frame: SharedFrame): void;
   protected abstract write(out: Outbound): boolean;
   protected abstract close(reason: EndReason, message: string): void;
 }

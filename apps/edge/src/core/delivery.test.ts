@@ -7,6 +7,7 @@ import { Connection } from "./connection.js";
 import type { EndReason, Wire } from "./connection.js";
 import { TopicFeed } from "./delivery.js";
 import { Outbound } from "./outbound.js";
+import type { SharedFrame } from "./outbound.js";
 
 /**
  * The delivery rules (delivery.ts), driven step by step with a fake broker: each row is a race
@@ -216,6 +217,9 @@ class RecordingConnection extends Connection {
   protected writeFrame(type: string, json: string): void {
     const frame = JSON.parse(json) as { channel?: string; pattern?: string };
     this.written.push(`${type}:${frame.channel ?? frame.pattern}`);
+  }
+  protected writeShared(frame: SharedFrame): void {
+    this.writeFrame(frame.type, frame.json);
   }
   protected write(out: Outbound): boolean {
     this.written.push(`${out.channel}#${Number(out.id.split("_")[1]!.split("-")[0]) - 1_000}`);

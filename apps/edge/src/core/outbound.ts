@@ -54,6 +54,31 @@ export class Outbound {
   }
 }
 
+/**
+ * A control frame written to many connections (a presence change to every watcher of a channel):
+ * as `Outbound` does for messages, each transport's bytes are built once, the first time a
+ * connection of that transport needs them, and shared.
+ */
+export class SharedFrame {
+  #sse: Buffer | undefined;
+  #wsFrame: Buffer | undefined;
+
+  constructor(
+    readonly type: string,
+    readonly json: string,
+  ) {}
+
+  /** The SSE event (`event:` and `data:` lines). */
+  get sse(): Buffer {
+    return (this.#sse ??= Buffer.from("event: " + this.type + "\ndata: " + this.json + "\n\n", "utf8"));
+  }
+
+  /** The whole WebSocket text frame. */
+  get wsFrame(): Buffer {
+    return (this.#wsFrame ??= textFrame(this.json));
+  }
+}
+
 /** Opcode 0x1 (text) with FIN set. */
 const FIN_TEXT = 0x81;
 

@@ -3,6 +3,7 @@ import type { ChannelName, PlateId, Topic } from "@plate/protocol";
 import type { Broker, PresenceChange, Tracked, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Connection } from "./connection.js";
+import { SharedFrame } from "./outbound.js";
 import type { Subscription } from "./subscription.js";
 import type { Webhooks } from "./webhooks.js";
 
@@ -103,7 +104,7 @@ export class PresenceHub {
       await watched.listening;
       const state = await this.broker.presence.state(plateId, channel);
       if (sub.ended) return;
-      sub.conn.frameText("presence", stateFrame(channel, state.members));
+      sub.conn.frameShared(stateFrame(channel, state.members));
       watcher.version = state.version;
     } catch (err) {
       this.#unwatch(key, joined, watcher);
@@ -193,7 +194,7 @@ export class PresenceHub {
   }
 
   #onChange(watched: Watched, change: PresenceChange): void {
-    let frame: string | undefined;
+    let frame: SharedFrame | undefined;
     for (const watcher of watched.watchers) {
       if (watcher.pending !== undefined) {
         if (watcher.pending.length >= MAX_PENDING_CHANGES) watcher.sub.conn.end("slow_consumer");
@@ -205,10 +206,10 @@ export class PresenceHub {
   }
 
   /** A change to one watcher, unless its state already holds it. */
-  #tell(watcher: Watcher, change: PresenceChange, frame: string): void {
+  #tell(watcher: Watcher, change: PresenceChange, frame: SharedFrame): void {
     if (change.version <= watcher.version || watcher.sub.ended) return;
     watcher.version = change.version;
-    watcher.sub.conn.frameText("presence", frame);
+    watcher.sub.conn.frameShared(frame);
   }
 
   /** After a gap: the whole state again to every watcher whose state is read (changes may have been missed). */
@@ -219,7 +220,7 @@ export class PresenceHub {
       for (const watcher of watched.watchers) {
         if (watcher.pending !== undefined || watcher.sub.ended) continue;
         watcher.version = state.version;
-        watcher.sub.conn.frameText("presence", frame);
+        watcher.sub.conn.frameShared(frame);
       }
     } catch (err) {
       this.log.warn("presence state not read again after a gap", { plateId: watched.plateId, error: String(err) });
@@ -237,14 +238,14 @@ export class PresenceHub {
 }
 
 /** `{"type":"presence","channel","state":{<clientId>:<record>,…}}`, by concatenation (ids and channels need no escaping). */
-function stateFrame(channel: ChannelName, members: ReadonlyMap<string, string>): string {
+function stateFrame(channel: ChannelName, members: ReadonlyMap<string, string>): SharedFrame {
   let body = "";
   for (const [clientId, record] of members) body += (body === "" ? '"' : ',"') + clientId + '":' + record;
-  return '{"type":"presence","channel":"' + channel + '","state":{' + body + "}}";
+  return new SharedFrame("presence", '{"type":"presence","channel":"' + channel + '","state":{' + body + "}}");
 }
 
-function diffFrame(channel: ChannelName, change: PresenceChange): string {
-  return '{"type":"presence","channel":"' + channel + '","joins":' + change.joins + ',"leaves":' + change.leaves + "}";
+function diffFrame(channel: ChannelName, change: PresenceChange): SharedFrame {
+  return new SharedFrame("presence", '{"type":"presence","channel":"' + channel + '","joins":' + change.joins + ',"leaves":' + change.leaves + "}");
 }
 
 /** The user of a member's record, if it has one. */

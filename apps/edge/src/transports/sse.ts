@@ -4,7 +4,7 @@ import { ERROR_CODES, PlateError } from "@plate/protocol";
 import type { ReadyFrame, RealtimeReadyFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
-import type { Outbound } from "../core/outbound.js";
+import type { Outbound, SharedFrame } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import { errorAnswer } from "../http/refusals.js";
 import { takeOverSocket } from "./socket-takeover.js";
@@ -104,9 +104,15 @@ export class SseConnection extends Connection {
     socket.write(event);
   }
 
+  protected writeShared(frame: SharedFrame): void {
+    if (this.#socket !== undefined) this.#writeBytes(this.#socket, frame.sse);
+  }
+
   protected write(out: Outbound): boolean {
-    const socket = this.#socket!;
-    const bytes = out.sse;
+    return this.#writeBytes(this.#socket!, out.sse);
+  }
+
+  #writeBytes(socket: Socket, bytes: Buffer): boolean {
     if (socket.writableLength + bytes.length > this.limits.maxBufferedBytes) {
       this.end("slow_consumer");
       return false;

@@ -4,7 +4,7 @@ import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame, parseReal
 import type { RealtimeClientFrame, ReadyFrame, RealtimeReadyFrame, UnreadableFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
-import type { Outbound } from "../core/outbound.js";
+import type { Outbound, SharedFrame } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
 import { onOversizedFrame } from "./ws-oversized-frame.js";
@@ -145,10 +145,17 @@ export class WsConnection extends Connection {
     else this.end("slow_consumer");
   }
 
+  protected writeShared(frame: SharedFrame): void {
+    this.#writeBytes(frame.wsFrame);
+  }
+
   protected write(out: Outbound): boolean {
+    return this.#writeBytes(out.wsFrame);
+  }
+
+  #writeBytes(frame: Buffer): boolean {
     // The peer's close may be under way in `ws` before this connection has heard of it.
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    const frame = out.wsFrame;
     if (this.socket.writableLength + frame.length > this.limits.maxBufferedBytes) {
       this.end("slow_consumer");
       return false;
