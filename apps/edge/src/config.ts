@@ -49,6 +49,10 @@ export interface Config {
   readonly clientPublishPlateBurst: number;
   readonly presenceMaxMembers: number;
   readonly presenceMaxStateBytes: number;
+  readonly filterMaxBytes: number;
+  readonly filterMaxConditions: number;
+  readonly filtersPerPlate: number;
+  readonly volatileMaxBytes: number;
   readonly presenceLeaseMs: number;
   readonly presenceSweepMs: number;
   readonly webhookBatchMs: number;
@@ -366,6 +370,30 @@ export const SETTINGS = {
     key: "presenceMaxStateBytes",
     default: "4096",
     doc: "Largest presence state one member may track, in bytes of JSON; larger is refused with `payload_too_large`.",
+    parse: integer(2, 1024 * 1024),
+  },
+  FILTER_MAX_BYTES: {
+    key: "filterMaxBytes",
+    default: "4096",
+    doc: "Largest subscription filter (route 13), in bytes of JSON; larger is refused with `payload_too_large`.",
+    parse: integer(2, 1024 * 1024),
+  },
+  FILTER_MAX_CONDITIONS: {
+    key: "filterMaxConditions",
+    default: "50",
+    doc: "Most conditions a filter may hold once normalized (Koncorde's `maxConditions`), and most alternatives its and/or/not may expand to; more is refused with `invalid_filter`.",
+    parse: integer(1, 10_000),
+  },
+  FILTERS_PER_PLATE: {
+    key: "filtersPerPlate",
+    default: "10000",
+    doc: "Filtered subscriptions one plate may hold on one node; one more is refused with `quota_exceeded`.",
+    parse: integer(1, 10_000_000),
+  },
+  VOLATILE_MAX_BYTES: {
+    key: "volatileMaxBytes",
+    default: "2048",
+    doc: "Largest `volatile` metadata a publish may carry (route 13), in bytes of JSON; larger is refused with `payload_too_large`.",
     parse: integer(2, 1024 * 1024),
   },
   PRESENCE_LEASE_MS: {

@@ -1,3 +1,4 @@
+import { Filters } from "./core/filters.js";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -102,6 +103,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     metrics,
     log,
   );
+  const filters = new Filters({ maxBytes: config.filterMaxBytes, maxConditions: config.filterMaxConditions, perPlate: config.filtersPerPlate });
   const fanout = new Fanout(
     broker,
     metrics,
@@ -113,9 +115,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       return resync.whenInStep(RESYNC_FILL_WAIT_MS);
     },
     new ChannelEvents(broker, webhooks, log),
+    filters,
   );
   const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
-  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log);
+  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters);
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
@@ -128,6 +131,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       maxPendingRequests: config.realtimeMaxPendingRequests,
       changeTimeoutMs: config.realtimeChangeTimeoutMs,
+      volatileMaxBytes: config.volatileMaxBytes,
     },
     log,
     signedTokens,
@@ -158,6 +162,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     presence,
     occupancy,
     webhooks,
+    filters,
     draining: () => draining,
     notReady: () =>
       draining

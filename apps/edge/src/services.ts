@@ -6,6 +6,7 @@ import type { Realtime } from "./core/realtime.js";
 import type { PresenceHub } from "./core/presence.js";
 import type { Occupancy } from "./core/occupancy.js";
 import type { Webhooks } from "./core/webhooks.js";
+import type { Filters } from "./core/filters.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { SignedTokens } from "./core/signed-tokens.js";
@@ -34,6 +35,8 @@ export interface Services {
   readonly occupancy: Occupancy;
   /** Route 10: each plate's webhook and its channel events. */
   readonly webhooks: Webhooks;
+  /** Route 13: the node's filter engine (filters are checked when a client path is minted with one). */
+  readonly filters: Filters;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

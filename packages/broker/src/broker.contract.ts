@@ -135,6 +135,34 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(replay.complete && replay.messages.map((m) => [m.from, m.event, m.body])).toEqual(expected.slice(1));
     });
 
+    it("carries volatile metadata to live channel and pattern subscribers on another node, and never into the history", async () => {
+      const a = await node();
+      const b = await node();
+      const exactly = collector();
+      const byPattern = collector();
+      await b.subscribe(exact("p1", "vol"), exactly.listener);
+      await b.subscribe(pattern("p1", "vo*"), byPattern.listener);
+      const { message: before } = await a.publish(message("p1", "vol", '"plain"'));
+      const { message: first } = await a.publish({ ...message("p1", "vol", "1"), volatile: '{"typing":true,"s":"\\u001f é"}' });
+      const { message: second } = await a.publish({ ...message("p1", "vol", "2"), event: "e", from: { clientId: "n.x" }, volatile: "null" });
+      const expected = [
+        [undefined, '"plain"', undefined],
+        ['{"typing":true,"s":"\\u001f é"}', "1", undefined],
+        ["null", "2", "e"],
+      ];
+      for (const c of [exactly, byPattern]) {
+        const got = await c.until(3);
+        expect(got.map((m) => [m.volatile, m.body, m.event])).toEqual(expected);
+      }
+      // What the publish answers and what the history keeps have none.
+      expect([first.volatile, second.volatile]).toEqual([undefined, undefined]);
+      const replay = await b.history("p1" as PlateId, "vol" as ChannelName, before.id, RETENTION);
+      expect(replay.complete && replay.messages.map((m) => [m.volatile, m.body, m.id])).toEqual([
+        [undefined, "1", first.id],
+        [undefined, "2", second.id],
+      ]);
+    });
+
     it("delivers a message published on one node to a subscriber on another", async () => {
       const a = await node();
       const b = await node();

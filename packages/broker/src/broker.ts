@@ -33,6 +33,8 @@ export interface PublishRequest {
   readonly event?: string;
   /** The client that published it from its connection (route 9), carried and kept like the event. */
   readonly from?: Sender;
+  /** `volatile` metadata as JSON text: carried to live subscribers only, never kept in the history. */
+  readonly volatile?: string;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;

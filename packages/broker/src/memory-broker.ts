@@ -91,7 +91,7 @@ export class MemoryBroker implements Broker {
     if (idempotency !== undefined) {
       plate.idempotency.set(name, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
     }
-    this.#deliver(message);
+    this.#deliver(request.volatile === undefined ? message : { ...message, volatile: request.volatile });
     return Promise.resolve({ message, repeated: false });
   }
 

@@ -62,6 +62,12 @@ const RECONNECT_FIRST_MS = 50;
 const MARK = "\u001fP1\u001f";
 const EVENT_MARK = "\u001fP2\u001f";
 const SENDER_MARK = "\u001fP3\u001f";
+/**
+ * Starts a pub/sub payload whose message carries `volatile` metadata: `VOLATILE_MARK volatile`
+ * then the payload as the history keeps it (which starts with its own mark, so with SEP). The
+ * history never holds it.
+ */
+const VOLATILE_MARK = "\u001fPV\u001f";
 const SEP = "\u001f";
 
 /** The mark of a message's payload, and what goes between its timestamp and its body. */
@@ -77,14 +83,29 @@ export function encodeRedisPayload(message: Message): string {
   return mark + message.id + SEP + message.timestamp + SEP + middle + message.body;
 }
 
-/** Which mark `payload` holds at `at`: 0 (`MARK`), 1 (`EVENT_MARK`), 2 (`SENDER_MARK`), or -1 (none: not a node's). */
+/** Which mark `payload` holds at `at`: 0 (`MARK`), 1 (`EVENT_MARK`), 2 (`SENDER_MARK`), 3 (`VOLATILE_MARK`), or -1 (none: not a node's). */
 function markAt(payload: string, at = 0): number {
-  return payload.startsWith(MARK, at) ? 0 : payload.startsWith(EVENT_MARK, at) ? 1 : payload.startsWith(SENDER_MARK, at) ? 2 : -1;
+  return payload.startsWith(MARK, at)
+    ? 0
+    : payload.startsWith(EVENT_MARK, at)
+      ? 1
+      : payload.startsWith(SENDER_MARK, at)
+        ? 2
+        : payload.startsWith(VOLATILE_MARK, at)
+          ? 3
+          : -1;
 }
 
 /** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
 function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
   const fields = markAt(payload);
+  if (fields === 3) {
+    // The volatile JSON ends where the stored payload's mark starts (JSON holds no raw SEP).
+    const end = payload.indexOf(SEP, VOLATILE_MARK.length);
+    if (end < 0 || markAt(payload, end) < 0 || markAt(payload, end) === 3) return undefined;
+    const message = decodeNodePayload(plateId, channel, payload.slice(end));
+    return message === undefined ? undefined : { ...message, volatile: payload.slice(VOLATILE_MARK.length, end) };
+  }
   if (fields < 0) return undefined;
   const idEnd = payload.indexOf(SEP, MARK.length);
   const timeEnd = payload.indexOf(SEP, idEnd + 1);
@@ -284,6 +305,7 @@ export class RedisBroker implements Broker {
         this.#publishCommand,
         this.#names.plateWide(plateId),
         shape.middle,
+        request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
       );
     } catch (err) {
       throw this.#failed(err);

@@ -22,7 +22,8 @@ import type { Commands } from "@plate/redis";
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
  *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
  *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
- *       the event name and a separator after it ('' without one; the mark then says which).
+ *       the event name and a separator after it ('' without one; the mark then says which),
+ *       what goes before the payload on pub/sub only (the volatile mark and metadata, or '').
  */
 const PUBLISH = `
 local idemMs = tonumber(ARGV[10])
@@ -82,8 +83,9 @@ else
   redis.call('HSET', KEYS[4], 'last', order)
 end
 redis.call('PEXPIRE', KEYS[4], ARGV[9])
-redis.call(ARGV[12], ARGV[2], payload)
-redis.call(ARGV[12], ARGV[13], ARGV[11] .. payload)
+local live = ARGV[15] .. payload
+redis.call(ARGV[12], ARGV[2], live)
+redis.call(ARGV[12], ARGV[13], ARGV[11] .. live)
 if idemMs > 0 then
   redis.call('SET', KEYS[5], id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[11], 'PX', idemMs)
 end

@@ -16,6 +16,11 @@ export interface Message {
   readonly event?: string;
   /** Who published it, when a client did over a realtime connection (route 9's `publish` frame). */
   readonly from?: Sender;
+  /**
+   * The publisher's `volatile` metadata as JSON text (route 13): delivered live, in the envelope,
+   * and never kept in the history (a replayed message has none).
+   */
+  readonly volatile?: string;
 }
 
 /** The client that published a message from its connection: its client id, and its user when its token named one (`sub`). */
@@ -34,6 +39,8 @@ export interface Envelope {
   /** Present when a client published it from its connection. */
   readonly from?: Sender;
   readonly message: unknown;
+  /** Present when the publisher gave `volatile` metadata and the message was delivered live. */
+  readonly volatile?: unknown;
   readonly timestamp: string;
 }
 
@@ -53,6 +60,7 @@ export function encodeEnvelope(message: Message): string {
     (message.from === undefined ? '",' : '","from":' + JSON.stringify(message.from) + ",") +
     '"message":' +
     message.body +
+    (message.volatile === undefined ? "" : ',"volatile":' + message.volatile) +
     ',"timestamp":"' +
     message.timestamp +
     '"}'

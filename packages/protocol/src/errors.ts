@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   invalid_channel: { status: 400, close: 4400 },
   invalid_plate: { status: 400, close: 4400 },
   invalid_parameter: { status: 400, close: 4400 },
+  invalid_filter: { status: 400, close: 4400 },
   missing_api_key: { status: 401, close: 4401 },
   invalid_api_key: { status: 401, close: 4401 },
   unauthorized: { status: 401, close: 4401 },

@@ -26,6 +26,7 @@ export type {
   RealtimeClientFrame,
   PublishFrame,
   UnreadableFrame,
+  FilterSpec,
 } from "./realtime.js";
-export { MAX_REF_CHARS, parseRealtimeFrame, readName, encodeRealtimeFrame } from "./realtime.js";
+export { MAX_REF_CHARS, FILTER_SHAPE_MESSAGE, asFilterSpec, readFilterParam, parseRealtimeFrame, readName, encodeRealtimeFrame } from "./realtime.js";
 export { readJsonObject } from "./json.js";

@@ -1,3 +1,4 @@
+import { PlateError } from "./errors.js";
 import type { ErrorCode } from "./errors.js";
 import { isChannelName, isChannelPattern } from "./names.js";
 import type { ChannelName, ChannelPattern } from "./names.js";
@@ -62,8 +63,39 @@ export type RealtimeServerFrame =
   /** A request done that answers nothing more (a refreshed token). */
   | { readonly type: "ok"; readonly ref?: Ref };
 
-/** A subscription asked for: its name, and the id to resume after. */
-export type SubscriptionRequest = SubscriptionName & { readonly since?: string };
+/**
+ * A subscription's filter as the client wrote it (route 13): a Koncorde filter, one JSON object.
+ * Only its shape is checked here; what it means is checked where it is compiled (the edge).
+ */
+export type FilterSpec = Readonly<Record<string, unknown>>;
+
+/** A subscription asked for: its name, the id to resume after, and the filter its messages must match. */
+export type SubscriptionRequest = SubscriptionName & { readonly since?: string; readonly filter?: FilterSpec };
+
+/** `value` as a filter: a JSON object (not an array, not null); undefined when it is not one. */
+export function asFilterSpec(value: unknown): FilterSpec | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as FilterSpec) : undefined;
+}
+
+/**
+ * A filter from a query parameter (`?filter=`, `?filter.<name>=`): JSON text of one object.
+ * Absent or empty: none. Throws `invalid_filter` for anything else.
+ */
+export function readFilterParam(text: string | null | undefined): FilterSpec | undefined {
+  if (text === null || text === undefined || text === "") return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new PlateError("invalid_filter", `The filter is not JSON. ${FILTER_SHAPE_MESSAGE}`);
+  }
+  const filter = asFilterSpec(value);
+  if (filter === undefined) throw new PlateError("invalid_filter", FILTER_SHAPE_MESSAGE);
+  return filter;
+}
+
+/** Why a filter that is not a JSON object is refused. */
+export const FILTER_SHAPE_MESSAGE = 'A "filter" is one JSON object in Koncorde\'s syntax, e.g. {"equals":{"status":"paid"}}.';
 
 /**
  * A message a client publishes from its connection: `body` is the JSON text of its `message`,
@@ -75,6 +107,8 @@ export interface PublishFrame {
   readonly channel: ChannelName;
   readonly body: string;
   readonly event?: string;
+  /** The JSON text of its `volatile` metadata (route 13), when it has some. */
+  readonly volatile?: string;
 }
 
 /** What a client may send on a route 9 WebSocket. */
@@ -133,6 +167,8 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
       if (frame.self !== undefined && typeof frame.self !== "boolean") return unreadable(ref, "bad_request", '"self" is true (the default: receive your own publications) or false.');
       if (frame.presence !== undefined && typeof frame.presence !== "boolean") return unreadable(ref, "bad_request", '"presence" is true (receive the channel\'s members and their changes) or false.');
       if (frame.presence === true && !("channel" in name)) return unreadable(ref, "bad_request", "Presence is per channel: a pattern subscription cannot ask for it.");
+      const filter = frame.filter === undefined ? undefined : asFilterSpec(frame.filter);
+      if (frame.filter !== undefined && filter === undefined) return unreadable(ref, "invalid_filter", FILTER_SHAPE_MESSAGE);
       return {
         type: "subscribe",
         ...refField,
@@ -140,6 +176,7 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
         ...(typeof frame.since === "string" && frame.since !== "" ? { since: frame.since } : {}),
         ...(frame.self === false ? { self: false } : {}),
         ...(frame.presence === true ? { presence: true } : {}),
+        ...(filter === undefined ? {} : { filter }),
       };
     }
     case "presence.track":
@@ -161,7 +198,14 @@ export function parseRealtimeFrame(text: string): RealtimeClientFrame | Unreadab
       if (event !== undefined && (typeof event !== "string" || !isChannelName(event))) {
         return unreadable(ref, "invalid_parameter", '"event" is a name of 1 to 200 of A-Z, a-z, 0-9, _ . : @ = ~ and -.');
       }
-      return { type: "publish", ...refField, channel, body: JSON.stringify(frame.message), ...(event === undefined ? {} : { event }) };
+      return {
+        type: "publish",
+        ...refField,
+        channel,
+        body: JSON.stringify(frame.message),
+        ...(event === undefined ? {} : { event }),
+        ...("volatile" in frame ? { volatile: JSON.stringify(frame.volatile) } : {}),
+      };
     }
     case "unsubscribe": {
       const name = readName(frame);

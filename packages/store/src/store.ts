@@ -93,6 +93,8 @@ export interface TokenRecord {
   readonly maxUses: number;
   /** Epoch ms after which no new connection may be made with it. */
   readonly expiresAt: number;
+  /** The filter every subscription made with it must match (route 13), as JSON text; ANDed with the client's. */
+  readonly filter?: string;
 }
 
 /** The outcome of spending one use of a client token. */

@@ -4,6 +4,7 @@ import type {
   ChannelMatcher,
   ChannelName,
   ErrorCode,
+  FilterSpec,
   Message,
   PlateId,
   Position,
@@ -117,6 +118,8 @@ export abstract class Connection {
   readonly wire: Wire;
   /** Its subscriptions by `topicKey`. */
   readonly subscriptions = new Map<string, Subscription>();
+  /** The filter its credential enforces on each of its subscriptions (see `OpenOptions.filter`). */
+  enforcedFilter: FilterSpec | undefined;
   /**
    * Its channel subscriptions by channel, and its patterns: which subscriptions a message matches.
    * Made with a connection's second subscription: a v1 connection (one subscription, thousands per
@@ -153,8 +156,8 @@ export abstract class Connection {
   }
 
   /** A new subscription of this connection to `topic`, not started; it leaves the connection when it ends (`forget`). */
-  adopt(topic: Topic, self?: boolean): Subscription {
-    const sub = new Subscription(topic, this, self);
+  adopt(topic: Topic, self?: boolean, filter?: Subscription["filter"]): Subscription {
+    const sub = new Subscription(topic, this, self, filter);
     this.subscriptions.set(sub.key, sub);
     if (this.subscriptions.size === 2) {
       // The second one: from now on a message may match several.
@@ -210,7 +213,7 @@ export abstract class Connection {
     for (const { sub, replay, since } of starts) {
       if (sub.ended) continue;
       if (!replay.complete) this.resetFor(sub, replay.reason);
-      else if (since !== undefined) for (const message of replay.messages) items.push({ sub, message });
+      else if (since !== undefined) for (const message of replay.messages) if (sub.accepts(message)) items.push({ sub, message });
       const waiting = sub.seam.start(replay, since);
       for (const out of waiting) this.#heldBytes -= this.bytesOf(out);
       held.push([sub, waiting]);

@@ -4,12 +4,17 @@ import type { Broker, Retention, Unsubscribe } from "@plate/broker";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { TopicFeed } from "./delivery.js";
+import { filterDocument } from "./filters.js";
+import type { Filters } from "./filters.js";
 import { Outbound } from "./outbound.js";
 import type { Subscription } from "./subscription.js";
 
 interface TopicEntry {
   readonly topic: Topic;
+  /** Its subscriptions without a filter: every message goes to each. */
   readonly subscribers: Set<Subscription>;
+  /** Its filtered subscriptions by filter id (route 13): a message goes to those whose filter it matches. */
+  readonly filtered: Map<string, Set<Subscription>>;
   /** The broker subscription; resolves once it is active. */
   readonly active: Promise<Unsubscribe>;
   /** The topic's stream across cuts in the broker's delivery (see delivery.ts). */
@@ -36,6 +41,8 @@ export class Fanout {
    */
   #lastMessage: Message | undefined;
   #lastOutbound: Outbound | undefined;
+  /** The document the filters of the last message's topics are tested against, made once for all of them. */
+  #lastDocument: Record<string, unknown> | undefined;
 
   constructor(
     private readonly broker: Broker,
@@ -46,6 +53,8 @@ export class Fanout {
     private readonly beforeFill: () => Promise<void> = () => Promise.resolve(),
     /** Told when this node gets its first subscriber of a channel (not a pattern), and loses its last. */
     private readonly channels?: ChannelWatch,
+    /** The node's filter engine (route 13), which holds the filters of every topic's filtered subscriptions. */
+    private readonly filters?: Filters,
   ) {
     // On Redis Cluster a cut names the plates of one master; the others' feeds go on untouched.
     broker.onGap((phase, plates) => {
@@ -62,25 +71,34 @@ export class Fanout {
    * node; rejects with `broker_unavailable` (and leaves nothing behind) when it cannot.
    */
   async attach(sub: Subscription): Promise<void> {
+    // Counted against its plate first (`FILTERS_PER_PLATE`): one too many is refused before it is anywhere.
+    sub.filter?.filters.admit(sub.topic.plateId);
     const key = sub.key;
     let entry = this.#topics.get(key);
     if (entry === undefined) {
       const topic = sub.topic;
       const subscribers = new Set<Subscription>();
+      const filtered = new Map<string, Set<Subscription>>();
       const feed: TopicFeed = new TopicFeed({
         topic,
         history: (since) => this.broker.history(topic.plateId, topic.channel as Message["channel"], since, this.retention),
         beforeFill: this.beforeFill,
-        dispatch: (message) => this.#dispatch(subscribers, message),
+        dispatch: (message) => this.#dispatch(key, subscribers, filtered, message),
         reset: (reason) => {
           this.log.warn("subscribers may have missed messages", { plateId: topic.plateId, reason });
+          let told = 0;
           for (const s of subscribers) s.reset(reason);
-          this.metrics.resets.inc({ reason }, subscribers.size);
+          told += subscribers.size;
+          for (const group of filtered.values()) {
+            for (const s of group) s.reset(reason);
+            told += group.size;
+          }
+          this.metrics.resets.inc({ reason }, told);
         },
       });
       // The listener runs only once `subscribe` has returned (one thread).
       const active = this.broker.subscribe(topic, (message) => feed.receive(message));
-      const created: TopicEntry = { topic, subscribers, active, feed };
+      const created: TopicEntry = { topic, subscribers, filtered, active, feed };
       entry = created;
       this.#topics.set(key, created);
       if (!topic.pattern) active.then(() => this.channels?.opened(topic.plateId, topic.channel), () => undefined);
@@ -91,12 +109,12 @@ export class Fanout {
       });
     }
     const joined = entry;
-    joined.subscribers.add(sub);
+    this.#join(joined, sub);
     sub.onEnd(() => this.#detach(key, joined, sub));
     try {
       await joined.active;
     } catch (err) {
-      joined.subscribers.delete(sub);
+      this.#leave(joined, sub);
       throw new PlateError("broker_unavailable", "The broker is unreachable; retry shortly.", {
         retryAfterS: 1,
         cause: err,
@@ -117,8 +135,37 @@ export class Fanout {
     return this.#topics.size;
   }
 
+  /** Adds a subscription to its topic's subscribers, or to its filter's group (its filter stored with the group's first). */
+  #join(entry: TopicEntry, sub: Subscription): void {
+    const filter = sub.filter;
+    if (filter === undefined) {
+      entry.subscribers.add(sub);
+      return;
+    }
+    let group = entry.filtered.get(filter.filter.id);
+    if (group === undefined) {
+      group = new Set();
+      entry.filtered.set(filter.filter.id, group);
+    }
+    if (group.has(sub)) return;
+    group.add(sub);
+    filter.filters.hold(filter.filter);
+  }
+
+  /** Takes a subscription out of its topic; answers whether it was in. */
+  #leave(entry: TopicEntry, sub: Subscription): boolean {
+    const filter = sub.filter;
+    if (filter === undefined) return entry.subscribers.delete(sub);
+    const group = entry.filtered.get(filter.filter.id);
+    if (group === undefined || !group.delete(sub)) return false;
+    if (group.size === 0) entry.filtered.delete(filter.filter.id);
+    filter.filters.letGo(filter.filter);
+    filter.filters.release(sub.topic.plateId);
+    return true;
+  }
+
   #detach(key: string, entry: TopicEntry, sub: Subscription): void {
-    if (!entry.subscribers.delete(sub) || entry.subscribers.size > 0) return;
+    if (!this.#leave(entry, sub) || entry.subscribers.size > 0 || entry.filtered.size > 0) return;
     if (this.#topics.get(key) !== entry) return;
     this.#topics.delete(key);
     this.metrics.subscriptions.set(this.#topics.size);
@@ -131,12 +178,18 @@ export class Fanout {
     ).catch((err: unknown) => this.log.warn("broker unsubscribe failed", { error: String(err) }));
   }
 
-  #dispatch(subscribers: ReadonlySet<Subscription>, message: Message): void {
+  /**
+   * Hands a message of topic `index` to its subscribers: every unfiltered one, then the groups of
+   * the filters it matches, which the filter engine answers in one test (route 13), however many
+   * filters the topic holds.
+   */
+  #dispatch(index: string, subscribers: ReadonlySet<Subscription>, filtered: ReadonlyMap<string, ReadonlySet<Subscription>>, message: Message): void {
     let out = this.#lastOutbound;
     if (this.#lastMessage !== message || out === undefined) {
       out = new Outbound(message);
       this.#lastMessage = message;
       this.#lastOutbound = out;
+      this.#lastDocument = undefined;
       this.metrics.deliverySeconds.observe(Math.max(0, Date.now() - Date.parse(message.timestamp)) / 1000);
     }
     let sse = 0;
@@ -145,6 +198,18 @@ export class Fanout {
       if (!sub.deliver(out)) continue;
       if (sub.conn.transport === "sse") sse += 1;
       else ws += 1;
+    }
+    if (filtered.size > 0 && this.filters !== undefined) {
+      const document = (this.#lastDocument ??= filterDocument(message.body, message.event));
+      for (const id of this.filters.test(document, index)) {
+        const group = filtered.get(id);
+        if (group === undefined) continue;
+        for (const sub of group) {
+          if (!sub.deliver(out)) continue;
+          if (sub.conn.transport === "sse") sse += 1;
+          else ws += 1;
+        }
+      }
     }
     if (sse > 0) this.metrics.delivered.inc({ transport: "sse" }, sse);
     if (ws > 0) this.metrics.delivered.inc({ transport: "ws" }, ws);

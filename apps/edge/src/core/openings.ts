@@ -1,6 +1,6 @@
-import { PlateError, isClientTokenShape } from "@plate/protocol";
+import { PlateError, isClientTokenShape, readFilterParam } from "@plate/protocol";
 import { signingKeyOwner } from "@plate/store";
-import type { PlateId, Topic } from "@plate/protocol";
+import type { FilterSpec, PlateId, Topic } from "@plate/protocol";
 import type { Services } from "../services.js";
 import type { Wire } from "./connection.js";
 import type { ConnectionSlot } from "./connections.js";
@@ -27,6 +27,8 @@ export interface Opening {
   readonly token?: string;
   /** The signed client token's claims (route 11), for its expiry and refresh. */
   readonly claims?: TokenClaims;
+  /** The filter its credential enforces on every subscription (a client path minted with one). */
+  readonly filter?: FilterSpec;
 }
 
 /**
@@ -41,6 +43,8 @@ export async function openWithClientToken<T>(
   token: string,
   since: (topic: Topic) => string | undefined,
   open: (opening: Opening) => Promise<T>,
+  /** The client's own filter (`?filter=`), ANDed with the one the path was minted with. */
+  clientFilter?: FilterSpec,
 ): Promise<T> {
   if (!isClientTokenShape(token)) {
     throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
@@ -48,8 +52,9 @@ export async function openWithClientToken<T>(
   return services.connections.holding(plateId, async (slot) => {
     const record = await services.tokens.claim(plateId, token);
     const topics = tokenTopics(record);
-    const asked = topics.map((topic) => ({ topic, since: since(topic) }));
-    const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot, asked };
+    const asked = topics.map((topic) => ({ topic, since: since(topic), filter: clientFilter }));
+    const minted = record.filter === undefined ? undefined : readFilterParam(record.filter);
+    const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot, asked, ...(minted === undefined ? {} : { filter: minted }) };
     if (record.topics === undefined) return open({ ...opening, wire: "v1" });
     return open({ ...opening, wire: "v2", grant: tokenGrant(topics), token });
   });

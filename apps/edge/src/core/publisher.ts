@@ -9,6 +9,8 @@ export interface PublishOptions {
   readonly idempotency?: { readonly key: string; readonly owner: string } | undefined;
   readonly event?: string | undefined;
   readonly from?: Sender | undefined;
+  /** `volatile` metadata as JSON text (route 13): to live subscribers only, never kept. */
+  readonly volatile?: string | undefined;
 }
 
 /** Publishes messages through the broker, within each plate's publish rate. */
@@ -31,7 +33,7 @@ export class Publisher {
    * not count. Throws `rate_limited` or `broker_unavailable` (then nothing was published).
    */
   async publish(plateId: PlateId, channel: ChannelName, body: string, options: PublishOptions = {}): Promise<PublishResult> {
-    const { idempotency, event, from } = options;
+    const { idempotency, event, from, volatile } = options;
     this.rate.take(plateId);
     const retention = await this.retentionOf(plateId);
     let result: PublishResult;
@@ -42,6 +44,7 @@ export class Publisher {
         body,
         ...(event === undefined ? {} : { event }),
         ...(from === undefined ? {} : { from }),
+        ...(volatile === undefined ? {} : { volatile }),
         timestamp: new Date().toISOString(),
         retention,
         ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),
@@ -66,14 +69,22 @@ export class Publisher {
    */
   async publishBatch(
     plateId: PlateId,
-    items: readonly { readonly channel: ChannelName; readonly body: string; readonly event: string | undefined }[],
+    items: readonly { readonly channel: ChannelName; readonly body: string; readonly event: string | undefined; readonly volatile?: string | undefined }[],
   ): Promise<(Message | PlateError)[]> {
     this.rate.take(plateId, Date.now(), items.length);
     const retention = await this.retentionOf(plateId);
     const timestamp = new Date().toISOString();
     // No await between the calls: each is on the connection before the next is made.
-    const sent = items.map(({ channel, body, event }) =>
-      this.broker.publish({ plateId, channel, body, ...(event === undefined ? {} : { event }), timestamp, retention }),
+    const sent = items.map(({ channel, body, event, volatile }) =>
+      this.broker.publish({
+        plateId,
+        channel,
+        body,
+        ...(event === undefined ? {} : { event }),
+        ...(volatile === undefined ? {} : { volatile }),
+        timestamp,
+        retention,
+      }),
     );
     const outcomes = await Promise.allSettled(sent);
     const results = outcomes.map((outcome) =>

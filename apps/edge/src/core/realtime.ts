@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { PlateError, isErrorCode, readJsonObject, readName, toPlateError, topicKey } from "@plate/protocol";
+import { FILTER_SHAPE_MESSAGE, PlateError, asFilterSpec, isErrorCode, readJsonObject, readName, toPlateError, topicKey } from "@plate/protocol";
 import type {
   ErrorCode,
   PlateId,
@@ -48,6 +48,8 @@ export interface RealtimeLimits {
   readonly maxSubscriptionsPerConnection: number;
   readonly maxPendingRequests: number;
   readonly changeTimeoutMs: number;
+  /** `VOLATILE_MAX_BYTES`: the largest `volatile` a publish frame may carry. */
+  readonly volatileMaxBytes: number;
 }
 
 /**
@@ -228,7 +230,10 @@ export class Realtime {
     const { conn } = live;
     live.grant.publish({ plateId: conn.plateId, pattern: false, channel: frame.channel });
     const from = live.claims === undefined ? { clientId: conn.clientId } : { clientId: conn.clientId, user: live.claims.sub };
-    const { message } = await this.publishing.publisher.publish(conn.plateId, frame.channel, frame.body, { event: frame.event, from });
+    if (frame.volatile !== undefined && Buffer.byteLength(frame.volatile) > this.limits.volatileMaxBytes) {
+      throw new PlateError("payload_too_large", `"volatile" is at most ${this.limits.volatileMaxBytes} bytes of JSON.`);
+    }
+    const { message } = await this.publishing.publisher.publish(conn.plateId, frame.channel, frame.body, { event: frame.event, from, volatile: frame.volatile });
     conn.frame({ type: "published", ...(frame.ref === undefined ? {} : { ref: frame.ref }), id: message.id });
   }
 
@@ -252,7 +257,7 @@ export class Realtime {
         this.#inLine(live, async () => {
           const topic = topicOf(conn, frame);
           live.grant.subscribe(topic);
-          const info = await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self }, this.limits.maxSubscriptionsPerConnection, ref);
+          const info = await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self, filter: frame.filter }, this.limits.maxSubscriptionsPerConnection, ref);
           const sub = info === undefined ? undefined : conn.subscriptions.get(topicKey(topic));
           if (frame.presence === true && sub !== undefined) await this.presence.watch(sub);
         }).catch((err: unknown) => this.#refuse(conn, ref, err));
@@ -348,7 +353,7 @@ export class Realtime {
       }
       for (const asked of change.subscribe) {
         if (conn.subscriptions.has(topicKeyOf(conn, asked))) continue;
-        await this.subscriptions.subscribe(conn, { topic: topicOf(conn, asked), since: asked.since }, this.limits.maxSubscriptionsPerConnection);
+        await this.subscriptions.subscribe(conn, { topic: topicOf(conn, asked), since: asked.since, filter: asked.filter }, this.limits.maxSubscriptionsPerConnection);
       }
       return [...conn.subscriptions.values()].map(infoOf);
     });
@@ -487,9 +492,14 @@ export function readChange(body: unknown, maxEntries = Number.MAX_SAFE_INTEGER):
       const record = entry as Record<string, unknown>;
       const name = readName(record);
       if ("code" in name) throw new PlateError(name.code, name.message);
-      if (!withSince || record.since === undefined || record.since === "") return name;
-      if (typeof record.since !== "string") throw new PlateError("bad_request", '"since" must be a message id (a string).');
-      return { ...name, since: record.since };
+      if (!withSince) return name;
+      const filter = record.filter === undefined ? undefined : asFilterSpec(record.filter);
+      if (record.filter !== undefined && filter === undefined) throw new PlateError("invalid_filter", FILTER_SHAPE_MESSAGE);
+      if (record.since !== undefined && record.since !== "" && typeof record.since !== "string") {
+        throw new PlateError("bad_request", '"since" must be a message id (a string).');
+      }
+      const since = typeof record.since === "string" && record.since !== "" ? record.since : undefined;
+      return { ...name, ...(since === undefined ? {} : { since }), ...(filter === undefined ? {} : { filter }) };
     });
   return { subscribe: entries(subscribe, true), unsubscribe: entries(unsubscribe, false) };
 }

@@ -1,7 +1,9 @@
 import { topicKey } from "@plate/protocol";
-import type { ResetReason, SubscriptionName, Topic } from "@plate/protocol";
+import type { Message, ResetReason, SubscriptionName, Topic } from "@plate/protocol";
 import type { Connection } from "./connection.js";
 import { Seam } from "./delivery.js";
+import type { Filter, Filters } from "./filters.js";
+import { filterDocument } from "./filters.js";
 import type { Outbound } from "./outbound.js";
 
 /**
@@ -27,6 +29,8 @@ export class Subscription {
     readonly conn: Connection,
     /** Whether it receives what its own connection publishes (route 12's `self`, default true). */
     readonly self = true,
+    /** The filter its messages must match (route 13), with the engine that holds it; none: every message. */
+    readonly filter?: { readonly filter: Filter; readonly filters: Filters },
   ) {
     this.key = topicKey(topic);
   }
@@ -57,6 +61,15 @@ export class Subscription {
   /** Whether `out` is for it: not when its own connection published it and it said `self:false`. */
   takes(out: Outbound): boolean {
     return this.self || out.sender !== this.conn.clientId;
+  }
+
+  /**
+   * Whether a message read from the history is for it (its filter, tested for it alone). Live
+   * messages are tested once per topic in the fan-out instead.
+   */
+  accepts(message: Message): boolean {
+    const filter = this.filter;
+    return filter === undefined || filter.filters.matches(filterDocument(message.body, message.event), filter.filter);
   }
 
   /** The fan-out's news that it may have missed messages; told once it has started. */

@@ -1,11 +1,12 @@
 import { PlateError, comparePositions, parsePosition, toPlateError, topicKey } from "@plate/protocol";
-import type { ChannelName, PlateId, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
+import type { ChannelName, FilterSpec, PlateId, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
 import type { Broker, Replay, Retention } from "@plate/broker";
 import type { Connection, Start } from "./connection.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { ConnectionSlot, Connections } from "./connections.js";
 import type { Fanout } from "./fanout.js";
+import type { Filters } from "./filters.js";
 import type { Subscription } from "./subscription.js";
 import { nameOf } from "./subscription.js";
 
@@ -15,6 +16,8 @@ export interface Asked {
   readonly since?: string | undefined;
   /** False: its own connection's publications are not delivered to it (route 12's `self`). */
   readonly self?: boolean | undefined;
+  /** The filter its messages must match (route 13), as the client wrote it. */
+  readonly filter?: FilterSpec | undefined;
 }
 
 /** How a connection opens. */
@@ -25,6 +28,11 @@ export interface OpenOptions {
   readonly requestId?: string | undefined;
   /** A connection slot of its plate held for it (`Connections.reserve`), which it takes over. */
   readonly slot?: ConnectionSlot | undefined;
+  /**
+   * The filter its credential enforces on every subscription it makes (a client path minted with
+   * one, route 4): ANDed with the client's own, so the client can narrow it, never widen it.
+   */
+  readonly filter?: FilterSpec | undefined;
   /** Refuses the connect the one way (log, count: `http/refusals.ts`), answering the error to end it with. */
   readonly refuse?: ((err: unknown) => PlateError) | undefined;
 }
@@ -45,6 +53,7 @@ export class Subscriptions {
     private readonly retention: Retention,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly filters: Filters,
   ) {}
 
   /**
@@ -69,8 +78,10 @@ export class Subscriptions {
     let subs: Subscription[];
     let replays: Replay[];
     try {
+      conn.enforcedFilter = options.filter;
       this.connections.add(conn, options.slot);
-      subs = asked.map((a) => conn.adopt(a.topic, a.self));
+      const filters = asked.map((a) => this.#filterOf(conn, a));
+      subs = asked.map((a, i) => conn.adopt(a.topic, a.self, filters[i]));
       await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
       replays = await this.#readAll(conn.plateId, asked);
@@ -116,7 +127,7 @@ export class Subscriptions {
     if (conn.subscriptions.size >= maxPerConnection) {
       throw new PlateError("bad_request", `A connection may hold at most ${maxPerConnection} subscriptions; unsubscribe from some first.`);
     }
-    const sub = conn.adopt(topic, asked.self);
+    const sub = conn.adopt(topic, asked.self, this.#filterOf(conn, asked));
     let replay: Replay;
     try {
       await this.fanout.attach(sub);
@@ -131,6 +142,13 @@ export class Subscriptions {
     const info = infoOf(sub);
     conn.startSubscriptions([start], { type: "subscribed", ...(ref === undefined ? {} : { ref }), ...info });
     return info;
+  }
+
+  /** The filter a subscription asked for must match, compiled: the connection's enforced one and the client's, ANDed. */
+  #filterOf(conn: Connection, asked: Asked): Subscription["filter"] {
+    const parts = [conn.enforcedFilter, asked.filter].filter((f): f is FilterSpec => f !== undefined);
+    if (parts.length === 0) return undefined;
+    return { filter: this.filters.compile(parts, topicKey(asked.topic)), filters: this.filters };
   }
 
   /**

@@ -30,6 +30,8 @@ export interface MintedToken {
   readonly expiresAt: string;
   readonly maxUses: number;
   readonly maxDuration: number;
+  /** The filter the path enforces (route 13), when it was minted with one. */
+  readonly filter?: unknown;
 }
 
 /** Client tokens: minted by a backend's key (route 4), spent by an untrusted client (route 5). */
@@ -57,7 +59,8 @@ export class Tokens {
    * Mints a token for `topics` (the first is the path's; more come from `channels` and `patterns`)
    * on behalf of `keyId`.
    */
-  async mint(keyId: string, topics: readonly [Topic, ...Topic[]], params: TokenParams): Promise<MintedToken> {
+  /** `filter`: the JSON text of the filter the path enforces (route 13), already checked. */
+  async mint(keyId: string, topics: readonly [Topic, ...Topic[]], params: TokenParams, filter?: string): Promise<MintedToken> {
     const { maxDurationMs, ttlMs, maxUses } = this.parse(params);
     const [topic] = topics;
     const several = topics.length > 1;
@@ -71,6 +74,7 @@ export class Tokens {
       maxDurationMs,
       maxUses,
       expiresAt: Date.now() + ttlMs,
+      ...(filter === undefined ? {} : { filter }),
     };
     await this.store.putToken(record);
     this.metrics.tokens.inc({ outcome: "minted" });
@@ -85,6 +89,7 @@ export class Tokens {
       expiresAt: new Date(record.expiresAt).toISOString(),
       maxUses,
       maxDuration: maxDurationMs,
+      ...(filter === undefined ? {} : { filter: JSON.parse(filter) as unknown }),
     };
   }
 

@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import type { Context, Handler } from "hono";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { PlateError, isChannelName, isClientTokenShape, topicKey } from "@plate/protocol";
+import { PlateError, isChannelName, isClientTokenShape, readFilterParam, topicKey } from "@plate/protocol";
 import type { ChannelName, PlateId, Topic } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { claimsGrant, keyGrant } from "../core/grants.js";
@@ -23,7 +23,7 @@ import { consoleRoutes } from "./console.js";
 import { readJson, readParams } from "./body.js";
 import { corsHeaders, preflightHeaders } from "./cors.js";
 import { NO_SNIFF } from "./raw-response.js";
-import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
+import { filterParam, patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
 import { errorAnswer, refuse } from "./refusals.js";
 import { ROUTES } from "./routes.js";
 import type { RouteName } from "./routes.js";
@@ -81,7 +81,8 @@ export function createApp(services: Services): Hono<AppEnv> {
     const topic = topicParam(plateParam(c.req.param("plateId") ?? ""), c.req.param("channel") ?? "", patternQuery(c.req.query("pattern")));
     const key = await services.tenancy.authenticate(topic.plateId, c.req.header("authorization"));
     services.tenancy.authorize(key, "subscribe", topic);
-    return openSse(c, services, { plateId: topic.plateId, keyId: key.id, wire: "v1", asked: [{ topic, since: lastEventId(c) }] });
+    const filter = readFilterParam(c.req.query("filter"));
+    return openSse(c, services, { plateId: topic.plateId, keyId: key.id, wire: "v1", asked: [{ topic, since: lastEventId(c), filter }] });
   };
 
   // 3 and 8 answer here only when the request is not a WebSocket upgrade.
@@ -126,15 +127,23 @@ export function createApp(services: Services): Hono<AppEnv> {
         throw new PlateError("invalid_parameter", `A client path may name at most ${config.maxSubscriptionsPerConnection} channels and patterns.`);
       }
       for (const t of topics) services.tenancy.authorize(key, "client", t);
-      return c.json({ data: await services.tokens.mint(key.id, topics, params) });
+      // A filter the path enforces (route 13): checked now, so a bad one is refused at minting.
+      const filter = filterParam(params.filter);
+      if (filter !== undefined) services.filters.compile([filter], topicKey(topic));
+      return c.json({ data: await services.tokens.mint(key.id, topics, params, filter === undefined ? undefined : JSON.stringify(filter)) });
     },
 
     // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
     connectToken: async (c) => {
       refuseWhileDraining(services);
       const since = lastEventId(c);
-      return openWithClientToken(services, plateParam(c.req.param("plateId") ?? ""), c.req.param("token") ?? "", () => since, (opening) =>
-        openSse(c, services, opening),
+      return openWithClientToken(
+        services,
+        plateParam(c.req.param("plateId") ?? ""),
+        c.req.param("token") ?? "",
+        () => since,
+        (opening) => openSse(c, services, opening),
+        readFilterParam(c.req.query("filter")),
       );
     },
 
@@ -261,6 +270,7 @@ async function openSse(c: Context<AppEnv>, services: Services, opening: Opening)
     maxDurationMs: opening.maxDurationMs ?? 0,
     requestId: c.get("requestId"),
     slot: opening.slot,
+    filter: opening.filter,
     refuse: (err) => refuse(services, err, { what: "request refused", requestId: c.get("requestId"), path: loggablePath(c.req.path) }),
   });
   return RESPONSE_ALREADY_SENT;

@@ -1,5 +1,5 @@
-import { PlateError, isChannelName, isChannelPattern, isPlateId } from "@plate/protocol";
-import type { ChannelName, PlateId, Topic } from "@plate/protocol";
+import { FILTER_SHAPE_MESSAGE, PlateError, asFilterSpec, isChannelName, isChannelPattern, isPlateId, readFilterParam } from "@plate/protocol";
+import type { ChannelName, FilterSpec, PlateId, Topic } from "@plate/protocol";
 
 /** Validates a plate id from a path (`invalid_plate`). */
 export function plateParam(value: string): PlateId {
@@ -44,8 +44,8 @@ export function patternQuery(value: string | null | undefined): boolean {
  * resumes every subscription and wins over the query's `since`, as the newer: a browser's
  * EventSource reconnects to the same URL with it. Throws `bad_request` past `max`.
  */
-export function realtimeQuery(plateId: PlateId, query: URLSearchParams, max: number, lastEventId?: string): { topic: Topic; since?: string }[] {
-  const asked: { topic: Topic; since?: string }[] = [];
+export function realtimeQuery(plateId: PlateId, query: URLSearchParams, max: number, lastEventId?: string): { topic: Topic; since?: string; filter?: FilterSpec }[] {
+  const asked: { topic: Topic; since?: string; filter?: FilterSpec }[] = [];
   const seen = new Set<string>();
   const add = (topic: Topic, since: string | undefined) => {
     const key = (topic.pattern ? "p/" : "c/") + topic.channel;
@@ -54,10 +54,23 @@ export function realtimeQuery(plateId: PlateId, query: URLSearchParams, max: num
     if (asked.length >= max) {
       throw new PlateError("bad_request", `A connection may hold at most ${max} subscriptions.`);
     }
-    asked.push(since === undefined || since === "" ? { topic } : { topic, since });
+    // `filter.<name>` (route 13): the filter of the channel or pattern of that name.
+    const filter = readFilterParam(query.get(`filter.${topic.channel}`));
+    asked.push({ topic, ...(since === undefined || since === "" ? {} : { since }), ...(filter === undefined ? {} : { filter }) });
   };
   for (const channel of query.getAll("channel")) add(topicParam(plateId, channel, false), lastEventId ?? query.get(`since.${channel}`) ?? undefined);
   // A pattern has no history: asked to resume (`since.<pattern>` or Last-Event-ID), it gets `reset`.
   for (const pattern of query.getAll("pattern")) add(topicParam(plateId, pattern, true), lastEventId ?? query.get(`since.${pattern}`) ?? undefined);
   return asked;
+}
+
+/**
+ * Route 4's `filter` (route 13): a JSON object in a POST body, or its JSON text (a query, or a
+ * string in the body). Absent: none. Throws `invalid_filter` for anything else.
+ */
+export function filterParam(value: unknown): FilterSpec | undefined {
+  if (value === undefined || typeof value === "string") return readFilterParam(value);
+  const filter = asFilterSpec(value);
+  if (filter === undefined) throw new PlateError("invalid_filter", FILTER_SHAPE_MESSAGE);
+  return filter;
 }

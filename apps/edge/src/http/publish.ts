@@ -62,12 +62,12 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   const key = await tenancy.authenticate(topic.plateId, req.headers.authorization);
   tenancy.authorize(key, "publish", topic);
   requireJsonType(req.headers["content-type"]);
-  const { body, event } = messageBody(await readBody(req, config.maxMessageBytes));
+  const { body, event, volatile } = messageBody(await readBody(req, config.maxMessageBytes), config.volatileMaxBytes);
   const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
   // blocks this publish nor tells this key what that publish was.
   const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, owner: key.id };
-  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, { idempotency, event });
+  const { message, repeated } = await services.publisher.publish(topic.plateId, topic.channel, body, { idempotency, event, volatile });
   if (repeated && message.channel !== topic.channel) {
     // No channel named: a key limited to some channels must not learn others' names here.
     throw new PlateError("conflict", "This Idempotency-Key was already used for a publish to another channel; use a new key.");
@@ -105,7 +105,7 @@ async function publishBatch(services: Services, req: IncomingMessage, plate: str
       tenancy.authorize(key, "publish", topic);
       const body = JSON.stringify(message);
       if (Buffer.byteLength(body) > config.maxMessageBytes) throw tooLarge(config.maxMessageBytes);
-      return { channel: topic.channel, body, event: eventName(event) };
+      return { channel: topic.channel, body, event: eventName(event), volatile: volatileText(item, config.volatileMaxBytes) };
     } catch (err) {
       if (!(err instanceof PlateError)) throw err;
       throw new PlateError(err.code, `messages[${index}]: ${err.message}`, { index });
@@ -167,12 +167,27 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
  * `message` member (`null` counts when written), and may name an `event`. The value is
  * re-serialized once here, so every subscriber gets the same compact text.
  */
-function messageBody(text: string): { body: string; event: string | undefined } {
+function messageBody(text: string, volatileMaxBytes: number): { body: string; event: string | undefined; volatile: string | undefined } {
   const parsed = parseJson(text, 'send {"message": <any JSON value>}.');
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
     throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
   }
-  return { body: JSON.stringify((parsed as { message: unknown }).message), event: eventName((parsed as { event?: unknown }).event) };
+  return {
+    body: JSON.stringify((parsed as { message: unknown }).message),
+    event: eventName((parsed as { event?: unknown }).event),
+    volatile: volatileText(parsed, volatileMaxBytes),
+  };
+}
+
+/**
+ * A body's or an item's `"volatile"` (route 13) as JSON text: absent, or any JSON value (`null`
+ * counts when written) of at most `VOLATILE_MAX_BYTES` (`payload_too_large` past it).
+ */
+export function volatileText(holder: object, maxBytes: number): string | undefined {
+  if (!Object.hasOwn(holder, "volatile")) return undefined;
+  const text = JSON.stringify((holder as { volatile: unknown }).volatile);
+  if (Buffer.byteLength(text) > maxBytes) throw new PlateError("payload_too_large", `"volatile" is at most ${maxBytes} bytes of JSON.`);
+  return text;
 }
 
 /** An item's or a body's `"event"`: absent, or a name as for channels (`invalid_parameter` otherwise). */

@@ -3,7 +3,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
-import { PlateError, parseClientFrame } from "@plate/protocol";
+import { PlateError, parseClientFrame, readFilterParam } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import type { KeyRecord } from "@plate/store";
 import { openWithClientToken, realtimeCredential } from "../core/openings.js";
@@ -85,7 +85,8 @@ export function createUpgradeHandler(services: Services) {
     const auth = await authenticate(ws, request, topic.plateId);
     if (auth === undefined) return;
     services.tenancy.authorize(auth.key, "subscribe", topic);
-    await open(ws, socket, request, { plateId: topic.plateId, keyId: auth.key.id, wire: "v1", asked: [{ topic, since: auth.since ?? sinceQuery(url) }] });
+    const filter = readFilterParam(url.searchParams.get("filter"));
+    await open(ws, socket, request, { plateId: topic.plateId, keyId: auth.key.id, wire: "v1", asked: [{ topic, since: auth.since ?? sinceQuery(url), filter }] });
   }
 
   async function realtime(ws: WebSocket, socket: Duplex, request: IncomingMessage, route: WsRoute & { kind: "realtime" }, url: URL) {
@@ -108,6 +109,7 @@ export function createUpgradeHandler(services: Services) {
       route.token,
       (topic) => url.searchParams.get(`since.${topic.channel}`) || since,
       (opening) => open(ws, socket, request, opening),
+      readFilterParam(url.searchParams.get("filter")),
     );
   }
 
@@ -130,6 +132,7 @@ export function createUpgradeHandler(services: Services) {
       maxDurationMs: opening.maxDurationMs ?? 0,
       requestId: requestIds.get(request),
       slot: opening.slot,
+      filter: opening.filter,
       refuse: (err) => report(request, err),
     });
   }
