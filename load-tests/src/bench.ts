@@ -13,6 +13,8 @@
  *     (publish over HTTP beside publish over route 9's WebSocket; Plate only)
  *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w6
  *     (presence churn: joins + leaves/s with 1,000 members watching; Plate only)
+ *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w1,w1-filtered
+ *     (1,000 subscribers each with its own filter, CPU per message beside W1's; Plate only)
  *   node load-tests/dist/bench.js --targets plate-embedded,plate-redis --plate-env HISTORY_COUNT=0 ...
  *     (settings for every Plate node; compare two runs with load-tests/dist/compare.js)
  */
@@ -32,7 +34,7 @@ import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
 import { nchanTarget, plateTarget } from "./targets.js";
 import type { Target } from "./targets.js";
-import { ROWS, churnTable, fmt, median, publishTable, ratio } from "./table.js";
+import { FILTERED, FILTERED_FAST, ROWS, churnTable, filterTable, fmt, median, publishTable, ratio } from "./table.js";
 import type { Report, Row } from "./table.js";
 import { runFanout } from "./workload.js";
 import type { FanoutWorkload } from "./workload.js";
@@ -46,7 +48,7 @@ const HARNESS_CPU = 1;
 
 const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis"] as const;
 type TargetName = (typeof TARGETS)[number];
-const WORKLOADS = ["w1", "w1-ramp", "w2", "w2-ramp", "w3", "w4", "w5", "w6"] as const;
+const WORKLOADS = ["w1", "w1-ramp", "w1-filtered", "w2", "w2-ramp", "w3", "w4", "w5", "w6"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Workload sizes: the issue's, or small ones for a smoke run (`--quick`). */
@@ -55,6 +57,9 @@ function sizes(quick: boolean) {
     w1Subscribers: quick ? 200 : 1000,
     w1Rate: 100,
     w1DurationMs: quick ? 3000 : 10_000,
+    // W1-filtered runs at w1Rate (its CPU per message beside W1's) and at this rate, where each of
+    // the w1Subscribers, whose filters each match 1 message in w1Subscribers, gets 1 msg/s.
+    w1FilteredRate: quick ? 200 : 1000,
     w2Channels: quick ? 100 : 1000,
     w2PerChannel: 10,
     w2Rate: quick ? 200 : 1000,
@@ -149,6 +154,32 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
     // once, with a WebSocket subscriber.
     // W6 speaks route 9's WebSocket only.
     if ((name === "w3" || name === "w5" || name === "w6") && transport === "sse") continue;
+    if (name === "w1-filtered") {
+      // Each rate on a server of its own, as every workload. Every subscriber reads eagerly: it gets
+      // one message in w1Subscribers, so the harness reads no more than with W1's 50 eager ones,
+      // and the latency has as many samples as deliveries.
+      for (const [workload, rate] of [[FILTERED, s.w1Rate], [FILTERED_FAST, s.w1FilteredRate]] as const) {
+        const running = await fresh();
+        try {
+          out.push(
+            await runFanout({
+              name: workload,
+              target: running.target,
+              transport,
+              channels: 1,
+              subscribersPerChannel: s.w1Subscribers,
+              eagerSubscribers: s.w1Subscribers,
+              publishers: s.pacedPublishers,
+              filtered: true,
+              mode: { kind: "fixed", rate, durationMs: s.w1DurationMs },
+            }),
+          );
+        } finally {
+          await running.stop();
+        }
+      }
+      continue;
+    }
     // W6's channel holds its steady members and every churner at once.
     const running = await fresh(name === "w6" ? { PRESENCE_MAX_MEMBERS: String(s.w6Members + s.w6Churners) } : {});
     const target = running.target;
@@ -228,6 +259,7 @@ function markdown(results: Map<TargetName, Report[][]>, command: string, runs: n
     "",
     ...publishTable(results),
     ...churnTable(results),
+    ...filterTable(results),
   );
   return lines.join("\n");
 }
@@ -254,6 +286,9 @@ async function main(): Promise<void> {
   for (const t of targets) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
   for (const w of workloads) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; one of ${WORKLOADS.join(", ")}`);
   const runs = Number(values.runs);
+  if (workloads.includes("w1-filtered") && !workloads.includes("w1")) {
+    process.stdout.write("W1-filtered's CPU per message is compared with W1's of the same invocation: add w1 to --workloads for that column\n");
+  }
   // The harness on its own core, away from the servers.
   execFileSync("taskset", ["-a", "-p", "-c", String(HARNESS_CPU), String(process.pid)], { stdio: "ignore" });
   mkdirSync(dirname(values.jsonl), { recursive: true });
@@ -269,6 +304,10 @@ async function main(): Promise<void> {
         }
         if (workload === "w6" && !name.startsWith("plate")) {
           process.stdout.write(`run ${run} ${name} W6: not measured (Nchan has no presence)\n`);
+          continue;
+        }
+        if (workload === "w1-filtered" && !name.startsWith("plate")) {
+          process.stdout.write(`run ${run} ${name} W1-filtered: not measured (Nchan has no filters)\n`);
           continue;
         }
         for (const report of await runWorkload(workload, (env) => start(name, env), values.quick)) {
@@ -299,8 +338,9 @@ function summaryLine(report: Report, run: number): string {
   }
   const b = report.best;
   const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
+  const filtered = report.filtered ? `, wrong ${report.wrongDeliveries}` : "";
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
-  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}%, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
 }
 
 function churnLine(r: ChurnReport, run: number): string {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { PayloadScanner, encodePayload } from "./payload.js";
+import { NO_USER, PayloadScanner, encodePayload, userFilter } from "./payload.js";
 
-function scan(chunks: string[]): [number, number, number][] {
-  const found: [number, number, number][] = [];
-  const scanner = new PayloadScanner((seq, publisher, sentMs) => found.push([seq, publisher, sentMs]));
+function scan(chunks: string[]): [number, number, number, number][] {
+  const found: [number, number, number, number][] = [];
+  const scanner = new PayloadScanner((seq, publisher, sentMs, user) => found.push([seq, publisher, sentMs, user]));
   for (const chunk of chunks) scanner.feed(chunk);
   return found;
 }
@@ -18,13 +18,38 @@ describe("PayloadScanner", () => {
 
   it("finds every payload inside SSE events, chunked encoding and WebSocket frames", () => {
     expect(scan([stream])).toEqual([
-      [12, 3, 456.789],
-      [0, 0, 1.5],
-      [7, 1, 2],
+      [12, 3, 456.789, NO_USER],
+      [0, 0, 1.5, NO_USER],
+      [7, 1, 2, NO_USER],
     ]);
   });
 
   it("finds the same payloads whatever the read boundaries, even inside a payload or its start", () => {
+    for (let cut = 1; cut < stream.length; cut++) {
+      expect(scan([stream.slice(0, cut), stream.slice(cut)])).toEqual(scan([stream]));
+    }
+  });
+});
+
+describe("a payload for one filtered subscriber", () => {
+  const stream =
+    'data: {"type":"message","message":' +
+    encodePayload(4, 2, 10.25, 917) +
+    ',"timestamp":"t"}\n\n' +
+    encodePayload(5, 2, 11, 0);
+
+  it("carries the user its subscriber's filter names", () => {
+    const payload = JSON.parse(encodePayload(4, 2, 10.25, 917)) as Record<string, unknown>;
+    const filter = JSON.parse(userFilter(917)) as { equals: Record<string, unknown> };
+    expect(payload).toEqual({ s: 4, p: 2, t: 10.25, ...filter.equals });
+    expect(JSON.parse(userFilter(918))).not.toEqual(filter);
+  });
+
+  it("is scanned with its user, whatever the read boundaries", () => {
+    expect(scan([stream])).toEqual([
+      [4, 2, 10.25, 917],
+      [5, 2, 11, 0],
+    ]);
     for (let cut = 1; cut < stream.length; cut++) {
       expect(scan([stream.slice(0, cut), stream.slice(cut)])).toEqual(scan([stream]));
     }

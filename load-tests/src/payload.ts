@@ -7,15 +7,30 @@
  * its envelope and Nchan sends it as is; either way the object's bytes arrive contiguous inside an
  * SSE event or a WebSocket text frame, so a subscriber scans raw bytes for `{"s":` and never parses
  * SSE, chunked encoding or WebSocket framing.
+ *
+ * A payload meant for one filtered subscriber (W1-filtered) ends with the field its filter tests,
+ * `"user":"u<n>"` (`userFilter(n)`), so the subscriber that reads it can tell a wrong delivery.
  */
 
-/** The JSON text of one payload. */
-export function encodePayload(seq: number, publisher: number, sentMs: number): string {
-  return '{"s":' + seq + ',"p":' + publisher + ',"t":' + sentMs.toFixed(3) + "}";
+/** The `user` of a payload that has none. */
+export const NO_USER = -1;
+
+/** The JSON text of one payload; with `user` (0 or more), the field `"user":"u<user>"` that `userFilter(user)` matches. */
+export function encodePayload(seq: number, publisher: number, sentMs: number, user: number = NO_USER): string {
+  const head = '{"s":' + seq + ',"p":' + publisher + ',"t":' + sentMs.toFixed(3);
+  return user === NO_USER ? head + "}" : head + ',"user":"u' + user + '"}';
 }
 
-/** Called for every payload found, with its fields. */
-export type PayloadSink = (seq: number, publisher: number, sentMs: number) => void;
+/** The subscription filter (Koncorde's syntax, as JSON text) that exactly the payloads of `user` match. */
+export function userFilter(user: number): string {
+  return '{"equals":{"user":"u' + user + '"}}';
+}
+
+/** Called for every payload found, with its fields (`user` is `NO_USER` when it has none). */
+export type PayloadSink = (seq: number, publisher: number, sentMs: number, user: number) => void;
+
+/** `,"user":"u`, which the digits of a payload's user follow. */
+const USER_FIELD = ',"user":"u';
 
 const START = '{"s":';
 
@@ -48,9 +63,9 @@ export class PayloadScanner {
   }
 
   /**
-   * Reads `<seq>,"p":<publisher>,"t":<ms>` from `from` to `end` digit by digit: slicing and
-   * `Number()` allocated three strings per delivery, which made the harness, not the server, the
-   * busier process in W1 with 1,000 subscribers.
+   * Reads `<seq>,"p":<publisher>,"t":<ms>` and an optional `,"user":"u<n>"` from `from` to `end`
+   * digit by digit: slicing and `Number()` allocated three strings per delivery, which made the
+   * harness, not the server, the busier process in W1 with 1,000 subscribers.
    */
   #parse(text: string, from: number, end: number): void {
     let i = from;
@@ -70,7 +85,14 @@ export class PayloadScanner {
         scale *= 10;
       }
     }
+    let user = NO_USER;
+    if (text.startsWith(USER_FIELD, i)) {
+      i += USER_FIELD.length;
+      user = 0;
+      for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) user = user * 10 + (c - 48);
+      i += 1; // "
+    }
     if (i !== end) return;
-    this.sink(seq, publisher, whole + fraction / scale);
+    this.sink(seq, publisher, whole + fraction / scale, user);
   }
 }

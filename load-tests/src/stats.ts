@@ -1,3 +1,5 @@
+import { NO_USER } from "./payload.js";
+
 /** Latency samples of one step, in ms; percentiles by sorting once at the end. */
 export class Latencies {
   #samples = new Float64Array(1024);
@@ -96,6 +98,11 @@ class Seen {
  */
 export class RunStats {
   readonly steps: Step[] = [];
+  /**
+   * Deliveries a filtered subscriber got of a message its filter does not match (warm-up messages
+   * too): never counted as delivered, and the server's fault.
+   */
+  wrong = 0;
 
   begin(rate: number, nowMs: number): Step {
     const step = new Step(this.steps.length, rate, nowMs);
@@ -112,9 +119,12 @@ export class RunStats {
     return undefined;
   }
 
-  /** Per-subscriber bookkeeping of what it has seen. */
-  tracker(sample: boolean): DeliveryTracker {
-    return new DeliveryTracker(this, sample);
+  /**
+   * Per-subscriber bookkeeping of what it has seen. `user` is the one its filter names
+   * (`userFilter`): then only payloads of that user count, any other is `wrong`.
+   */
+  tracker(sample: boolean, user: number = NO_USER): DeliveryTracker {
+    return new DeliveryTracker(this, sample, user);
   }
 }
 
@@ -133,10 +143,16 @@ export class DeliveryTracker {
     private readonly run: RunStats,
     /** Whether this subscriber reads eagerly, so its latencies are recorded. */
     private readonly sample: boolean,
+    /** The user its filter names, or `NO_USER` for a subscriber without a filter. */
+    private readonly user: number = NO_USER,
   ) {}
 
-  /** One payload received at `nowMs`. */
-  record(seq: number, publisher: number, sentMs: number, nowMs: number): void {
+  /** One payload (of `user`, `NO_USER` when it names none) received at `nowMs`. */
+  record(seq: number, publisher: number, sentMs: number, nowMs: number, user: number = NO_USER): void {
+    if (this.user !== NO_USER && user !== this.user) {
+      this.run.wrong += 1;
+      return;
+    }
     if (publisher === WARMUP_PUBLISHER) {
       this.warmed = true;
       return;

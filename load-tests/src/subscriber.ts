@@ -42,15 +42,15 @@ export class Subscriber {
     readonly eager: boolean,
   ) {
     this.#socket = socket;
-    this.#scanner = new PayloadScanner((seq, publisher, sentMs) => tracker.record(seq, publisher, sentMs, performance.now()));
+    this.#scanner = new PayloadScanner((seq, publisher, sentMs, user) => tracker.record(seq, publisher, sentMs, performance.now(), user));
   }
 
-  /** Opens a subscription to `channel` and resolves once it is live. */
+  /** Opens a subscription to `channel` (with `filter`, JSON text, when given) and resolves once it is live. */
   static open(
     target: Target,
     transport: Transport,
     channel: string,
-    options: { tracker: DeliveryTracker; eager: boolean; localAddress: string },
+    options: { tracker: DeliveryTracker; eager: boolean; localAddress: string; filter?: string },
   ): Promise<Subscriber> {
     const socket = connect({
       host: target.host,
@@ -61,7 +61,7 @@ export class Subscriber {
     socket.setNoDelay(true);
     socket.setEncoding("latin1");
     const sub = new Subscriber(socket, options.tracker, options.eager);
-    const request = transport === "sse" ? target.sse(channel) : target.ws(channel);
+    const request = transport === "sse" ? target.sse(channel, options.filter) : target.ws(channel, options.filter);
     const upgrade =
       transport === "ws"
         ? `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n`

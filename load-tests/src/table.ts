@@ -22,6 +22,46 @@ export function fanoutOf(reports: readonly Report[], workload: string, transport
   return reports.find((r): r is FanoutReport => r.workload === workload && "steps" in r && r.transport === transport);
 }
 
+/** W1-filtered's two runs: at W1's rate (CPU per message comparable with W1's), and at its own higher rate. */
+export const FILTERED = "W1-filtered";
+export const FILTERED_FAST = "W1-filtered-fast";
+
+/** Server CPU per accepted message, in µs (undefined without messages, or for a report written before `serverCpuS` existed). */
+export function cpuPerMessageUs(r: FanoutReport): number | undefined {
+  const published = r.steps.reduce((n, s) => n + s.published, 0);
+  return published === 0 || typeof r.serverCpuS !== "number" ? undefined : (r.serverCpuS * 1e6) / published;
+}
+
+/** Server CPU per delivery, in µs (undefined as `cpuPerMessageUs`). */
+export function cpuPerDeliveryUs(r: FanoutReport): number | undefined {
+  const delivered = r.steps.reduce((n, s) => n + s.delivered, 0);
+  return delivered === 0 || typeof r.serverCpuS !== "number" ? undefined : (r.serverCpuS * 1e6) / delivered;
+}
+
+/** Server CPU per message of `workload` ÷ W1's (unfiltered), both of one run's `reports`. */
+function cpuAgainstW1(reports: readonly Report[], workload: string, transport: Transport): number | undefined {
+  const w1 = fanoutOf(reports, "W1", transport);
+  const other = fanoutOf(reports, workload, transport);
+  const base = w1 === undefined ? undefined : cpuPerMessageUs(w1);
+  const mine = other === undefined ? undefined : cpuPerMessageUs(other);
+  return base === undefined || mine === undefined || base === 0 ? undefined : mine / base;
+}
+
+/**
+ * Server CPU per message between W1-filtered's two rates, in µs: (CPU at the higher rate − CPU at
+ * W1's) ÷ (messages at the higher rate − at W1's), of one run. Both runs last as long, so what the
+ * node spends whatever the rate (timers, idle connections) cancels out: the cost of one more
+ * filtered message.
+ */
+export function marginalCpuUs(reports: readonly Report[], transport: Transport): number | undefined {
+  const slow = fanoutOf(reports, FILTERED, transport);
+  const fast = fanoutOf(reports, FILTERED_FAST, transport);
+  if (slow === undefined || fast === undefined) return undefined;
+  const messages = (r: FanoutReport) => r.steps.reduce((n, s) => n + s.published, 0);
+  const more = messages(fast) - messages(slow);
+  return more <= 0 ? undefined : ((fast.serverCpuS - slow.serverCpuS) * 1e6) / more;
+}
+
 function churnOf(reports: readonly Report[]): ChurnReport | undefined {
   return reports.find((r): r is ChurnReport => "changesPerS" in r);
 }
@@ -39,6 +79,8 @@ export const ROWS: Row[] = [
   { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
   { label: "W5 publish msg/s over route 9's WebSocket, 1,000 clients", unit: "/s", better: "higher", target: "—", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.publishedPerS },
   { label: "W5 messages lost", unit: "", better: "lower", target: "0", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.lost },
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1-filtered 1,000 msg/s × 1,000 subs, one filter each, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", nchan: "n/a (no filters)", pick: (r) => fanoutOf(r, FILTERED_FAST, t)?.best?.latencyMs.p99 })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1-filtered 1,000 msg/s, server CPU per published message ÷ W1's at 100 msg/s (${t.toUpperCase()})`, unit: "×", better: "lower", target: "—", nchan: "n/a (no filters)", pick: (r) => cpuAgainstW1(r, FILTERED_FAST, t) })),
   { label: "W6 presence churn, joins + leaves/s accepted, 1,000 members watching", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.changesPerS },
   { label: "W6 presence diffs delivered/s (each change to every watcher)", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.deliveredPerS },
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "—", pick: (r) => idleOf(r, t)?.kbPerConnection })),
@@ -131,6 +173,47 @@ export function churnTable(results: ReadonlyMap<string, readonly (readonly Repor
     "",
     "| target | members + churners | changes/s | diffs delivered/s | p50 ms | p99 ms | missed | extra | order faults | server CPU % | Redis CPU % | harness CPU % | machine CPU busy % (CPU 0 / 1 / …) | failed |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...lines,
+    "",
+  ];
+}
+
+/**
+ * W1-filtered beside W1 (no filters) of every Plate target that ran it, a line per transport and
+ * workload: medians over the runs of the publish rate, accepted msg/s, deliveries/s and per message,
+ * latency, server CPU (% and µs per message and per delivery, per message ÷ W1's of the same run),
+ * and on the higher rate's line the marginal CPU per filtered message (`marginalCpuUs`); loss and
+ * wrong deliveries summed over the runs. No lines when W1-filtered did not run.
+ */
+export function filterTable(results: ReadonlyMap<string, readonly (readonly Report[])[]>): string[] {
+  const lines: string[] = [];
+  for (const [target, runs] of results) {
+    if (!runs.some((run) => run.some((r) => r.workload === FILTERED))) continue;
+    for (const transport of ["sse", "ws"] as const) {
+      for (const workload of ["W1", FILTERED, FILTERED_FAST]) {
+        const pairs = runs.map((run) => ({ run, report: fanoutOf(run, workload, transport) })).filter((p) => p.report?.steps[0] !== undefined);
+        if (pairs.length === 0) continue;
+        const m = (pick: (r: FanoutReport, run: readonly Report[]) => number | undefined) =>
+          fmt(median(pairs.map((p) => pick(p.report!, p.run)).filter((v): v is number => v !== undefined)));
+        const sum = (pick: (r: FanoutReport) => number) => fmt(pairs.reduce((n, p) => n + pick(p.report!), 0));
+        const step = (r: FanoutReport) => r.steps[0]!;
+        const first = pairs[0]!.report!;
+        lines.push(
+          `| ${target} | ${transport.toUpperCase()} | ${workload} | ${first.filtered ? `${fmt(first.subscribers)}, one each` : "none"} | ` +
+            `${m((r) => step(r).rate)} | ${m((r) => step(r).publishedPerS)} | ${m((r) => step(r).deliveredPerS)} | ${m((r) => (step(r).published === 0 ? undefined : step(r).delivered / step(r).published))} | ` +
+            `${m((r) => step(r).latencyMs.p50)} | ${m((r) => step(r).latencyMs.p99)} | ${sum((r) => step(r).lost)} | ${first.filtered ? sum((r) => r.wrongDeliveries) : "—"} | ` +
+            `${m((r) => r.serverCpuPct)} | ${m(cpuPerMessageUs)} | ${m(cpuPerDeliveryUs)} | ${workload === "W1" ? "1" : m((_, run) => cpuAgainstW1(run, workload, transport))} | ` +
+            `${workload === FILTERED_FAST ? m((_, run) => marginalCpuUs(run, transport)) : "—"} |`,
+        );
+      }
+    }
+  }
+  if (lines.length === 0) return [];
+  return [
+    "Filtered subscriptions (W1-filtered): W1's channel and subscribers, each subscriber with a filter of its own (`{\"equals\":{\"user\":\"u<i>\"}}`, in the subscribe URL's `filter`), and messages naming the subscribers in turn (`\"user\":\"u<i>\"`): each message is due exactly one delivery. At W1's rate (CPU per message against W1's, which is due a delivery to every subscriber) and at a higher rate (every subscriber gets 1 msg/s); W1 from the same invocation, when it ran. Nchan has no filters: not measured. Server CPU is the Plate node's (not its Redis') from the first publish until the last delivery, divided by accepted messages and by deliveries, so it includes what the node spends whatever the rate; the marginal figure leaves that out. Medians of the runs; loss and wrong deliveries (a message its subscriber's filter does not match) summed over them.",
+    "",
+    "| target | transport | workload | filters | rate msg/s | accepted msg/s | delivered/s | deliveries per message | p50 ms | p99 ms | lost | wrong deliveries | server CPU % | CPU µs per message | CPU µs per delivery | per message ÷ W1's | marginal µs per filtered message |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...lines,
     "",
   ];

@@ -14,10 +14,13 @@ export interface Target {
   readonly readyMarker: string | undefined;
   /** The request line's path and the headers of a publish to `channel`. */
   publish(channel: string): { path: string; headers: string; body: (payload: string) => string };
-  /** Path and extra headers of an SSE subscription to `channel`. */
-  sse(channel: string): { path: string; headers: string };
-  /** Path and extra headers of a WebSocket subscription to `channel`. */
-  ws(channel: string): { path: string; headers: string };
+  /**
+   * Path and extra headers of an SSE subscription to `channel`, only to messages matching `filter`
+   * (JSON text) when given; throws for a filter on a server without filters (Nchan).
+   */
+  sse(channel: string, filter?: string): { path: string; headers: string };
+  /** Path and extra headers of a WebSocket subscription to `channel`, filtered as `sse`'s. */
+  ws(channel: string, filter?: string): { path: string; headers: string };
   /**
    * Path and headers of a WebSocket that publishes with Plate's `publish` frames, each answered
    * (route 9, `GET /{plateId}/realtime`, `WsPublisher`); undefined for a server without it.
@@ -45,8 +48,12 @@ export function plateTarget(options: {
       headers: auth + "Content-Type: application/json\r\n",
       body: (payload) => '{"message":' + payload + "}",
     }),
-    sse: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/subscribe`, headers: auth }),
-    ws: (channel) => ({ path: `/${options.plate}/pubsub/${channel}/ws`, headers: auth }),
+    // Route 13: a v1 subscription's filter is its `filter` query parameter, URL-encoded JSON.
+    sse: (channel, filter) => ({
+      path: `/${options.plate}/pubsub/${channel}/subscribe${filterQuery(filter)}`,
+      headers: auth,
+    }),
+    ws: (channel, filter) => ({ path: `/${options.plate}/pubsub/${channel}/ws${filterQuery(filter)}`, headers: auth }),
     // The bootstrap key has every scope, publish among them: it may publish anywhere in its plate.
     wsPublish: { path: `/${options.plate}/realtime`, headers: auth },
   };
@@ -65,10 +72,21 @@ export function nchanTarget(options: { name: string; port: number; pids: readonl
       headers: "Content-Type: application/json\r\n",
       body: (payload) => payload,
     }),
-    sse: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
-    ws: (channel) => ({ path: `/sub/${channel}`, headers: "" }),
+    sse: (channel, filter) => ({ path: `/sub/${unfiltered(channel, filter)}`, headers: "" }),
+    ws: (channel, filter) => ({ path: `/sub/${unfiltered(channel, filter)}`, headers: "" }),
     // Nchan's publisher location can take WebSocket frames too (`nchan_publisher websocket`,
     // each answered with the channel's info); this configuration publishes over HTTP only.
     wsPublish: undefined,
   };
+}
+
+/** The query string of a Plate subscription with `filter` (JSON text), or none. */
+function filterQuery(filter: string | undefined): string {
+  return filter === undefined ? "" : `?filter=${encodeURIComponent(filter)}`;
+}
+
+/** `channel`; throws when a filter is asked of a server that has none. */
+function unfiltered(channel: string, filter: string | undefined): string {
+  if (filter !== undefined) throw new Error("Nchan has no subscription filters");
+  return channel;
 }

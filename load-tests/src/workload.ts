@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
-import { encodePayload } from "./payload.js";
+import { NO_USER, encodePayload, userFilter } from "./payload.js";
 import { ACCEPTED } from "./publisher.js";
 import type { Publisher } from "./publisher.js";
 import { RunStats, WARMUP_PUBLISHER } from "./stats.js";
@@ -57,6 +57,12 @@ export interface FanoutWorkload {
   readonly publishers: number;
   /** How they publish: keep-alive HTTP (the default), or `publish` frames on route 9's WebSocket. */
   readonly publishVia?: PublishVia;
+  /**
+   * Each subscriber holds a filter of its own (subscriber i: `userFilter(i)`, an equality on the
+   * message's `user`), and the messages name the subscribers in turn: each matches exactly one
+   * subscriber, so a message is due one delivery instead of `subscribersPerChannel`. Plate only.
+   */
+  readonly filtered?: boolean;
   readonly mode: PublishMode;
 }
 
@@ -89,13 +95,19 @@ export interface FanoutReport {
   readonly subscribers: number;
   readonly publishers: number;
   readonly publishVia: PublishVia;
+  /** Whether each subscriber held its own filter (`FanoutWorkload.filtered`). */
+  readonly filtered: boolean;
   readonly mode: PublishMode["kind"];
   readonly steps: readonly StepReport[];
   /** Ramp: the highest sustained step (p99 ≤ 100 ms, no loss, rate achieved). */
   readonly best: StepReport | undefined;
   readonly serverCpuPct: number;
+  /** CPU seconds (user + system) the server used from the first publish until every delivery arrived (in 1/100 s). */
+  readonly serverCpuS: number;
   readonly harnessCpuPct: number;
   readonly subscribersDropped: number;
+  /** Deliveries of a message its subscriber's filter does not match (warm-up included): must be 0. */
+  readonly wrongDeliveries: number;
   /** Subscribers no warm-up message reached (their losses are the server's too). */
   readonly subscribersNotWarmed: number;
 }
@@ -148,13 +160,18 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const stats = new RunStats();
   const channels = channelNames(workload.channels);
   const total = workload.channels * workload.subscribersPerChannel;
+  const filtered = workload.filtered === true;
+  // Deliveries each accepted message is due: one per subscriber of its channel, or with filters
+  // the one subscriber its `user` names.
+  const perMessage = filtered ? 1 : workload.subscribersPerChannel;
   const eagerEvery = Math.max(1, Math.floor(total / Math.max(1, workload.eagerSubscribers)));
-  const trackers = Array.from({ length: total }, (_, i) => stats.tracker(i % eagerEvery === 0));
+  const trackers = Array.from({ length: total }, (_, i) => stats.tracker(i % eagerEvery === 0, filtered ? i : NO_USER));
   const subscribers = await inBatches(total, OPEN_CONCURRENCY, (i) =>
     Subscriber.open(target, workload.transport, channels[i % channels.length]!, {
       tracker: trackers[i]!,
       eager: i % eagerEvery === 0,
       localAddress: sourceAddress(),
+      ...(filtered ? { filter: userFilter(i) } : {}),
     }),
   );
   const drainer = startDrainer(subscribers.filter((s) => !s.eager));
@@ -163,39 +180,43 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     publishVia === "ws"
       ? await inBatches(workload.publishers, OPEN_CONCURRENCY, () => WsPublisher.open(target, sourceAddress()))
       : Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
-  const unwarmed = await warmUp(publishers[0]!, channels, trackers);
+  const unwarmed = await warmUp(publishers[0]!, channels, trackers, filtered);
   const seqs = publishers.map(() => new Int32Array(channels.length));
 
   const serverCpuBefore = processCpuSeconds(target.pids);
   const harnessCpuBefore = process.cpuUsage();
   const started = performance.now();
-  let channelCursor = 0;
+  // Messages go to each channel in turn or, filtered, to each subscriber in turn (subscriber k is
+  // on channel k mod channels and its filter names user k).
+  const turns = filtered ? total : channels.length;
+  let cursor = 0;
   /** Sends one message on publisher `p`, counted into `step`. */
   const sendOne = async (p: number, step: Step): Promise<void> => {
-    const c = channelCursor;
-    channelCursor = (channelCursor + 1) % channels.length;
+    const k = cursor;
+    cursor = (cursor + 1) % turns;
+    const c = k % channels.length;
     const seq = seqs[p]![c]!++;
-    const outcome = await publishers[p]!.publish(channels[c]!, encodePayload(seq, p, performance.now()));
+    const outcome = await publishers[p]!.publish(channels[c]!, encodePayload(seq, p, performance.now(), filtered ? k : NO_USER));
     if (outcome === ACCEPTED) step.accepted += 1;
     else step.refused(outcome);
   };
 
   try {
     if (workload.mode.kind === "max") await publishMax(workload.mode.durationMs, publishers.length, stats, sendOne);
-    else await publishPaced(workload.mode, publishers, stats, sendOne, workload.subscribersPerChannel);
-    await settle(subscribers, stats, workload.subscribersPerChannel);
+    else await publishPaced(workload.mode, publishers, stats, sendOne, perMessage);
+    await settle(subscribers, stats, perMessage);
   } finally {
     drainer.stop();
   }
   const elapsedS = (performance.now() - started) / 1000;
   const harnessCpu = process.cpuUsage(harnessCpuBefore);
-  const serverCpuPct = ((processCpuSeconds(target.pids) - serverCpuBefore) / elapsedS) * 100;
+  const serverCpuS = processCpuSeconds(target.pids) - serverCpuBefore;
   const dropped = subscribers.filter((s) => s.closed).length;
   for (const p of publishers) p.close();
   for (const s of subscribers) s.close();
 
   const stepMs = workload.mode.kind === "ramp" ? workload.mode.stepMs : workload.mode.durationMs;
-  const steps = stats.steps.map((step) => reportStep(step, stepMs, workload.subscribersPerChannel));
+  const steps = stats.steps.map((step) => reportStep(step, stepMs, perMessage));
   const sustained = steps.filter((s) => s.sustained);
   return {
     workload: workload.name,
@@ -205,12 +226,15 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     subscribers: total,
     publishers: workload.publishers,
     publishVia,
+    filtered,
     mode: workload.mode.kind,
     steps,
     best: workload.mode.kind === "ramp" ? sustained[sustained.length - 1] : steps[0],
-    serverCpuPct: Math.round(serverCpuPct),
+    serverCpuPct: Math.round((serverCpuS / elapsedS) * 100),
+    serverCpuS: Math.round(serverCpuS * 100) / 100,
     harnessCpuPct: Math.round(((harnessCpu.user + harnessCpu.system) / 1e6 / elapsedS) * 100),
     subscribersDropped: dropped,
+    wrongDeliveries: stats.wrong,
     subscribersNotWarmed: unwarmed,
   };
 }
@@ -219,14 +243,18 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
  * Publishes warm-up messages to every channel until every subscriber has received one (or
  * `WARMUP_TIMEOUT_MS`), so measuring starts with every subscription live end to end. A server may
  * answer the subscribe before it is subscribed in its broker: Nchan on Redis sends its headers
- * first and then lost the first message for over half of 200 new subscribers. Answers how many
- * subscribers never got one.
+ * first and then lost the first message for over half of 200 new subscribers. With `filtered`
+ * subscribers (`FanoutWorkload.filtered`) a message reaches one only, so each round sends one to
+ * each subscriber not warmed yet. Answers how many subscribers never got one.
  */
-async function warmUp(publisher: Publisher, channels: readonly string[], trackers: readonly DeliveryTracker[]): Promise<number> {
+async function warmUp(publisher: Publisher, channels: readonly string[], trackers: readonly DeliveryTracker[], filtered: boolean): Promise<number> {
   const deadline = performance.now() + WARMUP_TIMEOUT_MS;
   let seq = 0;
   while (performance.now() < deadline) {
-    for (const channel of channels) await publisher.publish(channel, encodePayload(seq, WARMUP_PUBLISHER, performance.now()));
+    const round = filtered
+      ? trackers.flatMap((t, i) => (t.warmed ? [] : [{ channel: channels[i % channels.length]!, user: i }]))
+      : channels.map((channel) => ({ channel, user: NO_USER }));
+    for (const { channel, user } of round) await publisher.publish(channel, encodePayload(seq, WARMUP_PUBLISHER, performance.now(), user));
     seq += 1;
     await new Promise((r) => setTimeout(r, WARMUP_EVERY_MS));
     if (trackers.every((t) => t.warmed)) return 0;
