@@ -263,12 +263,16 @@ describe("filters refused, and the limits on them", () => {
       ["an unknown keyword", JSON.stringify({ equalz: { a: 1 } }), 400],
       ["a bad operand", JSON.stringify({ range: { a: { gte: "x", foo: 1 } } }), 400],
       ["too complex", JSON.stringify({ and: Array.from({ length: 8 }, (_, i) => ({ or: [{ equals: { [`a${i}`]: 1 } }, { equals: { [`b${i}`]: 1 } }] })) }), 400],
+      // Both stopped the whole process inside Koncorde's native R-tree (an assertion) or threw only when stored.
+      ["a point out of range", JSON.stringify({ geoDistance: { p: { lat: 95, lon: 200 }, distance: "1km" } }), 400],
+      ["an inverted bounding box", JSON.stringify({ geoBoundingBox: { p: { top: -10, left: 10, bottom: 10, right: -10 } } }), 400],
     ];
     for (const [what, text, status] of refusals) {
       const res = await call(node.url, "GET", `/acme/pubsub/c/subscribe?filter=${encodeURIComponent(text)}`, { headers: auth });
       expect([what, res.status, res.body?.error?.code]).toEqual([what, status, "invalid_filter"]);
       expect(res.body.error.message.length).toBeGreaterThan(10);
     }
+    expect((await call(node.url, "GET", "/healthz")).status).toBe(200);
     const unknown = await call(node.url, "GET", `/acme/pubsub/c/subscribe?filter=${q({ equalz: { a: 1 } })}`, { headers: auth });
     expect(unknown.body.error.message).toContain("equalz");
     const large = await call(node.url, "GET", `/acme/pubsub/c/subscribe?filter=${q({ equals: { a: "x".repeat(600) } })}`, { headers: auth });

@@ -25,6 +25,8 @@ const frameLike = fc.record(
     self: fc.oneof(fc.boolean(), fc.string(), fc.constant(null)),
     presence: fc.oneof(fc.boolean(), fc.string(), fc.constant(null)),
     state: fc.jsonValue(),
+    filter: fc.oneof(fc.jsonValue(), fc.constant({ equals: { a: 1 } })),
+    volatile: fc.jsonValue(),
   },
   { requiredKeys: [] },
 );
@@ -50,7 +52,9 @@ describe("parseRealtimeFrame with hostile input", () => {
         if (frame.type === "subscribe" && "presence" in frame) expect([frame.presence, "channel" in frame]).toEqual([true, true]);
         if (frame.type === "presence.track" || frame.type === "presence.untrack") expect(isChannelName(frame.channel)).toBe(true);
         if (frame.type === "presence.track") expect(JSON.stringify(JSON.parse(frame.state))).toBe(frame.state);
-        if (frame.type === "unreadable") expect(["bad_request", "invalid_channel", "invalid_parameter"]).toContain(frame.code);
+        if (frame.type === "subscribe" && frame.filter !== undefined) expect(typeof frame.filter === "object" && frame.filter !== null && !Array.isArray(frame.filter)).toBe(true);
+        if (frame.type === "publish" && frame.volatile !== undefined) expect(JSON.stringify(JSON.parse(frame.volatile))).toBe(frame.volatile);
+        if (frame.type === "unreadable") expect(["bad_request", "invalid_channel", "invalid_parameter", "invalid_filter"]).toContain(frame.code);
       }),
       { numRuns: CASES, ...(seed === undefined ? {} : { seed }) },
     );
@@ -69,9 +73,10 @@ describe("parseRealtimeFrame with hostile input", () => {
           for (const name of [...(change?.subscribe ?? []), ...(change?.unsubscribe ?? [])]) {
             expect("channel" in name ? isChannelName(name.channel) : isChannelPattern(name.pattern)).toBe(true);
           }
+          for (const asked of change?.subscribe ?? []) if (asked.filter !== undefined) expect(Array.isArray(asked.filter)).toBe(false);
         } catch (err) {
           expect(err).toBeInstanceOf(PlateError);
-          expect(["bad_request", "invalid_channel"]).toContain((err as PlateError).code);
+          expect(["bad_request", "invalid_channel", "invalid_filter"]).toContain((err as PlateError).code);
         }
       }),
       { numRuns: CASES, ...(seed === undefined ? {} : { seed }) },

@@ -40,6 +40,8 @@ export interface Filter {
  */
 export class Filters {
   readonly #engine: Koncorde;
+  /** Where a filter is stored once, and removed, before any subscription holds it (see `compile`). */
+  readonly #trial: Koncorde;
   /** Subscriptions holding each stored filter, by index then id. */
   readonly #holders = new Map<string, Map<string, number>>();
   /** Filtered subscriptions per plate on this node. */
@@ -50,6 +52,7 @@ export class Filters {
     // this seed, so their ids are the node's own.
     const seed = randomBytes(32) as unknown as ArrayBuffer;
     this.#engine = new Koncorde({ maxConditions: settings.maxConditions, regExpEngine: "re2", seed });
+    this.#trial = new Koncorde({ maxConditions: settings.maxConditions, regExpEngine: "re2", seed });
   }
 
   /**
@@ -71,9 +74,18 @@ export class Filters {
         `Invalid filter: too complex (its and/or/not combinations expand to more than ${this.settings.maxConditions} alternatives).`,
       );
     }
+    // A geo filter around a point out of range makes the native R-tree under Koncorde abort the
+    // whole process (a failed assertion, not an exception): such points are refused here.
+    const outOfRange = pointOutOfRange(spec);
+    if (outOfRange !== undefined) throw new PlateError("invalid_filter", `Invalid filter: ${outOfRange}`);
     let normalized: NormalizedFilter;
     try {
       normalized = this.#engine.normalize(spec, index);
+      // Some refusals come only when a filter is stored (an inverted bounding box): stored once in
+      // a scratch engine first, so the subscription's own storing cannot fail half way.
+      const trial = this.#trial.normalize(spec, TRIAL_INDEX);
+      this.#trial.store(trial);
+      this.#trial.remove(trial.id, TRIAL_INDEX);
     } catch (err) {
       throw new PlateError("invalid_filter", `Invalid filter: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -166,6 +178,44 @@ export function filterDocument(body: string, event: string | undefined): Record<
     typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : { _value: value };
   if (event !== undefined) document._event = event;
   return document;
+}
+
+/** The one index of the scratch engine. */
+const TRIAL_INDEX = "trial";
+
+/**
+ * Why a geo operator of `spec` names a point out of range (latitude -90..90, longitude
+ * -180..180), in any of the forms Koncorde reads as a point (`{lat, lon}`, `"lat,lon"`, `[lon,
+ * lat]`, a geohash); undefined when none does.
+ */
+export function pointOutOfRange(spec: unknown): string | undefined {
+  if (typeof spec !== "object" || spec === null) return undefined;
+  for (const [key, value] of Object.entries(spec)) {
+    const found = key.startsWith("geo") ? pointIn(value, key) : pointOutOfRange(value);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+/** The first point out of range anywhere in a geo operator's operand. */
+function pointIn(value: unknown, where: string): string | undefined {
+  if (value === null || typeof value === "boolean" || typeof value === "number") return undefined;
+  let point: { lat: number; lon: number } | null;
+  try {
+    point = Koncorde.convertGeopoint(value as string);
+  } catch {
+    point = null;
+  }
+  if (point !== null && !(Math.abs(point.lat) <= 90 && Math.abs(point.lon) <= 180)) {
+    return `"${where}": a point's latitude is -90 to 90 and its longitude -180 to 180.`;
+  }
+  if (typeof value === "object") {
+    for (const [key, inner] of Object.entries(value)) {
+      const found = pointIn(inner, `${where}.${key}`);
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
 }
 
 /**
