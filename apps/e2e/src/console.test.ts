@@ -10,7 +10,8 @@ import type { Node } from "./support.js";
 /**
  * The console (/console) in Debian's chromium: one realtime connection, subscriptions added and
  * removed while it is open, each message logged once with the subscriptions it matched, client
- * paths minted for several channels, a channel's presence members. Screenshots land in apps/e2e/test-artifacts/.
+ * paths minted for several channels, a channel's presence members, filtered subscriptions.
+ * Screenshots land in apps/e2e/test-artifacts/.
  */
 
 let browser: Browser;
@@ -113,6 +114,45 @@ describe("the console (/console)", () => {
       await page.click("#connect");
       await page.waitForSelector("#state[data-state=closed]");
       expect(await eventually(async () => (await connections()) === 0)).toBe(true);
+      await page.close();
+    },
+  );
+
+  it.each(["ws", "sse"] as const)(
+    "over %s, subscribes with a filter, logs only the messages that match it, and shows a refused filter by its code",
+    async (transport) => {
+      const ch = channel(`filtered-${transport}`);
+      const page = await consolePage();
+      await page.fill("#plate", "acme");
+      await page.fill("#key", KEYS.acme);
+      await page.selectOption("#transport", transport);
+      await page.click("#connect");
+      await page.waitForSelector("#state[data-state=open]");
+      await page.fill("#filter", '{"equals": {"status": "paid"}}');
+      await add(page, ch);
+      expect(await page.locator(`#subscriptions tr[data-name="${ch}"] .filter`).textContent()).toBe('{"equals":{"status":"paid"}}');
+      await plate.publish(ch, { status: "pending", n: 1 });
+      await plate.publish(ch, { status: "paid", n: 2 }, { volatile: { trace: "t-2" } });
+      await page.locator("#log tr[data-kind=message]", { hasText: '"n":2' }).waitFor();
+      // In order per channel: had the first one been sent, it would be logged by now.
+      expect(await messages(page)).toEqual([[ch, [ch], '{"status":"paid","n":2}  volatile: {"trace":"t-2"}']]);
+
+      // A filter the service refuses closes that subscription with its code; the connection stays open.
+      const bad = channel("bad-filter");
+      await page.fill("#channel", bad);
+      await page.fill("#filter", '{"nonsense": {}}');
+      await page.click("#subscribe");
+      await page.waitForSelector(`#subscriptions tr[data-name="${bad}"][data-state=closed]`);
+      expect(await page.locator(`#subscriptions tr[data-name="${bad}"] .state`).textContent()).toBe("closed: invalid_filter");
+      await page.locator("#log tr[data-kind=error]", { hasText: "invalid_filter" }).waitFor();
+      // Not JSON: refused by the page, with nothing sent.
+      await page.fill("#channel", channel("not-json"));
+      await page.fill("#filter", "{status: paid");
+      await page.click("#subscribe");
+      await page.locator("#log tr[data-kind=error]", { hasText: "The filter is not JSON" }).waitFor();
+      expect(await page.locator("#subscriptions tbody tr").count()).toBe(2);
+      expect(await page.locator("#state").getAttribute("data-state")).toBe("open");
+      await screenshot(page, `console-filter-${transport}`);
       await page.close();
     },
   );

@@ -1,4 +1,6 @@
 import { PlateClientError, errorFromResponse } from "./errors.js";
+import { filterText } from "./filter.js";
+import type { SubscriptionFilter } from "./filter.js";
 import { RealtimeConnection } from "./realtime.js";
 import type { RealtimeOptions } from "./realtime.js";
 import { subscription } from "./subscription.js";
@@ -37,6 +39,11 @@ export interface ClientPathOptions {
   readonly channels?: readonly string[];
   /** Further patterns (of `*` and `?`) the path subscribes to; see `channels`. */
   readonly patterns?: readonly string[];
+  /**
+   * A filter (spec section 13) the path enforces on everything it subscribes to: the client
+   * cannot remove it, and a filter the client adds must match as well.
+   */
+  readonly filter?: SubscriptionFilter;
 }
 
 /** Publish and subscribe with an API key (a backend, a script, an operator's console). */
@@ -57,19 +64,24 @@ export class PlateClient {
 
   /**
    * Publishes one JSON value. With `idempotencyKey`, a retry of the same publish (same key, within
-   * the service's window) answers the first publish's id and is not delivered twice.
+   * the service's window) answers the first publish's id and is not delivered twice. `volatile`
+   * (small JSON, spec section 13) reaches live subscribers in the envelope and is never stored:
+   * a replayed message has none.
    */
   async publish(
     channel: string,
     message: unknown,
-    options: { idempotencyKey?: string; signal?: AbortSignal; event?: string } = {},
+    options: { idempotencyKey?: string; signal?: AbortSignal; event?: string; volatile?: unknown } = {},
   ): Promise<Published> {
     const headers: Record<string, string> = { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` };
     if (options.idempotencyKey !== undefined) headers["Idempotency-Key"] = options.idempotencyKey;
+    const body: Record<string, unknown> = { message };
+    if (options.event !== undefined) body.event = options.event;
+    if (options.volatile !== undefined) body.volatile = options.volatile;
     return this.#call<Published>(this.#route(channel, "publish"), {
       method: "POST",
       headers,
-      body: JSON.stringify(options.event === undefined ? { message } : { message, event: options.event }),
+      body: JSON.stringify(body),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
   }
@@ -83,6 +95,10 @@ export class PlateClient {
     if (options.maxDurationMs !== undefined) body.max_dur = options.maxDurationMs;
     if (options.channels !== undefined) body.channels = options.channels;
     if (options.patterns !== undefined) body.patterns = options.patterns;
+    if (options.filter !== undefined) {
+      filterText(options.filter); // as a subscription's: anything but a JSON object throws `invalid_filter`, unsent
+      body.filter = options.filter;
+    }
     const data = await this.#call<Omit<ClientPath, "url">>(this.#route(channel, "client"), {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${this.#key}` },
@@ -120,7 +136,9 @@ export class PlateClient {
   /**
    * Subscribes to a channel (or, with `{pattern: true}`, to a pattern of `*` and `?`). `handler`
    * gets every message once, in order, across reconnects within the service's history; when the
-   * service cannot replay what was missed, `onReset` says so before live messages go on.
+   * service cannot replay what was missed, `onReset` says so before live messages go on. With
+   * `filter`, only the messages that match it are delivered (a filter that is not a JSON object
+   * throws `invalid_filter`; one the service refuses ends the subscription with it).
    */
   subscribe<T = unknown>(channel: string, handler: (envelope: Envelope<T>) => void, options: SubscribeOptions & { pattern?: boolean } = {}): Unsubscribe {
     const route = options.transport === "ws" ? "ws" : "subscribe";

@@ -10,6 +10,7 @@ export type ErrorCode =
   | "invalid_channel"
   | "invalid_plate"
   | "invalid_parameter"
+  | "invalid_filter"
   | "missing_api_key"
   | "invalid_api_key"
   | "unauthorized"

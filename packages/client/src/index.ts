@@ -9,6 +9,7 @@ export type {
 export { realtimePath, realtimeWithToken } from "./client.js";
 export { PlateClientError } from "./errors.js";
 export type { ClientErrorCode, ErrorCode } from "./errors.js";
+export type { SubscriptionFilter } from "./filter.js";
 export { matchesPattern } from "./pattern.js";
 export { DEFAULT_MAX_PUBLISH_FRAME_BYTES, MAX_QUEUED_PUBLISHES, RECENT_IDS_KEPT } from "./realtime.js";
 export type { RealtimeConnection, RealtimeOptions, RealtimeSubscribeOptions, RealtimeSubscription } from "./realtime.js";

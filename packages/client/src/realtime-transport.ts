@@ -1,4 +1,5 @@
 import type { ErrorCode, PlateClientError } from "./errors.js";
+import type { SubscriptionFilter } from "./filter.js";
 import type { PresenceFrame } from "./realtime-presence.js";
 import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, SubscriptionName } from "./types.js";
 
@@ -11,12 +12,14 @@ import type { Envelope, Ready, RealtimeReady, RealtimeReset, SubscriptionInfo, S
 /**
  * A request for a subscription: its name, the id to resume after, `self: false` to leave out
  * the connection's own publications (only a WebSocket publishes, so SSE has none to leave out),
- * and `presence: true` for a channel's presence frames (a WebSocket only asks for them).
+ * `presence: true` for a channel's presence frames (a WebSocket only asks for them), and the
+ * `filter` its messages must match (spec section 13), on every (re)subscribe.
  */
 export type SubscriptionRequest = SubscriptionName & {
   readonly since?: string;
   readonly self?: false;
   readonly presence?: true;
+  readonly filter?: SubscriptionFilter;
 };
 
 /** A message to publish from the connection (route 12 of the spec). */
@@ -24,6 +27,8 @@ export interface PublishRequest {
   readonly channel: string;
   readonly message: unknown;
   readonly event?: string;
+  /** Small JSON delivered live in the envelope, never stored (spec section 13). */
+  readonly volatile?: unknown;
 }
 
 /**

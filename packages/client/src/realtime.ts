@@ -1,4 +1,6 @@
 import { PlateClientError } from "./errors.js";
+import { filterText } from "./filter.js";
+import type { SubscriptionFilter } from "./filter.js";
 import { matchesPattern } from "./pattern.js";
 import { Presence } from "./realtime-presence.js";
 import type { PresenceFrame, PresenceSend, Tracks } from "./realtime-presence.js";
@@ -56,8 +58,18 @@ export const MAX_QUEUED_PUBLISHES = 32;
  */
 export const DEFAULT_MAX_PUBLISH_FRAME_BYTES = 16_384;
 
-/** The codes of a stream refused over its query's subscriptions (route 9: the name, the key's channels, how many). */
-const QUERY_REFUSALS: ReadonlySet<string> = new Set(["forbidden", "invalid_channel", "bad_request"]);
+/**
+ * The codes of a stream refused over its query's subscriptions (route 9: the name, the key's
+ * channels, how many; a filter that is not valid, too large, or one too many for the plate).
+ */
+const QUERY_REFUSALS: ReadonlySet<string> = new Set([
+  "forbidden",
+  "invalid_channel",
+  "bad_request",
+  "invalid_filter",
+  "payload_too_large",
+  "quota_exceeded",
+]);
 
 /** How to open a realtime connection. Every callback is optional. */
 export interface RealtimeOptions {
@@ -104,6 +116,17 @@ export interface RealtimeSubscribeOptions {
    * still count as delivered (a resume starts after them) and still reach the connection's `onMessage`.
    */
   readonly event?: string | readonly string[];
+  /**
+   * Only messages that match this filter (spec section 13) are sent for this subscription, live or
+   * replayed; it goes with every (re)subscribe. Anything but a JSON object makes `subscribe` throw
+   * `invalid_filter`; a filter the service refuses ends the subscription with `invalid_filter` (or
+   * `payload_too_large`, `quota_exceeded`) on its `onError`. The service sends each message once
+   * per connection, and the client hands it to every subscription whose name covers its channel:
+   * a pattern of the same connection that covers a filtered channel brings that channel's other
+   * messages to its handler too. On a client path minted for one channel, `subscribe` with a filter
+   * ends with `bad_request`: mint the path with the filter, or use `subscribePath`.
+   */
+  readonly filter?: SubscriptionFilter;
   /**
    * `true`: the channel's presence (route 10): `members`, and `onPresence`, `onJoin`, `onLeave`.
    * WebSocket only, channels only: on SSE, or for a pattern, `subscribe` throws `bad_request`.
@@ -299,8 +322,10 @@ export class RealtimeConnection {
    * Subscribes to a channel (`"room:1"` or `{ channel: "room:1" }`) or a pattern
    * (`{ pattern: "user:*" }`). `handler` gets every message of it once, in order per channel,
    * across reconnects within the service's history. A name this connection already subscribes to
-   * throws `conflict` (unsubscribe first, or share the handler). On a client path's connection,
-   * subscribing to one of the path's own channels or patterns claims it without a request.
+   * throws `conflict` (unsubscribe first, or share the handler), and a `filter` that is not a JSON
+   * object `invalid_filter`. On a client path's connection, subscribing to one of the path's own
+   * channels or patterns claims it without a request (with `presence` or `filter`, it is asked for
+   * again with them).
    */
   subscribe<T = unknown>(
     name: string | SubscriptionName,
@@ -333,9 +358,15 @@ export class RealtimeConnection {
     this.#subs.set(key, sub);
     if (wire.pattern !== undefined) this.#patterns.add(sub);
     const held = this.#unclaimed.get(key);
+    if (held !== undefined && this.#v1 && sub.filter !== undefined) {
+      // Told after `subscribe` returns, as every other refusal is; the path's channel stays unclaimed.
+      this.#forget(sub, v1TakesNoFilter());
+      queueMicrotask(() => tell(sub.options.onError, v1TakesNoFilter()));
+      return sub;
+    }
     this.#unclaimed.delete(key);
-    // Presence is asked for in a `subscribe` frame: a path's own channel is asked for again with it.
-    if (held !== undefined && options.since === undefined && !(sub.watches && !this.#v1)) {
+    // Presence and a filter are asked for in a `subscribe` frame: a path's own name is asked for again with them.
+    if (held !== undefined && options.since === undefined && !(sub.asksAgain && !this.#v1)) {
       sub.onLink = true;
       this.#start(sub, held);
       // Told after `subscribe` returns, as every other `onSubscribed` is.
@@ -344,7 +375,7 @@ export class RealtimeConnection {
         if (sub.state === "live" && sub.watches) tell(sub.options.onError, v1HasNoPresence());
       });
     } else if (this.#clientId !== undefined) {
-      // A path's subscription claimed with `since` or `presence`: asked again, to resume from there.
+      // A path's subscription claimed with `since`, `presence` or `filter`: asked again, from there.
       if (held !== undefined) {
         sub.lastId ??= held.position;
         this.#link?.unsubscribe(this.#nextRef++, wire);
@@ -356,7 +387,9 @@ export class RealtimeConnection {
 
   /**
    * Publishes `message` (any JSON value) to `channel` from this connection (route 12 of the spec),
-   * with an event name if given; resolves with the message's id once the service published it.
+   * with an event name if given, and `volatile` metadata (small JSON that live subscribers get in
+   * the envelope and that is never stored, spec section 13); resolves with the message's id once
+   * the service published it.
    * Subscribers get it with `from` naming this connection (`clientId`) and its token's user. The
    * credential must allow it (a token's `publish` claim, a key's scope `publish`).
    *
@@ -371,7 +404,11 @@ export class RealtimeConnection {
    * - Larger than `maxPublishFrameBytes` once framed: rejects with `payload_too_large`, unsent.
    * - `close()` rejects what is held or unanswered with `connection_closed`, a final error with that error.
    */
-  publish(channel: string, message: unknown, options: { readonly event?: string } = {}): Promise<RealtimePublished> {
+  publish(
+    channel: string,
+    message: unknown,
+    options: { readonly event?: string; readonly volatile?: unknown } = {},
+  ): Promise<RealtimePublished> {
     if (this.#closed) {
       return Promise.reject(
         new PlateClientError("connection_closed", "This realtime connection is closed: open another."),
@@ -387,8 +424,12 @@ export class RealtimeConnection {
       );
     }
     if (this.#v1 && this.#clientId !== undefined) return Promise.reject(v1CannotPublish());
-    const request: PublishRequest =
-      options.event === undefined ? { channel, message } : { channel, message, event: options.event };
+    const request: PublishRequest = {
+      channel,
+      message,
+      ...(options.event === undefined ? {} : { event: options.event }),
+      ...(options.volatile === undefined ? {} : { volatile: options.volatile }),
+    };
     let bytes: number;
     try {
       // The largest ref the frame may carry, so that the bound holds whatever ref it gets.
@@ -475,9 +516,10 @@ export class RealtimeConnection {
   /**
    * Where an attempt connects.
    * - SSE with a key: the subscriptions in the query, `channel` with `since.<channel>`, and
-   *   `pattern`. The query has no `since` for a pattern, so a pattern that resumes is asked for
-   *   after `ready` instead, with its `since`: the service then says with a `reset` that it may
-   *   have missed messages, where a fresh subscription in the query would have missed them silently.
+   *   `pattern`, each with its `filter.<name>`. The query has no `since` for a pattern, so a
+   *   pattern that resumes is asked for after `ready` instead, with its `since`: the service then
+   *   says with a `reset` that it may have missed messages, where a fresh subscription in the
+   *   query would have missed them silently.
    * - A WebSocket with a key: no query; every subscription is asked for with a frame after `ready`,
    *   with its `since`, so that one refused name does not refuse the rest.
    * - A client path: its own channels and patterns come from its token, so the query carries only
@@ -497,7 +539,9 @@ export class RealtimeConnection {
     for (const sub of this.#subs.values()) {
       const text = describe(sub.name);
       if (viaPath) {
-        if (sub.lastId !== undefined) query.set(`since.${text}`, sub.lastId);
+        // A filtered one is asked for again after `ready`, with its `since`: the path's own
+        // subscription of the name, which has no filter of the client's, need not replay.
+        if (sub.lastId !== undefined && sub.filter === undefined) query.set(`since.${text}`, sub.lastId);
         continue;
       }
       if (this.#transport !== "sse") continue;
@@ -513,6 +557,7 @@ export class RealtimeConnection {
       } else {
         continue;
       }
+      if (sub.filter !== undefined) query.set(`filter.${text}`, sub.filter.text);
       this.#queried.add(sub);
       if (!sub.confirmed) this.#queriedUnconfirmed = true;
     }
@@ -562,10 +607,16 @@ export class RealtimeConnection {
     for (const info of listed) {
       const key = nameKey(info);
       const sub = this.#subs.get(key);
-      if (sub?.watches === true && !this.#v1) {
-        // A path's own channel, watched: asked for again below with `presence`, from its position.
+      if (sub?.asksAgain === true && this.#viaPath && !this.#v1) {
+        // A path's own name, watched or filtered: asked for again below with them, from its position.
+        // (An SSE query's subscriptions, listed here too, carried their filters already.)
         sub.lastId ??= info.position;
         this.#stopOnLink(nameOf(info));
+      } else if (sub?.filter !== undefined && this.#v1) {
+        const error = v1TakesNoFilter();
+        this.#forget(sub, error);
+        this.#unclaimed.set(key, info);
+        tell(sub.options.onError, error);
       } else if (sub !== undefined) {
         sub.onLink = true;
         this.#start(sub, info);
@@ -779,7 +830,11 @@ export class RealtimeConnection {
     const delivered: Sub[] = [];
     for (const sub of matched) {
       // A handler may have unsubscribed another one; a copy it already had is not handed again.
-      if (sub.state === "closed" || !this.#recent.first(envelope.id, sub)) continue;
+      if (sub.state === "closed") continue;
+      // A filtered one takes messages only once the service confirmed it with its filter: before,
+      // what comes for its name is another subscription's (or a client path's own, unfiltered).
+      if (sub.filter !== undefined && sub.state !== "live") continue;
+      if (!this.#recent.first(envelope.id, sub)) continue;
       sub.lastId = envelope.id;
       sub.startPosition = undefined;
       delivered.push(sub);
@@ -1046,6 +1101,8 @@ class Sub implements RealtimeSubscription {
   watchRef: number | undefined;
   /** Its presence: the members told, and this connection's membership. */
   readonly presence: Presence;
+  /** Its filter as the client took it (a copy: changing the caller's object changes nothing), and its JSON text. */
+  readonly filter: { readonly spec: SubscriptionFilter; readonly text: string } | undefined;
 
   constructor(
     readonly name: SubscriptionName,
@@ -1055,12 +1112,22 @@ class Sub implements RealtimeSubscription {
     private readonly owner: SubOwner,
   ) {
     this.lastId = options.since;
+    const text = options.filter === undefined ? undefined : filterText(options.filter);
+    this.filter = text === undefined ? undefined : { spec: JSON.parse(text) as SubscriptionFilter, text };
     this.presence = new Presence((failures, retryAfterMs) => owner.retryDelayMs(failures, retryAfterMs));
   }
 
   /** Whether it asks for the channel's presence frames. */
   get watches(): boolean {
     return this.options.presence === true;
+  }
+
+  /**
+   * Whether a client path's own subscription of its name does not do: it is asked for again with
+   * what only a `subscribe` frame carries (`presence`, `filter`).
+   */
+  get asksAgain(): boolean {
+    return this.watches || this.filter !== undefined;
   }
 
   get members(): PresenceMembers {
@@ -1082,13 +1149,14 @@ class Sub implements RealtimeSubscription {
     return typeof wanted === "string" ? envelope.event === wanted : envelope.event !== undefined && wanted.includes(envelope.event);
   }
 
-  /** What a (re)subscribe asks for: its name, the last id it delivered, `self: false` and `presence: true` if so. */
+  /** What a (re)subscribe asks for: its name, the last id it delivered, `self: false`, `presence: true` and its filter if so. */
   request(): SubscriptionRequest {
     const self = this.options.self === false ? { self: false as const } : {};
     const presence = this.watches ? { presence: true as const } : {};
+    const filter = this.filter === undefined ? {} : { filter: this.filter.spec };
     return this.lastId === undefined
-      ? { ...this.name, ...self, ...presence }
-      : { ...this.name, since: this.lastId, ...self, ...presence };
+      ? { ...this.name, ...self, ...presence, ...filter }
+      : { ...this.name, since: this.lastId, ...self, ...presence, ...filter };
   }
 
   unsubscribe(): void {
@@ -1123,6 +1191,14 @@ function v1HasNoPresence(): PlateClientError {
   return new PlateClientError(
     "bad_request",
     "A client path minted for one channel opens a v1 connection, which has no presence: mint it with channels.",
+  );
+}
+
+function v1TakesNoFilter(): PlateClientError {
+  return new PlateClientError(
+    "bad_request",
+    "A client path minted for one channel opens a v1 connection, which takes no filter from subscribe: " +
+      "mint the path with the filter, or use subscribePath(path, handler, { filter }).",
   );
 }
 

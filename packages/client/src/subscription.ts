@@ -1,4 +1,6 @@
 import { PlateClientError } from "./errors.js";
+import { filterText } from "./filter.js";
+import type { SubscriptionFilter } from "./filter.js";
 import { openSse } from "./sse.js";
 import type { Opened, Target, TransportEvents } from "./transport.js";
 import type { Envelope, Ready, Reset, SubscriptionState } from "./types.js";
@@ -42,6 +44,11 @@ export interface SubscribeOptions {
   readonly transport?: "sse" | "ws";
   /** Resume after this id on the first connect (later connects resume after the last id seen). */
   readonly since?: string;
+  /**
+   * Only messages that match this filter (spec section 13) are delivered, live or replayed; sent as
+   * `?filter=` on every connect. On a client path minted with a filter, both must match.
+   */
+  readonly filter?: SubscriptionFilter;
   /** `false`: do not reconnect after a drop. */
   readonly reconnect?: ReconnectOptions | false;
   /** See `DEFAULT_IDLE_TIMEOUT_MS`. */
@@ -81,6 +88,8 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
   }
   const reconnect = reconnectPolicy(options.reconnect);
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  // Checked before anything connects: a filter that is not a JSON object throws `invalid_filter` here.
+  const filter = options.filter === undefined ? undefined : filterText(options.filter);
   let lastId = options.since;
   let attempt = 0;
   let closed = false;
@@ -155,7 +164,8 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
       .target()
       .then(({ url, key }) => {
         if (closed) return;
-        const target: Target = { url, key, since: lastId, idleTimeoutMs };
+        const filtered = filter === undefined ? url : withQuery(url, "filter", filter);
+        const target: Target = { url: filtered, key, since: lastId, idleTimeoutMs };
         current = transport === "ws" ? openWs(target, events, WebSocketImpl!) : openSse(target, events, plan.fetch);
       })
       .catch((err: unknown) =>
@@ -166,4 +176,11 @@ export function subscription<T>(plan: SubscriptionPlan, handler: (envelope: Enve
   setState("connecting");
   connect();
   return stop;
+}
+
+/** `url` with one more query parameter (a client path's URL may already carry some). */
+function withQuery(url: string, name: string, value: string): string {
+  const out = new URL(url);
+  out.searchParams.set(name, value);
+  return out.href;
 }

@@ -1,3 +1,5 @@
+import type { SubscriptionFilter } from "./filter.js";
+
 /** One delivered message, as the spec's envelope. `T` is the published JSON value's type. */
 export interface Envelope<T = unknown> {
   readonly type: "message";
@@ -10,6 +12,11 @@ export interface Envelope<T = unknown> {
   /** Who published it, when a client did so from its realtime connection (absent for an HTTP publish). */
   readonly from?: Sender;
   readonly message: T;
+  /**
+   * The publisher's `volatile` metadata (spec section 13), when it gave some: delivered live only,
+   * never kept in the service's history, so a replayed message (a resume) has none.
+   */
+  readonly volatile?: unknown;
   /** ISO 8601, when the service accepted it. */
   readonly timestamp: string;
 }
@@ -71,6 +78,8 @@ export interface ClientPath {
   readonly channels?: readonly string[];
   /** The further patterns the path may subscribe to (`clientPath`'s `patterns`), when any. */
   readonly patterns?: readonly string[];
+  /** The filter the path enforces on everything it subscribes to (`clientPath`'s `filter`), when any. */
+  readonly filter?: SubscriptionFilter;
 }
 
 /**

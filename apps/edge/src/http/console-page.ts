@@ -1,11 +1,11 @@
 /**
  * The console page: plain HTML, CSS and one module script on `@plate/client` (served beside it).
  * It opens one realtime connection (route 9, with a key or a client path) and keeps a list of
- * subscriptions on it, added and removed while it is open; each message is logged once, tagged
- * with the subscriptions it matched. It lists a channel's presence members (route 10's GET, with
- * the key). The key typed into it stays in the page (sent only to the
- * node typed in, as the Authorization header or the WebSocket's auth frame). `MAX_ROWS` caps the
- * log so that a busy channel cannot grow the page without bound.
+ * subscriptions on it (each with an optional filter, spec section 13), added and removed while it
+ * is open; each message is logged once, tagged with the subscriptions it matched. It lists a
+ * channel's presence members (route 10's GET, with the key). The key typed into it stays in the
+ * page (sent only to the node typed in, as the Authorization header or the WebSocket's auth
+ * frame). `MAX_ROWS` caps the log so that a busy channel cannot grow the page without bound.
  */
 export const CONSOLE_PAGE = `<!doctype html>
 <html lang="en">
@@ -40,7 +40,8 @@ export const CONSOLE_PAGE = `<!doctype html>
   td.body { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
   #subscriptions { margin-top: 6px; }
   #subscriptions:not(:has(tr)) { display: none; }
-  #subscriptions td.name { font-family: ui-monospace, monospace; }
+  #subscriptions td.name, #subscriptions td.filter { font-family: ui-monospace, monospace; }
+  #subscriptions td.filter { white-space: pre-wrap; word-break: break-all; }
   #members { margin-top: 6px; }
   #members:not(:has(tbody tr)) { display: none; }
   #members td.client, #members td.state { font-family: ui-monospace, monospace; }
@@ -68,8 +69,9 @@ export const CONSOLE_PAGE = `<!doctype html>
   <legend>Subscriptions</legend>
   <label>Channel or pattern <input id="channel" type="text" value="alerts"></label>
   <label class="inline"><input id="pattern" type="checkbox"> pattern (<code>*</code>, <code>?</code>)</label>
+  <label>Filter (Koncorde JSON, optional) <input id="filter" type="text" placeholder='{"equals": {"status": "paid"}}'></label>
   <button id="subscribe" type="button">Subscribe</button>
-  <div class="hint">Subscribing while disconnected connects first. Add and remove subscriptions while the connection is open; a drop reconnects once and resumes every one.</div>
+  <div class="hint">Subscribing while disconnected connects first. Add and remove subscriptions while the connection is open; a drop reconnects once and resumes every one. With a filter, only the messages that match it are sent for that subscription (a refused filter closes it: fix it and subscribe again).</div>
   <table id="subscriptions"><tbody></tbody></table>
 </fieldset>
 <fieldset>
@@ -96,7 +98,7 @@ const MAX_ROWS = 500;
 const $ = (id) => document.getElementById(id);
 /** The realtime connection, while one is open (or reconnecting). */
 let rt;
-/** The subscriptions the page wants, by "c:<channel>" / "p:<pattern>": { name, sub, count, row }. */
+/** The subscriptions the page wants, by "c:<channel>" / "p:<pattern>": { name, filter, sub, count, error, row }. */
 const wanted = new Map();
 
 const label = (name) => name.channel ?? name.pattern;
@@ -141,7 +143,9 @@ function refresh() {
   for (const entry of wanted.values()) {
     const state = entry.sub?.state ?? "closed";
     entry.row.dataset.state = state;
-    entry.row.querySelector(".state").textContent = state;
+    // Why it closed, when the service (or the client) refused it: invalid_filter, forbidden...
+    entry.row.querySelector(".state").textContent = state === "closed" && entry.error ? state + ": " + entry.error : state;
+    entry.row.querySelector(".filter").textContent = entry.filter === undefined ? "" : JSON.stringify(entry.filter);
     entry.row.querySelector(".count").textContent = entry.count + (entry.count === 1 ? " message" : " messages");
     entry.row.querySelector(".last").textContent = entry.sub?.lastId ?? "";
   }
@@ -158,30 +162,34 @@ function setState(state) {
 
 /** Asks the connection for one wanted subscription. */
 function subscribe(entry) {
+  entry.error = undefined;
   try {
     entry.sub = rt.subscribe(entry.name, () => (entry.count += 1), {
+      ...(entry.filter === undefined ? {} : { filter: entry.filter }),
       onSubscribed: (info) => {
         log("subscribed", { channel: label(info), id: info.position ?? "" });
         refresh();
       },
       onReset: (reset) => log("reset", { channel: label(reset), code: reset.reason, text: reset.message }),
       onError: (error) => {
+        if (!error.retryable) entry.error = error.code;
         log("error", { channel: label(entry.name), code: error.code, text: error.message + (error.retryable ? " (asking again)" : "") });
         refresh();
       },
     });
   } catch (error) {
-    log("error", { channel: label(entry.name), code: error.code ?? "bad_request", text: error.message });
+    entry.error = error.code ?? "bad_request";
+    log("error", { channel: label(entry.name), code: entry.error, text: error.message });
   }
   refresh();
 }
 
-/** Adds a subscription to the list (and to the connection, when one is open). */
-function want(name) {
+/** Adds a subscription to the list (and to the connection, when one is open), with its filter (parsed JSON) if any. */
+function want(name, filter) {
   const row = $("subscriptions").tBodies[0].insertRow();
   row.dataset.name = label(name);
   row.dataset.kind = name.channel !== undefined ? "channel" : "pattern";
-  for (const [cls, text] of [["name", label(name)], ["kind", row.dataset.kind], ["state", ""], ["count", ""], ["last", ""]]) {
+  for (const [cls, text] of [["name", label(name)], ["kind", row.dataset.kind], ["filter", ""], ["state", ""], ["count", ""], ["last", ""]]) {
     const td = row.insertCell();
     td.className = cls;
     td.textContent = text;
@@ -190,7 +198,7 @@ function want(name) {
   remove.type = "button";
   remove.className = "stop small unsubscribe";
   remove.textContent = "Unsubscribe";
-  const entry = { name, sub: undefined, count: 0, row };
+  const entry = { name, filter, sub: undefined, count: 0, error: undefined, row };
   remove.addEventListener("click", () => {
     entry.sub?.unsubscribe();
     wanted.delete(keyOf(name));
@@ -214,7 +222,8 @@ function connect() {
     },
     onError: (error) => log("error", { code: error.code, text: error.message + (error.retryable ? " (reconnecting)" : "") }),
     onMessage: (m, delivered) => {
-      log("message", { channel: m.channel, tags: delivered.map((s) => label(s.name)), id: m.id, text: JSON.stringify(m.message) });
+      const text = JSON.stringify(m.message) + (m.volatile === undefined ? "" : "  volatile: " + JSON.stringify(m.volatile));
+      log("message", { channel: m.channel, tags: delivered.map((s) => label(s.name)), id: m.id, text });
       refresh();
     },
   };
@@ -231,17 +240,35 @@ function connect() {
 
 $("connect").addEventListener("click", () => (live() ? rt.close() : connect()));
 
+/** The filter typed in: undefined when empty, else its JSON (the client and the service check it is a valid filter). */
+function typedFilter() {
+  const text = $("filter").value.trim();
+  if (text === "") return { filter: undefined };
+  try {
+    return { filter: JSON.parse(text) };
+  } catch (error) {
+    return { error: "The filter is not JSON: " + error.message };
+  }
+}
+
 $("subscribe").addEventListener("click", () => {
   const text = $("channel").value.trim();
   const name = $("pattern").checked ? { pattern: text } : { channel: text };
+  const typed = typedFilter();
+  if (typed.error !== undefined) {
+    log("error", { channel: text, code: "invalid_filter", text: typed.error });
+    return;
+  }
   const entry = wanted.get(keyOf(name));
   if (!live()) {
-    if (entry === undefined) want(name);
+    if (entry === undefined) want(name, typed.filter);
+    else entry.filter = typed.filter;
     connect();
   } else if (entry === undefined) {
-    want(name);
+    want(name, typed.filter);
   } else if (entry.sub === undefined || entry.sub.state === "closed") {
-    subscribe(entry); // refused or ended before: ask again
+    entry.filter = typed.filter;
+    subscribe(entry); // refused or ended before: ask again, with the filter typed now
   } else {
     log("error", { channel: text, code: "conflict", text: "Already subscribed on this connection." });
   }
