@@ -45,6 +45,17 @@ async function consolePage(): Promise<Page> {
   return page;
 }
 
+/** The console, signed in to acme and connected over `transport`. */
+async function connectedConsole(transport: "ws" | "sse"): Promise<Page> {
+  const page = await consolePage();
+  await page.fill("#plate", "acme");
+  await page.fill("#key", KEYS.acme);
+  await page.selectOption("#transport", transport);
+  await page.click("#connect");
+  await page.waitForSelector("#state[data-state=open]");
+  return page;
+}
+
 async function add(page: Page, name: string, pattern = false): Promise<void> {
   await page.fill("#channel", name);
   await page.setChecked("#pattern", pattern);
@@ -68,12 +79,7 @@ describe("the console (/console)", () => {
     "over %s, holds a channel and a pattern on one connection, tags each message with what it matched, and unsubscribes one live",
     async (transport) => {
       const base = channel(transport);
-      const page = await consolePage();
-      await page.fill("#plate", "acme");
-      await page.fill("#key", KEYS.acme);
-      await page.selectOption("#transport", transport);
-      await page.click("#connect");
-      await page.waitForSelector("#state[data-state=open]");
+      const page = await connectedConsole(transport);
       await add(page, `${base}-a`);
       await add(page, `${base}-*`, true);
       expect(await eventually(async () => (await connections()) === 1)).toBe(true);
@@ -122,12 +128,7 @@ describe("the console (/console)", () => {
     "over %s, subscribes with a filter, logs only the messages that match it, and shows a refused filter by its code",
     async (transport) => {
       const ch = channel(`filtered-${transport}`);
-      const page = await consolePage();
-      await page.fill("#plate", "acme");
-      await page.fill("#key", KEYS.acme);
-      await page.selectOption("#transport", transport);
-      await page.click("#connect");
-      await page.waitForSelector("#state[data-state=open]");
+      const page = await connectedConsole(transport);
       await page.fill("#filter", '{"equals": {"status": "paid"}}');
       await add(page, ch);
       expect(await page.locator(`#subscriptions tr[data-name="${ch}"] .filter`).textContent()).toBe('{"equals":{"status":"paid"}}');
