@@ -140,6 +140,21 @@ describe("the plate command line", () => {
     abort.abort();
   });
 
+  it("sets, reads and clears a plate's own limits", async () => {
+    const set = await plate(["plates", "limits", "shop", "--set", "publishPerS=100, connections=50", "--json"]);
+    expect(set.stderr).toBe("");
+    expect(JSON.parse(set.stdout)).toMatchObject({ own: { publishPerS: 100, connections: 50 }, limits: { publishPerS: 100, connections: 50 } });
+    const read = await plate(["plates", "limits", "shop"]);
+    expect(read.stdout).toMatch(/^publishPerS\s+100\s+plate$/m);
+    expect(read.stdout).toMatch(/^maxMessageBytes\s+\d+\s+node$/m);
+    const refused = await plate(["plates", "limits", "shop", "--set", "nope=1"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("invalid_parameter");
+    expect((await plate(["plates", "limits", "shop", "--set", "publishPerS=lots"])).code).toBe(2);
+    const cleared = await plate(["plates", "limits", "shop", "--clear", "--json"]);
+    expect(JSON.parse(cleared.stdout).own).toEqual({});
+  });
+
   it("changes and clears a plate's history retention", async () => {
     const set = await plate(["plates", "history", "shop", "--history-count", "5", "--history-age-ms", "1000", "--json"]);
     expect(JSON.parse(set.stdout)).toMatchObject({ id: "shop", history: { count: 5, ageMs: 1000 } });

@@ -17,6 +17,7 @@ Commands:
   plates get <plate>
   plates create [--id ID] [--name NAME] [--history-count N --history-age-ms MS]
   plates history <plate> (--history-count N --history-age-ms MS | --clear)
+  plates limits <plate> [--set 'publishPerS=100,connections=50' | --clear]
   plates delete <plate>
   keys list <plate>
   keys create <plate> [--name NAME] [--scopes publish,subscribe,client] [--channels 'room:*,alerts']
@@ -70,6 +71,7 @@ const OPTIONS = {
   "history-count": { type: "string" },
   "history-age-ms": { type: "string" },
   clear: { type: "boolean", default: false },
+  set: { type: "string" },
   alg: { type: "string" },
   "public-key": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
@@ -159,6 +161,15 @@ async function dispatch(api: Api, positionals: readonly string[], values: Values
       if (history === undefined) throw new UsageError("plates history needs --history-count and --history-age-ms, or --clear");
       const plate = (await api.admin("PATCH", `/admin/plates/${arg(0, "<plate>")}`, { history })) as Plate;
       return { data: plate, text: table(["ID", "NAME", "CREATED", "HISTORY"], [plateRow(plate)]) };
+    }
+    case "plates limits": {
+      // Without --set or --clear, reads them: the limits in force, and which the plate has of its own.
+      const path = `/admin/plates/${arg(0, "<plate>")}/limits`;
+      const data = (
+        values.clear ? await api.admin("DELETE", path) : values.set !== undefined ? await api.admin("PUT", path, limitsOf(values.set)) : await api.admin("GET", path)
+      ) as { limits: Record<string, number>; own: Record<string, number> };
+      const rows = Object.entries(data.limits).map(([name, value]) => [name, String(value), name in data.own ? "plate" : "node"]);
+      return { data, text: table(["LIMIT", "IN FORCE", "FROM"], rows) };
     }
     case "plates delete": {
       const id = arg(0, "<plate>");
@@ -264,6 +275,19 @@ function historyOf(values: Values): { count: number; ageMs: number } | undefined
   if (count === undefined && age === undefined) return undefined;
   if (count === undefined || age === undefined) throw new UsageError("give both --history-count and --history-age-ms");
   return { count: Number(count), ageMs: Number(age) };
+}
+
+/** `--set 'name=value,...'` as a limits body; the node checks the names and values. */
+function limitsOf(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const item of list(text)) {
+    const [name, value, ...rest] = item.split("=");
+    if (name === undefined || value === undefined || rest.length > 0 || name.trim() === "" || !/^\d+$/.test(value.trim())) {
+      throw new UsageError(`--set takes name=value pairs of whole numbers, e.g. publishPerS=100,connections=50 (got "${item}")`);
+    }
+    out[name.trim()] = Number(value.trim());
+  }
+  return out;
 }
 
 function list(text: string): string[] {

@@ -43,6 +43,7 @@ export interface Config {
   readonly bootstrapPlates: ReadonlyMap<PlateId, string>;
   readonly publishRatePerS: number;
   readonly publishBurst: number;
+  readonly publishBytesPerS: number;
   readonly clientPublishRatePerS: number;
   readonly clientPublishBurst: number;
   readonly clientPublishPlateRatePerS: number;
@@ -477,7 +478,7 @@ export const SETTINGS = {
   PUBLISH_RATE_PER_S: {
     key: "publishRatePerS",
     default: "10000",
-    doc: "Publishes per second one plate may make on one node (token bucket); over it, 429 `rate_limited`. 0 = unlimited.",
+    doc: "Publishes per second one plate may make, over every node sharing the broker (one token bucket per plate, kept in Redis and taken by the publish script itself, or in the embedded broker); over it, 429 `rate_limited` with `Retry-After`. 0 = unlimited. A plate's own limit (admin API) replaces it.",
     parse: integer(0, 100_000_000),
   },
   PUBLISH_BURST: {
@@ -485,6 +486,12 @@ export const SETTINGS = {
     default: "20000",
     doc: "Size of that token bucket: publishes a plate may make at once after being idle.",
     parse: integer(1, 100_000_000),
+  },
+  PUBLISH_BYTES_PER_S: {
+    key: "publishBytesPerS",
+    default: "0",
+    doc: "Bytes of messages one plate may publish per second, over every node (a token bucket beside the publish rate's, holding one second's worth, or one largest message if that is more); over it, 429 `rate_limited` with `Retry-After`. 0 = unlimited. A plate's own limit (admin API) replaces it.",
+    parse: integer(0, 1_000_000_000),
   },
   CLIENT_PUBLISH_RATE_PER_S: {
     key: "clientPublishRatePerS",

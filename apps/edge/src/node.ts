@@ -35,7 +35,7 @@ import type { Services } from "./services.js";
 const NODE_ID_CHARS = 10;
 /** How often expired client tokens of the embedded store are swept, in ms. */
 const TOKEN_SWEEP_MS = 60_000;
-/** How often idle, full publish-rate buckets are forgotten, in ms. */
+/** How often idle, full client-publish-rate buckets are forgotten, in ms. */
 const RATE_SWEEP_MS = 60_000;
 /**
  * Longest a gap fill waits for the node to be back in step with the store (`Resync`) before it
@@ -80,7 +80,16 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const nodeId = nanoid(NODE_ID_CHARS);
   const { broker, store } = await openBackends(config, parts, log, metrics, nodeId);
   const retention = { count: config.historyCount, ageMs: config.historyAgeMs, markTtlMs: config.historyMarkTtlMs };
-  const tenancy = new Tenancy(store, config.keyCacheMs, retention);
+  const tenancy = new Tenancy(store, config.keyCacheMs, retention, {
+    publishPerS: config.publishRatePerS,
+    publishBurst: config.publishBurst,
+    publishBytesPerS: config.publishBytesPerS,
+    maxMessageBytes: config.maxMessageBytes,
+    connections: config.maxConnectionsPerPlate,
+    subscriptionsPerConnection: config.maxSubscriptionsPerConnection,
+    presenceMembers: config.presenceMaxMembers,
+    filters: config.filtersPerPlate,
+  });
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);
 
@@ -117,12 +126,26 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     new ChannelEvents(broker, webhooks, log),
     filters,
   );
-  const rate = new RateLimiter(config.publishRatePerS, config.publishBurst);
-  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters);
+  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId));
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
-  const publisher = new Publisher(broker, rate, metrics, (plateId) => tenancy.retentionOf(plateId), config.idempotencyWindowMs);
+  const publisher = new Publisher(
+    broker,
+    (plateId) => tenancy.limitsOf(plateId),
+    metrics,
+    (plateId) => tenancy.retentionOf(plateId),
+    config.idempotencyWindowMs,
+  );
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
-  const presence = new PresenceHub(broker, { maxMembers: config.presenceMaxMembers, maxStateBytes: config.presenceMaxStateBytes }, log, webhooks);
+  const presence = new PresenceHub(
+    broker,
+    {
+      maxMembers: config.presenceMaxMembers,
+      maxStateBytes: config.presenceMaxStateBytes,
+      membersOf: async (plateId) => (await tenancy.limitsOf(plateId)).presenceMembers,
+    },
+    log,
+    webhooks,
+  );
   const realtime = new Realtime(
     subscriptions,
     broker,
@@ -191,10 +214,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     log[ready ? "info" : "warn"](ready ? "broker reachable" : "broker unreachable");
   });
   const heartbeat = setInterval(() => connections.heartbeat(), config.heartbeatMs);
-  const sweep = setInterval(() => {
-    rate.sweep();
-    clientPublishRate.sweep();
-  }, RATE_SWEEP_MS);
+  const sweep = setInterval(() => clientPublishRate.sweep(), RATE_SWEEP_MS);
   sweep.unref();
 
   // The timeouts end requests whose headers or body stall; they end when the request has been

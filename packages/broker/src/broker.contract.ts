@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
+import type { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, PublishRequest, Retention } from "./broker.js";
 import type { PresenceChange } from "./presence.js";
@@ -161,6 +162,38 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
         [undefined, "1", first.id],
         [undefined, "2", second.id],
       ]);
+    });
+
+    it("takes a plate's publish rates where every node meets: messages and bytes over them are refused on any node, nothing of them published, and other plates untouched", async () => {
+      const a = await node();
+      const b = await node();
+      const seen = collector();
+      await b.subscribe(exact("p1", "rated"), seen.listener);
+      // A slow refill: what the test sends in its few ms adds less than one token.
+      const rate = { perS: 1, burst: 4, bytesPerS: 0, bytesBurst: 0, count: 1, bytes: 0 };
+      const outcomes: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        const by = i % 2 === 0 ? a : b;
+        try {
+          await by.publish({ ...message("p1", "rated", String(i)), rate });
+          outcomes.push("ok");
+        } catch (err) {
+          expect(err).toMatchObject({ code: "rate_limited" });
+          expect((err as PlateError).retryAfterS).toBeGreaterThanOrEqual(1);
+          outcomes.push("limited");
+        }
+      }
+      expect(outcomes).toEqual(["ok", "ok", "ok", "ok", "limited", "limited", "limited", "limited"]);
+      expect((await seen.until(4)).map((m) => m.body)).toEqual(["0", "1", "2", "3"]);
+      // Another plate has its own buckets.
+      await a.publish({ ...message("p2", "rated", "1"), rate });
+      // Bytes: a bucket of 100 takes a 60-byte message, not a second one; a batch of 3 takes 3 at once or nothing.
+      const bytes = { perS: 0, burst: 0, bytesPerS: 1, bytesBurst: 100, count: 1, bytes: 60 };
+      await a.publish({ ...message("p3", "b", "1"), rate: bytes });
+      await expect(b.publish({ ...message("p3", "b", "2"), rate: bytes })).rejects.toMatchObject({ code: "rate_limited" });
+      const batch = { perS: 1, burst: 2, bytesPerS: 0, bytesBurst: 0, count: 3, bytes: 0 };
+      await expect(a.publish({ ...message("p4", "b", "1"), rate: batch })).rejects.toMatchObject({ code: "rate_limited" });
+      await a.publish({ ...message("p4", "b", "1"), rate: { ...batch, count: 2 } });
     });
 
     it("delivers a message published on one node to a subscriber on another", async () => {

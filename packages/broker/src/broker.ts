@@ -1,3 +1,4 @@
+import { PlateError } from "@plate/protocol";
 import type { Presence } from "./presence.js";
 import type { ChannelName, Message, MessageId, PlateId, ResetReason, Sender, Topic } from "@plate/protocol";
 
@@ -35,6 +36,12 @@ export interface PublishRequest {
   readonly from?: Sender;
   /** `volatile` metadata as JSON text: carried to live subscribers only, never kept in the history. */
   readonly volatile?: string;
+  /**
+   * The plate's publish rates, taken where every node meets (the Redis publish script itself, or
+   * the embedded broker) before anything is published; over them the publish throws
+   * `rate_limited` with the seconds until it would pass, and publishes nothing.
+   */
+  readonly rate?: PublishRate;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;
@@ -44,6 +51,62 @@ export interface PublishRequest {
    * publish's message. The keys of different owners never meet, whatever their characters.
    */
   readonly idempotency?: { readonly key: string; readonly owner: string; readonly windowMs: number };
+}
+
+/**
+ * A plate's two token buckets, messages and bytes, and what one publish takes from them. A bucket
+ * whose rate is 0 is off. A batch's first message takes for the whole batch and the others take
+ * nothing, so a batch passes whole or not at all.
+ */
+export interface PublishRate {
+  /** Messages a second, and the bucket's size. */
+  readonly perS: number;
+  readonly burst: number;
+  /** Bytes a second, and the bucket's size. */
+  readonly bytesPerS: number;
+  readonly bytesBurst: number;
+  /** What this publish takes: messages and bytes. */
+  readonly count: number;
+  readonly bytes: number;
+}
+
+/** The state of a plate's two buckets: tokens left as of `at` (epoch ms). */
+export interface RateState {
+  n: number;
+  b: number;
+  at: number;
+}
+
+/**
+ * Takes `rate`'s tokens from `state` at `nowMs` (refilled first, up to each burst); answers 0, or
+ * the ms to wait, taking nothing. The embedded broker's rule, and the publish script's (in Lua).
+ */
+export function takeRate(state: RateState, rate: PublishRate, nowMs: number): number {
+  const elapsed = Math.max(0, nowMs - state.at);
+  const n = Math.min(rate.burst, state.n + (elapsed * rate.perS) / 1000);
+  const b = Math.min(rate.bytesBurst, state.b + (elapsed * rate.bytesPerS) / 1000);
+  let waitMs = 0;
+  if (rate.perS > 0 && n < rate.count) waitMs = Math.ceil(((rate.count - n) * 1000) / rate.perS);
+  if (rate.bytesPerS > 0 && b < rate.bytes) waitMs = Math.max(waitMs, Math.ceil(((rate.bytes - b) * 1000) / rate.bytesPerS));
+  if (waitMs > 0) return waitMs;
+  state.n = rate.perS > 0 ? n - rate.count : n;
+  state.b = rate.bytesPerS > 0 ? b - rate.bytes : b;
+  state.at = nowMs;
+  return 0;
+}
+
+/** The refusal of a publish over its plate's rates, after `waitMs`. */
+export function rateLimited(rate: PublishRate, waitMs: number): PlateError {
+  return new PlateError("rate_limited", `This plate is over its publish rate (${describeRate(rate)}); slow down.`, {
+    retryAfterS: Math.max(1, Math.ceil(waitMs / 1000)),
+  });
+}
+
+function describeRate(rate: PublishRate): string {
+  const parts = [];
+  if (rate.perS > 0) parts.push(`${rate.perS} messages`);
+  if (rate.bytesPerS > 0) parts.push(`${rate.bytesPerS} bytes`);
+  return parts.join(" and ") + " a second";
 }
 
 export interface PublishResult {

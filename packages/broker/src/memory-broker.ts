@@ -1,6 +1,7 @@
 import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
-import type { Broker, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import { rateLimited, takeRate } from "./broker.js";
+import type { Broker, HistoryRead, MessageListener, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, nextOrder, resumeRule } from "./history.js";
 import { MemoryPresence } from "./memory-presence.js";
 import type { Order } from "./history.js";
@@ -27,6 +28,8 @@ interface PlateHistory {
   head: Order | undefined;
   readonly channels: Map<ChannelName, ChannelLog>;
   readonly idempotency: Map<string, { readonly message: Message; readonly expiresAt: number }>;
+  /** Its publish-rate buckets, from its first rated publish. */
+  rate?: RateState;
 }
 
 interface PatternEntry {
@@ -70,11 +73,16 @@ export class MemoryBroker implements Broker {
   publish(request: PublishRequest): Promise<PublishResult> {
     const now = this.#now();
     const plate = this.#plateHistory(request.plateId);
-    const { idempotency } = request;
+    const { idempotency, rate } = request;
     const name = idempotency === undefined ? "" : idempotencyName(idempotency);
     if (idempotency !== undefined) {
       const prior = plate.idempotency.get(name);
       if (prior !== undefined && prior.expiresAt > now) return Promise.resolve({ message: prior.message, repeated: true });
+    }
+    if (rate !== undefined && (rate.perS > 0 || rate.bytesPerS > 0)) {
+      plate.rate ??= { n: rate.burst, b: rate.bytesBurst, at: now };
+      const waitMs = takeRate(plate.rate, rate, now);
+      if (waitMs > 0) return Promise.reject(rateLimited(rate, waitMs));
     }
     const order = nextOrder(plate.head, now);
     plate.head = order;

@@ -1,7 +1,8 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
-import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import { rateLimited } from "./broker.js";
+import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 import { RefusalWarnings, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
@@ -75,6 +76,16 @@ function payloadShape(message: Pick<Message, "event" | "from">): { mark: string;
   if (message.from !== undefined) return { mark: SENDER_MARK, middle: (message.event ?? "") + SEP + JSON.stringify(message.from) + SEP };
   if (message.event !== undefined) return { mark: EVENT_MARK, middle: message.event + SEP };
   return { mark: MARK, middle: "" };
+}
+
+/**
+ * The publish script's rate arguments (redis-history.ts): both rates 0 when there is none. The
+ * key lives as long as its fuller bucket takes to fill again, after which it would start full anyway.
+ */
+function rateArgs(rate: PublishRate | undefined): number[] {
+  if (rate === undefined) return [0, 0, 0, 0, 0, 0, 0];
+  const refillMs = Math.max(rate.perS > 0 ? (rate.burst * 1000) / rate.perS : 0, rate.bytesPerS > 0 ? (rate.bytesBurst * 1000) / rate.bytesPerS : 0);
+  return [rate.perS, rate.burst, rate.count, rate.bytesPerS, rate.bytesBurst, rate.bytes, Math.ceil(refillMs) + 1000];
 }
 
 /** The Redis payload of a message published by a node. */
@@ -291,6 +302,7 @@ export class RedisBroker implements Broker {
       reply = await this.#live.platePublish(
         ...this.#names.historyKeys(plateId, channel),
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
+        this.#names.rate(plateId),
         newEpoch(),
         this.#names.channel(plateId, channel),
         shape.mark,
@@ -306,11 +318,13 @@ export class RedisBroker implements Broker {
         this.#names.plateWide(plateId),
         shape.middle,
         request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
+        ...rateArgs(request.rate),
       );
     } catch (err) {
       throw this.#failed(err);
     }
     this.#refusals.succeeded();
+    if (reply[0] === 2) throw rateLimited(request.rate!, reply[1]);
     if (reply[0] === 1) {
       const message: Message = {
         plateId,

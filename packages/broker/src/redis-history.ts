@@ -18,12 +18,16 @@ import type { Commands } from "@plate/redis";
 /**
  * Publishes one message and appends it to its channel's history, or answers the first publish of a
  * repeated idempotency key. Answers {0, record} (repeated) or {1, id}.
- * KEYS: epoch, head, stream, marks, idempotency.
+ * KEYS: epoch, head, stream, marks, idempotency, rate.
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
  *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
  *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
  *       the event name and a separator after it ('' without one; the mark then says which),
- *       what goes before the payload on pub/sub only (the volatile mark and metadata, or '').
+ *       what goes before the payload on pub/sub only (the volatile mark and metadata, or ''),
+ *       then the plate's publish rates (broker.ts `PublishRate`): messages a second, burst, count,
+ *       bytes a second, burst, bytes (both rates 0: not rated), and how long the rate key lives.
+ * KEYS also: the plate's rate key (hash n, b, at: tokens left as of `at`). Over a rate the script
+ * answers {2, ms to wait} and changes nothing.
  */
 const PUBLISH = `
 local idemMs = tonumber(ARGV[10])
@@ -31,13 +35,31 @@ if idemMs > 0 then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {0, prior} end
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local perS, bPerS = tonumber(ARGV[16]), tonumber(ARGV[19])
+if perS > 0 or bPerS > 0 then
+  local burst, count, bBurst, bytes = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[20]), tonumber(ARGV[21])
+  local r = redis.call('HMGET', KEYS[6], 'n', 'b', 'at')
+  local elapsed = 0
+  if r[3] then elapsed = math.max(0, now - tonumber(r[3])) end
+  local n, b = burst, bBurst
+  if r[1] then n = math.min(burst, tonumber(r[1]) + elapsed * perS / 1000) end
+  if r[2] then b = math.min(bBurst, tonumber(r[2]) + elapsed * bPerS / 1000) end
+  local wait = 0
+  if perS > 0 and n < count then wait = math.ceil((count - n) * 1000 / perS) end
+  if bPerS > 0 and b < bytes then wait = math.max(wait, math.ceil((bytes - b) * 1000 / bPerS)) end
+  if wait > 0 then return {2, wait} end
+  if perS > 0 then n = n - count end
+  if bPerS > 0 then b = b - bytes end
+  redis.call('HSET', KEYS[6], 'n', tostring(n), 'b', tostring(b), 'at', now)
+  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[22]))
+end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
 local ms, seq = now, 0
 local headMs = tonumber(head[1])
@@ -113,7 +135,7 @@ if ARGV[2] ~= '' then entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+
 return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now), entries}
 `;
 
-export type PublishReply = [0, string] | [1, string];
+export type PublishReply = [0, string] | [1, string] | [2, number];
 export type ReadReply = [string, string, string, string | null, string | null, string, [string, string[]][]];
 
 export interface HistoryScripts {
@@ -123,7 +145,7 @@ export interface HistoryScripts {
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
-  redis.defineCommand("platePublish", { numberOfKeys: 5, lua: PUBLISH });
+  redis.defineCommand("platePublish", { numberOfKeys: 6, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
   return redis as C & HistoryScripts;
 }

@@ -90,6 +90,11 @@ export class RedisNames {
     return this.#prefix + "idem:{" + plateId + "}:" + name;
   }
 
+  /** A plate's publish-rate buckets (hash: n, b, at), shared by every node (see redis-history.ts). */
+  rate(plateId: PlateId): string {
+    return this.#prefix + "rate:{" + plateId + "}";
+  }
+
   /** The members of a channel (see redis-presence.ts). */
   presenceMembers(plateId: PlateId, channel: ChannelName): string {
     return this.#prefix + "presence:{" + plateId + "}:" + channel;

@@ -1,4 +1,4 @@
-export type { Store, PlateRecord, PlateHistory, KeyRecord, TokenRecord, ClaimResult, Revocation, SigningAlgorithm, SigningKeyRecord, WebhookClaim, WebhookEvent, WebhookRecord } from "./store.js";
+export type { Store, PlateRecord, PlateHistory, PlateLimits, KeyRecord, TokenRecord, ClaimResult, Revocation, SigningAlgorithm, SigningKeyRecord, WebhookClaim, WebhookEvent, WebhookRecord } from "./store.js";
 export { signingKeyOwner } from "./store.js";
 export { MemoryStore } from "./memory-store.js";
 export type { MemoryStoreOptions } from "./memory-store.js";

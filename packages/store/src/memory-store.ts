@@ -2,8 +2,8 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
+import { signingKeyOwner, withHistory, withLimits } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** One plate's webhook events waiting, and who holds them until when. */
 interface WebhookQueue {
@@ -101,6 +101,15 @@ export class MemoryStore implements Store {
     const plate = this.#plates.get(id);
     if (plate === undefined) return undefined;
     const updated = withHistory(plate, history);
+    this.#plates.set(id, updated);
+    await this.#persist();
+    return updated;
+  }
+
+  async setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+    const plate = this.#plates.get(id);
+    if (plate === undefined) return undefined;
+    const updated = withLimits(plate, limits);
     this.#plates.set(id, updated);
     await this.#persist();
     return updated;

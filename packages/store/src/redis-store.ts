@@ -49,8 +49,8 @@ import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connec
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
-import { signingKeyOwner, withHistory } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
+import { signingKeyOwner, withHistory, withLimits } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -211,6 +211,15 @@ export class RedisStore implements Store {
     const updated = withHistory(plate, history);
     // Written only if the plate still exists (a delete may have come in between); concurrent
     // updates of one plate: the last one wins.
+    const written = await this.#reach(this.#live.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
+    return written === 1 ? updated : undefined;
+  }
+
+  async setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+    const plate = await this.getPlate(id);
+    if (plate === undefined) return undefined;
+    const updated = withLimits(plate, limits);
+    // As `setPlateHistory`: only while the plate exists; the last concurrent update wins.
     const written = await this.#reach(this.#live.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
     return written === 1 ? updated : undefined;
   }

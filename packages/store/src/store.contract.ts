@@ -205,6 +205,22 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(await a.getPlate(plate.id)).toEqual(plate);
       });
 
+      it("sets a plate's own limits beside its history, seen on another node, and clears each without touching the other", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = plateRecord();
+        await a.createPlate(plate);
+        const history = { count: 7, ageMs: 30_000 };
+        const limits = { publishPerS: 5, publishBytesPerS: 1000, connections: 3 };
+        await a.setPlateHistory(plate.id, history);
+        expect(await a.setPlateLimits(plate.id, limits)).toEqual({ ...plate, history, limits });
+        expect(await b.getPlate(plate.id)).toEqual({ ...plate, history, limits });
+        expect(await b.setPlateHistory(plate.id, null)).toEqual({ ...plate, limits });
+        expect(await a.setPlateLimits(plate.id, null)).toEqual(plate);
+        expect(await b.getPlate(plate.id)).toEqual(plate);
+        expect(await b.setPlateLimits(`p-${uid()}` as PlateId, limits)).toBeUndefined();
+      });
+
       it("answers undefined when setting the history of a plate that does not exist, and creates none", async () => {
         const store = await node();
         const id = `p-${uid()}` as PlateId;

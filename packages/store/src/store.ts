@@ -8,6 +8,31 @@ export interface PlateRecord {
   readonly createdAt: string;
   /** How much of each channel's history this plate keeps; absent = the node's defaults. */
   readonly history?: PlateHistory;
+  /** The plate's own limits (its plan); each one absent = the node's setting. */
+  readonly limits?: PlateLimits;
+}
+
+/**
+ * A plate's own limits, set through the admin API; each one absent is the node's setting of that
+ * name. Rates are per second over every node sharing the store; 0 = unlimited (as the settings).
+ */
+export interface PlateLimits {
+  /** `PUBLISH_RATE_PER_S` for this plate: publishes a second over every node. */
+  readonly publishPerS?: number;
+  /** `PUBLISH_BURST`. */
+  readonly publishBurst?: number;
+  /** `PUBLISH_BYTES_PER_S`: bytes of messages published a second over every node. */
+  readonly publishBytesPerS?: number;
+  /** `MAX_MESSAGE_BYTES`: the largest message (at most the node's own). */
+  readonly maxMessageBytes?: number;
+  /** `MAX_CONNECTIONS_PER_PLATE`: open connections on one node. */
+  readonly connections?: number;
+  /** `MAX_SUBSCRIPTIONS_PER_CONNECTION`. */
+  readonly subscriptionsPerConnection?: number;
+  /** `PRESENCE_MAX_MEMBERS`: members of one channel. */
+  readonly presenceMembers?: number;
+  /** `FILTERS_PER_PLATE`: filtered subscriptions on one node. */
+  readonly filters?: number;
 }
 
 /** What a plate's webhook may be told (route 10's channel events). */
@@ -40,8 +65,16 @@ export interface PlateHistory {
 
 /** `plate` with its own retention set to `history`, or without one (`null`). */
 export function withHistory(plate: PlateRecord, history: PlateHistory | null): PlateRecord {
-  const { id, name, createdAt } = plate;
-  return history === null ? { id, name, createdAt } : { id, name, createdAt, history };
+  const rest: { -readonly [K in keyof PlateRecord]: PlateRecord[K] } = { ...plate };
+  delete rest.history;
+  return history === null ? rest : { ...rest, history };
+}
+
+/** `plate` with its own limits set, or (with `null`) cleared. */
+export function withLimits(plate: PlateRecord, limits: PlateLimits | null): PlateRecord {
+  const rest: { -readonly [K in keyof PlateRecord]: PlateRecord[K] } = { ...plate };
+  delete rest.limits;
+  return limits === null ? rest : { ...rest, limits };
 }
 
 /** An API key as stored: its secret is never kept, only `hash` (hex SHA-256 of the secret). */
@@ -147,6 +180,8 @@ export interface Store {
    * updated, or undefined when there is no such plate.
    */
   setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined>;
+  /** Sets (or, with `null`, clears) a plate's own limits; undefined when there is no such plate. */
+  setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined>;
   listPlates(): Promise<PlateRecord[]>;
   deletePlate(id: PlateId): Promise<boolean>;
 

@@ -32,7 +32,7 @@ export class Connections {
 
   constructor(
     private readonly metrics: Metrics,
-    /** Open connections one plate may hold on this node; 0 = unlimited. */
+    /** Open connections one plate may hold on this node; 0 = unlimited. A plate's own limit is given to each call. */
     private readonly maxPerPlate: number,
   ) {}
 
@@ -49,9 +49,9 @@ export class Connections {
    * Throws `rate_limited` when the plate is at its limit (open connections and held slots); call
    * before accepting a connection.
    */
-  checkCapacity(plateId: PlateId): void {
+  checkCapacity(plateId: PlateId, max = this.maxPerPlate): void {
     const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
-    if (this.maxPerPlate !== 0 && open >= this.maxPerPlate) {
+    if (max !== 0 && open >= max) {
       throw new PlateError(
         "rate_limited",
         `This plate has ${open} open subscriptions on this node, its limit; close some or retry later.`,
@@ -65,8 +65,8 @@ export class Connections {
    * a connect that must not spend anything (a client token's use) unless it can open. The caller
    * gives it to `add`, and releases it in any case when done (a no-op once `add` took it over).
    */
-  reserve(plateId: PlateId): ConnectionSlot {
-    this.checkCapacity(plateId);
+  reserve(plateId: PlateId, max = this.maxPerPlate): ConnectionSlot {
+    this.checkCapacity(plateId, max);
     this.#reserved.set(plateId, (this.#reserved.get(plateId) ?? 0) + 1);
     let held = true;
     const reserved = this.#reserved;
@@ -90,8 +90,8 @@ export class Connections {
    * no-op when `use` gave it to `add`). Route 5 claims a client token's use inside: a connect
    * refused at the plate's limit spends none, even when connects race for the last slot.
    */
-  async holding<T>(plateId: PlateId, use: (slot: ConnectionSlot) => Promise<T>): Promise<T> {
-    const slot = this.reserve(plateId);
+  async holding<T>(plateId: PlateId, use: (slot: ConnectionSlot) => Promise<T>, max = this.maxPerPlate): Promise<T> {
+    const slot = this.reserve(plateId, max);
     try {
       return await use(slot);
     } finally {
@@ -103,11 +103,11 @@ export class Connections {
    * Registers a connection until it ends. With a `slot` of its plate still held, the connection
    * takes it over (no second check against the limit); otherwise throws `rate_limited` at the limit.
    */
-  add(conn: Connection, slot?: ConnectionSlot): void {
+  add(conn: Connection, slot?: ConnectionSlot, max = this.maxPerPlate): void {
     const reserved = slot !== undefined && slot.held && slot.plateId === conn.plateId;
     // Given back and taken by the connection in one synchronous step: the count never drops between.
     if (reserved) slot.release();
-    else this.checkCapacity(conn.plateId);
+    else this.checkCapacity(conn.plateId, max);
     this.#all.add(conn);
     let plate = this.#byPlate.get(conn.plateId);
     if (plate === undefined) {

@@ -72,7 +72,7 @@ export class Fanout {
    */
   async attach(sub: Subscription): Promise<void> {
     // Counted against its plate first (`FILTERS_PER_PLATE`): one too many is refused before it is anywhere.
-    sub.filter?.filters.admit(sub.topic.plateId);
+    sub.filter?.filters.admit(sub.topic.plateId, sub.filter.max);
     const key = sub.key;
     let entry = this.#topics.get(key);
     if (entry === undefined) {

@@ -101,11 +101,11 @@ export class Filters {
     return text;
   }
 
-  /** Counts a filtered subscription of `plateId`; throws `quota_exceeded` past `FILTERS_PER_PLATE`. */
-  admit(plateId: PlateId): void {
+  /** Counts a filtered subscription of `plateId`; throws `quota_exceeded` past `max` (its `FILTERS_PER_PLATE` in force). */
+  admit(plateId: PlateId, max = this.settings.perPlate): void {
     const count = this.#perPlate.get(plateId) ?? 0;
-    if (count >= this.settings.perPlate) {
-      throw new PlateError("quota_exceeded", `A plate holds at most ${this.settings.perPlate} filtered subscriptions on one node.`);
+    if (count >= max) {
+      throw new PlateError("quota_exceeded", `This plate holds at most ${max} filtered subscriptions on one node.`);
     }
     this.#perPlate.set(plateId, count + 1);
   }

@@ -38,7 +38,7 @@ export interface Opening {
  * `since(topic)`: where the client asks that topic to resume. Throws the spec's 404/410 codes.
  */
 export async function openWithClientToken<T>(
-  services: Pick<Services, "connections" | "tokens">,
+  services: Pick<Services, "connections" | "tokens" | "tenancy">,
   plateId: PlateId,
   token: string,
   since: (topic: Topic) => string | undefined,
@@ -49,6 +49,7 @@ export async function openWithClientToken<T>(
   if (!isClientTokenShape(token)) {
     throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
   }
+  const { connections } = await services.tenancy.limitsOf(plateId);
   return services.connections.holding(plateId, async (slot) => {
     const record = await services.tokens.claim(plateId, token);
     const topics = tokenTopics(record);
@@ -57,7 +58,7 @@ export async function openWithClientToken<T>(
     const opening = { plateId, keyId: record.keyId, maxDurationMs: record.maxDurationMs, slot, asked, ...(minted === undefined ? {} : { filter: minted }) };
     if (record.topics === undefined) return open({ ...opening, wire: "v1" });
     return open({ ...opening, wire: "v2", grant: tokenGrant(topics), token });
-  });
+  }, connections);
 }
 
 /** Who opens a route 9 connection: the key (or signing key) to revoke it by, what it may subscribe to, and a signed token's claims. */

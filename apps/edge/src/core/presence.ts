@@ -9,8 +9,10 @@ import type { Webhooks } from "./webhooks.js";
 
 /** Settings of presence (see config.ts). */
 export interface PresenceLimits {
-  /** `PRESENCE_MAX_MEMBERS`: members one channel may have. */
+  /** `PRESENCE_MAX_MEMBERS`: members one channel may have (the node's; a plate's own comes from `membersOf`). */
   readonly maxMembers: number;
+  /** A plate's `PRESENCE_MAX_MEMBERS` in force, when plates have their own limits. */
+  readonly membersOf?: (plateId: PlateId) => Promise<number>;
   /** `PRESENCE_MAX_STATE_BYTES`: the JSON of one member's state. */
   readonly maxStateBytes: number;
 }
@@ -121,6 +123,8 @@ export class PresenceHub {
    * `quota_exceeded` (the channel is full), `broker_unavailable`.
    */
   async track(conn: Connection, channel: ChannelName, state: string, user: string | undefined): Promise<void> {
+    // Read first, before anything changes: the rest of a track runs in one turn up to the broker's call.
+    const maxMembers = (await this.limits.membersOf?.(conn.plateId)) ?? this.limits.maxMembers;
     const sub = conn.subscriptions.get(topicKey({ plateId: conn.plateId, pattern: false, channel }));
     if (sub === undefined) throw new PlateError("bad_request", "Subscribe to the channel before tracking presence there.");
     if (Buffer.byteLength(state) > this.limits.maxStateBytes) {
@@ -144,14 +148,14 @@ export class PresenceHub {
     membership.live = true;
     let outcome: Tracked | "full";
     try {
-      outcome = await this.broker.presence.track(conn.plateId, channel, conn.clientId, record, this.limits.maxMembers);
+      outcome = await this.broker.presence.track(conn.plateId, channel, conn.clientId, record, maxMembers);
     } catch (err) {
       membership.live = wasLive;
       throw err;
     }
     if (outcome === "full") {
       membership.live = wasLive;
-      throw new PlateError("quota_exceeded", `A channel holds at most ${this.limits.maxMembers} presence members.`);
+      throw new PlateError("quota_exceeded", `A channel of this plate holds at most ${maxMembers} presence members.`);
     }
     if (outcome.joined) this.webhooks?.emit(conn.plateId, "member_added", channel, conn.clientId, user);
     // Its subscription ended while the track was on its way: take it back.

@@ -1,8 +1,8 @@
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, Message, PlateId, Sender } from "@plate/protocol";
-import type { Broker, PublishResult, Retention } from "@plate/broker";
+import type { Broker, PublishRate, PublishResult, Retention } from "@plate/broker";
 import type { Metrics } from "../metrics.js";
-import type { RateLimiter } from "./rate-limit.js";
+import type { Limits } from "./tenancy.js";
 
 /** What a publish may add to its message. */
 export interface PublishOptions {
@@ -13,11 +13,16 @@ export interface PublishOptions {
   readonly volatile?: string | undefined;
 }
 
-/** Publishes messages through the broker, within each plate's publish rate. */
+/**
+ * Publishes messages through the broker, within each plate's publish rates: its buckets (messages
+ * and bytes a second) are taken by the broker itself, in the same step as the publish (on Redis,
+ * by the publish script), so they hold over every node at no extra round trip.
+ */
 export class Publisher {
   constructor(
     private readonly broker: Broker,
-    private readonly rate: RateLimiter,
+    /** The plate's limits in force (its own, else the node's settings). */
+    private readonly limitsOf: (plateId: PlateId) => Promise<Limits>,
     private readonly metrics: Metrics,
     /** The plate's history retention (its own, or the node's defaults). */
     private readonly retentionOf: (plateId: PlateId) => Promise<Retention>,
@@ -34,8 +39,10 @@ export class Publisher {
    */
   async publish(plateId: PlateId, channel: ChannelName, body: string, options: PublishOptions = {}): Promise<PublishResult> {
     const { idempotency, event, from, volatile } = options;
-    this.rate.take(plateId);
-    const retention = await this.retentionOf(plateId);
+    const [retention, limits] = await Promise.all([this.retentionOf(plateId), this.limitsOf(plateId)]);
+    const size = Buffer.byteLength(body);
+    if (size > limits.maxMessageBytes) throw overSize(limits);
+    const rate = rateOf(limits, 1, size);
     let result: PublishResult;
     try {
       result = await this.broker.publish({
@@ -45,6 +52,7 @@ export class Publisher {
         ...(event === undefined ? {} : { event }),
         ...(from === undefined ? {} : { from }),
         ...(volatile === undefined ? {} : { volatile }),
+        ...(rate === undefined ? {} : { rate }),
         timestamp: new Date().toISOString(),
         retention,
         ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),
@@ -64,28 +72,40 @@ export class Publisher {
    * Publishes several messages of one plate, in order: each is its own atomic publish, and their
    * ids grow in the order given (all are sent on one broker connection before any answer comes
    * back, and Redis runs one connection's commands in order). Takes the plate's rate for all of
-   * them at once, or for none. Answers one outcome per message: a message or the error that
+   * them at once, or for none (then throws `rate_limited` and publishes nothing). Answers one outcome per message: a message or the error that
    * kept it from being published.
    */
   async publishBatch(
     plateId: PlateId,
     items: readonly { readonly channel: ChannelName; readonly body: string; readonly event: string | undefined; readonly volatile?: string | undefined }[],
   ): Promise<(Message | PlateError)[]> {
-    this.rate.take(plateId, Date.now(), items.length);
-    const retention = await this.retentionOf(plateId);
+    const [retention, limits] = await Promise.all([this.retentionOf(plateId), this.limitsOf(plateId)]);
+    let bytes = 0;
+    for (const [index, item] of items.entries()) {
+      const size = Buffer.byteLength(item.body);
+      if (size > limits.maxMessageBytes) throw new PlateError("payload_too_large", `messages[${index}]: ${overSize(limits).message}`, { index });
+      bytes += size;
+    }
     const timestamp = new Date().toISOString();
-    // No await between the calls: each is on the connection before the next is made.
-    const sent = items.map(({ channel, body, event, volatile }) =>
-      this.broker.publish({
+    const send = (index: number, rate: PublishRate | undefined) => {
+      const { channel, body, event, volatile } = items[index]!;
+      return this.broker.publish({
         plateId,
         channel,
         body,
         ...(event === undefined ? {} : { event }),
         ...(volatile === undefined ? {} : { volatile }),
+        ...(rate === undefined ? {} : { rate }),
         timestamp,
         retention,
-      }),
-    );
+      });
+    };
+    // Rated, the first message takes the whole batch's tokens and the others go once it is in:
+    // all of the batch passes the rate, or none of it is published (its refusal is thrown).
+    const rate = rateOf(limits, items.length, bytes);
+    const head = rate === undefined ? undefined : await send(0, rate);
+    // No await between the calls: each is on the connection before the next is made.
+    const sent = items.map((_, i) => (i === 0 && head !== undefined ? Promise.resolve(head) : send(i, undefined)));
     const outcomes = await Promise.allSettled(sent);
     const results = outcomes.map((outcome) =>
       outcome.status === "fulfilled"
@@ -104,4 +124,26 @@ export class Publisher {
     const plateLabel = this.metrics.plateLabel(plateId);
     if (plateLabel !== undefined) this.metrics.platePublished.inc({ plate: plateLabel }, published);
   }
+}
+
+/**
+ * The broker's rates for a publish of `count` messages and `bytes` bytes under `limits`; none when
+ * both rates are off. The bytes bucket holds one second's worth, or one largest message if that is
+ * more (a message the size limit lets through always fits an idle bucket).
+ */
+function rateOf(limits: Limits, count: number, bytes: number): PublishRate | undefined {
+  if (limits.publishPerS === 0 && limits.publishBytesPerS === 0) return undefined;
+  return {
+    perS: limits.publishPerS,
+    burst: limits.publishBurst,
+    bytesPerS: limits.publishBytesPerS,
+    bytesBurst: Math.max(limits.publishBytesPerS, limits.maxMessageBytes),
+    count,
+    bytes,
+  };
+}
+
+/** The refusal of a message larger than its plate's `MAX_MESSAGE_BYTES` in force. */
+function overSize(limits: Limits): PlateError {
+  return new PlateError("payload_too_large", `A message of this plate is at most ${limits.maxMessageBytes} bytes of JSON.`);
 }

@@ -257,7 +257,7 @@ export class Realtime {
         this.#inLine(live, async () => {
           const topic = topicOf(conn, frame);
           live.grant.subscribe(topic);
-          const info = await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self, filter: frame.filter }, this.limits.maxSubscriptionsPerConnection, ref);
+          const info = await this.subscriptions.subscribe(conn, { topic, since: frame.since, self: frame.self, filter: frame.filter }, ref);
           const sub = info === undefined ? undefined : conn.subscriptions.get(topicKey(topic));
           if (frame.presence === true && sub !== undefined) await this.presence.watch(sub);
         }).catch((err: unknown) => this.#refuse(conn, ref, err));
@@ -353,7 +353,7 @@ export class Realtime {
       }
       for (const asked of change.subscribe) {
         if (conn.subscriptions.has(topicKeyOf(conn, asked))) continue;
-        await this.subscriptions.subscribe(conn, { topic: topicOf(conn, asked), since: asked.since, filter: asked.filter }, this.limits.maxSubscriptionsPerConnection);
+        await this.subscriptions.subscribe(conn, { topic: topicOf(conn, asked), since: asked.since, filter: asked.filter });
       }
       return [...conn.subscriptions.values()].map(infoOf);
     });

@@ -11,6 +11,17 @@ import { Resync } from "./resync.js";
 import { Tenancy } from "./tenancy.js";
 
 const RETENTION = { count: 10, ageMs: 60_000, markTtlMs: 3_600_000 };
+/** The node's limits (the settings' defaults, publish rates off). */
+const LIMITS = {
+  publishPerS: 0,
+  publishBurst: 1,
+  publishBytesPerS: 0,
+  maxMessageBytes: 65_536,
+  connections: 0,
+  subscriptionsPerConnection: 100,
+  presenceMembers: 1000,
+  filters: 10_000,
+};
 const RETRY_MS = 20;
 
 /** A connection as the registry sees it, recording how it ended. */
@@ -57,7 +68,7 @@ function flaky(store: Store): Store & { down: boolean } {
 async function setup(options: { down?: boolean } = {}) {
   const memory = await MemoryStore.open({ tokenTombstoneMs: 1000, tokenSweepMs: 60_000 });
   const store = flaky(memory);
-  const tenancy = new Tenancy(store, 60_000, RETENTION);
+  const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
   const connections = new Connections(new Metrics(0), 0);
   let provisions = 0;
   const resync = new Resync({

@@ -30,7 +30,7 @@ export class Subscription {
     /** Whether it receives what its own connection publishes (route 12's `self`, default true). */
     readonly self = true,
     /** The filter its messages must match (route 13), with the engine that holds it; none: every message. */
-    readonly filter?: { readonly filter: Filter; readonly filters: Filters },
+    readonly filter?: { readonly filter: Filter; readonly filters: Filters; /** The plate's `FILTERS_PER_PLATE` in force. */ readonly max: number },
   ) {
     this.key = topicKey(topic);
   }

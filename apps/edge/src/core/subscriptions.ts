@@ -7,6 +7,7 @@ import type { Metrics } from "../metrics.js";
 import type { ConnectionSlot, Connections } from "./connections.js";
 import type { Fanout } from "./fanout.js";
 import type { Filters } from "./filters.js";
+import type { Limits } from "./tenancy.js";
 import type { Subscription } from "./subscription.js";
 import { nameOf } from "./subscription.js";
 
@@ -54,6 +55,8 @@ export class Subscriptions {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly filters: Filters,
+    /** A plate's limits in force (its own, else the node's settings). */
+    private readonly limitsOf: (plateId: PlateId) => Promise<Limits>,
   ) {}
 
   /**
@@ -79,8 +82,13 @@ export class Subscriptions {
     let replays: Replay[];
     try {
       conn.enforcedFilter = options.filter;
-      this.connections.add(conn, options.slot);
-      const filters = asked.map((a) => this.#filterOf(conn, a));
+      const limits = await this.limitsOf(conn.plateId);
+      if (conn.ended) return;
+      this.connections.add(conn, options.slot, limits.connections);
+      if (asked.length > limits.subscriptionsPerConnection) {
+        throw new PlateError("bad_request", `A connection of this plate may hold at most ${limits.subscriptionsPerConnection} subscriptions.`);
+      }
+      const filters = asked.map((a) => this.#filterOf(conn, a, limits.filters));
       subs = asked.map((a, i) => conn.adopt(a.topic, a.self, filters[i]));
       await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
@@ -116,18 +124,21 @@ export class Subscriptions {
   /**
    * Adds a subscription to an open connection: its `subscribed` frame (with `ref`), then what it
    * missed after `since` (or `reset`), then live messages. Throws the refusal (`conflict` when it
-   * is already subscribed, `bad_request` past `maxPerConnection`, `broker_unavailable`), leaving
+   * is already subscribed, `bad_request` past the plate's subscriptions per connection, `broker_unavailable`), leaving
    * nothing behind; answers what the client was told, or undefined when the connection ended first.
    */
-  async subscribe(conn: Connection, asked: Asked, maxPerConnection: number, ref?: Ref): Promise<SubscriptionInfo | undefined> {
+  async subscribe(conn: Connection, asked: Asked, ref?: Ref): Promise<SubscriptionInfo | undefined> {
     const { topic, since } = asked;
     if (conn.subscriptions.has(topicKey(topic))) {
       throw new PlateError("conflict", "This connection is already subscribed to that; unsubscribe first.");
     }
-    if (conn.subscriptions.size >= maxPerConnection) {
-      throw new PlateError("bad_request", `A connection may hold at most ${maxPerConnection} subscriptions; unsubscribe from some first.`);
+    // The plate's limit in force (its own, else the node's `MAX_SUBSCRIPTIONS_PER_CONNECTION`).
+    const limits = await this.limitsOf(conn.plateId);
+    const { subscriptionsPerConnection } = limits;
+    if (conn.subscriptions.size >= subscriptionsPerConnection) {
+      throw new PlateError("bad_request", `A connection may hold at most ${subscriptionsPerConnection} subscriptions; unsubscribe from some first.`);
     }
-    const sub = conn.adopt(topic, asked.self, this.#filterOf(conn, asked));
+    const sub = conn.adopt(topic, asked.self, this.#filterOf(conn, asked, limits.filters));
     let replay: Replay;
     try {
       await this.fanout.attach(sub);
@@ -145,10 +156,10 @@ export class Subscriptions {
   }
 
   /** The filter a subscription asked for must match, compiled: the connection's enforced one and the client's, ANDed. */
-  #filterOf(conn: Connection, asked: Asked): Subscription["filter"] {
+  #filterOf(conn: Connection, asked: Asked, max: number): Subscription["filter"] {
     const parts = [conn.enforcedFilter, asked.filter].filter((f): f is FilterSpec => f !== undefined);
     if (parts.length === 0) return undefined;
-    return { filter: this.filters.compile(parts, topicKey(asked.topic)), filters: this.filters };
+    return { filter: this.filters.compile(parts, topicKey(asked.topic)), filters: this.filters, max };
   }
 
   /**

@@ -5,6 +5,17 @@ import type { Store } from "@plate/store";
 import { Tenancy } from "./tenancy.js";
 
 const RETENTION = { count: 100, ageMs: 60_000, markTtlMs: 3_600_000 };
+/** The node's limits (the settings' defaults, publish rates off). */
+const LIMITS = {
+  publishPerS: 0,
+  publishBurst: 1,
+  publishBytesPerS: 0,
+  maxMessageBytes: 65_536,
+  connections: 0,
+  subscriptionsPerConnection: 100,
+  presenceMembers: 1000,
+  filters: 10_000,
+};
 const PLATE = "acme" as PlateId;
 const SECRET = "acme-secret-0123456789abcdefghij";
 
@@ -42,7 +53,7 @@ async function slowStore() {
 describe("Tenancy", () => {
   it("reads a key missing from its cache once for all the requests that ask for it meanwhile", async () => {
     const { store, reads, release, settle } = await slowStore();
-    const tenancy = new Tenancy(store, 60_000, RETENTION);
+    const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
     const setup = tenancy.ensurePlateWithKey(PLATE, SECRET);
     await settle();
     await setup;
@@ -60,7 +71,7 @@ describe("Tenancy", () => {
 
   it("caches nothing a read brought that began before a revocation, so the next request reads again", async () => {
     const { store, reads, settle } = await slowStore();
-    const tenancy = new Tenancy(store, 60_000, RETENTION);
+    const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
     const setup = tenancy.ensurePlateWithKey(PLATE, SECRET);
     await settle();
     await setup;

@@ -2,7 +2,7 @@ import { PlateError, SCOPES, isChannelPattern, isPlateId, isScope, patternCovers
 import type { ChannelPattern, PlateId, Scope, Topic } from "@plate/protocol";
 import type { Retention } from "@plate/broker";
 import { signingKeyOwner } from "@plate/store";
-import type { KeyRecord, PlateHistory, PlateRecord, Revocation, Store } from "@plate/store";
+import type { KeyRecord, PlateHistory, PlateLimits, PlateRecord, Revocation, Store } from "@plate/store";
 import { KeyCache } from "./key-cache.js";
 import { bootstrapKeyId, hashSecret, newKeyId, newKeySecret, newPlateId } from "./ids.js";
 
@@ -35,15 +35,50 @@ const MAX_KEY_CHANNELS = 100;
 const MAX_HISTORY_COUNT = 10_000;
 /** A plate's own `history.ageMs` may be from 1 s to this (as `HISTORY_AGE_MS`). */
 const MAX_HISTORY_AGE_MS = 7 * 86_400_000;
-/** Most plates whose retention one node keeps cached. */
+/** Most plates whose retention and limits one node keeps cached. */
 const RETENTION_CACHE_MAX_ENTRIES = 10_000;
+
+/**
+ * A plate's limits in force: its own (`PlateLimits`, set through the admin API), else the node's
+ * settings. Rates are per second; 0 = unlimited.
+ */
+export interface Limits {
+  /** `PUBLISH_RATE_PER_S`, over every node sharing the broker. */
+  readonly publishPerS: number;
+  /** `PUBLISH_BURST`. */
+  readonly publishBurst: number;
+  /** `PUBLISH_BYTES_PER_S`, over every node sharing the broker. */
+  readonly publishBytesPerS: number;
+  /** `MAX_MESSAGE_BYTES`. */
+  readonly maxMessageBytes: number;
+  /** `MAX_CONNECTIONS_PER_PLATE` (on one node). */
+  readonly connections: number;
+  /** `MAX_SUBSCRIPTIONS_PER_CONNECTION`. */
+  readonly subscriptionsPerConnection: number;
+  /** `PRESENCE_MAX_MEMBERS`. */
+  readonly presenceMembers: number;
+  /** `FILTERS_PER_PLATE` (on one node). */
+  readonly filters: number;
+}
+
+/** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
+const LIMIT_NAMES = [
+  "publishPerS",
+  "publishBurst",
+  "publishBytesPerS",
+  "maxMessageBytes",
+  "connections",
+  "subscriptionsPerConnection",
+  "presenceMembers",
+  "filters",
+] as const satisfies readonly (keyof Limits & keyof PlateLimits)[];
 
 /**
  * Plates, keys and what a key may do. Depends only on the `Store` seam.
  */
 export class Tenancy {
   readonly #keys: KeyCache;
-  readonly #retention = new Map<PlateId, { readonly value: Retention; readonly untilMs: number }>();
+  readonly #retention = new Map<PlateId, { readonly value: PlateSettings; readonly untilMs: number }>();
   /**
    * Store reads in flight, by what they look up: when a cached key or retention expires under
    * load, the requests that find it missing share one read instead of each making its own
@@ -61,6 +96,8 @@ export class Tenancy {
     private readonly store: Store,
     private readonly keyCacheMs: number,
     private readonly defaults: Retention,
+    /** The limits of a plate without its own (the node's settings). */
+    readonly defaultLimits: Limits,
   ) {
     this.#keys = new KeyCache(keyCacheMs);
   }
@@ -97,12 +134,24 @@ export class Tenancy {
    * keys: another node's change is seen within `KEY_CACHE_MS`.
    */
   async retentionOf(plateId: PlateId): Promise<Retention> {
+    return (await this.#settingsOf(plateId)).retention;
+  }
+
+  /**
+   * The limits in force for a plate: its own, else the node's settings. Cached as its retention: a
+   * change made on another node is seen within `KEY_CACHE_MS` (1 s by default).
+   */
+  async limitsOf(plateId: PlateId): Promise<Limits> {
+    return (await this.#settingsOf(plateId)).limits;
+  }
+
+  async #settingsOf(plateId: PlateId): Promise<PlateSettings> {
     const now = Date.now();
     const cached = this.#retention.get(plateId);
     if (cached !== undefined && cached.untilMs > now) return cached.value;
     const generation = this.#generation;
     const plate = await this.#once("plate\n" + plateId, () => this.store.getPlate(plateId));
-    const value = this.#retentionFrom(plate);
+    const value = this.#settingsFrom(plate);
     if (generation === this.#generation) this.#cacheRetention(plateId, value, now);
     return value;
   }
@@ -111,16 +160,38 @@ export class Tenancy {
   async setPlateHistory(plateId: PlateId, input: unknown): Promise<PlateRecord> {
     const plate = await this.store.setPlateHistory(plateId, input === null ? null : parseHistory(input));
     if (plate === undefined) throw new PlateError("not_found", "No such plate.");
-    this.#cacheRetention(plateId, this.#retentionFrom(plate), Date.now());
+    this.#cacheRetention(plateId, this.#settingsFrom(plate), Date.now());
     return plate;
   }
 
-  #retentionFrom(plate: PlateRecord | undefined): Retention {
-    const own = plate?.history;
-    return own === undefined ? this.defaults : { ...this.defaults, count: own.count, ageMs: own.ageMs };
+  /**
+   * Sets (or, with `null`, clears) a plate's own limits: `{"publishPerS": n, ...}`, each a whole
+   * number (`invalid_parameter` otherwise); the ones not named are the node's. `not_found` without
+   * the plate. Answers the plate's limits in force and its own.
+   */
+  async setPlateLimits(plateId: PlateId, input: unknown): Promise<{ limits: Limits; own: PlateLimits }> {
+    const plate = await this.store.setPlateLimits(plateId, input === null ? null : parseLimits(input));
+    if (plate === undefined) throw new PlateError("not_found", "No such plate.");
+    const settings = this.#settingsFrom(plate);
+    this.#cacheRetention(plateId, settings, Date.now());
+    return { limits: settings.limits, own: plate.limits ?? {} };
   }
 
-  #cacheRetention(plateId: PlateId, value: Retention, now: number): void {
+  /** A plate's limits in force and its own; `not_found` without the plate. */
+  async plateLimits(plateId: PlateId): Promise<{ limits: Limits; own: PlateLimits }> {
+    const plate = await this.store.getPlate(plateId);
+    if (plate === undefined) throw new PlateError("not_found", "No such plate.");
+    return { limits: this.#settingsFrom(plate).limits, own: plate.limits ?? {} };
+  }
+
+  #settingsFrom(plate: PlateRecord | undefined): PlateSettings {
+    const own = plate?.history;
+    const retention = own === undefined ? this.defaults : { ...this.defaults, count: own.count, ageMs: own.ageMs };
+    const limits = plate?.limits === undefined ? this.defaultLimits : { ...this.defaultLimits, ...plate.limits };
+    return { retention, limits };
+  }
+
+  #cacheRetention(plateId: PlateId, value: PlateSettings, now: number): void {
     if (this.keyCacheMs === 0) return;
     if (this.#retention.size >= RETENTION_CACHE_MAX_ENTRIES) this.#retention.clear();
     this.#retention.set(plateId, { value, untilMs: now + this.keyCacheMs });
@@ -318,6 +389,33 @@ function parseChannels(value: unknown): ChannelPattern[] | null {
     );
   }
   return [...new Set(value)];
+}
+
+/** What a node keeps cached of a plate: its retention and its limits in force. */
+interface PlateSettings {
+  readonly retention: Retention;
+  readonly limits: Limits;
+}
+
+/** Largest value any limit may be set to. */
+const MAX_LIMIT = 1_000_000_000;
+
+/** A plate's `limits` as the admin API takes them: some of `LIMIT_NAMES`, each a whole number from 0 to `MAX_LIMIT`. */
+export function parseLimits(input: unknown): PlateLimits {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    throw new PlateError("invalid_parameter", `limits must be an object of some of ${LIMIT_NAMES.join(", ")}.`);
+  }
+  const out: Record<string, number> = {};
+  for (const [name, value] of Object.entries(input)) {
+    if (!(LIMIT_NAMES as readonly string[]).includes(name)) {
+      throw new PlateError("invalid_parameter", `"${name}" is not a limit; the limits are ${LIMIT_NAMES.join(", ")}.`);
+    }
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_LIMIT) {
+      throw new PlateError("invalid_parameter", `limits.${name} must be a whole number from 0 to ${MAX_LIMIT}.`);
+    }
+    out[name] = value;
+  }
+  return out;
 }
 
 /** A plate's `history` as the admin API takes it: `{"count": 0-10000, "ageMs": 1000-604800000}`. */

@@ -48,6 +48,18 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
     return c.json({ data: await tenancy.setPlateHistory(plateId, body.history) });
   });
 
+  // A plate's own limits (its plan): `{"data":{"limits":{...in force},"own":{...set}}}`. PUT sets the
+  // ones it names (the others go back to the node's settings); DELETE clears them all.
+  admin.get("/plates/:plateId/limits", async (c) => c.json({ data: await tenancy.plateLimits(plateParam(c.req.param("plateId"))) }));
+
+  admin.put("/plates/:plateId/limits", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    const body = await readParams(c.req.raw, config.maxMessageBytes);
+    return c.json({ data: await tenancy.setPlateLimits(plateId, body) });
+  });
+
+  admin.delete("/plates/:plateId/limits", async (c) => c.json({ data: await tenancy.setPlateLimits(plateParam(c.req.param("plateId")), null) }));
+
   admin.delete("/plates/:plateId", async (c) => {
     if (!(await tenancy.deletePlate(plateParam(c.req.param("plateId"))))) throw notFound("plate");
     return c.body(null, 204);
