@@ -155,6 +155,16 @@ describe("the plate command line", () => {
     expect(JSON.parse(cleared.stdout).own).toEqual({});
   });
 
+  it("prints a plate's usage by day and by hour", async () => {
+    const days = await plate(["plates", "usage", "shop", "--json"]);
+    expect(days.stderr).toBe("");
+    const rows = JSON.parse(days.stdout) as { start: string; published: number }[];
+    expect(rows.at(-1)!.start).toBe(new Date().toISOString().slice(0, 10) + "T00:00:00.000Z");
+    const hours = await plate(["plates", "usage", "shop", "--by", "hour"]);
+    expect(hours.stdout).toMatch(/^START\s+PUBLISHED\s+BYTES\s+DELIVERED\s+TOKENS\s+PEAK CONNECTIONS$/m);
+    expect((await plate(["plates", "usage", "shop", "--by", "week"])).code).toBe(1);
+  });
+
   it("changes and clears a plate's history retention", async () => {
     const set = await plate(["plates", "history", "shop", "--history-count", "5", "--history-age-ms", "1000", "--json"]);
     expect(JSON.parse(set.stdout)).toMatchObject({ id: "shop", history: { count: 5, ageMs: 1000 } });

@@ -18,6 +18,7 @@ Commands:
   plates create [--id ID] [--name NAME] [--history-count N --history-age-ms MS]
   plates history <plate> (--history-count N --history-age-ms MS | --clear)
   plates limits <plate> [--set 'publishPerS=100,connections=50' | --clear]
+  plates usage <plate> [--by day|hour] [--from YYYY-MM-DD[THH]] [--to YYYY-MM-DD[THH]]
   plates delete <plate>
   keys list <plate>
   keys create <plate> [--name NAME] [--scopes publish,subscribe,client] [--channels 'room:*,alerts']
@@ -72,6 +73,9 @@ const OPTIONS = {
   "history-age-ms": { type: "string" },
   clear: { type: "boolean", default: false },
   set: { type: "string" },
+  by: { type: "string" },
+  from: { type: "string" },
+  to: { type: "string" },
   alg: { type: "string" },
   "public-key": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
@@ -170,6 +174,14 @@ async function dispatch(api: Api, positionals: readonly string[], values: Values
       ) as { limits: Record<string, number>; own: Record<string, number> };
       const rows = Object.entries(data.limits).map(([name, value]) => [name, String(value), name in data.own ? "plate" : "node"]);
       return { data, text: table(["LIMIT", "IN FORCE", "FROM"], rows) };
+    }
+    case "plates usage": {
+      const query = new URLSearchParams();
+      for (const name of ["by", "from", "to"] as const) if (values[name] !== undefined) query.set(name, values[name]);
+      const path = `/admin/plates/${arg(0, "<plate>")}/usage${query.size === 0 ? "" : `?${query.toString()}`}`;
+      const rows = (await api.admin("GET", path)) as Record<string, number | string>[];
+      const columns = ["start", "published", "publishedBytes", "delivered", "tokensMinted", "peakConnections"];
+      return { data: rows, text: table(["START", "PUBLISHED", "BYTES", "DELIVERED", "TOKENS", "PEAK CONNECTIONS"], rows.map((r) => columns.map((c) => String(r[c])))) };
     }
     case "plates delete": {
       const id = arg(0, "<plate>");

@@ -54,6 +54,8 @@ export interface Config {
   readonly filterMaxConditions: number;
   readonly filtersPerPlate: number;
   readonly volatileMaxBytes: number;
+  readonly usageFlushMs: number;
+  readonly usageKeepDays: number;
   readonly presenceLeaseMs: number;
   readonly presenceSweepMs: number;
   readonly webhookBatchMs: number;
@@ -396,6 +398,18 @@ export const SETTINGS = {
     default: "2048",
     doc: "Largest `volatile` metadata a publish may carry (route 13), in bytes of JSON; larger is refused with `payload_too_large`.",
     parse: integer(2, 1024 * 1024),
+  },
+  USAGE_FLUSH_MS: {
+    key: "usageFlushMs",
+    default: "10000",
+    doc: "How often a node adds what each plate used (messages and bytes published, messages delivered, tokens minted, peak connections) to the store; a node killed between two loses at most this much of its counts.",
+    parse: integer(50, 3_600_000),
+  },
+  USAGE_KEEP_DAYS: {
+    key: "usageKeepDays",
+    default: "35",
+    doc: "How long each hour's usage figures are kept, in days (`GET /admin/plates/{id}/usage`).",
+    parse: integer(1, 3660),
   },
   PRESENCE_LEASE_MS: {
     key: "presenceLeaseMs",

@@ -1,3 +1,4 @@
+import { Usage } from "./core/usage.js";
 import { Filters } from "./core/filters.js";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
@@ -93,7 +94,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);
 
-  const connections = new Connections(metrics, config.maxConnectionsPerPlate);
+  const usage = new Usage(store, nodeId, { flushMs: config.usageFlushMs, keepDays: config.usageKeepDays }, log);
+  const connections = new Connections(metrics, config.maxConnectionsPerPlate, usage);
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });
   if (!provisioned) resync.run();
@@ -125,6 +127,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     },
     new ChannelEvents(broker, webhooks, log),
     filters,
+    usage,
   );
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId));
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
@@ -134,6 +137,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     metrics,
     (plateId) => tenancy.retentionOf(plateId),
     config.idempotencyWindowMs,
+    usage,
   );
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const presence = new PresenceHub(
@@ -169,6 +173,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const occupancy = new Occupancy(broker, connections, nodeId, config.realtimeChangeTimeoutMs, log);
   await occupancy.listen();
   webhooks.start();
+  usage.start();
   let draining = false;
   const services: Services = {
     config,
@@ -176,7 +181,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     metrics,
     broker,
     tenancy,
-    tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics),
+    tokens: new Tokens(store, { maxDurationMs: config.clientTokenMaxDurationMs, maxUses: config.clientTokenMaxUses }, metrics, usage),
     signedTokens,
     publisher,
     connections,
@@ -186,6 +191,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     occupancy,
     webhooks,
     filters,
+    usage,
     draining: () => draining,
     notReady: () =>
       draining
@@ -265,6 +271,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       await realtime.close().catch(() => undefined);
       await occupancy.close().catch(() => undefined);
       webhooks.close();
+      await usage.close().catch(() => undefined);
       await broker.close();
       await store.close();
     })());

@@ -7,6 +7,7 @@ import type { PresenceHub } from "./core/presence.js";
 import type { Occupancy } from "./core/occupancy.js";
 import type { Webhooks } from "./core/webhooks.js";
 import type { Filters } from "./core/filters.js";
+import type { Usage } from "./core/usage.js";
 import type { Subscriptions } from "./core/subscriptions.js";
 import type { Tenancy } from "./core/tenancy.js";
 import type { SignedTokens } from "./core/signed-tokens.js";
@@ -37,6 +38,8 @@ export interface Services {
   readonly webhooks: Webhooks;
   /** Route 13: the node's filter engine (filters are checked when a client path is minted with one). */
   readonly filters: Filters;
+  /** What each plate uses, by hour (issue 17's metering). */
+  readonly usage: Usage;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

@@ -2,8 +2,8 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { signingKeyOwner, withHistory, withLimits } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
+import { USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, UsageAdd, UsageCounter, UsageHour, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** One plate's webhook events waiting, and who holds them until when. */
 interface WebhookQueue {
@@ -56,6 +56,8 @@ export class MemoryStore implements Store {
   /** Webhook events waiting, by plate (not persisted: one process, whose end ends them too). */
   readonly #webhookQueues = new Map<PlateId, WebhookQueue>();
   #webhookSeq = 0;
+  /** Usage by plate, then hour (memory only, like the webhook queues: a restart starts it again). */
+  readonly #usage = new Map<PlateId, Map<string, { counts: Partial<Record<UsageCounter, number>>; readonly peaks: Map<string, number> }>>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -224,6 +226,36 @@ export class MemoryStore implements Store {
     const queue = this.#webhookQueues.get(plateId);
     if (queue !== undefined) Object.assign(queue, { heldUntil: 0, retryAt: Date.now() + retryMs, attempts: queue.attempts + 1 });
     return Promise.resolve();
+  }
+
+  usageAdd(nodeId: string, adds: readonly UsageAdd[], keepMs: number): Promise<void> {
+    for (const add of adds) {
+      let hours = this.#usage.get(add.plateId);
+      if (hours === undefined) this.#usage.set(add.plateId, (hours = new Map()));
+      let hour = hours.get(add.hour);
+      if (hour === undefined) hours.set(add.hour, (hour = { counts: {}, peaks: new Map() }));
+      for (const [name, n] of Object.entries(add.counts)) hour.counts[name as UsageCounter] = (hour.counts[name as UsageCounter] ?? 0) + n;
+      if (add.peakConnections !== undefined) hour.peaks.set(nodeId, add.peakConnections);
+    }
+    // Hours past `keepMs` go, as Redis expires them.
+    const oldest = new Date(Date.now() - keepMs).toISOString().slice(0, 13);
+    for (const [plateId, hours] of this.#usage) {
+      for (const hour of hours.keys()) if (hour < oldest) hours.delete(hour);
+      if (hours.size === 0) this.#usage.delete(plateId);
+    }
+    return Promise.resolve();
+  }
+
+  usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]> {
+    const kept = this.#usage.get(plateId);
+    return Promise.resolve(
+      hours.map((hour) => {
+        const entry = kept?.get(hour);
+        let peak = 0;
+        for (const n of entry?.peaks.values() ?? []) peak += n;
+        return { hour, peakConnections: peak, ...Object.fromEntries(USAGE_COUNTERS.map((name) => [name, entry?.counts[name] ?? 0])) } as UsageHour;
+      }),
+    );
   }
 
   #signingKeysOf(plateId: PlateId): Map<string, SigningKeyRecord> {

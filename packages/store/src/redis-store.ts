@@ -49,8 +49,8 @@ import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connec
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
-import { signingKeyOwner, withHistory, withLimits } from "./store.js";
-import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
+import { USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
+import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, UsageAdd, UsageHour, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
 export interface RedisStoreOptions {
@@ -370,6 +370,30 @@ export class RedisStore implements Store {
     await this.#reach(this.#live.plateWebhookRetry(names.webhookEvents(plateId), names.webhookState(plateId), retryMs));
   }
 
+  async usageAdd(nodeId: string, adds: readonly UsageAdd[], keepMs: number): Promise<void> {
+    const live = this.#live;
+    const sent: Promise<unknown>[] = [];
+    // All sent before any answer: one pipeline per flush, whatever the number of plates.
+    for (const add of adds) {
+      const key = this.#names.usage(add.plateId, add.hour);
+      for (const [name, n] of Object.entries(add.counts)) if (n !== 0) sent.push(live.hincrby(key, name, n));
+      if (add.peakConnections !== undefined) sent.push(live.hset(key, "peak:" + nodeId, add.peakConnections));
+      sent.push(live.pexpireat(key, Date.parse(add.hour + ":00:00Z") + keepMs));
+    }
+    await this.#reach(Promise.all(sent));
+  }
+
+  async usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]> {
+    const live = this.#live;
+    const all = await this.#reach(Promise.all(hours.map((hour) => live.hgetall(this.#names.usage(plateId, hour)))));
+    return hours.map((hour, i) => {
+      const fields = all[i] ?? {};
+      let peak = 0;
+      for (const [name, value] of Object.entries(fields)) if (name.startsWith("peak:")) peak += Number(value);
+      return { hour, peakConnections: peak, ...Object.fromEntries(USAGE_COUNTERS.map((name) => [name, Number(fields[name] ?? 0)])) } as UsageHour;
+    });
+  }
+
   /** Takes a plate off the waiting list, then puts it back if an event came in between. */
   async #unlistIfEmpty(plateId: PlateId): Promise<void> {
     const names = this.#names;
@@ -550,6 +574,8 @@ interface RedisNames {
   webhook(plateId: PlateId): string;
   webhookEvents(plateId: PlateId): string;
   webhookState(plateId: PlateId): string;
+  /** A plate's usage in one hour (hash: the counters, and `peak:<node id>`). */
+  usage(plateId: PlateId, hour: string): string;
   readonly webhookWaiting: string;
   token(plateId: PlateId, token: ClientToken): string;
 }
@@ -568,6 +594,7 @@ function redisNames(prefix: string): RedisNames {
     webhook: (plateId) => `${prefix}webhook:{${plateId}}`,
     webhookEvents: (plateId) => `${prefix}webhook-events:{${plateId}}`,
     webhookState: (plateId) => `${prefix}webhook-state:{${plateId}}`,
+    usage: (plateId, hour) => `${prefix}usage:{${plateId}}:${hour}`,
     webhookWaiting: `${prefix}webhook-waiting`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };

@@ -221,6 +221,26 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(await b.setPlateLimits(`p-${uid()}` as PlateId, limits)).toBeUndefined();
       });
 
+      it("sums usage from several nodes per plate and hour, each node's peak of connections counted once, and answers zeros for hours without any", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = `p-${uid()}` as PlateId;
+        const other = `p-${uid()}` as PlateId;
+        const day = new Date().toISOString().slice(0, 10);
+        const [h1, h2, h3] = [`${day}T01`, `${day}T02`, `${day}T03`];
+        const keepMs = 35 * 86_400_000;
+        await a.usageAdd("node-a", [{ plateId: plate, hour: h1, counts: { published: 3, publishedBytes: 300 }, peakConnections: 4 }], keepMs);
+        await b.usageAdd("node-b", [{ plateId: plate, hour: h1, counts: { published: 2, delivered: 10 }, peakConnections: 2 }], keepMs);
+        // A node's later peak of the same hour replaces its earlier one.
+        await a.usageAdd("node-a", [{ plateId: plate, hour: h1, counts: { delivered: 5, tokensMinted: 1 }, peakConnections: 6 }, { plateId: plate, hour: h2, counts: { published: 1 } }, { plateId: other, hour: h1, counts: { published: 7 } }], keepMs);
+        expect(await b.usageRead(plate, [h1, h2, h3])).toEqual([
+          { hour: h1, published: 5, publishedBytes: 300, delivered: 15, tokensMinted: 1, peakConnections: 8 },
+          { hour: h2, published: 1, publishedBytes: 0, delivered: 0, tokensMinted: 0, peakConnections: 0 },
+          { hour: h3, published: 0, publishedBytes: 0, delivered: 0, tokensMinted: 0, peakConnections: 0 },
+        ]);
+        expect((await a.usageRead(other, [h1]))[0]!.published).toBe(7);
+      });
+
       it("answers undefined when setting the history of a plate that does not exist, and creates none", async () => {
         const store = await node();
         const id = `p-${uid()}` as PlateId;

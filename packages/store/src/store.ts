@@ -35,6 +35,26 @@ export interface PlateLimits {
   readonly filters?: number;
 }
 
+/** What a plate's usage counts (issue 17): messages and bytes published, messages delivered, client tokens minted. */
+export const USAGE_COUNTERS = ["published", "publishedBytes", "delivered", "tokensMinted"] as const;
+export type UsageCounter = (typeof USAGE_COUNTERS)[number];
+
+/** One node's counts of one plate in one hour, to add. */
+export interface UsageAdd {
+  readonly plateId: PlateId;
+  /** The hour, `YYYY-MM-DDTHH` (UTC). */
+  readonly hour: string;
+  readonly counts: Readonly<Partial<Record<UsageCounter, number>>>;
+  /** The most connections of the plate this node held open at once in that hour, if it held any. */
+  readonly peakConnections?: number;
+}
+
+/**
+ * A plate's usage in one hour: every counter summed over the nodes, and `peakConnections`, the sum
+ * of each node's own peak in the hour (at least the true peak of connections open at once).
+ */
+export type UsageHour = { readonly hour: string; readonly peakConnections: number } & Readonly<Record<UsageCounter, number>>;
+
 /** What a plate's webhook may be told (route 10's channel events). */
 export type WebhookEvent = "channel_occupied" | "channel_vacated" | "member_added" | "member_removed";
 
@@ -223,6 +243,13 @@ export interface Store {
   webhookDone(plateId: PlateId, ids: readonly string[]): Promise<void>;
   /** Claimed events not delivered: claimable again after `retryMs`, one more attempt counted. */
   webhookRetry(plateId: PlateId, retryMs: number): Promise<void>;
+  /**
+   * Adds one node's usage counts (issue 17's metering), each to its plate's hour, and sets that
+   * node's peak of open connections in each hour named. Kept `keepMs` after the hour began.
+   */
+  usageAdd(nodeId: string, adds: readonly UsageAdd[], keepMs: number): Promise<void>;
+  /** A plate's usage in each of `hours` (`YYYY-MM-DDTHH`, UTC), zeros for an hour with none. */
+  usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]>;
 
   /**
    * Answers whether it existed; if so, announces its revocation (`signingKeyOwner(id)`) to every

@@ -1,4 +1,5 @@
 import { PlateError } from "@plate/protocol";
+import type { Usage } from "./usage.js";
 import type { PlateId } from "@plate/protocol";
 import type { Revocation } from "@plate/store";
 import type { Metrics } from "../metrics.js";
@@ -34,6 +35,8 @@ export class Connections {
     private readonly metrics: Metrics,
     /** Open connections one plate may hold on this node; 0 = unlimited. A plate's own limit is given to each call. */
     private readonly maxPerPlate: number,
+    /** Told each plate's open connections as they change (its peak is metered). */
+    private readonly usage?: Pick<Usage, "connections">,
   ) {}
 
   get size(): number {
@@ -115,13 +118,17 @@ export class Connections {
       this.#byPlate.set(conn.plateId, plate);
     }
     plate.add(conn);
+    this.usage?.connections(conn.plateId, plate.size);
     this.metrics.connections.inc({ transport: conn.transport });
     const plateLabel = this.metrics.plateLabel(conn.plateId);
     if (plateLabel !== undefined) this.metrics.plateConnections.inc({ plate: plateLabel });
     conn.onEnd((reason) => {
       this.#all.delete(conn);
       const set = this.#byPlate.get(conn.plateId);
-      if (set !== undefined && set.delete(conn) && set.size === 0) this.#byPlate.delete(conn.plateId);
+      if (set !== undefined && set.delete(conn)) {
+        if (set.size === 0) this.#byPlate.delete(conn.plateId);
+        this.usage?.connections(conn.plateId, set.size);
+      }
       this.metrics.connections.dec({ transport: conn.transport });
       if (plateLabel !== undefined) this.metrics.plateConnections.dec({ plate: plateLabel });
       if (reason !== "normal") this.metrics.drops.inc({ reason });

@@ -6,6 +6,7 @@ import type { Metrics } from "../metrics.js";
 import { TopicFeed } from "./delivery.js";
 import { filterDocument } from "./filters.js";
 import type { Filters } from "./filters.js";
+import type { Usage } from "./usage.js";
 import { Outbound } from "./outbound.js";
 import type { Subscription } from "./subscription.js";
 
@@ -55,6 +56,8 @@ export class Fanout {
     private readonly channels?: ChannelWatch,
     /** The node's filter engine (route 13), which holds the filters of every topic's filtered subscriptions. */
     private readonly filters?: Filters,
+    /** Where deliveries are metered, per plate. */
+    private readonly usage?: Pick<Usage, "count">,
   ) {
     // On Redis Cluster a cut names the plates of one master; the others' feeds go on untouched.
     broker.onGap((phase, plates) => {
@@ -211,6 +214,7 @@ export class Fanout {
         }
       }
     }
+    if (sse + ws > 0) this.usage?.count(message.plateId, "delivered", sse + ws);
     if (sse > 0) this.metrics.delivered.inc({ transport: "sse" }, sse);
     if (ws > 0) this.metrics.delivered.inc({ transport: "ws" }, ws);
   }

@@ -3,6 +3,7 @@ import type { ChannelName, Message, PlateId, Sender } from "@plate/protocol";
 import type { Broker, PublishRate, PublishResult, Retention } from "@plate/broker";
 import type { Metrics } from "../metrics.js";
 import type { Limits } from "./tenancy.js";
+import type { Usage } from "./usage.js";
 
 /** What a publish may add to its message. */
 export interface PublishOptions {
@@ -27,6 +28,8 @@ export class Publisher {
     /** The plate's history retention (its own, or the node's defaults). */
     private readonly retentionOf: (plateId: PlateId) => Promise<Retention>,
     private readonly idempotencyWindowMs: number,
+    /** Where what each plate publishes is metered. */
+    private readonly usage?: Pick<Usage, "count">,
   ) {}
 
   /**
@@ -64,7 +67,7 @@ export class Publisher {
         cause: err,
       });
     }
-    if (!result.repeated) this.#count(plateId, 1);
+    if (!result.repeated) this.#count(plateId, 1, size);
     return result;
   }
 
@@ -114,12 +117,21 @@ export class Publisher {
           ? outcome.reason
           : new PlateError("broker_unavailable", "The broker is unreachable; retry.", { retryAfterS: 1, cause: outcome.reason }),
     );
-    this.#count(plateId, results.filter((r) => !(r instanceof PlateError)).length);
+    let published = 0;
+    let publishedBytes = 0;
+    for (const [i, r] of results.entries()) {
+      if (r instanceof PlateError) continue;
+      published += 1;
+      publishedBytes += Buffer.byteLength(items[i]!.body);
+    }
+    this.#count(plateId, published, publishedBytes);
     return results;
   }
 
-  #count(plateId: PlateId, published: number): void {
+  #count(plateId: PlateId, published: number, bytes: number): void {
     if (published === 0) return;
+    this.usage?.count(plateId, "published", published);
+    this.usage?.count(plateId, "publishedBytes", bytes);
     this.metrics.published.inc(published);
     const plateLabel = this.metrics.plateLabel(plateId);
     if (plateLabel !== undefined) this.metrics.platePublished.inc({ plate: plateLabel }, published);

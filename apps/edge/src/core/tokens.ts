@@ -1,4 +1,5 @@
 import { PlateError } from "@plate/protocol";
+import type { Usage } from "./usage.js";
 import type { ClientToken, PlateId, Topic } from "@plate/protocol";
 import type { Store, TokenRecord } from "@plate/store";
 import type { Metrics } from "../metrics.js";
@@ -40,6 +41,8 @@ export class Tokens {
     private readonly store: Store,
     private readonly limits: TokenLimits,
     private readonly metrics: Metrics,
+    /** Where minted tokens are metered, per plate. */
+    private readonly usage?: Pick<Usage, "count">,
   ) {}
 
   /** Validates the parameters other than `pattern` (the caller reads it to build `topic`). */
@@ -78,6 +81,7 @@ export class Tokens {
     };
     await this.store.putToken(record);
     this.metrics.tokens.inc({ outcome: "minted" });
+    this.usage?.count(topic.plateId, "tokensMinted", 1);
     return {
       path: `/${topic.plateId}/s/${record.token}`,
       token: record.token,

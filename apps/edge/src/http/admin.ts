@@ -60,6 +60,18 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
 
   admin.delete("/plates/:plateId/limits", async (c) => c.json({ data: await tenancy.setPlateLimits(plateParam(c.req.param("plateId")), null) }));
 
+  // What a plate used, by hour or day (UTC): `?by=day|hour&from=YYYY-MM-DD[THH]&to=...`; by default
+  // the last `USAGE_KEEP_DAYS` days by day (at most 35 days in one read).
+  admin.get("/plates/:plateId/usage", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    if ((await tenancy.getPlate(plateId)) === undefined) throw notFound("plate");
+    const today = new Date().toISOString().slice(0, 10);
+    const firstDay = new Date(Date.now() - (Math.min(config.usageKeepDays, 35) - 1) * 86_400_000).toISOString().slice(0, 10);
+    const by = c.req.query("by") ?? "day";
+    const data = await services.usage.read(plateId, by, c.req.query("from") ?? (by === "hour" ? today : firstDay), c.req.query("to") ?? today);
+    return c.json({ data });
+  });
+
   admin.delete("/plates/:plateId", async (c) => {
     if (!(await tenancy.deletePlate(plateParam(c.req.param("plateId"))))) throw notFound("plate");
     return c.body(null, 204);
