@@ -40,6 +40,12 @@ interface TokenEntry {
 
 const SNAPSHOT_FILE = "plates.json";
 
+/** One plate's usage in one hour: its counts, and each node's peak of connections. */
+interface UsageEntry {
+  readonly counts: Partial<Record<UsageCounter, number>>;
+  readonly peaks: Map<string, number>;
+}
+
 /**
  * The embedded store for a single node. Plates and keys live in memory and, with a `dataDir`, are
  * written to `plates.json` there after every change (write to a temporary file, fsync, rename: a
@@ -57,7 +63,7 @@ export class MemoryStore implements Store {
   readonly #webhookQueues = new Map<PlateId, WebhookQueue>();
   #webhookSeq = 0;
   /** Usage by plate, then hour (memory only, like the webhook queues: a restart starts it again). */
-  readonly #usage = new Map<PlateId, Map<string, { counts: Partial<Record<UsageCounter, number>>; readonly peaks: Map<string, number> }>>();
+  readonly #usage = new Map<PlateId, Map<string, UsageEntry>>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -231,9 +237,9 @@ export class MemoryStore implements Store {
   usageAdd(nodeId: string, adds: readonly UsageAdd[], keepMs: number): Promise<void> {
     for (const add of adds) {
       let hours = this.#usage.get(add.plateId);
-      if (hours === undefined) this.#usage.set(add.plateId, (hours = new Map()));
+      if (hours === undefined) this.#usage.set(add.plateId, (hours = new Map<string, UsageEntry>()));
       let hour = hours.get(add.hour);
-      if (hour === undefined) hours.set(add.hour, (hour = { counts: {}, peaks: new Map() }));
+      if (hour === undefined) hours.set(add.hour, (hour = { counts: {}, peaks: new Map<string, number>() }));
       for (const [name, n] of Object.entries(add.counts)) hour.counts[name as UsageCounter] = (hour.counts[name as UsageCounter] ?? 0) + n;
       if (add.peakConnections !== undefined) hour.peaks.set(nodeId, add.peakConnections);
     }
