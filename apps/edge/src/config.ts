@@ -55,6 +55,8 @@ export interface Config {
   readonly filtersPerPlate: number;
   readonly volatileMaxBytes: number;
   readonly usageFlushMs: number;
+  readonly clientTokenMintRatePerS: number;
+  readonly clientTokenMintBurst: number;
   readonly usageKeepDays: number;
   readonly presenceLeaseMs: number;
   readonly presenceSweepMs: number;
@@ -398,6 +400,18 @@ export const SETTINGS = {
     default: "2048",
     doc: "Largest `volatile` metadata a publish may carry (route 13), in bytes of JSON; larger is refused with `payload_too_large`.",
     parse: integer(2, 1024 * 1024),
+  },
+  CLIENT_TOKEN_MINT_RATE_PER_S: {
+    key: "clientTokenMintRatePerS",
+    default: "100",
+    doc: "Client paths (route 4) one plate may mint per second, over every node (a token bucket in the store); over it, 429 `rate_limited` with `Retry-After`. 0 = unlimited. A plate's own limit (`tokensPerS`) replaces it.",
+    parse: integer(0, 100_000_000),
+  },
+  CLIENT_TOKEN_MINT_BURST: {
+    key: "clientTokenMintBurst",
+    default: "200",
+    doc: "Size of that bucket: client paths a plate may mint at once after being idle.",
+    parse: integer(1, 100_000_000),
   },
   USAGE_FLUSH_MS: {
     key: "usageFlushMs",

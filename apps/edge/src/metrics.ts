@@ -7,6 +7,7 @@ export type Transport = "sse" | "ws";
 /** Outcomes of client tokens: the only values of the `outcome` label. */
 export type TokenOutcome =
   | "minted"
+  | "rate_limited"
   | "accepted"
   | "invalid_client_socket"
   | "expired_client_socket"

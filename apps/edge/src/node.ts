@@ -90,6 +90,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     subscriptionsPerConnection: config.maxSubscriptionsPerConnection,
     presenceMembers: config.presenceMaxMembers,
     filters: config.filtersPerPlate,
+    tokensPerS: config.clientTokenMintRatePerS,
+    tokensBurst: config.clientTokenMintBurst,
   });
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);

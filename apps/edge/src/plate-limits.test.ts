@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { adminCall } from "./test-support/admin.js";
-import { call, sleep } from "./test-support/calls.js";
+import { call, mintToken, sleep } from "./test-support/calls.js";
 import { KEYS, eventually, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
 import { WsClient } from "./test-support/ws.js";
@@ -155,6 +155,23 @@ describe("a plate's own limits", () => {
     await sleep(100);
     expect(listener.messages).toHaveLength(3);
     listener.close();
+    await setLimits(a, "acme", null);
+  });
+
+  it("hold the client-path mint rate over both nodes (429 with Retry-After past it), and never refuse another plate's mints", async () => {
+    await setLimits(a, "acme", { tokensPerS: 1, tokensBurst: 3 });
+    await seen();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await mintToken(i % 2 === 0 ? a.url : b.url, "acme", "minted");
+      statuses.push(res.status);
+      if (res.status === 429) {
+        expect(res.body.error.code).toBe("rate_limited");
+        expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      }
+      expect((await mintToken(i % 2 === 0 ? b.url : a.url, "globex", "minted", {}, KEYS.globex)).status).toBe(200);
+    }
+    expect(statuses).toEqual([200, 200, 200, 429, 429]);
     await setLimits(a, "acme", null);
   });
 

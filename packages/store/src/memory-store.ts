@@ -40,6 +40,9 @@ interface TokenEntry {
 
 const SNAPSHOT_FILE = "plates.json";
 
+/** Buckets held before the full ones are swept. */
+const RATE_BUCKETS_SWEEP_AT = 10_000;
+
 /** One plate's usage in one hour: its counts, and each node's peak of connections. */
 interface UsageEntry {
   readonly counts: Partial<Record<UsageCounter, number>>;
@@ -64,6 +67,8 @@ export class MemoryStore implements Store {
   #webhookSeq = 0;
   /** Usage by plate, then hour (memory only, like the webhook queues: a restart starts it again). */
   readonly #usage = new Map<PlateId, Map<string, UsageEntry>>();
+  /** Token buckets by plate and name (`takeRate`). */
+  readonly #rates = new Map<string, { readonly n: number; readonly at: number; readonly perS: number; readonly burst: number }>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
@@ -250,6 +255,21 @@ export class MemoryStore implements Store {
       if (hours.size === 0) this.#usage.delete(plateId);
     }
     return Promise.resolve();
+  }
+
+  takeRate(plateId: PlateId, name: string, perS: number, burst: number, count: number): Promise<number> {
+    if (perS === 0) return Promise.resolve(0);
+    const key = plateId + "\n" + name;
+    const now = Date.now();
+    const bucket = this.#rates.get(key) ?? { n: burst, at: now, perS, burst };
+    const n = Math.min(burst, bucket.n + (Math.max(0, now - bucket.at) * perS) / 1000);
+    if (n < count) return Promise.resolve(Math.ceil(((count - n) * 1000) / perS));
+    this.#rates.set(key, { n: n - count, at: now, perS, burst });
+    // Buckets full again are forgotten (they would start full anyway): the map stays as small as what is busy.
+    if (this.#rates.size > RATE_BUCKETS_SWEEP_AT) {
+      for (const [k, b] of this.#rates) if (b.n + ((now - b.at) * b.perS) / 1000 >= b.burst) this.#rates.delete(k);
+    }
+    return Promise.resolve(0);
   }
 
   usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]> {

@@ -97,6 +97,23 @@ return 1
  * due. KEYS: the events (stream), their state (hash: until, retryAt, attempts). ARGV: count, leaseMs.
  * Answers nil, or {attempts, id, json, id, json, ...}.
  */
+/**
+ * Takes ARGV[3] tokens from a token bucket (hash n, at) that refills ARGV[1] a second up to
+ * ARGV[2]; answers 0, or the ms to wait (taking nothing). KEYS: the bucket. ARGV[4]: its TTL in ms.
+ */
+const TAKE_RATE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local perS, burst, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'n', 'at')
+local n = burst
+if r[1] then n = math.min(burst, tonumber(r[1]) + math.max(0, now - tonumber(r[2])) * perS / 1000) end
+if n < count then return math.ceil((count - n) * 1000 / perS) end
+redis.call('HSET', KEYS[1], 'n', tostring(n - count), 'at', now)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 0
+`;
+
 const WEBHOOK_CLAIM = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -215,6 +232,7 @@ return #all / 2
 /** The scripts as commands of a connection; arguments are KEYS then ARGV, as documented above. */
 export interface StoreScripts {
   platePutToken(token: string, record: string, deleteAtMs: number): Promise<unknown>;
+  plateTakeRate(bucket: string, perS: number, burst: number, count: number, ttlMs: number): Promise<number>;
   plateReplacePlate(plate: string, record: string): Promise<number>;
   plateCreateKey(plate: string, plateKeys: string, keyRecord: string, keyId: string, hash: string, record: string): Promise<unknown>;
   plateFindKey(keyRecord: string, plateKeys: string): Promise<string | null>;
@@ -248,6 +266,7 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   redis.defineCommand("plateDeleteKey", { numberOfKeys: 2, lua: DELETE_KEY });
   redis.defineCommand("plateSetIfPlate", { numberOfKeys: 2, lua: SET_IF_PLATE });
   redis.defineCommand("plateWebhookClaim", { numberOfKeys: 2, lua: WEBHOOK_CLAIM });
+  redis.defineCommand("plateTakeRate", { numberOfKeys: 1, lua: TAKE_RATE });
   redis.defineCommand("plateWebhookDone", { numberOfKeys: 2, lua: WEBHOOK_DONE });
   redis.defineCommand("plateWebhookRetry", { numberOfKeys: 2, lua: WEBHOOK_RETRY });
   redis.defineCommand("plateDeleteSigningKey", { numberOfKeys: 1, lua: DELETE_SIGNING_KEY });

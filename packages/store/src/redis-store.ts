@@ -383,6 +383,13 @@ export class RedisStore implements Store {
     await this.#reach(Promise.all(sent));
   }
 
+  async takeRate(plateId: PlateId, name: string, perS: number, burst: number, count: number): Promise<number> {
+    if (perS === 0) return 0;
+    // The key lives as long as the bucket takes to fill again, after which it would start full anyway.
+    const ttlMs = Math.ceil((burst * 1000) / perS) + 1000;
+    return this.#reach(this.#live.plateTakeRate(this.#names.rate(plateId, name), perS, burst, count, ttlMs));
+  }
+
   async usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]> {
     const live = this.#live;
     const all = await this.#reach(Promise.all(hours.map((hour) => live.hgetall(this.#names.usage(plateId, hour)))));
@@ -576,6 +583,8 @@ interface RedisNames {
   webhookState(plateId: PlateId): string;
   /** A plate's usage in one hour (hash: the counters, and `peak:<node id>`). */
   usage(plateId: PlateId, hour: string): string;
+  /** A plate's token bucket `name` (hash: n, at). */
+  rate(plateId: PlateId, name: string): string;
   readonly webhookWaiting: string;
   token(plateId: PlateId, token: ClientToken): string;
 }
@@ -595,6 +604,7 @@ function redisNames(prefix: string): RedisNames {
     webhookEvents: (plateId) => `${prefix}webhook-events:{${plateId}}`,
     webhookState: (plateId) => `${prefix}webhook-state:{${plateId}}`,
     usage: (plateId, hour) => `${prefix}usage:{${plateId}}:${hour}`,
+    rate: (plateId, name) => `${prefix}rate:{${plateId}}:${name}`,
     webhookWaiting: `${prefix}webhook-waiting`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };

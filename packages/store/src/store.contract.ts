@@ -241,6 +241,24 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect((await a.usageRead(other, [h1]))[0]!.published).toBe(7);
       });
 
+      it("takes a plate's rate tokens from one bucket shared by every node, per plate and name, and answers how long to wait past it", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = `p-${uid()}` as PlateId;
+        const got: number[] = [];
+        for (let i = 0; i < 6; i++) got.push(await (i % 2 === 0 ? a : b).takeRate(plate, "mint", 1, 4, 1));
+        expect(got.slice(0, 4)).toEqual([0, 0, 0, 0]);
+        expect(got[4]).toBeGreaterThan(0);
+        expect(got[4]).toBeLessThanOrEqual(1000);
+        // Another name, another plate, and a rate of 0: their own.
+        expect(await a.takeRate(plate, "other", 1, 1, 1)).toBe(0);
+        expect(await b.takeRate(`p-${uid()}` as PlateId, "mint", 1, 4, 4)).toBe(0);
+        expect(await b.takeRate(plate, "mint", 0, 0, 100)).toBe(0);
+        // More than the burst at once never passes; what it takes is nothing.
+        expect(await a.takeRate(plate, "big", 1, 2, 3)).toBeGreaterThan(0);
+        expect(await a.takeRate(plate, "big", 1, 2, 2)).toBe(0);
+      });
+
       it("answers undefined when setting the history of a plate that does not exist, and creates none", async () => {
         const store = await node();
         const id = `p-${uid()}` as PlateId;

@@ -33,6 +33,10 @@ export interface PlateLimits {
   readonly presenceMembers?: number;
   /** `FILTERS_PER_PLATE`: filtered subscriptions on one node. */
   readonly filters?: number;
+  /** `CLIENT_TOKEN_MINT_RATE_PER_S`: client paths minted a second over every node. */
+  readonly tokensPerS?: number;
+  /** `CLIENT_TOKEN_MINT_BURST`. */
+  readonly tokensBurst?: number;
 }
 
 /** What a plate's usage counts (issue 17): messages and bytes published, messages delivered, client tokens minted. */
@@ -248,6 +252,12 @@ export interface Store {
    * node's peak of open connections in each hour named. Kept `keepMs` after the hour began.
    */
   usageAdd(nodeId: string, adds: readonly UsageAdd[], keepMs: number): Promise<void>;
+  /**
+   * Takes `count` tokens from the plate's bucket `name` (one per plate and name, shared by every
+   * node): `perS` a second up to `burst`. Answers 0, or the ms until they would be there (taking
+   * nothing). A rate of 0 takes nothing and answers 0.
+   */
+  takeRate(plateId: PlateId, name: string, perS: number, burst: number, count: number): Promise<number>;
   /** A plate's usage in each of `hours` (`YYYY-MM-DDTHH`, UTC), zeros for an hour with none. */
   usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]>;
 

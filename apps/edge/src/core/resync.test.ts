@@ -21,6 +21,8 @@ const LIMITS = {
   subscriptionsPerConnection: 100,
   presenceMembers: 1000,
   filters: 10_000,
+  tokensPerS: 0,
+  tokensBurst: 1,
 };
 const RETRY_MS = 20;
 

@@ -15,6 +15,8 @@ const LIMITS = {
   subscriptionsPerConnection: 100,
   presenceMembers: 1000,
   filters: 10_000,
+  tokensPerS: 0,
+  tokensBurst: 1,
 };
 const PLATE = "acme" as PlateId;
 const SECRET = "acme-secret-0123456789abcdefghij";

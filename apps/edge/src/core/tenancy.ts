@@ -59,6 +59,10 @@ export interface Limits {
   readonly presenceMembers: number;
   /** `FILTERS_PER_PLATE` (on one node). */
   readonly filters: number;
+  /** `CLIENT_TOKEN_MINT_RATE_PER_S`, over every node. */
+  readonly tokensPerS: number;
+  /** `CLIENT_TOKEN_MINT_BURST`. */
+  readonly tokensBurst: number;
 }
 
 /** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
@@ -71,6 +75,8 @@ const LIMIT_NAMES = [
   "subscriptionsPerConnection",
   "presenceMembers",
   "filters",
+  "tokensPerS",
+  "tokensBurst",
 ] as const satisfies readonly (keyof Limits & keyof PlateLimits)[];
 
 /**

@@ -63,9 +63,23 @@ export class Tokens {
    * on behalf of `keyId`.
    */
   /** `filter`: the JSON text of the filter the path enforces (route 13), already checked. */
-  async mint(keyId: string, topics: readonly [Topic, ...Topic[]], params: TokenParams, filter?: string): Promise<MintedToken> {
+  async mint(
+    keyId: string,
+    topics: readonly [Topic, ...Topic[]],
+    params: TokenParams,
+    filter?: string,
+    /** The plate's mint rate (`CLIENT_TOKEN_MINT_RATE_PER_S`, its burst), over every node: past it, `rate_limited`. */
+    rate?: { readonly perS: number; readonly burst: number },
+  ): Promise<MintedToken> {
     const { maxDurationMs, ttlMs, maxUses } = this.parse(params);
     const [topic] = topics;
+    if (rate !== undefined && rate.perS > 0) {
+      const waitMs = await this.store.takeRate(topic.plateId, "mint", rate.perS, rate.burst, 1);
+      if (waitMs > 0) {
+        this.metrics.tokens.inc({ outcome: "rate_limited" });
+        throw new PlateError("rate_limited", `This plate may mint ${rate.perS} client paths a second; slow down.`, { retryAfterS: Math.max(1, Math.ceil(waitMs / 1000)) });
+      }
+    }
     const several = topics.length > 1;
     const record: TokenRecord = {
       token: newClientToken(),

@@ -130,7 +130,9 @@ export function createApp(services: Services): Hono<AppEnv> {
       // A filter the path enforces (route 13): checked now, so a bad one is refused at minting.
       const filter = filterParam(params.filter);
       if (filter !== undefined) services.filters.compile([filter], topicKey(topic));
-      return c.json({ data: await services.tokens.mint(key.id, topics, params, filter === undefined ? undefined : JSON.stringify(filter)) });
+      const limits = await services.tenancy.limitsOf(plateId);
+      const rate = { perS: limits.tokensPerS, burst: limits.tokensBurst };
+      return c.json({ data: await services.tokens.mint(key.id, topics, params, filter === undefined ? undefined : JSON.stringify(filter), rate) });
     },
 
     // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).
