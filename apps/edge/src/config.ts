@@ -57,6 +57,8 @@ export interface Config {
   readonly usageFlushMs: number;
   readonly clientTokenMintRatePerS: number;
   readonly clientTokenMintBurst: number;
+  readonly webhookRatePerS: number;
+  readonly webhookBurst: number;
   readonly usageKeepDays: number;
   readonly presenceLeaseMs: number;
   readonly presenceSweepMs: number;
@@ -412,6 +414,18 @@ export const SETTINGS = {
     default: "200",
     doc: "Size of that bucket: client paths a plate may mint at once after being idle.",
     parse: integer(1, 100_000_000),
+  },
+  WEBHOOK_RATE_PER_S: {
+    key: "webhookRatePerS",
+    default: "20",
+    doc: "Webhook POSTs one plate's receiver may get per second, over every node (a token bucket in the store); past it the plate's events wait in its queue (up to `WEBHOOK_MAX_QUEUED`) and go in later, larger batches. 0 = unlimited. A plate's own limit (`webhooksPerS`) replaces it.",
+    parse: integer(0, 1_000_000),
+  },
+  WEBHOOK_BURST: {
+    key: "webhookBurst",
+    default: "40",
+    doc: "Size of that bucket: POSTs a plate's receiver may get at once after a quiet time.",
+    parse: integer(1, 1_000_000),
   },
   USAGE_FLUSH_MS: {
     key: "usageFlushMs",

@@ -92,6 +92,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     filters: config.filtersPerPlate,
     tokensPerS: config.clientTokenMintRatePerS,
     tokensBurst: config.clientTokenMintBurst,
+    webhooksPerS: config.webhookRatePerS,
+    webhooksBurst: config.webhookBurst,
   });
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);
@@ -112,6 +114,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       maxAttempts: config.webhookMaxAttempts,
       maxQueued: config.webhookMaxQueued,
       cacheMs: config.keyCacheMs,
+      rateOf: async (plateId) => {
+        const limits = await tenancy.limitsOf(plateId);
+        return { perS: limits.webhooksPerS, burst: limits.webhooksBurst };
+      },
     },
     metrics,
     log,

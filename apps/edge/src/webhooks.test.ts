@@ -19,6 +19,8 @@ interface Received {
   readonly status: number;
   readonly body: { plateId: string; events: { id: string; name: string; channel: string; clientId: string; user?: string; at: string }[] };
   readonly signatureValid: boolean;
+  /** When it arrived (epoch ms). */
+  readonly arrivedAt: number;
 }
 
 /** A webhook receiver: answers 500 to its first `failFirst` POSTs and while `down`, 204 otherwise; records each. */
@@ -33,7 +35,7 @@ async function receiver(secret: () => string, failFirst = 0): Promise<{ url: str
       const match = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header);
       const expected = match === null ? "" : createHmac("sha256", secret()).update(`${match[1]}.${text}`).digest("hex");
       const status = received.length < failFirst || state.down ? 500 : 204;
-      received.push({ status, body: JSON.parse(text) as Received["body"], signatureValid: match !== null && match[2] === expected });
+      received.push({ status, body: JSON.parse(text) as Received["body"], signatureValid: match !== null && match[2] === expected, arrivedAt: Date.now() });
       res.writeHead(status).end();
     });
   });
@@ -135,6 +137,39 @@ describe("webhooks on one node", () => {
     expect(new Set(ids).size).toBe(ids.length);
     expect(hook.received[0]!.body.events.every((e) => ids.includes(e.id))).toBe(true);
     expect(hook.received.flatMap((r) => r.body.events).every((e) => e.channel === "room" && typeof e.at === "string")).toBe(true);
+  });
+});
+
+describe("a plate's webhook rate", () => {
+  let t: TestNode;
+  let hook: Awaited<ReturnType<typeof receiver>>;
+  let secret = "";
+  beforeAll(async () => {
+    t = await startTestNode({ WEBHOOK_BATCH_MS: "50" });
+    hook = await receiver(() => secret);
+  });
+  afterAll(async () => {
+    hook?.server.close();
+    await t?.cleanup();
+  });
+
+  it("holds a plate's POSTs to its webhooks a second: events past it wait in the queue and come in a later batch, none lost", async () => {
+    expect((await adminCall(t.url, "PUT", "/admin/plates/acme/limits", { body: { webhooksPerS: 1, webhooksBurst: 1 } })).status).toBe(200);
+    secret = (await adminCall(t.url, "PUT", "/admin/plates/acme/webhook", { body: { url: hook.url, events: ["member_added"] } })).body.data.secret as string;
+    const ws = t.url.replace(/^http/, "ws");
+    const members = [];
+    for (let i = 0; i < 4; i++) {
+      members.push(await member(ws, "acme", KEYS.acme, "rated"));
+      // Each in a poll of its own (WEBHOOK_BATCH_MS is 50): unrated, four POSTs in about 0.5 s.
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    expect(await eventually(() => deduped(hook.received).length >= 4, 5000)).toBe(true);
+    expect(deduped(hook.received)).toEqual(members.map((m) => `member_added ${m.clientId}`));
+    const posts = hook.received.filter((r) => r.status < 300);
+    // At most one POST a second: the 4 events came in fewer POSTs (2 on a quiet machine), a second apart.
+    expect(posts.length).toBeLessThan(4);
+    for (let i = 1; i < posts.length; i++) expect(posts[i]!.arrivedAt - posts[i - 1]!.arrivedAt).toBeGreaterThanOrEqual(800);
+    for (const m of members) m.close();
   });
 });
 

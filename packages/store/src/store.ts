@@ -37,6 +37,10 @@ export interface PlateLimits {
   readonly tokensPerS?: number;
   /** `CLIENT_TOKEN_MINT_BURST`. */
   readonly tokensBurst?: number;
+  /** `WEBHOOK_RATE_PER_S`: webhook POSTs a second over every node. */
+  readonly webhooksPerS?: number;
+  /** `WEBHOOK_BURST`. */
+  readonly webhooksBurst?: number;
 }
 
 /** What a plate's usage counts (issue 17): messages and bytes published, messages delivered, client tokens minted. */

@@ -23,6 +23,8 @@ const LIMITS = {
   filters: 10_000,
   tokensPerS: 0,
   tokensBurst: 1,
+  webhooksPerS: 0,
+  webhooksBurst: 1,
 };
 const RETRY_MS = 20;
 

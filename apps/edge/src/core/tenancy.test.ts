@@ -17,6 +17,8 @@ const LIMITS = {
   filters: 10_000,
   tokensPerS: 0,
   tokensBurst: 1,
+  webhooksPerS: 0,
+  webhooksBurst: 1,
 };
 const PLATE = "acme" as PlateId;
 const SECRET = "acme-secret-0123456789abcdefghij";

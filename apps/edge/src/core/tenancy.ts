@@ -63,6 +63,10 @@ export interface Limits {
   readonly tokensPerS: number;
   /** `CLIENT_TOKEN_MINT_BURST`. */
   readonly tokensBurst: number;
+  /** `WEBHOOK_RATE_PER_S`: webhook POSTs a second, over every node. */
+  readonly webhooksPerS: number;
+  /** `WEBHOOK_BURST`. */
+  readonly webhooksBurst: number;
 }
 
 /** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
@@ -77,6 +81,8 @@ const LIMIT_NAMES = [
   "filters",
   "tokensPerS",
   "tokensBurst",
+  "webhooksPerS",
+  "webhooksBurst",
 ] as const satisfies readonly (keyof Limits & keyof PlateLimits)[];
 
 /**

@@ -24,6 +24,11 @@ export interface WebhookSettings {
   readonly maxQueued: number;
   /** How long a plate's webhook is cached (`KEY_CACHE_MS`). */
   readonly cacheMs: number;
+  /**
+   * A plate's POSTs a second over every node and their burst (`WEBHOOK_RATE_PER_S`,
+   * `WEBHOOK_BURST`, or the plate's own limits); 0 = unlimited. Past it, its events wait in its queue.
+   */
+  readonly rateOf?: (plateId: PlateId) => Promise<{ readonly perS: number; readonly burst: number }>;
 }
 
 /** The events a webhook may ask for (all by default). */
@@ -177,6 +182,9 @@ export class Webhooks {
 
   /** Claims a plate's first events, POSTs them, and settles them: removed, or retried after a wait. */
   async #send(plateId: PlateId): Promise<void> {
+    // A plate over its webhook rate keeps its events queued (bounded by `WEBHOOK_MAX_QUEUED`) for a later poll.
+    const rate = await this.settings.rateOf?.(plateId);
+    if (rate !== undefined && rate.perS > 0 && (await this.store.takeRate(plateId, "webhook", rate.perS, rate.burst, 1)) > 0) return;
     // Held a little longer than a POST may take, so that no other node sends them meanwhile.
     const claim = await this.store.webhookClaim(plateId, this.settings.batchMax, this.settings.timeoutMs + CLAIM_MARGIN_MS);
     if (claim === undefined || this.#closed) return;
