@@ -107,6 +107,24 @@ export class Metrics {
     labelNames: ["plate"] as const,
     registers: [this.registry],
   });
+  readonly platePublishedBytes = new Counter({
+    name: "plate_plate_published_bytes_total",
+    help: "Bytes of messages published, by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",
+    labelNames: ["plate"] as const,
+    registers: [this.registry],
+  });
+  readonly plateDelivered = new Counter({
+    name: "plate_plate_messages_delivered_total",
+    help: "Messages delivered live to subscribers, by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",
+    labelNames: ["plate"] as const,
+    registers: [this.registry],
+  });
+  readonly plateTokensMinted = new Counter({
+    name: "plate_plate_client_tokens_minted_total",
+    help: "Client paths minted (route 4), by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",
+    labelNames: ["plate"] as const,
+    registers: [this.registry],
+  });
   readonly plateConnections = new Gauge({
     name: "plate_plate_connections",
     help: "Open subscriber connections, by plate (only with METRICS_PLATE_LABELS > 0; plates past it under _other).",

@@ -98,7 +98,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);
 
-  const usage = new Usage(store, nodeId, { flushMs: config.usageFlushMs, keepDays: config.usageKeepDays }, log);
+  const usage = new Usage(store, nodeId, { flushMs: config.usageFlushMs, keepDays: config.usageKeepDays }, log, metrics);
   const connections = new Connections(metrics, config.maxConnectionsPerPlate, usage);
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });

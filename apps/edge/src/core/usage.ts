@@ -3,6 +3,7 @@ import type { PlateId } from "@plate/protocol";
 import { USAGE_COUNTERS } from "@plate/store";
 import type { Store, UsageAdd, UsageCounter, UsageHour } from "@plate/store";
 import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
 
 /** Metering settings (see config.ts). */
 export interface UsageSettings {
@@ -48,6 +49,8 @@ export class Usage {
     private readonly nodeId: string,
     private readonly settings: UsageSettings,
     private readonly log: Logger,
+    /** With `METRICS_PLATE_LABELS`, the same counts as per-plate series (published is counted by the publisher). */
+    private readonly metrics?: Metrics,
   ) {}
 
   /** Starts writing every `USAGE_FLUSH_MS`. */
@@ -70,6 +73,12 @@ export class Usage {
     let counts = this.#counts.get(plateId);
     if (counts === undefined) this.#counts.set(plateId, (counts = {}));
     counts[counter] = (counts[counter] ?? 0) + n;
+    const metrics = this.metrics;
+    const plate = metrics?.plateLabel(plateId);
+    if (metrics === undefined || plate === undefined) return;
+    if (counter === "publishedBytes") metrics.platePublishedBytes.inc({ plate }, n);
+    else if (counter === "delivered") metrics.plateDelivered.inc({ plate }, n);
+    else if (counter === "tokensMinted") metrics.plateTokensMinted.inc({ plate }, n);
   }
 
   /** The plate now has `open` connections on this node. */

@@ -352,9 +352,18 @@ describe("per-plate metrics (METRICS_PLATE_LABELS)", () => {
     }
     const sub = await SseClient.open(`${t.url}/third/pubsub/c/subscribe`, { Authorization: `Bearer ${secrets.third}` });
     await sub.waitFor("ready");
+    const listener = await SseClient.open(`${t.url}/first/pubsub/c/subscribe`, { Authorization: `Bearer ${secrets.first}` });
+    await listener.waitFor("ready");
+    expect((await publish(t.url, "first", "c", "yy", secrets.first)).status).toBe(200);
+    await listener.waitForMessages(1);
+    expect((await call(t.url, "GET", "/first/pubsub/c/client", { headers: { Authorization: `Bearer ${secrets.first}` } })).status).toBe(200);
     try {
       const text = (await call(t.url, "GET", "/metrics")).text;
-      expect(text).toMatch(/^plate_plate_messages_published_total\{plate="first"\} 2$/m);
+      expect(text).toMatch(/^plate_plate_messages_published_total\{plate="first"\} 3$/m);
+      // "x" twice and "yy" once, as JSON: 3 + 3 + 4 bytes.
+      expect(text).toMatch(/^plate_plate_published_bytes_total\{plate="first"\} 10$/m);
+      expect(text).toMatch(/^plate_plate_messages_delivered_total\{plate="first"\} 1$/m);
+      expect(text).toMatch(/^plate_plate_client_tokens_minted_total\{plate="first"\} 1$/m);
       expect(text).toMatch(/^plate_plate_messages_published_total\{plate="second"\} 1$/m);
       expect(text).toMatch(/^plate_plate_messages_published_total\{plate="_other"\} 2$/m);
       expect(text).toMatch(/^plate_plate_connections\{plate="_other"\} 1$/m);
@@ -363,6 +372,7 @@ describe("per-plate metrics (METRICS_PLATE_LABELS)", () => {
       expect(text).toMatch(/^plate_broker_probe_lost_total 0$/m);
     } finally {
       sub.close();
+      listener.close();
     }
   });
 });
