@@ -9,23 +9,9 @@ import type { Connection, EndReason } from "./connection.js";
 import { Connections } from "./connections.js";
 import { Resync } from "./resync.js";
 import { Tenancy } from "./tenancy.js";
+import { TEST_LIMITS } from "../test-support/limits.js";
 
 const RETENTION = { count: 10, ageMs: 60_000, markTtlMs: 3_600_000 };
-/** The node's limits (the settings' defaults, publish rates off). */
-const LIMITS = {
-  publishPerS: 0,
-  publishBurst: 1,
-  publishBytesPerS: 0,
-  maxMessageBytes: 65_536,
-  connections: 0,
-  subscriptionsPerConnection: 100,
-  presenceMembers: 1000,
-  filters: 10_000,
-  tokensPerS: 0,
-  tokensBurst: 1,
-  webhooksPerS: 0,
-  webhooksBurst: 1,
-};
 const RETRY_MS = 20;
 
 /** A connection as the registry sees it, recording how it ended. */
@@ -72,7 +58,7 @@ function flaky(store: Store): Store & { down: boolean } {
 async function setup(options: { down?: boolean } = {}) {
   const memory = await MemoryStore.open({ tokenTombstoneMs: 1000, tokenSweepMs: 60_000 });
   const store = flaky(memory);
-  const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
+  const tenancy = new Tenancy(store, 60_000, RETENTION, TEST_LIMITS);
   const connections = new Connections(new Metrics(0), 0);
   let provisions = 0;
   const resync = new Resync({

@@ -3,23 +3,9 @@ import type { PlateId } from "@plate/protocol";
 import { MemoryStore } from "@plate/store";
 import type { Store } from "@plate/store";
 import { Tenancy } from "./tenancy.js";
+import { TEST_LIMITS } from "../test-support/limits.js";
 
 const RETENTION = { count: 100, ageMs: 60_000, markTtlMs: 3_600_000 };
-/** The node's limits (the settings' defaults, publish rates off). */
-const LIMITS = {
-  publishPerS: 0,
-  publishBurst: 1,
-  publishBytesPerS: 0,
-  maxMessageBytes: 65_536,
-  connections: 0,
-  subscriptionsPerConnection: 100,
-  presenceMembers: 1000,
-  filters: 10_000,
-  tokensPerS: 0,
-  tokensBurst: 1,
-  webhooksPerS: 0,
-  webhooksBurst: 1,
-};
 const PLATE = "acme" as PlateId;
 const SECRET = "acme-secret-0123456789abcdefghij";
 
@@ -57,7 +43,7 @@ async function slowStore() {
 describe("Tenancy", () => {
   it("reads a key missing from its cache once for all the requests that ask for it meanwhile", async () => {
     const { store, reads, release, settle } = await slowStore();
-    const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
+    const tenancy = new Tenancy(store, 60_000, RETENTION, TEST_LIMITS);
     const setup = tenancy.ensurePlateWithKey(PLATE, SECRET);
     await settle();
     await setup;
@@ -75,7 +61,7 @@ describe("Tenancy", () => {
 
   it("caches nothing a read brought that began before a revocation, so the next request reads again", async () => {
     const { store, reads, settle } = await slowStore();
-    const tenancy = new Tenancy(store, 60_000, RETENTION, LIMITS);
+    const tenancy = new Tenancy(store, 60_000, RETENTION, TEST_LIMITS);
     const setup = tenancy.ensurePlateWithKey(PLATE, SECRET);
     await settle();
     await setup;
