@@ -64,6 +64,17 @@ export class Connections {
   }
 
   /**
+   * Throws `rate_limited` when the plate holds more than `max` connections and slots on this node
+   * (the one just added included); for a connection added before its plate's limit was read.
+   */
+  checkOver(plateId: PlateId, max: number): void {
+    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
+    if (max !== 0 && open > max) {
+      throw new PlateError("rate_limited", `This plate has ${open - 1} open subscriptions on this node, its limit; close some or retry later.`, { retryAfterS: 1 });
+    }
+  }
+
+  /**
    * Holds one of the plate's connection slots (throws `rate_limited` as `checkCapacity` does), for
    * a connect that must not spend anything (a client token's use) unless it can open. The caller
    * gives it to `add`, and releases it in any case when done (a no-op once `add` took it over).

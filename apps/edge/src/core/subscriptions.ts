@@ -82,9 +82,12 @@ export class Subscriptions {
     let replays: Replay[];
     try {
       conn.enforcedFilter = options.filter;
+      // Registered before anything is awaited, so that a revocation heard meanwhile closes it too;
+      // then held to the plate's own connection limit (a slot held for it was already).
+      this.connections.add(conn, options.slot, 0);
       const limits = await this.limitsOf(conn.plateId);
       if (conn.ended) return;
-      this.connections.add(conn, options.slot, limits.connections);
+      this.connections.checkOver(conn.plateId, limits.connections);
       if (asked.length > limits.subscriptionsPerConnection) {
         throw new PlateError("bad_request", `A connection of this plate may hold at most ${limits.subscriptionsPerConnection} subscriptions.`);
       }
