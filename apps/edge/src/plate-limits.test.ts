@@ -171,7 +171,9 @@ describe("a plate's own limits", () => {
       }
       expect((await mintToken(i % 2 === 0 ? b.url : a.url, "globex", "minted", {}, KEYS.globex)).status).toBe(200);
     }
-    expect(statuses).toEqual([200, 200, 200, 429, 429]);
+    // The burst of 3, then refusals (a busy machine may have refilled one token by the last mint).
+    expect(statuses.slice(0, 4)).toEqual([200, 200, 200, 429]);
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(4);
     await setLimits(a, "acme", null);
   });
 
