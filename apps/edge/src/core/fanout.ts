@@ -138,7 +138,7 @@ export class Fanout {
     return this.#topics.size;
   }
 
-  /** Adds a subscription to its topic's subscribers, or to its filter's group (its filter stored with the group's first). */
+  /** Adds a subscription to its topic's subscribers, or to its filter's group (its filter stored with the group's first, removed after its last). */
   #join(entry: TopicEntry, sub: Subscription): void {
     const filter = sub.filter;
     if (filter === undefined) {
@@ -149,10 +149,9 @@ export class Fanout {
     if (group === undefined) {
       group = new Set();
       entry.filtered.set(filter.filter.id, group);
+      filter.filters.hold(filter.filter);
     }
-    if (group.has(sub)) return;
     group.add(sub);
-    filter.filters.hold(filter.filter);
   }
 
   /** Takes a subscription out of its topic; answers whether it was in. */
@@ -161,8 +160,10 @@ export class Fanout {
     if (filter === undefined) return entry.subscribers.delete(sub);
     const group = entry.filtered.get(filter.filter.id);
     if (group === undefined || !group.delete(sub)) return false;
-    if (group.size === 0) entry.filtered.delete(filter.filter.id);
-    filter.filters.letGo(filter.filter);
+    if (group.size === 0) {
+      entry.filtered.delete(filter.filter.id);
+      filter.filters.letGo(filter.filter);
+    }
     filter.filters.release(sub.topic.plateId);
     return true;
   }

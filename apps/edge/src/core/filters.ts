@@ -25,8 +25,6 @@ export interface Filter {
   readonly id: string;
   /** The topic key it was compiled for. */
   readonly index: string;
-  /** The filter as JSON text (what a client path stores). */
-  readonly text: string;
 }
 
 /**
@@ -42,8 +40,6 @@ export class Filters {
   readonly #engine: Koncorde;
   /** Where a filter is stored once, and removed, before any subscription holds it (see `compile`). */
   readonly #trial: Koncorde;
-  /** Subscriptions holding each stored filter, by index then id. */
-  readonly #holders = new Map<string, Map<string, number>>();
   /** Filtered subscriptions per plate on this node. */
   readonly #perPlate = new Map<PlateId, number>();
 
@@ -64,7 +60,6 @@ export class Filters {
     // Each part is sized on its own: an enforced filter and the client's may each be as large as one filter.
     for (const part of parts) this.check(part);
     const spec: FilterSpec = parts.length === 1 ? parts[0]! : { and: parts };
-    const text = JSON.stringify(spec);
     // Koncorde rewrites a filter as an OR of ANDs before it counts its conditions, and that rewrite
     // grows exponentially with nested and/or/not: 800 bytes of ANDed pairs of ORs took 3 s of the
     // node's only thread. The size of the rewrite is bounded here first, without making it.
@@ -82,14 +77,14 @@ export class Filters {
     try {
       normalized = this.#engine.normalize(spec, index);
       // Some refusals come only when a filter is stored (an inverted bounding box): stored once in
-      // a scratch engine first, so the subscription's own storing cannot fail half way.
-      const trial = this.#trial.normalize(spec, TRIAL_INDEX);
-      this.#trial.store(trial);
-      this.#trial.remove(trial.id, TRIAL_INDEX);
+      // a scratch engine first (which drops the index again when it empties), so the
+      // subscription's own storing cannot fail half way.
+      this.#trial.store(normalized);
+      this.#trial.remove(normalized.id, index);
     } catch (err) {
       throw new PlateError("invalid_filter", `Invalid filter: ${err instanceof Error ? err.message : String(err)}`);
     }
-    return { normalized, id: normalized.id, index, text };
+    return { normalized, id: normalized.id, index };
   }
 
   /** Throws `payload_too_large` for a filter past `FILTER_MAX_BYTES`; answers its JSON text. */
@@ -117,30 +112,17 @@ export class Filters {
     else this.#perPlate.set(plateId, count);
   }
 
-  /** A subscription holds `filter`: stored in the engine with its first holder. */
+  /**
+   * Stores `filter` in the engine. The fan-out calls it with the first subscription of a topic
+   * holding that filter id, and `letGo` after the last (its group of subscriptions is the count).
+   */
   hold(filter: Filter): void {
-    let holders = this.#holders.get(filter.index);
-    if (holders === undefined) {
-      holders = new Map();
-      this.#holders.set(filter.index, holders);
-    }
-    const count = holders.get(filter.id) ?? 0;
-    if (count === 0) this.#engine.store(filter.normalized);
-    holders.set(filter.id, count + 1);
+    this.#engine.store(filter.normalized);
   }
 
-  /** A subscription lets go of `filter`: removed from the engine with its last holder. */
+  /** Removes `filter` from the engine (its index goes with its last filter). */
   letGo(filter: Filter): void {
-    const holders = this.#holders.get(filter.index);
-    const count = holders?.get(filter.id);
-    if (holders === undefined || count === undefined) return;
-    if (count > 1) {
-      holders.set(filter.id, count - 1);
-      return;
-    }
-    holders.delete(filter.id);
     this.#engine.remove(filter.id, filter.index);
-    if (holders.size === 0) this.#holders.delete(filter.index);
   }
 
   /** The ids of the filters of `index` that `document` matches. */
@@ -153,10 +135,10 @@ export class Filters {
     return this.test(document, filter.index).includes(filter.id);
   }
 
-  /** Filters stored, over every index (for tests and metrics). */
+  /** Filters stored, over every index (for tests). */
   get stored(): number {
     let n = 0;
-    for (const holders of this.#holders.values()) n += holders.size;
+    for (const index of this.#engine.getIndexes()) n += this.#engine.getFilterIds(index).length;
     return n;
   }
 }
@@ -179,9 +161,6 @@ export function filterDocument(body: string, event: string | undefined): Record<
   if (event !== undefined) document._event = event;
   return document;
 }
-
-/** The one index of the scratch engine. */
-const TRIAL_INDEX = "trial";
 
 /**
  * Why a geo operator of `spec` names a point out of range (latitude -90..90, longitude
