@@ -139,14 +139,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   );
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId));
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
-  const publisher = new Publisher(
-    broker,
-    (plateId) => tenancy.limitsOf(plateId),
-    metrics,
-    (plateId) => tenancy.retentionOf(plateId),
-    config.idempotencyWindowMs,
-    usage,
-  );
+  const publisher = new Publisher(broker, (plateId) => tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, usage);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const presence = new PresenceHub(
     broker,

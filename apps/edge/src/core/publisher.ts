@@ -22,11 +22,9 @@ export interface PublishOptions {
 export class Publisher {
   constructor(
     private readonly broker: Broker,
-    /** The plate's limits in force (its own, else the node's settings). */
-    private readonly limitsOf: (plateId: PlateId) => Promise<Limits>,
+    /** The plate's history retention and limits in force (its own, else the node's), in one read. */
+    private readonly settingsOf: (plateId: PlateId) => Promise<{ readonly retention: Retention; readonly limits: Limits }>,
     private readonly metrics: Metrics,
-    /** The plate's history retention (its own, or the node's defaults). */
-    private readonly retentionOf: (plateId: PlateId) => Promise<Retention>,
     private readonly idempotencyWindowMs: number,
     /** Where what each plate publishes is metered. */
     private readonly usage?: Pick<Usage, "count">,
@@ -42,7 +40,7 @@ export class Publisher {
    */
   async publish(plateId: PlateId, channel: ChannelName, body: string, options: PublishOptions = {}): Promise<PublishResult> {
     const { idempotency, event, from, volatile } = options;
-    const [retention, limits] = await Promise.all([this.retentionOf(plateId), this.limitsOf(plateId)]);
+    const { retention, limits } = await this.settingsOf(plateId);
     const size = Buffer.byteLength(body);
     if (size > limits.maxMessageBytes) throw overSize(limits);
     const rate = rateOf(limits, 1, size);
@@ -82,7 +80,7 @@ export class Publisher {
     plateId: PlateId,
     items: readonly { readonly channel: ChannelName; readonly body: string; readonly event: string | undefined; readonly volatile?: string | undefined }[],
   ): Promise<(Message | PlateError)[]> {
-    const [retention, limits] = await Promise.all([this.retentionOf(plateId), this.limitsOf(plateId)]);
+    const { retention, limits } = await this.settingsOf(plateId);
     let bytes = 0;
     for (const [index, item] of items.entries()) {
       const size = Buffer.byteLength(item.body);

@@ -146,7 +146,7 @@ export class Tenancy {
    * keys: another node's change is seen within `KEY_CACHE_MS`.
    */
   async retentionOf(plateId: PlateId): Promise<Retention> {
-    return (await this.#settingsOf(plateId)).retention;
+    return (await this.settingsOf(plateId)).retention;
   }
 
   /**
@@ -154,10 +154,11 @@ export class Tenancy {
    * change made on another node is seen within `KEY_CACHE_MS` (1 s by default).
    */
   async limitsOf(plateId: PlateId): Promise<Limits> {
-    return (await this.#settingsOf(plateId)).limits;
+    return (await this.settingsOf(plateId)).limits;
   }
 
-  async #settingsOf(plateId: PlateId): Promise<PlateSettings> {
+  /** A plate's retention and limits in force, in one (cached) read: what a publish needs. */
+  async settingsOf(plateId: PlateId): Promise<PlateSettings> {
     const now = Date.now();
     const cached = this.#retention.get(plateId);
     if (cached !== undefined && cached.untilMs > now) return cached.value;
@@ -404,7 +405,7 @@ function parseChannels(value: unknown): ChannelPattern[] | null {
 }
 
 /** What a node keeps cached of a plate: its retention and its limits in force. */
-interface PlateSettings {
+export interface PlateSettings {
   readonly retention: Retention;
   readonly limits: Limits;
 }
