@@ -110,19 +110,19 @@ export class MemoryStore implements Store {
     return Promise.resolve(this.#plates.get(id));
   }
 
-  async setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
-    const plate = this.#plates.get(id);
-    if (plate === undefined) return undefined;
-    const updated = withHistory(plate, history);
-    this.#plates.set(id, updated);
-    await this.#persist();
-    return updated;
+  setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
+    return this.#updatePlate(id, (plate) => withHistory(plate, history));
   }
 
-  async setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+  setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+    return this.#updatePlate(id, (plate) => withLimits(plate, limits));
+  }
+
+  /** Replaces a plate's record with `change` of it, and persists; undefined when there is no such plate. */
+  async #updatePlate(id: PlateId, change: (plate: PlateRecord) => PlateRecord): Promise<PlateRecord | undefined> {
     const plate = this.#plates.get(id);
     if (plate === undefined) return undefined;
-    const updated = withLimits(plate, limits);
+    const updated = change(plate);
     this.#plates.set(id, updated);
     await this.#persist();
     return updated;

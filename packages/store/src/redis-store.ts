@@ -205,21 +205,21 @@ export class RedisStore implements Store {
     return text === null ? undefined : parse<PlateRecord>(text);
   }
 
-  async setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
-    const plate = await this.getPlate(id);
-    if (plate === undefined) return undefined;
-    const updated = withHistory(plate, history);
-    // Written only if the plate still exists (a delete may have come in between); concurrent
-    // updates of one plate: the last one wins.
-    const written = await this.#reach(this.#live.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
-    return written === 1 ? updated : undefined;
+  setPlateHistory(id: PlateId, history: PlateHistory | null): Promise<PlateRecord | undefined> {
+    return this.#updatePlate(id, (plate) => withHistory(plate, history));
   }
 
-  async setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+  setPlateLimits(id: PlateId, limits: PlateLimits | null): Promise<PlateRecord | undefined> {
+    return this.#updatePlate(id, (plate) => withLimits(plate, limits));
+  }
+
+  /** Replaces a plate's record with `change` of it; undefined when there is no such plate. */
+  async #updatePlate(id: PlateId, change: (plate: PlateRecord) => PlateRecord): Promise<PlateRecord | undefined> {
     const plate = await this.getPlate(id);
     if (plate === undefined) return undefined;
-    const updated = withLimits(plate, limits);
-    // As `setPlateHistory`: only while the plate exists; the last concurrent update wins.
+    const updated = change(plate);
+    // Written only if the plate still exists (a delete may have come in between); concurrent
+    // updates of one plate: the last one wins.
     const written = await this.#reach(this.#live.plateReplacePlate(this.#names.plate(id), JSON.stringify(updated)));
     return written === 1 ? updated : undefined;
   }

@@ -93,16 +93,19 @@ export interface PlateHistory {
 
 /** `plate` with its own retention set to `history`, or without one (`null`). */
 export function withHistory(plate: PlateRecord, history: PlateHistory | null): PlateRecord {
-  const rest: { -readonly [K in keyof PlateRecord]: PlateRecord[K] } = { ...plate };
-  delete rest.history;
-  return history === null ? rest : { ...rest, history };
+  return withOwn(plate, "history", history);
 }
 
 /** `plate` with its own limits set, or (with `null`) cleared. */
 export function withLimits(plate: PlateRecord, limits: PlateLimits | null): PlateRecord {
-  const rest: { -readonly [K in keyof PlateRecord]: PlateRecord[K] } = { ...plate };
-  delete rest.limits;
-  return limits === null ? rest : { ...rest, limits };
+  return withOwn(plate, "limits", limits);
+}
+
+/** `plate` with one of its own settings set, or (with `null`) cleared; the others as they were. */
+function withOwn<K extends "history" | "limits">(plate: PlateRecord, name: K, value: PlateRecord[K] | null): PlateRecord {
+  const rest: { -readonly [P in keyof PlateRecord]: PlateRecord[P] } = { ...plate };
+  delete rest[name];
+  return value === null ? rest : { ...rest, [name]: value };
 }
 
 /** An API key as stored: its secret is never kept, only `hash` (hex SHA-256 of the secret). */
