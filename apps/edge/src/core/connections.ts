@@ -53,14 +53,7 @@ export class Connections {
    * before accepting a connection.
    */
   checkCapacity(plateId: PlateId, max = this.maxPerPlate): void {
-    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
-    if (max !== 0 && open >= max) {
-      throw new PlateError(
-        "rate_limited",
-        `This plate has ${open} open subscriptions on this node, its limit; close some or retry later.`,
-        { retryAfterS: 1 },
-      );
-    }
+    this.#refuseAtLimit(plateId, max, 0);
   }
 
   /**
@@ -68,9 +61,18 @@ export class Connections {
    * (the one just added included); for a connection added before its plate's limit was read.
    */
   checkOver(plateId: PlateId, max: number): void {
-    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
-    if (max !== 0 && open > max) {
-      throw new PlateError("rate_limited", `This plate has ${open - 1} open subscriptions on this node, its limit; close some or retry later.`, { retryAfterS: 1 });
+    this.#refuseAtLimit(plateId, max, 1);
+  }
+
+  /** The limit check, for a caller whose own connection is already counted (`counted` 1) or not (0). */
+  #refuseAtLimit(plateId: PlateId, max: number, counted: number): void {
+    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted;
+    if (max !== 0 && open >= max) {
+      throw new PlateError(
+        "rate_limited",
+        `This plate has ${open} open subscriptions on this node, its limit; close some or retry later.`,
+        { retryAfterS: 1 },
+      );
     }
   }
 
