@@ -139,7 +139,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   );
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId));
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
-  const publisher = new Publisher(broker, (plateId) => tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, usage);
+  const publisher = new Publisher(broker, (plateId) => tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, config.volatileMaxBytes, usage);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const presence = new PresenceHub(
     broker,
@@ -159,7 +159,6 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       maxPendingRequests: config.realtimeMaxPendingRequests,
       changeTimeoutMs: config.realtimeChangeTimeoutMs,
-      volatileMaxBytes: config.volatileMaxBytes,
     },
     log,
     signedTokens,

@@ -26,6 +26,8 @@ export class Publisher {
     private readonly settingsOf: (plateId: PlateId) => Promise<{ readonly retention: Retention; readonly limits: Limits }>,
     private readonly metrics: Metrics,
     private readonly idempotencyWindowMs: number,
+    /** `VOLATILE_MAX_BYTES`: the largest `volatile` a publish may carry, whatever route it came by. */
+    private readonly volatileMaxBytes: number,
     /** Where what each plate publishes is metered. */
     private readonly usage?: Pick<Usage, "count">,
   ) {}
@@ -43,6 +45,7 @@ export class Publisher {
     const { retention, limits } = await this.settingsOf(plateId);
     const size = Buffer.byteLength(body);
     if (size > limits.maxMessageBytes) throw overSize(limits);
+    if (volatile !== undefined && Buffer.byteLength(volatile) > this.volatileMaxBytes) throw this.#volatileTooLarge();
     const rate = rateOf(limits, 1, size);
     let result: PublishResult;
     try {
@@ -85,6 +88,9 @@ export class Publisher {
     for (const [index, item] of items.entries()) {
       const size = Buffer.byteLength(item.body);
       if (size > limits.maxMessageBytes) throw new PlateError("payload_too_large", `messages[${index}]: ${overSize(limits).message}`, { index });
+      if (item.volatile !== undefined && Buffer.byteLength(item.volatile) > this.volatileMaxBytes) {
+        throw new PlateError("payload_too_large", `messages[${index}]: ${this.#volatileTooLarge().message}`, { index });
+      }
       bytes += size;
     }
     const timestamp = new Date().toISOString();
@@ -124,6 +130,10 @@ export class Publisher {
     }
     this.#count(plateId, published, publishedBytes);
     return results;
+  }
+
+  #volatileTooLarge(): PlateError {
+    return new PlateError("payload_too_large", `"volatile" is at most ${this.volatileMaxBytes} bytes of JSON.`);
   }
 
   #count(plateId: PlateId, published: number, bytes: number): void {

@@ -48,8 +48,6 @@ export interface RealtimeLimits {
   readonly maxSubscriptionsPerConnection: number;
   readonly maxPendingRequests: number;
   readonly changeTimeoutMs: number;
-  /** `VOLATILE_MAX_BYTES`: the largest `volatile` a publish frame may carry. */
-  readonly volatileMaxBytes: number;
 }
 
 /**
@@ -230,9 +228,6 @@ export class Realtime {
     const { conn } = live;
     live.grant.publish({ plateId: conn.plateId, pattern: false, channel: frame.channel });
     const from = live.claims === undefined ? { clientId: conn.clientId } : { clientId: conn.clientId, user: live.claims.sub };
-    if (frame.volatile !== undefined && Buffer.byteLength(frame.volatile) > this.limits.volatileMaxBytes) {
-      throw new PlateError("payload_too_large", `"volatile" is at most ${this.limits.volatileMaxBytes} bytes of JSON.`);
-    }
     const { message } = await this.publishing.publisher.publish(conn.plateId, frame.channel, frame.body, { event: frame.event, from, volatile: frame.volatile });
     conn.frame({ type: "published", ...(frame.ref === undefined ? {} : { ref: frame.ref }), id: message.id });
   }

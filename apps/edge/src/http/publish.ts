@@ -62,7 +62,7 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
   const key = await tenancy.authenticate(topic.plateId, req.headers.authorization);
   tenancy.authorize(key, "publish", topic);
   requireJsonType(req.headers["content-type"]);
-  const { body, event, volatile } = messageBody(await readBody(req, config.maxMessageBytes), config.volatileMaxBytes);
+  const { body, event, volatile } = messageBody(await readBody(req, config.maxMessageBytes));
   const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
   // blocks this publish nor tells this key what that publish was.
@@ -105,7 +105,7 @@ async function publishBatch(services: Services, req: IncomingMessage, plate: str
       tenancy.authorize(key, "publish", topic);
       const body = JSON.stringify(message);
       if (Buffer.byteLength(body) > config.maxMessageBytes) throw tooLarge(config.maxMessageBytes);
-      return { channel: topic.channel, body, event: eventName(event), volatile: volatileText(item, config.volatileMaxBytes) };
+      return { channel: topic.channel, body, event: eventName(event), volatile: volatileText(item) };
     } catch (err) {
       if (!(err instanceof PlateError)) throw err;
       throw new PlateError(err.code, `messages[${index}]: ${err.message}`, { index });
@@ -167,7 +167,7 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
  * `message` member (`null` counts when written), and may name an `event`. The value is
  * re-serialized once here, so every subscriber gets the same compact text.
  */
-function messageBody(text: string, volatileMaxBytes: number): { body: string; event: string | undefined; volatile: string | undefined } {
+function messageBody(text: string): { body: string; event: string | undefined; volatile: string | undefined } {
   const parsed = parseJson(text, 'send {"message": <any JSON value>}.');
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "message")) {
     throw new PlateError("missing_message", 'The body needs a "message" member: {"message": <any JSON value>}.');
@@ -175,19 +175,16 @@ function messageBody(text: string, volatileMaxBytes: number): { body: string; ev
   return {
     body: JSON.stringify((parsed as { message: unknown }).message),
     event: eventName((parsed as { event?: unknown }).event),
-    volatile: volatileText(parsed, volatileMaxBytes),
+    volatile: volatileText(parsed),
   };
 }
 
 /**
  * A body's or an item's `"volatile"` (route 13) as JSON text: absent, or any JSON value (`null`
- * counts when written) of at most `VOLATILE_MAX_BYTES` (`payload_too_large` past it).
+ * counts when written). Its size is the publisher's to check, as for every route.
  */
-export function volatileText(holder: object, maxBytes: number): string | undefined {
-  if (!Object.hasOwn(holder, "volatile")) return undefined;
-  const text = JSON.stringify((holder as { volatile: unknown }).volatile);
-  if (Buffer.byteLength(text) > maxBytes) throw new PlateError("payload_too_large", `"volatile" is at most ${maxBytes} bytes of JSON.`);
-  return text;
+function volatileText(holder: object): string | undefined {
+  return Object.hasOwn(holder, "volatile") ? JSON.stringify((holder as { volatile: unknown }).volatile) : undefined;
 }
 
 /** An item's or a body's `"event"`: absent, or a name as for channels (`invalid_parameter` otherwise). */
