@@ -53,6 +53,8 @@ export interface Config {
   readonly filterMaxBytes: number;
   readonly filterMaxConditions: number;
   readonly filtersPerPlate: number;
+  readonly historyChannelsPerPlate: number;
+  readonly historyBytesPerPlate: number;
   readonly volatileMaxBytes: number;
   readonly usageFlushMs: number;
   readonly clientTokenMintRatePerS: number;
@@ -396,6 +398,18 @@ export const SETTINGS = {
     default: "10000",
     doc: "Filtered subscriptions one plate may hold on one node; one more is refused with `quota_exceeded`.",
     parse: integer(1, 10_000_000),
+  },
+  HISTORY_CHANNELS_PER_PLATE: {
+    key: "historyChannelsPerPlate",
+    default: "10000",
+    doc: "Channels of one plate that may hold history (retained messages) at once, over every node; a publish that would start one more is refused with 403 `quota_exceeded` until a quiet channel's history expires (`HISTORY_AGE_MS` after its last publish). 0 = no limit.",
+    parse: integer(0, 100_000_000),
+  },
+  HISTORY_BYTES_PER_PLATE: {
+    key: "historyBytesPerPlate",
+    default: "67108864",
+    doc: "Bytes one plate's history may hold at once, over every node (an estimate of Redis memory: each message's payload and 32 bytes, 4,608 a channel with messages, 256 a channel whose marks are kept; the embedded broker counts alike). A publish that would grow it past this is refused with 403 `quota_exceeded`; one that replaces older messages with no more bytes passes. 0 = no limit.",
+    parse: integer(0, 1_000_000_000_000),
   },
   VOLATILE_MAX_BYTES: {
     key: "volatileMaxBytes",

@@ -94,6 +94,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     tokensBurst: config.clientTokenMintBurst,
     webhooksPerS: config.webhookRatePerS,
     webhooksBurst: config.webhookBurst,
+    historyChannels: config.historyChannelsPerPlate,
+    historyBytes: config.historyBytesPerPlate,
   });
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);

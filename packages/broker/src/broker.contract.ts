@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
 import type { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, Message, PlateId, Topic } from "@plate/protocol";
+import { HISTORY_COST } from "./broker.js";
 import type { Broker, PublishRequest, Retention } from "./broker.js";
 import type { PresenceChange } from "./presence.js";
 
@@ -194,6 +195,61 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       const batch = { perS: 1, burst: 2, bytesPerS: 0, bytesBurst: 0, count: 3, bytes: 0 };
       await expect(a.publish({ ...message("p4", "b", "1"), rate: batch })).rejects.toMatchObject({ code: "rate_limited" });
       await a.publish({ ...message("p4", "b", "1"), rate: { ...batch, count: 2 } });
+    });
+
+    it("keeps a plate's history within its budget where every node meets: channels and bytes past it are refused on any node, nothing of them published, and other plates untouched", async () => {
+      const a = await node();
+      const b = await node();
+      const seen = collector();
+      await b.subscribe(exact("p1", "c4"), seen.listener);
+      const channels = { channels: 3, bytes: 0 };
+      for (const [i, channel] of ["c1", "c2", "c3"].entries()) await (i % 2 === 0 ? a : b).publish({ ...message("p1", channel), budget: channels });
+      for (const by of [a, b]) {
+        await expect(by.publish({ ...message("p1", "c4"), budget: channels })).rejects.toMatchObject({ code: "quota_exceeded" });
+      }
+      // A channel that has history takes more; another plate has its own budget.
+      await b.publish({ ...message("p1", "c1"), budget: channels });
+      for (const channel of ["c4", "c5", "c6"]) await a.publish({ ...message("p2", channel), budget: channels });
+      await settle();
+      expect(seen.received).toEqual([]);
+      const replay = await a.history("p1" as PlateId, "c4" as ChannelName, (await publish(a, "p1", "c1", RETENTION)).id, RETENTION);
+      expect(replay.complete && replay.messages).toEqual([]);
+
+      // Bytes: one channel (a stream and its marks) and about four 1 KB messages fit; at the budget a
+      // channel keeping its last two messages goes on replacing them, since it grows no more.
+      const kb = JSON.stringify("x".repeat(1000));
+      const bytes = { channels: 0, bytes: HISTORY_COST.stream + HISTORY_COST.remembered + 4 * (1100 + HISTORY_COST.entry) };
+      const outcomes: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        try {
+          await (i % 2 === 0 ? a : b).publish({ ...message("p3", "big", kb), budget: bytes });
+          outcomes.push("ok");
+        } catch (err) {
+          expect(err).toMatchObject({ code: "quota_exceeded" });
+          outcomes.push("full");
+        }
+      }
+      expect(outcomes).toEqual(["ok", "ok", "ok", "ok", "full", "full"]);
+      const two = { count: 2, ageMs: 60_000, markTtlMs: 3_600_000 };
+      for (let i = 0; i < 10; i++) await (i % 2 === 0 ? a : b).publish({ ...message("p4", "big", kb, two), budget: bytes });
+    });
+
+    it("frees a plate's history budget when its channels' history expires", async () => {
+      const a = await node();
+      const b = await node();
+      const short = { count: 10, ageMs: 300, markTtlMs: 600 };
+      const channels = { channels: 2, bytes: 0 };
+      await a.publish({ ...message("p1", "c1", "1", short), budget: channels });
+      await b.publish({ ...message("p1", "c2", "1", short), budget: channels });
+      await expect(a.publish({ ...message("p1", "c3", "1", short), budget: channels })).rejects.toMatchObject({ code: "quota_exceeded" });
+      await new Promise((r) => setTimeout(r, 400));
+      await b.publish({ ...message("p1", "c3", "1", short), budget: channels });
+      await a.publish({ ...message("p1", "c4", "1", short), budget: channels });
+      // The channels' marks (remembered past their messages) count in bytes until they expire too.
+      const bytes = { channels: 0, bytes: 2 * HISTORY_COST.remembered + HISTORY_COST.stream + 200 };
+      await expect(a.publish({ ...message("p1", "c5", "1", short), budget: bytes })).rejects.toMatchObject({ code: "quota_exceeded" });
+      await new Promise((r) => setTimeout(r, 700));
+      await b.publish({ ...message("p1", "c5", "1", short), budget: bytes });
     });
 
     it("delivers a message published on one node to a subscriber on another", async () => {

@@ -42,6 +42,13 @@ export interface PublishRequest {
    * `rate_limited` with the seconds until it would pass, and publishes nothing.
    */
   readonly rate?: PublishRate;
+  /**
+   * The plate's history budget, checked where every node meets (the publish script, or the
+   * embedded broker): a publish that would make the plate's history exceed it throws
+   * `quota_exceeded` and publishes nothing. Without it (or with both 0) nothing is limited, but the
+   * broker still counts what the plate's history holds.
+   */
+  readonly budget?: HistoryBudget;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;
@@ -68,6 +75,34 @@ export interface PublishRate {
   /** What this publish takes: messages and bytes. */
   readonly count: number;
   readonly bytes: number;
+}
+
+/**
+ * What a plate's history may hold at once, across every node: channels with retained messages,
+ * and bytes (0 = no limit). Bytes are an estimate of the broker's memory (see `HISTORY_COST`).
+ */
+export interface HistoryBudget {
+  readonly channels: number;
+  readonly bytes: number;
+}
+
+/**
+ * How a history's bytes are counted, measured on Redis 7 (`MEMORY USAGE`): a message's payload
+ * (id, timestamp, event and body) plus `entry`; plus `stream` for each channel holding messages
+ * (a stream's first node takes about 4.4 KB whatever it holds); plus `remembered` for each channel
+ * whose marks are kept (`Retention.markTtlMs` after its last publish: a small hash and the budget's
+ * own entries). The embedded broker counts the same way, so one budget means the same on both.
+ */
+export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256 } as const;
+
+/** The refusal of a publish over its plate's history budget. */
+export function overBudget(what: "channels" | "bytes", limit: number): PlateError {
+  return new PlateError(
+    "quota_exceeded",
+    what === "channels"
+      ? `This plate keeps history for ${limit} channels, its limit; publish to a channel that has history, or wait until a quiet channel's history expires.`
+      : `This plate's history holds ${limit} bytes, its limit; wait until older messages expire, or publish smaller messages.`,
+  );
 }
 
 /** The state of a plate's two buckets: tokens left as of `at` (epoch ms). */

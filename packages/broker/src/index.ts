@@ -1,5 +1,5 @@
-export type { Broker, GapPhase, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
-export { rateLimited, takeRate } from "./broker.js";
+export type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
+export { HISTORY_COST, rateLimited, takeRate } from "./broker.js";
 export { MemoryBroker } from "./memory-broker.js";
 export type { Presence, PresenceChange, PresenceListener, PresenceState, PresenceTimes, Tracked } from "./presence.js";
 export type { RedisBrokerOptions } from "./redis-broker.js";

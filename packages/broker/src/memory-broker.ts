@@ -1,7 +1,7 @@
 import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
-import type { ChannelMatcher, ChannelName, Message, PlateId, Topic } from "@plate/protocol";
-import { rateLimited, takeRate } from "./broker.js";
-import type { Broker, HistoryRead, MessageListener, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
+import type { ChannelMatcher, ChannelName, Message, PlateError, PlateId, Topic } from "@plate/protocol";
+import { HISTORY_COST, overBudget, rateLimited, takeRate } from "./broker.js";
+import type { Broker, HistoryBudget, HistoryRead, MessageListener, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, nextOrder, resumeRule } from "./history.js";
 import { MemoryPresence } from "./memory-presence.js";
 import type { Order } from "./history.js";
@@ -9,14 +9,24 @@ import type { Order } from "./history.js";
 /** How often retained messages past their age and forgotten channels are swept, in ms. */
 const SWEEP_INTERVAL_MS = 5_000;
 
+/**
+ * A plate over its history budget is swept at once (what expired since the last sweep stops
+ * counting), at most this often, in ms: a plate refused in a flood costs one sweep per interval.
+ */
+const BUDGET_SWEEP_MIN_MS = 100;
+
 interface Entry {
   readonly order: Order;
   readonly message: Message;
+  /** What it counts against its plate's history budget, in bytes (see HISTORY_COST). */
+  readonly size: number;
 }
 
 /** One channel's retained messages (oldest first) and marks (see history.ts). */
 interface ChannelLog {
   readonly entries: Entry[];
+  /** The sum of its entries' sizes. */
+  size: number;
   last: Order | undefined;
   dropped: Order | undefined;
   lastPublishMs: number;
@@ -30,6 +40,11 @@ interface PlateHistory {
   readonly idempotency: Map<string, { readonly message: Message; readonly expiresAt: number }>;
   /** Its publish-rate buckets, from its first rated publish. */
   rate?: RateState;
+  /** The sum of its channels' sizes, and how many channels hold entries (its history budget). */
+  bytes: number;
+  streams: number;
+  /** When it was last swept because it was over its budget. */
+  sweptAt: number;
 }
 
 interface PatternEntry {
@@ -85,7 +100,6 @@ export class MemoryBroker implements Broker {
       if (waitMs > 0) return Promise.reject(rateLimited(rate, waitMs));
     }
     const order = nextOrder(plate.head, now);
-    plate.head = order;
     const message: Message = {
       plateId: request.plateId,
       channel: request.channel,
@@ -95,7 +109,9 @@ export class MemoryBroker implements Broker {
       ...(request.event === undefined ? {} : { event: request.event }),
       ...(request.from === undefined ? {} : { from: request.from }),
     };
-    this.#append(plate, message, order, request.retention, now);
+    const refusal = this.#append(plate, message, order, request, now);
+    if (refusal !== undefined) return Promise.reject(refusal);
+    plate.head = order;
     if (idempotency !== undefined) {
       plate.idempotency.set(name, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
     }
@@ -128,30 +144,55 @@ export class MemoryBroker implements Broker {
   #plateHistory(plateId: PlateId): PlateHistory {
     let plate = this.#history.get(plateId);
     if (plate === undefined) {
-      plate = { head: undefined, channels: new Map(), idempotency: new Map() };
+      plate = { head: undefined, channels: new Map(), idempotency: new Map(), bytes: 0, streams: 0, sweptAt: 0 };
       this.#history.set(plateId, plate);
     }
     return plate;
   }
 
-  #append(plate: PlateHistory, message: Message, order: Order, retention: Retention, now: number): void {
-    let log = plate.channels.get(message.channel);
-    if (log === undefined) {
-      log = { entries: [], last: undefined, dropped: undefined, lastPublishMs: now, retention };
-      plate.channels.set(message.channel, log);
+  /**
+   * Appends a message to its channel's log and trims it, or answers why the plate's history budget
+   * refuses it (then nothing changes).
+   */
+  #append(plate: PlateHistory, message: Message, order: Order, request: PublishRequest, now: number): PlateError | undefined {
+    const { retention, budget } = request;
+    const log = plate.channels.get(message.channel);
+    const entries = log?.entries ?? [];
+    // The oldest `drop` entries go, by count or by age (both drop from the front).
+    let drop = Math.max(0, entries.length + 1 - retention.count);
+    const minMs = now - retention.ageMs;
+    while (drop < entries.length && entries[drop]!.order.ms < minMs) drop += 1;
+    if (retention.count === 0) drop = 0;
+    const size = retention.count === 0 ? 0 : entrySize(message);
+    if (budget !== undefined && retention.count > 0) {
+      const refusal = overHistoryBudget(plate, budget, log, entries, drop, size);
+      if (refusal !== undefined && now - plate.sweptAt >= BUDGET_SWEEP_MIN_MS) {
+        plate.sweptAt = now;
+        sweepPlate(plate, now);
+        // The sweep may have dropped this channel's log, or some of its entries.
+        return this.#append(plate, message, order, request, now);
+      }
+      if (refusal !== undefined) return refusal;
     }
-    log.last = order;
-    log.lastPublishMs = now;
-    log.retention = retention;
+    let target = log;
+    if (target === undefined) {
+      target = { entries: [], size: 0, last: undefined, dropped: undefined, lastPublishMs: now, retention };
+      plate.channels.set(message.channel, target);
+    }
+    target.last = order;
+    target.lastPublishMs = now;
+    target.retention = retention;
     if (retention.count === 0) {
       // Nothing kept: every earlier message counts as dropped.
-      log.dropped = order;
-      return;
+      target.dropped = order;
+      return undefined;
     }
-    log.entries.push({ order, message });
-    const excess = log.entries.length - retention.count;
-    if (excess > 0) log.dropped = log.entries.splice(0, excess)[excess - 1]!.order;
-    dropOlderThan(log, now - retention.ageMs);
+    if (target.entries.length === 0) plate.streams += 1;
+    target.entries.push({ order, message, size });
+    target.size += size;
+    plate.bytes += size;
+    dropFront(plate, target, drop);
+    return undefined;
   }
 
   #deliver(message: Message): void {
@@ -168,16 +209,7 @@ export class MemoryBroker implements Broker {
   #sweepHistory(): void {
     const now = this.#now();
     // A plate's head stays (a few bytes a plate): ids must keep growing even if the clock steps back.
-    for (const plate of this.#history.values()) {
-      for (const [channel, log] of plate.channels) {
-        if (now - log.lastPublishMs > log.retention.markTtlMs) {
-          plate.channels.delete(channel);
-          continue;
-        }
-        dropOlderThan(log, now - log.retention.ageMs);
-      }
-      for (const [key, used] of plate.idempotency) if (used.expiresAt <= now) plate.idempotency.delete(key);
-    }
+    for (const plate of this.#history.values()) sweepPlate(plate, now);
   }
 
   subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {
@@ -271,11 +303,73 @@ export class MemoryBroker implements Broker {
   }
 }
 
+/** Drops a plate's messages past their age, channels past their marks' lifetime and used idempotency keys. */
+function sweepPlate(plate: PlateHistory, now: number): void {
+  for (const [channel, log] of plate.channels) {
+    if (now - log.lastPublishMs > log.retention.markTtlMs) {
+      dropFront(plate, log, log.entries.length);
+      plate.channels.delete(channel);
+      continue;
+    }
+    dropOlderThan(plate, log, now - log.retention.ageMs);
+  }
+  for (const [key, used] of plate.idempotency) if (used.expiresAt <= now) plate.idempotency.delete(key);
+}
+
 /** Drops a log's messages from before `minMs`, marking the last one dropped. */
-function dropOlderThan(log: ChannelLog, minMs: number): void {
+function dropOlderThan(plate: PlateHistory, log: ChannelLog, minMs: number): void {
   let old = 0;
   while (old < log.entries.length && log.entries[old]!.order.ms < minMs) old += 1;
-  if (old > 0) log.dropped = log.entries.splice(0, old)[old - 1]!.order;
+  dropFront(plate, log, old);
+}
+
+/** Drops a log's `count` oldest messages, marking the last one dropped and counting what it frees. */
+function dropFront(plate: PlateHistory, log: ChannelLog, count: number): void {
+  if (count === 0) return;
+  const gone = log.entries.splice(0, count);
+  let freed = 0;
+  for (const entry of gone) freed += entry.size;
+  log.size -= freed;
+  plate.bytes -= freed;
+  if (log.entries.length === 0) plate.streams -= 1;
+  log.dropped = gone[gone.length - 1]!.order;
+}
+
+/**
+ * What a message counts against its plate's history budget: about what it would take in Redis
+ * (its body, event and sender, id and timestamp, and `HISTORY_COST.entry`), so that one budget
+ * means the same on both brokers.
+ */
+function entrySize(message: Message): number {
+  let size = HISTORY_COST.entry + message.id.length + message.timestamp.length + message.body.length + 4;
+  if (message.event !== undefined) size += message.event.length;
+  if (message.from !== undefined) size += message.from.clientId.length + (message.from.user?.length ?? 0) + 16;
+  return size;
+}
+
+/**
+ * Why appending an entry of `size` (after dropping `drop` of the channel's entries) would take the
+ * plate past its budget, if it would: a new channel with entries past `channels`, or more bytes
+ * than before past `bytes` (see HISTORY_COST).
+ */
+function overHistoryBudget(
+  plate: PlateHistory,
+  budget: HistoryBudget,
+  log: ChannelLog | undefined,
+  entries: readonly Entry[],
+  drop: number,
+  size: number,
+): PlateError | undefined {
+  const newStream = entries.length === 0;
+  if (newStream && budget.channels > 0 && plate.streams >= budget.channels) return overBudget("channels", budget.channels);
+  if (budget.bytes === 0) return undefined;
+  let freed = 0;
+  for (let i = 0; i < drop; i += 1) freed += entries[i]!.size;
+  const before = plate.bytes + plate.streams * HISTORY_COST.stream + plate.channels.size * HISTORY_COST.remembered;
+  let after = before - freed + size;
+  if (newStream) after += HISTORY_COST.stream;
+  if (log === undefined) after += HISTORY_COST.remembered;
+  return after > budget.bytes && after > before ? overBudget("bytes", budget.bytes) : undefined;
 }
 
 function deliver(listeners: Set<MessageListener>, message: Message): void {

@@ -1,7 +1,7 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
-import { rateLimited } from "./broker.js";
+import { HISTORY_COST, overBudget, rateLimited } from "./broker.js";
 import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
@@ -303,6 +303,7 @@ export class RedisBroker implements Broker {
         ...this.#names.historyKeys(plateId, channel),
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         this.#names.rate(plateId),
+        ...this.#names.historyBudgetKeys(plateId),
         newEpoch(),
         this.#names.channel(plateId, channel),
         shape.mark,
@@ -319,12 +320,18 @@ export class RedisBroker implements Broker {
         shape.middle,
         request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
         ...rateArgs(request.rate),
+        request.budget?.channels ?? 0,
+        request.budget?.bytes ?? 0,
+        HISTORY_COST.entry,
+        HISTORY_COST.stream,
+        HISTORY_COST.remembered,
       );
     } catch (err) {
       throw this.#failed(err);
     }
     this.#refusals.succeeded();
     if (reply[0] === 2) throw rateLimited(request.rate!, reply[1]);
+    if (reply[0] === 3) throw overBudget(reply[1], reply[2]);
     if (reply[0] === 1) {
       const message: Message = {
         plateId,

@@ -85,6 +85,13 @@ export class RedisNames {
     return [p + "epoch:" + tag, p + "history-head:" + tag, p + "history:" + tag + ":" + channel, p + "history-marks:" + tag + ":" + channel];
   }
 
+  /** A plate's history budget keys: sizes, streams, remembered (see redis-history.ts). */
+  historyBudgetKeys(plateId: PlateId): [sizes: string, streams: string, remembered: string] {
+    const p = this.#prefix;
+    const tag = "{" + plateId + "}";
+    return [p + "history-sizes:" + tag, p + "history-streams:" + tag, p + "history-remembered:" + tag];
+  }
+
   /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */
   idempotency(plateId: PlateId, name: string): string {
     return this.#prefix + "idem:{" + plateId + "}:" + name;

@@ -41,6 +41,10 @@ export interface PlateLimits {
   readonly webhooksPerS?: number;
   /** `WEBHOOK_BURST`. */
   readonly webhooksBurst?: number;
+  /** `HISTORY_CHANNELS_PER_PLATE`: channels holding history at once, over every node. */
+  readonly historyChannels?: number;
+  /** `HISTORY_BYTES_PER_PLATE`: bytes of history at once, over every node. */
+  readonly historyBytes?: number;
 }
 
 /** What a plate's usage counts (issue 17): messages and bytes published, messages delivered, client tokens minted. */

@@ -1,6 +1,6 @@
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, Message, PlateId, Sender } from "@plate/protocol";
-import type { Broker, PublishRate, PublishResult, Retention } from "@plate/broker";
+import type { Broker, HistoryBudget, PublishRate, PublishResult, Retention } from "@plate/broker";
 import type { Metrics } from "../metrics.js";
 import type { Limits } from "./tenancy.js";
 import type { Usage } from "./usage.js";
@@ -57,6 +57,7 @@ export class Publisher {
         ...(from === undefined ? {} : { from }),
         ...(volatile === undefined ? {} : { volatile }),
         ...(rate === undefined ? {} : { rate }),
+        budget: budgetOf(limits),
         timestamp: new Date().toISOString(),
         retention,
         ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, windowMs: this.idempotencyWindowMs } }),
@@ -94,6 +95,7 @@ export class Publisher {
       bytes += size;
     }
     const timestamp = new Date().toISOString();
+    const budget = budgetOf(limits);
     const send = (index: number, rate: PublishRate | undefined) => {
       const { channel, body, event, volatile } = items[index]!;
       return this.broker.publish({
@@ -103,6 +105,7 @@ export class Publisher {
         ...(event === undefined ? {} : { event }),
         ...(volatile === undefined ? {} : { volatile }),
         ...(rate === undefined ? {} : { rate }),
+        budget,
         timestamp,
         retention,
       });
@@ -164,6 +167,11 @@ function rateOf(limits: Limits, count: number, bytes: number): PublishRate | und
 }
 
 /** The refusal of a message larger than its plate's `MAX_MESSAGE_BYTES` in force. */
+/** The plate's history budget under `limits`. */
+function budgetOf(limits: Limits): HistoryBudget {
+  return { channels: limits.historyChannels, bytes: limits.historyBytes };
+}
+
 function overSize(limits: Limits): PlateError {
   return new PlateError("payload_too_large", `A message of this plate is at most ${limits.maxMessageBytes} bytes of JSON.`);
 }

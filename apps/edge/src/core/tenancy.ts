@@ -67,6 +67,10 @@ export interface Limits {
   readonly webhooksPerS: number;
   /** `WEBHOOK_BURST`. */
   readonly webhooksBurst: number;
+  /** `HISTORY_CHANNELS_PER_PLATE`, over every node. */
+  readonly historyChannels: number;
+  /** `HISTORY_BYTES_PER_PLATE`, over every node. */
+  readonly historyBytes: number;
 }
 
 /** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
@@ -83,6 +87,8 @@ const LIMIT_NAMES = [
   "tokensBurst",
   "webhooksPerS",
   "webhooksBurst",
+  "historyChannels",
+  "historyBytes",
 ] as const satisfies readonly (keyof Limits & keyof PlateLimits)[];
 
 /**
@@ -411,7 +417,7 @@ export interface PlateSettings {
 }
 
 /** Largest value any limit may be set to. */
-const MAX_LIMIT = 1_000_000_000;
+const MAX_LIMIT = 1_000_000_000_000;
 
 /** A plate's `limits` as the admin API takes them: some of `LIMIT_NAMES`, each a whole number from 0 to `MAX_LIMIT`. */
 export function parseLimits(input: unknown): PlateLimits {

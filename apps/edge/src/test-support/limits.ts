@@ -14,4 +14,6 @@ export const TEST_LIMITS: Limits = {
   tokensBurst: 1,
   webhooksPerS: 0,
   webhooksBurst: 1,
+  historyChannels: 10_000,
+  historyBytes: 67_108_864,
 };
