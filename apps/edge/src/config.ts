@@ -54,6 +54,8 @@ export interface Config {
   readonly filterMaxConditions: number;
   readonly filtersPerPlate: number;
   readonly historyChannelsPerPlate: number;
+  readonly connectionReportMs: number;
+  readonly connectionLeaseMs: number;
   readonly historyBytesPerPlate: number;
   readonly volatileMaxBytes: number;
   readonly usageFlushMs: number;
@@ -576,8 +578,20 @@ export const SETTINGS = {
   MAX_CONNECTIONS_PER_PLATE: {
     key: "maxConnectionsPerPlate",
     default: "10000",
-    doc: "Open SSE and WebSocket subscriptions one plate may hold on one node; over it, 429 `rate_limited`. 0 = unlimited.",
+    doc: "Open SSE and WebSocket subscriptions one plate may hold over every node (each node adds the others' counts as they last reported them, see `CONNECTION_REPORT_MS`); over it, 429 `rate_limited`. 0 = unlimited.",
     parse: integer(0, 10_000_000),
+  },
+  CONNECTION_REPORT_MS: {
+    key: "connectionReportMs",
+    default: "1000",
+    doc: "How often a node reports its plates' open connections to the store and learns the other nodes' (for `MAX_CONNECTIONS_PER_PLATE` over every node). A plate may pass its limit by what other nodes opened within one such period.",
+    parse: integer(50, 60_000),
+  },
+  CONNECTION_LEASE_MS: {
+    key: "connectionLeaseMs",
+    default: "15000",
+    doc: "How long a node's report of its open connections counts without being renewed (renewed every half of it, or at each change): the connections of a node that died stop counting within it.",
+    parse: integer(1000, 600_000),
   },
   MAX_PENDING_CONNECTIONS: {
     key: "maxPendingConnections",

@@ -1,4 +1,5 @@
 import { Usage } from "./core/usage.js";
+import { ConnectionLeases } from "./core/connection-leases.js";
 import { Filters } from "./core/filters.js";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
@@ -101,7 +102,8 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const provisioned = await provisionAtStart(provision, log);
 
   const usage = new Usage(store, nodeId, { flushMs: config.usageFlushMs, keepDays: config.usageKeepDays }, log, metrics);
-  const connections = new Connections(metrics, config.maxConnectionsPerPlate, usage);
+  const connections: Connections = new Connections(metrics, config.maxConnectionsPerPlate, usage, (plateId) => leases.others(plateId));
+  const leases = new ConnectionLeases(store, nodeId, () => connections.openByPlate(), { reportMs: config.connectionReportMs, leaseMs: config.connectionLeaseMs }, log);
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });
   if (!provisioned) resync.run();
@@ -176,6 +178,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   await occupancy.listen();
   webhooks.start();
   usage.start();
+  leases.start();
   let draining = false;
   const services: Services = {
     config,
@@ -274,6 +277,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       await occupancy.close().catch(() => undefined);
       webhooks.close();
       await usage.close().catch(() => undefined);
+      await leases.close().catch(() => undefined);
       await broker.close();
       await store.close();
     })());

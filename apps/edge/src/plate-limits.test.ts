@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis } from "@plate/testing";
+import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { adminCall } from "./test-support/admin.js";
 import { call, mintToken, sleep } from "./test-support/calls.js";
 import { KEYS, eventually, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
 import { WsClient } from "./test-support/ws.js";
+import { EdgeProcess, redisNodeEnv } from "./test-support/process.js";
 
 /**
  * A plate's own limits (issue 17, first part): set through the admin API, in force on every node
@@ -21,8 +22,8 @@ const clients: { close(): void }[] = [];
 
 beforeAll(async () => {
   redis = await startRedis();
-  a = await startTestNode({ REDIS_URL: redis.url, KEY_CACHE_MS: "1000" });
-  b = await startTestNode({ REDIS_URL: redis.url, KEY_CACHE_MS: "1000" });
+  a = await startTestNode({ REDIS_URL: redis.url, KEY_CACHE_MS: "1000", CONNECTION_REPORT_MS: "200" });
+  b = await startTestNode({ REDIS_URL: redis.url, KEY_CACHE_MS: "1000", CONNECTION_REPORT_MS: "200" });
 });
 afterAll(async () => {
   for (const c of clients) c.close();
@@ -175,6 +176,54 @@ describe("a plate's own limits", () => {
     expect(statuses.slice(0, 4)).toEqual([200, 200, 200, 429]);
     expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(4);
     await setLimits(a, "acme", null);
+  });
+
+  it("count a plate's connections over every node, and stop counting a node that died once its lease ends", async () => {
+    // A third node, a process of its own, killed with SIGKILL: it never says goodbye.
+    const doomed = new EdgeProcess(await freePort(), { ...redisNodeEnv(redis.url), CONNECTION_REPORT_MS: "200", CONNECTION_LEASE_MS: "1500" });
+    const wsUrl = doomed.url.replace("http", "ws");
+    try {
+      await doomed.ready();
+      await setLimits(a, "acme", { connections: 4 });
+      await seen();
+      const held: WsClient[] = [];
+      for (let i = 0; i < 3; i++) {
+        const client = await WsClient.connect(`${wsUrl}/acme/realtime`, { headers: { Authorization: `Bearer ${KEYS.acme}` } });
+        clients.push(client);
+        await client.waitFor("ready");
+        held.push(client);
+      }
+      held.push(await socket(a));
+      // Three on the doomed node and one on a: once the reports are in (200 ms), b refuses the fifth.
+      await sleep(600);
+      const fifth = await WsClient.connect(`${b.wsUrl}/acme/realtime`, { headers: { Authorization: `Bearer ${KEYS.acme}` } });
+      clients.push(fifth);
+      expect(await fifth.waitForClose()).toBe(1013);
+      expect(fifth.frames.at(-1)).toMatchObject({ error: { code: "rate_limited" } });
+      // globex is not counted against acme.
+      await socket(b, "globex");
+      // Closed on a: its slot is free on every node within a report.
+      held[3]!.close();
+      await sleep(600);
+      held[3] = await socket(b);
+      doomed.kill();
+      expect(await doomed.exited(5000)).toBeNull();
+      // The doomed node's three stop counting once its lease (1.5 s) ends.
+      expect(
+        await eventually(async () => {
+          const client = await WsClient.connect(`${b.wsUrl}/acme/realtime`, { headers: { Authorization: `Bearer ${KEYS.acme}` } });
+          held.push(client);
+          return client.waitFor("ready").then(
+            () => true,
+            () => false,
+          );
+        }, 5000),
+      ).toBe(true);
+      for (const client of held) client.close();
+    } finally {
+      doomed.kill();
+      await setLimits(a, "acme", null);
+    }
   });
 
   it("cap connections, subscriptions per connection, presence members and filtered subscriptions per plate, each with its code", async () => {

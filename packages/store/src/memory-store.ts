@@ -70,6 +70,8 @@ export class MemoryStore implements Store {
   /** Token buckets by plate and name (`takeRate`). */
   readonly #rates = new Map<string, { readonly n: number; readonly at: number; readonly perS: number; readonly burst: number }>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
+  /** Open connections per plate, per node, with each report's lease end (`reportConnections`). */
+  readonly #connections = new Map<PlateId, Map<string, { readonly count: number; readonly untilMs: number }>>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
   readonly #options: MemoryStoreOptions;
   #sweep: NodeJS.Timeout | undefined;
@@ -255,6 +257,28 @@ export class MemoryStore implements Store {
       if (hours.size === 0) this.#usage.delete(plateId);
     }
     return Promise.resolve();
+  }
+
+  reportConnections(nodeId: string, counts: ReadonlyMap<PlateId, number>, leaseMs: number): Promise<Map<PlateId, number>> {
+    const now = Date.now();
+    const answer = new Map<PlateId, number>();
+    for (const [plateId, count] of counts) {
+      let nodes = this.#connections.get(plateId);
+      if (nodes === undefined) {
+        nodes = new Map();
+        this.#connections.set(plateId, nodes);
+      }
+      if (count > 0) nodes.set(nodeId, { count, untilMs: now + leaseMs });
+      else nodes.delete(nodeId);
+      let others = 0;
+      for (const [node, report] of nodes) {
+        if (report.untilMs < now) nodes.delete(node);
+        else if (node !== nodeId) others += report.count;
+      }
+      if (nodes.size === 0) this.#connections.delete(plateId);
+      answer.set(plateId, others);
+    }
+    return Promise.resolve(answer);
   }
 
   takeRate(plateId: PlateId, name: string, perS: number, burst: number, count: number): Promise<number> {

@@ -114,6 +114,33 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 0
 `;
 
+/**
+ * Reports one node's open connections of a plate and answers the other nodes' (leases in force).
+ * KEYS: the plate's hash (node id → "count:lease end ms"). ARGV: node id, count (0: remove), lease ms.
+ */
+const REPORT_CONNECTIONS = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local count, leaseMs = tonumber(ARGV[2]), tonumber(ARGV[3])
+if count > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], count .. ':' .. (now + leaseMs))
+  redis.call('PEXPIRE', KEYS[1], leaseMs)
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local all = redis.call('HGETALL', KEYS[1])
+local others = 0
+for i = 1, #all, 2 do
+  local n, untilMs = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if not n or tonumber(untilMs) < now then
+    redis.call('HDEL', KEYS[1], all[i])
+  elseif all[i] ~= ARGV[1] then
+    others = others + tonumber(n)
+  end
+end
+return others
+`;
+
 const WEBHOOK_CLAIM = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -233,6 +260,7 @@ return #all / 2
 export interface StoreScripts {
   platePutToken(token: string, record: string, deleteAtMs: number): Promise<unknown>;
   plateTakeRate(bucket: string, perS: number, burst: number, count: number, ttlMs: number): Promise<number>;
+  plateReportConnections(key: string, nodeId: string, count: number, leaseMs: number): Promise<number>;
   plateReplacePlate(plate: string, record: string): Promise<number>;
   plateCreateKey(plate: string, plateKeys: string, keyRecord: string, keyId: string, hash: string, record: string): Promise<unknown>;
   plateFindKey(keyRecord: string, plateKeys: string): Promise<string | null>;
@@ -267,6 +295,7 @@ export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
   redis.defineCommand("plateSetIfPlate", { numberOfKeys: 2, lua: SET_IF_PLATE });
   redis.defineCommand("plateWebhookClaim", { numberOfKeys: 2, lua: WEBHOOK_CLAIM });
   redis.defineCommand("plateTakeRate", { numberOfKeys: 1, lua: TAKE_RATE });
+  redis.defineCommand("plateReportConnections", { numberOfKeys: 1, lua: REPORT_CONNECTIONS });
   redis.defineCommand("plateWebhookDone", { numberOfKeys: 2, lua: WEBHOOK_DONE });
   redis.defineCommand("plateWebhookRetry", { numberOfKeys: 2, lua: WEBHOOK_RETRY });
   redis.defineCommand("plateDeleteSigningKey", { numberOfKeys: 1, lua: DELETE_SIGNING_KEY });

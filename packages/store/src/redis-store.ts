@@ -390,6 +390,14 @@ export class RedisStore implements Store {
     return this.#reach(this.#live.plateTakeRate(this.#names.rate(plateId, name), perS, burst, count, ttlMs));
   }
 
+  async reportConnections(nodeId: string, counts: ReadonlyMap<PlateId, number>, leaseMs: number): Promise<Map<PlateId, number>> {
+    const live = this.#live;
+    const plates = [...counts.keys()];
+    // All sent before any answer: one pipeline per report, whatever the number of plates.
+    const others = await this.#reach(Promise.all(plates.map((plateId) => live.plateReportConnections(this.#names.connections(plateId), nodeId, counts.get(plateId)!, leaseMs))));
+    return new Map(plates.map((plateId, i) => [plateId, others[i]!]));
+  }
+
   async usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]> {
     const live = this.#live;
     const all = await this.#reach(Promise.all(hours.map((hour) => live.hgetall(this.#names.usage(plateId, hour)))));
@@ -585,6 +593,8 @@ interface RedisNames {
   usage(plateId: PlateId, hour: string): string;
   /** A plate's token bucket `name` (hash: n, at). */
   rate(plateId: PlateId, name: string): string;
+  /** A plate's open connections per node (hash: node id → "count:lease end ms"). */
+  connections(plateId: PlateId): string;
   readonly webhookWaiting: string;
   token(plateId: PlateId, token: ClientToken): string;
 }
@@ -605,6 +615,7 @@ function redisNames(prefix: string): RedisNames {
     webhookState: (plateId) => `${prefix}webhook-state:{${plateId}}`,
     usage: (plateId, hour) => `${prefix}usage:{${plateId}}:${hour}`,
     rate: (plateId, name) => `${prefix}rate:{${plateId}}:${name}`,
+    connections: (plateId) => `${prefix}connections:{${plateId}}`,
     webhookWaiting: `${prefix}webhook-waiting`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
   };

@@ -259,6 +259,21 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         expect(await a.takeRate(plate, "big", 1, 2, 2)).toBe(0);
       });
 
+      it("counts a plate's open connections over every node: each node's report holds until its lease ends, and goes with a report of 0", async () => {
+        const a = await node();
+        const b = await node();
+        const plate = `p-${uid()}` as PlateId;
+        const other = `p-${uid()}` as PlateId;
+        expect(await a.reportConnections("node-a", new Map([[plate, 3]]), 400)).toEqual(new Map([[plate, 0]]));
+        expect(await b.reportConnections("node-b", new Map([[plate, 2], [other, 1]]), 10_000)).toEqual(new Map([[plate, 3], [other, 0]]));
+        expect(await a.reportConnections("node-c", new Map([[plate, 0]]), 10_000)).toEqual(new Map([[plate, 5]]));
+        // node-a stops reporting (it died): once its lease ends, it no longer counts.
+        await new Promise((r) => setTimeout(r, 500));
+        expect(await b.reportConnections("node-b", new Map([[plate, 2]]), 10_000)).toEqual(new Map([[plate, 0]]));
+        expect(await a.reportConnections("node-a", new Map([[plate, 1]]), 10_000)).toEqual(new Map([[plate, 2]]));
+        expect(await a.reportConnections("node-b", new Map([[plate, 0]]), 10_000)).toEqual(new Map([[plate, 1]]));
+      });
+
       it("answers undefined when setting the history of a plate that does not exist, and creates none", async () => {
         const store = await node();
         const id = `p-${uid()}` as PlateId;

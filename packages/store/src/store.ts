@@ -269,6 +269,12 @@ export interface Store {
    * nothing). A rate of 0 takes nothing and answers 0.
    */
   takeRate(plateId: PlateId, name: string, perS: number, burst: number, count: number): Promise<number>;
+  /**
+   * Reports this node's open connections of each plate in `counts` (0: none any more), each held
+   * for `leaseMs` unless reported again (a node that dies stops counting then), and answers each
+   * plate's open connections on the other nodes, as they last reported them (leases in force).
+   */
+  reportConnections(nodeId: string, counts: ReadonlyMap<PlateId, number>, leaseMs: number): Promise<Map<PlateId, number>>;
   /** A plate's usage in each of `hours` (`YYYY-MM-DDTHH`, UTC), zeros for an hour with none. */
   usageRead(plateId: PlateId, hours: readonly string[]): Promise<UsageHour[]>;
 

@@ -37,7 +37,17 @@ export class Connections {
     private readonly maxPerPlate: number,
     /** Told each plate's open connections as they change (its peak is metered). */
     private readonly usage?: Pick<Usage, "connections">,
+    /** A plate's open connections on the other nodes (connection-leases.ts); none without it. */
+    private readonly others?: (plateId: PlateId) => number,
   ) {}
+
+  /** This node's open connections and held slots, by plate (what it reports to the others). */
+  openByPlate(): Map<PlateId, number> {
+    const open = new Map<PlateId, number>();
+    for (const [plateId, set] of this.#byPlate) open.set(plateId, set.size);
+    for (const [plateId, held] of this.#reserved) open.set(plateId, (open.get(plateId) ?? 0) + held);
+    return open;
+  }
 
   get size(): number {
     return this.#all.size;
@@ -66,11 +76,12 @@ export class Connections {
 
   /** The limit check, for a caller whose own connection is already counted (`counted` 1) or not (0). */
   #refuseAtLimit(plateId: PlateId, max: number, counted: number): void {
-    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted;
-    if (max !== 0 && open >= max) {
+    if (max === 0) return;
+    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted + (this.others?.(plateId) ?? 0);
+    if (open >= max) {
       throw new PlateError(
         "rate_limited",
-        `This plate has ${open} open subscriptions on this node, its limit; close some or retry later.`,
+        `This plate has ${open} open subscriptions, its limit; close some or retry later.`,
         { retryAfterS: 1 },
       );
     }
