@@ -165,6 +165,20 @@ describe("the plate command line", () => {
     expect((await plate(["plates", "usage", "shop", "--by", "week"])).code).toBe(1);
   });
 
+  it("prints what a plate's history holds beside its budget", async () => {
+    const before = JSON.parse((await plate(["plates", "storage", "shop", "--json"])).stdout);
+    expect(before.limits).toEqual({ historyChannels: 10_000, historyBytes: 67_108_864 });
+    const res = await fetch(`${url}/shop/pubsub/storage-test/publish`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ message: "hi" }),
+    });
+    expect(res.status).toBe(200);
+    const after = await plate(["plates", "storage", "shop"]);
+    expect(after.stdout).toMatch(new RegExp(`^channels with history\\s+${before.channels + 1}\\s+10000$`, "m"));
+    expect(after.stdout).toMatch(/^bytes\s+\d+\s+67108864$/m);
+  });
+
   it("changes and clears a plate's history retention", async () => {
     const set = await plate(["plates", "history", "shop", "--history-count", "5", "--history-age-ms", "1000", "--json"]);
     expect(JSON.parse(set.stdout)).toMatchObject({ id: "shop", history: { count: 5, ageMs: 1000 } });

@@ -18,6 +18,7 @@ Commands:
   plates create [--id ID] [--name NAME] [--history-count N --history-age-ms MS]
   plates history <plate> (--history-count N --history-age-ms MS | --clear)
   plates limits <plate> [--set 'publishPerS=100,connections=50' | --clear]
+  plates storage <plate>
   plates usage <plate> [--by day|hour] [--from YYYY-MM-DD[THH]] [--to YYYY-MM-DD[THH]]
   plates delete <plate>
   keys list <plate>
@@ -174,6 +175,19 @@ async function dispatch(api: Api, positionals: readonly string[], values: Values
       ) as { limits: Record<string, number>; own: Record<string, number> };
       const rows = Object.entries(data.limits).map(([name, value]) => [name, String(value), name in data.own ? "plate" : "node"]);
       return { data, text: table(["LIMIT", "IN FORCE", "FROM"], rows) };
+    }
+    case "plates storage": {
+      // What the plate's history holds now (over every node), beside its budget (0 = no limit).
+      const data = (await api.admin("GET", `/admin/plates/${arg(0, "<plate>")}/storage`)) as {
+        channels: number;
+        bytes: number;
+        limits: { historyChannels: number; historyBytes: number };
+      };
+      const rows = [
+        ["channels with history", String(data.channels), String(data.limits.historyChannels)],
+        ["bytes", String(data.bytes), String(data.limits.historyBytes)],
+      ];
+      return { data, text: table(["HISTORY", "USED", "LIMIT"], rows) };
     }
     case "plates usage": {
       const query = new URLSearchParams();

@@ -213,6 +213,11 @@ export interface Broker {
   send(address: string, payload: string): Promise<number>;
   /** Listens to the notes sent to `address` (see `send`) until the returned function is called. */
   listen(address: string, listener: (payload: string) => void): Promise<Unsubscribe>;
+  /**
+   * What the plate's history holds now, as its budget counts it (`HistoryBudget`): channels with
+   * retained messages, and bytes (see `HISTORY_COST`).
+   */
+  historyUsage(plateId: PlateId): Promise<HistoryBudget>;
   /** Whether the broker can publish and deliver right now (for `/readyz` and metrics). */
   isReady(): boolean;
   /**

@@ -141,6 +141,14 @@ export class MemoryBroker implements Broker {
     return Promise.all(reads.map((read) => this.history(plateId, read.channel, read.since, retention)));
   }
 
+  historyUsage(plateId: PlateId): Promise<HistoryBudget> {
+    const plate = this.#history.get(plateId);
+    if (plate === undefined) return Promise.resolve({ channels: 0, bytes: 0 });
+    // What expired stops counting first, as it does before a publish is weighed.
+    sweepPlate(plate, this.#now());
+    return Promise.resolve({ channels: plate.streams, bytes: historyBytes(plate) });
+  }
+
   #plateHistory(plateId: PlateId): PlateHistory {
     let plate = this.#history.get(plateId);
     if (plate === undefined) {
@@ -347,6 +355,11 @@ function entrySize(message: Message): number {
   return size;
 }
 
+/** What a plate's history holds, in bytes as its budget counts them (see HISTORY_COST). */
+function historyBytes(plate: PlateHistory): number {
+  return plate.bytes + plate.streams * HISTORY_COST.stream + plate.channels.size * HISTORY_COST.remembered;
+}
+
 /**
  * Why appending an entry of `size` (after dropping `drop` of the channel's entries) would take the
  * plate past its budget, if it would: a new channel with entries past `channels`, or more bytes
@@ -365,7 +378,7 @@ function overHistoryBudget(
   if (budget.bytes === 0) return undefined;
   let freed = 0;
   for (let i = 0; i < drop; i += 1) freed += entries[i]!.size;
-  const before = plate.bytes + plate.streams * HISTORY_COST.stream + plate.channels.size * HISTORY_COST.remembered;
+  const before = historyBytes(plate);
   let after = before - freed + size;
   if (newStream) after += HISTORY_COST.stream;
   if (log === undefined) after += HISTORY_COST.remembered;

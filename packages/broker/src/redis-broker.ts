@@ -2,7 +2,7 @@ import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
 import { HISTORY_COST, overBudget, rateLimited } from "./broker.js";
-import type { Broker, GapPhase, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
+import type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
 import { RefusalWarnings, closeConnection, connectCommands, connectNode, connectPrimary, isCommandReady, reconnectOnReadOnly, redisRefusal } from "@plate/redis";
@@ -346,6 +346,16 @@ export class RedisBroker implements Broker {
     }
     const [id, timestamp, firstChannel] = reply[1].split(SEP);
     return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
+  }
+
+  async historyUsage(plateId: PlateId): Promise<HistoryBudget> {
+    let reply;
+    try {
+      reply = await this.#live.plateHistoryUsage(...this.#names.historyBudgetKeys(plateId), HISTORY_COST.stream, HISTORY_COST.remembered);
+    } catch (err) {
+      throw this.#failed(err);
+    }
+    return { channels: reply[0], bytes: reply[1] };
   }
 
   async history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {

@@ -200,17 +200,35 @@ if ARGV[2] ~= '' then entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+
 return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now), entries}
 `;
 
+/**
+ * What a plate's history holds, as its budget counts it (see PUBLISH), without what expired.
+ * KEYS: sizes, streams, remembered. ARGV: bytes per channel with entries, per remembered channel.
+ * Answers {channels, bytes}.
+ */
+const HISTORY_USAGE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local total = tonumber(redis.call('HGET', KEYS[1], '')) or 0
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+for i = 1, #gone do total = total - (tonumber(redis.call('HGET', KEYS[1], gone[i])) or 0) end
+local streams = redis.call('ZCARD', KEYS[2]) - #gone
+local remembered = redis.call('ZCOUNT', KEYS[3], now, '+inf')
+return {streams, total + streams * tonumber(ARGV[1]) + remembered * tonumber(ARGV[2])}
+`;
+
 export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channels" | "bytes", number];
 export type ReadReply = [string, string, string, string | null, string | null, string, [string, string[]][]];
 
 export interface HistoryScripts {
   platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
   plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
+  plateHistoryUsage(sizes: string, streams: string, remembered: string, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
   redis.defineCommand("platePublish", { numberOfKeys: 9, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
+  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 3, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;
 }

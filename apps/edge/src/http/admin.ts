@@ -72,6 +72,14 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
     return c.json({ data });
   });
 
+  // What the plate's history holds now over every node, as its budget counts it, and the budget.
+  admin.get("/plates/:plateId/storage", async (c) => {
+    const plateId = plateParam(c.req.param("plateId"));
+    if ((await tenancy.getPlate(plateId)) === undefined) throw notFound("plate");
+    const [used, limits] = await Promise.all([services.broker.historyUsage(plateId), tenancy.limitsOf(plateId)]);
+    return c.json({ data: { channels: used.channels, bytes: used.bytes, limits: { historyChannels: limits.historyChannels, historyBytes: limits.historyBytes } } });
+  });
+
   admin.delete("/plates/:plateId", async (c) => {
     if (!(await tenancy.deletePlate(plateParam(c.req.param("plateId"))))) throw notFound("plate");
     return c.body(null, 204);
