@@ -57,7 +57,8 @@ describe.each(["embedded", "redis"] as const)("a plate's history budget (%s)", (
     const listener = await WsClient.connect(`${a.wsUrl}/acme/realtime`, { headers: { Authorization: `Bearer ${KEYS.acme}` } });
     await listener.waitFor("ready");
     listener.socket.send(JSON.stringify({ type: "subscribe", ref: 1, channel: "c4" }));
-    await listener.waitFor("subscribed");
+    listener.socket.send(JSON.stringify({ type: "subscribe", ref: 5, channel: "c2" }));
+    expect(await eventually(() => listener.frames.filter((f) => f.type === "subscribed").length === 2, 3000)).toBe(true);
     const refused = await publish(b, "acme", "c4", "no");
     expect([refused.status, refused.body.error.code]).toEqual([403, "quota_exceeded"]);
     expect(refused.body.error.message).toMatch(/3 channels/);
@@ -66,6 +67,12 @@ describe.each(["embedded", "redis"] as const)("a plate's history budget (%s)", (
       body: JSON.stringify({ messages: [{ channel: "c4", message: "no" }] }),
     });
     expect([batch.status, batch.body.error.code]).toEqual([403, "quota_exceeded"]);
+    // A batch is published up to its first refusal: c1 before it is, c2 after it is not.
+    const partial = await call(b.url, "POST", "/acme/publish", {
+      headers: { Authorization: `Bearer ${KEYS.acme}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ messages: [{ channel: "c1", message: "in" }, { channel: "c4", message: "no" }, { channel: "c2", message: "no" }] }),
+    });
+    expect([partial.status, partial.body.error.code, partial.body.error.index]).toEqual([403, "quota_exceeded", 1]);
     listener.socket.send(JSON.stringify({ type: "publish", ref: 2, channel: "c4", message: "no" }));
     expect(await eventually(() => listener.frames.some((f) => f.ref === 2), 3000)).toBe(true);
     expect(listener.frames.find((f) => f.ref === 2)).toMatchObject({ type: "error", error: { code: "quota_exceeded" } });

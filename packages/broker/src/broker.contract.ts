@@ -240,6 +240,25 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       for (let i = 0; i < 10; i++) await (i % 2 === 0 ? a : b).publish({ ...message("p4", "big", kb, two), budget: bytes });
     });
 
+    it("publishes a batch up to its first refusal and nothing after it, even what would fit", async () => {
+      const a = await node();
+      const b = await node();
+      const seen = collector();
+      await b.subscribe(pattern("p1", "*"), seen.listener);
+      const budget = { channels: 2, bytes: 0 };
+      await a.publish({ ...message("p1", "c1", "0"), budget });
+      // Sent in one go, as the publisher sends a batch: c2 fits, c3 is one channel too many, c1 and c2 would fit.
+      const outcomes = await Promise.allSettled(
+        ["c2", "c3", "c1", "c2"].map((channel, i) => a.publish({ ...message("p1", channel, String(i + 1)), budget, batch: "batch-1" })),
+      );
+      expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "rejected", "rejected", "rejected"]);
+      expect(outcomes.slice(1).map((o) => (o as PromiseRejectedResult).reason.code)).toEqual(["quota_exceeded", "quota_exceeded", "quota_exceeded"]);
+      // Another batch, and a message in no batch, are weighed on their own.
+      await b.publish({ ...message("p1", "c1", "5"), budget, batch: "batch-2" });
+      await b.publish({ ...message("p1", "c2", "6"), budget });
+      expect((await seen.until(4)).map((m) => m.body)).toEqual(["0", "1", "5", "6"]);
+    });
+
     it("frees a plate's history budget when its channels' history expires", async () => {
       const a = await node();
       const b = await node();

@@ -49,6 +49,13 @@ export interface PublishRequest {
    * broker still counts what the plate's history holds.
    */
   readonly budget?: HistoryBudget;
+  /**
+   * The id of the batch the message belongs to (unique per batch): once one of a batch's messages
+   * is refused (over a rate or the budget), its later ones are refused too (`quota_exceeded`,
+   * naming the earlier refusal) without being weighed, so a batch sent in one go is published up
+   * to its first refusal and not after it.
+   */
+  readonly batch?: string;
   /** ISO-8601 time the node accepted it. */
   readonly timestamp: string;
   readonly retention: Retention;
@@ -94,6 +101,14 @@ export interface HistoryBudget {
  * own entries). The embedded broker counts the same way, so one budget means the same on both.
  */
 export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256 } as const;
+
+/** How long a broker remembers that a batch had a message refused, in ms (far longer than a batch takes to send). */
+export const BATCH_REFUSAL_MS = 60_000;
+
+/** The refusal of a batch's message after an earlier one of the batch was refused. */
+export function afterRefusal(): PlateError {
+  return new PlateError("quota_exceeded", "An earlier message of this batch was refused; this one and the rest were not published.");
+}
 
 /** The refusal of a publish over its plate's history budget. */
 export function overBudget(what: "channels" | "bytes", limit: number): PlateError {

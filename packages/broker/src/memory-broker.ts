@@ -1,6 +1,6 @@
 import { compilePattern, formatPosition, newEpoch } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, PlateError, PlateId, Topic } from "@plate/protocol";
-import { HISTORY_COST, overBudget, rateLimited, takeRate } from "./broker.js";
+import { BATCH_REFUSAL_MS, HISTORY_COST, afterRefusal, overBudget, rateLimited, takeRate } from "./broker.js";
 import type { Broker, HistoryBudget, HistoryRead, MessageListener, PublishRequest, PublishResult, RateState, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, nextOrder, resumeRule } from "./history.js";
 import { MemoryPresence } from "./memory-presence.js";
@@ -72,6 +72,8 @@ export class MemoryBroker implements Broker {
   readonly #plates = new Map<PlateId, PlateTopics>();
   readonly #history = new Map<PlateId, PlateHistory>();
   readonly #epoch = newEpoch();
+  /** Batches that had a message refused, until when (see `PublishRequest.batch`). */
+  readonly #refusedBatches = new Map<string, number>();
   /** Listeners of node-to-node notes, by address (see `send`). */
   readonly #notes = new Map<string, Set<(payload: string) => void>>();
   readonly #sweep: NodeJS.Timeout;
@@ -87,17 +89,29 @@ export class MemoryBroker implements Broker {
 
   publish(request: PublishRequest): Promise<PublishResult> {
     const now = this.#now();
+    const { batch } = request;
+    if (batch !== undefined && this.#refusedBatches.has(batch)) return Promise.reject(afterRefusal());
+    try {
+      return Promise.resolve(this.#publish(request, now));
+    } catch (err) {
+      if (batch !== undefined) this.#refusedBatches.set(batch, now + BATCH_REFUSAL_MS);
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /** Publishes, or throws the refusal (nothing changed then). */
+  #publish(request: PublishRequest, now: number): PublishResult {
     const plate = this.#plateHistory(request.plateId);
     const { idempotency, rate } = request;
     const name = idempotency === undefined ? "" : idempotencyName(idempotency);
     if (idempotency !== undefined) {
       const prior = plate.idempotency.get(name);
-      if (prior !== undefined && prior.expiresAt > now) return Promise.resolve({ message: prior.message, repeated: true });
+      if (prior !== undefined && prior.expiresAt > now) return { message: prior.message, repeated: true };
     }
     if (rate !== undefined && (rate.perS > 0 || rate.bytesPerS > 0)) {
       plate.rate ??= { n: rate.burst, b: rate.bytesBurst, at: now };
       const waitMs = takeRate(plate.rate, rate, now);
-      if (waitMs > 0) return Promise.reject(rateLimited(rate, waitMs));
+      if (waitMs > 0) throw rateLimited(rate, waitMs);
     }
     const order = nextOrder(plate.head, now);
     const message: Message = {
@@ -110,13 +124,13 @@ export class MemoryBroker implements Broker {
       ...(request.from === undefined ? {} : { from: request.from }),
     };
     const refusal = this.#append(plate, message, order, request, now);
-    if (refusal !== undefined) return Promise.reject(refusal);
+    if (refusal !== undefined) throw refusal;
     plate.head = order;
     if (idempotency !== undefined) {
       plate.idempotency.set(name, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });
     }
     this.#deliver(request.volatile === undefined ? message : { ...message, volatile: request.volatile });
-    return Promise.resolve({ message, repeated: false });
+    return { message, repeated: false };
   }
 
   history(plateId: PlateId, channel: ChannelName, since: string | undefined, retention: Retention): Promise<Replay> {
@@ -218,6 +232,7 @@ export class MemoryBroker implements Broker {
     const now = this.#now();
     // A plate's head stays (a few bytes a plate): ids must keep growing even if the clock steps back.
     for (const plate of this.#history.values()) sweepPlate(plate, now);
+    for (const [batch, untilMs] of this.#refusedBatches) if (untilMs <= now) this.#refusedBatches.delete(batch);
   }
 
   subscribe(topic: Topic, listener: MessageListener): Promise<Unsubscribe> {

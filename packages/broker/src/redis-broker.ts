@@ -1,7 +1,7 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
-import { HISTORY_COST, overBudget, rateLimited } from "./broker.js";
+import { BATCH_REFUSAL_MS, HISTORY_COST, afterRefusal, overBudget, rateLimited } from "./broker.js";
 import type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
@@ -304,6 +304,7 @@ export class RedisBroker implements Broker {
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
         this.#names.rate(plateId),
         ...this.#names.historyBudgetKeys(plateId),
+        this.#names.batch(plateId, request.batch ?? ""),
         newEpoch(),
         this.#names.channel(plateId, channel),
         shape.mark,
@@ -325,6 +326,8 @@ export class RedisBroker implements Broker {
         HISTORY_COST.entry,
         HISTORY_COST.stream,
         HISTORY_COST.remembered,
+        request.batch === undefined ? "0" : "1",
+        BATCH_REFUSAL_MS,
       );
     } catch (err) {
       throw this.#failed(err);
@@ -332,6 +335,7 @@ export class RedisBroker implements Broker {
     this.#refusals.succeeded();
     if (reply[0] === 2) throw rateLimited(request.rate!, reply[1]);
     if (reply[0] === 3) throw overBudget(reply[1], reply[2]);
+    if (reply[0] === 4) throw afterRefusal();
     if (reply[0] === 1) {
       const message: Message = {
         plateId,

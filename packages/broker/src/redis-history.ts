@@ -17,13 +17,14 @@ import type { Commands } from "@plate/redis";
 
 /**
  * Publishes one message and appends it to its channel's history, or answers the first publish of a
- * repeated idempotency key. Answers {0, record} (repeated), {1, id}, {2, ms to wait} (over a rate)
- * or {3, what, limit} (over the plate's history budget: what = 'channels' or 'bytes'); a refusal
- * changes nothing but the budget's sweep of expired channels.
+ * repeated idempotency key. Answers {0, record} (repeated), {1, id}, {2, ms to wait} (over a rate),
+ * {3, what, limit} (over the plate's history budget: what = 'channels' or 'bytes') or {4} (an
+ * earlier message of its batch was refused); a refusal changes nothing but its batch's mark.
  * KEYS: epoch, head, stream, marks, idempotency, rate, then the plate's history budget keys:
  *   sizes (hash: channel → bytes of its retained entries; field '' → their sum), streams (zset:
  *   channels with retained entries → when their stream expires), remembered (zset: channels with
- *   marks → when their marks expire).
+ *   marks → when their marks expire); then the batch's mark (a string set when one of the batch's
+ *   messages is refused; see broker.ts `PublishRequest.batch`).
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
  *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
  *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
@@ -32,7 +33,8 @@ import type { Commands } from "@plate/redis";
  *       then the plate's publish rates (broker.ts `PublishRate`): messages a second, burst, count,
  *       bytes a second, burst, bytes (both rates 0: not rated), and how long the rate key lives,
  *       then the history budget (broker.ts `HistoryBudget`): channels, bytes (0 = no limit), and
- *       the bytes counted per entry, per channel with entries and per remembered channel.
+ *       the bytes counted per entry, per channel with entries and per remembered channel, then
+ *       whether the message is part of a batch ('1' or '0') and how long its mark lives (ms).
  * The rate key is a hash n, b, at (tokens left as of `at`), ex (when its life was last renewed).
  * The budget keys are kept whether or not the plate has a budget, so a budget set later counts
  * what is already there.
@@ -42,6 +44,12 @@ local idemMs = tonumber(ARGV[10])
 if idemMs > 0 then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {0, prior} end
+end
+local batched = ARGV[28] == '1'
+if batched and redis.call('EXISTS', KEYS[10]) == 1 then return {4} end
+local function refuse(answer)
+  if batched then redis.call('SET', KEYS[10], '1', 'PX', ARGV[29]) end
+  return answer
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,7 +67,7 @@ if rated then
   local wait = 0
   if perS > 0 and n < count then wait = math.ceil((count - n) * 1000 / perS) end
   if bPerS > 0 and b < bytes then wait = math.max(wait, math.ceil((bytes - b) * 1000 / bPerS)) end
-  if wait > 0 then return {2, wait} end
+  if wait > 0 then return refuse({2, wait}) end
   if perS > 0 then n = n - count end
   if bPerS > 0 then b = b - bytes end
 end
@@ -122,7 +130,7 @@ local budgetChannels, budgetBytes = tonumber(ARGV[23]), tonumber(ARGV[24])
 if budgetChannels > 0 or budgetBytes > 0 then
   local streams = redis.call('ZCARD', KEYS[8]) - #gone
   local newStream = count > 0 and not known
-  if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
+  if newStream and budgetChannels > 0 and streams >= budgetChannels then return refuse({3, 'channels', budgetChannels}) end
   if budgetBytes > 0 then
     local total = (tonumber(redis.call('HGET', KEYS[7], '')) or 0) - swept
     local remembered = redis.call('ZCARD', KEYS[9]) - forgotten
@@ -131,7 +139,7 @@ if budgetChannels > 0 or budgetBytes > 0 then
     if newStream then after = after + ARGV[26] end
     local mark = tonumber(redis.call('ZSCORE', KEYS[9], ARGV[11]))
     if not mark or mark < now then after = after + ARGV[27] end
-    if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
+    if after > budgetBytes and after > before then return refuse({3, 'bytes', budgetBytes}) end
   end
 end
 if rated then
@@ -216,7 +224,7 @@ local remembered = redis.call('ZCOUNT', KEYS[3], now, '+inf')
 return {streams, total + streams * tonumber(ARGV[1]) + remembered * tonumber(ARGV[2])}
 `;
 
-export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channels" | "bytes", number];
+export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channels" | "bytes", number] | [4];
 export type ReadReply = [string, string, string, string | null, string | null, string, [string, string[]][]];
 
 export interface HistoryScripts {
@@ -227,7 +235,7 @@ export interface HistoryScripts {
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
-  redis.defineCommand("platePublish", { numberOfKeys: 9, lua: PUBLISH });
+  redis.defineCommand("platePublish", { numberOfKeys: 10, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
   redis.defineCommand("plateHistoryUsage", { numberOfKeys: 3, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;

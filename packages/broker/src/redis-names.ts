@@ -85,6 +85,11 @@ export class RedisNames {
     return [p + "epoch:" + tag, p + "history-head:" + tag, p + "history:" + tag + ":" + channel, p + "history-marks:" + tag + ":" + channel];
   }
 
+  /** Marks a batch that had a message refused (see `PublishRequest.batch`); `""`: no batch. */
+  batch(plateId: PlateId, batch: string): string {
+    return this.#prefix + "batch:{" + plateId + "}:" + batch;
+  }
+
   /** A plate's history budget keys: sizes, streams, remembered (see redis-history.ts). */
   historyBudgetKeys(plateId: PlateId): [sizes: string, streams: string, remembered: string] {
     const p = this.#prefix;

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, Message, PlateId, Sender } from "@plate/protocol";
 import type { Broker, HistoryBudget, PublishRate, PublishResult, Retention } from "@plate/broker";
@@ -96,6 +97,8 @@ export class Publisher {
     }
     const timestamp = new Date().toISOString();
     const budget = budgetOf(limits);
+    // Past a refusal (over the budget) the later messages are refused too: published up to the first refusal.
+    const batch = items.length > 1 ? randomUUID() : undefined;
     const send = (index: number, rate: PublishRate | undefined) => {
       const { channel, body, event, volatile } = items[index]!;
       return this.broker.publish({
@@ -106,6 +109,7 @@ export class Publisher {
         ...(volatile === undefined ? {} : { volatile }),
         ...(rate === undefined ? {} : { rate }),
         budget,
+        ...(batch === undefined ? {} : { batch }),
         timestamp,
         retention,
       });
