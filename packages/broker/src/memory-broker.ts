@@ -95,7 +95,8 @@ export class MemoryBroker implements Broker {
       return Promise.resolve(this.#publish(request, now));
     } catch (err) {
       if (batch !== undefined) this.#refusedBatches.set(batch, now + BATCH_REFUSAL_MS);
-      return Promise.reject(err as Error);
+      // Every refusal thrown is a PlateError (an Error).
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
