@@ -102,7 +102,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   const provisioned = await provisionAtStart(provision, log);
 
   const usage = new Usage(store, nodeId, { flushMs: config.usageFlushMs, keepDays: config.usageKeepDays }, log, metrics);
-  const connections: Connections = new Connections(metrics, config.maxConnectionsPerPlate, usage, (plateId) => leases.others(plateId));
+  const connections: Connections = new Connections(metrics, config.maxConnectionsPerPlate, usage, {
+    count: (plateId) => leases.others(plateId),
+    learn: (plateId) => leases.learn(plateId),
+  });
   const leases = new ConnectionLeases(store, nodeId, () => connections.openByPlate(), { reportMs: config.connectionReportMs, leaseMs: config.connectionLeaseMs }, log);
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });

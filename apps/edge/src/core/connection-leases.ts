@@ -21,7 +21,10 @@ export interface ConnectionLeaseSettings {
  *
  * The limit is checked against this node's open connections plus the others' last reports, so it
  * can be passed by what other nodes opened since they last reported: at most one report period
- * of connects on each other node (documented with `CONNECTION_REPORT_MS`).
+ * of connects on each other node (documented with `CONNECTION_REPORT_MS`). A connect of a plate
+ * whose others' count this node does not know, or learned more than two periods ago, first learns
+ * it (`learn`: one store call, shared by the connects that wait for it); a busy plate stays known
+ * through the reports, so only the first connect after a quiet time waits.
  */
 export class ConnectionLeases {
   /** The other nodes' open connections, by plate, from the last report that named it, and when (ms). */
@@ -32,6 +35,8 @@ export class ConnectionLeases {
   readonly #asked = new Map<PlateId, number>();
   #timer: NodeJS.Timeout | undefined;
   #reporting: Promise<void> | undefined;
+  /** `learn` calls in flight, by plate. */
+  readonly #learning = new Map<PlateId, Promise<void>>();
 
   constructor(
     private readonly store: Pick<Store, "reportConnections">,
@@ -46,6 +51,22 @@ export class ConnectionLeases {
   others(plateId: PlateId): number {
     this.#asked.set(plateId, Date.now());
     return this.#others.get(plateId)?.count ?? 0;
+  }
+
+  /**
+   * Resolves once the plate's others' count is known and fresh (learned within two report
+   * periods), asking the store now if it is not. A store that cannot answer leaves what was known.
+   */
+  learn(plateId: PlateId): Promise<void> {
+    this.#asked.set(plateId, Date.now());
+    const known = this.#others.get(plateId);
+    if (known !== undefined && Date.now() - known.atMs <= 2 * this.settings.reportMs) return Promise.resolve();
+    let pending = this.#learning.get(plateId);
+    if (pending === undefined) {
+      pending = this.#send(new Map([[plateId, this.openOf().get(plateId) ?? 0]])).finally(() => this.#learning.delete(plateId));
+      this.#learning.set(plateId, pending);
+    }
+    return pending;
   }
 
   start(): void {
@@ -87,6 +108,12 @@ export class ConnectionLeases {
     }
     for (const [plateId, known] of this.#others) if (now - known.atMs >= leaseMs / 2 && !due.has(plateId)) due.set(plateId, open.get(plateId) ?? 0);
     if (due.size === 0) return;
+    await this.#send(due);
+  }
+
+  /** Reports `due` (this node's counts) and keeps what the store answers of the others. */
+  async #send(due: ReadonlyMap<PlateId, number>): Promise<void> {
+    const now = Date.now();
     let answers: Map<PlateId, number>;
     try {
       answers = await this.store.reportConnections(this.nodeId, due, this.settings.leaseMs);

@@ -38,8 +38,13 @@ export class Connections {
     /** Told each plate's open connections as they change (its peak is metered). */
     private readonly usage?: Pick<Usage, "connections">,
     /** A plate's open connections on the other nodes (connection-leases.ts); none without it. */
-    private readonly others?: (plateId: PlateId) => number,
+    private readonly others?: { count(plateId: PlateId): number; learn(plateId: PlateId): Promise<void> },
   ) {}
+
+  /** Resolves once the plate's connections on other nodes are known (call before a limit check). */
+  learn(plateId: PlateId): Promise<void> {
+    return this.others?.learn(plateId) ?? Promise.resolve();
+  }
 
   /** This node's open connections and held slots, by plate (what it reports to the others). */
   openByPlate(): Map<PlateId, number> {
@@ -77,7 +82,7 @@ export class Connections {
   /** The limit check, for a caller whose own connection is already counted (`counted` 1) or not (0). */
   #refuseAtLimit(plateId: PlateId, max: number, counted: number): void {
     if (max === 0) return;
-    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted + (this.others?.(plateId) ?? 0);
+    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted + (this.others?.count(plateId) ?? 0);
     if (open >= max) {
       throw new PlateError(
         "rate_limited",
