@@ -208,11 +208,11 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
         await expect(by.publish({ ...message("p1", "c4"), budget: channels })).rejects.toMatchObject({ code: "quota_exceeded" });
       }
       // What the budget counts: three channels, each a stream and its marks and one small message.
-      const used = await b.historyUsage("p1" as PlateId);
+      const used = await b.historyUsage("p1" as PlateId, RETENTION);
       expect(used.channels).toBe(3);
       expect(used.bytes).toBeGreaterThan(3 * (HISTORY_COST.stream + HISTORY_COST.remembered + HISTORY_COST.entry));
       expect(used.bytes).toBeLessThan(3 * (HISTORY_COST.stream + HISTORY_COST.remembered + HISTORY_COST.entry + 100));
-      expect(await a.historyUsage("p9" as PlateId)).toEqual({ channels: 0, bytes: 0 });
+      expect(await a.historyUsage("p9" as PlateId, RETENTION)).toEqual({ channels: 0, bytes: 0 });
       // A channel that has history takes more; another plate has its own budget.
       await b.publish({ ...message("p1", "c1"), budget: channels });
       for (const channel of ["c4", "c5", "c6"]) await a.publish({ ...message("p2", channel), budget: channels });
@@ -275,7 +275,7 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       await expect(a.publish({ ...message("p1", "c5", "1", short), budget: bytes })).rejects.toMatchObject({ code: "quota_exceeded" });
       await new Promise((r) => setTimeout(r, 700));
       await b.publish({ ...message("p1", "c5", "1", short), budget: bytes });
-      expect((await a.historyUsage("p1" as PlateId)).channels).toBe(1);
+      expect((await a.historyUsage("p1" as PlateId, short)).channels).toBe(1);
     });
 
     it("delivers a message published on one node to a subscriber on another", async () => {

@@ -46,7 +46,8 @@ export interface PublishRequest {
    * The plate's history budget, checked where every node meets (the publish script, or the
    * embedded broker): a publish that would make the plate's history exceed it throws
    * `quota_exceeded` and publishes nothing. Without it (or with both 0) nothing is limited, but the
-   * broker still counts what the plate's history holds.
+   * Redis broker keeps no counts for it (a budget set later counts from its first publish on:
+   * older messages, at most `ageMs` old, are not counted).
    */
   readonly budget?: HistoryBudget;
   /**
@@ -109,6 +110,12 @@ export const BATCH_REFUSAL_MS = 60_000;
 export function afterRefusal(): PlateError {
   return new PlateError("quota_exceeded", "An earlier message of this batch was refused; this one and the rest were not published.");
 }
+
+/**
+ * How often a broker sweeps a plate's history counts at most (channels whose history or marks
+ * expired stop counting), in ms; a publish the budget would refuse sweeps at once first.
+ */
+export const HISTORY_SWEEP_MS = 1000;
 
 /** The refusal of a publish over its plate's history budget. */
 export function overBudget(what: "channels" | "bytes", limit: number): PlateError {
@@ -232,7 +239,7 @@ export interface Broker {
    * What the plate's history holds now, as its budget counts it (`HistoryBudget`): channels with
    * retained messages, and bytes (see `HISTORY_COST`).
    */
-  historyUsage(plateId: PlateId): Promise<HistoryBudget>;
+  historyUsage(plateId: PlateId, retention: Retention): Promise<HistoryBudget>;
   /** Whether the broker can publish and deliver right now (for `/readyz` and metrics). */
   isReady(): boolean;
   /**

@@ -1,7 +1,7 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
-import { BATCH_REFUSAL_MS, HISTORY_COST, afterRefusal, overBudget, rateLimited } from "./broker.js";
+import { BATCH_REFUSAL_MS, HISTORY_COST, HISTORY_SWEEP_MS, afterRefusal, overBudget, rateLimited } from "./broker.js";
 import type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
@@ -321,6 +321,7 @@ export class RedisBroker implements Broker {
         shape.middle,
         request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
         ...rateArgs(request.rate),
+        request.budget === undefined ? "0" : "1",
         request.budget?.channels ?? 0,
         request.budget?.bytes ?? 0,
         HISTORY_COST.entry,
@@ -328,6 +329,7 @@ export class RedisBroker implements Broker {
         HISTORY_COST.remembered,
         request.batch === undefined ? "0" : "1",
         BATCH_REFUSAL_MS,
+        HISTORY_SWEEP_MS,
       );
     } catch (err) {
       throw this.#failed(err);
@@ -352,10 +354,10 @@ export class RedisBroker implements Broker {
     return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
   }
 
-  async historyUsage(plateId: PlateId): Promise<HistoryBudget> {
+  async historyUsage(plateId: PlateId, retention: Retention): Promise<HistoryBudget> {
     let reply;
     try {
-      reply = await this.#live.plateHistoryUsage(...this.#names.historyBudgetKeys(plateId), HISTORY_COST.stream, HISTORY_COST.remembered);
+      reply = await this.#live.plateHistoryUsage(...this.#names.historyBudgetKeys(plateId), retention.ageMs, retention.markTtlMs, HISTORY_COST.stream, HISTORY_COST.remembered);
     } catch (err) {
       throw this.#failed(err);
     }

@@ -21,10 +21,14 @@ import type { Commands } from "@plate/redis";
  * {3, what, limit} (over the plate's history budget: what = 'channels' or 'bytes') or {4} (an
  * earlier message of its batch was refused); a refusal changes nothing but its batch's mark.
  * KEYS: epoch, head, stream, marks, idempotency, rate, then the plate's history budget keys:
- *   sizes (hash: channel → bytes of its retained entries; field '' → their sum), streams (zset:
- *   channels with retained entries → when their stream expires), remembered (zset: channels with
- *   marks → when their marks expire); then the batch's mark (a string set when one of the batch's
- *   messages is refused; see broker.ts `PublishRequest.batch`).
+ *   sizes, a hash: channel → bytes of its retained entries, and '' → their sum, '#' → how many
+ *     channels have entries, 'cut' → streams whose last publish is at or before it were swept,
+ *     'sw' → when the last sweep ran, 'ex' → when the budget keys' lives were last renewed,
+ *     'm' → how many channels 'published' holds (remembered: their marks are kept);
+ *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
+ *     `markTtlMs`;
+ *   then the batch's mark (a string set when one of the batch's messages is refused; see broker.ts
+ *   `PublishRequest.batch`).
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
  *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
  *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
@@ -32,24 +36,28 @@ import type { Commands } from "@plate/redis";
  *       what goes before the payload on pub/sub only (the volatile mark and metadata, or ''),
  *       then the plate's publish rates (broker.ts `PublishRate`): messages a second, burst, count,
  *       bytes a second, burst, bytes (both rates 0: not rated), and how long the rate key lives,
- *       then the history budget (broker.ts `HistoryBudget`): channels, bytes (0 = no limit), and
- *       the bytes counted per entry, per channel with entries and per remembered channel, then
- *       whether the message is part of a batch ('1' or '0') and how long its mark lives (ms).
+ *       then the history budget (broker.ts `HistoryBudget`): '1' to keep its counts (a plate
+ *       with a budget) or '0', channels, bytes (0 = no limit), the bytes counted per entry, per
+ *       channel with entries and per remembered channel, and how often expired channels are
+ *       swept (ms), then whether the message is part of a batch ('1' or '0') and how long its mark
+ *       lives (ms).
  * The rate key is a hash n, b, at (tokens left as of `at`), ex (when its life was last renewed).
- * The budget keys are kept whether or not the plate has a budget, so a budget set later counts
- * what is already there.
+ *
+ * The budget costs three commands a publish (HMGET, ZADD, HSET): the sweep of expired
+ * channels (streams whose size stops counting, marks that stop being remembered) runs at most
+ * every sweep period, or at once when the budget would refuse.
  */
 const PUBLISH = `
+local batched = ARGV[29] == '1'
+if batched and redis.call('EXISTS', KEYS[9]) == 1 then return {4} end
+local function refuse(answer)
+  if batched then redis.call('SET', KEYS[9], '1', 'PX', ARGV[30]) end
+  return answer
+end
 local idemMs = tonumber(ARGV[10])
 if idemMs > 0 then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {0, prior} end
-end
-local batched = ARGV[28] == '1'
-if batched and redis.call('EXISTS', KEYS[10]) == 1 then return {4} end
-local function refuse(answer)
-  if batched then redis.call('SET', KEYS[10], '1', 'PX', ARGV[29]) end
-  return answer
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -71,20 +79,6 @@ if rated then
   if perS > 0 then n = n - count end
   if bPerS > 0 then b = b - bytes end
 end
--- The budget's sweep: channels whose stream or marks expired stop counting (at most 1,000
--- streams per publish; every stream is swept once). Read here, written after the script's first
--- write: a Redis at maxmemory refuses a script only at its first write, so that one must be a
--- command that adds (a deletion first would let the rest of the script grow memory past it).
-local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. now, 'LIMIT', 0, 1000)
-local swept, goneHere = 0, false
-if #gone > 0 then
-  local sizes = redis.call('HMGET', KEYS[7], unpack(gone))
-  for i = 1, #gone do
-    swept = swept + (tonumber(sizes[i]) or 0)
-    if gone[i] == ARGV[11] then goneHere = true end
-  end
-end
-local forgotten = redis.call('ZCOUNT', KEYS[9], '-inf', '(' .. now)
 local epoch = redis.call('GET', KEYS[1])
 local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
 local ms, seq = now, 0
@@ -98,6 +92,7 @@ local id = (epoch or ARGV[1]) .. '_' .. order
 local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[14] .. ARGV[6]
 local count = tonumber(ARGV[7])
 local ageMs = tonumber(ARGV[8])
+local markMs = tonumber(ARGV[9])
 local dropped = false
 -- What the trims drop, read before anything changes: the oldest \`over\` entries go by count, and
 -- the first entry that stays tells whether any must go by age. XLEN is 0 only for a stream that
@@ -105,42 +100,91 @@ local dropped = false
 -- channel's last id is gone.
 local len = redis.call('XLEN', KEYS[3])
 if len == 0 then dropped = redis.call('HGET', KEYS[4], 'last') end
+local entryBytes = tonumber(ARGV[26])
 local freed, minMs = 0, false
 if count > 0 and len > 0 then
   local over = len + 1 - count
   if over < 0 then over = 0 end
   local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over + 1)
-  for i = 1, over do freed = freed + #oldest[i][2][2] + ARGV[25] end
+  for i = 1, over do freed = freed + #oldest[i][2][2] + entryBytes end
   if over > 0 then dropped = oldest[over][1] end
   local kept = oldest[over + 1]
   local cutMs = now - ageMs
   if kept and tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
     minMs = cutMs
     local aged = redis.call('XRANGE', KEYS[3], kept[1], '(' .. cutMs .. '-0')
-    for i = 1, #aged do freed = freed + #aged[i][2][2] + ARGV[25] end
+    for i = 1, #aged do freed = freed + #aged[i][2][2] + entryBytes end
     dropped = aged[#aged][1]
   end
 end
--- The budget: a new channel with entries, or more bytes than before, must fit.
-local known = false
-if not goneHere then known = tonumber(redis.call('HGET', KEYS[7], ARGV[11])) end
-local size = known
-if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + ARGV[25] end
-local budgetChannels, budgetBytes = tonumber(ARGV[23]), tonumber(ARGV[24])
-if budgetChannels > 0 or budgetBytes > 0 then
-  local streams = redis.call('ZCARD', KEYS[8]) - #gone
-  local newStream = count > 0 and not known
-  if newStream and budgetChannels > 0 and streams >= budgetChannels then return refuse({3, 'channels', budgetChannels}) end
-  if budgetBytes > 0 then
-    local total = (tonumber(redis.call('HGET', KEYS[7], '')) or 0) - swept
-    local remembered = redis.call('ZCARD', KEYS[9]) - forgotten
-    local before = total + streams * ARGV[26] + remembered * ARGV[27]
-    local after = before + (size or 0) - (known or 0)
-    if newStream then after = after + ARGV[26] end
-    local mark = tonumber(redis.call('ZSCORE', KEYS[9], ARGV[11]))
-    if not mark or mark < now then after = after + ARGV[27] end
-    if after > budgetBytes and after > before then return refuse({3, 'bytes', budgetBytes}) end
+-- The budget. Its counts as they are, then, when due (or to spare a refusal), the sweep's effect:
+-- channels whose stream expired since the last cut stop counting, and marks past their life.
+local accounted = ARGV[23] == '1'
+local known, size, total, streams, remembered
+local sweep = false
+local sweep_cut = 0
+local function plan()
+  local upTo = now - ageMs
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. sweep_cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local names = {}
+  for i = 1, #gone, 2 do names[#names + 1] = gone[i] end
+  local p = {names = names, cut = upTo, freed = 0, streams = 0, here = false}
+  -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
+  if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
+  if #names > 0 then
+    local sizes = redis.call('HMGET', KEYS[7], unpack(names))
+    p.sizes = {}
+    for i = 1, #names do
+      local sz = tonumber(sizes[i])
+      if sz then
+        p.freed = p.freed + sz
+        p.streams = p.streams + 1
+        p.sizes[#p.sizes + 1] = names[i]
+        if names[i] == ARGV[11] then p.here = true end
+      end
+    end
   end
+  p.forgotten = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. (now - markMs))
+  return p
+end
+local z
+if accounted then
+  z = redis.call('HMGET', KEYS[7], ARGV[11], '', '#', 'cut', 'sw', 'ex', 'm')
+  sweep_cut = tonumber(z[4]) or 0
+  if now - (tonumber(z[5]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
+end
+local function weigh()
+  known = tonumber(z[1])
+  total = tonumber(z[2]) or 0
+  streams = tonumber(z[3]) or 0
+  remembered = tonumber(z[7]) or 0
+  if sweep then
+    if sweep.here then known = nil end
+    total = total - sweep.freed
+    streams = streams - sweep.streams
+    remembered = remembered - sweep.forgotten
+  end
+  size = known
+  if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
+  local budgetChannels, budgetBytes = tonumber(ARGV[24]), tonumber(ARGV[25])
+  local newStream = count > 0 and not known
+  if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
+  if budgetBytes > 0 then
+    local streamBytes, markBytes = tonumber(ARGV[27]), tonumber(ARGV[28])
+    local before = total + streams * streamBytes + remembered * markBytes
+    local after = before + (size or 0) - (known or 0)
+    if newStream then after = after + streamBytes + markBytes end
+    if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
+  end
+  return false
+end
+if accounted then
+  local refusal = weigh()
+  if refusal and not sweep then
+    sweep = plan()
+    refusal = weigh()
+  end
+  if refusal then return refuse(refusal) end
 end
 if rated then
   -- The key's life is renewed when half of it has passed, not at every publish (one command fewer).
@@ -154,30 +198,53 @@ if rated then
 end
 if not epoch then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('HSET', KEYS[2], 'ms', ms, 'seq', seq)
-if #gone > 0 then
-  redis.call('HDEL', KEYS[7], unpack(gone))
-  redis.call('ZREM', KEYS[8], unpack(gone))
-  redis.call('HINCRBY', KEYS[7], '', -swept)
-end
-if forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. now) end
 if count > 0 then
   if minMs then redis.call('XTRIM', KEYS[3], 'MINID', minMs .. '-0') end
   redis.call('XADD', KEYS[3], 'MAXLEN', count, order, 'm', payload)
   redis.call('PEXPIRE', KEYS[3], ageMs)
-  redis.call('HSET', KEYS[7], ARGV[11], size)
-  redis.call('HINCRBY', KEYS[7], '', size - (known or 0))
-  redis.call('ZADD', KEYS[8], now + ageMs, ARGV[11])
 else
   dropped = order
 end
-redis.call('ZADD', KEYS[9], now + tonumber(ARGV[9]), ARGV[11])
-for i = 7, 9 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
+if accounted then
+  -- Written after the script's first write (HSET above): a Redis at maxmemory refuses a script
+  -- only at its first write, so that one must be a command that adds (a deletion first would let
+  -- the rest of the script grow memory past it).
+  local fields = {}
+  if sweep then
+    if #sweep.names > 0 and sweep.sizes and #sweep.sizes > 0 then redis.call('HDEL', KEYS[7], unpack(sweep.sizes)) end
+    if sweep.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - markMs)) end
+    fields = {'cut', sweep.cut, 'sw', now}
+  end
+  if count > 0 then
+    if not known then streams = streams + 1 end
+    total = total + size - (known or 0)
+    fields[#fields + 1] = ARGV[11]
+    fields[#fields + 1] = size
+  end
+  fields[#fields + 1] = ''
+  fields[#fields + 1] = total
+  fields[#fields + 1] = '#'
+  fields[#fields + 1] = streams
+  -- ZADD answers 1 for a channel it did not hold: one more remembered.
+  fields[#fields + 1] = 'm'
+  fields[#fields + 1] = remembered + redis.call('ZADD', KEYS[8], now, ARGV[11])
+  local renew = now - (tonumber(z[6]) or 0) >= markMs / 2
+  if renew then
+    fields[#fields + 1] = 'ex'
+    fields[#fields + 1] = now
+  end
+  redis.call('HSET', KEYS[7], unpack(fields))
+  if renew then
+    redis.call('PEXPIRE', KEYS[7], markMs)
+    redis.call('PEXPIRE', KEYS[8], markMs)
+  end
+end
 if dropped then
   redis.call('HSET', KEYS[4], 'last', order, 'dropped', dropped)
 else
   redis.call('HSET', KEYS[4], 'last', order)
 end
-redis.call('PEXPIRE', KEYS[4], ARGV[9])
+redis.call('PEXPIRE', KEYS[4], markMs)
 local live = ARGV[15] .. payload
 redis.call(ARGV[12], ARGV[2], live)
 redis.call(ARGV[12], ARGV[13], ARGV[11] .. live)
@@ -210,18 +277,24 @@ return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now)
 
 /**
  * What a plate's history holds, as its budget counts it (see PUBLISH), without what expired.
- * KEYS: sizes, streams, remembered. ARGV: bytes per channel with entries, per remembered channel.
- * Answers {channels, bytes}.
+ * KEYS: sizes, published. ARGV: ageMs, markTtlMs, bytes per channel with entries, per remembered
+ * channel. Answers {channels, bytes}.
  */
 const HISTORY_USAGE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local total = tonumber(redis.call('HGET', KEYS[1], '')) or 0
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-for i = 1, #gone do total = total - (tonumber(redis.call('HGET', KEYS[1], gone[i])) or 0) end
-local streams = redis.call('ZCARD', KEYS[2]) - #gone
-local remembered = redis.call('ZCOUNT', KEYS[3], now, '+inf')
-return {streams, total + streams * tonumber(ARGV[1]) + remembered * tonumber(ARGV[2])}
+local z = redis.call('HMGET', KEYS[1], '', '#', 'cut')
+local total, streams = tonumber(z[1]) or 0, tonumber(z[2]) or 0
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. (tonumber(z[3]) or 0), now - tonumber(ARGV[1]))
+for i = 1, #gone do
+  local size = tonumber(redis.call('HGET', KEYS[1], gone[i]))
+  if size then
+    total = total - size
+    streams = streams - 1
+  end
+end
+local remembered = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[2]), '+inf')
+return {streams, total + streams * tonumber(ARGV[3]) + remembered * tonumber(ARGV[4])}
 `;
 
 export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channels" | "bytes", number] | [4];
@@ -230,13 +303,13 @@ export type ReadReply = [string, string, string, string | null, string | null, s
 export interface HistoryScripts {
   platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
   plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
-  plateHistoryUsage(sizes: string, streams: string, remembered: string, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
+  plateHistoryUsage(sizes: string, published: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
-  redis.defineCommand("platePublish", { numberOfKeys: 10, lua: PUBLISH });
+  redis.defineCommand("platePublish", { numberOfKeys: 9, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
-  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 3, lua: HISTORY_USAGE });
+  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 2, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;
 }

@@ -90,11 +90,11 @@ export class RedisNames {
     return this.#prefix + "batch:{" + plateId + "}:" + batch;
   }
 
-  /** A plate's history budget keys: sizes, streams, remembered (see redis-history.ts). */
-  historyBudgetKeys(plateId: PlateId): [sizes: string, streams: string, remembered: string] {
+  /** A plate's history budget keys: sizes, published (see redis-history.ts). */
+  historyBudgetKeys(plateId: PlateId): [sizes: string, published: string] {
     const p = this.#prefix;
     const tag = "{" + plateId + "}";
-    return [p + "history-sizes:" + tag, p + "history-streams:" + tag, p + "history-remembered:" + tag];
+    return [p + "history-sizes:" + tag, p + "history-published:" + tag];
   }
 
   /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */

@@ -76,7 +76,8 @@ export function adminRoutes(services: Services): Hono<AppEnv> {
   admin.get("/plates/:plateId/storage", async (c) => {
     const plateId = plateParam(c.req.param("plateId"));
     if ((await tenancy.getPlate(plateId)) === undefined) throw notFound("plate");
-    const [used, limits] = await Promise.all([services.broker.historyUsage(plateId), tenancy.limitsOf(plateId)]);
+    const { retention, limits } = await tenancy.settingsOf(plateId);
+    const used = await services.broker.historyUsage(plateId, retention);
     return c.json({ data: { channels: used.channels, bytes: used.bytes, limits: { historyChannels: limits.historyChannels, historyBytes: limits.historyBytes } } });
   });
 
