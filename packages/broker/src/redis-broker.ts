@@ -302,8 +302,7 @@ export class RedisBroker implements Broker {
       reply = await this.#live.platePublish(
         ...this.#names.historyKeys(plateId, channel),
         this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
-        this.#names.rate(plateId),
-        ...this.#names.historyBudgetKeys(plateId),
+        ...this.#names.publishState(plateId),
         this.#names.batch(plateId, request.batch ?? ""),
         newEpoch(),
         this.#names.channel(plateId, channel),
@@ -357,7 +356,7 @@ export class RedisBroker implements Broker {
   async historyUsage(plateId: PlateId, retention: Retention): Promise<HistoryBudget> {
     let reply;
     try {
-      reply = await this.#live.plateHistoryUsage(...this.#names.historyBudgetKeys(plateId), retention.ageMs, retention.markTtlMs, HISTORY_COST.stream, HISTORY_COST.remembered);
+      reply = await this.#live.plateHistoryUsage(...this.#names.publishState(plateId), retention.ageMs, retention.markTtlMs, HISTORY_COST.stream, HISTORY_COST.remembered);
     } catch (err) {
       throw this.#failed(err);
     }

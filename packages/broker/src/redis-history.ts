@@ -20,11 +20,14 @@ import type { Commands } from "@plate/redis";
  * repeated idempotency key. Answers {0, record} (repeated), {1, id}, {2, ms to wait} (over a rate),
  * {3, what, limit} (over the plate's history budget: what = 'channels' or 'bytes') or {4} (an
  * earlier message of its batch was refused); a refusal changes nothing but its batch's mark.
- * KEYS: epoch, head, stream, marks, idempotency, rate, then the plate's history budget keys:
- *   sizes, a hash: channel → bytes of its retained entries, and '' → their sum, '#' → how many
- *     channels have entries, 'cut' → streams whose last publish is at or before it were swept,
- *     'sw' → when the last sweep ran, 'ex' → when the budget keys' lives were last renewed,
- *     'm' → how many channels 'published' holds (remembered: their marks are kept);
+ * KEYS: epoch, head, stream, marks, idempotency, then
+ *   the plate's publish state, a small hash of its rate buckets, 'n', 'b', 'at' (tokens left as
+ *     of `at`), and of its history budget's counts: '' → the bytes of its channels' retained
+ *     entries, '#' → how many channels have entries, 'm' → how many channels 'published' holds
+ *     (their marks are kept), 'cut' → streams whose last publish is at or before it were swept,
+ *     'sw' → when the last sweep ran; 'ex' → when its life was last renewed;
+ *   sizes, a hash: channel → bytes of its retained entries (apart from the state, which stays
+ *     small: a small hash is a list that each field read scans);
  *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
  *     `markTtlMs`;
  *   then the batch's mark (a string set when one of the batch's messages is refused; see broker.ts
@@ -35,17 +38,17 @@ import type { Commands } from "@plate/redis";
  *       the event name and a separator after it ('' without one; the mark then says which),
  *       what goes before the payload on pub/sub only (the volatile mark and metadata, or ''),
  *       then the plate's publish rates (broker.ts `PublishRate`): messages a second, burst, count,
- *       bytes a second, burst, bytes (both rates 0: not rated), and how long the rate key lives,
- *       then the history budget (broker.ts `HistoryBudget`): '1' to keep its counts (a plate
+ *       bytes a second, burst, bytes (both rates 0: not rated), and how long a full bucket takes
+ *       to fill (ms: the state lives at least that long), then the history budget (broker.ts `HistoryBudget`): '1' to keep its counts (a plate
  *       with a budget) or '0', channels, bytes (0 = no limit), the bytes counted per entry, per
  *       channel with entries and per remembered channel, and how often expired channels are
  *       swept (ms), then whether the message is part of a batch ('1' or '0') and how long its mark
  *       lives (ms).
- * The rate key is a hash n, b, at (tokens left as of `at`), ex (when its life was last renewed).
  *
- * The budget costs three commands a publish (HMGET, ZADD, HSET): the sweep of expired
- * channels (streams whose size stops counting, marks that stop being remembered) runs at most
- * every sweep period, or at once when the budget would refuse.
+ * Rates and budget cost five commands a publish together (HMGET and HSET of the state, HGET and
+ * HSET of the channel's size, ZADD of its last publish): the sweep of expired channels (streams whose size stops counting,
+ * marks that stop being remembered) runs at most every sweep period, or at once before the budget
+ * would refuse; the state's life is renewed when half of it has passed.
  */
 const PUBLISH = `
 local batched = ARGV[29] == '1'
@@ -63,15 +66,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local perS, bPerS = tonumber(ARGV[16]), tonumber(ARGV[19])
 local rated = perS > 0 or bPerS > 0
-local n, b, r
+local accounted = ARGV[23] == '1'
+local z
+if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '', '#', 'cut', 'sw', 'ex', 'm') end
+if accounted then z[4] = redis.call('HGET', KEYS[7], ARGV[11]) end
+local n, b
 if rated then
   local burst, count, bBurst, bytes = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[20]), tonumber(ARGV[21])
-  r = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', 'ex')
   local elapsed = 0
-  if r[3] then elapsed = math.max(0, now - tonumber(r[3])) end
+  if z[3] then elapsed = math.max(0, now - tonumber(z[3])) end
   n, b = burst, bBurst
-  if r[1] then n = math.min(burst, tonumber(r[1]) + elapsed * perS / 1000) end
-  if r[2] then b = math.min(bBurst, tonumber(r[2]) + elapsed * bPerS / 1000) end
+  if z[1] then n = math.min(burst, tonumber(z[1]) + elapsed * perS / 1000) end
+  if z[2] then b = math.min(bBurst, tonumber(z[2]) + elapsed * bPerS / 1000) end
   local wait = 0
   if perS > 0 and n < count then wait = math.ceil((count - n) * 1000 / perS) end
   if bPerS > 0 and b < bytes then wait = math.max(wait, math.ceil((bytes - b) * 1000 / bPerS)) end
@@ -119,27 +125,24 @@ if count > 0 and len > 0 then
 end
 -- The budget. Its counts as they are, then, when due (or to spare a refusal), the sweep's effect:
 -- channels whose stream expired since the last cut stop counting, and marks past their life.
-local accounted = ARGV[23] == '1'
 local known, size, total, streams, remembered
 local sweep = false
-local sweep_cut = 0
 local function plan()
   local upTo = now - ageMs
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. sweep_cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. (tonumber(z[7]) or 0), upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
   local names = {}
   for i = 1, #gone, 2 do names[#names + 1] = gone[i] end
-  local p = {names = names, cut = upTo, freed = 0, streams = 0, here = false}
+  local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}}
   -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
   if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
   if #names > 0 then
     local sizes = redis.call('HMGET', KEYS[7], unpack(names))
-    p.sizes = {}
     for i = 1, #names do
       local sz = tonumber(sizes[i])
       if sz then
         p.freed = p.freed + sz
         p.streams = p.streams + 1
-        p.sizes[#p.sizes + 1] = names[i]
+        p.sized[#p.sized + 1] = names[i]
         if names[i] == ARGV[11] then p.here = true end
       end
     end
@@ -147,17 +150,11 @@ local function plan()
   p.forgotten = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. (now - markMs))
   return p
 end
-local z
-if accounted then
-  z = redis.call('HMGET', KEYS[7], ARGV[11], '', '#', 'cut', 'sw', 'ex', 'm')
-  sweep_cut = tonumber(z[4]) or 0
-  if now - (tonumber(z[5]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
-end
 local function weigh()
-  known = tonumber(z[1])
-  total = tonumber(z[2]) or 0
-  streams = tonumber(z[3]) or 0
-  remembered = tonumber(z[7]) or 0
+  known = tonumber(z[4])
+  total = tonumber(z[5]) or 0
+  streams = tonumber(z[6]) or 0
+  remembered = tonumber(z[10]) or 0
   if sweep then
     if sweep.here then known = nil end
     total = total - sweep.freed
@@ -179,22 +176,13 @@ local function weigh()
   return false
 end
 if accounted then
+  if now - (tonumber(z[8]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
   local refusal = weigh()
   if refusal and not sweep then
     sweep = plan()
     refusal = weigh()
   end
   if refusal then return refuse(refusal) end
-end
-if rated then
-  -- The key's life is renewed when half of it has passed, not at every publish (one command fewer).
-  local ttl = tonumber(ARGV[22])
-  if r[4] and now - tonumber(r[4]) < ttl / 2 then
-    redis.call('HSET', KEYS[6], 'n', tostring(n), 'b', tostring(b), 'at', now)
-  else
-    redis.call('HSET', KEYS[6], 'n', tostring(n), 'b', tostring(b), 'at', now, 'ex', now)
-    redis.call('PEXPIRE', KEYS[6], ttl)
-  end
 end
 if not epoch then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('HSET', KEYS[2], 'ms', ms, 'seq', seq)
@@ -205,38 +193,48 @@ if count > 0 then
 else
   dropped = order
 end
-if accounted then
+if rated or accounted then
   -- Written after the script's first write (HSET above): a Redis at maxmemory refuses a script
   -- only at its first write, so that one must be a command that adds (a deletion first would let
   -- the rest of the script grow memory past it).
   local fields = {}
-  if sweep then
-    if #sweep.names > 0 and sweep.sizes and #sweep.sizes > 0 then redis.call('HDEL', KEYS[7], unpack(sweep.sizes)) end
-    if sweep.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - markMs)) end
-    fields = {'cut', sweep.cut, 'sw', now}
+  if rated then fields = {'n', tostring(n), 'b', tostring(b), 'at', now} end
+  if accounted then
+    if sweep then
+      if #sweep.sized > 0 then redis.call('HDEL', KEYS[7], unpack(sweep.sized)) end
+      if sweep.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - markMs)) end
+      fields[#fields + 1] = 'cut'
+      fields[#fields + 1] = sweep.cut
+      fields[#fields + 1] = 'sw'
+      fields[#fields + 1] = now
+    end
+    if count > 0 then
+      if not known then streams = streams + 1 end
+      total = total + size - (known or 0)
+      redis.call('HSET', KEYS[7], ARGV[11], size)
+    end
+    fields[#fields + 1] = ''
+    fields[#fields + 1] = total
+    fields[#fields + 1] = '#'
+    fields[#fields + 1] = streams
+    -- ZADD answers 1 for a channel it did not hold: one more remembered.
+    fields[#fields + 1] = 'm'
+    fields[#fields + 1] = remembered + redis.call('ZADD', KEYS[8], now, ARGV[11])
   end
-  if count > 0 then
-    if not known then streams = streams + 1 end
-    total = total + size - (known or 0)
-    fields[#fields + 1] = ARGV[11]
-    fields[#fields + 1] = size
-  end
-  fields[#fields + 1] = ''
-  fields[#fields + 1] = total
-  fields[#fields + 1] = '#'
-  fields[#fields + 1] = streams
-  -- ZADD answers 1 for a channel it did not hold: one more remembered.
-  fields[#fields + 1] = 'm'
-  fields[#fields + 1] = remembered + redis.call('ZADD', KEYS[8], now, ARGV[11])
-  local renew = now - (tonumber(z[6]) or 0) >= markMs / 2
+  -- It lives as long as the marks, or as its fuller bucket takes to fill again if longer.
+  local life = math.max(markMs, tonumber(ARGV[22]))
+  local renew = now - (tonumber(z[9]) or 0) >= life / 2
   if renew then
     fields[#fields + 1] = 'ex'
     fields[#fields + 1] = now
   end
-  redis.call('HSET', KEYS[7], unpack(fields))
+  redis.call('HSET', KEYS[6], unpack(fields))
   if renew then
-    redis.call('PEXPIRE', KEYS[7], markMs)
-    redis.call('PEXPIRE', KEYS[8], markMs)
+    redis.call('PEXPIRE', KEYS[6], life)
+    if accounted then
+      redis.call('PEXPIRE', KEYS[7], markMs)
+      redis.call('PEXPIRE', KEYS[8], markMs)
+    end
   end
 end
 if dropped then
@@ -277,7 +275,7 @@ return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now)
 
 /**
  * What a plate's history holds, as its budget counts it (see PUBLISH), without what expired.
- * KEYS: sizes, published. ARGV: ageMs, markTtlMs, bytes per channel with entries, per remembered
+ * KEYS: the publish state, sizes, published. ARGV: ageMs, markTtlMs, bytes per channel with entries, per remembered
  * channel. Answers {channels, bytes}.
  */
 const HISTORY_USAGE = `
@@ -285,15 +283,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local z = redis.call('HMGET', KEYS[1], '', '#', 'cut')
 local total, streams = tonumber(z[1]) or 0, tonumber(z[2]) or 0
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. (tonumber(z[3]) or 0), now - tonumber(ARGV[1]))
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (tonumber(z[3]) or 0), now - tonumber(ARGV[1]))
 for i = 1, #gone do
-  local size = tonumber(redis.call('HGET', KEYS[1], gone[i]))
+  local size = tonumber(redis.call('HGET', KEYS[2], gone[i]))
   if size then
     total = total - size
     streams = streams - 1
   end
 end
-local remembered = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[2]), '+inf')
+local remembered = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[2]), '+inf')
 return {streams, total + streams * tonumber(ARGV[3]) + remembered * tonumber(ARGV[4])}
 `;
 
@@ -303,13 +301,13 @@ export type ReadReply = [string, string, string, string | null, string | null, s
 export interface HistoryScripts {
   platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
   plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
-  plateHistoryUsage(sizes: string, published: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
+  plateHistoryUsage(state: string, sizes: string, published: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
   redis.defineCommand("platePublish", { numberOfKeys: 9, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
-  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 2, lua: HISTORY_USAGE });
+  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 3, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;
 }

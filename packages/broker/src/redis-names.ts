@@ -90,11 +90,14 @@ export class RedisNames {
     return this.#prefix + "batch:{" + plateId + "}:" + batch;
   }
 
-  /** A plate's history budget keys: sizes, published (see redis-history.ts). */
-  historyBudgetKeys(plateId: PlateId): [sizes: string, published: string] {
+  /**
+   * A plate's publish state (a hash: its rate buckets and history budget counts), its channels'
+   * history sizes (a hash) and last publishes (a zset), shared by every node (see redis-history.ts).
+   */
+  publishState(plateId: PlateId): [state: string, sizes: string, published: string] {
     const p = this.#prefix;
     const tag = "{" + plateId + "}";
-    return [p + "history-sizes:" + tag, p + "history-published:" + tag];
+    return [p + "publish-state:" + tag, p + "history-sizes:" + tag, p + "history-published:" + tag];
   }
 
   /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */
@@ -102,10 +105,6 @@ export class RedisNames {
     return this.#prefix + "idem:{" + plateId + "}:" + name;
   }
 
-  /** A plate's publish-rate buckets (hash: n, b, at), shared by every node (see redis-history.ts). */
-  rate(plateId: PlateId): string {
-    return this.#prefix + "rate:{" + plateId + "}";
-  }
 
   /** The members of a channel (see redis-presence.ts). */
   presenceMembers(plateId: PlateId, channel: ChannelName): string {
