@@ -54,6 +54,7 @@ export interface Config {
   readonly filterMaxConditions: number;
   readonly filtersPerPlate: number;
   readonly historyChannelsPerPlate: number;
+  readonly clientTokenBytesPerPlate: number;
   readonly connectionReportMs: number;
   readonly connectionLeaseMs: number;
   readonly historyBytesPerPlate: number;
@@ -430,6 +431,12 @@ export const SETTINGS = {
     default: "200",
     doc: "Size of that bucket: client paths a plate may mint at once after being idle.",
     parse: integer(1, 100_000_000),
+  },
+  CLIENT_TOKEN_BYTES_PER_PLATE: {
+    key: "clientTokenBytesPerPlate",
+    default: "67108864",
+    doc: "Bytes of client paths (route 4) one plate may keep in the store at once, each counted from its minting until it is forgotten (`ttl` and `TOKEN_TOMBSTONE_MS` after): its record's JSON and 256 bytes. A mint past it is refused with 403 `quota_exceeded`. A plate that mints steadily needs about mints a second × (ttl + tombstone) × ~550 bytes. 0 = no limit.",
+    parse: integer(0, 1_000_000_000_000),
   },
   WEBHOOK_RATE_PER_S: {
     key: "webhookRatePerS",

@@ -8,6 +8,7 @@ export type Transport = "sse" | "ws";
 export type TokenOutcome =
   | "minted"
   | "rate_limited"
+  | "quota_exceeded"
   | "accepted"
   | "invalid_client_socket"
   | "expired_client_socket"

@@ -97,6 +97,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     webhooksBurst: config.webhookBurst,
     historyChannels: config.historyChannelsPerPlate,
     historyBytes: config.historyBytesPerPlate,
+    tokenBytes: config.clientTokenBytesPerPlate,
   });
   const provision = () => bootstrapPlates(config, tenancy, log);
   const provisioned = await provisionAtStart(provision, log);

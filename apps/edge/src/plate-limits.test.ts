@@ -178,6 +178,24 @@ describe("a plate's own limits", () => {
     await setLimits(a, "acme", null);
   });
 
+  it("keep a plate's stored client paths within its token budget over both nodes (403 quota_exceeded past it), and never refuse another plate's mints", async () => {
+    // A plate of its own: the tests before minted acme's paths, which count until forgotten.
+    const created = await adminCall(a.url, "POST", "/admin/plates", { body: { id: "minty" } });
+    expect(created.status).toBe(201);
+    const secret = created.body.data.key.secret as string;
+    // About 200 bytes of record and 256 counted besides: three paths fit in 1,700 bytes, not four.
+    await setLimits(a, "minty", { tokenBytes: 1700 });
+    await seen();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await mintToken(i % 2 === 0 ? a.url : b.url, "minty", "budgeted", {}, secret);
+      statuses.push(res.status);
+      if (res.status === 403) expect(res.body.error.code).toBe("quota_exceeded");
+      expect((await mintToken(i % 2 === 0 ? b.url : a.url, "globex", "budgeted", {}, KEYS.globex)).status).toBe(200);
+    }
+    expect(statuses).toEqual([200, 200, 200, 403, 403]);
+  });
+
   it("count a plate's connections over every node, and stop counting a node that died once its lease ends", async () => {
     // A third node, a process of its own, killed with SIGKILL: it never says goodbye.
     const doomed = new EdgeProcess(await freePort(), { ...redisNodeEnv(redis.url), CONNECTION_REPORT_MS: "200", CONNECTION_LEASE_MS: "1500" });

@@ -2,7 +2,7 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { PlateError } from "@plate/protocol";
 import type { ClientToken, PlateId } from "@plate/protocol";
-import { USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
+import { TOKEN_COST, USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
 import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, UsageAdd, UsageCounter, UsageHour, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** One plate's webhook events waiting, and who holds them until when. */
@@ -36,9 +36,14 @@ interface Snapshot {
 interface TokenEntry {
   readonly record: TokenRecord;
   uses: number;
+  /** What it counts against its plate's token budget (see TOKEN_COST). */
+  readonly size: number;
 }
 
 const SNAPSHOT_FILE = "plates.json";
+
+/** A plate over its token budget has the forgotten tokens swept first, at most this often, in ms. */
+const TOKEN_BUDGET_SWEEP_MIN_MS = 100;
 
 /** Buckets held before the full ones are swept. */
 const RATE_BUCKETS_SWEEP_AT = 10_000;
@@ -70,6 +75,8 @@ export class MemoryStore implements Store {
   /** Token buckets by plate and name (`takeRate`). */
   readonly #rates = new Map<string, { readonly n: number; readonly at: number; readonly perS: number; readonly burst: number }>();
   readonly #tokens = new Map<ClientToken, TokenEntry>();
+  /** Each plate's stored tokens, their bytes (its token budget), and when they were last swept for it. */
+  readonly #plateTokens = new Map<PlateId, { readonly tokens: Set<ClientToken>; bytes: number; sweptAt: number }>();
   /** Open connections per plate, per node, with each report's lease end (`reportConnections`). */
   readonly #connections = new Map<PlateId, Map<string, { readonly count: number; readonly untilMs: number }>>();
   readonly #listeners = new Set<(revocation: Revocation) => void>();
@@ -328,9 +335,27 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  putToken(token: TokenRecord): Promise<void> {
-    this.#tokens.set(token.token, { record: token, uses: 0 });
-    return Promise.resolve();
+  putToken(token: TokenRecord, maxBytes = 0): Promise<boolean> {
+    const size = JSON.stringify(token).length + TOKEN_COST.overhead;
+    const now = Date.now();
+    let plate = this.#plateTokens.get(token.plateId);
+    if (plate === undefined) {
+      plate = { tokens: new Set(), bytes: 0, sweptAt: 0 };
+      this.#plateTokens.set(token.plateId, plate);
+    }
+    if (maxBytes > 0 && plate.bytes + size > maxBytes && now - plate.sweptAt >= TOKEN_BUDGET_SWEEP_MIN_MS) {
+      // Over: the plate's tokens forgotten since the last sweep stop counting first.
+      plate.sweptAt = now;
+      for (const name of [...plate.tokens]) {
+        const entry = this.#tokens.get(name);
+        if (entry !== undefined && now >= entry.record.expiresAt + this.#options.tokenTombstoneMs) this.#forgetToken(name, entry);
+      }
+    }
+    if (maxBytes > 0 && plate.bytes + size > maxBytes) return Promise.resolve(false);
+    this.#tokens.set(token.token, { record: token, uses: 0, size });
+    plate.tokens.add(token.token);
+    plate.bytes += size;
+    return Promise.resolve(true);
   }
 
   claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
@@ -341,7 +366,7 @@ export class MemoryStore implements Store {
     }
     const { record } = entry;
     if (nowMs >= record.expiresAt + this.#options.tokenTombstoneMs) {
-      this.#tokens.delete(token);
+      this.#forgetToken(token, entry);
       return Promise.resolve({ ok: false, code: "invalid_client_socket" });
     }
     if (nowMs >= record.expiresAt) return Promise.resolve({ ok: false, code: "expired_client_socket" });
@@ -389,8 +414,19 @@ export class MemoryStore implements Store {
 
   #sweepTokens(nowMs: number): void {
     for (const [token, entry] of this.#tokens) {
-      if (nowMs >= entry.record.expiresAt + this.#options.tokenTombstoneMs) this.#tokens.delete(token);
+      if (nowMs >= entry.record.expiresAt + this.#options.tokenTombstoneMs) this.#forgetToken(token, entry);
     }
+  }
+
+  /** Deletes a token and its bytes from its plate's token budget. */
+  #forgetToken(token: ClientToken, entry: TokenEntry): void {
+    if (!this.#tokens.delete(token)) return;
+    const plate = this.#plateTokens.get(entry.record.plateId);
+    if (plate === undefined) return;
+    plate.tokens.delete(token);
+    plate.bytes -= entry.size;
+    // A plate's entry goes with its last token, unless it was swept just now (its throttle holds).
+    if (plate.tokens.size === 0 && Date.now() - plate.sweptAt >= TOKEN_BUDGET_SWEEP_MIN_MS) this.#plateTokens.delete(entry.record.plateId);
   }
 
   #persist(): Promise<void> {

@@ -10,12 +10,33 @@ import type { Commands } from "@plate/redis";
 
 /**
  * Stores a token and its uses counter, deleted by Redis at an absolute time (so nothing lives
- * forever). One script, so there is never a token without its expiry.
- * KEYS: token. ARGV: TokenRecord JSON, epoch ms to delete it at.
+ * forever). One script, so there is never a token without its expiry. Within the plate's token
+ * budget: the plate's tokens (a zset of "token:size" by when each is deleted, and their sum) stop
+ * counting when deleted; past the budget nothing is stored and the answer is 0 (else 1).
+ * KEYS: token, the plate's token sizes, their sum. ARGV: TokenRecord JSON, epoch ms to delete it
+ * at, the budget in bytes (0 = none), bytes counted besides the JSON, the token.
  */
 const PUT_TOKEN = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, 1000)
+local freed = 0
+for i = 1, #gone do freed = freed + tonumber(string.match(gone[i], ':(%d+)$')) end
+local total = (tonumber(redis.call('GET', KEYS[3])) or 0) - freed
+local size = #ARGV[1] + tonumber(ARGV[4])
+local maxBytes = tonumber(ARGV[3])
+if maxBytes > 0 and total + size > maxBytes then return 0 end
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'uses', 0)
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+-- Deletions after the first write that adds: a Redis at maxmemory refuses the script there.
+if #gone > 0 then redis.call('ZREM', KEYS[2], unpack(gone)) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5] .. ':' .. size)
+redis.call('SET', KEYS[3], total + size, 'KEEPTTL')
+local at = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[2]) < at - now then
+  redis.call('PEXPIREAT', KEYS[2], at)
+  redis.call('PEXPIREAT', KEYS[3], at)
+end
 return 1
 `;
 
@@ -258,7 +279,7 @@ return #all / 2
 
 /** The scripts as commands of a connection; arguments are KEYS then ARGV, as documented above. */
 export interface StoreScripts {
-  platePutToken(token: string, record: string, deleteAtMs: number): Promise<unknown>;
+  platePutToken(token: string, sizes: string, total: string, record: string, deleteAtMs: number, maxBytes: number, overhead: number, name: string): Promise<number>;
   plateTakeRate(bucket: string, perS: number, burst: number, count: number, ttlMs: number): Promise<number>;
   plateReportConnections(key: string, nodeId: string, count: number, leaseMs: number): Promise<number>;
   plateReplacePlate(plate: string, record: string): Promise<number>;
@@ -284,7 +305,7 @@ export interface StoreScripts {
  * each to the master of its first key's slot.
  */
 export function withScripts<C extends Commands>(redis: C): C & StoreScripts {
-  redis.defineCommand("platePutToken", { numberOfKeys: 1, lua: PUT_TOKEN });
+  redis.defineCommand("platePutToken", { numberOfKeys: 3, lua: PUT_TOKEN });
   redis.defineCommand("plateReplacePlate", { numberOfKeys: 1, lua: REPLACE_PLATE });
   redis.defineCommand("plateCreateKey", { numberOfKeys: 3, lua: CREATE_KEY });
   redis.defineCommand("plateFindKey", { numberOfKeys: 2, lua: FIND_KEY });

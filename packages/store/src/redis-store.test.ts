@@ -237,6 +237,8 @@ describe("redis store", () => {
         `${prefix}secret:${kept.hash}`,
         `${prefix}plate-keys:{${plate.id}}`,
         `${prefix}token:{${plate.id}}:${token.token}`,
+        `${prefix}token-sizes:{${plate.id}}`,
+        `${prefix}token-bytes:{${plate.id}}`,
       ].sort(),
     );
     const mentions = (await scanKeys(redis, "*")).filter((name) =>

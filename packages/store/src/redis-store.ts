@@ -20,6 +20,12 @@
  * | `Pplate-ids`           | set     | every plate id: the plate list (one key on one master)         |
  * | `Ptoken:{a}:<token>`   | hash    | `record` → TokenRecord JSON, `uses` → uses spent; Redis        |
  * |                        |         | deletes it at `expiresAt + tokenTombstoneMs`                   |
+ * | `Ptoken-sizes:{a}`     | zset    | "<token>:<bytes>" → when it is deleted: the plate's token      |
+ * |                        |         | budget (`putToken`'s `maxBytes`), swept at each put           |
+ * | `Ptoken-bytes:{a}`     | string  | the sum of those bytes                                         |
+ * | `Pconnections:{a}`     | hash    | node id → "open connections:lease end ms" (reportConnections) |
+ * | `Prate:{a}:<name>`     | hash    | n, at: a token bucket (`takeRate`)                             |
+ * | `Pusage:{a}:<hour>`    | hash    | the plate's usage counters in that hour, `peak:<node>`         |
  * | `Pctl` (pub/sub)       |         | revocations, JSON `{"plateId","keyId"?}` (classic PUBLISH: it  |
  * |                        |         | reaches every node of a cluster; revocations are rare)        |
  * | `Pctl.probe.<id>` (pub/sub) |    | one store instance's deaf-subscriber probes (see the class)    |
@@ -49,7 +55,7 @@ import { DeafnessProbe, RefusalWarnings, checkKeyPrefix, closeConnection, connec
 import type { Commands, RedisRefusal, RedisTarget, Warn } from "@plate/redis";
 import { withScripts } from "./redis-scripts.js";
 import type { StoreScripts } from "./redis-scripts.js";
-import { USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
+import { TOKEN_COST, USAGE_COUNTERS, signingKeyOwner, withHistory, withLimits } from "./store.js";
 import type { ClaimResult, KeyRecord, SigningKeyRecord, PlateHistory, PlateLimits, PlateRecord, UsageAdd, UsageHour, Revocation, Store, TokenRecord, WebhookClaim, WebhookRecord } from "./store.js";
 
 /** Settings of the Redis store; each is a setting of the edge node. */
@@ -421,9 +427,22 @@ export class RedisStore implements Store {
     return (await this.#reach(this.#live.plateDeleteSigningKey(this.#names.signingKeys(plateId), id, this.#names.control, payload))) === 1;
   }
 
-  async putToken(token: TokenRecord): Promise<void> {
+  async putToken(token: TokenRecord, maxBytes = 0): Promise<boolean> {
     const deleteAtMs = token.expiresAt + this.#options.tokenTombstoneMs;
-    await this.#reach(this.#live.platePutToken(this.#names.token(token.plateId, token.token), JSON.stringify(token), deleteAtMs));
+    const names = this.#names;
+    const stored = await this.#reach(
+      this.#live.platePutToken(
+        names.token(token.plateId, token.token),
+        names.tokenSizes(token.plateId),
+        names.tokenBytes(token.plateId),
+        JSON.stringify(token),
+        deleteAtMs,
+        maxBytes,
+        TOKEN_COST.overhead,
+        token.token,
+      ),
+    );
+    return stored === 1;
   }
 
   async claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult> {
@@ -597,6 +616,9 @@ interface RedisNames {
   connections(plateId: PlateId): string;
   readonly webhookWaiting: string;
   token(plateId: PlateId, token: ClientToken): string;
+  /** A plate's stored tokens for its token budget (zset: "token:size" → when it is deleted), and their sum. */
+  tokenSizes(plateId: PlateId): string;
+  tokenBytes(plateId: PlateId): string;
 }
 
 function redisNames(prefix: string): RedisNames {
@@ -618,6 +640,8 @@ function redisNames(prefix: string): RedisNames {
     connections: (plateId) => `${prefix}connections:{${plateId}}`,
     webhookWaiting: `${prefix}webhook-waiting`,
     token: (plateId, token) => `${prefix}token:{${plateId}}:${token}`,
+    tokenSizes: (plateId) => `${prefix}token-sizes:{${plateId}}`,
+    tokenBytes: (plateId) => `${prefix}token-bytes:{${plateId}}`,
   };
 }
 

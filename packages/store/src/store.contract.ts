@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, ChannelPattern, ClientToken, PlateId, Scope } from "@plate/protocol";
 import type { ClaimResult, KeyRecord, PlateRecord, Revocation, SigningKeyRecord, Store, TokenRecord, WebhookRecord } from "./store.js";
-import { signingKeyOwner } from "./store.js";
+import { TOKEN_COST, signingKeyOwner } from "./store.js";
 
 /**
  * Makes the stores of one test: `node()` returns another node sharing the same backing store (the
@@ -644,6 +644,28 @@ export function runStoreContract(name: string, makeFixture: () => Promise<StoreF
         const result = await b.claimToken(plate.id, token.token, Date.now());
         expect(result).toEqual({ ok: true, token, uses: 1 });
         expect(await a.claimToken(plate.id, token.token, Date.now())).toEqual({ ok: true, token, uses: 2 });
+      });
+
+      it("keeps a plate's client tokens within its byte budget over every node, each counted until it is forgotten", async () => {
+        const a = await node();
+        const b = await node();
+        const { plate, key } = await plateWithKey(a);
+        const size = JSON.stringify(tokenRecord(plate.id, key.id)).length + TOKEN_COST.overhead;
+        const budget = 3 * size + 10;
+        for (let i = 0; i < 3; i++) expect(await (i % 2 === 0 ? a : b).putToken(tokenRecord(plate.id, key.id), budget)).toBe(true);
+        const refused = tokenRecord(plate.id, key.id);
+        expect(await b.putToken(refused, budget)).toBe(false);
+        // Nothing of a refused token is stored.
+        expect(failureCode(await a.claimToken(plate.id, refused.token, Date.now()))).toBe("invalid_client_socket");
+        // Another plate has its own budget; without a budget nothing is refused.
+        const other = await plateWithKey(a);
+        expect(await a.putToken(tokenRecord(other.plate.id, other.key.id), budget)).toBe(true);
+        expect(await a.putToken(tokenRecord(plate.id, key.id))).toBe(true);
+        // A token whose expiry and tombstone (1 s in these stores) passed stops counting.
+        const third = await plateWithKey(a);
+        const old = tokenRecord(third.plate.id, third.key.id, { expiresAt: Date.now() - 1500 });
+        expect(await a.putToken(old, size + 10)).toBe(true);
+        expect(await b.putToken(tokenRecord(third.plate.id, third.key.id), size + 10)).toBe(true);
       });
 
       it("claims an unknown token as invalid_client_socket", async () => {

@@ -45,7 +45,15 @@ export interface PlateLimits {
   readonly historyChannels?: number;
   /** `HISTORY_BYTES_PER_PLATE`: bytes of history at once, over every node. */
   readonly historyBytes?: number;
+  /** `CLIENT_TOKEN_BYTES_PER_PLATE`: bytes of stored client paths at once. */
+  readonly tokenBytes?: number;
 }
+
+/**
+ * What a stored client token counts against its plate's token budget: its record's JSON and
+ * `overhead` bytes (the store's hash and expiry, and the budget's own entry; measured on Redis 7).
+ */
+export const TOKEN_COST = { overhead: 256 } as const;
 
 /** What a plate's usage counts (issue 17): messages and bytes published, messages delivered, client tokens minted. */
 export const USAGE_COUNTERS = ["published", "publishedBytes", "delivered", "tokensMinted"] as const;
@@ -284,7 +292,12 @@ export interface Store {
    */
   deleteSigningKey(plateId: PlateId, id: string): Promise<boolean>;
 
-  putToken(token: TokenRecord): Promise<void>;
+  /**
+   * Stores a client token until `expiresAt` and its tombstone after; answers false (storing
+   * nothing) when the plate's tokens would then take more than `maxBytes` (0 = no limit), counted
+   * as `TOKEN_COST` says, until each is forgotten.
+   */
+  putToken(token: TokenRecord, maxBytes?: number): Promise<boolean>;
   claimToken(plateId: PlateId, token: ClientToken, nowMs: number): Promise<ClaimResult>;
 
   onRevoked(listener: (revocation: Revocation) => void): () => void;

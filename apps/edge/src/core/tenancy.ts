@@ -71,6 +71,8 @@ export interface Limits {
   readonly historyChannels: number;
   /** `HISTORY_BYTES_PER_PLATE`, over every node. */
   readonly historyBytes: number;
+  /** `CLIENT_TOKEN_BYTES_PER_PLATE`, over every node. */
+  readonly tokenBytes: number;
 }
 
 /** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
@@ -89,6 +91,7 @@ const LIMIT_NAMES = [
   "webhooksBurst",
   "historyChannels",
   "historyBytes",
+  "tokenBytes",
 ] as const satisfies readonly (keyof Limits & keyof PlateLimits)[];
 
 /**

@@ -70,6 +70,8 @@ export class Tokens {
     filter?: string,
     /** The plate's mint rate (`CLIENT_TOKEN_MINT_RATE_PER_S`, its burst), over every node: past it, `rate_limited`. */
     rate?: { readonly perS: number; readonly burst: number },
+    /** The plate's token budget in bytes (`CLIENT_TOKEN_BYTES_PER_PLATE`; 0 = none): past it, `quota_exceeded`. */
+    maxBytes = 0,
   ): Promise<MintedToken> {
     const { maxDurationMs, ttlMs, maxUses } = this.parse(params);
     const [topic] = topics;
@@ -93,7 +95,13 @@ export class Tokens {
       expiresAt: Date.now() + ttlMs,
       ...(filter === undefined ? {} : { filter }),
     };
-    await this.store.putToken(record);
+    if (!(await this.store.putToken(record, maxBytes))) {
+      this.metrics.tokens.inc({ outcome: "quota_exceeded" });
+      throw new PlateError(
+        "quota_exceeded",
+        `This plate keeps at most ${maxBytes} bytes of client paths; wait until some are forgotten (TOKEN_TOMBSTONE_MS after their ttl), or mint them with a shorter ttl.`,
+      );
+    }
     this.metrics.tokens.inc({ outcome: "minted" });
     this.usage?.count(topic.plateId, "tokensMinted", 1);
     return {

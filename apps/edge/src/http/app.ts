@@ -132,7 +132,7 @@ export function createApp(services: Services): Hono<AppEnv> {
       if (filter !== undefined) services.filters.compile([filter], topicKey(topic));
       const limits = await services.tenancy.limitsOf(plateId);
       const rate = { perS: limits.tokensPerS, burst: limits.tokensBurst };
-      return c.json({ data: await services.tokens.mint(key.id, topics, params, filter === undefined ? undefined : JSON.stringify(filter), rate) });
+      return c.json({ data: await services.tokens.mint(key.id, topics, params, filter === undefined ? undefined : JSON.stringify(filter), rate, limits.tokenBytes) });
     },
 
     // 5: connect with a client token (the WebSocket upgrade is in upgrade.ts).

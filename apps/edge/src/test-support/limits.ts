@@ -16,4 +16,5 @@ export const TEST_LIMITS: Limits = {
   webhooksBurst: 1,
   historyChannels: 10_000,
   historyBytes: 67_108_864,
+  tokenBytes: 67_108_864,
 };
