@@ -240,6 +240,27 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       for (let i = 0; i < 10; i++) await (i % 2 === 0 ? a : b).publish({ ...message("p4", "big", kb, two), budget: bytes });
     });
 
+    it("counts each idempotency key a plate's publishes leave against its history budget, for the key's window", async () => {
+      const a = await node();
+      const b = await node();
+      // One channel keeping its last message (under 300 bytes), and three keys.
+      const budget = { channels: 0, bytes: HISTORY_COST.stream + HISTORY_COST.remembered + 300 + 3 * HISTORY_COST.idempotency };
+      const one = { count: 1, ageMs: 60_000, markTtlMs: 3_600_000 };
+      const keyed = (key: string) => ({ ...message("p1", "k", "1", one), budget, idempotency: { key, owner: "o", windowMs: 60_000 } });
+      for (const [i, key] of ["k1", "k2", "k3"].entries()) await (i % 2 === 0 ? a : b).publish(keyed(key));
+      await expect(a.publish(keyed("k4"))).rejects.toMatchObject({ code: "quota_exceeded" });
+      // A repeated key adds nothing and answers the first publish.
+      expect((await b.publish(keyed("k1"))).repeated).toBe(true);
+      const used = await a.historyUsage("p1" as PlateId, RETENTION);
+      expect(used.bytes).toBeGreaterThanOrEqual(3 * HISTORY_COST.idempotency + HISTORY_COST.stream);
+      // Keys whose window passed stop counting.
+      const p2 = (key: string, windowMs: number) => ({ ...message("p2", "k", "1", one), budget, idempotency: { key, owner: "o", windowMs } });
+      for (const key of ["s1", "s2", "s3"]) await a.publish(p2(key, 300));
+      await expect(b.publish(p2("s4", 300))).rejects.toMatchObject({ code: "quota_exceeded" });
+      await new Promise((r) => setTimeout(r, 400));
+      await b.publish(p2("s4", 300));
+    });
+
     it("publishes a batch up to its first refusal and nothing after it, even what would fit", async () => {
       const a = await node();
       const b = await node();

@@ -99,9 +99,10 @@ export interface HistoryBudget {
  * (id, timestamp, event and body) plus `entry`; plus `stream` for each channel holding messages
  * (a stream's first node takes about 4.4 KB whatever it holds); plus `remembered` for each channel
  * whose marks are kept (`Retention.markTtlMs` after its last publish: a small hash and the budget's
- * own entries). The embedded broker counts the same way, so one budget means the same on both.
+ * own entries); plus `idempotency` for each idempotency key remembered (its record and the
+ * budget's entry, for the key's window). The embedded broker counts the same way, so one budget means the same on both.
  */
-export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256 } as const;
+export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256, idempotency: 384 } as const;
 
 /** How long a broker remembers that a batch had a message refused, in ms (far longer than a batch takes to send). */
 export const BATCH_REFUSAL_MS = 60_000;

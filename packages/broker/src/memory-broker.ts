@@ -188,7 +188,9 @@ export class MemoryBroker implements Broker {
     if (retention.count === 0) drop = 0;
     const size = retention.count === 0 ? 0 : entrySize(message);
     if (budget !== undefined && retention.count > 0) {
-      const refusal = overHistoryBudget(plate, budget, log, entries, drop, size);
+      // A publish with an idempotency key adds its record, remembered for the key's window.
+      const extra = request.idempotency === undefined ? 0 : HISTORY_COST.idempotency;
+      const refusal = overHistoryBudget(plate, budget, log, entries, drop, size + extra);
       if (refusal !== undefined && now - plate.sweptAt >= BUDGET_SWEEP_MIN_MS) {
         plate.sweptAt = now;
         sweepPlate(plate, now);
@@ -373,7 +375,7 @@ function entrySize(message: Message): number {
 
 /** What a plate's history holds, in bytes as its budget counts them (see HISTORY_COST). */
 function historyBytes(plate: PlateHistory): number {
-  return plate.bytes + plate.streams * HISTORY_COST.stream + plate.channels.size * HISTORY_COST.remembered;
+  return plate.bytes + plate.streams * HISTORY_COST.stream + plate.channels.size * HISTORY_COST.remembered + plate.idempotency.size * HISTORY_COST.idempotency;
 }
 
 /**

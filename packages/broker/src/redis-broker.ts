@@ -329,6 +329,7 @@ export class RedisBroker implements Broker {
         request.batch === undefined ? "0" : "1",
         BATCH_REFUSAL_MS,
         HISTORY_SWEEP_MS,
+        HISTORY_COST.idempotency,
       );
     } catch (err) {
       throw this.#failed(err);
@@ -356,7 +357,7 @@ export class RedisBroker implements Broker {
   async historyUsage(plateId: PlateId, retention: Retention): Promise<HistoryBudget> {
     let reply;
     try {
-      reply = await this.#live.plateHistoryUsage(...this.#names.publishState(plateId), retention.ageMs, retention.markTtlMs, HISTORY_COST.stream, HISTORY_COST.remembered);
+      reply = await this.#live.plateHistoryUsage(...this.#names.publishState(plateId), retention.ageMs, retention.markTtlMs, HISTORY_COST.stream, HISTORY_COST.remembered, HISTORY_COST.idempotency);
     } catch (err) {
       throw this.#failed(err);
     }

@@ -30,6 +30,8 @@ import type { Commands } from "@plate/redis";
  *     small: a small hash is a list that each field read scans);
  *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
  *     `markTtlMs`;
+ *   idempotency keys, a zset: the key of each publish's idempotency record → when it lapses
+ *     (the state's 'k' counts them);
  *   then the batch's mark (a string set when one of the batch's messages is refused; see broker.ts
  *   `PublishRequest.batch`).
  * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
@@ -43,18 +45,18 @@ import type { Commands } from "@plate/redis";
  *       with a budget) or '0', channels, bytes (0 = no limit), the bytes counted per entry, per
  *       channel with entries and per remembered channel, and how often expired channels are
  *       swept (ms), then whether the message is part of a batch ('1' or '0') and how long its mark
- *       lives (ms).
+ *       lives (ms), then the bytes counted per idempotency record.
  *
- * Rates and budget cost five commands a publish together (HMGET and HSET of the state, HGET and
+ * Rates and budget cost five commands a publish together (one more with an idempotency key) (HMGET and HSET of the state, HGET and
  * HSET of the channel's size, ZADD of its last publish): the sweep of expired channels (streams whose size stops counting,
  * marks that stop being remembered) runs at most every sweep period, or at once before the budget
  * would refuse; the state's life is renewed when half of it has passed.
  */
 const PUBLISH = `
 local batched = ARGV[29] == '1'
-if batched and redis.call('EXISTS', KEYS[9]) == 1 then return {4} end
+if batched and redis.call('EXISTS', KEYS[10]) == 1 then return {4} end
 local function refuse(answer)
-  if batched then redis.call('SET', KEYS[9], '1', 'PX', ARGV[30]) end
+  if batched then redis.call('SET', KEYS[10], '1', 'PX', ARGV[30]) end
   return answer
 end
 local idemMs = tonumber(ARGV[10])
@@ -68,7 +70,7 @@ local perS, bPerS = tonumber(ARGV[16]), tonumber(ARGV[19])
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[23] == '1'
 local z
-if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '', '#', 'cut', 'sw', 'ex', 'm') end
+if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '', '#', 'cut', 'sw', 'ex', 'm', 'k') end
 if accounted then z[4] = redis.call('HGET', KEYS[7], ARGV[11]) end
 local n, b
 if rated then
@@ -125,7 +127,7 @@ if count > 0 and len > 0 then
 end
 -- The budget. Its counts as they are, then, when due (or to spare a refusal), the sweep's effect:
 -- channels whose stream expired since the last cut stop counting, and marks past their life.
-local known, size, total, streams, remembered
+local known, size, total, streams, remembered, idems
 local sweep = false
 local function plan()
   local upTo = now - ageMs
@@ -148,6 +150,7 @@ local function plan()
     end
   end
   p.forgotten = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. (now - markMs))
+  p.lapsed = redis.call('ZCOUNT', KEYS[9], '-inf', '(' .. now)
   return p
 end
 local function weigh()
@@ -155,7 +158,9 @@ local function weigh()
   total = tonumber(z[5]) or 0
   streams = tonumber(z[6]) or 0
   remembered = tonumber(z[10]) or 0
+  idems = tonumber(z[11]) or 0
   if sweep then
+    idems = idems - sweep.lapsed
     if sweep.here then known = nil end
     total = total - sweep.freed
     streams = streams - sweep.streams
@@ -168,8 +173,10 @@ local function weigh()
   if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
   if budgetBytes > 0 then
     local streamBytes, markBytes = tonumber(ARGV[27]), tonumber(ARGV[28])
-    local before = total + streams * streamBytes + remembered * markBytes
+    local idemBytes = tonumber(ARGV[32])
+    local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
     local after = before + (size or 0) - (known or 0)
+    if idemMs > 0 then after = after + idemBytes end
     if newStream then after = after + streamBytes + markBytes end
     if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
   end
@@ -203,6 +210,7 @@ if rated or accounted then
     if sweep then
       if #sweep.sized > 0 then redis.call('HDEL', KEYS[7], unpack(sweep.sized)) end
       if sweep.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - markMs)) end
+      if sweep.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. now) end
       fields[#fields + 1] = 'cut'
       fields[#fields + 1] = sweep.cut
       fields[#fields + 1] = 'sw'
@@ -220,6 +228,11 @@ if rated or accounted then
     -- ZADD answers 1 for a channel it did not hold: one more remembered.
     fields[#fields + 1] = 'm'
     fields[#fields + 1] = remembered + redis.call('ZADD', KEYS[8], now, ARGV[11])
+    -- An idempotency key is remembered for its window: it counts until then.
+    if idemMs > 0 then
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = idems + redis.call('ZADD', KEYS[9], now + idemMs, KEYS[5])
+    end
   end
   -- It lives as long as the marks, or as its fuller bucket takes to fill again if longer.
   local life = math.max(markMs, tonumber(ARGV[22]))
@@ -234,6 +247,7 @@ if rated or accounted then
     if accounted then
       redis.call('PEXPIRE', KEYS[7], markMs)
       redis.call('PEXPIRE', KEYS[8], markMs)
+      redis.call('PEXPIRE', KEYS[9], math.max(markMs, idemMs))
     end
   end
 end
@@ -275,7 +289,7 @@ return {epoch, head[1] or '0', head[2] or '0', marks[1], marks[2], tostring(now)
 
 /**
  * What a plate's history holds, as its budget counts it (see PUBLISH), without what expired.
- * KEYS: the publish state, sizes, published. ARGV: ageMs, markTtlMs, bytes per channel with entries, per remembered
+ * KEYS: the publish state, sizes, published, idempotency keys. ARGV: ageMs, markTtlMs, bytes per channel with entries, per remembered
  * channel. Answers {channels, bytes}.
  */
 const HISTORY_USAGE = `
@@ -292,7 +306,8 @@ for i = 1, #gone do
   end
 end
 local remembered = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[2]), '+inf')
-return {streams, total + streams * tonumber(ARGV[3]) + remembered * tonumber(ARGV[4])}
+local idems = redis.call('ZCOUNT', KEYS[4], now, '+inf')
+return {streams, total + streams * tonumber(ARGV[3]) + remembered * tonumber(ARGV[4]) + idems * tonumber(ARGV[5])}
 `;
 
 export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channels" | "bytes", number] | [4];
@@ -301,13 +316,13 @@ export type ReadReply = [string, string, string, string | null, string | null, s
 export interface HistoryScripts {
   platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
   plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
-  plateHistoryUsage(state: string, sizes: string, published: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number): Promise<[number, number]>;
+  plateHistoryUsage(state: string, sizes: string, published: string, idempotencyKeys: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number, idempotencyBytes: number): Promise<[number, number]>;
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
-  redis.defineCommand("platePublish", { numberOfKeys: 9, lua: PUBLISH });
+  redis.defineCommand("platePublish", { numberOfKeys: 10, lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
-  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 3, lua: HISTORY_USAGE });
+  redis.defineCommand("plateHistoryUsage", { numberOfKeys: 4, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;
 }

@@ -92,12 +92,13 @@ export class RedisNames {
 
   /**
    * A plate's publish state (a hash: its rate buckets and history budget counts), its channels'
-   * history sizes (a hash) and last publishes (a zset), shared by every node (see redis-history.ts).
+   * history sizes (a hash), last publishes (a zset) and idempotency keys (a zset), shared by every
+   * node (see redis-history.ts).
    */
-  publishState(plateId: PlateId): [state: string, sizes: string, published: string] {
+  publishState(plateId: PlateId): [state: string, sizes: string, published: string, idempotencyKeys: string] {
     const p = this.#prefix;
     const tag = "{" + plateId + "}";
-    return [p + "publish-state:" + tag, p + "history-sizes:" + tag, p + "history-published:" + tag];
+    return [p + "publish-state:" + tag, p + "history-sizes:" + tag, p + "history-published:" + tag, p + "idem-keys:" + tag];
   }
 
   /** The key remembering the publish of one owner's idempotency key (`name`: see idempotencyName). */
