@@ -30,9 +30,9 @@ import { startNchan } from "./nchan.js";
 import { freePort, startRedis } from "@plate/testing";
 import { runPresenceChurn } from "./presence-churn.js";
 import type { ChurnReport } from "./presence-churn.js";
-import { startPlate } from "./servers.js";
+import { startBareNode, startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
-import { nchanTarget, plateTarget } from "./targets.js";
+import { bareTarget, nchanTarget, plateTarget } from "./targets.js";
 import type { Target } from "./targets.js";
 import { FILTERED, FILTERED_FAST, ROWS, churnTable, filterTable, fmt, median, publishTable, ratio } from "./table.js";
 import type { Report, Row } from "./table.js";
@@ -46,7 +46,7 @@ const KEY = "bench-secret-0123456789abcdefghij";
 const SERVER_CPU = 0;
 const HARNESS_CPU = 1;
 
-const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis"] as const;
+const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node"] as const;
 type TargetName = (typeof TARGETS)[number];
 const WORKLOADS = ["w1", "w1-ramp", "w1-filtered", "w2", "w2-ramp", "w3", "w4", "w5", "w6"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
@@ -108,7 +108,10 @@ async function start(name: TargetName, env: Record<string, string> = {}): Promis
   let server: Started | undefined;
   let target: Target;
   try {
-    if (name.startsWith("plate")) {
+    if (name === "bare-node") {
+      server = await startBareNode(SERVER_CPU);
+      target = bareTarget({ name, port: server.port, pids: [server.pid] });
+    } else if (name.startsWith("plate")) {
       const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: { ...env, ...plateEnv } });
       server = plate;
       target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
@@ -200,7 +203,8 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
           out.push(await fanout({ name: "W2-ramp", channels: s.w2Channels, subscribersPerChannel: s.w2PerChannel, publishers: s.pacedPublishers, mode: { kind: "ramp", startRate: s.w2RampStart, factor: 1.25, stepMs: s.rampStepMs, maxSteps: s.rampMaxSteps } }));
           break;
         case "w3":
-          out.push(await fanout({ name: "W3", channels: 1, subscribersPerChannel: 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
+          // The bare node takes publishes only: it has no subscriber to deliver to.
+          out.push(await fanout({ name: "W3", channels: 1, subscribersPerChannel: target.name === "bare-node" ? 0 : 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
           break;
         case "w4":
           out.push(await runIdle(target, transport, s.w4Connections));
@@ -298,6 +302,10 @@ async function main(): Promise<void> {
     for (const name of targets) {
       const reports: Report[] = [];
       for (const workload of workloads) {
+        if (name === "bare-node" && workload !== "w3") {
+          process.stdout.write(`run ${run} ${name} ${workload.toUpperCase()}: not measured (the bare node is W3's reference only)\n`);
+          continue;
+        }
         if (workload === "w5" && !name.startsWith("plate")) {
           process.stdout.write(`run ${run} ${name} W5: skipped (the harness publishes to Nchan over HTTP only)\n`);
           continue;

@@ -8,6 +8,8 @@ import { freePort } from "@plate/testing";
 
 /** The edge node users run (`npm run build` first). */
 const EDGE_MAIN = fileURLToPath(new URL("../../apps/edge/dist/main.js", import.meta.url));
+/** W3's bare Node reference (bare-node.ts), built next to this file. */
+const BARE_NODE_MAIN = fileURLToPath(new URL("./bare-node.js", import.meta.url));
 /** How long a server may take to start, in ms. */
 const START_TIMEOUT_MS = 15_000;
 
@@ -55,6 +57,16 @@ export interface PlateBenchOptions {
   readonly env?: Record<string, string>;
   /** Extra arguments of `node` before the script, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
   readonly nodeArgs?: readonly string[];
+}
+
+/** Starts W3's bare Node reference (bare-node.ts) pinned to `cpu`. */
+export async function startBareNode(cpu: number | undefined): Promise<Started> {
+  const port = await freePort();
+  const [command, args] = pinned(cpu, process.execPath, [BARE_NODE_MAIN]);
+  const child = spawn(command, args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, PORT: String(port) } });
+  // It answers anything: a GET without a body is its 400.
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 400, "bare node");
+  return { port, pid: child.pid!, stop: () => stopChild(child) };
 }
 
 /** Starts `node apps/edge/dist/main.js` as users run it, with benchmark settings. */

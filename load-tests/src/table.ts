@@ -72,6 +72,8 @@ function idleOf(reports: readonly Report[], transport: Transport): IdleReport | 
 
 export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
+  // Issue 18: the figure that decides how many nodes a deployment needs.
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, server CPU per delivery (${t.toUpperCase()})`, unit: "µs", better: "lower", target: "≤ 1×", pick: (r) => { const w1 = fanoutOf(r, "W1", t); return w1 === undefined ? undefined : cpuPerDeliveryUs(w1); } })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 ramp, highest sustained deliveries/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W1-ramp", t)?.best?.deliveredPerS })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 ramp, highest sustained msg/s (${t.toUpperCase()})`, unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W2-ramp", t)?.best?.publishedPerS })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
@@ -117,16 +119,25 @@ const PUBLISH_WORKLOADS = [
  */
 export function publishTable(results: ReadonlyMap<string, readonly (readonly Report[])[]>): string[] {
   const lines: string[] = [];
+  const accepted = (target: string, workload: string): number | undefined =>
+    median(
+      (results.get(target) ?? [])
+        .map((run) => fanoutOf(run, workload, "ws")?.steps[0]?.publishedPerS)
+        .filter((v): v is number => v !== undefined),
+    );
   for (const { workload, how } of PUBLISH_WORKLOADS) {
+    // W3's reference: the bare node's publishes a second (issue 18's targets: 0.8× embedded, 0.6× Redis).
+    const bare = accepted("bare-node", "W3");
     for (const [target, runs] of results) {
       const reports = runs.map((run) => fanoutOf(run, workload, "ws")).filter((r): r is FanoutReport => r?.steps[0] !== undefined);
       if (reports.length === 0) continue;
       const steps = reports.map((r) => r.steps[0]!);
       const m = (values: number[]) => fmt(median(values));
+      const ofBare = bare === undefined ? "—" : ratio(median(steps.map((s) => s.publishedPerS)), bare);
       const failures = new Map<string, number>();
       for (const step of steps) for (const [why, n] of Object.entries(step.publishFailures ?? {})) failures.set(why, (failures.get(why) ?? 0) + n);
       lines.push(
-        `| ${workload} | ${how} | ${reports[0]!.publishers} | ${target} | ${m(steps.map((s) => s.publishedPerS))} | ${m(steps.map((s) => s.deliveredPerS))} | ` +
+        `| ${workload} | ${how} | ${reports[0]!.publishers} | ${target} | ${m(steps.map((s) => s.publishedPerS))} | ${ofBare} | ${m(steps.map((s) => s.deliveredPerS))} | ` +
           `${m(steps.map((s) => s.latencyMs.p50))} | ${m(steps.map((s) => s.latencyMs.p99))} | ${m(steps.map((s) => s.lost))} | ` +
           `${m(reports.map((r) => r.serverCpuPct))} | ${m(reports.map((r) => r.harnessCpuPct))} | ` +
           `${failures.size === 0 ? "none" : [...failures].map(([why, n]) => `${why} ${fmt(n)}`).join(", ")} |`,
@@ -137,8 +148,8 @@ export function publishTable(results: ReadonlyMap<string, readonly (readonly Rep
   return [
     "Publish over HTTP (W3) and over route 9's WebSocket (W5). Nchan has no W5 line: its publisher location can take WebSocket frames too, but this harness configures and speaks only its HTTP publish. Medians of the runs; failed publishes summed over them.",
     "",
-    "| workload | publishes by | publishers | target | accepted msg/s | delivered/s | p50 ms | p99 ms | lost | server CPU % | harness CPU % | failed publishes |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| workload | publishes by | publishers | target | accepted msg/s | ÷ bare node's W3 | delivered/s | p50 ms | p99 ms | lost | server CPU % | harness CPU % | failed publishes |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...lines,
     "",
   ];

@@ -80,6 +80,24 @@ export function nchanTarget(options: { name: string; port: number; pids: readonl
   };
 }
 
+/** W3's bare Node reference: it takes publishes and nothing else (no subscriber of any kind). */
+export function bareTarget(options: { name: string; port: number; pids: readonly number[] }): Target {
+  const none = (): never => {
+    throw new Error("the bare node takes publishes only");
+  };
+  return {
+    name: options.name,
+    host: "127.0.0.1",
+    port: options.port,
+    pids: options.pids,
+    readyMarker: undefined,
+    publish: () => ({ path: "/publish", headers: "Content-Type: application/json\r\n", body: (payload) => '{"message":' + payload + "}" }),
+    sse: none,
+    ws: none,
+    wsPublish: undefined,
+  };
+}
+
 /** The query string of a Plate subscription with `filter` (JSON text), or none. */
 function filterQuery(filter: string | undefined): string {
   return filter === undefined ? "" : `?filter=${encodeURIComponent(filter)}`;
