@@ -59,14 +59,21 @@ export function plateTarget(options: {
   };
 }
 
+/** Where a server that is not Plate listens: on loopback, with no ready marker (see `Target`). */
+interface ServerAt {
+  readonly name: string;
+  readonly port: number;
+  readonly pids: readonly number[];
+}
+
+function loopback(options: ServerAt): Pick<Target, "name" | "host" | "port" | "pids" | "readyMarker"> {
+  return { name: options.name, host: "127.0.0.1", port: options.port, pids: options.pids, readyMarker: undefined };
+}
+
 /** Nchan with the side-by-side configuration: `/pub?id=` publishes the body verbatim, `/sub/` subscribes. */
-export function nchanTarget(options: { name: string; port: number; pids: readonly number[] }): Target {
+export function nchanTarget(options: ServerAt): Target {
   return {
-    name: options.name,
-    host: "127.0.0.1",
-    port: options.port,
-    pids: options.pids,
-    readyMarker: undefined,
+    ...loopback(options),
     publish: (channel) => ({
       path: `/pub?id=${channel}`,
       headers: "Content-Type: application/json\r\n",
@@ -81,16 +88,12 @@ export function nchanTarget(options: { name: string; port: number; pids: readonl
 }
 
 /** W3's bare Node reference: it takes publishes and nothing else (no subscriber of any kind). */
-export function bareTarget(options: { name: string; port: number; pids: readonly number[] }): Target {
+export function bareTarget(options: ServerAt): Target {
   const none = (): never => {
     throw new Error("the bare node takes publishes only");
   };
   return {
-    name: options.name,
-    host: "127.0.0.1",
-    port: options.port,
-    pids: options.pids,
-    readyMarker: undefined,
+    ...loopback(options),
     publish: () => ({ path: "/publish", headers: "Content-Type: application/json\r\n", body: (payload) => '{"message":' + payload + "}" }),
     sse: none,
     ws: none,
