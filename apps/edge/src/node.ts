@@ -107,7 +107,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     count: (plateId) => leases.others(plateId),
     learn: (plateId) => leases.learn(plateId),
   });
-  const leases = new ConnectionLeases(store, nodeId, () => connections.openByPlate(), { reportMs: config.connectionReportMs, leaseMs: config.connectionLeaseMs }, log);
+  const leases = new ConnectionLeases(store, nodeId, connections, { reportMs: config.connectionReportMs, leaseMs: config.connectionLeaseMs }, log);
   // A failed pass is tried again after the longest reconnect wait: by then the store has tried to reconnect.
   const resync = new Resync({ tenancy, connections, provision, log, retryMs: config.redisReconnectMaxMs });
   if (!provisioned) resync.run();
@@ -164,7 +164,6 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     broker,
     nodeId,
     {
-      maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       maxPendingRequests: config.realtimeMaxPendingRequests,
       changeTimeoutMs: config.realtimeChangeTimeoutMs,
     },

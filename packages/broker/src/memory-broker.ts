@@ -25,8 +25,6 @@ interface Entry {
 /** One channel's retained messages (oldest first) and marks (see history.ts). */
 interface ChannelLog {
   readonly entries: Entry[];
-  /** The sum of its entries' sizes. */
-  size: number;
   last: Order | undefined;
   dropped: Order | undefined;
   lastPublishMs: number;
@@ -201,7 +199,7 @@ export class MemoryBroker implements Broker {
     }
     let target = log;
     if (target === undefined) {
-      target = { entries: [], size: 0, last: undefined, dropped: undefined, lastPublishMs: now, retention };
+      target = { entries: [], last: undefined, dropped: undefined, lastPublishMs: now, retention };
       plate.channels.set(message.channel, target);
     }
     target.last = order;
@@ -214,7 +212,6 @@ export class MemoryBroker implements Broker {
     }
     if (target.entries.length === 0) plate.streams += 1;
     target.entries.push({ order, message, size });
-    target.size += size;
     plate.bytes += size;
     dropFront(plate, target, drop);
     return undefined;
@@ -355,7 +352,6 @@ function dropFront(plate: PlateHistory, log: ChannelLog, count: number): void {
   const gone = log.entries.splice(0, count);
   let freed = 0;
   for (const entry of gone) freed += entry.size;
-  log.size -= freed;
   plate.bytes -= freed;
   if (log.entries.length === 0) plate.streams -= 1;
   log.dropped = gone[gone.length - 1]!.order;

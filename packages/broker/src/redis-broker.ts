@@ -80,7 +80,8 @@ function payloadShape(message: Pick<Message, "event" | "from">): { mark: string;
 
 /**
  * The publish script's rate arguments (redis-history.ts): both rates 0 when there is none. The
- * key lives as long as its fuller bucket takes to fill again, after which it would start full anyway.
+ * last is how long the fuller bucket takes to fill again (a second more): the plate's publish
+ * state lives at least that long, after which the buckets would start full anyway.
  */
 function rateArgs(rate: PublishRate | undefined): number[] {
   if (rate === undefined) return [0, 0, 0, 0, 0, 0, 0];

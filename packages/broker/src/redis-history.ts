@@ -47,10 +47,11 @@ import type { Commands } from "@plate/redis";
  *       swept (ms), then whether the message is part of a batch ('1' or '0') and how long its mark
  *       lives (ms), then the bytes counted per idempotency record.
  *
- * Rates and budget cost five commands a publish together (one more with an idempotency key) (HMGET and HSET of the state, HGET and
- * HSET of the channel's size, ZADD of its last publish): the sweep of expired channels (streams whose size stops counting,
- * marks that stop being remembered) runs at most every sweep period, or at once before the budget
- * would refuse; the state's life is renewed when half of it has passed.
+ * Rates and budget cost five commands a publish together, one more with an idempotency key:
+ * HMGET and HSET of the state, HGET and HSET of the channel's size, ZADD of its last publish. The
+ * sweep of expired channels (streams whose size stops counting, marks that stop being remembered)
+ * runs at most every sweep period, or at once before the budget would refuse; the state's life is
+ * renewed when half of it has passed.
  */
 const PUBLISH = `
 local batched = ARGV[29] == '1'
@@ -69,23 +70,25 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local perS, bPerS = tonumber(ARGV[16]), tonumber(ARGV[19])
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[23] == '1'
+-- The state: 1 n, 2 b, 3 at, 4 total bytes, 5 streams, 6 cut, 7 swept at, 8 renewed at, 9 remembered, 10 idempotency keys.
 local z
-if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '', '#', 'cut', 'sw', 'ex', 'm', 'k') end
-if accounted then z[4] = redis.call('HGET', KEYS[7], ARGV[11]) end
+if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '#', 'cut', 'sw', 'ex', 'm', 'k') end
+local channelSize
+if accounted then channelSize = tonumber(redis.call('HGET', KEYS[7], ARGV[11])) end
 local n, b
 if rated then
-  local burst, count, bBurst, bytes = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[20]), tonumber(ARGV[21])
+  local burst, takeN, bBurst, takeB = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[20]), tonumber(ARGV[21])
   local elapsed = 0
   if z[3] then elapsed = math.max(0, now - tonumber(z[3])) end
   n, b = burst, bBurst
   if z[1] then n = math.min(burst, tonumber(z[1]) + elapsed * perS / 1000) end
   if z[2] then b = math.min(bBurst, tonumber(z[2]) + elapsed * bPerS / 1000) end
   local wait = 0
-  if perS > 0 and n < count then wait = math.ceil((count - n) * 1000 / perS) end
-  if bPerS > 0 and b < bytes then wait = math.max(wait, math.ceil((bytes - b) * 1000 / bPerS)) end
+  if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
+  if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
   if wait > 0 then return refuse({2, wait}) end
-  if perS > 0 then n = n - count end
-  if bPerS > 0 then b = b - bytes end
+  if perS > 0 then n = n - takeN end
+  if bPerS > 0 then b = b - takeB end
 end
 local epoch = redis.call('GET', KEYS[1])
 local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
@@ -131,7 +134,7 @@ local known, size, total, streams, remembered, idems
 local sweep = false
 local function plan()
   local upTo = now - ageMs
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. (tonumber(z[7]) or 0), upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. (tonumber(z[6]) or 0), upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
   local names = {}
   for i = 1, #gone, 2 do names[#names + 1] = gone[i] end
   local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}}
@@ -154,11 +157,11 @@ local function plan()
   return p
 end
 local function weigh()
-  known = tonumber(z[4])
-  total = tonumber(z[5]) or 0
-  streams = tonumber(z[6]) or 0
-  remembered = tonumber(z[10]) or 0
-  idems = tonumber(z[11]) or 0
+  known = channelSize
+  total = tonumber(z[4]) or 0
+  streams = tonumber(z[5]) or 0
+  remembered = tonumber(z[9]) or 0
+  idems = tonumber(z[10]) or 0
   if sweep then
     idems = idems - sweep.lapsed
     if sweep.here then known = nil end
@@ -183,7 +186,7 @@ local function weigh()
   return false
 end
 if accounted then
-  if now - (tonumber(z[8]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
+  if now - (tonumber(z[7]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
   local refusal = weigh()
   if refusal and not sweep then
     sweep = plan()
@@ -236,7 +239,7 @@ if rated or accounted then
   end
   -- It lives as long as the marks, or as its fuller bucket takes to fill again if longer.
   local life = math.max(markMs, tonumber(ARGV[22]))
-  local renew = now - (tonumber(z[9]) or 0) >= life / 2
+  local renew = now - (tonumber(z[8]) or 0) >= life / 2
   if renew then
     fields[#fields + 1] = 'ex'
     fields[#fields + 1] = now

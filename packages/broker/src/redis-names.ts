@@ -106,7 +106,6 @@ export class RedisNames {
     return this.#prefix + "idem:{" + plateId + "}:" + name;
   }
 
-
   /** The members of a channel (see redis-presence.ts). */
   presenceMembers(plateId: PlateId, channel: ChannelName): string {
     return this.#prefix + "presence:{" + plateId + "}:" + channel;

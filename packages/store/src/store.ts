@@ -25,7 +25,7 @@ export interface PlateLimits {
   readonly publishBytesPerS?: number;
   /** `MAX_MESSAGE_BYTES`: the largest message (at most the node's own). */
   readonly maxMessageBytes?: number;
-  /** `MAX_CONNECTIONS_PER_PLATE`: open connections on one node. */
+  /** `MAX_CONNECTIONS_PER_PLATE`: open connections over every node. */
   readonly connections?: number;
   /** `MAX_SUBSCRIPTIONS_PER_CONNECTION`. */
   readonly subscriptionsPerConnection?: number;

@@ -41,8 +41,8 @@ export class ConnectionLeases {
   constructor(
     private readonly store: Pick<Store, "reportConnections">,
     private readonly nodeId: string,
-    /** This node's open connections (held slots included), by plate. */
-    private readonly openOf: () => ReadonlyMap<PlateId, number>,
+    /** This node's open connections (held slots included): by plate, or of one plate. */
+    private readonly open: { openByPlate(): ReadonlyMap<PlateId, number>; openOf(plateId: PlateId): number },
     private readonly settings: ConnectionLeaseSettings,
     private readonly log: Logger,
   ) {}
@@ -63,7 +63,7 @@ export class ConnectionLeases {
     if (known !== undefined && Date.now() - known.atMs <= 2 * this.settings.reportMs) return Promise.resolve();
     let pending = this.#learning.get(plateId);
     if (pending === undefined) {
-      pending = this.#send(new Map([[plateId, this.openOf().get(plateId) ?? 0]])).finally(() => this.#learning.delete(plateId));
+      pending = this.#send(new Map([[plateId, this.open.openOf(plateId)]])).finally(() => this.#learning.delete(plateId));
       this.#learning.set(plateId, pending);
     }
     return pending;
@@ -94,7 +94,7 @@ export class ConnectionLeases {
 
   async #report(): Promise<void> {
     const now = Date.now();
-    const open = this.openOf();
+    const open = this.open.openByPlate();
     const due = new Map<PlateId, number>();
     for (const [plateId, count] of open) {
       const last = this.#reported.get(plateId);

@@ -33,7 +33,7 @@ export class Connections {
 
   constructor(
     private readonly metrics: Metrics,
-    /** Open connections one plate may hold on this node; 0 = unlimited. A plate's own limit is given to each call. */
+    /** Open connections one plate may hold over every node; 0 = unlimited. A plate's own limit is given to each call. */
     private readonly maxPerPlate: number,
     /** Told each plate's open connections as they change (its peak is metered). */
     private readonly usage?: Pick<Usage, "connections">,
@@ -41,9 +41,17 @@ export class Connections {
     private readonly others?: { count(plateId: PlateId): number; learn(plateId: PlateId): Promise<void> },
   ) {}
 
-  /** Resolves once the plate's connections on other nodes are known (call before a limit check). */
-  learn(plateId: PlateId): Promise<void> {
-    return this.others?.learn(plateId) ?? Promise.resolve();
+  /**
+   * Resolves once the plate's connections on other nodes are known, for a limit check against
+   * `max` (none to learn when it is 0, unlimited).
+   */
+  learn(plateId: PlateId, max: number): Promise<void> {
+    return max === 0 || this.others === undefined ? Promise.resolve() : this.others.learn(plateId);
+  }
+
+  /** This node's open connections and held slots of one plate. */
+  openOf(plateId: PlateId): number {
+    return (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0);
   }
 
   /** This node's open connections and held slots, by plate (what it reports to the others). */
@@ -82,7 +90,7 @@ export class Connections {
   /** The limit check, for a caller whose own connection is already counted (`counted` 1) or not (0). */
   #refuseAtLimit(plateId: PlateId, max: number, counted: number): void {
     if (max === 0) return;
-    const open = (this.#byPlate.get(plateId)?.size ?? 0) + (this.#reserved.get(plateId) ?? 0) - counted + (this.others?.count(plateId) ?? 0);
+    const open = this.openOf(plateId) - counted + (this.others?.count(plateId) ?? 0);
     if (open >= max) {
       throw new PlateError(
         "rate_limited",

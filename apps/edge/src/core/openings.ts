@@ -50,7 +50,7 @@ export async function openWithClientToken<T>(
     throw new PlateError("invalid_client_socket", "This client socket path does not exist; mint a new one.");
   }
   const { connections } = await services.tenancy.limitsOf(plateId);
-  if (connections !== 0) await services.connections.learn(plateId);
+  await services.connections.learn(plateId, connections);
   return services.connections.holding(plateId, async (slot) => {
     const record = await services.tokens.claim(plateId, token);
     const topics = tokenTopics(record);

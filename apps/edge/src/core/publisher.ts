@@ -87,8 +87,9 @@ export class Publisher {
   ): Promise<(Message | PlateError)[]> {
     const { retention, limits } = await this.settingsOf(plateId);
     let bytes = 0;
+    const sizes = items.map((item) => Buffer.byteLength(item.body));
     for (const [index, item] of items.entries()) {
-      const size = Buffer.byteLength(item.body);
+      const size = sizes[index]!;
       if (size > limits.maxMessageBytes) throw new PlateError("payload_too_large", `messages[${index}]: ${overSize(limits).message}`, { index });
       if (item.volatile !== undefined && Buffer.byteLength(item.volatile) > this.volatileMaxBytes) {
         throw new PlateError("payload_too_large", `messages[${index}]: ${this.#volatileTooLarge().message}`, { index });
@@ -133,7 +134,7 @@ export class Publisher {
     for (const [i, r] of results.entries()) {
       if (r instanceof PlateError) continue;
       published += 1;
-      publishedBytes += Buffer.byteLength(items[i]!.body);
+      publishedBytes += sizes[i]!;
     }
     this.#count(plateId, published, publishedBytes);
     return results;
@@ -170,12 +171,12 @@ function rateOf(limits: Limits, count: number, bytes: number): PublishRate | und
   };
 }
 
-/** The refusal of a message larger than its plate's `MAX_MESSAGE_BYTES` in force. */
 /** The plate's history budget under `limits`. */
 function budgetOf(limits: Limits): HistoryBudget {
   return { channels: limits.historyChannels, bytes: limits.historyBytes };
 }
 
+/** The refusal of a message larger than its plate's `MAX_MESSAGE_BYTES` in force. */
 function overSize(limits: Limits): PlateError {
   return new PlateError("payload_too_large", `A message of this plate is at most ${limits.maxMessageBytes} bytes of JSON.`);
 }

@@ -45,7 +45,6 @@ export type Asker =
 
 /** Settings of realtime connections (see config.ts). */
 export interface RealtimeLimits {
-  readonly maxSubscriptionsPerConnection: number;
   readonly maxPendingRequests: number;
   readonly changeTimeoutMs: number;
 }

@@ -86,7 +86,7 @@ export class Subscriptions {
       // then held to the plate's own connection limit (a slot held for it was already).
       this.connections.add(conn, options.slot, 0);
       const limits = await this.limitsOf(conn.plateId);
-      if (limits.connections !== 0) await this.connections.learn(conn.plateId);
+      await this.connections.learn(conn.plateId, limits.connections);
       if (conn.ended) return;
       this.connections.checkOver(conn.plateId, limits.connections);
       if (asked.length > limits.subscriptionsPerConnection) {

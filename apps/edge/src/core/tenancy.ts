@@ -51,7 +51,7 @@ export interface Limits {
   readonly publishBytesPerS: number;
   /** `MAX_MESSAGE_BYTES`. */
   readonly maxMessageBytes: number;
-  /** `MAX_CONNECTIONS_PER_PLATE` (on one node). */
+  /** `MAX_CONNECTIONS_PER_PLATE`, over every node (connection-leases.ts). */
   readonly connections: number;
   /** `MAX_SUBSCRIPTIONS_PER_CONNECTION`. */
   readonly subscriptionsPerConnection: number;
@@ -75,7 +75,7 @@ export interface Limits {
   readonly tokenBytes: number;
 }
 
-/** Each limit a plate may set: the largest value it may hold (a plan may not exceed what the node allows, where that matters). */
+/** The limits a plate may set of its own (`PUT /admin/plates/{id}/limits`), each up to `MAX_LIMIT`. */
 const LIMIT_NAMES = [
   "publishPerS",
   "publishBurst",
@@ -151,22 +151,18 @@ export class Tenancy {
   }
 
   /**
-   * The history retention of a plate: its own (`history`), else the node's defaults. Cached like
-   * keys: another node's change is seen within `KEY_CACHE_MS`.
-   */
-  async retentionOf(plateId: PlateId): Promise<Retention> {
-    return (await this.settingsOf(plateId)).retention;
-  }
-
-  /**
-   * The limits in force for a plate: its own, else the node's settings. Cached as its retention: a
-   * change made on another node is seen within `KEY_CACHE_MS` (1 s by default).
+   * The limits in force for a plate: its own, else the node's settings. Cached with its retention
+   * (see `settingsOf`).
    */
   async limitsOf(plateId: PlateId): Promise<Limits> {
     return (await this.settingsOf(plateId)).limits;
   }
 
-  /** A plate's retention and limits in force, in one (cached) read: what a publish needs. */
+  /**
+   * A plate's history retention (its own `history`, else the node's defaults) and limits in force,
+   * in one read: what a publish needs. Cached like keys: another node's change is seen within
+   * `KEY_CACHE_MS` (1 s by default).
+   */
   async settingsOf(plateId: PlateId): Promise<PlateSettings> {
     const now = Date.now();
     const cached = this.#retention.get(plateId);
