@@ -308,6 +308,78 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       expect(await c.until(1)).toHaveLength(1);
     });
 
+    it("answers publishes sent all at once exactly as it answers them sent one by one: ids in order, trims, refusals, repeats and history", async () => {
+      const broker = await node();
+      const kb = JSON.stringify("x".repeat(1000));
+      const three = { count: 3, ageMs: 60_000, markTtlMs: 3_600_000 };
+      const five = { count: 5, ageMs: 60_000, markTtlMs: 3_600_000 };
+      // Two channels may hold history and eight messages may go out (the bucket barely refills in
+      // the test); about two 1 KB messages fit in "big"'s bytes; "r" keeps 3 of a longer run.
+      const scenario = (plateId: string): PublishRequest[] => {
+        const at = (channel: string, body: string, more: Partial<PublishRequest> = {}, retention = three): PublishRequest => ({ ...message(plateId, channel, body, retention), ...more });
+        const limited = { budget: { channels: 2, bytes: 0 }, rate: { perS: 1, burst: 8, bytesPerS: 0, bytesBurst: 0, count: 1, bytes: 1 } };
+        const keyed = (key: string) => ({ ...limited, idempotency: { key, owner: "o", windowMs: 60_000 } });
+        const bytes = { budget: { channels: 0, bytes: HISTORY_COST.stream + HISTORY_COST.remembered + 2.5 * (1100 + HISTORY_COST.entry) } };
+        return [
+          at("a", "1", limited),
+          at("a", "2", limited),
+          at("b", "3", keyed("k1")),
+          at("a", "4", limited),
+          at("c", "5", limited),
+          at("b", "6", keyed("k1")),
+          at("a", "7", { ...limited, batch: "x" }),
+          at("a", "8", { ...limited, batch: "x" }),
+          at("a", "9", limited),
+          at("b", "10", keyed("k2")),
+          at("a", "11", limited),
+          ...Array.from({ length: 6 }, (_, i) => ({ ...at("big", kb.slice(0, -1) + i + '"', bytes, five), plateId: `${plateId}-big` as PlateId })),
+          ...Array.from({ length: 7 }, (_, i) => at("r", `${20 + i}`)),
+          at("s", "30"),
+          at("r", "31"),
+          at("r", "32"),
+        ];
+      };
+      const outcomes = (settled: PromiseSettledResult<{ message: Message; repeated: boolean }>[]) =>
+        settled.map((r) => (r.status === "rejected" ? (r.reason as PlateError).code : r.value.repeated ? "repeated" : "ok"));
+      const seen = { one: collector(), all: collector() };
+      await broker.subscribe(pattern("one", "*"), seen.one.listener);
+      await broker.subscribe(pattern("all", "*"), seen.all.listener);
+      const one: PromiseSettledResult<{ message: Message; repeated: boolean }>[] = [];
+      for (const request of scenario("one")) one.push(...(await Promise.allSettled([broker.publish(request)])));
+      const all = await Promise.allSettled(scenario("all").map((request) => broker.publish(request)));
+      expect(outcomes(all)).toEqual(outcomes(one));
+      expect(outcomes(one)).toEqual([
+        "ok", "ok", "ok", "ok", "quota_exceeded", "repeated", "ok", "ok", "ok", "ok", "rate_limited",
+        "ok", "ok", "quota_exceeded", "quota_exceeded", "quota_exceeded", "quota_exceeded",
+        "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok",
+      ]);
+      // Ids in publish order, each after the last.
+      const ids = (settled: typeof one) => settled.flatMap((r) => (r.status === "fulfilled" && !r.value.repeated ? [r.value.message] : []));
+      const published = ids(all).filter((m) => m.plateId === "all");
+      for (let i = 1; i < published.length; i++) expect(comparePositions(parsePosition(published[i]!.id)!, parsePosition(published[i - 1]!.id)!)).toBe(1);
+      // The same history to resume from after each message, and the same deliveries, in order.
+      const resumes = async (messages: Message[]) =>
+        Promise.all(
+          messages.map(async (m) => {
+            const replay = await broker.history(m.plateId, m.channel, m.id, m.channel === "big" ? five : three);
+            return replay.complete ? replay.messages.map((r) => r.body) : replay.reason;
+          }),
+        );
+      expect(await resumes(ids(all))).toEqual(await resumes(ids(one)));
+      // "r" keeps its last 3: a resume before the last one dropped (25) resets, after it replays.
+      const r = ids(all).filter((m) => m.channel === "r");
+      expect(await resumes(r)).toEqual([...Array<string>(5).fill("expired"), ["26", "31", "32"], ["31", "32"], ["32"], []]);
+      await seen.all.until(published.length);
+      await settle();
+      expect(seen.all.received.map((m) => m.channel + m.body)).toEqual(seen.one.received.map((m) => m.channel + m.body));
+      expect(seen.all.received.map((m) => m.id)).toEqual(published.map((m) => m.id));
+      for (const plate of ["", "-big"]) {
+        const used = { one: await broker.historyUsage(`one${plate}` as PlateId, three), all: await broker.historyUsage(`all${plate}` as PlateId, three) };
+        expect(used.all.channels).toBe(used.one.channels);
+        expect(Math.abs(used.all.bytes - used.one.bytes)).toBeLessThan(100);
+      }
+    });
+
     it("keeps 1,000 messages from one publisher in order, each exactly once", async () => {
       const broker = await node();
       const c = collector();
@@ -452,6 +524,26 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       const fresh = await publish(broker, "p1", "aging", short);
       expect(await broker.history("p1" as PlateId, "aging" as ChannelName, old.id, short)).toMatchObject({ complete: false, reason: "expired" });
       expect(await broker.history("p1" as PlateId, "aging" as ChannelName, dropped.id, short)).toMatchObject({ complete: true, messages: [fresh] });
+    });
+
+    it("drops by age at the first of a burst of publishes sent at once, counting what it drops", async () => {
+      const broker = await node();
+      const short = { count: 3, ageMs: 300, markTtlMs: 3_600_000 };
+      const budget = { channels: 10, bytes: 1_000_000 };
+      const old = await broker.publish({ ...message("p1", "aging", "old", short), budget });
+      const dropped = await broker.publish({ ...message("p1", "aging", "dropped", short), budget });
+      await new Promise((r) => setTimeout(r, 450));
+      const burst = await Promise.all(["f1", "f2", "f3", "f4"].map((body) => broker.publish({ ...message("p1", "aging", body, short), budget })));
+      expect(await broker.history("p1" as PlateId, "aging" as ChannelName, old.message.id, short)).toMatchObject({ complete: false, reason: "expired" });
+      const replay = await broker.history("p1" as PlateId, "aging" as ChannelName, dropped.message.id, short);
+      expect(replay.complete).toBe(false);
+      const after = await broker.history("p1" as PlateId, "aging" as ChannelName, burst[0]!.message.id, short);
+      expect(after.complete && after.messages.map((m) => m.body)).toEqual(["f2", "f3", "f4"]);
+      // What the budget counts is what is kept: one stream, its marks and three small messages.
+      const used = await broker.historyUsage("p1" as PlateId, short);
+      expect(used.channels).toBe(1);
+      expect(used.bytes).toBeGreaterThan(HISTORY_COST.stream + HISTORY_COST.remembered + 3 * HISTORY_COST.entry);
+      expect(used.bytes).toBeLessThan(HISTORY_COST.stream + HISTORY_COST.remembered + 3 * (HISTORY_COST.entry + 100));
     });
 
     it("with no history kept, resumes only when nothing was published after the id", async () => {

@@ -104,6 +104,14 @@ export interface HistoryBudget {
  */
 export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256, idempotency: 384 } as const;
 
+/**
+ * The most messages, and bytes of bodies, the Redis broker publishes in one script (group commit;
+ * a script always takes at least one message). Redis at `maxmemory` refuses a script only at its
+ * first write, so one script may grow Redis past it by at most this many bytes.
+ */
+export const PUBLISH_BATCH_MESSAGES = 64;
+export const PUBLISH_BATCH_BYTES = 1024 * 1024;
+
 /** How long a broker remembers that a batch had a message refused, in ms (far longer than a batch takes to send). */
 export const BATCH_REFUSAL_MS = 60_000;
 

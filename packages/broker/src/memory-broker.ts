@@ -107,9 +107,12 @@ export class MemoryBroker implements Broker {
       const prior = plate.idempotency.get(name);
       if (prior !== undefined && prior.expiresAt > now) return { message: prior.message, repeated: true };
     }
+    // Taken from a copy of the buckets, kept only if the message is published: a publish the
+    // budget refuses takes nothing, as on Redis.
+    let taken: RateState | undefined;
     if (rate !== undefined && (rate.perS > 0 || rate.bytesPerS > 0)) {
-      plate.rate ??= { n: rate.burst, b: rate.bytesBurst, at: now };
-      const waitMs = takeRate(plate.rate, rate, now);
+      taken = { ...(plate.rate ?? { n: rate.burst, b: rate.bytesBurst, at: now }) };
+      const waitMs = takeRate(taken, rate, now);
       if (waitMs > 0) throw rateLimited(rate, waitMs);
     }
     const order = nextOrder(plate.head, now);
@@ -124,6 +127,7 @@ export class MemoryBroker implements Broker {
     };
     const refusal = this.#append(plate, message, order, request, now);
     if (refusal !== undefined) throw refusal;
+    if (taken !== undefined) plate.rate = taken;
     plate.head = order;
     if (idempotency !== undefined) {
       plate.idempotency.set(name, { message: { ...message, body: "" }, expiresAt: now + idempotency.windowMs });

@@ -1,7 +1,7 @@
 import type { Cluster, RedisOptions } from "ioredis";
 import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
-import { BATCH_REFUSAL_MS, HISTORY_COST, HISTORY_SWEEP_MS, afterRefusal, overBudget, rateLimited } from "./broker.js";
+import { BATCH_REFUSAL_MS, HISTORY_COST, HISTORY_SWEEP_MS, PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, afterRefusal, overBudget, rateLimited } from "./broker.js";
 import type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
 import { idempotencyName, resumeRule } from "./history.js";
 import type { Order } from "./history.js";
@@ -13,7 +13,7 @@ import type { PresenceScripts } from "./redis-presence.js";
 import type { PresenceTimes } from "./presence.js";
 import type { Delivery } from "./redis-delivery.js";
 import { withHistoryScripts } from "./redis-history.js";
-import type { HistoryScripts, ReadReply } from "./redis-history.js";
+import type { HistoryScripts, PublishReply, ReadReply } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
 /** Settings of the Redis broker; each is a setting of the edge node (see the README). */
@@ -87,6 +87,35 @@ function rateArgs(rate: PublishRate | undefined): number[] {
   if (rate === undefined) return [0, 0, 0, 0, 0, 0, 0];
   const refillMs = Math.max(rate.perS > 0 ? (rate.burst * 1000) / rate.perS : 0, rate.bytesPerS > 0 ? (rate.bytesBurst * 1000) / rate.bytesPerS : 0);
   return [rate.perS, rate.burst, rate.count, rate.bytesPerS, rate.bytesBurst, rate.bytes, Math.ceil(refillMs) + 1000];
+}
+
+/** What the publish script answered for `request` (redis-history.ts), as `Broker.publish` answers. */
+function publishResult(request: PublishRequest, reply: PublishReply): PublishResult {
+  if (reply[0] === 2) throw rateLimited(request.rate!, reply[1]);
+  if (reply[0] === 3) throw overBudget(reply[1], reply[2]);
+  if (reply[0] === 4) throw afterRefusal();
+  const { plateId, channel } = request;
+  if (reply[0] === 1) {
+    const message: Message = {
+      plateId,
+      channel,
+      id: reply[1] as MessageId,
+      timestamp: request.timestamp,
+      body: request.body,
+      ...(request.event === undefined ? {} : { event: request.event }),
+      ...(request.from === undefined ? {} : { from: request.from }),
+    };
+    return { message, repeated: false };
+  }
+  const [id, timestamp, firstChannel] = reply[1].split(SEP);
+  return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
+}
+
+/** A publish waiting for its turn's script. */
+interface UnsentPublish {
+  readonly request: PublishRequest;
+  readonly resolve: (result: PublishResult) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /** The Redis payload of a message published by a node. */
@@ -219,6 +248,9 @@ export class RedisBroker implements Broker {
   #lastPayload = "";
   #lastMessage: Message | undefined;
   readonly #lastNames: string[] = [];
+  /** Publishes waiting for the end of this turn of the event loop, by plate (see `publish`). */
+  readonly #unsent = new Map<PlateId, UnsentPublish[]>();
+  #sendScheduled = false;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
@@ -239,7 +271,9 @@ export class RedisBroker implements Broker {
       withHistoryScripts(
         connectCommands(
           target,
-          { ...common, enableAutoPipelining: true, connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
+          // The publish script gathers its own batches (group commit), and its key count comes first,
+          // which ioredis' automatic pipelines would take for a key: on a cluster they would mix slots.
+          { ...common, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["platePublish"], connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
           options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
         ),
       ),
@@ -293,22 +327,56 @@ export class RedisBroker implements Broker {
 
   /**
    * One script (redis-history.ts) gives the id, appends to the channel's history, trims it and
-   * publishes, atomically: a message is in the history if and only if it went out.
+   * publishes, atomically: a message is in the history if and only if it went out. What one turn
+   * of the event loop publishes to a plate goes in one script (group commit, in order): under load
+   * a publish costs Redis a third of what it costs alone, and a lone publish waits for nothing but
+   * the end of its turn.
    */
-  async publish(request: PublishRequest): Promise<PublishResult> {
-    const { plateId, channel, retention, idempotency } = request;
-    const shape = payloadShape(request);
-    let reply;
-    try {
-      reply = await this.#live.platePublish(
-        ...this.#names.historyKeys(plateId, channel),
-        this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)),
-        ...this.#names.publishState(plateId),
-        this.#names.batch(plateId, request.batch ?? ""),
-        newEpoch(),
+  publish(request: PublishRequest): Promise<PublishResult> {
+    return new Promise((resolve, reject) => {
+      let queue = this.#unsent.get(request.plateId);
+      if (queue === undefined) {
+        queue = [];
+        this.#unsent.set(request.plateId, queue);
+      }
+      queue.push({ request, resolve, reject });
+      if (!this.#sendScheduled) {
+        this.#sendScheduled = true;
+        setImmediate(() => this.#sendUnsent());
+      }
+    });
+  }
+
+  /** Sends every plate's waiting publishes, each plate's in scripts of at most `PUBLISH_BATCH_MESSAGES` messages and `PUBLISH_BATCH_BYTES` bytes. */
+  #sendUnsent(): void {
+    this.#sendScheduled = false;
+    for (const [plateId, queue] of this.#unsent) {
+      this.#unsent.delete(plateId);
+      let from = 0;
+      while (from < queue.length) {
+        let to = from + 1;
+        let bytes = queue[from]!.request.body.length;
+        while (to < queue.length && to - from < PUBLISH_BATCH_MESSAGES && bytes + queue[to]!.request.body.length <= PUBLISH_BATCH_BYTES) {
+          bytes += queue[to]!.request.body.length;
+          to++;
+        }
+        void this.#publishBatch(plateId, queue.slice(from, to));
+        from = to;
+      }
+    }
+  }
+
+  async #publishBatch(plateId: PlateId, batch: readonly UnsentPublish[]): Promise<void> {
+    const keys: string[] = [...this.#names.historyKeys(plateId, "" as ChannelName).slice(0, 2), ...this.#names.publishState(plateId)];
+    const args: (string | number)[] = [newEpoch(), SEP, this.#publishCommand, this.#names.plateWide(plateId), HISTORY_COST.entry, HISTORY_COST.stream, HISTORY_COST.remembered, HISTORY_COST.idempotency, HISTORY_SWEEP_MS, BATCH_REFUSAL_MS, batch.length];
+    for (const { request } of batch) {
+      const { channel, retention, idempotency } = request;
+      const [, , stream, marks] = this.#names.historyKeys(plateId, channel);
+      keys.push(stream, marks, this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)), this.#names.batch(plateId, request.batch ?? ""));
+      const shape = payloadShape(request);
+      args.push(
         this.#names.channel(plateId, channel),
         shape.mark,
-        SEP,
         request.timestamp,
         request.body,
         retention.count,
@@ -316,43 +384,32 @@ export class RedisBroker implements Broker {
         retention.markTtlMs,
         idempotency?.windowMs ?? 0,
         channel,
-        this.#publishCommand,
-        this.#names.plateWide(plateId),
         shape.middle,
         request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
         ...rateArgs(request.rate),
         request.budget === undefined ? "0" : "1",
         request.budget?.channels ?? 0,
         request.budget?.bytes ?? 0,
-        HISTORY_COST.entry,
-        HISTORY_COST.stream,
-        HISTORY_COST.remembered,
         request.batch === undefined ? "0" : "1",
-        BATCH_REFUSAL_MS,
-        HISTORY_SWEEP_MS,
-        HISTORY_COST.idempotency,
       );
+    }
+    let replies;
+    try {
+      replies = await this.#live.platePublish(keys.length, ...keys, ...args);
     } catch (err) {
-      throw this.#failed(err);
+      const failure = this.#failed(err);
+      for (const unsent of batch) unsent.reject(failure);
+      return;
     }
     this.#refusals.succeeded();
-    if (reply[0] === 2) throw rateLimited(request.rate!, reply[1]);
-    if (reply[0] === 3) throw overBudget(reply[1], reply[2]);
-    if (reply[0] === 4) throw afterRefusal();
-    if (reply[0] === 1) {
-      const message: Message = {
-        plateId,
-        channel,
-        id: reply[1] as MessageId,
-        timestamp: request.timestamp,
-        body: request.body,
-        ...(request.event === undefined ? {} : { event: request.event }),
-        ...(request.from === undefined ? {} : { from: request.from }),
-      };
-      return { message, repeated: false };
+    for (let i = 0; i < batch.length; i++) {
+      const { request, resolve, reject } = batch[i]!;
+      try {
+        resolve(publishResult(request, replies[i]!));
+      } catch (err) {
+        reject(err);
+      }
     }
-    const [id, timestamp, firstChannel] = reply[1].split(SEP);
-    return { message: { plateId, channel: firstChannel as ChannelName, id: id as MessageId, timestamp: timestamp!, body: "" }, repeated: true };
   }
 
   async historyUsage(plateId: PlateId, retention: Retention): Promise<HistoryBudget> {

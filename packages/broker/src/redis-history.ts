@@ -16,257 +16,386 @@ import type { Commands } from "@plate/redis";
  */
 
 /**
- * Publishes one message and appends it to its channel's history, or answers the first publish of a
- * repeated idempotency key. Answers {0, record} (repeated), {1, id}, {2, ms to wait} (over a rate),
- * {3, what, limit} (over the plate's history budget: what = 'channels' or 'bytes') or {4} (an
- * earlier message of its batch was refused); a refusal changes nothing but its batch's mark.
- * KEYS: epoch, head, stream, marks, idempotency, then
- *   the plate's publish state, a small hash of its rate buckets, 'n', 'b', 'at' (tokens left as
- *     of `at`), and of its history budget's counts: '' → the bytes of its channels' retained
- *     entries, '#' → how many channels have entries, 'm' → how many channels 'published' holds
- *     (their marks are kept), 'cut' → streams whose last publish is at or before it were swept,
- *     'sw' → when the last sweep ran; 'ex' → when its life was last renewed;
- *   sizes, a hash: channel → bytes of its retained entries (apart from the state, which stays
- *     small: a small hash is a list that each field read scans);
- *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
- *     `markTtlMs`;
- *   idempotency keys, a zset: the key of each publish's idempotency record → when it lapses
- *     (the state's 'k' counts them);
- *   then the batch's mark (a string set when one of the batch's messages is refused; see broker.ts
- *   `PublishRequest.batch`).
- * ARGV: new epoch, pub/sub channel, payload mark, separator, timestamp, body, count, ageMs,
- *       markTtlMs, idempotency window ms (0 = none), channel, publish command (PUBLISH, or
- *       SPUBLISH on a cluster), the plate-wide channel (which gets the channel name, then the payload),
- *       the event name and a separator after it ('' without one; the mark then says which),
- *       what goes before the payload on pub/sub only (the volatile mark and metadata, or ''),
- *       then the plate's publish rates (broker.ts `PublishRate`): messages a second, burst, count,
- *       bytes a second, burst, bytes (both rates 0: not rated), and how long a full bucket takes
- *       to fill (ms: the state lives at least that long), then the history budget (broker.ts `HistoryBudget`): '1' to keep its counts (a plate
- *       with a budget) or '0', channels, bytes (0 = no limit), the bytes counted per entry, per
- *       channel with entries and per remembered channel, and how often expired channels are
- *       swept (ms), then whether the message is part of a batch ('1' or '0') and how long its mark
- *       lives (ms), then the bytes counted per idempotency record.
+ * Publishes a batch of one plate's messages, in order, each appended to its channel's history, or
+ * answers the first publish of a repeated idempotency key. Each message is weighed as if published
+ * alone (its rate, its history budget, its batch's refusal) and answered in turn: {0, record}
+ * (repeated), {1, id}, {2, ms to wait} (over a rate), {3, what, limit} (over the plate's history
+ * budget: what = 'channels' or 'bytes') or {4} (an earlier message of its request's batch was
+ * refused); a refusal changes nothing but its batch's mark. Answers the list of answers.
  *
- * Rates and budget cost five commands a publish together, one more with an idempotency key:
- * HMGET and HSET of the state, HGET and HSET of the channel's size, ZADD of its last publish. The
- * sweep of expired channels (streams whose size stops counting, marks that stop being remembered)
- * runs at most every sweep period, or at once before the budget would refuse; the state's life is
- * renewed when half of it has passed.
+ * One script for many messages is group commit (redis-broker.ts gathers what one turn of the
+ * event loop publishes): what a publish reads and writes of its plate (time, epoch, head, publish
+ * state) is read and written once per script, and what it reads and writes of its channel once
+ * per run of consecutive messages to one channel (one XLEN and XRANGE before, one trim, one marks
+ * and size update after); each message still has its own XADD and PUBLISH. Every redis.call costs
+ * about 10,000 instructions of Redis' Lua glue whatever the command, so the count of calls per
+ * message is the cost (see docs/performance.md).
+ *
+ * KEYS: epoch, head, then the plate's publish state (a small hash of its rate buckets 'n', 'b',
+ *   'at' (tokens left as of `at`) and its history budget's counts: '' → the bytes of its channels'
+ *   retained entries, '#' → how many channels have entries, 'm' → how many channels 'published'
+ *   holds (their marks are kept), 'k' → how many idempotency keys are remembered, 'cut' → streams
+ *   whose last publish is at or before it were swept, 'sw' → when the last sweep ran, 'ex' → when
+ *   its life was last renewed); sizes, a hash: channel → bytes of its retained entries (apart
+ *   from the state, which stays small: a small hash is a list that each field read scans);
+ *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
+ *   `markTtlMs`; idempotency keys, a zset: the key of each publish's idempotency record → when it
+ *   lapses; then four per message: its stream, its marks, its idempotency record, and its batch's
+ *   mark (a string set when one of the batch's messages is refused; see broker.ts
+ *   `PublishRequest.batch`).
+ * ARGV: new epoch, separator, publish command (PUBLISH, or SPUBLISH on a cluster), the plate-wide
+ *   channel (which gets the channel name, then the payload), the bytes counted per entry, per
+ *   channel with entries, per remembered channel and per idempotency record, how often expired
+ *   channels are swept (ms), how long a batch's mark lives (ms), the number of messages; then 22
+ *   per message: pub/sub channel, payload mark, timestamp, body, count, ageMs, markTtlMs,
+ *   idempotency window ms (0 = none), channel, the event name and a separator after it ('' without
+ *   one; the mark then says which), what goes before the payload on pub/sub only (the volatile mark
+ *   and metadata, or ''), the plate's publish rates (broker.ts `PublishRate`: messages a second,
+ *   burst, count, bytes a second, burst, bytes; both rates 0: not rated) and how long a full bucket
+ *   takes to fill (ms: the state lives at least that long), the history budget (broker.ts
+ *   `HistoryBudget`: '1' to keep its counts (a plate with a budget) or '0', channels, bytes; 0 = no
+ *   limit), and whether the message is part of a request's batch ('1' or '0').
+ *
+ * The sweep of expired channels (streams whose size stops counting, marks that stop being
+ * remembered) runs at most every sweep period, or at once before the budget would refuse; the
+ * state's life is renewed when half of it has passed.
  */
 const PUBLISH = `
-local batched = ARGV[29] == '1'
-if batched and redis.call('EXISTS', KEYS[10]) == 1 then return {4} end
-local function refuse(answer)
-  if batched then redis.call('SET', KEYS[10], '1', 'PX', ARGV[30]) end
-  return answer
-end
-local idemMs = tonumber(ARGV[10])
-if idemMs > 0 then
-  local prior = redis.call('GET', KEYS[5])
-  if prior then return {0, prior} end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local perS, bPerS = tonumber(ARGV[16]), tonumber(ARGV[19])
-local rated = perS > 0 or bPerS > 0
-local accounted = ARGV[23] == '1'
--- The state: 1 n, 2 b, 3 at, 4 total bytes, 5 streams, 6 cut, 7 swept at, 8 renewed at, 9 remembered, 10 idempotency keys.
-local z
-if rated or accounted then z = redis.call('HMGET', KEYS[6], 'n', 'b', 'at', '', '#', 'cut', 'sw', 'ex', 'm', 'k') end
-local channelSize
-if accounted then channelSize = tonumber(redis.call('HGET', KEYS[7], ARGV[11])) end
-local n, b
-if rated then
-  local burst, takeN, bBurst, takeB = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[20]), tonumber(ARGV[21])
-  local elapsed = 0
-  if z[3] then elapsed = math.max(0, now - tonumber(z[3])) end
-  n, b = burst, bBurst
-  if z[1] then n = math.min(burst, tonumber(z[1]) + elapsed * perS / 1000) end
-  if z[2] then b = math.min(bBurst, tonumber(z[2]) + elapsed * bPerS / 1000) end
-  local wait = 0
-  if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
-  if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
-  if wait > 0 then return refuse({2, wait}) end
-  if perS > 0 then n = n - takeN end
-  if bPerS > 0 then b = b - takeB end
-end
+local SEP, PUB, plateWide = ARGV[2], ARGV[3], ARGV[4]
+local entryBytes, streamBytes, markBytes, idemBytes = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local sweepMs, batchMs = tonumber(ARGV[9]), ARGV[10]
+local messages = tonumber(ARGV[11])
 local epoch = redis.call('GET', KEYS[1])
+local newEpoch = not epoch
+if newEpoch then epoch = ARGV[1] end
 local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
-local ms, seq = now, 0
-local headMs = tonumber(head[1])
-if headMs and headMs >= now then
-  ms = headMs
-  seq = tonumber(head[2]) + 1
+local headMs, headSeq = tonumber(head[1]), tonumber(head[2])
+local advanced = false
+-- The publish state, read by the first message that needs it: the rate buckets (nil: full) and
+-- the budget's counts. Written back once, at the end.
+local state = false
+local rateTaken, counted = false, false
+local life, markLife, idemLife = 0, 0, 0
+local function readState()
+  local z = redis.call('HMGET', KEYS[3], 'n', 'b', 'at', '', '#', 'cut', 'sw', 'ex', 'm', 'k')
+  state = {
+    n = tonumber(z[1]), b = tonumber(z[2]), at = tonumber(z[3]),
+    total = tonumber(z[4]) or 0, streams = tonumber(z[5]) or 0, cut = tonumber(z[6]) or 0,
+    sw = tonumber(z[7]) or 0, ex = tonumber(z[8]) or 0, remembered = tonumber(z[9]) or 0,
+    idems = tonumber(z[10]) or 0, swept = false,
+  }
 end
-local order = ms .. '-' .. seq
-local id = (epoch or ARGV[1]) .. '_' .. order
-local payload = ARGV[3] .. id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[14] .. ARGV[6]
-local count = tonumber(ARGV[7])
-local ageMs = tonumber(ARGV[8])
-local markMs = tonumber(ARGV[9])
-local dropped = false
--- What the trims drop, read before anything changes: the oldest \`over\` entries go by count, and
--- the first entry that stays tells whether any must go by age. XLEN is 0 only for a stream that
--- expired (or never was): trimming always keeps the newest entry. Whatever it held up to the
--- channel's last id is gone.
-local len = redis.call('XLEN', KEYS[3])
-if len == 0 then dropped = redis.call('HGET', KEYS[4], 'last') end
-local entryBytes = tonumber(ARGV[26])
-local freed, minMs = 0, false
-if count > 0 and len > 0 then
-  local over = len + 1 - count
-  if over < 0 then over = 0 end
-  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over + 1)
-  for i = 1, over do freed = freed + #oldest[i][2][2] + entryBytes end
-  if over > 0 then dropped = oldest[over][1] end
-  local kept = oldest[over + 1]
+-- A sweep weighed into an accepted message, whose deletions are written after the next adding write.
+local sweepDue = false
+local function writeSweep()
+  local s = sweepDue
+  if not s then return end
+  sweepDue = false
+  if #s.sized > 0 then redis.call('HDEL', KEYS[4], unpack(s.sized)) end
+  if s.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - s.markMs)) end
+  if s.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. now) end
+end
+-- Idempotency records published by this script (written at the end of their message's run).
+local recorded = {}
+local replies = {}
+
+-- Messages first..last: one channel, one retention. Each is weighed in turn, as if published alone;
+-- what the accepted ones write is written once for the run (one trim, one marks and size update),
+-- apart from each one's XADD, PUBLISH and idempotency record.
+local function run(first, last)
+  local k0, a0 = 6 + (first - 1) * 4, 11 + (first - 1) * 22
+  local stream, marks, channel = KEYS[k0 + 1], KEYS[k0 + 2], ARGV[a0 + 9]
+  local count, ageMs, markMs = tonumber(ARGV[a0 + 5]), tonumber(ARGV[a0 + 6]), tonumber(ARGV[a0 + 7])
   local cutMs = now - ageMs
-  if kept and tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
-    minMs = cutMs
-    local aged = redis.call('XRANGE', KEYS[3], kept[1], '(' .. cutMs .. '-0')
-    for i = 1, #aged do freed = freed + #aged[i][2][2] + entryBytes end
-    dropped = aged[#aged][1]
-  end
-end
--- The budget. Its counts as they are, then, when due (or to spare a refusal), the sweep's effect:
--- channels whose stream expired since the last cut stop counting, and marks past their life.
-local known, size, total, streams, remembered, idems
-local sweep = false
-local function plan()
-  local upTo = now - ageMs
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. (tonumber(z[6]) or 0), upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
-  local names = {}
-  for i = 1, #gone, 2 do names[#names + 1] = gone[i] end
-  local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}}
-  -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
-  if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
-  if #names > 0 then
-    local sizes = redis.call('HMGET', KEYS[7], unpack(names))
-    for i = 1, #names do
-      local sz = tonumber(sizes[i])
-      if sz then
-        p.freed = p.freed + sz
-        p.streams = p.streams + 1
-        p.sized[#p.sized + 1] = names[i]
-        if names[i] == ARGV[11] then p.here = true end
+  -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
+  -- by position (1 = oldest; the run's own entries come after \`len\`).
+  local len, lastDropped = 0, false
+  local ids, bytes = {}, {}
+  local aged = 0
+  if count > 0 then
+    len = redis.call('XLEN', stream)
+    -- XLEN is 0 only for a stream that expired (or never was): trimming always keeps the newest
+    -- entry. Whatever it held up to the channel's last id is gone.
+    if len == 0 then lastDropped = redis.call('HGET', marks, 'last') end
+    if len > 0 then
+      local over = math.min(len, math.max(0, len + (last - first + 1) - count))
+      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', over + 1)
+      for i = 1, #oldest do
+        ids[i] = oldest[i][1]
+        bytes[i] = #oldest[i][2][2] + entryBytes
+      end
+      -- The first entry past those tells whether the age trim goes further (every entry before
+      -- the cut goes at the run's first publish).
+      local kept = oldest[#oldest]
+      if tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
+        local older = redis.call('XRANGE', stream, '(' .. kept[1], '(' .. cutMs .. '-0')
+        for i = 1, #older do
+          ids[#ids + 1] = older[i][1]
+          bytes[#bytes + 1] = #older[i][2][2] + entryBytes
+        end
+        aged = #ids
+      else
+        for i = 1, #ids do
+          if tonumber(string.match(ids[i], '^(%d+)')) < cutMs then aged = i end
+        end
       end
     end
   end
-  p.forgotten = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. (now - markMs))
-  p.lapsed = redis.call('ZCOUNT', KEYS[9], '-inf', '(' .. now)
-  return p
-end
-local function weigh()
-  known = channelSize
-  total = tonumber(z[4]) or 0
-  streams = tonumber(z[5]) or 0
-  remembered = tonumber(z[9]) or 0
-  idems = tonumber(z[10]) or 0
-  if sweep then
-    idems = idems - sweep.lapsed
-    if sweep.here then known = nil end
-    total = total - sweep.freed
-    streams = streams - sweep.streams
-    remembered = remembered - sweep.forgotten
-  end
-  size = known
-  if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
-  local budgetChannels, budgetBytes = tonumber(ARGV[24]), tonumber(ARGV[25])
-  local newStream = count > 0 and not known
-  if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
-  if budgetBytes > 0 then
-    local streamBytes, markBytes = tonumber(ARGV[27]), tonumber(ARGV[28])
-    local idemBytes = tonumber(ARGV[32])
-    local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
-    local after = before + (size or 0) - (known or 0)
-    if idemMs > 0 then after = after + idemBytes end
-    if newStream then after = after + streamBytes + markBytes end
-    if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
-  end
-  return false
-end
-if accounted then
-  if now - (tonumber(z[7]) or 0) >= tonumber(ARGV[31]) then sweep = plan() end
-  local refusal = weigh()
-  if refusal and not sweep then
-    sweep = plan()
-    refusal = weigh()
-  end
-  if refusal then return refuse(refusal) end
-end
-if not epoch then redis.call('SET', KEYS[1], ARGV[1]) end
-redis.call('HSET', KEYS[2], 'ms', ms, 'seq', seq)
-if count > 0 then
-  if minMs then redis.call('XTRIM', KEYS[3], 'MINID', minMs .. '-0') end
-  redis.call('XADD', KEYS[3], 'MAXLEN', count, order, 'm', payload)
-  redis.call('PEXPIRE', KEYS[3], ageMs)
-else
-  dropped = order
-end
-if rated or accounted then
-  -- Written after the script's first write (HSET above): a Redis at maxmemory refuses a script
-  -- only at its first write, so that one must be a command that adds (a deletion first would let
-  -- the rest of the script grow memory past it).
-  local fields = {}
-  if rated then fields = {'n', tostring(n), 'b', tostring(b), 'at', now} end
-  if accounted then
-    if sweep then
-      if #sweep.sized > 0 then redis.call('HDEL', KEYS[7], unpack(sweep.sized)) end
-      if sweep.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - markMs)) end
-      if sweep.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. now) end
-      fields[#fields + 1] = 'cut'
-      fields[#fields + 1] = sweep.cut
-      fields[#fields + 1] = 'sw'
-      fields[#fields + 1] = now
+  local channelSize = false
+  local accepted = {}
+  local dropTo = 0
+  local pendingMark, pendingIdems = 0, 0
+  local runCounted = false
+  for i = first, last do
+    local k, a = 6 + (i - 1) * 4, 11 + (i - 1) * 22
+    local batched = ARGV[a + 22] == '1'
+    local function refuse(answer)
+      if batched then redis.call('SET', KEYS[k + 4], '1', 'PX', batchMs) end
+      return answer
     end
-    if count > 0 then
-      if not known then streams = streams + 1 end
-      total = total + size - (known or 0)
-      redis.call('HSET', KEYS[7], ARGV[11], size)
+    local idemMs = tonumber(ARGV[a + 8])
+    local reply = false
+    if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = {4} end
+    if not reply and idemMs > 0 then
+      local prior = recorded[KEYS[k + 3]] or redis.call('GET', KEYS[k + 3])
+      if prior then reply = {0, prior} end
     end
-    fields[#fields + 1] = ''
-    fields[#fields + 1] = total
-    fields[#fields + 1] = '#'
-    fields[#fields + 1] = streams
+    local perS, bPerS = tonumber(ARGV[a + 12]), tonumber(ARGV[a + 15])
+    local rated = perS > 0 or bPerS > 0
+    local accounted = ARGV[a + 19] == '1'
+    if not reply and (rated or accounted) and not state then readState() end
+    local n, b
+    if not reply and rated then
+      local burst, takeN, bBurst, takeB = tonumber(ARGV[a + 13]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16]), tonumber(ARGV[a + 17])
+      local elapsed = 0
+      if state.at then elapsed = math.max(0, now - state.at) end
+      n, b = burst, bBurst
+      if state.n then n = math.min(burst, state.n + elapsed * perS / 1000) end
+      if state.b then b = math.min(bBurst, state.b + elapsed * bPerS / 1000) end
+      local wait = 0
+      if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
+      if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
+      if wait > 0 then reply = refuse({2, wait}) end
+      if perS > 0 then n = n - takeN end
+      if bPerS > 0 then b = b - takeB end
+    end
+    if not reply then
+      local ms, seq = now, 0
+      if headMs and headMs >= now then
+        ms = headMs
+        seq = headSeq + 1
+      end
+      local order = ms .. '-' .. seq
+      local id = epoch .. '_' .. order
+      local payload = ARGV[a + 2] .. id .. SEP .. ARGV[a + 3] .. SEP .. ARGV[a + 10] .. ARGV[a + 4]
+      -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
+      -- past the age.
+      local to = dropTo
+      if count > 0 then to = math.max(dropTo, aged, len + #accepted + 1 - count) end
+      local freed = 0
+      for p = dropTo + 1, to do freed = freed + bytes[p] end
+      -- The budget: its counts as they are (with this run's marks and records not yet written),
+      -- then, when due (or to spare a refusal), the sweep's effect: channels whose stream expired
+      -- since the last cut stop counting, and marks past their life.
+      local known, size, total, streams, remembered, idems
+      local sweep = false
+      local function plan()
+        local upTo = now - ageMs
+        local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. state.cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
+        local names = {}
+        for g = 1, #gone, 2 do names[#names + 1] = gone[g] end
+        local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}, markMs = markMs}
+        -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
+        if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
+        if #names > 0 then
+          local sizes = redis.call('HMGET', KEYS[4], unpack(names))
+          for g = 1, #names do
+            local sz = tonumber(sizes[g])
+            if sz then
+              p.freed = p.freed + sz
+              p.streams = p.streams + 1
+              p.sized[#p.sized + 1] = names[g]
+              if names[g] == channel then p.here = true end
+            end
+          end
+        end
+        p.forgotten = redis.call('ZCOUNT', KEYS[5], '-inf', '(' .. (now - markMs))
+        p.lapsed = redis.call('ZCOUNT', KEYS[6], '-inf', '(' .. now)
+        return p
+      end
+      local function weigh()
+        known = channelSize
+        total, streams = state.total, state.streams
+        remembered, idems = state.remembered + pendingMark, state.idems + pendingIdems
+        if sweep then
+          idems = idems - sweep.lapsed
+          if sweep.here then known = nil end
+          total = total - sweep.freed
+          streams = streams - sweep.streams
+          remembered = remembered - sweep.forgotten
+        end
+        -- A stream that expired since the last sweep stops counting now (the sweep would not see
+        -- it once this publish renews the channel's last publish).
+        if known and count > 0 and len == 0 and #accepted == 0 then
+          total = total - known
+          streams = streams - 1
+          known = nil
+        end
+        size = known
+        if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
+        local budgetChannels, budgetBytes = tonumber(ARGV[a + 20]), tonumber(ARGV[a + 21])
+        local newStream = count > 0 and not known
+        if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
+        if budgetBytes > 0 then
+          local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
+          local after = before + (size or 0) - (known or 0)
+          if idemMs > 0 then after = after + idemBytes end
+          if newStream then after = after + streamBytes + markBytes end
+          if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
+        end
+        return false
+      end
+      if accounted then
+        if channelSize == false then channelSize = tonumber(redis.call('HGET', KEYS[4], channel)) end
+        if now - state.sw >= sweepMs then sweep = plan() end
+        local refusal = weigh()
+        if refusal and not sweep then
+          sweep = plan()
+          refusal = weigh()
+        end
+        if refusal then reply = refuse(refusal) end
+      end
+      if not reply then
+        reply = {1, id}
+        headMs, headSeq, advanced = ms, seq, true
+        accepted[#accepted + 1] = {order = order, payload = payload, a = a, k = k, idemMs = idemMs, counted = accounted}
+        if count > 0 then
+          ids[len + #accepted] = order
+          bytes[len + #accepted] = #payload + entryBytes
+        end
+        dropTo = to
+        if rated then
+          state.n, state.b, state.at = n, b, now
+          rateTaken = true
+          life = math.max(life, markMs, tonumber(ARGV[a + 18]))
+        end
+        if accounted then
+          if sweep then
+            sweepDue = sweep
+            state.cut, state.sw, state.swept = sweep.cut, now, true
+            state.remembered = remembered - pendingMark
+            state.idems = idems - pendingIdems
+          end
+          state.total, state.streams = total, streams
+          if count > 0 then
+            if not known then
+              state.streams = state.streams + 1
+              pendingMark = 1
+            end
+            state.total = state.total + size - (known or 0)
+            channelSize = size
+          end
+          if idemMs > 0 then pendingIdems = pendingIdems + 1 end
+          counted, runCounted = true, true
+          life = math.max(life, markMs, tonumber(ARGV[a + 18]))
+          markLife = math.max(markLife, markMs)
+          idemLife = math.max(idemLife, markMs, idemMs)
+        end
+        if idemMs > 0 then recorded[KEYS[k + 3]] = id .. SEP .. ARGV[a + 3] .. SEP .. channel end
+      end
+    end
+    replies[i] = reply
+  end
+  if #accepted == 0 then return end
+  -- The run's writes. The first adds: a Redis at maxmemory refuses a script only at its first
+  -- write, so a deletion first would let the rest of the script grow memory past it.
+  local lastOrder = accepted[#accepted].order
+  if count == 0 then lastDropped = lastOrder end
+  if dropTo > 0 then lastDropped = ids[dropTo] end
+  if lastDropped then
+    redis.call('HSET', marks, 'last', lastOrder, 'dropped', lastDropped)
+  else
+    redis.call('HSET', marks, 'last', lastOrder)
+  end
+  writeSweep()
+  redis.call('PEXPIRE', marks, markMs)
+  if count > 0 then
+    for _, m in ipairs(accepted) do redis.call('XADD', stream, m.order, 'm', m.payload) end
+    if len + #accepted > count then redis.call('XTRIM', stream, 'MAXLEN', count) end
+    if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
+    redis.call('PEXPIRE', stream, ageMs)
+  end
+  if runCounted then
+    if count > 0 and channelSize then redis.call('HSET', KEYS[4], channel, channelSize) end
     -- ZADD answers 1 for a channel it did not hold: one more remembered.
+    state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
+  end
+  for _, m in ipairs(accepted) do
+    local live = ARGV[m.a + 11] .. m.payload
+    redis.call(PUB, ARGV[m.a + 1], live)
+    redis.call(PUB, plateWide, channel .. live)
+    if m.idemMs > 0 then
+      redis.call('SET', KEYS[m.k + 3], recorded[KEYS[m.k + 3]], 'PX', m.idemMs)
+      -- An idempotency key is remembered for its window: it counts until then.
+      if m.counted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + m.idemMs, KEYS[m.k + 3]) end
+    end
+  end
+end
+
+local first = 1
+while first <= messages do
+  local last = first
+  local a = 11 + (first - 1) * 22
+  while last < messages do
+    local b = 11 + last * 22
+    if KEYS[6 + last * 4 + 1] ~= KEYS[6 + (first - 1) * 4 + 1] or ARGV[b + 5] ~= ARGV[a + 5] or ARGV[b + 6] ~= ARGV[a + 6] or ARGV[b + 7] ~= ARGV[a + 7] then break end
+    last = last + 1
+  end
+  run(first, last)
+  first = last + 1
+end
+if advanced then
+  redis.call('HSET', KEYS[2], 'ms', headMs, 'seq', headSeq)
+  if newEpoch then redis.call('SET', KEYS[1], epoch) end
+end
+if rateTaken or counted then
+  local fields = {}
+  if rateTaken then fields = {'n', tostring(state.n), 'b', tostring(state.b), 'at', state.at} end
+  if counted then
+    fields[#fields + 1] = ''
+    fields[#fields + 1] = state.total
+    fields[#fields + 1] = '#'
+    fields[#fields + 1] = state.streams
     fields[#fields + 1] = 'm'
-    fields[#fields + 1] = remembered + redis.call('ZADD', KEYS[8], now, ARGV[11])
-    -- An idempotency key is remembered for its window: it counts until then.
-    if idemMs > 0 then
-      fields[#fields + 1] = 'k'
-      fields[#fields + 1] = idems + redis.call('ZADD', KEYS[9], now + idemMs, KEYS[5])
+    fields[#fields + 1] = state.remembered
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = state.idems
+    if state.swept then
+      fields[#fields + 1] = 'cut'
+      fields[#fields + 1] = state.cut
+      fields[#fields + 1] = 'sw'
+      fields[#fields + 1] = state.sw
     end
   end
   -- It lives as long as the marks, or as its fuller bucket takes to fill again if longer.
-  local life = math.max(markMs, tonumber(ARGV[22]))
-  local renew = now - (tonumber(z[8]) or 0) >= life / 2
+  local renew = now - state.ex >= life / 2
   if renew then
     fields[#fields + 1] = 'ex'
     fields[#fields + 1] = now
   end
-  redis.call('HSET', KEYS[6], unpack(fields))
+  redis.call('HSET', KEYS[3], unpack(fields))
   if renew then
-    redis.call('PEXPIRE', KEYS[6], life)
-    if accounted then
-      redis.call('PEXPIRE', KEYS[7], markMs)
-      redis.call('PEXPIRE', KEYS[8], markMs)
-      redis.call('PEXPIRE', KEYS[9], math.max(markMs, idemMs))
+    redis.call('PEXPIRE', KEYS[3], life)
+    if counted then
+      redis.call('PEXPIRE', KEYS[4], markLife)
+      redis.call('PEXPIRE', KEYS[5], markLife)
+      redis.call('PEXPIRE', KEYS[6], idemLife)
     end
   end
 end
-if dropped then
-  redis.call('HSET', KEYS[4], 'last', order, 'dropped', dropped)
-else
-  redis.call('HSET', KEYS[4], 'last', order)
-end
-redis.call('PEXPIRE', KEYS[4], markMs)
-local live = ARGV[15] .. payload
-redis.call(ARGV[12], ARGV[2], live)
-redis.call(ARGV[12], ARGV[13], ARGV[11] .. live)
-if idemMs > 0 then
-  redis.call('SET', KEYS[5], id .. ARGV[4] .. ARGV[5] .. ARGV[4] .. ARGV[11], 'PX', idemMs)
-end
-return {1, id}
+return replies
 `;
 
 /**
@@ -317,14 +446,14 @@ export type PublishReply = [0, string] | [1, string] | [2, number] | [3, "channe
 export type ReadReply = [string, string, string, string | null, string | null, string, [string, string[]][]];
 
 export interface HistoryScripts {
-  platePublish(...keysAndArgs: (string | number)[]): Promise<PublishReply>;
+  platePublish(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<PublishReply[]>;
   plateReadHistory(...keysAndArgs: string[]): Promise<ReadReply>;
   plateHistoryUsage(state: string, sizes: string, published: string, idempotencyKeys: string, ageMs: number, markTtlMs: number, streamBytes: number, rememberedBytes: number, idempotencyBytes: number): Promise<[number, number]>;
 }
 
 /** `redis` with the history scripts defined (sent as EVALSHA, loaded on first use). */
 export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScripts {
-  redis.defineCommand("platePublish", { numberOfKeys: 10, lua: PUBLISH });
+  redis.defineCommand("platePublish", { lua: PUBLISH });
   redis.defineCommand("plateReadHistory", { numberOfKeys: 4, lua: READ });
   redis.defineCommand("plateHistoryUsage", { numberOfKeys: 4, lua: HISTORY_USAGE });
   return redis as C & HistoryScripts;

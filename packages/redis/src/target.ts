@@ -110,7 +110,7 @@ export function connectNode(target: RedisTarget, nodeKey: string, options: Redis
  */
 export function connectCommands(target: RedisTarget, options: RedisOptions, cluster: ClusterSettings): Commands {
   if (target.kind !== "cluster") return connectPrimary(target, options);
-  const { enableAutoPipelining, lazyConnect, ...perNode } = options;
+  const { enableAutoPipelining, autoPipeliningIgnoredCommands, lazyConnect, ...perNode } = options;
   // Per server, ioredis sets its own queue (see below); the caller's choice is met by isCommandReady.
   delete perNode.enableOfflineQueue;
   const clusterOptions: ClusterOptions = {
@@ -121,6 +121,7 @@ export function connectCommands(target: RedisTarget, options: RedisOptions, clus
     // (`isCommandReady`) instead, which is what `enableOfflineQueue: false` gives one Redis.
     enableOfflineQueue: true,
     enableAutoPipelining: enableAutoPipelining ?? false,
+    autoPipeliningIgnoredCommands: autoPipeliningIgnoredCommands ?? [],
     lazyConnect: lazyConnect ?? false,
     scaleReads: "master",
     slotsRefreshInterval: cluster.slotsRefreshMs ?? SLOTS_REFRESH_DEFAULT_MS,
