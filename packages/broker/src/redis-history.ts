@@ -322,8 +322,9 @@ local function run(first, last)
   writeSweep()
   redis.call('PEXPIRE', marks, markMs)
   if count > 0 then
-    for _, m in ipairs(accepted) do redis.call('XADD', stream, m.order, 'm', m.payload) end
-    if len + #accepted > count then redis.call('XTRIM', stream, 'MAXLEN', count) end
+    -- The last XADD trims by count for the whole run.
+    for i = 1, #accepted - 1 do redis.call('XADD', stream, accepted[i].order, 'm', accepted[i].payload) end
+    redis.call('XADD', stream, 'MAXLEN', count, lastOrder, 'm', accepted[#accepted].payload)
     if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
     redis.call('PEXPIRE', stream, ageMs)
   end
