@@ -97,6 +97,36 @@ local function writeSweep()
   if s.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - s.markMs)) end
   if s.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. now) end
 end
+-- A refused message's answer; its request's batch is marked refused (see PublishRequest.batch).
+local function refuse(batched, k, answer)
+  if batched then redis.call('SET', KEYS[k + 4], '1', 'PX', batchMs) end
+  return answer
+end
+-- The sweep's effect if it ran now (see the budget in run()): written only with a message it let in.
+local function plan(ageMs, markMs, channel)
+  local upTo = now - ageMs
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. state.cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local names = {}
+  for g = 1, #gone, 2 do names[#names + 1] = gone[g] end
+  local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}, markMs = markMs}
+  -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
+  if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
+  if #names > 0 then
+    local sizes = redis.call('HMGET', KEYS[4], unpack(names))
+    for g = 1, #names do
+      local sz = tonumber(sizes[g])
+      if sz then
+        p.freed = p.freed + sz
+        p.streams = p.streams + 1
+        p.sized[#p.sized + 1] = names[g]
+        if names[g] == channel then p.here = true end
+      end
+    end
+  end
+  p.forgotten = redis.call('ZCOUNT', KEYS[5], '-inf', '(' .. (now - markMs))
+  p.lapsed = redis.call('ZCOUNT', KEYS[6], '-inf', '(' .. now)
+  return p
+end
 -- Idempotency records published by this script (written at the end of their message's run).
 local recorded = {}
 local replies = {}
@@ -151,10 +181,6 @@ local function run(first, last)
   for i = first, last do
     local k, a = 6 + (i - 1) * 4, 11 + (i - 1) * 22
     local batched = ARGV[a + 22] == '1'
-    local function refuse(answer)
-      if batched then redis.call('SET', KEYS[k + 4], '1', 'PX', batchMs) end
-      return answer
-    end
     local idemMs = tonumber(ARGV[a + 8])
     local reply = false
     if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = {4} end
@@ -177,7 +203,7 @@ local function run(first, last)
       local wait = 0
       if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
       if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
-      if wait > 0 then reply = refuse({2, wait}) end
+      if wait > 0 then reply = refuse(batched, k, {2, wait}) end
       if perS > 0 then n = n - takeN end
       if bPerS > 0 then b = b - takeB end
     end
@@ -201,71 +227,46 @@ local function run(first, last)
       -- since the last cut stop counting, and marks past their life.
       local known, size, total, streams, remembered, idems
       local sweep = false
-      local function plan()
-        local upTo = now - ageMs
-        local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. state.cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
-        local names = {}
-        for g = 1, #gone, 2 do names[#names + 1] = gone[g] end
-        local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}, markMs = markMs}
-        -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
-        if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
-        if #names > 0 then
-          local sizes = redis.call('HMGET', KEYS[4], unpack(names))
-          for g = 1, #names do
-            local sz = tonumber(sizes[g])
-            if sz then
-              p.freed = p.freed + sz
-              p.streams = p.streams + 1
-              p.sized[#p.sized + 1] = names[g]
-              if names[g] == channel then p.here = true end
-            end
-          end
-        end
-        p.forgotten = redis.call('ZCOUNT', KEYS[5], '-inf', '(' .. (now - markMs))
-        p.lapsed = redis.call('ZCOUNT', KEYS[6], '-inf', '(' .. now)
-        return p
-      end
-      local function weigh()
-        known = channelSize
-        total, streams = state.total, state.streams
-        remembered, idems = state.remembered + pendingMark, state.idems + pendingIdems
-        if sweep then
-          idems = idems - sweep.lapsed
-          if sweep.here then known = nil end
-          total = total - sweep.freed
-          streams = streams - sweep.streams
-          remembered = remembered - sweep.forgotten
-        end
-        -- A stream that expired since the last sweep stops counting now (the sweep would not see
-        -- it once this publish renews the channel's last publish).
-        if known and count > 0 and len == 0 and #accepted == 0 then
-          total = total - known
-          streams = streams - 1
-          known = nil
-        end
-        size = known
-        if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
-        local budgetChannels, budgetBytes = tonumber(ARGV[a + 20]), tonumber(ARGV[a + 21])
-        local newStream = count > 0 and not known
-        if newStream and budgetChannels > 0 and streams >= budgetChannels then return {3, 'channels', budgetChannels} end
-        if budgetBytes > 0 then
-          local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
-          local after = before + (size or 0) - (known or 0)
-          if idemMs > 0 then after = after + idemBytes end
-          if newStream then after = after + streamBytes + markBytes end
-          if after > budgetBytes and after > before then return {3, 'bytes', budgetBytes} end
-        end
-        return false
-      end
       if accounted then
         if channelSize == false then channelSize = tonumber(redis.call('HGET', KEYS[4], channel)) end
-        if now - state.sw >= sweepMs then sweep = plan() end
-        local refusal = weigh()
-        if refusal and not sweep then
-          sweep = plan()
-          refusal = weigh()
+        if now - state.sw >= sweepMs then sweep = plan(ageMs, markMs, channel) end
+        local refusal
+        while true do
+          known = channelSize
+          total, streams = state.total, state.streams
+          remembered, idems = state.remembered + pendingMark, state.idems + pendingIdems
+          if sweep then
+            idems = idems - sweep.lapsed
+            if sweep.here then known = nil end
+            total = total - sweep.freed
+            streams = streams - sweep.streams
+            remembered = remembered - sweep.forgotten
+          end
+          -- A stream that expired since the last sweep stops counting now (the sweep would not
+          -- see it once this publish renews the channel's last publish).
+          if known and count > 0 and len == 0 and #accepted == 0 then
+            total = total - known
+            streams = streams - 1
+            known = nil
+          end
+          size = known
+          if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
+          local budgetChannels, budgetBytes = tonumber(ARGV[a + 20]), tonumber(ARGV[a + 21])
+          local newStream = count > 0 and not known
+          refusal = false
+          if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = {3, 'channels', budgetChannels} end
+          if not refusal and budgetBytes > 0 then
+            local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
+            local after = before + (size or 0) - (known or 0)
+            if idemMs > 0 then after = after + idemBytes end
+            if newStream then after = after + streamBytes + markBytes end
+            if after > budgetBytes and after > before then refusal = {3, 'bytes', budgetBytes} end
+          end
+          -- Refused before a sweep: sweep first, and weigh again.
+          if not refusal or sweep then break end
+          sweep = plan(ageMs, markMs, channel)
         end
-        if refusal then reply = refuse(refusal) end
+        if refusal then reply = refuse(batched, k, refusal) end
       end
       if not reply then
         reply = {1, id}
