@@ -84,9 +84,22 @@ function payloadShape(message: Pick<Message, "event" | "from">): { mark: string;
  * state lives at least that long, after which the buckets would start full anyway.
  */
 function rateArgs(rate: PublishRate | undefined): number[] {
-  if (rate === undefined) return [0, 0, 0, 0, 0, 0, 0];
+  if (rate === undefined) return [0, 0, 0, 0, 0];
   const refillMs = Math.max(rate.perS > 0 ? (rate.burst * 1000) / rate.perS : 0, rate.bytesPerS > 0 ? (rate.bytesBurst * 1000) / rate.bytesPerS : 0);
-  return [rate.perS, rate.burst, rate.count, rate.bytesPerS, rate.bytesBurst, rate.bytes, Math.ceil(refillMs) + 1000];
+  return [rate.perS, rate.burst, rate.bytesPerS, rate.bytesBurst, Math.ceil(refillMs) + 1000];
+}
+
+/** Whether two publishes of one plate carry the same settings (one script sends them once). */
+function sameSettings(a: PublishRequest, b: PublishRequest): boolean {
+  const ra = a.retention;
+  const rb = b.retention;
+  if (ra !== rb && (ra.count !== rb.count || ra.ageMs !== rb.ageMs || ra.markTtlMs !== rb.markTtlMs)) return false;
+  const pa = a.rate;
+  const pb = b.rate;
+  if (pa !== pb && (pa === undefined || pb === undefined || pa.perS !== pb.perS || pa.burst !== pb.burst || pa.bytesPerS !== pb.bytesPerS || pa.bytesBurst !== pb.bytesBurst)) return false;
+  const ba = a.budget;
+  const bb = b.budget;
+  return ba === bb || (ba !== undefined && bb !== undefined && ba.channels === bb.channels && ba.bytes === bb.bytes);
 }
 
 /** What the publish script answered for `request` (redis-history.ts), as `Broker.publish` answers. */
@@ -347,17 +360,24 @@ export class RedisBroker implements Broker {
     });
   }
 
-  /** Sends every plate's waiting publishes, each plate's in scripts of at most `PUBLISH_BATCH_MESSAGES` messages and `PUBLISH_BATCH_BYTES` bytes. */
+  /**
+   * Sends every plate's waiting publishes, in order, in scripts of at most `PUBLISH_BATCH_MESSAGES`
+   * messages and `PUBLISH_BATCH_BYTES` bytes whose messages share their plate's settings
+   * (retention, rates, budget: sent once per script).
+   */
   #sendUnsent(): void {
     this.#sendScheduled = false;
     for (const [plateId, queue] of this.#unsent) {
       this.#unsent.delete(plateId);
       let from = 0;
       while (from < queue.length) {
+        const first = queue[from]!.request;
         let to = from + 1;
-        let bytes = queue[from]!.request.body.length;
-        while (to < queue.length && to - from < PUBLISH_BATCH_MESSAGES && bytes + queue[to]!.request.body.length <= PUBLISH_BATCH_BYTES) {
-          bytes += queue[to]!.request.body.length;
+        let bytes = first.body.length;
+        while (to < queue.length && to - from < PUBLISH_BATCH_MESSAGES) {
+          const next = queue[to]!.request;
+          if (bytes + next.body.length > PUBLISH_BATCH_BYTES || !sameSettings(first, next)) break;
+          bytes += next.body.length;
           to++;
         }
         void this.#publishBatch(plateId, queue.slice(from, to));
@@ -367,29 +387,44 @@ export class RedisBroker implements Broker {
   }
 
   async #publishBatch(plateId: PlateId, batch: readonly UnsentPublish[]): Promise<void> {
+    const { retention, rate, budget } = batch[0]!.request;
     const keys: string[] = [...this.#names.historyKeys(plateId, "" as ChannelName).slice(0, 2), ...this.#names.publishState(plateId)];
-    const args: (string | number)[] = [newEpoch(), SEP, this.#publishCommand, this.#names.plateWide(plateId), HISTORY_COST.entry, HISTORY_COST.stream, HISTORY_COST.remembered, HISTORY_COST.idempotency, HISTORY_SWEEP_MS, BATCH_REFUSAL_MS, batch.length];
+    const args: (string | number)[] = [
+      newEpoch(),
+      SEP,
+      this.#publishCommand,
+      this.#names.plateWide(plateId),
+      HISTORY_COST.entry,
+      HISTORY_COST.stream,
+      HISTORY_COST.remembered,
+      HISTORY_COST.idempotency,
+      HISTORY_SWEEP_MS,
+      BATCH_REFUSAL_MS,
+      batch.length,
+      this.#names.channel(plateId, "" as ChannelName),
+      retention.count,
+      retention.ageMs,
+      retention.markTtlMs,
+      ...rateArgs(rate),
+      budget === undefined ? "0" : "1",
+      budget?.channels ?? 0,
+      budget?.bytes ?? 0,
+    ];
     for (const { request } of batch) {
-      const { channel, retention, idempotency } = request;
+      const { channel, idempotency } = request;
       const [, , stream, marks] = this.#names.historyKeys(plateId, channel);
       keys.push(stream, marks, this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)), this.#names.batch(plateId, request.batch ?? ""));
       const shape = payloadShape(request);
       args.push(
-        this.#names.channel(plateId, channel),
         shape.mark,
         request.timestamp,
         request.body,
-        retention.count,
-        retention.ageMs,
-        retention.markTtlMs,
         idempotency?.windowMs ?? 0,
         channel,
         shape.middle,
         request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
-        ...rateArgs(request.rate),
-        request.budget === undefined ? "0" : "1",
-        request.budget?.channels ?? 0,
-        request.budget?.bytes ?? 0,
+        request.rate?.count ?? 0,
+        request.rate?.bytes ?? 0,
         request.batch === undefined ? "0" : "1",
       );
     }

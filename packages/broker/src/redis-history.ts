@@ -46,15 +46,17 @@ import type { Commands } from "@plate/redis";
  * ARGV: new epoch, separator, publish command (PUBLISH, or SPUBLISH on a cluster), the plate-wide
  *   channel (which gets the channel name, then the payload), the bytes counted per entry, per
  *   channel with entries, per remembered channel and per idempotency record, how often expired
- *   channels are swept (ms), how long a batch's mark lives (ms), the number of messages; then 22
- *   per message: pub/sub channel, payload mark, timestamp, body, count, ageMs, markTtlMs,
+ *   channels are swept (ms), how long a batch's mark lives (ms), the number of messages; then the
+ *   plate's settings, the same for every message of the script: what goes before a channel's name
+ *   to make its pub/sub channel, the retention (count, ageMs, markTtlMs), the publish rates
+ *   (broker.ts `PublishRate`: messages a second, burst, bytes a second, burst; both 0: not rated)
+ *   and how long a full bucket takes to fill (ms: the state lives at least that long), the history
+ *   budget (broker.ts `HistoryBudget`: '1' to keep its counts (a plate with a budget) or '0',
+ *   channels, bytes; 0 = no limit); then 10 per message: payload mark, timestamp, body,
  *   idempotency window ms (0 = none), channel, the event name and a separator after it ('' without
- *   one; the mark then says which), what goes before the payload on pub/sub only (the volatile mark
- *   and metadata, or ''), the plate's publish rates (broker.ts `PublishRate`: messages a second,
- *   burst, count, bytes a second, burst, bytes; both rates 0: not rated) and how long a full bucket
- *   takes to fill (ms: the state lives at least that long), the history budget (broker.ts
- *   `HistoryBudget`: '1' to keep its counts (a plate with a budget) or '0', channels, bytes; 0 = no
- *   limit), and whether the message is part of a request's batch ('1' or '0').
+ *   one; the mark then says which), what goes before the payload on pub/sub only (the volatile
+ *   mark and metadata, or ''), what it takes of the rates (messages, bytes), and whether it is part
+ *   of a request's batch ('1' or '0').
  *
  * The sweep of expired channels (streams whose size stops counting, marks that stop being
  * remembered) runs at most every sweep period, or at once before the budget would refuse; the
@@ -67,6 +69,13 @@ local SEP, PUB, plateWide = ARGV[2], ARGV[3], ARGV[4]
 local entryBytes, streamBytes, markBytes, idemBytes = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local sweepMs, batchMs = tonumber(ARGV[9]), ARGV[10]
 local messages = tonumber(ARGV[11])
+-- The plate's settings, the same for every message of the script.
+local channelPrefix = ARGV[12]
+local count, ageMs, markMs = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local perS, burst, bPerS, bBurst, refillMs = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
+local rated = perS > 0 or bPerS > 0
+local accounted = ARGV[21] == '1'
+local budgetChannels, budgetBytes = tonumber(ARGV[22]), tonumber(ARGV[23])
 local epoch = redis.call('GET', KEYS[1])
 local newEpoch = not epoch
 if newEpoch then epoch = ARGV[1] end
@@ -131,13 +140,12 @@ end
 local recorded = {}
 local replies = {}
 
--- Messages first..last: one channel, one retention. Each is weighed in turn, as if published alone;
+-- Messages first..last: one channel. Each is weighed in turn, as if published alone;
 -- what the accepted ones write is written once for the run (one trim, one marks and size update),
 -- apart from each one's XADD, PUBLISH and idempotency record.
 local function run(first, last)
-  local k0, a0 = 6 + (first - 1) * 4, 11 + (first - 1) * 22
-  local stream, marks, channel = KEYS[k0 + 1], KEYS[k0 + 2], ARGV[a0 + 9]
-  local count, ageMs, markMs = tonumber(ARGV[a0 + 5]), tonumber(ARGV[a0 + 6]), tonumber(ARGV[a0 + 7])
+  local k0, a0 = 6 + (first - 1) * 4, 23 + (first - 1) * 10
+  local stream, marks, channel = KEYS[k0 + 1], KEYS[k0 + 2], ARGV[a0 + 5]
   local cutMs = now - ageMs
   -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
   -- by position (1 = oldest; the run's own entries come after \`len\`).
@@ -179,22 +187,19 @@ local function run(first, last)
   local pendingMark, pendingIdems = 0, 0
   local runCounted = false
   for i = first, last do
-    local k, a = 6 + (i - 1) * 4, 11 + (i - 1) * 22
-    local batched = ARGV[a + 22] == '1'
-    local idemMs = tonumber(ARGV[a + 8])
+    local k, a = 6 + (i - 1) * 4, 23 + (i - 1) * 10
+    local batched = ARGV[a + 10] == '1'
+    local idemMs = tonumber(ARGV[a + 4])
     local reply = false
     if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = {4} end
     if not reply and idemMs > 0 then
       local prior = recorded[KEYS[k + 3]] or redis.call('GET', KEYS[k + 3])
       if prior then reply = {0, prior} end
     end
-    local perS, bPerS = tonumber(ARGV[a + 12]), tonumber(ARGV[a + 15])
-    local rated = perS > 0 or bPerS > 0
-    local accounted = ARGV[a + 19] == '1'
     if not reply and (rated or accounted) and not state then readState() end
     local n, b
     if not reply and rated then
-      local burst, takeN, bBurst, takeB = tonumber(ARGV[a + 13]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16]), tonumber(ARGV[a + 17])
+      local takeN, takeB = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
       local elapsed = 0
       if state.at then elapsed = math.max(0, now - state.at) end
       n, b = burst, bBurst
@@ -215,7 +220,7 @@ local function run(first, last)
       end
       local order = ms .. '-' .. seq
       local id = epoch .. '_' .. order
-      local payload = ARGV[a + 2] .. id .. SEP .. ARGV[a + 3] .. SEP .. ARGV[a + 10] .. ARGV[a + 4]
+      local payload = ARGV[a + 1] .. id .. SEP .. ARGV[a + 2] .. SEP .. ARGV[a + 6] .. ARGV[a + 3]
       -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
       -- past the age.
       local to = dropTo
@@ -251,7 +256,6 @@ local function run(first, last)
           end
           size = known
           if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
-          local budgetChannels, budgetBytes = tonumber(ARGV[a + 20]), tonumber(ARGV[a + 21])
           local newStream = count > 0 and not known
           refusal = false
           if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = {3, 'channels', budgetChannels} end
@@ -280,7 +284,7 @@ local function run(first, last)
         if rated then
           state.n, state.b, state.at = n, b, now
           rateTaken = true
-          life = math.max(life, markMs, tonumber(ARGV[a + 18]))
+          life = math.max(life, markMs, refillMs)
         end
         if accounted then
           if sweep then
@@ -300,11 +304,11 @@ local function run(first, last)
           end
           if idemMs > 0 then pendingIdems = pendingIdems + 1 end
           counted, runCounted = true, true
-          life = math.max(life, markMs, tonumber(ARGV[a + 18]))
+          life = math.max(life, markMs, refillMs)
           markLife = math.max(markLife, markMs)
           idemLife = math.max(idemLife, markMs, idemMs)
         end
-        if idemMs > 0 then recorded[KEYS[k + 3]] = id .. SEP .. ARGV[a + 3] .. SEP .. channel end
+        if idemMs > 0 then recorded[KEYS[k + 3]] = id .. SEP .. ARGV[a + 2] .. SEP .. channel end
       end
     end
     replies[i] = reply
@@ -335,8 +339,8 @@ local function run(first, last)
     state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
   end
   for _, m in ipairs(accepted) do
-    local live = ARGV[m.a + 11] .. m.payload
-    redis.call(PUB, ARGV[m.a + 1], live)
+    local live = ARGV[m.a + 7] .. m.payload
+    redis.call(PUB, channelPrefix .. channel, live)
     redis.call(PUB, plateWide, channel .. live)
     if m.idemMs > 0 then
       redis.call('SET', KEYS[m.k + 3], recorded[KEYS[m.k + 3]], 'PX', m.idemMs)
@@ -349,12 +353,7 @@ end
 local first = 1
 while first <= messages do
   local last = first
-  local a = 11 + (first - 1) * 22
-  while last < messages do
-    local b = 11 + last * 22
-    if KEYS[6 + last * 4 + 1] ~= KEYS[6 + (first - 1) * 4 + 1] or ARGV[b + 5] ~= ARGV[a + 5] or ARGV[b + 6] ~= ARGV[a + 6] or ARGV[b + 7] ~= ARGV[a + 7] then break end
-    last = last + 1
-  end
+  while last < messages and KEYS[6 + last * 4 + 1] == KEYS[6 + (first - 1) * 4 + 1] do last = last + 1 end
   run(first, last)
   first = last + 1
 end
