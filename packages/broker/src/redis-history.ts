@@ -174,7 +174,8 @@ local function run(first, last)
           bytes[#bytes + 1] = #older[i][2][2] + entryBytes
         end
         aged = #ids
-      else
+      elseif tonumber(string.match(ids[1], '^(%d+)')) < cutMs then
+        -- (Entries are in time order: when the oldest is younger than the cut, none is older.)
         for i = 1, #ids do
           if tonumber(string.match(ids[i], '^(%d+)')) < cutMs then aged = i end
         end
