@@ -187,7 +187,7 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
     const running = await fresh(name === "w6" ? { PRESENCE_MAX_MEMBERS: String(s.w6Members + s.w6Churners) } : {});
     const target = running.target;
     const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
-      runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers });
+      runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers, ...(running.redisPort === undefined ? {} : { redisPort: running.redisPort }) });
     try {
       switch (name) {
         case "w1":
@@ -348,7 +348,8 @@ function summaryLine(report: Report, run: number): string {
   const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
   const filtered = report.filtered ? `, wrong ${report.wrongDeliveries}` : "";
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
-  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+  const redis = report.redis === undefined ? "" : `, Redis ${report.redis.cpuUsPerPublish} µs CPU and ${report.redis.scriptUsPerPublish} µs of publish script per publish, ${report.redis.publishesPerScript} publishes per script`;
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s${redis}, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
 }
 
 function churnLine(r: ChurnReport, run: number): string {

@@ -5,10 +5,14 @@ import { startRedis } from "@plate/testing";
 import type { MessageId, PlateId, ChannelName } from "@plate/protocol";
 
 /*
- * What a plate's limits cost Redis on publish (issue 17): Plate's own publish script with nothing
- * to enforce, with the plate's rate buckets to take (rates so high that nothing is refused), and
- * with the buckets and the history budget (the defaults: 10,000 channels, 64 MiB), read from
- * Redis' own `INFO commandstats` (µs per EVALSHA), alternating, on a redis-server of its own.
+ * What a publish costs Redis (issues 17 and 18): Plate's own publish script with nothing to
+ * enforce, with the plate's rate buckets to take (rates so high that nothing is refused), and with
+ * the buckets and the history budget (the defaults: 10,000 channels, 64 MiB), read from Redis' own
+ * `INFO commandstats` (µs inside EVALSHA, divided by the publishes), alternating, on a
+ * redis-server of its own. Publishes go 100 at a time to 50 channels in turn, so the broker sends
+ * them in scripts of up to 64 (group commit, as under load) but no two in a row share a channel;
+ * the last lines send them all to one channel (as W3 does), and one at a time (one per script,
+ * as when a plate is quiet).
  *
  *   npm run build && node load-tests/dist/rate-cost.js [rounds]
  */
@@ -36,14 +40,15 @@ const broker = new RedisBroker({
 const admin = new Redis(redis.url);
 try {
   await new Promise((resolve) => setTimeout(resolve, 300));
-  const usPerCall = async (rate: PublishRate | undefined, budget: HistoryBudget | undefined): Promise<number> => {
+  const usPerPublish = async (rate: PublishRate | undefined, budget: HistoryBudget | undefined, inFlight = IN_FLIGHT, channels = 50): Promise<number> => {
     await admin.config("RESETSTAT");
-    for (let i = 0; i < PUBLISHES; i += IN_FLIGHT) {
+    const publishes = inFlight === 1 ? PUBLISHES / 4 : PUBLISHES;
+    for (let i = 0; i < publishes; i += inFlight) {
       await Promise.all(
-        Array.from({ length: IN_FLIGHT }, (_, j) => {
+        Array.from({ length: inFlight }, (_, j) => {
           const request: PublishRequest = {
             plateId: "p" as PlateId,
-            channel: `c${(i + j) % 50}` as ChannelName,
+            channel: `c${(i + j) % channels}` as ChannelName,
             body: `{"n":${i + j},"pad":"xxxxxxxxxxxxxxxxxxxx"}`,
             timestamp: new Date().toISOString(),
             retention: RETENTION,
@@ -55,21 +60,27 @@ try {
       );
     }
     const line = (await admin.info("commandstats")).split("\n").find((l) => l.startsWith("cmdstat_evalsha"));
-    return Number(/usec_per_call=([\d.]+)/.exec(line ?? "")?.[1] ?? Number.NaN);
+    return Math.round((Number(/usec=(\d+)/.exec(line ?? "")?.[1] ?? Number.NaN) / publishes) * 10) / 10;
   };
   const off: number[] = [];
   const on: number[] = [];
   const all: number[] = [];
+  const alone: number[] = [];
+  const oneChannel: number[] = [];
   for (let r = 0; r < rounds; r++) {
-    off.push(await usPerCall(undefined, undefined));
-    on.push(await usPerCall(RATE, undefined));
-    all.push(await usPerCall(RATE, BUDGET));
+    off.push(await usPerPublish(undefined, undefined));
+    on.push(await usPerPublish(RATE, undefined));
+    all.push(await usPerPublish(RATE, BUDGET));
+    alone.push(await usPerPublish(RATE, BUDGET, 1));
+    oneChannel.push(await usPerPublish(RATE, BUDGET, IN_FLIGHT, 1));
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  console.log(`publish script, µs of Redis per call (${rounds} alternating rounds of ${PUBLISHES}):`);
+  console.log(`publish script, µs of Redis per publish (${rounds} alternating rounds of ${PUBLISHES}, ${IN_FLIGHT} in flight):`);
   console.log(`  without rates: ${off.join(", ")} (median ${median(off)})`);
   console.log(`  with rates:    ${on.join(", ")} (median ${median(on)})`);
   console.log(`  rates, budget: ${all.join(", ")} (median ${median(all)})`);
+  console.log(`  rates, budget, all to one channel (as W3): ${oneChannel.join(", ")} (median ${median(oneChannel)})`);
+  console.log(`  rates, budget, one at a time (${PUBLISHES / 4}): ${alone.join(", ")} (median ${median(alone)})`);
 } finally {
   await broker.close();
   admin.disconnect();

@@ -9,6 +9,8 @@ import { Subscriber } from "./subscriber.js";
 import type { Transport } from "./subscriber.js";
 import type { Target } from "./targets.js";
 import { WsPublisher } from "./ws-publisher.js";
+import { delta, readCounters } from "./redis-counters.js";
+import type { CountersDelta } from "./redis-counters.js";
 
 /** Loopback source addresses the sockets are spread over (127.0.0.2 on), against port exhaustion. */
 const SOURCE_ADDRESSES = 16;
@@ -64,6 +66,8 @@ export interface FanoutWorkload {
    */
   readonly filtered?: boolean;
   readonly mode: PublishMode;
+  /** The port of the target's Redis, whose own counters are then read around the run (Plate on Redis). */
+  readonly redisPort?: number;
 }
 
 export type PublishVia = "http" | "ws";
@@ -110,6 +114,12 @@ export interface FanoutReport {
   readonly wrongDeliveries: number;
   /** Subscribers no warm-up message reached (their losses are the server's too). */
   readonly subscribersNotWarmed: number;
+  /**
+   * What the target's Redis did per accepted publish over the same span as `serverCpuS`, from its
+   * own counters (`INFO cpu`, `INFO commandstats`): all its CPU (user + system, network included),
+   * the time inside the publish script (EVALSHA), and how many publishes one script carried.
+   */
+  readonly redis?: { readonly cpuUsPerPublish: number; readonly scriptUsPerPublish: number; readonly publishesPerScript: number };
 }
 
 /** Channel names of a run: distinct per run so runs never see each other's messages. */
@@ -183,6 +193,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const unwarmed = await warmUp(publishers[0]!, channels, trackers, filtered);
   const seqs = publishers.map(() => new Int32Array(channels.length));
 
+  const redisBefore = workload.redisPort === undefined ? undefined : await readCounters(workload.redisPort);
   const serverCpuBefore = processCpuSeconds(target.pids);
   const harnessCpuBefore = process.cpuUsage();
   const started = performance.now();
@@ -211,6 +222,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const elapsedS = (performance.now() - started) / 1000;
   const harnessCpu = process.cpuUsage(harnessCpuBefore);
   const serverCpuS = processCpuSeconds(target.pids) - serverCpuBefore;
+  const redisDelta = redisBefore === undefined ? undefined : delta(redisBefore, await readCounters(workload.redisPort!));
   const dropped = subscribers.filter((s) => s.closed).length;
   for (const p of publishers) p.close();
   for (const s of subscribers) s.close();
@@ -236,6 +248,18 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     subscribersDropped: dropped,
     wrongDeliveries: stats.wrong,
     subscribersNotWarmed: unwarmed,
+    ...(redisDelta === undefined ? {} : { redis: redisPerPublish(redisDelta, stats.steps.reduce((sum, step) => sum + step.accepted, 0)) }),
+  };
+}
+
+/** A Redis's work per accepted publish (see `FanoutReport.redis`). */
+function redisPerPublish(d: CountersDelta, accepted: number): NonNullable<FanoutReport["redis"]> {
+  const scripts = d.calls("evalsha");
+  const per = (x: number) => Math.round((x / Math.max(1, accepted)) * 10) / 10;
+  return {
+    cpuUsPerPublish: per(d.cpuUs),
+    scriptUsPerPublish: per(d.usecPerCall("evalsha") * scripts),
+    publishesPerScript: Math.round((accepted / Math.max(1, scripts)) * 10) / 10,
   };
 }
 
