@@ -356,7 +356,7 @@ export function runBrokerContract(name: string, makeFixture: () => Promise<Broke
       // Ids in publish order, each after the last.
       const ids = (settled: typeof one) => settled.flatMap((r) => (r.status === "fulfilled" && !r.value.repeated ? [r.value.message] : []));
       const published = ids(all).filter((m) => m.plateId === "all");
-      for (let i = 1; i < published.length; i++) expect(comparePositions(parsePosition(published[i]!.id)!, parsePosition(published[i - 1]!.id)!)).toBe(1);
+      for (let i = 1; i < published.length; i++) expect(comparePositions(parsePosition(published[i]!.id)!, parsePosition(published[i - 1]!.id)!)).toBeGreaterThan(0);
       // The same history to resume from after each message, and the same deliveries, in order.
       const resumes = async (messages: Message[]) =>
         Promise.all(
