@@ -79,7 +79,7 @@ describe.each(["embedded", "redis"] as const)("a node on the %s broker under hos
     );
     expect(node.alive, node.stderr.slice(-2000)).toBe(true);
     // The traffic reached every layer: the HTTP parser, routing, keys, publishes, streams, WebSockets.
-    for (const status of [101, 200, 400, 401, 404]) expect(statuses, `no case was answered ${status}`).toContain(status);
+    for (const status of [101, 200, 400, 401, 404]) expect(statuses, `no case was answered ${status} (answers: ${[...statuses].sort().join(", ")})`).toContain(status);
     const health = await fetch(`${node.url}/healthz`);
     expect(health.status).toBe(200);
     // A valid publish still works after all of it.
