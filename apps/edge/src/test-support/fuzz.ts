@@ -14,13 +14,21 @@ export interface FuzzCase {
   readonly kind: "http" | "raw" | "upgrade";
   /** Written one after the other; WebSocket frames follow an upgrade request. */
   readonly writes: readonly Buffer[];
+  /**
+   * Whether the client shuts its side down once everything is written (every case but a valid
+   * request, which asks for `Connection: close` and waits for the answer: Node ends a connection
+   * whose client shut down, so an answer that needs a Redis round trip, such as a publish on the
+   * Redis broker, would be lost).
+   */
+  readonly halfClose: boolean;
 }
 
 /** A case that prints as readable text when fast-check reports it (bytes as latin1, cut short). */
-function fuzzCase(kind: FuzzCase["kind"], writes: readonly Buffer[]): FuzzCase {
+function fuzzCase(kind: FuzzCase["kind"], writes: readonly Buffer[], halfClose = true): FuzzCase {
   return {
     kind,
     writes,
+    halfClose,
     [fc.toStringMethod]: () => `${kind}: ${writes.map((w) => JSON.stringify(w.subarray(0, 300).toString("latin1")) + (w.length > 300 ? `…(${w.length} bytes)` : "")).join(" + ")}`,
   } as FuzzCase;
 }
@@ -153,13 +161,13 @@ export const validCase: fc.Arbitrary<FuzzCase> = fc
     const path = `/acme/pubsub/${channel}`;
     switch (route) {
       case "publish":
-        return fuzzCase("http", [Buffer.from(`POST ${path}/publish HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify({ message: value }))}`)]);
+        return fuzzCase("http", [Buffer.from(`POST ${path}/publish HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify({ message: value }))}`)], false);
       case "subscribe":
-        return fuzzCase("http", [Buffer.from(`GET ${path}/subscribe${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)]);
+        return fuzzCase("http", [Buffer.from(`GET ${path}/subscribe${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)], false);
       case "client-get":
-        return fuzzCase("http", [Buffer.from(`GET ${path}/client${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)]);
+        return fuzzCase("http", [Buffer.from(`GET ${path}/client${q} HTTP/1.1\r\nHost: fuzz\r\n${auth}Connection: close\r\n\r\n`)], false);
       default:
-        return fuzzCase("http", [Buffer.from(`POST ${path}/client HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify(value))}`)]);
+        return fuzzCase("http", [Buffer.from(`POST ${path}/client HTTP/1.1\r\nHost: fuzz\r\n${auth}${json(JSON.stringify(value))}`)], false);
     }
   });
 
@@ -291,7 +299,7 @@ export function runCase(port: number, c: FuzzCase): Promise<FuzzOutcome> {
     let timer = setTimeout(finish, 5_000);
     socket.on("connect", () => {
       for (const bytes of c.writes) socket.write(bytes);
-      if (c.kind !== "upgrade") socket.end();
+      if (c.kind !== "upgrade" && c.halfClose) socket.end();
       clearTimeout(timer);
       timer = setTimeout(finish, c.kind === "upgrade" ? SETTLE_MS : 3_000);
     });
