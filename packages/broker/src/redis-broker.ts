@@ -388,7 +388,10 @@ export class RedisBroker implements Broker {
 
   async #publishBatch(plateId: PlateId, batch: readonly UnsentPublish[]): Promise<void> {
     const { retention, rate, budget } = batch[0]!.request;
-    const keys: string[] = [...this.#names.historyKeys(plateId, "" as ChannelName).slice(0, 2), ...this.#names.publishState(plateId)];
+    const keys: string[] = [...this.#names.plateHistoryKeys(plateId), ...this.#names.publishState(plateId)];
+    // A message without an idempotency key or a request batch names an empty one (never read).
+    const noIdempotency = this.#names.idempotency(plateId, "");
+    const noBatch = this.#names.batch(plateId, "");
     const args: (string | number)[] = [
       newEpoch(),
       SEP,
@@ -401,7 +404,7 @@ export class RedisBroker implements Broker {
       HISTORY_SWEEP_MS,
       BATCH_REFUSAL_MS,
       batch.length,
-      this.#names.channel(plateId, "" as ChannelName),
+      this.#names.channelPrefix(plateId),
       retention.count,
       retention.ageMs,
       retention.markTtlMs,
@@ -412,8 +415,13 @@ export class RedisBroker implements Broker {
     ];
     for (const { request } of batch) {
       const { channel, idempotency } = request;
-      const [, , stream, marks] = this.#names.historyKeys(plateId, channel);
-      keys.push(stream, marks, this.#names.idempotency(plateId, idempotency === undefined ? "" : idempotencyName(idempotency)), this.#names.batch(plateId, request.batch ?? ""));
+      const [stream, marks] = this.#names.channelHistoryKeys(plateId, channel);
+      keys.push(
+        stream,
+        marks,
+        idempotency === undefined ? noIdempotency : this.#names.idempotency(plateId, idempotencyName(idempotency)),
+        request.batch === undefined ? noBatch : this.#names.batch(plateId, request.batch),
+      );
       const shape = payloadShape(request);
       args.push(
         shape.mark,

@@ -76,17 +76,20 @@ local perS, burst, bPerS, bBurst, refillMs = tonumber(ARGV[16]), tonumber(ARGV[1
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[21] == '1'
 local budgetChannels, budgetBytes = tonumber(ARGV[22]), tonumber(ARGV[23])
+-- The publish state lives as long as the marks, or as its fuller bucket takes to fill again if
+-- longer; the idempotency keys' zset as long as the marks or its longest window.
+local life = math.max(markMs, refillMs)
+local idemLife = markMs
 local epoch = redis.call('GET', KEYS[1])
 local newEpoch = not epoch
 if newEpoch then epoch = ARGV[1] end
 local head = redis.call('HMGET', KEYS[2], 'ms', 'seq')
 local headMs, headSeq = tonumber(head[1]), tonumber(head[2])
+-- Whether a message was published (the head, and the state when rated or accounted, are written).
 local advanced = false
 -- The publish state, read by the first message that needs it: the rate buckets (nil: full) and
 -- the budget's counts. Written back once, at the end.
 local state = false
-local rateTaken, counted = false, false
-local life, markLife, idemLife = 0, 0, 0
 local function readState()
   local z = redis.call('HMGET', KEYS[3], 'n', 'b', 'at', '', '#', 'cut', 'sw', 'ex', 'm', 'k')
   state = {
@@ -103,7 +106,7 @@ local function writeSweep()
   if not s then return end
   sweepDue = false
   if #s.sized > 0 then redis.call('HDEL', KEYS[4], unpack(s.sized)) end
-  if s.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - s.markMs)) end
+  if s.forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - markMs)) end
   if s.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. now) end
 end
 -- A refused message's answer; its request's batch is marked refused (see PublishRequest.batch).
@@ -112,12 +115,12 @@ local function refuse(batched, k, answer)
   return answer
 end
 -- The sweep's effect if it ran now (see the budget in run()): written only with a message it let in.
-local function plan(ageMs, markMs, channel)
+local function plan(channel)
   local upTo = now - ageMs
   local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. state.cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
   local names = {}
   for g = 1, #gone, 2 do names[#names + 1] = gone[g] end
-  local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}, markMs = markMs}
+  local p = {cut = upTo, freed = 0, streams = 0, here = false, sized = {}}
   -- Cut short at 1,000: the next sweep goes on from the last one read (read again, counted once).
   if #names == 1000 then p.cut = tonumber(gone[#gone]) - 1 end
   if #names > 0 then
@@ -186,7 +189,6 @@ local function run(first, last)
   local accepted = {}
   local dropTo = 0
   local pendingMark, pendingIdems = 0, 0
-  local runCounted = false
   for i = first, last do
     local k, a = 6 + (i - 1) * 4, 23 + (i - 1) * 10
     local batched = ARGV[a + 10] == '1'
@@ -235,7 +237,7 @@ local function run(first, last)
       local sweep = false
       if accounted then
         if channelSize == false then channelSize = tonumber(redis.call('HGET', KEYS[4], channel)) end
-        if now - state.sw >= sweepMs then sweep = plan(ageMs, markMs, channel) end
+        if now - state.sw >= sweepMs then sweep = plan(channel) end
         local refusal
         while true do
           known = channelSize
@@ -269,24 +271,20 @@ local function run(first, last)
           end
           -- Refused before a sweep: sweep first, and weigh again.
           if not refusal or sweep then break end
-          sweep = plan(ageMs, markMs, channel)
+          sweep = plan(channel)
         end
         if refusal then reply = refuse(batched, k, refusal) end
       end
       if not reply then
         reply = {1, id}
         headMs, headSeq, advanced = ms, seq, true
-        accepted[#accepted + 1] = {order = order, payload = payload, a = a, k = k, idemMs = idemMs, counted = accounted}
+        accepted[#accepted + 1] = {order = order, payload = payload, a = a, k = k, idemMs = idemMs}
         if count > 0 then
           ids[len + #accepted] = order
           bytes[len + #accepted] = #payload + entryBytes
         end
         dropTo = to
-        if rated then
-          state.n, state.b, state.at = n, b, now
-          rateTaken = true
-          life = math.max(life, markMs, refillMs)
-        end
+        if rated then state.n, state.b, state.at = n, b, now end
         if accounted then
           if sweep then
             sweepDue = sweep
@@ -303,11 +301,10 @@ local function run(first, last)
             state.total = state.total + size - (known or 0)
             channelSize = size
           end
-          if idemMs > 0 then pendingIdems = pendingIdems + 1 end
-          counted, runCounted = true, true
-          life = math.max(life, markMs, refillMs)
-          markLife = math.max(markLife, markMs)
-          idemLife = math.max(idemLife, markMs, idemMs)
+          if idemMs > 0 then
+            pendingIdems = pendingIdems + 1
+            idemLife = math.max(idemLife, idemMs)
+          end
         end
         if idemMs > 0 then recorded[KEYS[k + 3]] = id .. SEP .. ARGV[a + 2] .. SEP .. channel end
       end
@@ -334,7 +331,7 @@ local function run(first, last)
     if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
     redis.call('PEXPIRE', stream, ageMs)
   end
-  if runCounted then
+  if accounted then
     if count > 0 and channelSize then redis.call('HSET', KEYS[4], channel, channelSize) end
     -- ZADD answers 1 for a channel it did not hold: one more remembered.
     state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
@@ -346,7 +343,7 @@ local function run(first, last)
     if m.idemMs > 0 then
       redis.call('SET', KEYS[m.k + 3], recorded[KEYS[m.k + 3]], 'PX', m.idemMs)
       -- An idempotency key is remembered for its window: it counts until then.
-      if m.counted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + m.idemMs, KEYS[m.k + 3]) end
+      if accounted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + m.idemMs, KEYS[m.k + 3]) end
     end
   end
 end
@@ -362,10 +359,10 @@ if advanced then
   redis.call('HSET', KEYS[2], 'ms', headMs, 'seq', headSeq)
   if newEpoch then redis.call('SET', KEYS[1], epoch) end
 end
-if rateTaken or counted then
+if advanced and (rated or accounted) then
   local fields = {}
-  if rateTaken then fields = {'n', tostring(state.n), 'b', tostring(state.b), 'at', state.at} end
-  if counted then
+  if rated then fields = {'n', tostring(state.n), 'b', tostring(state.b), 'at', state.at} end
+  if accounted then
     fields[#fields + 1] = ''
     fields[#fields + 1] = state.total
     fields[#fields + 1] = '#'
@@ -381,7 +378,6 @@ if rateTaken or counted then
       fields[#fields + 1] = state.sw
     end
   end
-  -- It lives as long as the marks, or as its fuller bucket takes to fill again if longer.
   local renew = now - state.ex >= life / 2
   if renew then
     fields[#fields + 1] = 'ex'
@@ -390,9 +386,9 @@ if rateTaken or counted then
   redis.call('HSET', KEYS[3], unpack(fields))
   if renew then
     redis.call('PEXPIRE', KEYS[3], life)
-    if counted then
-      redis.call('PEXPIRE', KEYS[4], markLife)
-      redis.call('PEXPIRE', KEYS[5], markLife)
+    if accounted then
+      redis.call('PEXPIRE', KEYS[4], markMs)
+      redis.call('PEXPIRE', KEYS[5], markMs)
       redis.call('PEXPIRE', KEYS[6], idemLife)
     end
   end

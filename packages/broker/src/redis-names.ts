@@ -60,7 +60,12 @@ export class RedisNames {
 
   /** The Redis channel a message of `plateId`'s `channel` is published to. */
   channel(plateId: PlateId, channel: ChannelName): string {
-    return this.#plate(plateId) + ":" + channel;
+    return this.channelPrefix(plateId) + channel;
+  }
+
+  /** What goes before a channel name of `plateId` to make its Redis channel (see `channel`). */
+  channelPrefix(plateId: PlateId): string {
+    return this.#plate(plateId) + ":";
   }
 
   /** The plate-wide channel: every message of the plate, for nodes with pattern subscribers. */
@@ -78,11 +83,21 @@ export class RedisNames {
     return this.#prefix + ".node." + (this.#sharded ? "{" + address + "}" : address);
   }
 
-  /** Keys of a channel's history (see redis-history.ts). */
+  /** Keys of a channel's history (see redis-history.ts): the plate's, then the channel's own. */
   historyKeys(plateId: PlateId, channel: ChannelName): [epoch: string, head: string, stream: string, marks: string] {
-    const p = this.#prefix;
+    return [...this.plateHistoryKeys(plateId), ...this.channelHistoryKeys(plateId, channel)];
+  }
+
+  /** The keys of a plate's history shared by its channels: its epoch and its head. */
+  plateHistoryKeys(plateId: PlateId): [epoch: string, head: string] {
     const tag = "{" + plateId + "}";
-    return [p + "epoch:" + tag, p + "history-head:" + tag, p + "history:" + tag + ":" + channel, p + "history-marks:" + tag + ":" + channel];
+    return [this.#prefix + "epoch:" + tag, this.#prefix + "history-head:" + tag];
+  }
+
+  /** The keys of one channel's history: its stream and its marks. */
+  channelHistoryKeys(plateId: PlateId, channel: ChannelName): [stream: string, marks: string] {
+    const tag = "{" + plateId + "}:" + channel;
+    return [this.#prefix + "history:" + tag, this.#prefix + "history-marks:" + tag];
   }
 
   /** Marks a batch that had a message refused (see `PublishRequest.batch`); `""`: no batch. */
