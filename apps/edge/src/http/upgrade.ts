@@ -49,6 +49,7 @@ export function createUpgradeHandler(services: Services) {
   const limits = {
     maxBufferedBytes: config.slowConsumerMaxBytes,
     graceMs: config.slowConsumerGraceMs,
+    noDelay: config.subscriberNoDelay,
     maxBadFrames: config.wsMaxBadFrames,
     maxFrameBytes: config.wsMaxClientFrameBytes,
   };

@@ -15,6 +15,8 @@ export interface OutputLimits {
   readonly maxBufferedBytes: number;
   /** How long a dropped connection's last bytes may take to leave before the socket is destroyed. */
   readonly graceMs: number;
+  /** `SUBSCRIBER_NO_DELAY`: false lets the kernel hold small writes for the peer's ACK (Nagle). */
+  readonly noDelay: boolean;
 }
 
 const PING = Buffer.from(": ping\n\n");
@@ -87,6 +89,8 @@ export class SseConnection extends Connection {
       this.end("normal");
       return;
     }
+    // Node's HTTP server sets TCP_NODELAY on every connection.
+    if (!this.limits.noDelay) socket.setNoDelay(false);
     this.#socket = socket;
     socket.once("close", this.#onClose);
   }

@@ -1,3 +1,4 @@
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { RawData, WebSocket } from "ws";
 import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame, parseRealtimeFrame } from "@plate/protocol";
@@ -63,6 +64,8 @@ export class WsConnection extends Connection {
     private readonly handler?: FrameHandler,
   ) {
     super(options);
+    // `ws` sets TCP_NODELAY on every socket it upgrades.
+    if (!limits.noDelay && socket instanceof Socket) socket.setNoDelay(false);
     (ws as Tagged)[kConnection] = this;
     ws.on("pong", onPong);
     ws.on("close", onClose);
