@@ -8,7 +8,7 @@
  *   npm run build && bash load-tests/nchan/install.sh && node load-tests/dist/bench.js
  *   node load-tests/dist/bench.js --quick --runs 1 --targets plate-embedded   (a smoke run)
  *   node load-tests/dist/bench.js --runs 1 --targets plate-embedded --workloads w2-ramp --profile /tmp/prof
- *     (each Plate node writes a .cpuprofile into /tmp/prof when it stops)
+ *     (each Plate node, and the bare node, writes a .cpuprofile into /tmp/prof when it stops)
  *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w3,w5
  *     (publish over HTTP beside publish over route 9's WebSocket; Plate only)
  *   node load-tests/dist/bench.js --runs 3 --targets plate-embedded,plate-redis --workloads w6
@@ -97,7 +97,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
-/** `--profile DIR`: Plate nodes write a V8 CPU profile there when they stop (`node --cpu-prof`). */
+/** `--profile DIR`: Plate nodes and the bare node write a V8 CPU profile there when they stop (`node --cpu-prof`). */
 let plateNodeArgs: readonly string[] = [];
 /** `--plate-env K=V,K=V`: settings of every Plate node (e.g. `HISTORY_COUNT=0`). */
 let plateEnv: Record<string, string> = {};
@@ -109,7 +109,7 @@ async function start(name: TargetName, env: Record<string, string> = {}): Promis
   let target: Target;
   try {
     if (name === "bare-node") {
-      server = await startBareNode(SERVER_CPU);
+      server = await startBareNode(SERVER_CPU, plateNodeArgs);
       target = bareTarget({ name, port: server.port, pids: [server.pid] });
     } else if (name.startsWith("plate")) {
       const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: { ...env, ...plateEnv } });

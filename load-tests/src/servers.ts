@@ -59,10 +59,10 @@ export interface PlateBenchOptions {
   readonly nodeArgs?: readonly string[];
 }
 
-/** Starts W3's bare Node reference (bare-node.ts) pinned to `cpu`. */
-export async function startBareNode(cpu: number | undefined): Promise<Started> {
+/** Starts W3's bare Node reference (bare-node.ts) pinned to `cpu`; `nodeArgs` as for Plate. */
+export async function startBareNode(cpu: number | undefined, nodeArgs: readonly string[] = []): Promise<Started> {
   const port = await freePort();
-  const [command, args] = pinned(cpu, process.execPath, [BARE_NODE_MAIN]);
+  const [command, args] = pinned(cpu, process.execPath, [...nodeArgs, BARE_NODE_MAIN]);
   const child = spawn(command, args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, PORT: String(port) } });
   // It answers anything: a GET without a body is its 400.
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 400, "bare node");
