@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { LeanHistogram } from "./lean-histogram.js";
 
 /** Transports a subscriber can use: the only values of the `transport` label. */
 export type Transport = "sse" | "ws";
@@ -65,13 +66,13 @@ export class Metrics {
     help: "1 while the broker is reachable, else 0.",
     registers: [this.registry],
   });
-  readonly publishSeconds = new Histogram({
+  readonly publishSeconds = new LeanHistogram({
     name: "plate_publish_duration_seconds",
     help: "Time from a publish request's arrival to the broker accepting it.",
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [this.registry],
   });
-  readonly deliverySeconds = new Histogram({
+  readonly deliverySeconds = new LeanHistogram({
     name: "plate_delivery_latency_seconds",
     help: "Time from a message's acceptance (its timestamp) to its fan-out on this node.",
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
