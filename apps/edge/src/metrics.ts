@@ -38,16 +38,34 @@ export class Metrics {
     help: "Distinct channels and patterns this node is subscribed to in the broker.",
     registers: [this.registry],
   });
+  /**
+   * Counted on every publish and every fan-out: added to plain numbers (`countPublished`,
+   * `countDelivered`) and handed to prom-client when `/metrics` is read. Its `inc` validates and
+   * hashes labels on every call: about 1.5% of W3's CPU for these two.
+   */
+  #published = 0;
+  #deliveredSse = 0;
+  #deliveredWs = 0;
   readonly published = new Counter({
     name: "plate_messages_published_total",
     help: "Messages accepted by the broker from this node's publish route.",
     registers: [this.registry],
+    collect: () => {
+      if (this.#published > 0) this.published.inc(this.#published);
+      this.#published = 0;
+    },
   });
   readonly delivered = new Counter({
     name: "plate_messages_delivered_total",
     help: "Messages written to subscribers of this node, by transport.",
     labelNames: ["transport"] as const,
     registers: [this.registry],
+    collect: () => {
+      if (this.#deliveredSse > 0) this.delivered.inc({ transport: "sse" }, this.#deliveredSse);
+      if (this.#deliveredWs > 0) this.delivered.inc({ transport: "ws" }, this.#deliveredWs);
+      this.#deliveredSse = 0;
+      this.#deliveredWs = 0;
+    },
   });
   readonly drops = new Counter({
     name: "plate_connections_dropped_total",
@@ -137,6 +155,17 @@ export class Metrics {
   /** `plateLabels`: how many plates may have a label of their own (`METRICS_PLATE_LABELS`; 0 = none). */
   constructor(private readonly plateLabels = 0) {
     collectDefaultMetrics({ register: this.registry, prefix: "plate_" });
+  }
+
+  /** Counts messages published (`plate_messages_published_total`). */
+  countPublished(n: number): void {
+    this.#published += n;
+  }
+
+  /** Counts messages written to subscribers (`plate_messages_delivered_total`). */
+  countDelivered(sse: number, ws: number): void {
+    this.#deliveredSse += sse;
+    this.#deliveredWs += ws;
   }
 
   /** The `plate` label of `plateId`, or undefined when per-plate series are off. */

@@ -216,7 +216,6 @@ export class Fanout {
       }
     }
     if (sse + ws > 0) this.usage?.count(message.plateId, "delivered", sse + ws);
-    if (sse > 0) this.metrics.delivered.inc({ transport: "sse" }, sse);
-    if (ws > 0) this.metrics.delivered.inc({ transport: "ws" }, ws);
+    this.metrics.countDelivered(sse, ws);
   }
 }
