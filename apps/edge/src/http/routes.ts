@@ -68,15 +68,14 @@ const SEGMENTS = new Map(ROUTES.map((route) => [route, route.path.split("/").sli
  * The route of `method` and `pathname` (no query), or undefined. A trailing `/` is ignored, as
  * Hono ignores it. Segments are percent-decoded when they hold escapes, and kept as sent when
  * those are not valid (a parameter's validation then refuses it), as Hono's params are.
+ * `which` must be a module-level function: its routes are worked out once and kept by it.
  */
-export function matchRoute(method: string, pathname: string, which: (route: Route) => boolean = () => true): Matched | undefined {
+export function matchRoute(method: string, pathname: string, which: (route: Route) => boolean = anyRoute): Matched | undefined {
   // Called on every publish: no array of decoded segments, no closure; a segment is decoded only
   // when it holds an escape (literals too: `/acme/%73/<token>` is route 5, as Hono matches).
   const parts = pathname.split("/");
   const last = parts.length > 2 && parts[parts.length - 1] === "" ? parts.length - 1 : parts.length;
-  for (const route of ROUTES) {
-    if (!route.methods.includes(method as "GET") || !which(route)) continue;
-    const segments = SEGMENTS.get(route)!;
+  for (const [route, segments] of candidates(method, which)) {
     if (segments.length !== last - 1) continue;
     let matched = true;
     for (let i = 0; i < segments.length && matched; i++) {
@@ -97,6 +96,29 @@ export function matchRoute(method: string, pathname: string, which: (route: Rout
 }
 
 const COLON = ":".charCodeAt(0);
+
+function anyRoute(): boolean {
+  return true;
+}
+
+/** The routes (with their segments) a filter takes, by method: filters are module constants. */
+const CANDIDATES = new WeakMap<(route: Route) => boolean, Map<string, readonly (readonly [Route, readonly string[]])[]>>();
+
+/** The routes of `method` that `which` takes, worked out once per filter and method. */
+function candidates(method: string, which: (route: Route) => boolean): readonly (readonly [Route, readonly string[]])[] {
+  let byMethod = CANDIDATES.get(which);
+  if (byMethod === undefined) {
+    byMethod = new Map();
+    CANDIDATES.set(which, byMethod);
+  }
+  let found = byMethod.get(method);
+  if (found === undefined) {
+    found = ROUTES.filter((route) => route.methods.includes(method as "GET") && which(route)).map((route) => [route, SEGMENTS.get(route)!] as const);
+    // Methods come from clients: only the two the table uses are kept.
+    if (method === "GET" || method === "POST") byMethod.set(method, found);
+  }
+  return found;
+}
 
 /** A path segment as sent, or percent-decoded when it holds escapes. */
 function decode(segment: string): string {

@@ -17,6 +17,7 @@ import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js
 import { NO_SNIFF } from "./raw-response.js";
 import { errorAnswer, refuse } from "./refusals.js";
 import { matchRoute } from "./routes.js";
+import type { Route } from "./routes.js";
 import { requestUrl } from "./target.js";
 
 /** A WebSocket route: subscribe with a key (3, 8), connect with a client token (5), or the realtime connection (9). */
@@ -264,7 +265,7 @@ function sinceQuery(url: URL): string | undefined {
 
 /** The WebSocket routes of the route table, by what they open. */
 function wsRoute(pathname: string): WsRoute | undefined {
-  const match = matchRoute("GET", pathname, (route) => route.upgrade !== false);
+  const match = matchRoute("GET", pathname, upgradable);
   if (match === undefined) return undefined;
   const { plateId, channel, token } = match.params as Record<string, string>;
   switch (match.route.name) {
@@ -281,3 +282,8 @@ function wsRoute(pathname: string): WsRoute | undefined {
 }
 
 function ignoreError(): void {}
+
+/** Routes a WebSocket upgrade may reach (a constant: `matchRoute` keeps its routes per filter). */
+function upgradable(route: Route): boolean {
+  return route.upgrade !== false;
+}
