@@ -138,6 +138,32 @@ describe("RedisBroker", () => {
     expect(await count()).toEqual([0, 0, patsBefore]);
   });
 
+  it("reads the head once for the fresh subscriptions of a plate asked for in one turn, each starting where a read of its own would", async () => {
+    const broker = await readyBroker({ keyPrefix: `h${randomBytes(4).toString("hex")}:` });
+    const plate = "acme" as PlateId;
+    let last: Message | undefined;
+    for (let i = 0; i < 3; i++) last = (await broker.publish(message("acme", `ch${i}`))).message;
+    const scripts = () => withClient(async (client) => {
+      const stats = await client.info("commandstats");
+      const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      return calls("evalsha") + calls("eval");
+    });
+    const before = await scripts();
+    const channels = Array.from({ length: 50 }, (_, i) => `ch${i % 5}` as ChannelName);
+    const [alone, together] = await Promise.all([
+      Promise.all(channels.map((channel) => broker.history(plate, channel, undefined, RETENTION))),
+      broker.histories(plate, channels.map((channel) => ({ channel, since: undefined })), RETENTION),
+    ]);
+    // 100 fresh reads, one script (a second only if a turn boundary split them).
+    expect((await scripts()) - before).toBeLessThanOrEqual(2);
+    for (const replay of [...alone, ...together]) expect(replay).toEqual({ complete: true, messages: [], head: last!.id });
+    // A read that resumes is its own, and the next fresh ones read the head anew.
+    const resumed = await broker.history(plate, "ch0" as ChannelName, alone[0]!.head, RETENTION);
+    expect(resumed).toEqual({ complete: true, messages: [], head: last!.id });
+    const { message: next } = await broker.publish(message("acme", "ch1"));
+    expect((await broker.history(plate, "ch3" as ChannelName, undefined, RETENTION)).head).toBe(next.id);
+  });
+
   it("delivers a payload a backend PUBLISHes straight into Redis to the channel's subscribers: JSON decoded when it parses, else a string", async () => {
     const broker = await readyBroker();
     const got: Message[] = [];
