@@ -498,8 +498,8 @@ export class RedisBroker implements Broker {
           try {
             this.#live.plateReadHistory(...this.#readArgs(plateId, channel, undefined)).then(resolve, reject);
           } catch (err) {
-            // Redis went down in between (`#live` throws): every asker gets the refusal.
-            reject(err);
+            // Redis went down in between (`#live` throws its PlateError): every asker gets it.
+            reject(err instanceof Error ? err : new Error(String(err)));
           }
         });
       });
