@@ -10,7 +10,7 @@ import { startPlate } from "./servers.js";
 import type { Started } from "./servers.js";
 import { RunStats, WARMUP_PUBLISHER } from "./stats.js";
 import type { DeliveryTracker, LatencySummary, Step } from "./stats.js";
-import { captureEvalsha, saturate } from "./script-replay.js";
+import { captureEvalsha, publishScript, saturate } from "./script-replay.js";
 import type { Saturation } from "./script-replay.js";
 import { Subscriber } from "./subscriber.js";
 import { plateTarget } from "./targets.js";
@@ -216,23 +216,21 @@ async function saturated(
       };
       // The first loads the script (a NOSCRIPT EVALSHA, then EVAL) and caches the key.
       await publish();
-      args = await captureEvalsha(port, publish);
+      args = await captureEvalsha(port, publish, (captured) => publishScript(captured) !== undefined);
     } finally {
       publisher.close();
     }
   } finally {
     await edge.stop();
   }
-  // EVALSHA sha numkeys KEYS[1..5] ARGV[1..13]: ARGV[2] is the channel, ARGV[12] the command.
-  const channel = args[3 + 5 + 1]!.toString();
-  const pubsub = args[3 + 5 + 11]!.toString();
+  const { channel, pubsub, messages } = publishScript(args)!;
   const subscriber = connect({ host: "127.0.0.1", port });
   try {
     const subscribe = pubsub === "SPUBLISH" ? "SSUBSCRIBE" : "SUBSCRIBE";
     subscriber.write(`*2\r\n$${subscribe.length}\r\n${subscribe}\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n`);
     subscriber.resume();
     await new Promise((r) => setTimeout(r, 100));
-    return { pubsub, ...(await saturate(port, args, options.saturationMs)) };
+    return { pubsub, ...(await saturate(port, args, options.saturationMs, messages)) };
   } finally {
     subscriber.destroy();
   }

@@ -16,10 +16,37 @@ const REPLAY_CONNECTIONS = 4;
 const REPLAY_BATCH = 32;
 
 /**
- * The arguments of the first EVALSHA a client (not a script) sends to the Redis on `port` while
- * `trigger` runs, read from MONITOR: each as the bytes sent.
+ * The publish script's shape since group commit (packages/broker/src/redis-history.ts): `EVALSHA
+ * sha numkeys KEYS ARGV`, with 6 keys and 23 arguments for the script, then 4 keys and 10
+ * arguments per message. What a replay needs of a captured one: its messages, the pub/sub command
+ * (ARGV[3]) and the first message's Redis channel (ARGV[12], the plate's prefix, then its channel).
  */
-export async function captureEvalsha(port: number, trigger: () => Promise<void>): Promise<Buffer[]> {
+export interface PublishScript {
+  readonly messages: number;
+  readonly pubsub: string;
+  readonly channel: string;
+}
+
+/** The publish script's figures if `args` (an EVALSHA as sent) is one, else undefined. */
+export function publishScript(args: readonly Buffer[]): PublishScript | undefined {
+  const keys = Number(args[2]?.toString());
+  const messages = (keys - 6) / 4;
+  if (!Number.isInteger(messages) || messages < 1 || args.length !== 3 + keys + 23 + 10 * messages) return undefined;
+  const argv = (i: number) => args[3 + keys + i - 1]!.toString();
+  if (Number(argv(11)) !== messages) return undefined;
+  return { messages, pubsub: argv(3), channel: argv(12) + argv(23 + 5) };
+}
+
+/**
+ * The arguments of the first EVALSHA that `accept` takes (by default any) a client (not a script)
+ * sends to the Redis on `port` while `trigger` runs, read from MONITOR: each as the bytes sent. An
+ * edge sends other scripts too (its connection reports, each second).
+ */
+export async function captureEvalsha(
+  port: number,
+  trigger: () => Promise<void>,
+  accept: (args: readonly Buffer[]) => boolean = () => true,
+): Promise<Buffer[]> {
   const socket = connect({ host: "127.0.0.1", port });
   socket.setEncoding("latin1");
   try {
@@ -38,8 +65,10 @@ export async function captureEvalsha(port: number, trigger: () => Promise<void>)
           // `+<time> [<db> <client address>] "evalsha" "<sha>" ...`; a script's own calls say `[<db> lua]`.
           const at = line.indexOf('] "evalsha" ');
           if (at === -1 || line.includes(" lua]")) continue;
+          const args = monitorArgs(line.slice(at + 2));
+          if (!accept(args)) continue;
           clearTimeout(timer);
-          resolve(monitorArgs(line.slice(at + 2)));
+          resolve(args);
           return;
         }
       });
@@ -84,17 +113,22 @@ function monitorArgs(quoted: string): Buffer[] {
 
 /** What one Redis did when saturated by replays. */
 export interface Saturation {
+  /** Messages the replayed scripts published (scripts × the captured script's messages). */
   readonly calls: number;
   readonly seconds: number;
   readonly callsPerS: number;
   /** The server's CPU meanwhile, % of one core. */
   readonly cpuPct: number;
+  /** Per message published, as `evalshaUsPerCall`. */
   readonly cpuUsPerCall: number;
   readonly evalshaUsPerCall: number;
 }
 
-/** Replays `args` (one command) on the Redis on `port` for `durationMs`, as fast as it answers. */
-export async function saturate(port: number, args: readonly Buffer[], durationMs: number): Promise<Saturation> {
+/**
+ * Replays `args` (one publish script of `messages` messages) on the Redis on `port` for
+ * `durationMs`, as fast as it answers. Calls are counted in published messages.
+ */
+export async function saturate(port: number, args: readonly Buffer[], durationMs: number, messages: number): Promise<Saturation> {
   const command = Buffer.concat([
     Buffer.from(`*${args.length}\r\n`),
     ...args.flatMap((arg) => [Buffer.from(`$${arg.length}\r\n`), arg, Buffer.from("\r\n")]),
@@ -105,17 +139,17 @@ export async function saturate(port: number, args: readonly Buffer[], durationMs
     const before = await readCounters(port);
     const started = performance.now();
     const end = started + durationMs;
-    await Promise.all(sockets.map((socket) => replay(socket, batch, end)));
+    await Promise.all(sockets.map((socket) => replay(socket, batch, end, 1 + 4 * messages)));
     const seconds = (performance.now() - started) / 1000;
     const d = delta(before, await readCounters(port));
-    const calls = d.calls("evalsha");
+    const calls = d.calls("evalsha") * messages;
     return {
       calls,
       seconds,
       callsPerS: Math.round(calls / seconds),
       cpuPct: Math.round((d.cpuUs / 1e6 / seconds) * 100),
       cpuUsPerCall: d.cpuUs / calls,
-      evalshaUsPerCall: d.usecPerCall("evalsha"),
+      evalshaUsPerCall: d.usecPerCall("evalsha") / messages,
     };
   } finally {
     for (const socket of sockets) socket.destroy();
@@ -124,10 +158,11 @@ export async function saturate(port: number, args: readonly Buffer[], durationMs
 
 /**
  * Writes `batch` (`REPLAY_BATCH` commands) and waits for as many replies, until `end`. Each reply
- * of the publish script is 4 lines (`*2`, `:1`, `$<length>`, the id); an error reply rejects.
+ * of the publish script is `linesPerReply` lines (`*<messages>`, then per message `*2`, `:0`,
+ * `$<length>`, the id); an error reply rejects.
  */
-function replay(socket: Socket, batch: Buffer, end: number): Promise<void> {
-  const linesPerBatch = 4 * REPLAY_BATCH;
+function replay(socket: Socket, batch: Buffer, end: number, linesPerReply: number): Promise<void> {
+  const linesPerBatch = linesPerReply * REPLAY_BATCH;
   return new Promise((resolve, reject) => {
     let lines = 0;
     let lineStart = true;
