@@ -513,16 +513,9 @@ export class RedisBroker implements Broker {
    * Every key is in the plate's slot, so the MULTI is single-slot on a cluster too.
    */
   async histories(plateId: PlateId, reads: readonly HistoryRead[], retention: Retention): Promise<Replay[]> {
-    if (reads.length === 1) return [await this.history(plateId, reads[0]!.channel, reads[0]!.since, retention)];
-    if (reads.every((read) => read.since === undefined)) {
-      // Heads only: one read of the plate's head is one instant for all of them.
-      let reply;
-      try {
-        reply = await this.#headOf(plateId, reads[0]!.channel);
-      } catch (err) {
-        throw this.#failed(err);
-      }
-      return reads.map((read) => this.#replayOf(plateId, read.channel, undefined, reply, retention));
+    // Heads only: asked in one turn, they share one read of the plate's head (`#headOf`), one instant.
+    if (reads.length === 1 || reads.every((read) => read.since === undefined)) {
+      return Promise.all(reads.map((read) => this.history(plateId, read.channel, read.since, retention)));
     }
     const multi = this.#live.multi() as unknown as HistoryScripts & { exec(): Promise<[Error | null, unknown][] | null> };
     for (const read of reads) void multi.plateReadHistory(...this.#readArgs(plateId, read.channel, read.since));
