@@ -1,4 +1,6 @@
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { comparePositions, parsePosition } from "@plate/protocol";
 import { KEYS, publish, startTestNode } from "../test-support/node.js";
 import type { TestNode } from "../test-support/node.js";
 import { SseClient } from "../test-support/sse.js";
@@ -89,5 +91,41 @@ describe("publish (route 1 and its legacy alias 6)", () => {
     });
     expect(res.status).toBe(413);
     expect(((await res.json()) as any).error.code).toBe("payload_too_large");
+  });
+
+  it("answers pipelined publishes on one connection in order, beside publishes on other connections, each once", async () => {
+    // Answers are written together at the end of the event loop's turn (turn-answers.ts): every
+    // request read in one turn is answered, on its own connection, in the order it was sent.
+    const sub = await WsClient.connect(`${t.wsUrl}/acme/pubsub/piped/ws`, { auth: KEYS.acme });
+    await sub.waitFor("ready");
+    const PIPELINED = 30;
+    const request = (n: number) => {
+      const body = JSON.stringify({ message: { n } });
+      return (
+        `POST /acme/pubsub/piped/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEYS.acme}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+      );
+    };
+    const socket = connect(Number(new URL(t.url).port), "127.0.0.1");
+    let raw = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => (raw += chunk));
+    const others = Promise.all(Array.from({ length: 10 }, (_, i) => publish(t.url, "acme", "piped", { other: i })));
+    socket.write(Array.from({ length: PIPELINED }, (_, n) => request(n)).join(""));
+    const answered = await others;
+    await expect.poll(() => raw.split("HTTP/1.1 ").length - 1, { timeout: 5000 }).toBe(PIPELINED);
+    socket.destroy();
+    expect(answered.map((a) => a.status)).toEqual(answered.map(() => 200));
+    const answers = raw.split("HTTP/1.1 ").slice(1);
+    expect(answers.every((a) => a.startsWith("200 "))).toBe(true);
+    const ids = answers.map((a) => (JSON.parse(a.slice(a.indexOf("\r\n\r\n") + 4)) as { data: { id: string } }).data.id);
+    // In the order sent: each id after the one before.
+    for (let i = 1; i < ids.length; i++) expect(comparePositions(parsePosition(ids[i - 1]!)!, parsePosition(ids[i]!)!)).toBeLessThan(0);
+    // The subscriber got each publish once: the pipelined ones in the order sent.
+    const got = await sub.waitForMessages(PIPELINED + 10);
+    expect(got.length).toBe(PIPELINED + 10);
+    expect(got.map((m) => (m.message as { n?: number }).n).filter((n) => n !== undefined)).toEqual(Array.from({ length: PIPELINED }, (_, n) => n));
+    expect(new Set(got.map((m) => m.id)).size).toBe(PIPELINED + 10);
+    sub.close();
   });
 });
