@@ -173,6 +173,9 @@ describe("a plate's webhook rate", () => {
   });
 });
 
+/** Webhook timings for the tests across nodes: batches, retries and POST timeouts in ms, not seconds; keys read afresh. */
+const FAST_WEBHOOKS = { WEBHOOK_BATCH_MS: "50", WEBHOOK_RETRY_FIRST_MS: "100", WEBHOOK_TIMEOUT_MS: "500", KEY_CACHE_MS: "0" };
+
 describe("webhooks across nodes on Redis", () => {
   let redis: RedisServer;
   const nodes: EdgeProcess[] = [];
@@ -189,15 +192,7 @@ describe("webhooks across nodes on Redis", () => {
   });
 
   it("sends each event once: joins and leaves on three nodes, a channel occupied on all of them, and a SIGKILLed node's members removed once", async () => {
-    const env = {
-      ...redisNodeEnv(redis.url),
-      PRESENCE_LEASE_MS: "1500",
-      PRESENCE_SWEEP_MS: "300",
-      WEBHOOK_BATCH_MS: "50",
-      WEBHOOK_RETRY_FIRST_MS: "100",
-      WEBHOOK_TIMEOUT_MS: "500",
-      KEY_CACHE_MS: "0",
-    };
+    const env = { ...redisNodeEnv(redis.url), ...FAST_WEBHOOKS, PRESENCE_LEASE_MS: "1500", PRESENCE_SWEEP_MS: "300" };
     for (let i = 0; i < 3; i++) {
       const node = new EdgeProcess(await freePort(), env);
       nodes.push(node);
@@ -236,14 +231,7 @@ describe("webhooks across nodes on Redis", () => {
   it("delivers the events of a node that died before it could send them: another node takes the queue", async () => {
     // Retries wait at most 400 ms: however many the emitter made before it died (more on a busy
     // machine; each doubles the wait), the heir's next try comes soon after the claim's lease ends.
-    const env = {
-      ...redisNodeEnv(redis.url),
-      WEBHOOK_BATCH_MS: "50",
-      WEBHOOK_RETRY_FIRST_MS: "100",
-      WEBHOOK_RETRY_MAX_MS: "400",
-      WEBHOOK_TIMEOUT_MS: "500",
-      KEY_CACHE_MS: "0",
-    };
+    const env = { ...redisNodeEnv(redis.url), ...FAST_WEBHOOKS, WEBHOOK_RETRY_MAX_MS: "400" };
     const emitter = new EdgeProcess(await freePort(), env);
     const heir = new EdgeProcess(await freePort(), env);
     nodes.push(emitter, heir);
