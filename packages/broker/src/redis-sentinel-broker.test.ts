@@ -42,21 +42,28 @@ describe("RedisBroker through Sentinel", () => {
     const now = await setup.primary();
     expect(now.port).not.toBe(old.port);
     // Publishing goes on on the new primary (a publish refused meanwhile answers broker_unavailable).
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const outcome = await publisher.publish(message("acme", "alerts", "after")).catch((e: unknown) => e);
-      if (!(outcome instanceof Error)) break;
-      expect((outcome as { code?: string }).code).toBe("broker_unavailable");
-      expect(Date.now()).toBeLessThan(deadline);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await retried(() => publisher.publish(message("acme", "alerts", "after")));
     expect(await until(() => phases.includes("restored"), 10_000)).toBe(true);
     // Each sentinel announces the switch: the subscriber may reconnect more than once, each cut
     // followed by its restore (and each restore filled from the history).
     expect(phases).toEqual(Array.from({ length: phases.length }, (_, i) => (i % 2 === 0 ? "cut" : "restored")));
-    const replay = await subscriber.history("acme" as PlateId, "alerts" as ChannelName, before.id, RETENTION);
+    // The subscriber's command connection reconnects on its own, and may do so again after its
+    // delivery was restored (a later sentinel's announcement): a read meanwhile is refused the same way.
+    const replay = await retried(() => subscriber.history("acme" as PlateId, "alerts" as ChannelName, before.id, RETENTION));
     expect(replay.complete && replay.messages.map((m) => m.body)).toEqual(["after"]);
     await publisher.publish(message("acme", "alerts", "later"));
     expect(await until(() => got.includes("later"))).toBe(true);
   }, 30_000);
 });
+
+/** `call`'s answer, called again every 50 ms while it is refused with `broker_unavailable`, for at most 10 s. */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const outcome = await call().catch((e: unknown) => e);
+    if (!(outcome instanceof Error)) return outcome as T;
+    expect((outcome as { code?: string }).code).toBe("broker_unavailable");
+    expect(Date.now()).toBeLessThan(deadline);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
