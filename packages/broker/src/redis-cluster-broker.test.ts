@@ -52,6 +52,9 @@ runBrokerContract("redis cluster", () => {
   return Promise.resolve({ node: () => readyBroker({ keyPrefix }), close: () => Promise.resolve() });
 });
 
+/** How long a test that moves slots may take, in ms: two slot moves and their bounded waits fit in it. */
+const SLOT_MOVE_TEST_MS = 60_000;
+
 describe("RedisBroker on Redis Cluster", () => {
   it("keeps each plate in one hash slot and publishes through sharded pub/sub: the cluster bus carries no classic PUBLISH", async () => {
     const publisher = await readyBroker();
@@ -153,7 +156,10 @@ describe("RedisBroker on Redis Cluster", () => {
     expect(await until(() => got.includes("after"))).toBe(true);
     const owner = await cluster.nodeForSlot(keySlot(plate));
     expect(owner.id).toBe(to.id);
-  }, 30_000);
+    // Above the sum of the waits inside, each bounded with its own failure (a slot move alone may
+    // take a 5 s MIGRATE and 10 s to settle): at 30 s a slow but correct run timed out in CI
+    // without saying which step was slow.
+  }, SLOT_MOVE_TEST_MS);
 
   it("finds a master's subscriber connection deaf when its probe stops coming back, cuts only that master's plates, and delivers again", async () => {
     const warnings: string[] = [];
@@ -178,5 +184,5 @@ describe("RedisBroker on Redis Cluster", () => {
     for (const p of placed.keys()) await publisher.publish(message(p, "watched", "after"));
     expect(await until(() => [...placed.keys()].every((p) => got.includes(`${p}:after`)))).toBe(true);
     await cluster.migrateSlot(keySlot(String(tag)), to, master);
-  }, 30_000);
+  }, SLOT_MOVE_TEST_MS);
 });
