@@ -22,6 +22,11 @@ let scheduled = false;
  * together, the client reads several at once and sends the next requests together, so the node
  * reads more requests per turn and both sides make fewer wake-ups per publish. Nothing waits for a
  * timer: `setImmediate` runs before the loop next blocks.
+ *
+ * Not `corkForTurn` on the answer's socket, though it looks the same: writing the answer at once
+ * into a corked socket (only the syscall waits) gave 22,446 and 22,955 publishes/s and p99 12 ms
+ * beside 37,129 and 35,791 for the bare node, no better than writing it at once. What helps is
+ * that the answers' own work waits until every request of the turn was read.
  */
 export function answerAtTurnEnd(res: ServerResponse, headers: Record<string, string>, body: string): void {
   waiting.push({ res, headers, body });
