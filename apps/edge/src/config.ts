@@ -22,6 +22,7 @@ export interface Config {
   readonly redisReconnectMaxMs: number;
   readonly redisProbeIntervalMs: number;
   readonly redisProbeTimeoutMs: number;
+  readonly redisPubsubBatches: boolean;
   readonly adminToken: string | undefined;
   readonly dataDir: string;
   readonly maxMessageBytes: number;
@@ -276,6 +277,12 @@ export const SETTINGS = {
     default: "5000",
     doc: "How often a node sends itself probes through Redis (the broker's while it has subscriptions, the store's always), to notice a subscriber connection that is up but deaf.",
     parse: integer(50, 600_000),
+  },
+  REDIS_PUBSUB_BATCHES: {
+    key: "redisPubsubBatches",
+    default: "true",
+    doc: "Publish a run of messages to one channel that one Redis script carries (what one turn of the event loop publishes to a plate) as one pub/sub message instead of one per message: less CPU for Redis and for every node that hears the channel. Every node reads both forms; a node of a version before 2026-12-04 reads a batch as a plain string, so set `false` while such nodes still run (a rolling upgrade), then back to `true`.",
+    parse: boolean,
   },
   REDIS_PROBE_TIMEOUT_MS: {
     key: "redisProbeTimeoutMs",

@@ -324,6 +324,7 @@ async function openBackends(
         reconnectMaxMs: config.redisReconnectMaxMs,
         probeIntervalMs: config.redisProbeIntervalMs,
         probeTimeoutMs: config.redisProbeTimeoutMs,
+        pubsubBatches: config.redisPubsubBatches,
         nodeId,
         newMessageId,
         warn: (message, fields) => log.warn(message, fields),

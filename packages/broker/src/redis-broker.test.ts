@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, PlateId } from "@plate/protocol";
+import type { PublishRequest } from "./broker.js";
 import { startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
 import { RETENTION, exact, message, pattern, runBrokerContract } from "./broker.contract.js";
@@ -202,6 +203,60 @@ describe("RedisBroker", () => {
     expect(got[3]).toBe(got[5]);
     expect(got[0]).not.toBe(got[3]);
     expect(new Set(got.map((m) => m.id)).size).toBe(2);
+  });
+
+  describe("what one turn publishes to a channel", () => {
+    /** Five messages of every shape, published in one turn to acme's "orders" (one script, one run). */
+    function turn(): PublishRequest[] {
+      return [
+        message("acme", "orders", '"plain"'),
+        { ...message("acme", "orders", '{"n":2}'), event: "created" },
+        { ...message("acme", "orders", "[3]"), volatile: '{"typing":true}' },
+        { ...message("acme", "orders", '"from a client"'), event: "chat", from: { clientId: "c1", user: "u\u001f1" } },
+        { ...message("acme", "orders", '"last \\u001e"'), from: { clientId: "c2" } },
+      ];
+    }
+
+    /** What a Redis client subscribed to acme's "orders" hears while `publisher` publishes one turn, and what two subscribers of another node get. */
+    async function publishTurn(publisher: RedisBroker, subscriber: RedisBroker) {
+      const byChannel: Message[] = [];
+      const byPattern: Message[] = [];
+      await subscriber.subscribe(exact("acme", "orders"), (m) => byChannel.push(m));
+      await subscriber.subscribe(pattern("acme", "ord*"), (m) => byPattern.push(m));
+      return withClient(async (client) => {
+        const heard: string[] = [];
+        client.on("message", (_name: string, payload: string) => heard.push(payload));
+        await client.subscribe("plate:acme:orders");
+        const published = (await Promise.all(turn().map((request) => publisher.publish(request)))).map((r) => r.message);
+        expect(await until(() => byChannel.length >= 5 && byPattern.length >= 5)).toBe(true);
+        await new Promise((r) => setTimeout(r, 100));
+        return { heard, published, byChannel, byPattern };
+      });
+    }
+
+    it("goes out as one pub/sub message, which every subscriber gets as the messages published, in order, once each", async () => {
+      const { heard, published, byChannel, byPattern } = await publishTurn(await readyBroker(), await readyBroker());
+      expect(heard).toHaveLength(1);
+      expect(published.map((m) => m.body)).toEqual(turn().map((r) => r.body));
+      expect(byChannel).toEqual(published.map((m, i) => (i === 2 ? { ...m, volatile: '{"typing":true}' } : m)));
+      expect(byPattern).toEqual(byChannel);
+      expect(byPattern[4]).toBe(byChannel[4]);
+    });
+
+    it("goes out as one pub/sub message per message with REDIS_PUBSUB_BATCHES=false, which a node reads the same", async () => {
+      const { heard, published, byChannel, byPattern } = await publishTurn(await readyBroker({ pubsubBatches: false }), await readyBroker());
+      expect(heard).toHaveLength(5);
+      expect(byChannel).toEqual(published.map((m, i) => (i === 2 ? { ...m, volatile: '{"typing":true}' } : m)));
+      expect(byPattern).toEqual(byChannel);
+    });
+
+    it("is in the history as the messages published, for a resume", async () => {
+      const publisher = await readyBroker();
+      const { message: before } = await publisher.publish(message("acme", "orders"));
+      const published = (await Promise.all(turn().map((request) => publisher.publish(request)))).map((r) => r.message);
+      const replay = await publisher.history("acme" as PlateId, "orders" as ChannelName, before.id, RETENTION);
+      expect(replay).toEqual({ complete: true, messages: published, head: published[4]!.id });
+    });
   });
 
   it.skipIf((process.env.REDIS_URL ?? "") !== "")(

@@ -42,6 +42,14 @@ export interface RedisBrokerOptions {
   readonly onProbeLost?: () => void;
   /** Presence leases (`PRESENCE_LEASE_MS`, `PRESENCE_SWEEP_MS`); defaults `DEFAULT_PRESENCE_TIMES`. */
   readonly presence?: PresenceTimes;
+  /**
+   * Whether a run of messages one publish script sends to one channel goes out as one pub/sub
+   * message (`BATCH_MARK`; default true, `REDIS_PUBSUB_BATCHES`): one PUBLISH per run instead of
+   * one per message, for Redis and for every subscribed node. Every node decodes batches either
+   * way; a node of a version before them does not, so a rolling upgrade from one runs with false
+   * until every node is upgraded.
+   */
+  readonly pubsubBatches?: boolean;
 }
 
 /** A dead node's members are gone within about 20 s: a lease of 15 s, renewed every 5 s, swept every 5 s. */
@@ -70,6 +78,14 @@ const SENDER_MARK = "\u001fP3\u001f";
  */
 const VOLATILE_MARK = "\u001fPV\u001f";
 const SEP = "\u001f";
+/**
+ * Starts the pub/sub payload of a run of messages that one publish script sent to one channel
+ * together (`pubsubBatches`): `BATCH_MARK payload RS payload ...`, each payload as it would be
+ * published alone. RS (U+001E) is a control character too, so no payload holds it. A node of an
+ * older version delivers such a payload as a plain string (see `RedisBrokerOptions.pubsubBatches`).
+ */
+const BATCH_MARK = "\u001fPB\u001f";
+const RS = "\u001e";
 
 /** The mark of a message's payload, and what goes between its timestamp and its body. */
 function payloadShape(message: Pick<Message, "event" | "from">): { mark: string; middle: string } {
@@ -137,7 +153,10 @@ export function encodeRedisPayload(message: Message): string {
   return mark + message.id + SEP + message.timestamp + SEP + middle + message.body;
 }
 
-/** Which mark `payload` holds at `at`: 0 (`MARK`), 1 (`EVENT_MARK`), 2 (`SENDER_MARK`), 3 (`VOLATILE_MARK`), or -1 (none: not a node's). */
+/**
+ * Which mark `payload` holds at `at`: 0 (`MARK`), 1 (`EVENT_MARK`), 2 (`SENDER_MARK`), 3
+ * (`VOLATILE_MARK`), 4 (`BATCH_MARK`), or -1 (none: not a node's).
+ */
 function markAt(payload: string, at = 0): number {
   return payload.startsWith(MARK, at)
     ? 0
@@ -147,7 +166,9 @@ function markAt(payload: string, at = 0): number {
         ? 2
         : payload.startsWith(VOLATILE_MARK, at)
           ? 3
-          : -1;
+          : payload.startsWith(BATCH_MARK, at)
+            ? 4
+            : -1;
 }
 
 /** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
@@ -156,11 +177,12 @@ function decodeNodePayload(plateId: PlateId, channel: ChannelName, payload: stri
   if (fields === 3) {
     // The volatile JSON ends where the stored payload's mark starts (JSON holds no raw SEP).
     const end = payload.indexOf(SEP, VOLATILE_MARK.length);
-    if (end < 0 || markAt(payload, end) < 0 || markAt(payload, end) === 3) return undefined;
+    const inner = end < 0 ? -1 : markAt(payload, end);
+    if (inner < 0 || inner >= 3) return undefined;
     const message = decodeNodePayload(plateId, channel, payload.slice(end));
     return message === undefined ? undefined : { ...message, volatile: payload.slice(VOLATILE_MARK.length, end) };
   }
-  if (fields < 0) return undefined;
+  if (fields < 0 || fields === 4) return undefined;
   const idEnd = payload.indexOf(SEP, MARK.length);
   const timeEnd = payload.indexOf(SEP, idEnd + 1);
   if (idEnd < 0 || timeEnd < 0) return undefined;
@@ -253,7 +275,7 @@ export class RedisBroker implements Broker {
   /** Shared reads of plates' heads for fresh subscriptions, until sent (see `#headOf`). */
   readonly #headReads = new Map<PlateId, Promise<ReadReply>>();
   /**
-   * The last payload decoded, its plate and channel, what it became, and the names it was delivered
+   * The last payload decoded, its plate and channel, the messages it became, and the names it was delivered
    * under. Redis sends one publish once per matching name (its channel, its plate-wide channel),
    * back to back; the same payload under a name it already went to is a new publish (a backend may
    * PUBLISH the same text twice), so it is decoded anew.
@@ -261,7 +283,7 @@ export class RedisBroker implements Broker {
   #lastPlate = "";
   #lastChannel = "";
   #lastPayload = "";
-  #lastMessage: Message | undefined;
+  #lastMessages: readonly Message[] = [];
   readonly #lastNames: string[] = [];
   /** Publishes waiting for the end of this turn of the event loop, by plate (see `publish`). */
   readonly #unsent = new Map<PlateId, UnsentPublish[]>();
@@ -417,6 +439,7 @@ export class RedisBroker implements Broker {
       budget === undefined ? "0" : "1",
       budget?.channels ?? 0,
       budget?.bytes ?? 0,
+      this.#options.pubsubBatches === false ? "" : BATCH_MARK,
     ];
     for (const { request } of batch) {
       const { channel, idempotency } = request;
@@ -709,8 +732,7 @@ export class RedisBroker implements Broker {
         this.presence.deliver(name, payload);
         return;
       }
-      const message = this.#decode(name, interest.plateId, interest.channel, payload);
-      if (message !== undefined) deliver(interest.listeners, message);
+      for (const message of this.#decode(name, interest.plateId, interest.channel, payload)) deliver(interest.listeners, message);
       return;
     }
     const plate = this.#plates.get(name);
@@ -720,44 +742,58 @@ export class RedisBroker implements Broker {
     const at = payload.indexOf(SEP);
     if (at <= 0 || markAt(payload, at) < 0) return;
     const channel = payload.slice(0, at) as ChannelName;
-    let message: Message | undefined;
+    let messages: readonly Message[] | undefined;
     for (const { matches, listeners } of plate.patterns.values()) {
       if (!matches(channel)) continue;
-      message ??= this.#decode(name, plate.plateId, channel, payload.slice(at));
-      if (message === undefined) return;
-      deliver(listeners, message);
+      messages ??= this.#decode(name, plate.plateId, channel, payload.slice(at));
+      for (const message of messages) deliver(listeners, message);
     }
   }
 
-  /** The message of `payload`, heard on `name`, of `plateId`'s `channel`. */
-  #decode(name: string, plateId: PlateId, channel: ChannelName, payload: string): Message | undefined {
+  /**
+   * The messages of `payload` (one, or a run published together: `BATCH_MARK`), heard on `name`,
+   * of `plateId`'s `channel`, in order; what is not a node's message in a batch is dropped.
+   */
+  #decode(name: string, plateId: PlateId, channel: ChannelName, payload: string): readonly Message[] {
     if (channel === this.#lastChannel && plateId === this.#lastPlate && payload === this.#lastPayload && !this.#lastNames.includes(name)) {
       this.#lastNames.push(name);
-      return this.#lastMessage;
+      return this.#lastMessages;
     }
-    let message: Message;
-    if (markAt(payload) >= 0) {
-      const decoded = decodeNodePayload(plateId, channel, payload);
-      if (decoded === undefined) return undefined;
-      message = decoded;
+    const mark = markAt(payload);
+    let messages: Message[];
+    if (mark === 4) {
+      messages = [];
+      let from = BATCH_MARK.length;
+      while (from <= payload.length) {
+        let to = payload.indexOf(RS, from);
+        if (to < 0) to = payload.length;
+        const message = decodeNodePayload(plateId, channel, payload.slice(from, to));
+        if (message !== undefined) messages.push(message);
+        from = to + 1;
+      }
+    } else if (mark >= 0) {
+      const message = decodeNodePayload(plateId, channel, payload);
+      messages = message === undefined ? [] : [message];
     } else {
       // Published straight into Redis by a backend: JSON when it parses, else a string. It carries no
       // id or time, so each receiving node gives it its own.
-      message = {
-        plateId,
-        channel,
-        id: this.#options.newMessageId(),
-        timestamp: new Date().toISOString(),
-        body: bodyFromForeignPayload(payload),
-      };
+      messages = [
+        {
+          plateId,
+          channel,
+          id: this.#options.newMessageId(),
+          timestamp: new Date().toISOString(),
+          body: bodyFromForeignPayload(payload),
+        },
+      ];
     }
     this.#lastPlate = plateId;
     this.#lastChannel = channel;
     this.#lastPayload = payload;
-    this.#lastMessage = message;
+    this.#lastMessages = messages;
     this.#lastNames.length = 0;
     this.#lastNames.push(name);
-    return message;
+    return messages;
   }
 
   #update(): void {

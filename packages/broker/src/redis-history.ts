@@ -27,7 +27,8 @@ import type { Commands } from "@plate/redis";
  * event loop publishes): what a publish reads and writes of its plate (time, epoch, head, publish
  * state) is read and written once per script, and what it reads and writes of its channel once
  * per run of consecutive messages to one channel (one XLEN and XRANGE before, one trim, one marks
- * and size update after); each message still has its own XADD and PUBLISH. Every redis.call costs
+ * and size update after), and so is its pub/sub (one PUBLISH per run and name, see the batch
+ * mark below); each message still has its own XADD. Every redis.call costs
  * about 10,000 instructions of Redis' Lua glue whatever the command, so the count of calls per
  * message is the cost (see docs/performance.md).
  *
@@ -52,7 +53,9 @@ import type { Commands } from "@plate/redis";
  *   (broker.ts `PublishRate`: messages a second, burst, bytes a second, burst; both 0: not rated)
  *   and how long a full bucket takes to fill (ms: the state lives at least that long), the history
  *   budget (broker.ts `HistoryBudget`: '1' to keep its counts (a plate with a budget) or '0',
- *   channels, bytes; 0 = no limit); then 10 per message: payload mark, timestamp, body,
+ *   channels, bytes; 0 = no limit), the batch mark (what starts the pub/sub payload of a run of
+ *   more than one message to a channel: their payloads, separated by U+001E; '' publishes each
+ *   message on its own); then 10 per message: payload mark, timestamp, body,
  *   idempotency window ms (0 = none), channel, the event name and a separator after it ('' without
  *   one; the mark then says which), what goes before the payload on pub/sub only (the volatile
  *   mark and metadata, or ''), what it takes of the rates (messages, bytes), and whether it is part
@@ -76,6 +79,8 @@ local perS, burst, bPerS, bBurst, refillMs = tonumber(ARGV[16]), tonumber(ARGV[1
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[21] == '1'
 local budgetChannels, budgetBytes = tonumber(ARGV[22]), tonumber(ARGV[23])
+-- What starts a run's messages published together ('' = each message published on its own).
+local batchMark = ARGV[24]
 -- The publish state lives as long as the marks, or as its fuller bucket takes to fill again if
 -- longer; the idempotency keys' zset as long as the marks or its longest window.
 local life = math.max(markMs, refillMs)
@@ -147,7 +152,7 @@ local replies = {}
 -- what the accepted ones write is written once for the run (one trim, one marks and size update),
 -- apart from each one's XADD, PUBLISH and idempotency record.
 local function run(first, last)
-  local k0, a0 = 6 + (first - 1) * 4, 23 + (first - 1) * 10
+  local k0, a0 = 6 + (first - 1) * 4, 24 + (first - 1) * 10
   local stream, marks, channel = KEYS[k0 + 1], KEYS[k0 + 2], ARGV[a0 + 5]
   local cutMs = now - ageMs
   -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
@@ -190,7 +195,7 @@ local function run(first, last)
   local dropTo = 0
   local pendingMark, pendingIdems = 0, 0
   for i = first, last do
-    local k, a = 6 + (i - 1) * 4, 23 + (i - 1) * 10
+    local k, a = 6 + (i - 1) * 4, 24 + (i - 1) * 10
     local batched = ARGV[a + 10] == '1'
     local idemMs = tonumber(ARGV[a + 4])
     local reply = false
@@ -336,10 +341,22 @@ local function run(first, last)
     -- ZADD answers 1 for a channel it did not hold: one more remembered.
     state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
   end
+  -- Pub/sub: a run of one message, or every message on its own, as it is; else the run at once,
+  -- its payloads after the batch mark, separated by U+001E (which no payload holds). Each PUBLISH
+  -- is a redis.call: one per run instead of one per message.
+  local lives = {}
+  for i, m in ipairs(accepted) do lives[i] = ARGV[m.a + 7] .. m.payload end
+  if batchMark == '' or #lives == 1 then
+    for _, live in ipairs(lives) do
+      redis.call(PUB, channelPrefix .. channel, live)
+      redis.call(PUB, plateWide, channel .. live)
+    end
+  else
+    local all = batchMark .. table.concat(lives, '\\30')
+    redis.call(PUB, channelPrefix .. channel, all)
+    redis.call(PUB, plateWide, channel .. all)
+  end
   for _, m in ipairs(accepted) do
-    local live = ARGV[m.a + 7] .. m.payload
-    redis.call(PUB, channelPrefix .. channel, live)
-    redis.call(PUB, plateWide, channel .. live)
     if m.idemMs > 0 then
       redis.call('SET', KEYS[m.k + 3], recorded[KEYS[m.k + 3]], 'PX', m.idemMs)
       -- An idempotency key is remembered for its window: it counts until then.
