@@ -121,6 +121,9 @@ describe("the node's log", () => {
     expect(res.headers.get("x-request-id")).toBe("lb-abc-123");
     const own = await fetch(`${proc.url}/healthz`);
     expect(own.headers.get("x-request-id")).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    // Each request the node names gets an id of its own.
+    const ids = await Promise.all(Array.from({ length: 20 }, () => fetch(`${proc.url}/healthz`).then((r) => r.headers.get("x-request-id"))));
+    expect(new Set([own.headers.get("x-request-id"), ...ids]).size).toBe(21);
     expect(await eventually(() => proc.stdout.includes("lb-abc-123"), 2000)).toBe(true);
     const lines = proc.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     for (const line of lines) expect(line).toMatchObject({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) });

@@ -61,51 +61,79 @@ export interface Matched {
   readonly params: Readonly<Record<string, string>>;
 }
 
-/** Each route's path as segments: a literal, or a parameter's name after `:`. */
-const SEGMENTS = new Map(ROUTES.map((route) => [route, route.path.split("/").slice(1)]));
+/** A route's path as segments: a literal, or (`param`) a parameter's name. */
+interface Segment {
+  readonly text: string;
+  readonly param: boolean;
+}
+
+const SEGMENTS = new Map(
+  ROUTES.map((route) => [route, route.path.split("/").slice(1).map((part): Segment => (part.startsWith(":") ? { text: part.slice(1), param: true } : { text: part, param: false }))]),
+);
+
+/** The most segments a route has: the bounds `matchRoute` records. */
+const MOST_SEGMENTS = Math.max(...[...SEGMENTS.values()].map((segments) => segments.length));
+/** Where each segment of the path being matched starts and ends (`matchRoute` is synchronous). */
+const BOUNDS = new Int32Array(2 * MOST_SEGMENTS);
 
 /**
- * The route of `method` and `pathname` (no query), or undefined. A trailing `/` is ignored, as
- * Hono ignores it. Segments are percent-decoded when they hold escapes, and kept as sent when
- * those are not valid (a parameter's validation then refuses it), as Hono's params are.
+ * The route of `method` and `pathname` (no query), or undefined. What comes before the first `/`
+ * is not a segment, and a trailing `/` is ignored, as Hono ignores it. Segments are
+ * percent-decoded when they hold escapes, and kept as sent when those are not valid (a
+ * parameter's validation then refuses it), as Hono's params are.
  * `which` must be a module-level function: its routes are worked out once and kept by it.
  */
 export function matchRoute(method: string, pathname: string, which: (route: Route) => boolean = anyRoute): Matched | undefined {
-  // Called on every publish: no array of decoded segments, no closure; a segment is decoded only
-  // when it holds an escape (literals too: `/acme/%73/<token>` is route 5, as Hono matches).
-  const parts = pathname.split("/");
-  const last = parts.length > 2 && parts[parts.length - 1] === "" ? parts.length - 1 : parts.length;
+  // Called on every publish: the path is read in place (no split, no array of segments), and a
+  // segment is sliced only as a parameter of the route that matched, decoded only when it holds
+  // an escape (literals too: `/acme/%73/<token>` is route 5, as Hono matches).
+  const first = pathname.indexOf("/");
+  if (first < 0) return undefined;
+  let end = pathname.length;
+  if (end - 1 > first && pathname.charCodeAt(end - 1) === SLASH) end--;
   for (const [route, segments] of candidates(method, which)) {
-    if (segments.length !== last - 1) continue;
-    let matched = true;
-    for (let i = 0; i < segments.length && matched; i++) {
+    let at = first + 1;
+    let i = 0;
+    for (; i < segments.length; i++) {
+      let stop = pathname.indexOf("/", at);
+      if (stop < 0 || stop > end) stop = end;
+      // The last segment runs to the end; every other one stops at a `/` before it.
+      if ((i === segments.length - 1) !== (stop === end)) break;
       const segment = segments[i]!;
-      const part = parts[i + 1]!;
-      if (segment.charCodeAt(0) === COLON) matched = part !== "";
-      else matched = segment === part || (part.includes("%") && segment === decode(part));
+      if (segment.param ? stop === at : !sameSegment(segment.text, pathname, at, stop)) break;
+      BOUNDS[2 * i] = at;
+      BOUNDS[2 * i + 1] = stop;
+      at = stop + 1;
     }
-    if (!matched) continue;
+    if (i < segments.length) continue;
     const params: Record<string, string> = {};
-    for (let i = 0; i < segments.length; i++) {
-      const segment = segments[i]!;
-      if (segment.charCodeAt(0) === COLON) params[segment.slice(1)] = decode(parts[i + 1]!);
+    for (let j = 0; j < segments.length; j++) {
+      const segment = segments[j]!;
+      if (segment.param) params[segment.text] = decode(pathname.slice(BOUNDS[2 * j], BOUNDS[2 * j + 1]));
     }
     return { route, params };
   }
   return undefined;
 }
 
-const COLON = ":".charCodeAt(0);
+/** Whether `pathname` from `at` to `stop` is the literal `text`, as sent or percent-decoded. */
+function sameSegment(text: string, pathname: string, at: number, stop: number): boolean {
+  if (stop - at === text.length && pathname.startsWith(text, at)) return true;
+  const part = pathname.slice(at, stop);
+  return part.includes("%") && decode(part) === text;
+}
+
+const SLASH = "/".charCodeAt(0);
 
 function anyRoute(): boolean {
   return true;
 }
 
 /** The routes (with their segments) a filter takes, by method: filters are module constants. */
-const CANDIDATES = new WeakMap<(route: Route) => boolean, Map<string, readonly (readonly [Route, readonly string[]])[]>>();
+const CANDIDATES = new WeakMap<(route: Route) => boolean, Map<string, readonly (readonly [Route, readonly Segment[]])[]>>();
 
 /** The routes of `method` that `which` takes, worked out once per filter and method. */
-function candidates(method: string, which: (route: Route) => boolean): readonly (readonly [Route, readonly string[]])[] {
+function candidates(method: string, which: (route: Route) => boolean): readonly (readonly [Route, readonly Segment[]])[] {
   let byMethod = CANDIDATES.get(which);
   if (byMethod === undefined) {
     byMethod = new Map();
