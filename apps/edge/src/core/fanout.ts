@@ -44,6 +44,9 @@ export class Fanout {
   #lastOutbound: Outbound | undefined;
   /** The document the filters of the last message's topics are tested against, made once for all of them. */
   #lastDocument: Record<string, unknown> | undefined;
+  /** The last timestamp read for the delivery latency metric, and its time in ms. */
+  #lastTimestamp = "";
+  #lastTimestampMs = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -194,7 +197,13 @@ export class Fanout {
       this.#lastMessage = message;
       this.#lastOutbound = out;
       this.#lastDocument = undefined;
-      this.metrics.deliverySeconds.observe(Math.max(0, Date.now() - Date.parse(message.timestamp)) / 1000);
+      // Messages of one millisecond share their timestamp: it is parsed once (Date.parse was 1.4% of
+      // a node's instructions when publishing, load-tests W3 under callgrind).
+      if (message.timestamp !== this.#lastTimestamp) {
+        this.#lastTimestamp = message.timestamp;
+        this.#lastTimestampMs = Date.parse(message.timestamp);
+      }
+      this.metrics.deliverySeconds.observe(Math.max(0, Date.now() - this.#lastTimestampMs) / 1000);
     }
     let sse = 0;
     let ws = 0;
