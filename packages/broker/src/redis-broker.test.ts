@@ -205,6 +205,19 @@ describe("RedisBroker", () => {
     expect(new Set(got.map((m) => m.id)).size).toBe(2);
   });
 
+  it("publishes after Redis forgets its scripts (SCRIPT FLUSH), and the message is delivered and kept", async () => {
+    const publisher = await readyBroker();
+    const subscriber = await readyBroker();
+    const got: Message[] = [];
+    await subscriber.subscribe(exact("acme", "flushed"), (m) => got.push(m));
+    const { message: before } = await publisher.publish(message("acme", "flushed"));
+    await withClient((client) => client.script("FLUSH"));
+    const { message: after } = await publisher.publish(message("acme", "flushed"));
+    expect(await until(() => got.length >= 2)).toBe(true);
+    expect(got.map((m) => m.id)).toEqual([before.id, after.id]);
+    expect(await publisher.history("acme" as PlateId, "flushed" as ChannelName, before.id, RETENTION)).toEqual({ complete: true, messages: [after], head: after.id });
+  });
+
   describe("what one turn publishes to a channel", () => {
     /** Five messages of every shape, published in one turn to acme's "orders" (one script, one run). */
     function turn(): PublishRequest[] {

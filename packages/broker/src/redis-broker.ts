@@ -12,7 +12,7 @@ import { PRESENCE_MARK, RedisPresence, withPresenceScripts } from "./redis-prese
 import type { PresenceScripts } from "./redis-presence.js";
 import type { PresenceTimes } from "./presence.js";
 import type { Delivery } from "./redis-delivery.js";
-import { withHistoryScripts } from "./redis-history.js";
+import { sendPublish, withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts, PublishReply, ReadReply } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
@@ -308,12 +308,11 @@ export class RedisBroker implements Broker {
       withHistoryScripts(
         connectCommands(
           target,
-          // The publish script gathers its own batches (group commit), and its key count comes first,
-          // which ioredis' automatic pipelines would take for a key: on a cluster they would mix slots.
-          // The head read is shared per plate and turn (`#headOf`): an automatic pipeline is a
+          // The publish script gathers its own batches (group commit) and is sent as it is
+          // (`sendPublish`, never in an automatic pipeline). The head read is shared per plate and turn (`#headOf`): an automatic pipeline is a
           // ~3 KB `Pipeline` object per turn, so a read a turn was 3 KB of garbage per connection
           // opened (heap sampling, W4 on Redis).
-          { ...common, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["platePublish", "plateReadHistory"], connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
+          { ...common, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["plateReadHistory"], connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
           options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
         ),
       ),
@@ -466,7 +465,7 @@ export class RedisBroker implements Broker {
     }
     let replies;
     try {
-      replies = await this.#live.platePublish(keys.length, ...keys, ...args);
+      replies = await sendPublish(this.#live, keys, args);
     } catch (err) {
       const failure = this.#failed(err);
       for (const unsent of batch) unsent.reject(failure);
