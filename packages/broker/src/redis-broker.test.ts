@@ -222,7 +222,7 @@ describe("RedisBroker", () => {
     /** Five messages of every shape, published in one turn to acme's "orders" (one script, one run). */
     function turn(): PublishRequest[] {
       return [
-        message("acme", "orders", '"plain"'),
+        message("acme", "orders", '"plain, and not ASCII: é ✓ 😀"'),
         { ...message("acme", "orders", '{"n":2}'), event: "created" },
         { ...message("acme", "orders", "[3]"), volatile: '{"typing":true}' },
         { ...message("acme", "orders", '"from a client"'), event: "chat", from: { clientId: "c1", user: "u\u001f1" } },
