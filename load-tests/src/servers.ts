@@ -34,8 +34,8 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"
   clearTimeout(timer);
 }
 
-async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
+async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = START_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
       if (await check()) return;
@@ -44,7 +44,7 @@ async function waitFor(check: () => Promise<boolean>, what: string): Promise<voi
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`${what} did not start within ${START_TIMEOUT_MS} ms`);
+  throw new Error(`${what} did not start within ${timeoutMs} ms`);
 }
 
 /** Plate's benchmark settings: no limits that a benchmark would hit, protocol pings off. */
@@ -57,6 +57,10 @@ export interface PlateBenchOptions {
   readonly env?: Record<string, string>;
   /** Extra arguments of `node` before the script, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
   readonly nodeArgs?: readonly string[];
+  /** A command that runs `node` (e.g. valgrind and its options), instead of pinning it to `cpu`. */
+  readonly launcher?: readonly string[];
+  /** How long it may take to answer /readyz, in ms (default `START_TIMEOUT_MS`). */
+  readonly startTimeoutMs?: number;
 }
 
 /** Starts W3's bare Node reference (bare-node.ts) pinned to `cpu`; `nodeArgs` as for Plate. */
@@ -73,7 +77,8 @@ export async function startBareNode(cpu: number | undefined, nodeArgs: readonly 
 export async function startPlate(options: PlateBenchOptions): Promise<Started> {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), "plate-bench-"));
-  const [command, args] = pinned(options.cpu, process.execPath, [...(options.nodeArgs ?? []), EDGE_MAIN]);
+  const node = [...(options.nodeArgs ?? []), EDGE_MAIN];
+  const [command, args] = options.launcher === undefined ? pinned(options.cpu, process.execPath, node) : [options.launcher[0]!, [...options.launcher.slice(1), process.execPath, ...node]];
   const child = spawn(command, args, {
     stdio: ["ignore", "ignore", "inherit"],
     env: {
@@ -98,7 +103,7 @@ export async function startPlate(options: PlateBenchOptions): Promise<Started> {
       ...options.env,
     },
   });
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, "plate");
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, "plate", options.startTimeoutMs);
   return {
     port,
     pid: child.pid!,
