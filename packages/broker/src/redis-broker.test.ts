@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -216,6 +217,25 @@ describe("RedisBroker", () => {
     expect(await until(() => got.length >= 2)).toBe(true);
     expect(got.map((m) => m.id)).toEqual([before.id, after.id]);
     expect(await publisher.history("acme" as PlateId, "flushed" as ChannelName, before.id, RETENTION)).toEqual({ complete: true, messages: [after], head: after.id });
+  });
+
+  it("survives any payload PUBLISHed into a channel or a plate-wide channel, marks and separators included, and still delivers nodes' messages", async () => {
+    const broker = await readyBroker();
+    const publisher = await readyBroker();
+    const got: Message[] = [];
+    await broker.subscribe(exact("acme", "fuzz"), (m) => got.push(m));
+    await broker.subscribe(pattern("acme", "fu*"), (m) => got.push(m));
+    const piece = fc.constantFrom("\u001fP1\u001f", "\u001fP2\u001f", "\u001fP3\u001f", "\u001fPV\u001f", "\u001fPB\u001f", "\u001f", "\u001e", "fuzz", "{", "}", '"', "x", "1_2-3", "é");
+    const payloads = fc.sample(fc.array(piece, { maxLength: 12 }).map((parts) => parts.join("")), 300);
+    await withClient(async (client) => {
+      for (const payload of payloads) {
+        await client.publish("plate:acme:fuzz", payload);
+        await client.publish("plate:acme#", "fuzz" + payload);
+      }
+    });
+    const { message: last } = await publisher.publish(message("acme", "fuzz", '"still here"'));
+    expect(await until(() => got.some((m) => m.id === last.id))).toBe(true);
+    expect(got.filter((m) => m.id === last.id)).toEqual([last, last]);
   });
 
   describe("what one turn publishes to a channel", () => {

@@ -275,8 +275,8 @@ export class RedisBroker implements Broker {
   /** Shared reads of plates' heads for fresh subscriptions, until sent (see `#headOf`). */
   readonly #headReads = new Map<PlateId, Promise<ReadReply>>();
   /**
-   * The last payload decoded, its plate and channel, the messages it became, and the names it was delivered
-   * under. Redis sends one publish once per matching name (its channel, its plate-wide channel),
+   * The last payload decoded, its plate and channel, the messages it became, and the names it was
+   * delivered under. Redis sends one publish once per matching name (its channel, its plate-wide channel),
    * back to back; the same payload under a name it already went to is a new publish (a backend may
    * PUBLISH the same text twice), so it is decoded anew.
    */
@@ -309,9 +309,9 @@ export class RedisBroker implements Broker {
         connectCommands(
           target,
           // The publish script gathers its own batches (group commit) and is sent as it is
-          // (`sendPublish`, never in an automatic pipeline). The head read is shared per plate and turn (`#headOf`): an automatic pipeline is a
-          // ~3 KB `Pipeline` object per turn, so a read a turn was 3 KB of garbage per connection
-          // opened (heap sampling, W4 on Redis).
+          // (`sendPublish`, never in an automatic pipeline). The head read is shared per plate
+          // and turn (`#headOf`): an automatic pipeline is a ~3 KB `Pipeline` object per turn, so
+          // a read a turn was 3 KB of garbage per connection opened (heap sampling, W4 on Redis).
           { ...common, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["plateReadHistory"], connectionName: `plate-${options.nodeId}-cmd`, reconnectOnError: reconnectOnReadOnly },
           options.clusterRefreshMs === undefined ? {} : { slotsRefreshMs: options.clusterRefreshMs },
         ),
