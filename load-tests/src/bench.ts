@@ -48,7 +48,7 @@ const HARNESS_CPU = 1;
 
 const TARGETS = ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node"] as const;
 type TargetName = (typeof TARGETS)[number];
-const WORKLOADS = ["w1", "w1-ramp", "w1-filtered", "w2", "w2-ramp", "w3", "w4", "w5", "w6"] as const;
+const WORKLOADS = ["w1", "w1-ramp", "w1-filtered", "w2", "w2-ramp", "w3", "w3-batch", "w4", "w5", "w6"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Workload sizes: the issue's, or small ones for a smoke run (`--quick`). */
@@ -69,6 +69,8 @@ function sizes(quick: boolean) {
     w1RampStart: 100,
     w2RampStart: 500,
     w3Publishers: 64,
+    /** Messages in each of W3-batch's requests (route 12 takes up to 100). */
+    w3BatchMessages: 10,
     w3DurationMs: quick ? 3000 : 10_000,
     w5Publishers: quick ? 200 : 1000,
     w4Connections: quick ? 1000 : 10_000,
@@ -156,7 +158,7 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
     // Publish throughput does not depend on the subscriber's transport: W3 and W5 are measured
     // once, with a WebSocket subscriber.
     // W6 speaks route 9's WebSocket only.
-    if ((name === "w3" || name === "w5" || name === "w6") && transport === "sse") continue;
+    if ((name === "w3" || name === "w3-batch" || name === "w5" || name === "w6") && transport === "sse") continue;
     if (name === "w1-filtered") {
       // Each rate on a server of its own, as every workload. Every subscriber reads eagerly: it gets
       // one message in w1Subscribers, so the harness reads no more than with W1's 50 eager ones,
@@ -205,6 +207,10 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
         case "w3":
           // The bare node takes publishes only: it has no subscriber to deliver to.
           out.push(await fanout({ name: "W3", channels: 1, subscribersPerChannel: target.name === "bare-node" ? 0 : 1, publishers: s.w3Publishers, mode: { kind: "max", durationMs: s.w3DurationMs } }));
+          break;
+        case "w3-batch":
+          // W3 with route 12's batches: each request publishes `w3BatchMessages` to the channel, in order.
+          out.push(await fanout({ name: "W3-batch", channels: 1, subscribersPerChannel: 1, publishers: s.w3Publishers, batch: s.w3BatchMessages, mode: { kind: "max", durationMs: s.w3DurationMs } }));
           break;
         case "w4":
           out.push(await runIdle(target, transport, s.w4Connections));
@@ -308,6 +314,10 @@ async function main(): Promise<void> {
         }
         if (workload === "w5" && !name.startsWith("plate")) {
           process.stdout.write(`run ${run} ${name} W5: skipped (the harness publishes to Nchan over HTTP only)\n`);
+          continue;
+        }
+        if (workload === "w3-batch" && !name.startsWith("plate")) {
+          process.stdout.write(`run ${run} ${name} W3-batch: not measured (no batch publish route)\n`);
           continue;
         }
         if (workload === "w6" && !name.startsWith("plate")) {

@@ -27,10 +27,20 @@ export class HttpPublisher implements Publisher {
 
   /** Sends one publish; resolves with the status (0 when the connection failed). */
   send(channel: string, payload: string): Promise<number> {
+    const { path, headers, body } = this.target.publish(channel);
+    return this.#post(path, headers, body(payload));
+  }
+
+  /** Sends several publishes to `channel` in one request (route 12); resolves with the status. */
+  sendBatch(channel: string, payloads: readonly string[]): Promise<number> {
+    const batch = this.target.publishBatch?.(channel);
+    if (batch === undefined) throw new Error(`${this.target.name} has no batch publish`);
+    return this.#post(batch.path, batch.headers, batch.body(payloads));
+  }
+
+  #post(path: string, headers: string, text: string): Promise<number> {
     if (this.#done !== undefined) throw new Error("HttpPublisher: one request at a time");
     const socket = this.#socket ?? this.#open();
-    const { path, headers, body } = this.target.publish(channel);
-    const text = body(payload);
     return new Promise((resolve) => {
       this.#done = resolve;
       socket.write(
@@ -42,10 +52,11 @@ export class HttpPublisher implements Publisher {
 
   /** Sends one publish; resolves with `ACCEPTED` for a 2xx, else `http_<status>` or `CONNECTION_CLOSED`. */
   async publish(channel: string, payload: string): Promise<string> {
-    const status = await this.send(channel, payload);
-    if (status >= 200 && status < 300) return ACCEPTED;
-    return status === 0 ? CONNECTION_CLOSED : `http_${status}`;
+    return outcome(await this.send(channel, payload));
   }
+
+  /** Sends `payloads` in one batch request; resolves as `publish` does, for all of them. */
+  readonly publishBatch = async (channel: string, payloads: readonly string[]): Promise<string> => outcome(await this.sendBatch(channel, payloads));
 
   close(): void {
     this.#closed = true;
@@ -100,4 +111,10 @@ export class HttpPublisher implements Publisher {
     this.#done = undefined;
     done?.(this.#closed ? 0 : status);
   }
+}
+
+/** What a request's status says of its publishes (see `Publisher.publish`). */
+function outcome(status: number): string {
+  if (status >= 200 && status < 300) return ACCEPTED;
+  return status === 0 ? CONNECTION_CLOSED : `http_${status}`;
 }

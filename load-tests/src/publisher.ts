@@ -14,5 +14,7 @@ export const CONNECTION_CLOSED = "connection_closed";
 export interface Publisher {
   readonly busy: boolean;
   publish(channel: string, payload: string): Promise<string>;
+  /** Publishes `payloads` to `channel` in one request, in order (route 12); undefined where there is none. */
+  readonly publishBatch?: (channel: string, payloads: readonly string[]) => Promise<string>;
   close(): void;
 }

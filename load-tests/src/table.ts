@@ -79,6 +79,9 @@ export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W2 1,000 msg/s over 1,000 channels × 10, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", pick: (r) => fanoutOf(r, "W2", t)?.best?.latencyMs.p99 })),
   { label: "W3 publish req/s, 64 publishers", unit: "/s", better: "higher", target: "≥ 1.5× (Redis)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.publishedPerS },
   { label: "W3 messages lost", unit: "", better: "lower", target: "0 (embedded)", pick: (r) => fanoutOf(r, "W3", "ws")?.steps[0]?.lost },
+  // Issue 18: route 12's batches, W3's publishers, 10 messages a request.
+  { label: "W3-batch publish msg/s, route 12, 10 messages a request, 64 publishers", unit: "/s", better: "higher", target: "—", nchan: "n/a (no batch route)", pick: (r) => fanoutOf(r, "W3-batch", "ws")?.steps[0]?.publishedPerS },
+  { label: "W3-batch messages lost", unit: "", better: "lower", target: "0", nchan: "n/a (no batch route)", pick: (r) => fanoutOf(r, "W3-batch", "ws")?.steps[0]?.lost },
   { label: "W5 publish msg/s over route 9's WebSocket, 1,000 clients", unit: "/s", better: "higher", target: "—", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.publishedPerS },
   { label: "W5 messages lost", unit: "", better: "lower", target: "0", nchan: "not measured", pick: (r) => fanoutOf(r, "W5", "ws")?.steps[0]?.lost },
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1-filtered 1,000 msg/s × 1,000 subs, one filter each, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "—", nchan: "n/a (no filters)", pick: (r) => fanoutOf(r, FILTERED_FAST, t)?.best?.latencyMs.p99 })),
@@ -106,14 +109,15 @@ export function ratio(plate: number | undefined, nchan: number | undefined): str
 }
 
 
-/** The publish workloads compared line by line: W3 over HTTP, W5 over route 9's WebSocket. */
+/** The publish workloads compared line by line: W3 over HTTP (one message a request, or route 12's batches), W5 over route 9's WebSocket. */
 const PUBLISH_WORKLOADS = [
   { workload: "W3", how: "HTTP POST, keep-alive" },
+  { workload: "W3-batch", how: "HTTP POST to route 12, 10 messages a request" },
   { workload: "W5", how: "route 9 WebSocket `publish` frames" },
 ] as const;
 
 /**
- * W3 and W5 of every target that ran them, one line each: medians over the runs of accepted
+ * W3, W3-batch and W5 of every target that ran them, one line each: medians over the runs of accepted
  * publishes/s, deliveries/s, latency (publish sent → subscriber received), loss, server and
  * harness CPU; failed publishes by why, summed over the runs. No lines when neither ran.
  */

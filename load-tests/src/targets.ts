@@ -26,6 +26,11 @@ export interface Target {
    * (route 9, `GET /{plateId}/realtime`, `WsPublisher`); undefined for a server without it.
    */
   readonly wsPublish: { path: string; headers: string } | undefined;
+  /**
+   * Path, headers and body of a request that publishes several messages to `channel` in order
+   * (Plate's route 12, `POST /{plateId}/publish`); undefined for a server without one.
+   */
+  readonly publishBatch: ((channel: string) => { path: string; headers: string; body: (payloads: readonly string[]) => string }) | undefined;
 }
 
 /** Plate: publish with a JSON body and a key; subscribe with the same key. */
@@ -56,6 +61,11 @@ export function plateTarget(options: {
     ws: (channel, filter) => ({ path: `/${options.plate}/pubsub/${channel}/ws${filterQuery(filter)}`, headers: auth }),
     // The bootstrap key has every scope, publish among them: it may publish anywhere in its plate.
     wsPublish: { path: `/${options.plate}/realtime`, headers: auth },
+    publishBatch: (channel) => ({
+      path: `/${options.plate}/publish`,
+      headers: auth + "Content-Type: application/json\r\n",
+      body: (payloads) => '{"messages":[' + payloads.map((payload) => '{"channel":"' + channel + '","message":' + payload + "}").join(",") + "]}",
+    }),
   };
 }
 
@@ -84,6 +94,7 @@ export function nchanTarget(options: ServerAt): Target {
     // Nchan's publisher location can take WebSocket frames too (`nchan_publisher websocket`,
     // each answered with the channel's info); this configuration publishes over HTTP only.
     wsPublish: undefined,
+    publishBatch: undefined,
   };
 }
 
@@ -98,6 +109,7 @@ export function bareTarget(options: ServerAt): Target {
     sse: none,
     ws: none,
     wsPublish: undefined,
+    publishBatch: undefined,
   };
 }
 

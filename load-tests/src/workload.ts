@@ -59,6 +59,8 @@ export interface FanoutWorkload {
   readonly publishers: number;
   /** How they publish: keep-alive HTTP (the default), or `publish` frames on route 9's WebSocket. */
   readonly publishVia?: PublishVia;
+  /** Messages a request carries over HTTP (route 12's batch when more than 1; default 1). */
+  readonly batch?: number;
   /**
    * Each subscriber holds a filter of its own (subscriber i: `userFilter(i)`, an equality on the
    * message's `user`), and the messages name the subscribers in turn: each matches exactly one
@@ -192,6 +194,8 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
       : Array.from({ length: workload.publishers }, () => new HttpPublisher(target, sourceAddress()));
   const unwarmed = await warmUp(publishers[0]!, channels, trackers, filtered);
   const seqs = publishers.map(() => new Int32Array(channels.length));
+  const batch = workload.batch ?? 1;
+  if (batch > 1 && (publishVia !== "http" || filtered || target.publishBatch === undefined)) throw new Error(`${workload.name}: batches are published over HTTP, unfiltered, to a server with route 12`);
 
   const redisBefore = workload.redisPort === undefined ? undefined : await readCounters(workload.redisPort);
   const serverCpuBefore = processCpuSeconds(target.pids);
@@ -206,8 +210,17 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     const k = cursor;
     cursor = (cursor + 1) % turns;
     const c = k % channels.length;
+    const publisher = publishers[p]!;
+    if (batch > 1) {
+      const sentMs = performance.now();
+      const payloads = Array.from({ length: batch }, () => encodePayload(seqs[p]![c]!++, p, sentMs, NO_USER));
+      const outcome = await publisher.publishBatch!(channels[c]!, payloads);
+      if (outcome === ACCEPTED) step.accepted += batch;
+      else for (let i = 0; i < batch; i++) step.refused(outcome);
+      return;
+    }
     const seq = seqs[p]![c]!++;
-    const outcome = await publishers[p]!.publish(channels[c]!, encodePayload(seq, p, performance.now(), filtered ? k : NO_USER));
+    const outcome = await publisher.publish(channels[c]!, encodePayload(seq, p, performance.now(), filtered ? k : NO_USER));
     if (outcome === ACCEPTED) step.accepted += 1;
     else step.refused(outcome);
   };
