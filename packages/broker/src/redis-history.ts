@@ -496,6 +496,10 @@ class PublishCommand extends Command {
       publishLoaded.add(socket);
       this.name = "eval";
       this.args[0] = PUBLISH;
+    } else if (this.name === "eval") {
+      // Sent again on another socket (a cluster's redirection) that has it.
+      this.name = "evalsha";
+      this.args[0] = PUBLISH_SHA;
     }
     return super.toWritable(socket);
   }
