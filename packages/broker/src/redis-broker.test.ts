@@ -26,6 +26,14 @@ afterEach(() => brokers.closeAll());
 const newBroker = brokers.make;
 const readyBroker = brokers.ready;
 
+/** What `broker` delivers to a subscriber of acme's `channel` and to one of `glob`, in one list. */
+async function channelAndPattern(broker: RedisBroker, channel: string, glob: string): Promise<Message[]> {
+  const got: Message[] = [];
+  await broker.subscribe(exact("acme", channel), (m) => got.push(m));
+  await broker.subscribe(pattern("acme", glob), (m) => got.push(m));
+  return got;
+}
+
 /** A plain Redis client, as a backend or an operator would use. */
 async function withClient<T>(use: (client: Redis) => Promise<T>): Promise<T> {
   const client = new Redis(redis.url);
@@ -192,9 +200,7 @@ describe("RedisBroker", () => {
   it("gives a channel subscriber and a pattern subscriber one decoded message per publish", async () => {
     const broker = await readyBroker();
     const publisher = await readyBroker();
-    const got: Message[] = [];
-    await broker.subscribe(exact("acme", "orders"), (m) => got.push(m));
-    await broker.subscribe(pattern("acme", "ord*"), (m) => got.push(m));
+    const got = await channelAndPattern(broker, "orders", "ord*");
     await broker.subscribe(pattern("acme", "*s"), (m) => got.push(m));
     await publisher.publish(message("acme", "orders", '"same"'));
     await publisher.publish(message("acme", "orders", '"same"'));
@@ -220,11 +226,8 @@ describe("RedisBroker", () => {
   });
 
   it("survives any payload PUBLISHed into a channel or a plate-wide channel, marks and separators included, and still delivers nodes' messages", async () => {
-    const broker = await readyBroker();
+    const got = await channelAndPattern(await readyBroker(), "fuzz", "fu*");
     const publisher = await readyBroker();
-    const got: Message[] = [];
-    await broker.subscribe(exact("acme", "fuzz"), (m) => got.push(m));
-    await broker.subscribe(pattern("acme", "fu*"), (m) => got.push(m));
     const piece = fc.constantFrom("\u001fP1\u001f", "\u001fP2\u001f", "\u001fP3\u001f", "\u001fPV\u001f", "\u001fPB\u001f", "\u001f", "\u001e", "fuzz", "{", "}", '"', "x", "1_2-3", "é");
     const payloads = fc.sample(fc.array(piece, { maxLength: 12 }).map((parts) => parts.join("")), 300);
     await withClient(async (client) => {
