@@ -1,6 +1,7 @@
 /**
- * Instructions per publish in a Plate node, counted by callgrind (valgrind): W3's path (keep-alive
- * HTTP publishers, one subscriber) on the embedded default or on Redis.
+ * Instructions per publish in a Plate node, counted by callgrind (valgrind): W3's path (the
+ * harness' keep-alive HTTP publishers and one WebSocket subscriber) on the embedded default or on
+ * Redis.
  *
  *   node load-tests/dist/instructions.js [--redis] [--warm 20000] [--count 5000] [--connections 16]
  *
@@ -16,18 +17,22 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
-import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startRedis } from "@plate/testing";
+import { HttpPublisher } from "./http-publisher.js";
+import { encodePayload } from "./payload.js";
+import { ACCEPTED } from "./publisher.js";
 import { startPlate } from "./servers.js";
+import { RunStats } from "./stats.js";
+import { Subscriber } from "./subscriber.js";
+import { plateTarget } from "./targets.js";
+import { sourceAddress } from "./workload.js";
 
 const PLATE = "bench";
 const KEY = "bench-secret-0123456789abcdefghij";
 const CHANNEL = "ch";
-/** What every published body carries, counted in the subscriber's stream. */
-const MARK = "instructions-bench";
 /** How long a node under valgrind may take to answer /readyz, in ms. */
 const VALGRIND_START_MS = 300_000;
 
@@ -60,69 +65,44 @@ const plate = await startPlate({
 });
 const control = (...args: string[]) => execFileSync("callgrind_control", [...args, String(plate.pid)], { env: { ...process.env, ...env }, stdio: "ignore" });
 
+const target = plateTarget({ name: "plate", port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
+const stats = new RunStats();
+stats.begin(0, performance.now());
+const tracker = stats.tracker(false);
+const publishers = Array.from({ length: connections }, () => new HttpPublisher(target, sourceAddress()));
+const seqs = new Array<number>(connections).fill(0);
+
 try {
-  const received = await subscribe();
-  await publish(warm, received);
+  const subscriber = await Subscriber.open(target, "ws", CHANNEL, { tracker, eager: true, localAddress: sourceAddress() });
+  await publish(warm);
   control("-i", "on");
-  await publish(count, received);
+  await publish(count);
   control("-d");
   control("-i", "off");
+  subscriber.close();
   // The dump's file for the main thread (thread 1).
   const summary = /^summary: (\d+)$/m.exec(readFileSync(`${out}.1-01`, "utf8"));
   if (summary === null) throw new Error(`no summary in ${out}.1-01`);
   const perPublish = Math.round(Number(summary[1]) / count);
   console.log(`${values.redis ? "redis" : "embedded"}: ${perPublish} instructions per publish (main thread, ${count} publishes after ${warm}, ${connections} connections); callgrind_annotate ${out}.1-01`);
 } finally {
+  for (const publisher of publishers) publisher.close();
   await plate.stop();
   await redis?.stop();
 }
 
-/** One SSE subscriber of the channel; answers how many published bodies it has received so far. */
-async function subscribe(): Promise<() => number> {
-  let seen = 0;
-  let tail = "";
-  await new Promise<void>((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port: plate.port, path: `/${PLATE}/pubsub/${CHANNEL}/subscribe`, headers: { Authorization: `Bearer ${KEY}` } }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`subscribe answered ${res.statusCode}`));
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => {
-        const text = tail + chunk;
-        for (let at = text.indexOf(MARK); at >= 0; at = text.indexOf(MARK, at + MARK.length)) seen++;
-        tail = text.slice(-(MARK.length - 1));
-      });
-      resolve();
-    });
-    req.on("error", reject);
-  });
-  return () => seen;
-}
-
-/** Publishes `total` messages over `connections` keep-alive connections, then waits until the subscriber has them all. */
-async function publish(total: number, received: () => number): Promise<void> {
-  const before = received();
-  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-  const body = JSON.stringify({ message: { text: MARK, n: 1 } });
+/** Publishes `total` messages, each publisher one at a time, then waits until the subscriber has them all. */
+async function publish(total: number): Promise<void> {
+  const before = tracker.received;
   let sent = 0;
-  const one = () =>
-    new Promise<void>((resolve, reject) => {
-      const req = http.request(
-        { host: "127.0.0.1", port: plate.port, path: `/${PLATE}/pubsub/${CHANNEL}/publish`, method: "POST", agent, headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" } },
-        (res) => {
-          res.resume();
-          res.on("end", () => (res.statusCode === 200 ? resolve() : reject(new Error(`publish answered ${res.statusCode}`))));
-        },
-      );
-      req.on("error", reject);
-      req.end(body);
-    });
   await Promise.all(
-    Array.from({ length: connections }, async () => {
+    publishers.map(async (publisher, p) => {
       while (sent < total) {
         sent++;
-        await one();
+        const outcome = await publisher.publish(CHANNEL, encodePayload(seqs[p]!++, p, performance.now()));
+        if (outcome !== ACCEPTED) throw new Error(`publish refused: ${outcome}`);
       }
     }),
   );
-  agent.destroy();
-  while (received() - before < total) await new Promise((r) => setTimeout(r, 50));
+  while (tracker.received - before < total) await new Promise((r) => setTimeout(r, 50));
 }
