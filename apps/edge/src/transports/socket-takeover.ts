@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { compactListeners } from "./compact-listeners.js";
 
 /**
  * Takes a long-lived response's socket away from Node's HTTP server, as the WebSocket upgrade does:
@@ -27,6 +28,7 @@ export function takeOverSocket(res: ServerResponse, head: string): Socket | unde
   socket.on("data", ignore);
   socket.on("error", ignore);
   socket.on("end", endToo);
+  compactListeners(socket);
   releaseParser(socket);
   socket.write(head);
   return socket;

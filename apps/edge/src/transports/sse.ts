@@ -35,16 +35,19 @@ export class SseConnection extends Connection {
   /** The response until `start` takes its socket over; let go then, with the request it holds. */
   #res: ServerResponse | undefined;
   #socket: Socket | undefined;
+  /** The answer's own headers (CORS, request id) until `start` writes them; let go then. */
+  #headers: Readonly<Record<string, string>> | undefined;
 
   constructor(
     res: ServerResponse,
     options: ConnectionOptions,
-    private readonly headers: Readonly<Record<string, string>>,
+    headers: Readonly<Record<string, string>>,
     private readonly retryMs: number,
     private readonly limits: OutputLimits,
   ) {
     super(options);
     this.#res = res;
+    this.#headers = headers;
     res.once("close", this.#onClose);
   }
 
@@ -68,7 +71,7 @@ export class SseConnection extends Connection {
 
   protected writeReady(ready: ReadyFrame | RealtimeReadyFrame, streamId: string | undefined): void {
     let head = "HTTP/1.1 200 OK\r\n";
-    for (const [name, value] of Object.entries(this.headers)) head += `${name}: ${value}\r\n`;
+    for (const [name, value] of Object.entries(this.#headers!)) head += `${name}: ${value}\r\n`;
     head +=
       "Content-Type: text/event-stream; charset=utf-8\r\n" +
       "Cache-Control: no-cache\r\n" +
@@ -83,6 +86,7 @@ export class SseConnection extends Connection {
       `event: ready\ndata: ${JSON.stringify(ready)}\n\n`;
     const res = this.#res!;
     this.#res = undefined;
+    this.#headers = undefined;
     res.off("close", this.#onClose);
     const socket = takeOverSocket(res, head);
     if (socket === undefined) {
@@ -92,7 +96,8 @@ export class SseConnection extends Connection {
     // Node's HTTP server sets TCP_NODELAY on every connection.
     if (!this.limits.noDelay) socket.setNoDelay(false);
     this.#socket = socket;
-    socket.once("close", this.#onClose);
+    // `on`, not `once`: a socket closes once, and `once` keeps a wrapper and its state per stream.
+    socket.on("close", this.#onClose);
   }
 
   /** A named event (so a browser's `onmessage` sees only messages), within the output limit. */
@@ -144,8 +149,10 @@ export class SseConnection extends Connection {
       if (res === undefined || res.destroyed || res.writableEnded || res.headersSent) return;
       const code = reason === "normal" ? "internal_error" : reason;
       const status = ERROR_CODES[code].status;
-      const answer = errorAnswer(new PlateError(code, message, status === 429 || status === 503 ? { retryAfterS: 1 } : {}));
-      res.writeHead(answer.status, { ...this.headers, ...answer.headers });
+      const answer = errorAnswer(
+        new PlateError(code, message, status === 429 || status === 503 ? { retryAfterS: 1 } : {}),
+      );
+      res.writeHead(answer.status, { ...this.#headers, ...answer.headers });
       res.end(answer.body);
       return;
     }

@@ -8,6 +8,7 @@ import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
 import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
+import { compactListeners } from "./compact-listeners.js";
 import { onOversizedFrame } from "./ws-oversized-frame.js";
 
 /** Normal closure: the client's own close, or ours for no error. */
@@ -35,7 +36,10 @@ const PONG = encodeServerFrame({ type: "pong" });
 const BAD_FRAME_MESSAGE = 'Send {"type":"ping"}; nothing else is expected after auth.';
 
 /** Where a v2 connection's requests go (subscribe, unsubscribe, auth, unreadable frames). */
-export type FrameHandler = (conn: WsConnection, frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame) => void;
+export type FrameHandler = (
+  conn: WsConnection,
+  frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame,
+) => void;
 const BAD_FRAME = encodeServerFrame({ type: "error", error: { code: "bad_request", message: BAD_FRAME_MESSAGE } });
 
 /**
@@ -70,6 +74,9 @@ export class WsConnection extends Connection {
     ws.on("pong", onPong);
     ws.on("close", onClose);
     ws.on("message", onMessage);
+    // The socket's listeners and the WebSocket's are settled now: see compactListeners.
+    compactListeners(socket);
+    compactListeners(ws);
   }
 
   /** The upgraded socket: a paced replay (Connection.start) follows its buffer. */
