@@ -168,7 +168,10 @@ export class Metrics {
     this.#deliveredWs += ws;
   }
 
-  /** The `plate` label of `plateId`, or undefined when per-plate series are off. */
+  /**
+   * The `plate` label of `plateId`, or undefined when per-plate series are off. A plate's answer never
+   * changes: the labelled plates are only ever added to, up to the limit.
+   */
   plateLabel(plateId: string): string | undefined {
     if (this.plateLabels === 0) return undefined;
     if (this.#plateLabels.has(plateId)) return plateId;

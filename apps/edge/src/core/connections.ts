@@ -159,18 +159,25 @@ export class Connections {
     this.metrics.connections.inc({ transport: conn.transport });
     const plateLabel = this.metrics.plateLabel(conn.plateId);
     if (plateLabel !== undefined) this.metrics.plateConnections.inc({ plate: plateLabel });
-    conn.onEnd((reason) => {
-      this.#all.delete(conn);
-      const set = this.#byPlate.get(conn.plateId);
-      if (set !== undefined && set.delete(conn)) {
-        if (set.size === 0) this.#byPlate.delete(conn.plateId);
-        this.usage?.connections(conn.plateId, set.size);
-      }
-      this.metrics.connections.dec({ transport: conn.transport });
-      if (plateLabel !== undefined) this.metrics.plateConnections.dec({ plate: plateLabel });
-      if (reason !== "normal") this.metrics.drops.inc({ reason });
-    });
+    conn.onEnd(this.#ended);
   }
+
+  /**
+   * Every connection's end hook: one function, not a closure per connection (96 bytes of each idle
+   * one). A plate's label never changes once given (`Metrics.plateLabel`), so it is asked again.
+   */
+  readonly #ended = (reason: EndReason, conn: Connection): void => {
+    this.#all.delete(conn);
+    const set = this.#byPlate.get(conn.plateId);
+    if (set !== undefined && set.delete(conn)) {
+      if (set.size === 0) this.#byPlate.delete(conn.plateId);
+      this.usage?.connections(conn.plateId, set.size);
+    }
+    this.metrics.connections.dec({ transport: conn.transport });
+    const plateLabel = this.metrics.plateLabel(conn.plateId);
+    if (plateLabel !== undefined) this.metrics.plateConnections.dec({ plate: plateLabel });
+    if (reason !== "normal") this.metrics.drops.inc({ reason });
+  };
 
   /** Ends (4409 `revoked`) every connection of a deleted plate, or of a revoked key. */
   revoke(revocation: Revocation): number {

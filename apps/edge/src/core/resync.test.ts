@@ -16,17 +16,17 @@ const RETRY_MS = 20;
 
 /** A connection as the registry sees it, recording how it ended. */
 function fakeConnection(plateId: string, keyId: string): Connection & { endedWith: EndReason | undefined } {
-  const hooks: ((reason: EndReason) => void)[] = [];
+  const hooks: ((reason: EndReason, conn: Connection) => void)[] = [];
   const conn = {
     plateId: plateId as PlateId,
     keyId,
     transport: "sse",
     endedWith: undefined as EndReason | undefined,
-    onEnd: (hook: (reason: EndReason) => void) => void hooks.push(hook),
+    onEnd: (hook: (reason: EndReason, conn: Connection) => void) => void hooks.push(hook),
     end(reason: EndReason) {
       if (conn.endedWith !== undefined) return;
       conn.endedWith = reason;
-      for (const hook of hooks) hook(reason);
+      for (const hook of hooks) hook(reason, conn as unknown as Connection);
     },
   };
   return conn as unknown as Connection & { endedWith: EndReason | undefined };

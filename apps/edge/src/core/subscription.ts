@@ -21,8 +21,11 @@ export class Subscription {
   #ended = false;
   /** Where it started in the plate's history (the head read when it subscribed), once known. */
   position: string | undefined;
-  /** Its end hook (the fan-out's detach); one slot, not an array: thousands are held per node. */
-  #onEnd: (() => void) | undefined;
+  /**
+   * Its end hook (the fan-out's detach); one slot, not an array: thousands are held per node. The
+   * hook is told which subscription ended, so one function serves them all (see Fanout.attach).
+   */
+  #onEnd: ((sub: Subscription) => void) | undefined;
 
   constructor(
     readonly topic: Topic,
@@ -83,13 +86,13 @@ export class Subscription {
     if (this.#ended) return;
     this.#ended = true;
     this.conn.forget(this);
-    this.#onEnd?.();
+    this.#onEnd?.(this);
   }
 
-  /** Runs `hook` once when it ends (after any hook given before). */
-  onEnd(hook: () => void): void {
+  /** Runs `hook` once when it ends, with it (after any hook given before). */
+  onEnd(hook: (sub: Subscription) => void): void {
     const before = this.#onEnd;
-    this.#onEnd = before === undefined ? hook : () => (before(), hook());
+    this.#onEnd = before === undefined ? hook : (sub) => (before(sub), hook(sub));
   }
 }
 

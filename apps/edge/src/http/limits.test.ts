@@ -371,9 +371,16 @@ describe("per-plate metrics (METRICS_PLATE_LABELS)", () => {
       expect(text).not.toContain('plate="third"');
       expect(text).not.toContain('plate="fourth"');
       expect(text).toMatch(/^plate_broker_probe_lost_total 0$/m);
+      expect(text).toMatch(/^plate_plate_connections\{plate="first"\} 1$/m);
     } finally {
       sub.close();
       listener.close();
     }
+    // Each ended connection is taken off its own plate's series, "third"'s off _other.
+    const gone = async () => {
+      const text = (await call(t.url, "GET", "/metrics")).text;
+      return /^plate_plate_connections\{plate="first"\} 0$/m.test(text) && /^plate_plate_connections\{plate="_other"\} 0$/m.test(text);
+    };
+    expect(await eventually(gone)).toBe(true);
   });
 });

@@ -149,9 +149,7 @@ export class SseConnection extends Connection {
       if (res === undefined || res.destroyed || res.writableEnded || res.headersSent) return;
       const code = reason === "normal" ? "internal_error" : reason;
       const status = ERROR_CODES[code].status;
-      const answer = errorAnswer(
-        new PlateError(code, message, status === 429 || status === 503 ? { retryAfterS: 1 } : {}),
-      );
+      const answer = errorAnswer(new PlateError(code, message, status === 429 || status === 503 ? { retryAfterS: 1 } : {}));
       res.writeHead(answer.status, { ...this.#headers, ...answer.headers });
       res.end(answer.body);
       return;

@@ -36,10 +36,7 @@ const PONG = encodeServerFrame({ type: "pong" });
 const BAD_FRAME_MESSAGE = 'Send {"type":"ping"}; nothing else is expected after auth.';
 
 /** Where a v2 connection's requests go (subscribe, unsubscribe, auth, unreadable frames). */
-export type FrameHandler = (
-  conn: WsConnection,
-  frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame,
-) => void;
+export type FrameHandler = (conn: WsConnection, frame: Exclude<RealtimeClientFrame, { type: "ping" }> | UnreadableFrame) => void;
 const BAD_FRAME = encodeServerFrame({ type: "error", error: { code: "bad_request", message: BAD_FRAME_MESSAGE } });
 
 /**
