@@ -6,6 +6,10 @@
  * `HEAP_SAMPLE_DIR/heap-<pid>.json` when the node exits. `node load-tests/dist/heap-summary.js
  * FILE` prints where the bytes were allocated. Node's own `--heap-prof` keeps only what is still
  * alive at exit, which says nothing of the garbage that W4 reads 2 s after opening.
+ *
+ * `HEAP_SAMPLE_OLD_ONLY=1` leaves out what the young generation's collections freed: what is left
+ * is what stayed alive plus what died only after it was promoted, the old space's garbage, which
+ * stays in RSS until a full collection (the memory reducer's, some 30 s after a burst).
  */
 import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
@@ -18,7 +22,7 @@ session.post("HeapProfiler.enable");
 session.post("HeapProfiler.startSampling", {
   samplingInterval: Number(process.env.HEAP_SAMPLE_BYTES ?? 2048),
   includeObjectsCollectedByMajorGC: true,
-  includeObjectsCollectedByMinorGC: true,
+  includeObjectsCollectedByMinorGC: process.env.HEAP_SAMPLE_OLD_ONLY !== "1",
 });
 process.on("exit", () => {
   // An in-process session answers synchronously: the profile is written before the process ends.
