@@ -17,13 +17,15 @@
  * that is how the 825 bytes of every SSE stream's listener table were found (2026-12-03).
  */
 import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
-import { connect } from "node:net";
-import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startRedis } from "@plate/testing";
 import { startPlate } from "./servers.js";
+import { RunStats } from "./stats.js";
+import { Subscriber } from "./subscriber.js";
+import type { Transport } from "./subscriber.js";
+import { plateTarget } from "./targets.js";
 import { OPEN_CONCURRENCY, inBatches, sourceAddress } from "./workload.js";
 
 const PLATE = "bench";
@@ -42,7 +44,7 @@ const { values } = parseArgs({
     owners: { type: "string" },
   },
 });
-const transport = values.transport === "ws" ? "ws" : "sse";
+const transport: Transport = values.transport === "ws" ? "ws" : "sse";
 const count = Number(values.connections);
 
 const dir = mkdtempSync(join(tmpdir(), "plate-idle-heap-"));
@@ -54,13 +56,21 @@ const plate = await startPlate({
   key: KEY,
   nodeArgs: ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${dir}`],
 });
-const sockets: Socket[] = [];
+const target = plateTarget({ name: "plate", port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
+const stats = new RunStats();
+stats.begin(0, performance.now());
+const subscribers: Subscriber[] = [];
 try {
   await sleep(SETTLE_MS);
-  const before = await snapshot();
-  sockets.push(...(await inBatches(count, OPEN_CONCURRENCY, (i) => open(`idle.${i % 100}`))));
+  const before = read(await snapshot());
+  // W4's idle subscriptions (idle.ts), opened as it opens them.
+  subscribers.push(
+    ...(await inBatches(count, OPEN_CONCURRENCY, (i) =>
+      Subscriber.open(target, transport, `idle.${i % 100}`, { tracker: stats.tracker(false), eager: false, localAddress: sourceAddress() }),
+    )),
+  );
   await sleep(SETTLE_MS);
-  const after = await snapshot();
+  const after = read(await snapshot());
   const [a, b] = [summarize(before), summarize(after)];
   const rows = [...b].map(([kind, { count: n, bytes }]) => {
     const was = a.get(kind) ?? { count: 0, bytes: 0 };
@@ -76,7 +86,7 @@ try {
     for (const [edge, n] of owners(after, values.owners)) console.log(`${String(n).padStart(10)}  ${edge}`);
   }
 } finally {
-  for (const socket of sockets) socket.destroy();
+  for (const subscriber of subscribers) subscriber.close();
   await plate.stop();
   await redis?.stop();
 }
@@ -99,29 +109,6 @@ async function snapshot(): Promise<string> {
   }
 }
 
-/** An idle subscription over a raw socket, resolved once the node has answered `ready`. */
-function open(channel: string): Promise<Socket> {
-  const socket = connect({ host: "127.0.0.1", port: plate.port, localAddress: sourceAddress() });
-  const path = transport === "sse" ? `/${PLATE}/pubsub/${channel}/subscribe` : `/${PLATE}/pubsub/${channel}/ws`;
-  const upgrade =
-    transport === "ws" ? "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" : "";
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\n${upgrade}\r\n`);
-  return new Promise((resolve, reject) => {
-    let head = "";
-    socket.setEncoding("latin1");
-    socket.on("error", reject);
-    const onData = (chunk: string) => {
-      head += chunk;
-      if (!head.includes("ready")) return;
-      socket.off("data", onData);
-      socket.resume();
-      if (/^HTTP\/1\.1 (200|101)/.test(head)) resolve(socket);
-      else reject(new Error(head.slice(0, 200)));
-    };
-    socket.on("data", onData);
-  });
-}
-
 interface Snapshot {
   readonly snapshot: { readonly meta: { readonly node_fields: string[]; readonly node_types: [string[]]; readonly edge_fields: string[]; readonly edge_types: [string[]] } };
   readonly nodes: number[];
@@ -142,8 +129,7 @@ function kindOf(type: string, name: string): string {
 }
 
 /** Nodes and self bytes by kind. */
-function summarize(file: string): Map<string, { count: number; bytes: number }> {
-  const s = read(file);
+function summarize(s: Snapshot): Map<string, { count: number; bytes: number }> {
   const fields = s.snapshot.meta.node_fields;
   const types = s.snapshot.meta.node_types[0];
   const [typeAt, nameAt, sizeAt] = [fields.indexOf("type"), fields.indexOf("name"), fields.indexOf("self_size")];
@@ -159,8 +145,7 @@ function summarize(file: string): Map<string, { count: number; bytes: number }> 
 }
 
 /** Which nodes hold nodes named `name`, by the holder's name and the edge's, most frequent first. */
-function owners(file: string, name: string): [string, number][] {
-  const s = read(file);
+function owners(s: Snapshot, name: string): [string, number][] {
   const { node_fields: fields, edge_fields: edgeFields, edge_types: [edgeTypes] } = s.snapshot.meta;
   const [nameAt, sizeAt, edgeCountAt] = [fields.indexOf("name"), fields.indexOf("self_size"), fields.indexOf("edge_count")];
   const [edgeTypeAt, edgeNameAt, toAt] = [edgeFields.indexOf("type"), edgeFields.indexOf("name_or_index"), edgeFields.indexOf("to_node")];

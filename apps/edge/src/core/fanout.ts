@@ -174,17 +174,12 @@ export class Fanout {
   /**
    * Every subscription's end hook: one function, not a closure per subscription (120 bytes of each
    * idle connection). A subscription is in the entry its key names, or in one that failed and was
-   * dropped, which it left then.
+   * dropped, which it left then. The topic's last subscriber unsubscribes it.
    */
   readonly #ended = (sub: Subscription): void => {
     const entry = this.#topics.get(sub.key);
-    if (entry !== undefined) this.#detach(sub.key, entry, sub);
-  };
-
-  #detach(key: string, entry: TopicEntry, sub: Subscription): void {
-    if (!this.#leave(entry, sub) || entry.subscribers.size > 0 || entry.filtered.size > 0) return;
-    if (this.#topics.get(key) !== entry) return;
-    this.#topics.delete(key);
+    if (entry === undefined || !this.#leave(entry, sub) || entry.subscribers.size > 0 || entry.filtered.size > 0) return;
+    this.#topics.delete(sub.key);
     this.metrics.subscriptions.set(this.#topics.size);
     entry.active.then(
       (unsubscribe) => {
@@ -193,7 +188,7 @@ export class Fanout {
       },
       () => undefined,
     ).catch((err: unknown) => this.log.warn("broker unsubscribe failed", { error: String(err) }));
-  }
+  };
 
   /**
    * Hands a message of topic `index` to its subscribers: every unfiltered one, then the groups of
