@@ -86,6 +86,7 @@ export interface Config {
   readonly keyCacheMs: number;
   readonly historyCount: number;
   readonly historyAgeMs: number;
+  readonly headReuseMs: number;
   readonly historyMarkTtlMs: number;
   readonly idempotencyWindowMs: number;
   readonly drainTimeoutMs: number;
@@ -673,6 +674,12 @@ export const SETTINGS = {
     default: "86400000",
     doc: "How long a channel's last id and drop mark are remembered after its last publish, in ms (a few dozen bytes a channel): a subscriber of a quiet channel resumes without `reset` within it.",
     parse: integer(1000, 30 * DAY_MS),
+  },
+  HEAD_REUSE_MS: {
+    key: "headReuseMs",
+    default: "5000",
+    doc: "How long a node may answer a new connection's starting position (its `ready` frame's `position`, the SSE `ready` event's `id:`) from what it already holds for that channel, in ms: the last message it delivered on it, or the position it read when it began delivering it. Within it, a connection that opens one subscription without resuming costs no read of the history (one Redis round trip and its garbage each, 10,000 of them in a burst of 10,000). The position may be older than the plate's newest by the publishes on other channels within this time; a client resuming from it misses nothing. 0 = read every time.",
+    parse: integer(0, 60_000),
   },
   IDEMPOTENCY_WINDOW_MS: {
     key: "idempotencyWindowMs",

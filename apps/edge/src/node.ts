@@ -145,7 +145,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     filters,
     usage,
   );
-  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId));
+  const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId), config.headReuseMs);
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
   const publisher = new Publisher(broker, (plateId) => tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, config.volatileMaxBytes, usage);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");

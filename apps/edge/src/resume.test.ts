@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
+import { Redis } from "ioredis";
 import { startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { KEYS, publish, startTestNode } from "./test-support/node.js";
@@ -131,6 +132,41 @@ describe.each(backends)("resuming a subscription on %s", (_name, backend) => {
     await again.waitForMessages(1);
     expect(story(again)).toEqual(["ready", "while away"]);
     again.close();
+  });
+
+  // HEAD_REUSE_MS: a fresh subscriber of a channel the node already delivers starts where the
+  // node's delivery of it is, without a read of the history (on Redis, none in a burst of opens).
+  it("starts a fresh subscriber of a channel the node already delivers at its last message, with no history read, and it misses nothing after", async () => {
+    const ch = channel();
+    const first = await sse(t, ch);
+    const one = await sent(t, ch, "one");
+    await first.waitForMessages(1);
+    // The plate's newest position is now another channel's: a head read would answer it.
+    const elsewhere = await sent(t, channel(), "elsewhere");
+    const monitor = env.REDIS_URL === undefined ? undefined : await new Redis(env.REDIS_URL).monitor();
+    const commands: string[] = [];
+    monitor?.on("monitor", (_time: string, args: string[]) => commands.push(args.join(" ")));
+    // MONITOR shows commands from the moment it answered OK: one made before is not missed.
+    const joined = await Promise.all([0, 1, 2, 3, 4].map(() => sse(t, ch)));
+    for (const sub of joined) {
+      expect(sub.events[0]!.id).toBe(one);
+      expect(JSON.parse(sub.events[0]!.data).position).toBe(one);
+    }
+    await monitor?.disconnect();
+    expect(commands.filter((c) => c.includes("history-head"))).toEqual([]);
+    expect(comparePositions(parsePosition(one)!, parsePosition(elsewhere)!)).toBeLessThan(0);
+    await sent(t, ch, "two");
+    for (const sub of joined) {
+      await sub.waitForMessages(1);
+      expect(story(sub)).toEqual(["ready", "two"]);
+    }
+    // A client that dropped before any message resumes from its ready position: "two" comes.
+    joined[0]!.close();
+    await sent(t, ch, "three");
+    const again = await sse(t, ch, { "Last-Event-ID": joined[0]!.events[0]!.id! });
+    await again.waitForMessages(2);
+    expect(story(again)).toEqual(["ready", "two", "three"]);
+    for (const sub of [first, again, ...joined.slice(1)]) sub.close();
   });
 
   it("sends reset, then live messages, when the id is older than the history kept (HISTORY_COUNT=5)", async () => {

@@ -155,6 +155,64 @@ describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () 
   });
 });
 
+describe("TopicFeed.head: where a new subscription may start without a head read", () => {
+  // Positions of `id(n)` are published at ms 1,000 + n; a read's time is the feed's clock.
+  const AGE = 5_000;
+
+  it("answers the first head read while it is recent, then the last message handed over while that is", () => {
+    const { feed: f } = feed(() => Promise.reject(new Error("unused")));
+    expect(f.head(AGE, 0)).toBeUndefined();
+    f.started(id(0), 50_000);
+    expect(f.head(AGE, 50_000 + AGE)).toBe(id(0));
+    expect(f.head(AGE, 50_001 + AGE)).toBeUndefined();
+    f.receive(msg(7));
+    expect(f.head(AGE, 1_007 + AGE)).toBe(id(7));
+    expect(f.head(AGE, 1_008 + AGE)).toBeUndefined();
+    // A later head read does not move it: it may have been sent before a message it does not count.
+    f.started(id(9), 1_100);
+    expect(f.head(AGE, 1_100)).toBe(id(7));
+  });
+
+  it("answers nothing from a cut until a fill gave everything missed", async () => {
+    const h = deferredHistory();
+    const { feed: f } = feed(h.history);
+    f.started(id(0), 1_000);
+    f.receive(msg(1));
+    f.cut();
+    expect(f.head(AGE, 1_001)).toBeUndefined();
+    const filling = f.restored();
+    await flush();
+    expect(f.head(AGE, 1_001)).toBeUndefined();
+    h.reads[0]!.answer(complete(msg(2), msg(3)));
+    await filling;
+    expect(f.head(AGE, 1_003)).toBe(id(3));
+  });
+
+  it("answers nothing after a fill that could not give what was missed, until a live message comes after it", async () => {
+    const h = deferredHistory();
+    const { feed: f, resets } = feed(h.history);
+    f.started(id(0), 1_000);
+    f.receive(msg(1));
+    f.cut();
+    const filling = f.restored();
+    await flush();
+    // 2 to 5 were published during the cut and are gone: a subscription starting at 1 would claim them.
+    h.reads[0]!.answer({ complete: false, reason: "expired", head: id(5) });
+    await filling;
+    expect(resets).toEqual(["gap"]);
+    expect(f.head(AGE, 1_005)).toBeUndefined();
+    f.receive(msg(6));
+    expect(f.head(AGE, 1_006)).toBe(id(6));
+  });
+
+  it("answers nothing when reuse is off (HEAD_REUSE_MS=0)", () => {
+    const { feed: f } = feed(() => Promise.reject(new Error("unused")));
+    f.started(id(0), 1_000);
+    f.receive(msg(1));
+    expect(f.head(0, 1_001)).toBeUndefined();
+  });
+});
+
 /** A connection writing to memory: each frame or message as the text a client would read. */
 class RecordingConnection extends Connection {
   readonly transport = "ws" as const;

@@ -70,12 +70,41 @@ export class TopicFeed {
   /** Another restore came while a fill was reading: it reads again before `held` goes out. */
   #refill = false;
   #fenced = false;
+  /**
+   * When `#lastId` came from a head read (`Date.now()`), or 0 when it is a message's id (its
+   * position's `ms` says when it was published).
+   */
+  #lastIdReadAt = 0;
+  /**
+   * Whether every message of the topic up to `#lastId` was handed over: false from a cut until a
+   * fill gave everything missed, or a live message came after one that could not.
+   */
+  #whole = true;
 
   constructor(private readonly ports: FeedPorts) {}
 
   /** Notes where the subscriptions start in the history (a head read), unless a message was already handed over. */
-  started(position: string): void {
-    if (this.#lastId === undefined) this.#lastId = position;
+  started(position: string, nowMs = Date.now()): void {
+    if (this.#lastId !== undefined) return;
+    this.#lastId = position;
+    this.#lastIdReadAt = nowMs;
+  }
+
+  /**
+   * Where a new subscription of the topic may start without reading the history, or `undefined`
+   * when this node cannot say: the last id handed over (or the first head read), while the
+   * broker's delivery is whole. Every message of the topic after it is then either still to come
+   * (and is handed over to the new subscription) or was never published, so it is what a head read
+   * would answer for this topic, minus publishes on other channels. Only while recent: a head read
+   * within `maxAgeMs`, or a message published within it, so that the position is at most that much
+   * older than a read's (a resume from an old position of a quiet channel may be `expired`, see
+   * `resumeRule`).
+   */
+  head(maxAgeMs: number, nowMs = Date.now()): string | undefined {
+    const last = this.#lastId;
+    if (maxAgeMs <= 0 || last === undefined || !this.#whole || this.#held !== undefined || this.#filling) return undefined;
+    const at = this.#lastIdReadAt > 0 ? this.#lastIdReadAt : parsePosition(last)?.ms;
+    return at !== undefined && nowMs - at <= maxAgeMs ? last : undefined;
   }
 
   /** A live message from the broker. */
@@ -89,12 +118,16 @@ export class TopicFeed {
       this.#fenced = false;
     }
     this.#lastId = message.id;
+    this.#lastIdReadAt = 0;
+    // Published after what a fill could not give (that was published before the delivery came back).
+    this.#whole = true;
     this.ports.dispatch(message);
   }
 
   /** The broker's delivery was cut: hold live messages until the fill after `restored`. */
   cut(): void {
     this.#held ??= [];
+    this.#whole = false;
   }
 
   /** The broker's delivery is back: fill what was missed (see the class). Never rejects. */
@@ -128,6 +161,7 @@ export class TopicFeed {
     this.#filling = false;
     this.#refill = false;
     if (reset !== undefined) this.ports.reset(reset);
+    else this.#whole = true;
     for (const message of missed) this.#handOver(message);
     for (const message of held) this.#handOver(message);
     // Only messages read from the history can come again live (held ones came live).
@@ -137,6 +171,7 @@ export class TopicFeed {
   #handOver(message: Message): void {
     if (!after(message.id, this.#lastId)) return;
     this.#lastId = message.id;
+    this.#lastIdReadAt = 0;
     this.ports.dispatch(message);
   }
 }

@@ -136,6 +136,14 @@ export class Fanout {
     this.#topics.get(sub.key)?.feed.started(position);
   }
 
+  /**
+   * Where a new subscription of `sub`'s topic may start without a head read, or `undefined` when a
+   * read must say (`TopicFeed.head`): called once it is attached, before anything is awaited.
+   */
+  head(sub: Subscription, maxAgeMs: number): string | undefined {
+    return this.#topics.get(sub.key)?.feed.head(maxAgeMs);
+  }
+
   /** Distinct topics this node is subscribed to. */
   get topicCount(): number {
     return this.#topics.size;

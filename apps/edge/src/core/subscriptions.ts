@@ -1,5 +1,5 @@
 import { PlateError, comparePositions, parsePosition, toPlateError, topicKey } from "@plate/protocol";
-import type { ChannelName, FilterSpec, PlateId, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
+import type { ChannelName, FilterSpec, MessageId, PlateId, Ref, SubscriptionInfo, SubscriptionName, Topic } from "@plate/protocol";
 import type { Broker, Replay, Retention } from "@plate/broker";
 import type { Connection, Start } from "./connection.js";
 import type { Logger } from "../log.js";
@@ -44,7 +44,9 @@ export interface OpenOptions {
  *
  * The order of steps is part of the no-gap rule (delivery.ts): a subscription's broker
  * subscription is active before its history is read, and it starts (its `subscribed` frame, its
- * replay, the live messages it held) only once the history is read, all in one turn.
+ * replay, the live messages it held) only once the history is read, all in one turn. A connection
+ * opening one fresh subscription to a topic the node already delivers starts where that delivery
+ * is instead (`Fanout.head`, `HEAD_REUSE_MS`), in the turn it attached.
  */
 export class Subscriptions {
   constructor(
@@ -57,6 +59,8 @@ export class Subscriptions {
     private readonly filters: Filters,
     /** A plate's limits in force (its own, else the node's settings). */
     private readonly limitsOf: (plateId: PlateId) => Promise<Limits>,
+    /** `HEAD_REUSE_MS`: how recent what the fan-out knows of a topic's head must be to stand for a read. */
+    private readonly headReuseMs = 0,
   ) {}
 
   /**
@@ -96,7 +100,10 @@ export class Subscriptions {
       subs = asked.map((a, i) => conn.adopt(a.topic, a.self, filters[i]));
       await Promise.all(subs.map((sub) => this.fanout.attach(sub)));
       if (conn.ended) return;
-      replays = await this.#readAll(conn.plateId, asked);
+      // One fresh subscription may start where the node's feed of its topic is (`Fanout.head`):
+      // nothing to read. Several are read at one instant, so the stream's ids only grow.
+      const head = subs.length === 1 && asked[0]!.since === undefined ? this.fanout.head(subs[0]!, this.headReuseMs) : undefined;
+      replays = head === undefined ? await this.#readAll(conn.plateId, asked) : [{ complete: true, messages: [], head: head as MessageId }];
     } catch (err) {
       const error = options.refuse?.(err) ?? toPlateError(err);
       conn.end(error.code, error.message);
