@@ -152,7 +152,14 @@ describe.each(backends)("resuming a subscription on %s", (_name, backend) => {
       expect(sub.events[0]!.id).toBe(one);
       expect(JSON.parse(sub.events[0]!.data).position).toBe(one);
     }
-    await monitor?.disconnect();
+    if (monitor !== undefined) {
+      // Every command sent before the mark is shown before it: wait for the mark, then look.
+      const marker = new Redis(env.REDIS_URL!);
+      await marker.echo("plate-monitor-mark");
+      await expect.poll(() => commands.some((c) => c.includes("plate-monitor-mark"))).toBe(true);
+      marker.disconnect();
+      monitor.disconnect();
+    }
     expect(commands.filter((c) => c.includes("history-head"))).toEqual([]);
     expect(comparePositions(parsePosition(one)!, parsePosition(elsewhere)!)).toBeLessThan(0);
     await sent(t, ch, "two");
