@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { comparePositions, formatPosition, parsePosition } from "@plate/protocol";
 import { Redis } from "ioredis";
-import { startRedis } from "@plate/testing";
+import { eventually, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { KEYS, publish, startTestNode } from "./test-support/node.js";
 import type { TestNode } from "./test-support/node.js";
@@ -156,7 +156,7 @@ describe.each(backends)("resuming a subscription on %s", (_name, backend) => {
       // Every command sent before the mark is shown before it: wait for the mark, then look.
       const marker = new Redis(env.REDIS_URL!);
       await marker.echo("plate-monitor-mark");
-      await expect.poll(() => commands.some((c) => c.includes("plate-monitor-mark"))).toBe(true);
+      expect(await eventually(() => commands.some((c) => c.includes("plate-monitor-mark")))).toBe(true);
       marker.disconnect();
       monitor.disconnect();
     }
