@@ -3,7 +3,7 @@
  * harness' keep-alive HTTP publishers and one WebSocket subscriber) on the embedded default or on
  * Redis.
  *
- *   node load-tests/dist/instructions.js [--redis] [--warm 20000] [--count 5000] [--connections 16]
+ *   node load-tests/dist/instructions.js [--redis] [--warm 20000] [--count 5000] [--connections 16] [--top 40]
  *
  * Publishes/s (W3) drift by more than 10% between runs on a shared machine; an instruction count
  * is the same for the same build and workload whatever else the machine does (two runs of one
@@ -14,6 +14,11 @@
  * from the end of `--warm` publishes (JIT warmed up) to the last of `--count` more. Each time-based
  * cache of the node (a timestamp formatted once per millisecond, say) misses more often under
  * valgrind, which runs the node about 50 times slower. Needs valgrind (Debian's `valgrind`).
+ *
+ * `--top N` also prints the N functions with the most instructions per publish, exclusive and
+ * inclusive: the node runs with `--perf-basic-prof`, so JavaScript compiled by V8 (an address to
+ * callgrind) is named from the node's /tmp/perf-PID.map. Inclusive counts of recursive or
+ * re-entered functions count a call inside another more than once: read them as "under".
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -42,11 +47,13 @@ const { values } = parseArgs({
     warm: { type: "string", default: "20000" },
     count: { type: "string", default: "5000" },
     connections: { type: "string", default: "16" },
+    top: { type: "string", default: "0" },
   },
 });
 const warm = Number(values.warm);
 const count = Number(values.count);
 const connections = Number(values.connections);
+const top = Number(values.top);
 
 const dir = mkdtempSync(join(tmpdir(), "plate-instructions-"));
 const out = join(dir, "callgrind.out");
@@ -60,6 +67,7 @@ const plate = await startPlate({
   plate: PLATE,
   key: KEY,
   env,
+  nodeArgs: top > 0 ? ["--perf-basic-prof"] : [],
   launcher: ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no", `--callgrind-out-file=${out}`, `--log-file=${join(dir, "valgrind.log")}`],
   startTimeoutMs: VALGRIND_START_MS,
 });
@@ -85,6 +93,15 @@ try {
   if (summary === null) throw new Error(`no summary in ${out}.1-01`);
   const perPublish = Math.round(Number(summary[1]) / count);
   console.log(`${values.redis ? "redis" : "embedded"}: ${perPublish} instructions per publish (main thread, ${count} publishes after ${warm}, ${connections} connections); callgrind_annotate ${out}.1-01`);
+  if (top > 0) {
+    const symbols = perfMap(`/tmp/perf-${plate.pid}.map`);
+    for (const inclusive of [false, true]) {
+      console.log(`\n${inclusive ? "inclusive" : "exclusive"} instructions per publish, top ${top}:`);
+      for (const [name, total] of functionCosts(`${out}.1-01`, inclusive, symbols).slice(0, top)) {
+        console.log(`${String(Math.round(total / count)).padStart(8)}  ${name}`);
+      }
+    }
+  }
 } finally {
   for (const publisher of publishers) publisher.close();
   await plate.stop();
@@ -105,4 +122,46 @@ async function publish(total: number): Promise<void> {
     }),
   );
   while (tracker.received - before < total) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** A perf map's JIT code ranges (start, end, name), sorted by start. */
+function perfMap(file: string): { start: bigint; end: bigint; name: string }[] {
+  const ranges = [];
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    const match = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line);
+    if (match === null) continue;
+    const start = BigInt(`0x${match[1]}`);
+    ranges.push({ start, end: start + BigInt(`0x${match[2]}`), name: match[3]! });
+  }
+  return ranges.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+}
+
+/** The name of JIT code at `address` (the last range that starts at or before it and holds it). */
+function jitName(ranges: readonly { start: bigint; end: bigint; name: string }[], address: bigint): string | undefined {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  let found: { start: bigint; end: bigint; name: string } | undefined;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[mid]!.start <= address) {
+      found = ranges[mid];
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  return found !== undefined && address < found.end ? found.name : undefined;
+}
+
+/** Instructions by function of a callgrind file (`callgrind_annotate`), JIT addresses named, most first. */
+function functionCosts(file: string, inclusive: boolean, ranges: readonly { start: bigint; end: bigint; name: string }[]): [string, number][] {
+  const text = execFileSync("callgrind_annotate", ["--threshold=100", `--inclusive=${inclusive ? "yes" : "no"}`, file], { encoding: "utf8", maxBuffer: 1 << 28 });
+  const totals = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const match = /^\s*([\d,]+) \([ \d.]+%\)\s+(.*)$/.exec(line);
+    if (match === null || match[2]!.startsWith("PROGRAM TOTALS")) continue;
+    let name = match[2]!.replace(/ \[[^\]]*\]$/, "").replace(/^\?\?\?:/, "");
+    const address = /^0x([0-9a-f]+)$/.exec(name);
+    if (address !== null) name = jitName(ranges, BigInt(`0x${address[1]}`)) ?? "JIT (unnamed)";
+    totals.set(name, (totals.get(name) ?? 0) + Number(match[1]!.replaceAll(",", "")));
+  }
+  return [...totals].sort((a, b) => b[1] - a[1]);
 }
