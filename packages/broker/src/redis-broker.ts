@@ -12,7 +12,7 @@ import { PRESENCE_MARK, RedisPresence, withPresenceScripts } from "./redis-prese
 import type { PresenceScripts } from "./redis-presence.js";
 import type { PresenceTimes } from "./presence.js";
 import type { Delivery } from "./redis-delivery.js";
-import { sendPublish, withHistoryScripts } from "./redis-history.js";
+import { bulk, sendPublish, withHistoryScripts } from "./redis-history.js";
 import type { HistoryScripts, PublishReply, ReadReply } from "./redis-history.js";
 import { RedisNames } from "./redis-names.js";
 
@@ -86,6 +86,17 @@ const SEP = "\u001f";
  */
 const BATCH_MARK = "\u001fPB\u001f";
 const RS = "\u001e";
+
+const ZERO_BULK = bulk("0");
+const ZERO_ZERO_BULK = ZERO_BULK + ZERO_BULK;
+const ONE_BULK = bulk("1");
+const EMPTY_BULK = bulk("");
+const MARK_BULKS = [bulk(MARK), bulk(EVENT_MARK), bulk(SENDER_MARK)] as const;
+
+/** `payloadShape(message).mark` as a RESP bulk string. */
+function markBulk(message: Pick<Message, "event" | "from">): string {
+  return MARK_BULKS[message.from !== undefined ? 2 : message.event !== undefined ? 1 : 0];
+}
 
 /** The mark of a message's payload, and what goes between its timestamp and its body. */
 function payloadShape(message: Pick<Message, "event" | "from">): { mark: string; middle: string } {
@@ -414,11 +425,10 @@ export class RedisBroker implements Broker {
 
   async #publishBatch(plateId: PlateId, batch: readonly UnsentPublish[]): Promise<void> {
     const { retention, rate, budget } = batch[0]!.request;
-    const keys: string[] = [...this.#names.plateHistoryKeys(plateId), ...this.#names.publishState(plateId)];
-    // A message without an idempotency key or a request batch names an empty one (never read).
-    const noIdempotency = this.#names.idempotency(plateId, "");
-    const noBatch = this.#names.batch(plateId, "");
-    const args: (string | number)[] = [
+    const plateKeys = [...this.#names.plateHistoryKeys(plateId), ...this.#names.publishState(plateId)];
+    let keys = "";
+    for (const key of plateKeys) keys += bulk(key);
+    const settings: (string | number)[] = [
       newEpoch(),
       SEP,
       this.#publishCommand,
@@ -440,32 +450,42 @@ export class RedisBroker implements Broker {
       budget?.bytes ?? 0,
       this.#options.pubsubBatches === false ? "" : BATCH_MARK,
     ];
+    let args = "";
+    for (const arg of settings) args += bulk(String(arg));
+    // Four keys and ten arguments a message (redis-history.ts PUBLISH). What a run of messages to
+    // one channel shares is written once: its keys, and its channel.
+    const noIdempotency = bulk(this.#names.idempotency(plateId, ""));
+    const noBatch = bulk(this.#names.batch(plateId, ""));
+    let runChannel: ChannelName | undefined;
+    let channelKeys = "";
+    let channelArg = "";
     for (const { request } of batch) {
       const { channel, idempotency } = request;
-      const [stream, marks] = this.#names.channelHistoryKeys(plateId, channel);
-      keys.push(
-        stream,
-        marks,
-        idempotency === undefined ? noIdempotency : this.#names.idempotency(plateId, idempotencyName(idempotency)),
-        request.batch === undefined ? noBatch : this.#names.batch(plateId, request.batch),
-      );
-      const shape = payloadShape(request);
-      args.push(
-        shape.mark,
-        request.timestamp,
-        request.body,
-        idempotency?.windowMs ?? 0,
-        channel,
-        shape.middle,
-        request.volatile === undefined ? "" : VOLATILE_MARK + request.volatile,
-        request.rate?.count ?? 0,
-        request.rate?.bytes ?? 0,
-        request.batch === undefined ? "0" : "1",
-      );
+      if (channel !== runChannel) {
+        runChannel = channel;
+        const [stream, marks] = this.#names.channelHistoryKeys(plateId, channel);
+        channelKeys = bulk(stream) + bulk(marks);
+        channelArg = bulk(channel);
+      }
+      keys +=
+        channelKeys +
+        (idempotency === undefined ? noIdempotency : bulk(this.#names.idempotency(plateId, idempotencyName(idempotency)))) +
+        (request.batch === undefined ? noBatch : bulk(this.#names.batch(plateId, request.batch)));
+      args +=
+        markBulk(request) +
+        bulk(request.timestamp) +
+        bulk(request.body) +
+        (idempotency === undefined ? ZERO_BULK : bulk(String(idempotency.windowMs))) +
+        channelArg +
+        (request.event === undefined && request.from === undefined ? EMPTY_BULK : bulk(payloadShape(request).middle)) +
+        (request.volatile === undefined ? EMPTY_BULK : bulk(VOLATILE_MARK + request.volatile)) +
+        (request.rate === undefined ? ZERO_ZERO_BULK : bulk(String(request.rate.count)) + bulk(String(request.rate.bytes))) +
+        (request.batch === undefined ? ZERO_BULK : ONE_BULK);
     }
+    const call = { slotKey: plateKeys[0]!, keyCount: plateKeys.length + 4 * batch.length, keys, argCount: settings.length + 10 * batch.length, args };
     let replies;
     try {
-      replies = await sendPublish(this.#live, keys, args);
+      replies = await sendPublish(this.#live, call);
     } catch (err) {
       const failure = this.#failed(err);
       for (const unsent of batch) unsent.reject(failure);

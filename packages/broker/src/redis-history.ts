@@ -477,6 +477,8 @@ export function withHistoryScripts<C extends Commands>(redis: C): C & HistoryScr
 
 /** The publish script's SHA-1, as EVALSHA names it. */
 const PUBLISH_SHA = createHash("sha1").update(PUBLISH).digest("hex");
+const PUBLISH_BULK = bulk(PUBLISH);
+const PUBLISH_SHA_BULK = bulk(PUBLISH_SHA);
 
 /**
  * Sockets that sent the publish script in full (EVAL): the Redis at the other end has it. Redis
@@ -485,24 +487,60 @@ const PUBLISH_SHA = createHash("sha1").update(PUBLISH).digest("hex");
 const publishLoaded = new WeakSet<object>();
 
 /**
+ * The publish script's arguments as RESP, written by the caller: `keys` is `keyCount` bulk strings
+ * (see `bulk`), `args` is `argCount`. `slotKey` is any one of the keys (each is in the plate's hash
+ * slot): a cluster client routes the command by it.
+ *
+ * Written as RESP by the caller rather than handed over as arrays of strings for ioredis to write:
+ * a script of 30 messages has about 450 arguments, most of them the same from message to message
+ * (a run's keys and channel, empty and zero settings), and each written by ioredis (or by us, from
+ * an array) cost a `Buffer.byteLength` call and four concatenations. The caller writes what is the
+ * same once per script or per run and copies it, which took the node's instructions per publish
+ * on Redis from 160,456 to 148,503 (W3's path, `load-tests/dist/instructions.js --redis`).
+ */
+export interface PublishCall {
+  readonly slotKey: string;
+  readonly keyCount: number;
+  readonly keys: string;
+  readonly argCount: number;
+  readonly args: string;
+}
+
+/** `text` as a RESP bulk string. */
+export function bulk(text: string): string {
+  return "$" + Buffer.byteLength(text) + "\r\n" + text + "\r\n";
+}
+
+const EVAL_BULK = bulk("eval");
+const EVALSHA_BULK = bulk("evalsha");
+
+/**
  * The publish script's command: EVALSHA, or EVAL on a socket that has not sent it yet (as
- * ioredis' own script commands do).
+ * ioredis' own script commands do). Its `args` are only what a cluster client routes it by (the
+ * SHA, one key); what it writes is `call`'s.
  */
 class PublishCommand extends Command {
   #socket: object | undefined;
+  readonly #count: number;
+  readonly #rest: string;
+
+  constructor(call: PublishCall) {
+    super("evalsha", [PUBLISH_SHA, 1, call.slotKey], { replyEncoding: "utf8" });
+    this.#count = 3 + call.keyCount + call.argCount;
+    this.#rest = bulk(String(call.keyCount)) + call.keys + call.args;
+  }
 
   override toWritable(socket: object): string | Buffer {
     this.#socket = socket;
     if (!publishLoaded.has(socket)) {
       publishLoaded.add(socket);
       this.name = "eval";
-      this.args[0] = PUBLISH;
     } else if (this.name === "eval") {
       // Sent again on another socket (a cluster's redirection) that has it.
       this.name = "evalsha";
-      this.args[0] = PUBLISH_SHA;
     }
-    return resp(this.name, this.args as readonly string[]);
+    const head = this.name === "eval" ? EVAL_BULK + PUBLISH_BULK : EVALSHA_BULK + PUBLISH_SHA_BULK;
+    return "*" + this.#count + "\r\n" + head + this.#rest;
   }
 
   /** Its socket's server does not have the script after all (SCRIPT FLUSH): the next one sends it. */
@@ -511,42 +549,10 @@ class PublishCommand extends Command {
   }
 }
 
-/**
- * `name` and `args` (strings: ioredis' `Command` has made them so) as one RESP command, built as
- * ioredis' `toWritable` builds it, by concatenation. That one reads `this.args` and the global
- * `Buffer` through megamorphic and global inline caches on every argument (it serves every command
- * class); this one, called for this command only and reading `Buffer` as an import, does not:
- * 4% fewer instructions a publish (`load-tests/dist/instructions.js --redis`). One
- * `Buffer` written argument by argument cost more than either.
- */
-function resp(name: string, args: readonly string[]): string {
-  let out = "*" + (args.length + 1) + "\r\n$" + Buffer.byteLength(name) + "\r\n" + name + "\r\n";
-  for (let i = 0; i < args.length; i++) {
-    const text = args[i]!;
-    out += "$" + Buffer.byteLength(text) + "\r\n" + text + "\r\n";
-  }
-  return out;
-}
-
-/** `Array.prototype.flat` of an array that is flat already: the array itself. */
-function itself<T>(this: T): T {
-  return this;
-}
-
-/**
- * Runs the publish script (PUBLISH above) with `keys` and `args`; answers its list of answers.
- *
- * Not a command of ioredis' `defineCommand`: that copies the arguments three times (rest
- * parameters, `[sha, ...args]`, then `Array.prototype.flat` in `Command`'s constructor), and
- * `flat` costs about 110 ns an element in Node 20 (50 µs for the 450 arguments of a script of 30
- * messages; `Runtime_CreateDataProperty` per element, callgrind, load-tests W3). The arguments
- * here are flat: they are handed over as they are, `flat` answering the array itself.
- */
-export async function sendPublish(redis: Commands, keys: readonly string[], args: readonly (string | number)[]): Promise<PublishReply[]> {
+/** Runs the publish script (PUBLISH above) with `call`'s keys and arguments; answers its list of answers. */
+export async function sendPublish(redis: Commands, call: PublishCall): Promise<PublishReply[]> {
   const send = () => {
-    const all: (string | number)[] = [PUBLISH_SHA, keys.length, ...keys, ...args];
-    Object.defineProperty(all, "flat", { value: itself });
-    const command = new PublishCommand("evalsha", all, { replyEncoding: "utf8" });
+    const command = new PublishCommand(call);
     redis.sendCommand(command);
     return { command, reply: command.promise as Promise<PublishReply[]> };
   };
