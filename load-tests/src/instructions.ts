@@ -15,17 +15,20 @@
  * cache of the node (a timestamp formatted once per millisecond, say) misses more often under
  * valgrind, which runs the node about 50 times slower. Needs valgrind (Debian's `valgrind`).
  *
+ * With `--redis` the Redis runs under callgrind too, counted over the same publishes (its main
+ * thread, which runs every command and script): the Redis side of the same change, as steady.
+ *
  * `--top N` also prints the N functions with the most instructions per publish, exclusive and
  * inclusive: the node runs with `--perf-basic-prof`, so JavaScript compiled by V8 (an address to
  * callgrind) is named from the node's /tmp/perf-PID.map. Inclusive counts of recursive or
  * re-entered functions count a call inside another more than once: read them as "under".
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { startRedis } from "@plate/testing";
+import { eventually, freePort, redisCommand } from "@plate/testing";
 import { HttpPublisher } from "./http-publisher.js";
 import { encodePayload } from "./payload.js";
 import { ACCEPTED } from "./publisher.js";
@@ -60,18 +63,25 @@ const out = join(dir, "callgrind.out");
 // valgrind names its control pipe after HOST, LOGNAME and USER, and callgrind_control must find
 // it: both get the same (Plate reads HOST too: the address it listens on).
 const env = { HOST: "127.0.0.1", LOGNAME: process.env.LOGNAME ?? "plate", USER: process.env.USER ?? "plate" };
-const redis = values.redis ? await startRedis() : undefined;
-const plate = await startPlate({
+// A Redis under valgrind answers about 50 times slower: the node waits for it as long as for its own start.
+const slowRedis = { REDIS_COMMAND_TIMEOUT_MS: "60000", REDIS_PROBE_TIMEOUT_MS: "60000" };
+const redis = values.redis ? await startRedisUnderCallgrind() : undefined;
+const plate = await startPlateOrStopRedis({
   cpu: undefined,
   redisUrl: redis?.url,
   plate: PLATE,
   key: KEY,
-  env,
-  nodeArgs: top > 0 ? ["--perf-basic-prof"] : [],
+  env: { ...env, ...slowRedis },
+  // --perf-basic-prof also starts V8's log (isolate-*.log in the working directory): sent nowhere.
+  nodeArgs: top > 0 ? ["--perf-basic-prof", "--logfile=/dev/null", "--no-logfile-per-isolate"] : [],
   launcher: ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no", `--callgrind-out-file=${out}`, `--log-file=${join(dir, "valgrind.log")}`],
   startTimeoutMs: VALGRIND_START_MS,
 });
-const control = (...args: string[]) => execFileSync("callgrind_control", [...args, String(plate.pid)], { env: { ...process.env, ...env }, stdio: "ignore" });
+const control = (...args: string[]) => {
+  for (const pid of [plate.pid, redis?.pid]) {
+    if (pid !== undefined) execFileSync("callgrind_control", [...args, String(pid)], { env: { ...process.env, ...env }, stdio: "ignore" });
+  }
+};
 
 const target = plateTarget({ name: "plate", port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
 const stats = new RunStats();
@@ -93,6 +103,11 @@ try {
   if (summary === null) throw new Error(`no summary in ${out}.1-01`);
   const perPublish = Math.round(Number(summary[1]) / count);
   console.log(`${values.redis ? "redis" : "embedded"}: ${perPublish} instructions per publish (main thread, ${count} publishes after ${warm}, ${connections} connections); callgrind_annotate ${out}.1-01`);
+  if (redis !== undefined) {
+    const redisSummary = /^summary: (\d+)$/m.exec(readFileSync(`${redis.out}.1-01`, "utf8"));
+    if (redisSummary === null) throw new Error(`no summary in ${redis.out}.1-01`);
+    console.log(`redis-server: ${Math.round(Number(redisSummary[1]) / count)} instructions per publish (main thread); callgrind_annotate ${redis.out}.1-01`);
+  }
   if (top > 0) {
     const symbols = perfMap(`/tmp/perf-${plate.pid}.map`);
     for (const inclusive of [false, true]) {
@@ -105,7 +120,7 @@ try {
 } finally {
   for (const publisher of publishers) publisher.close();
   await plate.stop();
-  await redis?.stop();
+  redis?.stop();
 }
 
 /** Publishes `total` messages, each publisher one at a time, then waits until the subscriber has them all. */
@@ -164,4 +179,31 @@ function functionCosts(file: string, inclusive: boolean, ranges: readonly { star
     totals.set(name, (totals.get(name) ?? 0) + Number(match[1]!.replaceAll(",", "")));
   }
   return [...totals].sort((a, b) => b[1] - a[1]);
+}
+
+/** A redis-server of its own, under callgrind (counting off until `control` turns it on). */
+async function startRedisUnderCallgrind(): Promise<{ url: string; pid: number; out: string; stop(): void }> {
+  const port = await freePort();
+  const redisOut = join(dir, "redis.callgrind.out");
+  const child = spawn(
+    "valgrind",
+    ["--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no", `--callgrind-out-file=${redisOut}`, `--log-file=${join(dir, "redis-valgrind.log")}`,
+      "redis-server", "--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning",
+      // Redis rewrites its process title over its environment, where valgrind later reads the names of its control pipe.
+      "--set-proc-title", "no"],
+    { stdio: "ignore", env: { ...process.env, ...env } },
+  );
+  const up = await eventually(() => redisCommand(port, ["PING"]).then((reply) => reply === "PONG", () => false), VALGRIND_START_MS);
+  if (!up) throw new Error(`redis-server under valgrind did not answer within ${VALGRIND_START_MS} ms`);
+  return { url: `redis://127.0.0.1:${port}`, pid: child.pid!, out: redisOut, stop: () => child.kill("SIGTERM") };
+}
+
+/** `startPlate`, stopping the Redis under valgrind when the node does not start. */
+async function startPlateOrStopRedis(options: Parameters<typeof startPlate>[0]): ReturnType<typeof startPlate> {
+  try {
+    return await startPlate(options);
+  } catch (err) {
+    redis?.stop();
+    throw err;
+  }
 }

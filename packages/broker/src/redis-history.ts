@@ -21,10 +21,12 @@ import type { Commands } from "@plate/redis";
 /**
  * Publishes a batch of one plate's messages, in order, each appended to its channel's history, or
  * answers the first publish of a repeated idempotency key. Each message is weighed as if published
- * alone (its rate, its history budget, its batch's refusal) and answered in turn: {0, record}
- * (repeated), {1, id}, {2, ms to wait} (over a rate), {3, what, limit} (over the plate's history
- * budget: what = 'channels' or 'bytes') or {4} (an earlier message of its request's batch was
- * refused); a refusal changes nothing but its batch's mark. Answers the list of answers.
+ * alone (its rate, its history budget, its batch's refusal) and answered in turn: '0 record'
+ * (repeated), '1 id', '2 ms-to-wait' (over a rate), '3 what limit' (over the plate's history
+ * budget: what = 'channels' or 'bytes') or '4' (an earlier message of its request's batch was
+ * refused); a refusal changes nothing but its batch's mark. Answers the answers as one string, a
+ * line each (`parseReplies`): one bulk string to read instead of an array of arrays, which the
+ * node's client built a Buffer, a string and an array at a time.
  *
  * One script for many messages is group commit (redis-broker.ts gathers what one turn of the
  * event loop publishes): what a publish reads and writes of its plate (time, epoch, head, publish
@@ -78,6 +80,8 @@ local messages = tonumber(ARGV[11])
 -- The plate's settings, the same for every message of the script.
 local channelPrefix = ARGV[12]
 local count, ageMs, markMs = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+-- The same as given, for commands: a number argument of redis.call is formatted as a float (%.14g).
+local countArg, ageArg, markArg = ARGV[13], ARGV[14], ARGV[15]
 local perS, burst, bPerS, bBurst, refillMs = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[21] == '1'
@@ -200,12 +204,13 @@ local function run(first, last)
   for i = first, last do
     local k, a = 6 + (i - 1) * 4, 24 + (i - 1) * 10
     local batched = ARGV[a + 10] == '1'
-    local idemMs = tonumber(ARGV[a + 4])
+    local idemMs = 0
+    if ARGV[a + 4] ~= '0' then idemMs = tonumber(ARGV[a + 4]) end
     local reply = false
-    if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = {4} end
+    if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = '4' end
     if not reply and idemMs > 0 then
       local prior = recorded[KEYS[k + 3]] or redis.call('GET', KEYS[k + 3])
-      if prior then reply = {0, prior} end
+      if prior then reply = '0 ' .. prior end
     end
     if not reply and (rated or accounted) and not state then readState() end
     local n, b
@@ -219,7 +224,7 @@ local function run(first, last)
       local wait = 0
       if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
       if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
-      if wait > 0 then reply = refuse(batched, k, {2, wait}) end
+      if wait > 0 then reply = refuse(batched, k, '2 ' .. wait) end
       if perS > 0 then n = n - takeN end
       if bPerS > 0 then b = b - takeB end
     end
@@ -229,7 +234,8 @@ local function run(first, last)
         ms = headMs
         seq = headSeq + 1
       end
-      local order = ms .. '-' .. seq
+      -- %d: integer formatting (\`..\` formats a number as a float, %.14g, several times slower).
+      local order = string.format('%d-%d', ms, seq)
       local id = epoch .. '_' .. order
       local payload = ARGV[a + 1] .. id .. SEP .. ARGV[a + 2] .. SEP .. ARGV[a + 6] .. ARGV[a + 3]
       -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
@@ -269,13 +275,13 @@ local function run(first, last)
           if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
           local newStream = count > 0 and not known
           refusal = false
-          if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = {3, 'channels', budgetChannels} end
+          if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = '3 channels ' .. budgetChannels end
           if not refusal and budgetBytes > 0 then
             local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
             local after = before + (size or 0) - (known or 0)
             if idemMs > 0 then after = after + idemBytes end
             if newStream then after = after + streamBytes + markBytes end
-            if after > budgetBytes and after > before then refusal = {3, 'bytes', budgetBytes} end
+            if after > budgetBytes and after > before then refusal = '3 bytes ' .. budgetBytes end
           end
           -- Refused before a sweep: sweep first, and weigh again.
           if not refusal or sweep then break end
@@ -284,7 +290,7 @@ local function run(first, last)
         if refusal then reply = refuse(batched, k, refusal) end
       end
       if not reply then
-        reply = {1, id}
+        reply = '1 ' .. id
         headMs, headSeq, advanced = ms, seq, true
         accepted[#accepted + 1] = {order = order, payload = payload, a = a, k = k, idemMs = idemMs}
         if count > 0 then
@@ -331,13 +337,13 @@ local function run(first, last)
     redis.call('HSET', marks, 'last', lastOrder)
   end
   writeSweep()
-  redis.call('PEXPIRE', marks, markMs)
+  redis.call('PEXPIRE', marks, markArg)
   if count > 0 then
     -- The last XADD trims by count for the whole run.
     for i = 1, #accepted - 1 do redis.call('XADD', stream, accepted[i].order, 'm', accepted[i].payload) end
-    redis.call('XADD', stream, 'MAXLEN', count, lastOrder, 'm', accepted[#accepted].payload)
+    redis.call('XADD', stream, 'MAXLEN', countArg, lastOrder, 'm', accepted[#accepted].payload)
     if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
-    redis.call('PEXPIRE', stream, ageMs)
+    redis.call('PEXPIRE', stream, ageArg)
   end
   if accounted then
     if count > 0 and channelSize then redis.call('HSET', KEYS[4], channel, channelSize) end
@@ -376,7 +382,7 @@ while first <= messages do
   first = last + 1
 end
 if advanced then
-  redis.call('HSET', KEYS[2], 'ms', headMs, 'seq', headSeq)
+  redis.call('HSET', KEYS[2], 'ms', string.format('%d', headMs), 'seq', string.format('%d', headSeq))
   if newEpoch then redis.call('SET', KEYS[1], epoch) end
 end
 if advanced and (rated or accounted) then
@@ -413,7 +419,7 @@ if advanced and (rated or accounted) then
     end
   end
 end
-return replies
+return table.concat(replies, '\\n')
 `;
 
 /**
@@ -549,12 +555,43 @@ class PublishCommand extends Command {
   }
 }
 
+/** The publish script's answers (see PUBLISH): a line each, its fields separated by spaces. */
+export function parseReplies(text: string): PublishReply[] {
+  const replies: PublishReply[] = [];
+  let from = 0;
+  while (from <= text.length) {
+    let to = text.indexOf("\n", from);
+    if (to < 0) to = text.length;
+    replies.push(parseReply(text.slice(from, to)));
+    from = to + 1;
+  }
+  return replies;
+}
+
+function parseReply(line: string): PublishReply {
+  switch (line.charCodeAt(0)) {
+    case 0x30:
+      return [0, line.slice(2)];
+    case 0x31:
+      return [1, line.slice(2)];
+    case 0x32:
+      return [2, Number(line.slice(2))];
+    case 0x33: {
+      const space = line.indexOf(" ", 2);
+      return [3, line.slice(2, space), Number(line.slice(space + 1))] as PublishReply;
+    }
+    case 0x34:
+      return [4];
+  }
+  throw new Error(`the publish script answered ${JSON.stringify(line)}`);
+}
+
 /** Runs the publish script (PUBLISH above) with `call`'s keys and arguments; answers its list of answers. */
 export async function sendPublish(redis: Commands, call: PublishCall): Promise<PublishReply[]> {
   const send = () => {
     const command = new PublishCommand(call);
     redis.sendCommand(command);
-    return { command, reply: command.promise as Promise<PublishReply[]> };
+    return { command, reply: (command.promise as Promise<string>).then(parseReplies) };
   };
   const { command, reply } = send();
   try {
