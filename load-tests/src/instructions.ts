@@ -63,7 +63,7 @@ const out = join(dir, "callgrind.out");
 // valgrind names its control pipe after HOST, LOGNAME and USER, and callgrind_control must find
 // it: both get the same (Plate reads HOST too: the address it listens on).
 const env = { HOST: "127.0.0.1", LOGNAME: process.env.LOGNAME ?? "plate", USER: process.env.USER ?? "plate" };
-// A Redis under valgrind answers about 50 times slower: the node waits for it as long as for its own start.
+// A Redis under valgrind answers about 50 times slower: the node waits for it up to 60 s (the most these settings take).
 const slowRedis = { REDIS_COMMAND_TIMEOUT_MS: "60000", REDIS_PROBE_TIMEOUT_MS: "60000" };
 const redis = values.redis ? await startRedisUnderCallgrind() : undefined;
 const plate = await startPlateOrStopRedis({
