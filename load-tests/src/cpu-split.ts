@@ -15,18 +15,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { execFileSync } from "node:child_process";
 import { startRedis } from "@plate/testing";
-import { HttpPublisher } from "./http-publisher.js";
-import { encodePayload } from "./payload.js";
-import { ACCEPTED } from "./publisher.js";
 import { startPlate } from "./servers.js";
-import { RunStats } from "./stats.js";
-import { Subscriber } from "./subscriber.js";
-import { plateTarget } from "./targets.js";
-import { sourceAddress } from "./workload.js";
+import { KEY, PLATE, W3Path } from "./w3-path.js";
 
-const PLATE = "bench";
-const KEY = "bench-secret-0123456789abcdefghij";
-const CHANNEL = "ch";
 /** The core the node and its Redis run on, and the harness' core: as bench.js. */
 const SERVER_CPU = 0;
 const HARNESS_CPU = 1;
@@ -94,44 +85,21 @@ const redis = values.redis ? await startRedis({ cpu: SERVER_CPU, fromEnv: false 
 const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY });
 const redisPid = redis === undefined ? undefined : Number(execFileSync("pgrep", ["-f", `redis-server.*${redis.port}`], { encoding: "utf8" }).trim().split("\n")[0]);
 
-const target = plateTarget({ name: "plate", port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
-const stats = new RunStats();
-stats.begin(0, performance.now());
-const tracker = stats.tracker(false);
-const publishers = Array.from({ length: connections }, () => new HttpPublisher(target, sourceAddress()));
-const seqs = new Array<number>(connections).fill(0);
-
+let path: W3Path | undefined;
 try {
-  const subscriber = await Subscriber.open(target, "ws", CHANNEL, { tracker, eager: true, localAddress: sourceAddress() });
-  await publish(warm);
+  path = await W3Path.open(plate.port, plate.pid, connections);
+  await path.publish(warm);
   const nodeBefore = threads(plate.pid);
   const redisBefore = redisPid === undefined ? undefined : threads(redisPid);
   const started = performance.now();
-  await publish(count);
+  await path.publish(count);
   const seconds = (performance.now() - started) / 1000;
   const nodeAfter = threads(plate.pid);
   console.log(`${values.redis ? "redis" : "embedded"}: ${Math.round(count / seconds)} publishes/s (${count} after ${warm}, ${connections} connections)`);
   report("node", nodeBefore, nodeAfter);
   if (redisPid !== undefined && redisBefore !== undefined) report("redis", redisBefore, threads(redisPid));
-  subscriber.close();
 } finally {
-  for (const publisher of publishers) publisher.close();
+  path?.close();
   await plate.stop();
   await redis?.stop();
-}
-
-/** Publishes `total` messages, each publisher one at a time, then waits until the subscriber has them all. */
-async function publish(total: number): Promise<void> {
-  const before = tracker.received;
-  let sent = 0;
-  await Promise.all(
-    publishers.map(async (publisher, p) => {
-      while (sent < total) {
-        sent++;
-        const outcome = await publisher.publish(CHANNEL, encodePayload(seqs[p]!++, p, performance.now()));
-        if (outcome !== ACCEPTED) throw new Error(`publish refused: ${outcome}`);
-      }
-    }),
-  );
-  while (tracker.received - before < total) await new Promise((r) => setTimeout(r, 50));
 }

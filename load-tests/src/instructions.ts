@@ -29,18 +29,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { eventually, freePort, redisCommand } from "@plate/testing";
-import { HttpPublisher } from "./http-publisher.js";
-import { encodePayload } from "./payload.js";
-import { ACCEPTED } from "./publisher.js";
 import { startPlate } from "./servers.js";
-import { RunStats } from "./stats.js";
-import { Subscriber } from "./subscriber.js";
-import { plateTarget } from "./targets.js";
-import { sourceAddress } from "./workload.js";
+import { KEY, PLATE, W3Path } from "./w3-path.js";
 
-const PLATE = "bench";
-const KEY = "bench-secret-0123456789abcdefghij";
-const CHANNEL = "ch";
 /** How long a node under valgrind may take to answer /readyz, in ms. */
 const VALGRIND_START_MS = 300_000;
 
@@ -83,21 +74,14 @@ const control = (...args: string[]) => {
   }
 };
 
-const target = plateTarget({ name: "plate", port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
-const stats = new RunStats();
-stats.begin(0, performance.now());
-const tracker = stats.tracker(false);
-const publishers = Array.from({ length: connections }, () => new HttpPublisher(target, sourceAddress()));
-const seqs = new Array<number>(connections).fill(0);
-
+let path: W3Path | undefined;
 try {
-  const subscriber = await Subscriber.open(target, "ws", CHANNEL, { tracker, eager: true, localAddress: sourceAddress() });
-  await publish(warm);
+  path = await W3Path.open(plate.port, plate.pid, connections);
+  await path.publish(warm);
   control("-i", "on");
-  await publish(count);
+  await path.publish(count);
   control("-d");
   control("-i", "off");
-  subscriber.close();
   // The dump's file for the main thread (thread 1).
   const summary = /^summary: (\d+)$/m.exec(readFileSync(`${out}.1-01`, "utf8"));
   if (summary === null) throw new Error(`no summary in ${out}.1-01`);
@@ -118,25 +102,9 @@ try {
     }
   }
 } finally {
-  for (const publisher of publishers) publisher.close();
+  path?.close();
   await plate.stop();
   redis?.stop();
-}
-
-/** Publishes `total` messages, each publisher one at a time, then waits until the subscriber has them all. */
-async function publish(total: number): Promise<void> {
-  const before = tracker.received;
-  let sent = 0;
-  await Promise.all(
-    publishers.map(async (publisher, p) => {
-      while (sent < total) {
-        sent++;
-        const outcome = await publisher.publish(CHANNEL, encodePayload(seqs[p]!++, p, performance.now()));
-        if (outcome !== ACCEPTED) throw new Error(`publish refused: ${outcome}`);
-      }
-    }),
-  );
-  while (tracker.received - before < total) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** A perf map's JIT code ranges (start, end, name), sorted by start. */
