@@ -91,12 +91,8 @@ const ZERO_BULK = bulk("0");
 const ZERO_ZERO_BULK = ZERO_BULK + ZERO_BULK;
 const ONE_BULK = bulk("1");
 const EMPTY_BULK = bulk("");
-const MARK_BULKS = [bulk(MARK), bulk(EVENT_MARK), bulk(SENDER_MARK)] as const;
-
-/** `payloadShape(message).mark` as a RESP bulk string. */
-function markBulk(message: Pick<Message, "event" | "from">): string {
-  return MARK_BULKS[message.from !== undefined ? 2 : message.event !== undefined ? 1 : 0];
-}
+/** The mark of a message with no event and no sender (see `payloadShape`), as a RESP bulk string. */
+const MARK_BULK = bulk(MARK);
 
 /** The mark of a message's payload, and what goes between its timestamp and its body. */
 function payloadShape(message: Pick<Message, "event" | "from">): { mark: string; middle: string } {
@@ -471,13 +467,15 @@ export class RedisBroker implements Broker {
         channelKeys +
         (idempotency === undefined ? noIdempotency : bulk(this.#names.idempotency(plateId, idempotencyName(idempotency)))) +
         (request.batch === undefined ? noBatch : bulk(this.#names.batch(plateId, request.batch)));
+      // A plain message (the most common) has constant mark and middle: no shape to build.
+      const shape = request.event === undefined && request.from === undefined ? undefined : payloadShape(request);
       args +=
-        markBulk(request) +
+        (shape === undefined ? MARK_BULK : bulk(shape.mark)) +
         bulk(request.timestamp) +
         bulk(request.body) +
         (idempotency === undefined ? ZERO_BULK : bulk(String(idempotency.windowMs))) +
         channelArg +
-        (request.event === undefined && request.from === undefined ? EMPTY_BULK : bulk(payloadShape(request).middle)) +
+        (shape === undefined ? EMPTY_BULK : bulk(shape.middle)) +
         (request.volatile === undefined ? EMPTY_BULK : bulk(VOLATILE_MARK + request.volatile)) +
         (request.rate === undefined ? ZERO_ZERO_BULK : bulk(String(request.rate.count)) + bulk(String(request.rate.bytes))) +
         (request.batch === undefined ? ZERO_BULK : ONE_BULK);

@@ -556,7 +556,7 @@ class PublishCommand extends Command {
 }
 
 /** The publish script's answers (see PUBLISH): a line each, its fields separated by spaces. */
-export function parseReplies(text: string): PublishReply[] {
+function parseReplies(text: string): PublishReply[] {
   const replies: PublishReply[] = [];
   let from = 0;
   while (from <= text.length) {
