@@ -16,10 +16,11 @@ const REPLAY_CONNECTIONS = 4;
 const REPLAY_BATCH = 32;
 
 /**
- * The publish script's shape since group commit (packages/broker/src/redis-history.ts): `EVALSHA
- * sha numkeys KEYS ARGV`, with 6 keys and 23 arguments for the script, then 4 keys and 10
- * arguments per message. What a replay needs of a captured one: its messages, the pub/sub command
- * (ARGV[3]) and the first message's Redis channel (ARGV[12], the plate's prefix, then its channel).
+ * The publish script's shape (packages/broker/src/redis-history.ts): `EVALSHA sha numkeys KEYS
+ * ARGV`, with 6 keys and 25 arguments for the script, then per message its letters, their
+ * arguments and its body (the first message's letters start with c: its channel, and its run's two
+ * keys). What a replay needs of a captured one: its messages, the pub/sub command (ARGV[3]) and
+ * the first message's Redis channel (ARGV[12], the plate's prefix, then its channel).
  */
 export interface PublishScript {
   readonly messages: number;
@@ -30,11 +31,11 @@ export interface PublishScript {
 /** The publish script's figures if `args` (an EVALSHA as sent) is one, else undefined. */
 export function publishScript(args: readonly Buffer[]): PublishScript | undefined {
   const keys = Number(args[2]?.toString());
-  const messages = (keys - 6) / 4;
-  if (!Number.isInteger(messages) || messages < 1 || args.length !== 3 + keys + 23 + 10 * messages) return undefined;
+  if (!Number.isInteger(keys) || keys < 8 || args.length < 3 + keys + 25 + 3) return undefined;
   const argv = (i: number) => args[3 + keys + i - 1]!.toString();
-  if (Number(argv(11)) !== messages) return undefined;
-  return { messages, pubsub: argv(3), channel: argv(12) + argv(23 + 5) };
+  const messages = Number(argv(11));
+  if (!Number.isInteger(messages) || messages < 1 || !argv(26).startsWith("c")) return undefined;
+  return { messages, pubsub: argv(3), channel: argv(12) + argv(27) };
 }
 
 /**

@@ -286,6 +286,44 @@ describe("RedisBroker", () => {
       expect(byPattern).toEqual(byChannel);
     });
 
+    it("keeps each message's own channel, timestamp, event, volatile metadata and idempotency key when one turn moves between them", async () => {
+      const publisher = await readyBroker();
+      const subscriber = await readyBroker();
+      const got = new Map<string, Message[]>([["orders", []], ["audit", []]]);
+      for (const [channel, list] of got) await subscriber.subscribe(exact("acme", channel), (m) => list.push(m));
+      const at = (ms: number) => new Date(Date.UTC(2026, 11, 4, 12, 0, 0, ms)).toISOString();
+      const idem = (key: string) => ({ key, owner: "k1", windowMs: 60_000 });
+      // One script: runs orders, audit, orders, audit; timestamps shared, changed and changed back.
+      const requests: PublishRequest[] = [
+        { ...message("acme", "orders", "1"), timestamp: at(1) },
+        { ...message("acme", "orders", "2"), timestamp: at(1), event: "e2" },
+        { ...message("acme", "orders", "3"), timestamp: at(1) },
+        { ...message("acme", "audit", "4"), timestamp: at(1), idempotency: idem("i4") },
+        { ...message("acme", "audit", "5"), timestamp: at(2), volatile: "true" },
+        { ...message("acme", "audit", "6"), timestamp: at(2) },
+        { ...message("acme", "orders", "7"), timestamp: at(1) },
+        { ...message("acme", "audit", "8"), timestamp: at(3), idempotency: idem("i8"), event: "e8" },
+        { ...message("acme", "audit", "9"), timestamp: at(3), idempotency: idem("i4") },
+      ];
+      const results = await Promise.all(requests.map((r) => publisher.publish(r)));
+      const published = results.map((r) => r.message);
+      // The last repeats the fourth's key: it answers the fourth's id (a repeat has no body), published nothing.
+      const idOf = (m: Message) => [m.id, m.channel, m.timestamp];
+      expect(results.map((r) => r.repeated)).toEqual([false, false, false, false, false, false, false, false, true]);
+      expect(idOf(published[8]!)).toEqual(idOf(published[3]!));
+      expect(published.slice(0, 8).map((m) => [m.channel, m.body, m.timestamp, m.event])).toEqual(
+        requests.slice(0, 8).map((r) => [r.channel, r.body, r.timestamp, r.event]),
+      );
+      expect(await until(() => got.get("orders")!.length >= 4 && got.get("audit")!.length >= 4)).toBe(true);
+      expect(got.get("orders")).toEqual([published[0], published[1], published[2], published[6]]);
+      expect(got.get("audit")).toEqual([published[3], { ...published[4]!, volatile: "true" }, published[5], published[7]]);
+      const replay = await publisher.history("acme" as PlateId, "audit" as ChannelName, published[0]!.id, RETENTION);
+      expect(replay.complete && replay.messages).toEqual([published[3], published[4], published[5], published[7]]);
+      // The keys were remembered with the messages they published: a retry on another node gets them.
+      const retry = await subscriber.publish({ ...message("acme", "audit", "10"), idempotency: idem("i8") });
+      expect([retry.repeated, ...idOf(retry.message)]).toEqual([true, ...idOf(published[7]!)]);
+    });
+
     it("is in the history as the messages published, for a resume", async () => {
       const publisher = await readyBroker();
       const { message: before } = await publisher.publish(message("acme", "orders"));

@@ -87,12 +87,8 @@ const SEP = "\u001f";
 const BATCH_MARK = "\u001fPB\u001f";
 const RS = "\u001e";
 
-const ZERO_BULK = bulk("0");
-const ZERO_ZERO_BULK = ZERO_BULK + ZERO_BULK;
-const ONE_BULK = bulk("1");
+/** The letters of a plain message (redis-history.ts PUBLISH), as a RESP bulk string. */
 const EMPTY_BULK = bulk("");
-/** The mark of a message with no event and no sender (see `payloadShape`), as a RESP bulk string. */
-const MARK_BULK = bulk(MARK);
 
 /** The mark of a message's payload, and what goes between its timestamp and its body. */
 function payloadShape(message: Pick<Message, "event" | "from">): { mark: string; middle: string } {
@@ -445,42 +441,75 @@ export class RedisBroker implements Broker {
       budget?.channels ?? 0,
       budget?.bytes ?? 0,
       this.#options.pubsubBatches === false ? "" : BATCH_MARK,
+      MARK,
     ];
     let args = "";
     for (const arg of settings) args += bulk(String(arg));
-    // Four keys and ten arguments a message (redis-history.ts PUBLISH). What a run of messages to
-    // one channel shares is written once: its keys, and its channel.
-    const noIdempotency = bulk(this.#names.idempotency(plateId, ""));
-    const noBatch = bulk(this.#names.batch(plateId, ""));
+    let keyCount = plateKeys.length;
+    let argCount = settings.length;
+    // Each message says what differs from a plain message of the message before it, a letter each
+    // (redis-history.ts PUBLISH): a plain message to the channel and millisecond of the one before
+    // is its letters ('') and its body.
     let runChannel: ChannelName | undefined;
-    let channelKeys = "";
-    let channelArg = "";
+    let lastTimestamp: string | undefined;
     for (const { request } of batch) {
-      const { channel, idempotency } = request;
+      const { channel, idempotency, rate } = request;
+      let letters = "";
+      let fields = "";
       if (channel !== runChannel) {
         runChannel = channel;
         const [stream, marks] = this.#names.channelHistoryKeys(plateId, channel);
-        channelKeys = bulk(stream) + bulk(marks);
-        channelArg = bulk(channel);
+        keys += bulk(stream) + bulk(marks);
+        keyCount += 2;
+        letters += "c";
+        fields += bulk(channel);
+        argCount += 1;
       }
-      keys +=
-        channelKeys +
-        (idempotency === undefined ? noIdempotency : bulk(this.#names.idempotency(plateId, idempotencyName(idempotency)))) +
-        (request.batch === undefined ? noBatch : bulk(this.#names.batch(plateId, request.batch)));
-      // A plain message (the most common) has constant mark and middle: no shape to build.
-      const shape = request.event === undefined && request.from === undefined ? undefined : payloadShape(request);
-      args +=
-        (shape === undefined ? MARK_BULK : bulk(shape.mark)) +
-        bulk(request.timestamp) +
-        bulk(request.body) +
-        (idempotency === undefined ? ZERO_BULK : bulk(String(idempotency.windowMs))) +
-        channelArg +
-        (shape === undefined ? EMPTY_BULK : bulk(shape.middle)) +
-        (request.volatile === undefined ? EMPTY_BULK : bulk(VOLATILE_MARK + request.volatile)) +
-        (request.rate === undefined ? ZERO_ZERO_BULK : bulk(String(request.rate.count)) + bulk(String(request.rate.bytes))) +
-        (request.batch === undefined ? ZERO_BULK : ONE_BULK);
+      if (request.timestamp !== lastTimestamp) {
+        lastTimestamp = request.timestamp;
+        letters += "t";
+        fields += bulk(request.timestamp);
+        argCount += 1;
+      }
+      // A plain message (the most common) has the plain mark and nothing after its timestamp.
+      if (request.event !== undefined || request.from !== undefined) {
+        const shape = payloadShape(request);
+        letters += "m";
+        fields += bulk(shape.mark) + bulk(shape.middle);
+        argCount += 2;
+      }
+      if (request.volatile !== undefined) {
+        letters += "v";
+        fields += bulk(VOLATILE_MARK + request.volatile);
+        argCount += 1;
+      }
+      if (rate !== undefined) {
+        if (rate.count === 1) {
+          letters += "r";
+          fields += bulk(String(rate.bytes));
+          argCount += 1;
+        } else {
+          letters += "R";
+          fields += bulk(String(rate.count)) + bulk(String(rate.bytes));
+          argCount += 2;
+        }
+      }
+      if (idempotency !== undefined) {
+        keys += bulk(this.#names.idempotency(plateId, idempotencyName(idempotency)));
+        keyCount += 1;
+        letters += "i";
+        fields += bulk(String(idempotency.windowMs));
+        argCount += 1;
+      }
+      if (request.batch !== undefined) {
+        keys += bulk(this.#names.batch(plateId, request.batch));
+        keyCount += 1;
+        letters += "b";
+      }
+      args += (letters === "" ? EMPTY_BULK : bulk(letters)) + fields + bulk(request.body);
+      argCount += 2;
     }
-    const call = { slotKey: plateKeys[0]!, keyCount: plateKeys.length + 4 * batch.length, keys, argCount: settings.length + 10 * batch.length, args };
+    const call = { slotKey: plateKeys[0]!, keyCount, keys, argCount, args };
     let replies;
     try {
       replies = await sendPublish(this.#live, call);

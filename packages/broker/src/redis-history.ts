@@ -46,9 +46,9 @@ import type { Commands } from "@plate/redis";
  *   from the state, which stays small: a small hash is a list that each field read scans);
  *   published, a zset: channel → its last publish (ms): its stream lives `ageMs` after, its marks
  *   `markTtlMs`; idempotency keys, a zset: the key of each publish's idempotency record → when it
- *   lapses; then four per message: its stream, its marks, its idempotency record, and its batch's
- *   mark (a string set when one of the batch's messages is refused; see broker.ts
- *   `PublishRequest.batch`).
+ *   lapses; then the keys its messages name (see their letters below): a run's stream and marks,
+ *   a message's idempotency record, its batch's mark (a string set when one of the batch's
+ *   messages is refused; see broker.ts `PublishRequest.batch`).
  * ARGV: new epoch, separator, publish command (PUBLISH, or SPUBLISH on a cluster), the plate-wide
  *   channel (which gets the channel name, then the payload), the bytes counted per entry, per
  *   channel with entries, per remembered channel and per idempotency record, how often expired
@@ -60,11 +60,21 @@ import type { Commands } from "@plate/redis";
  *   budget (broker.ts `HistoryBudget`: '1' to keep its counts (a plate with a budget) or '0',
  *   channels, bytes; 0 = no limit), the batch mark (what starts the pub/sub payload of a run of
  *   more than one message to a channel: their payloads, separated by U+001E; '' publishes each
- *   message on its own); then 10 per message: payload mark, timestamp, body,
- *   idempotency window ms (0 = none), channel, the event name and a separator after it ('' without
- *   one; the mark then says which), what goes before the payload on pub/sub only (the volatile
- *   mark and metadata, or ''), what it takes of the rates (messages, bytes), and whether it is part
- *   of a request's batch ('1' or '0').
+ *   message on its own), the plain payload mark; then per message its letters, the arguments its
+ *   letters take, and its body. A message says only what differs from a plain message of the
+ *   message before it, a letter each, in this order, each taking its arguments (and keys) in turn:
+ *     c  a new channel, and a run of its messages: the channel (keys: its stream, its marks)
+ *     t  a new timestamp (kept by the messages after it)
+ *     m  a payload mark and what follows the timestamp (the event name and a separator after it);
+ *        without it, the plain mark and ''
+ *     v  what goes before the payload on pub/sub only (the volatile mark and metadata)
+ *     r  what it takes of the rates: one message, and the bytes given; R: the messages and bytes
+ *        given (neither: nothing)
+ *     i  an idempotency window, ms (key: its record)
+ *     b  part of a request's batch (key: the batch's mark)
+ *   The first message says c and t. Written this way, a plain message is two arguments instead of
+ *   fourteen: each argument costs Redis about 1,000 instructions to read into the script, and the
+ *   node a bulk string to write (see docs/performance.md).
  *
  * The sweep of expired channels (streams whose size stops counting, marks that stop being
  * remembered) runs at most every sweep period, or at once before the budget would refuse; the
@@ -88,6 +98,55 @@ local accounted = ARGV[21] == '1'
 local budgetChannels, budgetBytes = tonumber(ARGV[22]), tonumber(ARGV[23])
 -- What starts a run's messages published together ('' = each message published on its own).
 local batchMark = ARGV[24]
+-- The messages, as their letters say (see ARGV): each one's fields, and whether it starts a run.
+local msgs = {}
+do
+  local plainMark = ARGV[25]
+  local a, k = 26, 7
+  local channel, stream, marks, ts
+  for i = 1, messages do
+    local d = ARGV[a]
+    a = a + 1
+    local newRun = false
+    local mark, middle, pre, takeN, takeB, idemMs, idemKey, batchKey = plainMark, '', '', 0, 0, 0, false, false
+    for j = 1, #d do
+      local f = string.byte(d, j)
+      if f == 99 then -- c
+        channel, stream, marks, newRun = ARGV[a], KEYS[k], KEYS[k + 1], true
+        a, k = a + 1, k + 2
+      elseif f == 116 then -- t
+        ts = ARGV[a]
+        a = a + 1
+      elseif f == 109 then -- m
+        mark, middle = ARGV[a], ARGV[a + 1]
+        a = a + 2
+      elseif f == 118 then -- v
+        pre = ARGV[a]
+        a = a + 1
+      elseif f == 114 then -- r
+        takeN, takeB = 1, tonumber(ARGV[a])
+        a = a + 1
+      elseif f == 82 then -- R
+        takeN, takeB = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+        a = a + 2
+      elseif f == 105 then -- i
+        idemMs, idemKey = tonumber(ARGV[a]), KEYS[k]
+        a, k = a + 1, k + 1
+      elseif f == 98 then -- b
+        batchKey = KEYS[k]
+        k = k + 1
+      else
+        return redis.error_reply('ERR publish script: unknown letter ' .. string.char(f))
+      end
+    end
+    msgs[i] = {
+      newRun = newRun, channel = channel, stream = stream, marks = marks, ts = ts, body = ARGV[a],
+      mark = mark, middle = middle, pre = pre, takeN = takeN, takeB = takeB,
+      idemMs = idemMs, idemKey = idemKey, batchKey = batchKey,
+    }
+    a = a + 1
+  end
+end
 -- The publish state lives as long as the marks, or as its fuller bucket takes to fill again if
 -- longer; the idempotency keys' zset as long as the marks or its longest window.
 local life = math.max(markMs, refillMs)
@@ -122,8 +181,8 @@ local function writeSweep()
   if s.lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. now) end
 end
 -- A refused message's answer; its request's batch is marked refused (see PublishRequest.batch).
-local function refuse(batched, k, answer)
-  if batched then redis.call('SET', KEYS[k + 4], '1', 'PX', batchMs) end
+local function refuse(m, answer)
+  if m.batchKey then redis.call('SET', m.batchKey, '1', 'PX', batchMs) end
   return answer
 end
 -- The sweep's effect if it ran now (see the budget in run()): written only with a message it let in.
@@ -159,8 +218,7 @@ local replies = {}
 -- what the accepted ones write is written once for the run (one trim, one marks and size update),
 -- apart from each one's XADD, PUBLISH and idempotency record.
 local function run(first, last)
-  local k0, a0 = 6 + (first - 1) * 4, 24 + (first - 1) * 10
-  local stream, marks, channel = KEYS[k0 + 1], KEYS[k0 + 2], ARGV[a0 + 5]
+  local stream, marks, channel = msgs[first].stream, msgs[first].marks, msgs[first].channel
   local cutMs = now - ageMs
   -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
   -- by position (1 = oldest; the run's own entries come after \`len\`).
@@ -202,20 +260,18 @@ local function run(first, last)
   local dropTo = 0
   local pendingMark, pendingIdems = 0, 0
   for i = first, last do
-    local k, a = 6 + (i - 1) * 4, 24 + (i - 1) * 10
-    local batched = ARGV[a + 10] == '1'
-    local idemMs = 0
-    if ARGV[a + 4] ~= '0' then idemMs = tonumber(ARGV[a + 4]) end
+    local m = msgs[i]
+    local idemMs = m.idemMs
     local reply = false
-    if batched and redis.call('EXISTS', KEYS[k + 4]) == 1 then reply = '4' end
+    if m.batchKey and redis.call('EXISTS', m.batchKey) == 1 then reply = '4' end
     if not reply and idemMs > 0 then
-      local prior = recorded[KEYS[k + 3]] or redis.call('GET', KEYS[k + 3])
+      local prior = recorded[m.idemKey] or redis.call('GET', m.idemKey)
       if prior then reply = '0 ' .. prior end
     end
     if not reply and (rated or accounted) and not state then readState() end
     local n, b
     if not reply and rated then
-      local takeN, takeB = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
+      local takeN, takeB = m.takeN, m.takeB
       local elapsed = 0
       if state.at then elapsed = math.max(0, now - state.at) end
       n, b = burst, bBurst
@@ -224,7 +280,7 @@ local function run(first, last)
       local wait = 0
       if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
       if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
-      if wait > 0 then reply = refuse(batched, k, '2 ' .. wait) end
+      if wait > 0 then reply = refuse(m, '2 ' .. wait) end
       if perS > 0 then n = n - takeN end
       if bPerS > 0 then b = b - takeB end
     end
@@ -237,7 +293,7 @@ local function run(first, last)
       -- %d: integer formatting (\`..\` formats a number as a float, %.14g, several times slower).
       local order = string.format('%d-%d', ms, seq)
       local id = epoch .. '_' .. order
-      local payload = ARGV[a + 1] .. id .. SEP .. ARGV[a + 2] .. SEP .. ARGV[a + 6] .. ARGV[a + 3]
+      local payload = m.mark .. id .. SEP .. m.ts .. SEP .. m.middle .. m.body
       -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
       -- past the age.
       local to = dropTo
@@ -287,12 +343,12 @@ local function run(first, last)
           if not refusal or sweep then break end
           sweep = plan(channel)
         end
-        if refusal then reply = refuse(batched, k, refusal) end
+        if refusal then reply = refuse(m, refusal) end
       end
       if not reply then
         reply = '1 ' .. id
         headMs, headSeq, advanced = ms, seq, true
-        accepted[#accepted + 1] = {order = order, payload = payload, a = a, k = k, idemMs = idemMs}
+        accepted[#accepted + 1] = {order = order, payload = payload, m = m}
         if count > 0 then
           ids[len + #accepted] = order
           bytes[len + #accepted] = #payload + entryBytes
@@ -320,7 +376,7 @@ local function run(first, last)
             idemLife = math.max(idemLife, idemMs)
           end
         end
-        if idemMs > 0 then recorded[KEYS[k + 3]] = id .. SEP .. ARGV[a + 2] .. SEP .. channel end
+        if idemMs > 0 then recorded[m.idemKey] = id .. SEP .. m.ts .. SEP .. channel end
       end
     end
     replies[i] = reply
@@ -354,7 +410,7 @@ local function run(first, last)
   -- its payloads after the batch mark, separated by U+001E (which no payload holds). Each PUBLISH
   -- is a redis.call: one per run instead of one per message.
   local lives = {}
-  for i, m in ipairs(accepted) do lives[i] = ARGV[m.a + 7] .. m.payload end
+  for i, e in ipairs(accepted) do lives[i] = e.m.pre .. e.payload end
   if batchMark == '' or #lives == 1 then
     for _, live in ipairs(lives) do
       redis.call(PUB, channelPrefix .. channel, live)
@@ -365,11 +421,12 @@ local function run(first, last)
     redis.call(PUB, channelPrefix .. channel, all)
     redis.call(PUB, plateWide, channel .. all)
   end
-  for _, m in ipairs(accepted) do
+  for _, e in ipairs(accepted) do
+    local m = e.m
     if m.idemMs > 0 then
-      redis.call('SET', KEYS[m.k + 3], recorded[KEYS[m.k + 3]], 'PX', m.idemMs)
+      redis.call('SET', m.idemKey, recorded[m.idemKey], 'PX', m.idemMs)
       -- An idempotency key is remembered for its window: it counts until then.
-      if accounted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + m.idemMs, KEYS[m.k + 3]) end
+      if accounted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + m.idemMs, m.idemKey) end
     end
   end
 end
@@ -377,7 +434,7 @@ end
 local first = 1
 while first <= messages do
   local last = first
-  while last < messages and KEYS[6 + last * 4 + 1] == KEYS[6 + (first - 1) * 4 + 1] do last = last + 1 end
+  while last < messages and not msgs[last + 1].newRun do last = last + 1 end
   run(first, last)
   first = last + 1
 end
