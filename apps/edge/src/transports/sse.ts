@@ -35,6 +35,8 @@ export class SseConnection extends Connection {
   /** The response until `start` takes its socket over; let go then, with the request it holds. */
   #res: ServerResponse | undefined;
   #socket: Socket | undefined;
+  /** The turn of the socket's last write (see `corkForTurn`). */
+  #turn = 0;
   /** The answer's own headers (CORS, request id) until `start` writes them; let go then. */
   #headers: Readonly<Record<string, string>> | undefined;
 
@@ -109,7 +111,7 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return;
     }
-    corkForTurn(socket);
+    this.#turn = corkForTurn(socket, this.#turn);
     socket.write(event);
   }
 
@@ -126,8 +128,8 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    // Corked for the event-loop turn: a burst of messages leaves in one syscall (see corkForTurn).
-    corkForTurn(socket);
+    // A burst of messages in one event-loop turn leaves in one syscall after the first (see corkForTurn).
+    this.#turn = corkForTurn(socket, this.#turn);
     socket.write(bytes);
     return true;
   }

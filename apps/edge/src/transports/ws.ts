@@ -54,6 +54,8 @@ export class WsConnection extends Connection {
   alive = true;
   /** Unexpected frames received so far (see `receive`). */
   #badFrames = 0;
+  /** The turn of the socket's last write (see `corkForTurn`). */
+  #turn = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -167,7 +169,7 @@ export class WsConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    corkForTurn(this.socket);
+    this.#turn = corkForTurn(this.socket, this.#turn);
     this.socket.write(frame);
     return true;
   }
