@@ -555,11 +555,12 @@ const publishLoaded = new WeakSet<object>();
  * slot): a cluster client routes the command by it.
  *
  * Written as RESP by the caller rather than handed over as arrays of strings for ioredis to write:
- * a script of 30 messages has about 450 arguments, most of them the same from message to message
- * (a run's keys and channel, empty and zero settings), and each written by ioredis (or by us, from
- * an array) cost a `Buffer.byteLength` call and four concatenations. The caller writes what is the
- * same once per script or per run and copies it, which took the node's instructions per publish
- * on Redis from 160,456 to 148,503 (W3's path, `load-tests/dist/instructions.js --redis`).
+ * a script of 30 messages had about 450 arguments (each written by ioredis, or by us from an
+ * array, a `Buffer.byteLength` call and four concatenations), most of them the same from message
+ * to message. Written by the caller, once per script what the script shares, it took the node's
+ * instructions per publish on Redis from 160,456 to 148,503 (W3's path,
+ * `load-tests/dist/instructions.js --redis`); a message's letters (see PUBLISH) since leave out
+ * what it shares with the message before it.
  */
 export interface PublishCall {
   readonly slotKey: string;
