@@ -68,14 +68,12 @@ describe("writes of one event-loop turn", () => {
   it("keeps each stream's own turn: one stream's writes do not cork another's first", async () => {
     const one = await connection(server);
     const two = await connection(server);
-    let turnOne = 0;
-    let turnTwo = 0;
     await nextTurn();
-    turnOne = corkForTurn(one.out, turnOne);
+    const first = corkForTurn(one.out, 0);
     one.out.write("1");
-    turnOne = corkForTurn(one.out, turnOne);
+    corkForTurn(one.out, first);
     one.out.write("2");
-    turnTwo = corkForTurn(two.out, turnTwo);
+    corkForTurn(two.out, 0);
     two.out.write("x");
     expect([one.out.writableCorked, two.out.writableCorked, two.out.writableLength]).toEqual([1, 0, 0]);
     await until(() => one.received().length >= 2 && two.received().length >= 1);
