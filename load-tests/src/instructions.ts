@@ -4,6 +4,7 @@
  * Redis.
  *
  *   node load-tests/dist/instructions.js [--redis] [--warm 20000] [--count 5000] [--connections 16] [--top 40]
+ *   node load-tests/dist/instructions.js --workload w1-ws|w1-sse [--subscribers 200] [--warm 100] [--count 200] [--redis] [--top 40]
  *
  * Publishes/s (W3) drift by more than 10% between runs on a shared machine; an instruction count
  * is the same for the same build and workload whatever else the machine does (two runs of one
@@ -14,6 +15,11 @@
  * from the end of `--warm` publishes (JIT warmed up) to the last of `--count` more. Each time-based
  * cache of the node (a timestamp formatted once per millisecond, say) misses more often under
  * valgrind, which runs the node about 50 times slower. Needs valgrind (Debian's `valgrind`).
+ *
+ * `--workload w1-ws` (or `w1-sse`) counts W1's fan-out instead: one publisher, `--subscribers`
+ * subscribers of one channel over that transport, each message published alone, in instructions
+ * per delivery. Only the node's user space is counted: a delivery's write syscall and the loopback
+ * receive it runs (the larger share of its CPU, see docs/performance.md) are the kernel's.
  *
  * With `--redis` the Redis runs under callgrind too, counted over the same publishes (its main
  * thread, which runs every command and script): the Redis side of the same change, as steady.
@@ -30,6 +36,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { eventually, freePort, redisCommand } from "@plate/testing";
 import { startPlate } from "./servers.js";
+import { W1Path } from "./w1-path.js";
 import { KEY, PLATE, W3Path } from "./w3-path.js";
 
 /** How long a node under valgrind may take to answer /readyz, in ms. */
@@ -38,15 +45,24 @@ const VALGRIND_START_MS = 300_000;
 const { values } = parseArgs({
   options: {
     redis: { type: "boolean", default: false },
-    warm: { type: "string", default: "20000" },
-    count: { type: "string", default: "5000" },
+    workload: { type: "string", default: "w3" },
+    warm: { type: "string" },
+    count: { type: "string" },
     connections: { type: "string", default: "16" },
+    subscribers: { type: "string", default: "200" },
     top: { type: "string", default: "0" },
   },
 });
-const warm = Number(values.warm);
-const count = Number(values.count);
+const workload = values.workload;
+if (workload !== "w3" && workload !== "w1-ws" && workload !== "w1-sse") throw new Error(`--workload is w3, w1-ws or w1-sse, not ${workload}`);
+const w1 = workload !== "w3";
+const warm = Number(values.warm ?? (w1 ? "100" : "20000"));
+const count = Number(values.count ?? (w1 ? "200" : "5000"));
 const connections = Number(values.connections);
+const subscribers = Number(values.subscribers);
+/** What the count is divided by: publishes (W3), or deliveries (W1: each message to every subscriber). */
+const units = w1 ? count * subscribers : count;
+const unit = w1 ? "delivery" : "publish";
 const top = Number(values.top);
 
 const dir = mkdtempSync(join(tmpdir(), "plate-instructions-"));
@@ -74,9 +90,9 @@ const control = (...args: string[]) => {
   }
 };
 
-let path: W3Path | undefined;
+let path: W1Path | W3Path | undefined;
 try {
-  path = await W3Path.open(plate.port, plate.pid, connections);
+  path = w1 ? await W1Path.open(plate.port, plate.pid, workload === "w1-ws" ? "ws" : "sse", subscribers) : await W3Path.open(plate.port, plate.pid, connections);
   await path.publish(warm);
   control("-i", "on");
   await path.publish(count);
@@ -85,19 +101,20 @@ try {
   // The dump's file for the main thread (thread 1).
   const summary = /^summary: (\d+)$/m.exec(readFileSync(`${out}.1-01`, "utf8"));
   if (summary === null) throw new Error(`no summary in ${out}.1-01`);
-  const perPublish = Math.round(Number(summary[1]) / count);
-  console.log(`${values.redis ? "redis" : "embedded"}: ${perPublish} instructions per publish (main thread, ${count} publishes after ${warm}, ${connections} connections); callgrind_annotate ${out}.1-01`);
+  const perUnit = Math.round(Number(summary[1]) / units);
+  const shape = w1 ? `${workload}, ${count} messages to ${subscribers} subscribers after ${warm}` : `${count} publishes after ${warm}, ${connections} connections`;
+  console.log(`${values.redis ? "redis" : "embedded"}: ${perUnit} instructions per ${unit} (main thread, ${shape}); callgrind_annotate ${out}.1-01`);
   if (redis !== undefined) {
     const redisSummary = /^summary: (\d+)$/m.exec(readFileSync(`${redis.out}.1-01`, "utf8"));
     if (redisSummary === null) throw new Error(`no summary in ${redis.out}.1-01`);
-    console.log(`redis-server: ${Math.round(Number(redisSummary[1]) / count)} instructions per publish (main thread); callgrind_annotate ${redis.out}.1-01`);
+    console.log(`redis-server: ${Math.round(Number(redisSummary[1]) / units)} instructions per ${unit} (main thread); callgrind_annotate ${redis.out}.1-01`);
   }
   if (top > 0) {
     const symbols = perfMap(`/tmp/perf-${plate.pid}.map`);
     for (const inclusive of [false, true]) {
-      console.log(`\n${inclusive ? "inclusive" : "exclusive"} instructions per publish, top ${top}:`);
+      console.log(`\n${inclusive ? "inclusive" : "exclusive"} instructions per ${unit}, top ${top}:`);
       for (const [name, total] of functionCosts(`${out}.1-01`, inclusive, symbols).slice(0, top)) {
-        console.log(`${String(Math.round(total / count)).padStart(8)}  ${name}`);
+        console.log(`${String(Math.round(total / units)).padStart(8)}  ${name}`);
       }
     }
   }
