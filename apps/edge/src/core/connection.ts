@@ -21,6 +21,7 @@ import { Overlap } from "./delivery.js";
 import { Outbound } from "./outbound.js";
 import type { SharedFrame } from "./outbound.js";
 import { Subscription } from "./subscription.js";
+import { corkForTurn } from "./turn-cork.js";
 
 /** Why a connection ends: an error code of the spec, or `normal` (the client went away). */
 export type EndReason = ErrorCode | "normal";
@@ -136,6 +137,8 @@ export abstract class Connection {
   #backlog: Backlog | undefined;
   /** Bytes of live messages held for subscriptions that have not started (see `Seam`). */
   #heldBytes = 0;
+  /** The turn of its socket's last write, negative after a burst (see `corkForTurn`). */
+  #turn = 0;
   /**
    * Its end hooks, chained in one slot: an idle v1 connection has one (the registry's, shared by
    * every connection), and an array of one took 184 bytes of each (heap snapshot, 2026-12-03).
@@ -415,6 +418,15 @@ export abstract class Connection {
     if (!output.writableNeedDrain && output.writableLength + bytes <= this.maxBufferedBytes) return false;
     output.write(FLUSH_MARK, backlog.resume);
     return true;
+  }
+
+  /**
+   * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
+   * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`).
+   */
+  protected writeInTurn(socket: Writable, chunk: Buffer | string): void {
+    this.#turn = corkForTurn(socket, this.#turn);
+    socket.write(chunk);
   }
 
   /** Keeps the connection alive (SSE comment, WebSocket ping); ends it if the peer is gone. */

@@ -24,20 +24,17 @@ let turn = 1;
  */
 export function corkForTurn(stream: Writable, state: number): number {
   const last = state < 0 ? -state : state;
-  let next = turn;
+  const again = last === turn;
   // A second write this turn, or the first after a turn with a burst: the burst goes on.
-  if (last === turn || (state < 0 && last === turn - 1)) {
-    next = last === turn ? -turn : turn;
-    if (stream.writableCorked === 0) {
-      stream.cork();
-      corked.push(stream);
-    }
+  if ((again || (state < 0 && last === turn - 1)) && stream.writableCorked === 0) {
+    stream.cork();
+    corked.push(stream);
   }
   if (!scheduled) {
     scheduled = true;
     setImmediate(endTurn);
   }
-  return next;
+  return again ? -turn : turn;
 }
 
 function endTurn(): void {

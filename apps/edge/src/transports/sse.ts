@@ -5,7 +5,6 @@ import type { ReadyFrame, RealtimeReadyFrame } from "@plate/protocol";
 import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
-import { corkForTurn } from "../core/turn-cork.js";
 import { errorAnswer } from "../http/refusals.js";
 import { takeOverSocket } from "./socket-takeover.js";
 
@@ -35,8 +34,6 @@ export class SseConnection extends Connection {
   /** The response until `start` takes its socket over; let go then, with the request it holds. */
   #res: ServerResponse | undefined;
   #socket: Socket | undefined;
-  /** The turn of the socket's last write (see `corkForTurn`). */
-  #turn = 0;
   /** The answer's own headers (CORS, request id) until `start` writes them; let go then. */
   #headers: Readonly<Record<string, string>> | undefined;
 
@@ -111,8 +108,7 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return;
     }
-    this.#turn = corkForTurn(socket, this.#turn);
-    socket.write(event);
+    this.writeInTurn(socket, event);
   }
 
   protected writeShared(frame: SharedFrame): void {
@@ -128,9 +124,7 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    // A burst of messages in one event-loop turn leaves in one syscall after the first (see corkForTurn).
-    this.#turn = corkForTurn(socket, this.#turn);
-    socket.write(bytes);
+    this.writeInTurn(socket, bytes);
     return true;
   }
 

@@ -6,7 +6,6 @@ import type { RealtimeClientFrame, ReadyFrame, RealtimeReadyFrame, UnreadableFra
 import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
-import { corkForTurn } from "../core/turn-cork.js";
 import type { OutputLimits } from "./sse.js";
 import { compactListeners } from "./compact-listeners.js";
 import { onOversizedFrame } from "./ws-oversized-frame.js";
@@ -54,8 +53,6 @@ export class WsConnection extends Connection {
   alive = true;
   /** Unexpected frames received so far (see `receive`). */
   #badFrames = 0;
-  /** The turn of the socket's last write (see `corkForTurn`). */
-  #turn = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -169,8 +166,7 @@ export class WsConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    this.#turn = corkForTurn(this.socket, this.#turn);
-    this.socket.write(frame);
+    this.writeInTurn(this.socket, frame);
     return true;
   }
 
