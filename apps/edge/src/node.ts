@@ -27,6 +27,7 @@ import { newMessageId } from "./core/ids.js";
 import { SignedTokens } from "./core/signed-tokens.js";
 import { Tokens } from "./core/tokens.js";
 import { createRequestListener } from "./http/requests.js";
+import { FastLane } from "./http/fast-lane.js";
 import { createUpgradeHandler } from "./http/upgrade.js";
 import { createLogger } from "./log.js";
 import type { Logger } from "./log.js";
@@ -243,6 +244,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     createRequestListener(services),
   );
   server.on("upgrade", createUpgradeHandler(services));
+  const fastLane = new FastLane(services, server);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, () => {
@@ -262,9 +264,11 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       const closedServer = new Promise<void>((resolve) => server.close(() => resolve()));
       connections.endAll("shutting_down");
       server.closeIdleConnections();
+      fastLane.closeIdle();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.drainTimeoutMs).unref());
       await Promise.race([closedServer, deadline]);
       server.closeAllConnections();
+      fastLane.closeAll();
     })());
 
   let closed: Promise<void> | undefined;

@@ -9,7 +9,7 @@ import { channelParam, plateParam } from "./params.js";
 import { answerHeaders, sendError } from "./raw-response.js";
 import { matchRoute } from "./routes.js";
 import { answerAtTurnEnd } from "./turn-answers.js";
-import type { Route } from "./routes.js";
+import type { Matched, Route } from "./routes.js";
 
 /** Routes 1 and 6 of the route table, and route 12's batch. */
 const isPublish = (route: Route) => route.name === "publish" || route.name === "publishLegacy" || route.name === "publishBatch";
@@ -22,7 +22,8 @@ const BATCH_MAX_MESSAGES = 100;
  * high rates. Through Hono, each publish built a fetch `Request` and read its body through a web
  * stream: a CPU profile of 64 keep-alive publishers (load-tests, W3) put 42% of the node's time in
  * that route, half of it in `Request` construction and stream reads, for ~1,500 publishes/s on one
- * core. Here the body is read from the request's own chunks.
+ * core. Here the body is read from the request's own chunks. (Most keep-alive publishes never get
+ * here: the fast lane, fast-lane.ts, serves them on the socket. This serves what it hands over.)
  *
  * Answers whether it took the request (a POST to a publish path); anything else goes to Hono.
  * Checks run in the documented order: names, key, scope and channel list, media type, size, JSON,
@@ -31,16 +32,12 @@ const BATCH_MAX_MESSAGES = 100;
 export function createPublishHandler(services: Services): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     if (req.method !== "POST") return false;
-    const url = req.url ?? "";
-    const query = url.indexOf("?");
-    const match = matchRoute("POST", query < 0 ? url : url.slice(0, query), isPublish);
+    const match = matchPublish(req.url ?? "");
     if (match === undefined) return false;
     const started = performance.now();
     const requestId = requestIdOf(req.headers["x-request-id"]);
-    const headers = answerHeaders(services, req, requestId);
-    const answer =
-      match.route.name === "publishBatch" ? publishBatch(services, req, match.params.plateId!) : publish(services, req, match.params.plateId!, match.params.channel!);
-    answer
+    const headers = answerHeaders(services, req.headers.origin, requestId);
+    publishAnswer(services, match, req.headers, (maxBytes) => readBody(req, maxBytes))
       .then((text) => {
         // Added to the one headers object: spreading it into another was 3% of W3's CPU.
         headers["Content-Type"] = "application/json";
@@ -55,15 +52,46 @@ export function createPublishHandler(services: Services): (req: IncomingMessage,
   };
 }
 
-async function publish(services: Services, req: IncomingMessage, plate: string, channel: string): Promise<string> {
+/** The publish route (1, 6 or 12) a request target (query and all) names, or undefined. */
+export function matchPublish(url: string): Matched | undefined {
+  const query = url.indexOf("?");
+  return matchRoute("POST", query < 0 ? url : url.slice(0, query), isPublish);
+}
+
+/** The most body bytes the publish route `match` takes (`MAX_MESSAGE_BYTES`, or `MAX_BATCH_BYTES` for route 12). */
+export function publishBodyLimit(services: Services, match: Matched): number {
+  return match.route.name === "publishBatch" ? services.config.maxBatchBytes : services.config.maxMessageBytes;
+}
+
+/** The request headers a publish reads, by lower-case name, as Node's `req.headers` holds them. */
+export type PublishHeaders = Readonly<Partial<Record<"authorization" | "content-type" | "idempotency-key", string | string[]>>>;
+
+/**
+ * Publishes what the request to `match` (a publish route) carries, and answers the 200 body's JSON
+ * text; throws the refusal. `readBody(maxBytes)` gives the body as UTF-8 text, refusing (413) past
+ * `maxBytes`. Shared by Node's request (above) and the fast lane.
+ */
+export function publishAnswer(services: Services, match: Matched, headers: PublishHeaders, readBody: (maxBytes: number) => Promise<string>): Promise<string> {
+  return match.route.name === "publishBatch"
+    ? publishBatch(services, headers, readBody, match.params.plateId!)
+    : publish(services, headers, readBody, match.params.plateId!, match.params.channel!);
+}
+
+async function publish(
+  services: Services,
+  headers: PublishHeaders,
+  readBody: (maxBytes: number) => Promise<string>,
+  plate: string,
+  channel: string,
+): Promise<string> {
   const started = performance.now();
   const { tenancy, config } = services;
   const topic = { plateId: plateParam(plate), pattern: false, channel: channelParam(channel) } as const;
-  const key = await tenancy.authenticate(topic.plateId, req.headers.authorization);
+  const key = await tenancy.authenticate(topic.plateId, single(headers.authorization));
   tenancy.authorize(key, "publish", topic);
-  requireJsonType(req.headers["content-type"]);
-  const { body, event, volatile } = messageBody(await readBody(req, config.maxMessageBytes));
-  const idempotencyKey = idempotencyKeyHeader(req.headers["idempotency-key"]);
+  requireJsonType(single(headers["content-type"]));
+  const { body, event, volatile } = messageBody(await readBody(config.maxMessageBytes));
+  const idempotencyKey = idempotencyKeyHeader(headers["idempotency-key"]);
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
   // blocks this publish nor tells this key what that publish was.
   const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, owner: key.id };
@@ -84,13 +112,13 @@ async function publish(services: Services, req: IncomingMessage, plate: string, 
  * broker fails part way, 503 `broker_unavailable` names the first message not published (`index`);
  * those before it were published.
  */
-async function publishBatch(services: Services, req: IncomingMessage, plate: string): Promise<string> {
+async function publishBatch(services: Services, headers: PublishHeaders, readBody: (maxBytes: number) => Promise<string>, plate: string): Promise<string> {
   const started = performance.now();
   const { tenancy, config } = services;
   const plateId = plateParam(plate);
-  const key = await tenancy.authenticate(plateId, req.headers.authorization);
-  requireJsonType(req.headers["content-type"]);
-  const parsed = parseJson(await readBody(req, config.maxBatchBytes), 'send {"messages": [{"channel": "...", "message": <any JSON value>}, ...]}.');
+  const key = await tenancy.authenticate(plateId, single(headers.authorization));
+  requireJsonType(single(headers["content-type"]));
+  const parsed = parseJson(await readBody(config.maxBatchBytes), 'send {"messages": [{"channel": "...", "message": <any JSON value>}, ...]}.');
   const messages = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as { messages?: unknown }).messages : undefined;
   if (!Array.isArray(messages) || messages.length === 0 || messages.length > BATCH_MAX_MESSAGES) {
     throw new PlateError("missing_message", `The body needs "messages": an array of 1 to ${BATCH_MAX_MESSAGES} {"channel", "message"}.`);
@@ -123,6 +151,11 @@ async function publishBatch(services: Services, req: IncomingMessage, plate: str
   services.metrics.publishSeconds.observe((performance.now() - started) / 1000);
   const answers = (outcomes as Message[]).map((m) => '{"id":"' + m.id + '","channel":"' + m.channel + '","timestamp":"' + m.timestamp + '"}');
   return '{"data":[' + answers.join(",") + "]}";
+}
+
+/** A header Node gives as one string (`authorization`, `content-type`): never an array there. */
+function single(value: string | string[] | undefined): string | undefined {
+  return typeof value === "string" ? value : value?.[0];
 }
 
 /** Visible ASCII, 1 to 255 characters: what an `Idempotency-Key` may hold. */

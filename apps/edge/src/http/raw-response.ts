@@ -7,9 +7,12 @@ import { errorAnswer, refuse } from "./refusals.js";
 /** Headers every answer carries: browsers must not guess another type than the one declared. */
 export const NO_SNIFF = { "X-Content-Type-Options": "nosniff" } as const;
 
-/** The headers of an answer written on Node's own response: CORS, the request id, `NO_SNIFF`. */
-export function answerHeaders(services: Services, req: IncomingMessage, requestId: string): Record<string, string> {
-  return addCorsHeaders({ "X-Request-Id": requestId, "X-Content-Type-Options": NO_SNIFF["X-Content-Type-Options"] }, services.config.corsOrigins, req.headers.origin);
+/**
+ * The headers of an answer written outside Hono (on Node's own response, or by the fast lane): CORS
+ * for the request's `Origin`, the request id, `NO_SNIFF`.
+ */
+export function answerHeaders(services: Services, origin: string | undefined, requestId: string): Record<string, string> {
+  return addCorsHeaders({ "X-Request-Id": requestId, "X-Content-Type-Options": NO_SNIFF["X-Content-Type-Options"] }, services.config.corsOrigins, origin);
 }
 
 /**

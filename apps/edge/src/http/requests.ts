@@ -29,7 +29,7 @@ export function createRequestListener(services: Services): (req: IncomingMessage
         services,
         req,
         res,
-        answerHeaders(services, req, requestIdOf(req.headers["x-request-id"])),
+        answerHeaders(services, req.headers.origin, requestIdOf(req.headers["x-request-id"])),
         err,
         "request refused",
       );

@@ -1,0 +1,495 @@
+import { STATUS_CODES } from "node:http";
+import type { Server } from "node:http";
+import type { Socket } from "node:net";
+import { loggablePath, requestIdOf } from "../core/request-id.js";
+import type { Services } from "../services.js";
+import { tooLarge } from "./body.js";
+import { matchPublish, publishAnswer, publishBodyLimit } from "./publish.js";
+import type { PublishHeaders } from "./publish.js";
+import { answerHeaders } from "./raw-response.js";
+import { errorAnswer, refuse } from "./refusals.js";
+import type { Matched } from "./routes.js";
+
+/**
+ * Longest request head (request line and headers, without the blank line) the lane reads. A
+ * longer one goes to Node's parser with the rest of the connection (which takes up to its own
+ * 16 KiB); a publish's head is a few hundred bytes.
+ */
+const FAST_LANE_MAX_HEAD_BYTES = 8192;
+/**
+ * Most bytes read ahead of the request in flight on one connection (a client that sends requests
+ * without waiting for answers): past them the socket is not read until that request is answered.
+ */
+const FAST_LANE_MAX_PENDING_BYTES = 65_536;
+
+/** A request the lane serves: a publish (routes 1, 6, 12) read whole, as Node would read it. */
+interface LaneRequest {
+  readonly url: string;
+  readonly match: Matched;
+  readonly headers: PublishHeaders & { readonly "x-request-id"?: string; readonly origin?: string };
+  readonly body: string;
+  readonly bodyBytes: number;
+  /** Where the next request starts in the buffer it was read from. */
+  readonly end: number;
+  /** `Connection: close` was asked for: the connection ends after the answer. */
+  readonly close: boolean;
+}
+
+/** Not a request the lane serves: the connection goes to Node's HTTP server from here. */
+const ELSEWHERE = 0;
+/** The start of a request that may be one the lane serves, not all read yet. */
+const INCOMPLETE = 1;
+
+/** One connection on the lane. */
+interface LaneConnection {
+  readonly lane: FastLane;
+  readonly socket: Socket;
+  /** Bytes read and not yet served (the start of a next request), or undefined. */
+  buffer: Buffer | undefined;
+  /** A request is being served: its answer is not yet written. */
+  busy: boolean;
+  /** The socket is paused by the lane (read ahead too far, or its answers not drained). */
+  paused: boolean;
+  /** The buffer holds the start of a request, and the lane waits for one more read to finish it. */
+  partial: boolean;
+  /** The client ended its side: the connection ends once what it sent is answered. */
+  ended: boolean;
+  /** Requests answered. */
+  answered: number;
+  /** The answer waiting for the end of this event-loop turn ("" when none), and whether the connection ends after it. */
+  answer: string;
+  closeAfter: boolean;
+}
+
+/**
+ * Each socket's lane connection, while it is on the lane. Not a property of the socket: a socket
+ * handed to Node (every SSE stream and WebSocket) keeps the shape Node's own code sees.
+ */
+const LANES = new WeakMap<Socket, LaneConnection>();
+
+/**
+ * The publish fast lane: keep-alive publishes read and answered on the socket, before Node's HTTP
+ * server. A bare Node HTTP server that parses a publish's JSON and answers spends 16.8 µs of CPU a
+ * publish on one core (57,300/s, load-tests W3 path); a `net` server that does the same on the
+ * socket, 9.8 µs (96,300/s): IncomingMessage, ServerResponse, their streams, events and header
+ * checks are most of a publish's cost. The lane takes that out of Plate's publish path.
+ *
+ * It serves only what it reads whole and plainly: `POST` to a publish route, `HTTP/1.1`, a head of
+ * visible ASCII with CRLF line ends and no folded lines, one `Host`, one `Content-Length` within the
+ * route's body limit, no `Transfer-Encoding`, `Expect` or `Upgrade`, the body already read. At the
+ * first request that is anything else (another route, a WebSocket upgrade, a request not whole
+ * after two reads, an oversized or chunked body, a malformed head) the connection goes, from that request's
+ * first byte, to Node's HTTP server for the rest of its life (its listener of `connection`, taken
+ * over here, is called with the socket and the unread bytes put back): every such case is answered
+ * by the code that answered it before, with Node's parser, limits and timeouts. A publish answered
+ * here has the same status, headers and body as one answered by Node.
+ *
+ * Answers are written at the end of the event-loop turn, with every other answer of the turn (see
+ * turn-answers.ts for the measured reason). One request is served at a time per connection, and
+ * the next is read once the answer is written and drained, so a client that does not read its
+ * answers stops being read. A connection idle for `keepAliveTimeout` after an answer (the server's,
+ * as Node's own connections), or silent for `headersTimeout` before its first request, is closed.
+ *
+ * Checked against Node 20 and 22: `http.Server` takes a connection through its `connection`
+ * listener (documented: emitting `connection` injects a socket), fast-lane.test.ts fails if not.
+ */
+export class FastLane {
+  readonly #services: Services;
+  readonly #server: Server;
+  readonly #nodeListeners: ((socket: Socket) => void)[];
+  readonly #connections = new Set<LaneConnection>();
+  /** The `keepAliveTimeout` the connection headers were written for, and those headers. */
+  #keepAliveMs = Number.NaN;
+  #keepAlive = "";
+  #closing = false;
+  readonly #waiting: LaneConnection[] = [];
+  #scheduled = false;
+
+  constructor(services: Services, server: Server) {
+    this.#services = services;
+    this.#server = server;
+    this.#nodeListeners = server.listeners("connection") as ((socket: Socket) => void)[];
+    server.removeAllListeners("connection");
+    server.on("connection", (socket: Socket) => this.#open(socket));
+  }
+
+  /** Connections on the lane now (not handed to Node). */
+  get size(): number {
+    return this.#connections.size;
+  }
+
+  /**
+   * Closes the lane's idle connections; the busy ones close after their answer (`Connection:
+   * close`), and one holding the start of a request goes to Node, which answers it as a request
+   * in progress when its server closes.
+   */
+  closeIdle(): void {
+    this.#closing = true;
+    for (const conn of this.#connections) {
+      if (conn.busy) continue;
+      if (conn.buffer !== undefined) this.#handOver(conn);
+      else conn.socket.destroy();
+    }
+  }
+
+  /** Closes every connection on the lane, busy or not. */
+  closeAll(): void {
+    this.#closing = true;
+    for (const conn of this.#connections) conn.socket.destroy();
+  }
+
+  #open(socket: Socket): void {
+    const conn: LaneConnection = {
+      lane: this,
+      socket,
+      buffer: undefined,
+      busy: false,
+      paused: false,
+      partial: false,
+      ended: false,
+      answered: 0,
+      answer: "",
+      closeAfter: false,
+    };
+    LANES.set(socket, conn);
+    this.#connections.add(conn);
+    // Before its first request, a connection waits as long as Node's would for that request's head.
+    socket.setTimeout(this.#server.headersTimeout);
+    socket.on("data", onData);
+    socket.on("timeout", onTimeout);
+    socket.on("error", onError);
+    socket.on("close", onClose);
+    socket.on("drain", onDrain);
+    socket.on("end", onEnd);
+  }
+
+  /** Bytes came in on `conn`. */
+  read(conn: LaneConnection, chunk: Buffer): void {
+    // Past an answer that closes the connection, nothing more is read.
+    if (conn.closeAfter) return;
+    conn.buffer = conn.buffer === undefined ? chunk : Buffer.concat([conn.buffer, chunk]);
+    if (!conn.busy) this.#next(conn);
+    else if (conn.buffer.length > FAST_LANE_MAX_PENDING_BYTES) this.#pause(conn);
+  }
+
+  /**
+   * The socket's timeout fired: closed unless a request is being served (the broker's timeouts
+   * bound it); a request begun and stalled goes to Node, whose header and request timeouts end it.
+   */
+  timedOut(conn: LaneConnection): void {
+    if (conn.busy) return;
+    if (conn.partial) this.#handOver(conn);
+    else conn.socket.destroy();
+  }
+
+  /** The client ended its side (Node's server takes half-closed connections): what it sent is still answered. */
+  endedBy(conn: LaneConnection): void {
+    conn.ended = true;
+    if (!conn.busy) this.#next(conn);
+  }
+
+  closed(conn: LaneConnection): void {
+    this.#connections.delete(conn);
+    conn.buffer = undefined;
+  }
+
+  drained(conn: LaneConnection): void {
+    if (conn.busy || conn.socket.destroyed) return;
+    this.#resume(conn);
+    this.#next(conn);
+  }
+
+  /** Serves the next request in `conn`'s buffer, or hands the connection to Node. */
+  #next(conn: LaneConnection): void {
+    const buffer = conn.buffer;
+    if (buffer === undefined) {
+      if (conn.ended) conn.socket.end();
+      else this.#resume(conn);
+      return;
+    }
+    if (conn.socket.writableNeedDrain) return this.#pause(conn);
+    const request = readRequest(this.#services, buffer);
+    if (request === ELSEWHERE) return this.#handOver(conn);
+    if (request === INCOMPLETE) {
+      // A request cut off by the client's end is answered by nobody, as Node's server does.
+      if (conn.ended) return void conn.socket.destroy();
+      // Requests sent back to back are cut where a read ends: the rest comes with the next read. A
+      // request still not whole after it (a large body, or a client sending slowly) goes to Node.
+      if (conn.partial) return this.#handOver(conn);
+      conn.partial = true;
+      this.#resume(conn);
+      return;
+    }
+    conn.partial = false;
+    conn.buffer = request.end === buffer.length ? undefined : buffer.subarray(request.end);
+    conn.busy = true;
+    this.#serve(conn, request);
+  }
+
+  #serve(conn: LaneConnection, request: LaneRequest): void {
+    const services = this.#services;
+    const started = performance.now();
+    const requestId = requestIdOf(request.headers["x-request-id"]);
+    const headers = answerHeaders(services, request.headers.origin, requestId);
+    const readBody = (maxBytes: number) => (request.bodyBytes > maxBytes ? Promise.reject(tooLarge(maxBytes)) : Promise.resolve(request.body));
+    publishAnswer(services, request.match, request.headers, readBody).then(
+      (text) => {
+        headers["Content-Type"] = "application/json";
+        headers["Content-Length"] = String(Buffer.byteLength(text));
+        this.#answer(conn, 200, headers, text, request.close);
+        if (services.log.debugEnabled) {
+          services.log.debug("publish", { requestId, path: loggablePath(request.url), status: 200, ms: Math.round(performance.now() - started) });
+        }
+      },
+      (err: unknown) => {
+        const answer = errorAnswer(refuse(services, err, { what: "publish refused", requestId, path: loggablePath(request.url) }));
+        this.#answer(conn, answer.status, Object.assign(headers, answer.headers), answer.body, request.close);
+      },
+    );
+  }
+
+  /** Writes an answer at the end of this event-loop turn: the status line, `headers`, Node's `Date` and connection headers, `body`. */
+  #answer(conn: LaneConnection, status: number, headers: Record<string, string>, body: string, close: boolean): void {
+    let text = status === 200 ? "HTTP/1.1 200 OK\r\n" : `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`;
+    for (const name in headers) text += name + ": " + headers[name] + "\r\n";
+    conn.closeAfter = close || this.#closing;
+    conn.answer = text + "Date: " + httpDate() + (conn.closeAfter ? "\r\nConnection: close\r\n\r\n" : this.#keepAliveHeaders()) + body;
+    this.#waiting.push(conn);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(writeAnswers, this);
+    }
+  }
+
+  /** `Connection` and `Keep-Alive` as Node writes them for the server's `keepAliveTimeout` (which may change while running). */
+  #keepAliveHeaders(): string {
+    const ms = this.#server.keepAliveTimeout;
+    if (ms !== this.#keepAliveMs) {
+      this.#keepAliveMs = ms;
+      // Node leaves `Keep-Alive` out when the timeout is 0 (no timeout).
+      this.#keepAlive = `\r\nConnection: keep-alive\r\n${ms > 0 ? `Keep-Alive: timeout=${Math.floor(ms / 1000)}\r\n` : ""}\r\n`;
+    }
+    return this.#keepAlive;
+  }
+
+  /** A fault of the lane's own on `conn` (a bug, never a client's bytes): logged, and that connection closed. */
+  failed(conn: LaneConnection, err: unknown): void {
+    this.#services.log.error("fast lane failed", { error: String(err) });
+    conn.socket.destroy();
+  }
+
+  /** Writes the turn's answers, then serves each connection's next request. */
+  writeAnswers(): void {
+    this.#scheduled = false;
+    const count = this.#waiting.length;
+    for (let i = 0; i < count; i++) {
+      const conn = this.#waiting[i]!;
+      const { socket } = conn;
+      const answer = conn.answer;
+      conn.answer = "";
+      conn.busy = false;
+      if (socket.destroyed) continue;
+      if (conn.closeAfter) {
+        conn.buffer = undefined;
+        socket.end(answer);
+        continue;
+      }
+      socket.write(answer);
+      // After the first answer, the connection is a keep-alive one: idle that long, it is closed (as Node's).
+      if (conn.answered++ === 0) socket.setTimeout(this.#server.keepAliveTimeout);
+    }
+    for (let i = 0; i < count; i++) {
+      const conn = this.#waiting[i]!;
+      if (conn.socket.destroyed || conn.closeAfter || !this.#connections.has(conn)) continue;
+      try {
+        this.#next(conn);
+      } catch (err) {
+        this.failed(conn, err);
+      }
+    }
+    this.#waiting.splice(0, count);
+  }
+
+  #pause(conn: LaneConnection): void {
+    if (conn.paused) return;
+    conn.paused = true;
+    conn.socket.pause();
+  }
+
+  #resume(conn: LaneConnection): void {
+    if (!conn.paused) return;
+    conn.paused = false;
+    conn.socket.resume();
+  }
+
+  /**
+   * Gives the connection to Node's HTTP server from the first unserved byte: the lane lets go of
+   * the socket, puts the unread bytes back, and calls Node's `connection` listener. The socket is
+   * paused meanwhile, so Node reads those bytes first (resumed, they come before anything read later).
+   */
+  #handOver(conn: LaneConnection): void {
+    const socket = conn.socket;
+    this.#connections.delete(conn);
+    socket.off("data", onData);
+    socket.off("timeout", onTimeout);
+    socket.off("error", onError);
+    socket.off("close", onClose);
+    socket.off("drain", onDrain);
+    socket.off("end", onEnd);
+    LANES.delete(socket);
+    socket.setTimeout(0);
+    socket.pause();
+    if (conn.buffer !== undefined) socket.unshift(conn.buffer);
+    conn.buffer = undefined;
+    for (const listener of this.#nodeListeners) listener.call(this.#server, socket);
+    socket.resume();
+  }
+}
+
+/*
+ * The socket's listeners, once for every connection (nothing allocated per connection). Whatever a
+ * client sends cannot throw out of them: a fault of the lane's own closes that one connection.
+ */
+
+function onData(this: Socket, chunk: Buffer): void {
+  const conn = LANES.get(this);
+  if (conn === undefined) return;
+  try {
+    conn.lane.read(conn, chunk);
+  } catch (err) {
+    conn.lane.failed(conn, err);
+  }
+}
+
+function onTimeout(this: Socket): void {
+  const conn = LANES.get(this);
+  if (conn !== undefined) guarded(conn, () => conn.lane.timedOut(conn));
+}
+
+function onError(this: Socket): void {
+  // A reset or a write to a closed peer: the socket closes, and `onClose` lets it go.
+  this.destroy();
+}
+
+function onClose(this: Socket): void {
+  const conn = LANES.get(this);
+  if (conn !== undefined) conn.lane.closed(conn);
+}
+
+function onDrain(this: Socket): void {
+  const conn = LANES.get(this);
+  if (conn !== undefined) guarded(conn, () => conn.lane.drained(conn));
+}
+
+function onEnd(this: Socket): void {
+  const conn = LANES.get(this);
+  if (conn !== undefined) guarded(conn, () => conn.lane.endedBy(conn));
+}
+
+function guarded(conn: LaneConnection, work: () => void): void {
+  try {
+    work();
+  } catch (err) {
+    conn.lane.failed(conn, err);
+  }
+}
+
+function writeAnswers(lane: FastLane): void {
+  lane.writeAnswers();
+}
+
+/** What makes a head not plain: a byte other than visible ASCII, space or tab, or a CR or LF not in a CRLF pair. */
+const NOT_PLAIN_HEAD = /[^\t\x20-\x7e\r\n]|\r(?!\n)|(?:^|[^\r])\n/;
+/** The request line the lane serves: `POST`, an origin-form target, HTTP/1.1. */
+const REQUEST_LINE = /^POST (\/[\x21-\x7e]*) HTTP\/1\.1$/;
+/** A header name (RFC 9110 token). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A `Content-Length` the lane takes. */
+const LENGTH = /^\d{1,15}$/;
+/** Where a request's head ends. */
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+/**
+ * The publish request at the start of `buffer`, read whole; `ELSEWHERE` when the lane does not
+ * serve it (see `FastLane`: another route, or anything not plain), `INCOMPLETE` when it may yet be
+ * one but is not all in `buffer`.
+ */
+function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof ELSEWHERE | typeof INCOMPLETE {
+  const headEnd = buffer.indexOf(HEAD_END);
+  if (headEnd < 0) return buffer.length > FAST_LANE_MAX_HEAD_BYTES ? ELSEWHERE : INCOMPLETE;
+  if (headEnd > FAST_LANE_MAX_HEAD_BYTES) return ELSEWHERE;
+  const head = buffer.toString("latin1", 0, headEnd);
+  if (NOT_PLAIN_HEAD.test(head)) return ELSEWHERE;
+  const lines = head.split("\r\n");
+  const target = REQUEST_LINE.exec(lines[0]!);
+  if (target === null) return ELSEWHERE;
+  const url = target[1]!;
+  const match = matchPublish(url);
+  if (match === undefined) return ELSEWHERE;
+  const headers: Record<string, string> = {};
+  let length: string | undefined;
+  let hosts = 0;
+  let close = false;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(":");
+    if (colon <= 0) return ELSEWHERE;
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) return ELSEWHERE;
+    const value = line.slice(colon + 1).trim();
+    switch (name.toLowerCase()) {
+      case "content-length":
+        if (length !== undefined || !LENGTH.test(value)) return ELSEWHERE;
+        length = value;
+        break;
+      case "host":
+        hosts++;
+        break;
+      case "connection": {
+        const option = value.toLowerCase();
+        if (option === "close") close = true;
+        else if (option !== "keep-alive") return ELSEWHERE;
+        break;
+      }
+      case "transfer-encoding":
+      case "expect":
+      case "upgrade":
+        return ELSEWHERE;
+      case "authorization":
+      case "content-type":
+      case "idempotency-key":
+      case "x-request-id":
+      case "origin": {
+        const key = name.toLowerCase();
+        // Node keeps the first of some repeated headers and joins others: a repeat goes to Node.
+        if (headers[key] !== undefined) return ELSEWHERE;
+        headers[key] = value;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  if (hosts !== 1 || length === undefined) return ELSEWHERE;
+  const bodyBytes = Number(length);
+  if (bodyBytes > publishBodyLimit(services, match)) return ELSEWHERE;
+  const bodyStart = headEnd + HEAD_END.length;
+  const end = bodyStart + bodyBytes;
+  if (buffer.length < end) return INCOMPLETE;
+  return { url, match, headers, body: buffer.toString("utf8", bodyStart, end), bodyBytes, end, close };
+}
+
+/** The second `httpDate` last formatted, and its text. */
+let dateSecond = -1;
+let dateText = "";
+
+/** The `Date` header's value (RFC 9110 IMF-fixdate), formatted once a second as Node does. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
