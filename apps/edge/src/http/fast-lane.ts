@@ -16,11 +16,14 @@ import type { Matched } from "./routes.js";
  * 16 KiB); a publish's head is a few hundred bytes.
  */
 const FAST_LANE_MAX_HEAD_BYTES = 8192;
+
 /**
- * Most bytes read ahead of the request in flight on one connection (a client that sends requests
- * without waiting for answers): past them the socket is not read until that request is answered.
+ * How often the lane closes its connections past their deadline (idle past the server's
+ * `keepAliveTimeout`, or silent past its `headersTimeout`), in ms: one sweep for every connection
+ * instead of a timer each, which every SSE stream and WebSocket (on the lane until its first
+ * request) would leave behind as garbage. A deadline is kept to within this.
  */
-const FAST_LANE_MAX_PENDING_BYTES = 65_536;
+const FAST_LANE_SWEEP_MS = 1000;
 
 /** A request the lane serves: a publish (routes 1, 6, 12) read whole, as Node would read it. */
 interface LaneRequest {
@@ -48,14 +51,14 @@ interface LaneConnection {
   buffer: Buffer | undefined;
   /** A request is being served: its answer is not yet written. */
   busy: boolean;
-  /** The socket is paused by the lane (read ahead too far, or its answers not drained). */
+  /** The socket is paused by the lane (bytes held past the request in flight, or its answers not drained). */
   paused: boolean;
   /** The buffer holds the start of a request, and the lane waits for one more read to finish it. */
   partial: boolean;
   /** The client ended its side: the connection ends once what it sent is answered. */
   ended: boolean;
-  /** Requests answered. */
-  answered: number;
+  /** When (ms since the epoch) the connection is closed if no request is being served: its first request's head is due, or its keep-alive ends. */
+  deadline: number;
   /** The answer waiting for the end of this event-loop turn ("" when none), and whether the connection ends after it. */
   answer: string;
   closeAfter: boolean;
@@ -88,10 +91,12 @@ const LANES = new WeakMap<Socket, LaneConnection>();
  * turn-answers.ts for the measured reason). One request is served at a time per connection, and
  * the next is read once the answer is written and drained, so a client that does not read its
  * answers stops being read. A connection idle for `keepAliveTimeout` after an answer (the server's,
- * as Node's own connections), or silent for `headersTimeout` before its first request, is closed.
+ * as Node's own connections), or silent for `headersTimeout` before its first request, is closed
+ * (within `FAST_LANE_SWEEP_MS`).
  *
- * Checked against Node 20 and 22: `http.Server` takes a connection through its `connection`
- * listener (documented: emitting `connection` injects a socket), fast-lane.test.ts fails if not.
+ * Checked against Node 20.20: `http.Server` takes a connection through its `connection` listener
+ * (documented: emitting `connection` injects a socket); the hand-over tests of fast-lane.test.ts
+ * fail if a Node release stops taking one that way.
  */
 export class FastLane {
   readonly #services: Services;
@@ -102,6 +107,7 @@ export class FastLane {
   #keepAliveMs = Number.NaN;
   #keepAlive = "";
   #closing = false;
+  readonly #sweeper: NodeJS.Timeout;
   readonly #waiting: LaneConnection[] = [];
   #scheduled = false;
 
@@ -111,11 +117,8 @@ export class FastLane {
     this.#nodeListeners = server.listeners("connection") as ((socket: Socket) => void)[];
     server.removeAllListeners("connection");
     server.on("connection", (socket: Socket) => this.#open(socket));
-  }
-
-  /** Connections on the lane now (not handed to Node). */
-  get size(): number {
-    return this.#connections.size;
+    this.#sweeper = setInterval(() => this.sweep(), FAST_LANE_SWEEP_MS);
+    this.#sweeper.unref();
   }
 
   /**
@@ -132,9 +135,10 @@ export class FastLane {
     }
   }
 
-  /** Closes every connection on the lane, busy or not. */
+  /** Closes every connection on the lane, busy or not, and stops its sweep. */
   closeAll(): void {
     this.#closing = true;
+    clearInterval(this.#sweeper);
     for (const conn of this.#connections) conn.socket.destroy();
   }
 
@@ -147,16 +151,14 @@ export class FastLane {
       paused: false,
       partial: false,
       ended: false,
-      answered: 0,
+      // Before its first request, a connection waits as long as Node's would for that request's head.
+      deadline: Date.now() + this.#server.headersTimeout,
       answer: "",
       closeAfter: false,
     };
     LANES.set(socket, conn);
     this.#connections.add(conn);
-    // Before its first request, a connection waits as long as Node's would for that request's head.
-    socket.setTimeout(this.#server.headersTimeout);
     socket.on("data", onData);
-    socket.on("timeout", onTimeout);
     socket.on("error", onError);
     socket.on("close", onClose);
     socket.on("drain", onDrain);
@@ -168,18 +170,26 @@ export class FastLane {
     // Past an answer that closes the connection, nothing more is read.
     if (conn.closeAfter) return;
     conn.buffer = conn.buffer === undefined ? chunk : Buffer.concat([conn.buffer, chunk]);
-    if (!conn.busy) this.#next(conn);
-    else if (conn.buffer.length > FAST_LANE_MAX_PENDING_BYTES) this.#pause(conn);
+    if (conn.busy) this.#pause(conn);
+    else this.#next(conn);
   }
 
   /**
-   * The socket's timeout fired: closed unless a request is being served (the broker's timeouts
-   * bound it); a request begun and stalled goes to Node, whose header and request timeouts end it.
+   * Closes the connections past their deadline but those serving a request (the broker's timeouts
+   * bound it); one holding a request begun and stalled goes to Node, whose header and request
+   * timeouts end it.
    */
-  timedOut(conn: LaneConnection): void {
-    if (conn.busy) return;
-    if (conn.partial) this.#handOver(conn);
-    else conn.socket.destroy();
+  sweep(): void {
+    const now = Date.now();
+    for (const conn of this.#connections) {
+      if (conn.busy || now < conn.deadline) continue;
+      try {
+        if (conn.partial) this.#handOver(conn);
+        else conn.socket.destroy();
+      } catch (err) {
+        this.failed(conn, err);
+      }
+    }
   }
 
   /** The client ended its side (Node's server takes half-closed connections): what it sent is still answered. */
@@ -217,11 +227,17 @@ export class FastLane {
       // request still not whole after it (a large body, or a client sending slowly) goes to Node.
       if (conn.partial) return this.#handOver(conn);
       conn.partial = true;
+      // Stalled, it goes to Node at the next sweep, whose header and request timeouts then run.
+      conn.deadline = 0;
       this.#resume(conn);
       return;
     }
     conn.partial = false;
     conn.buffer = request.end === buffer.length ? undefined : buffer.subarray(request.end);
+    // Bytes held past the request in flight (a client sending without waiting): the socket is not
+    // read further until they are served, so the lane holds one read at most, and a client's end
+    // of its side waits behind them (a paused stream keeps its end) for Node, if they go to Node.
+    if (conn.buffer !== undefined) this.#pause(conn);
     conn.busy = true;
     this.#serve(conn, request);
   }
@@ -281,6 +297,7 @@ export class FastLane {
   /** Writes the turn's answers, then serves each connection's next request. */
   writeAnswers(): void {
     this.#scheduled = false;
+    const now = Date.now();
     const count = this.#waiting.length;
     for (let i = 0; i < count; i++) {
       const conn = this.#waiting[i]!;
@@ -295,8 +312,9 @@ export class FastLane {
         continue;
       }
       socket.write(answer);
-      // After the first answer, the connection is a keep-alive one: idle that long, it is closed (as Node's).
-      if (conn.answered++ === 0) socket.setTimeout(this.#server.keepAliveTimeout);
+      // A keep-alive connection idle that long after an answer is closed, as Node closes its own (0: never).
+      const keepAliveMs = this.#server.keepAliveTimeout;
+      conn.deadline = keepAliveMs > 0 ? now + keepAliveMs : Number.POSITIVE_INFINITY;
     }
     for (let i = 0; i < count; i++) {
       const conn = this.#waiting[i]!;
@@ -331,13 +349,16 @@ export class FastLane {
     const socket = conn.socket;
     this.#connections.delete(conn);
     socket.off("data", onData);
-    socket.off("timeout", onTimeout);
     socket.off("error", onError);
     socket.off("close", onClose);
     socket.off("drain", onDrain);
     socket.off("end", onEnd);
     LANES.delete(socket);
-    socket.setTimeout(0);
+    // Bytes cannot be put back before an end already seen (the lane pauses to keep it from coming first).
+    if (socket.readableEnded) {
+      socket.destroy();
+      return;
+    }
     socket.pause();
     if (conn.buffer !== undefined) socket.unshift(conn.buffer);
     conn.buffer = undefined;
@@ -359,11 +380,6 @@ function onData(this: Socket, chunk: Buffer): void {
   } catch (err) {
     conn.lane.failed(conn, err);
   }
-}
-
-function onTimeout(this: Socket): void {
-  const conn = LANES.get(this);
-  if (conn !== undefined) guarded(conn, () => conn.lane.timedOut(conn));
 }
 
 function onError(this: Socket): void {
