@@ -186,7 +186,12 @@ describe("three edge nodes on a three-master Redis Cluster", () => {
       await eventually(() => accepted.length >= moved + 100, 10_000);
       publishing = false;
       await publisher;
-      expect(await eventually(() => sseMessages(sub).length >= accepted.length, 10_000)).toBe(true);
+      const received = await eventually(() => sseMessages(sub).length >= accepted.length, 10_000);
+      // On a miss, which ids and what the stream said besides messages (a rare failure seen once under CI load).
+      const got = new Set(sseMessages(sub).map((m) => m.id as string));
+      const missed = accepted.filter((id) => !got.has(id));
+      const others = sub.events.filter((e) => e.event !== "message").map((e) => `${e.event}: ${e.data}`);
+      expect(received, JSON.stringify({ accepted: accepted.length, moved, missed: missed.slice(0, 20), others })).toBe(true);
       await new Promise((r) => setTimeout(r, 200));
       expect(sub.events.filter((e) => e.event === "reset")).toEqual([]);
       expect(sseMessages(sub).map((m) => m.id)).toEqual(accepted);
