@@ -8,6 +8,7 @@ import { matchPublish, publishAnswer, publishBodyLimit } from "./publish.js";
 import type { PublishHeaders } from "./publish.js";
 import { answerHeaders } from "./raw-response.js";
 import { errorAnswer, refuse } from "./refusals.js";
+import { atTurnEnd } from "./turn-answers.js";
 import type { Matched } from "./routes.js";
 
 /**
@@ -87,12 +88,12 @@ const LANES = new WeakMap<Socket, LaneConnection>();
  * by the code that answered it before, with Node's parser, limits and timeouts. A publish answered
  * here has the same status, headers and body as one answered by Node.
  *
- * Answers are written at the end of the event-loop turn, with every other answer of the turn (see
- * turn-answers.ts for the measured reason). One request is served at a time per connection, and
- * the next is read once the answer is written and drained, so a client that does not read its
- * answers stops being read. A connection idle for `keepAliveTimeout` after an answer (the server's,
- * as Node's own connections), or silent for `headersTimeout` before its first request, is closed
- * (within `FAST_LANE_SWEEP_MS`).
+ * Answers are written at the end of the event-loop turn, with every other answer of the turn
+ * (`atTurnEnd`, turn-answers.ts, with the measured reason). One request is served at a time per
+ * connection, and the next is read once the answer is written and drained, so a client that does
+ * not read its answers stops being read. A connection idle for `keepAliveTimeout` after an answer
+ * (the server's, as Node's own connections), or silent for `headersTimeout` before its first
+ * request, is closed (within `FAST_LANE_SWEEP_MS`).
  *
  * Checked against Node 20.20: `http.Server` takes a connection through its `connection` listener
  * (documented: emitting `connection` injects a socket); the hand-over tests of fast-lane.test.ts
@@ -108,8 +109,6 @@ export class FastLane {
   #keepAlive = "";
   #closing = false;
   readonly #sweeper: NodeJS.Timeout;
-  readonly #waiting: LaneConnection[] = [];
-  #scheduled = false;
 
   constructor(services: Services, server: Server) {
     this.#services = services;
@@ -158,11 +157,7 @@ export class FastLane {
     };
     LANES.set(socket, conn);
     this.#connections.add(conn);
-    socket.on("data", onData);
-    socket.on("error", onError);
-    socket.on("close", onClose);
-    socket.on("drain", onDrain);
-    socket.on("end", onEnd);
+    for (const [event, listener] of LISTENERS) socket.on(event, listener);
   }
 
   /** Bytes came in on `conn`. */
@@ -270,11 +265,7 @@ export class FastLane {
     for (const name in headers) text += name + ": " + headers[name] + "\r\n";
     conn.closeAfter = close || this.#closing;
     conn.answer = text + "Date: " + httpDate() + (conn.closeAfter ? "\r\nConnection: close\r\n\r\n" : this.#keepAliveHeaders()) + body;
-    this.#waiting.push(conn);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(writeAnswers, this);
-    }
+    atTurnEnd(writeAnswer, conn);
   }
 
   /** `Connection` and `Keep-Alive` as Node writes them for the server's `keepAliveTimeout` (which may change while running). */
@@ -294,38 +285,23 @@ export class FastLane {
     conn.socket.destroy();
   }
 
-  /** Writes the turn's answers, then serves each connection's next request. */
-  writeAnswers(): void {
-    this.#scheduled = false;
-    const now = Date.now();
-    const count = this.#waiting.length;
-    for (let i = 0; i < count; i++) {
-      const conn = this.#waiting[i]!;
-      const { socket } = conn;
-      const answer = conn.answer;
-      conn.answer = "";
-      conn.busy = false;
-      if (socket.destroyed) continue;
-      if (conn.closeAfter) {
-        conn.buffer = undefined;
-        socket.end(answer);
-        continue;
-      }
-      socket.write(answer);
-      // A keep-alive connection idle that long after an answer is closed, as Node closes its own (0: never).
-      const keepAliveMs = this.#server.keepAliveTimeout;
-      conn.deadline = keepAliveMs > 0 ? now + keepAliveMs : Number.POSITIVE_INFINITY;
+  /** Writes `conn`'s answer (at the end of the turn it was given in), then serves its next request. */
+  writeAnswer(conn: LaneConnection): void {
+    const { socket } = conn;
+    const answer = conn.answer;
+    conn.answer = "";
+    conn.busy = false;
+    if (socket.destroyed) return;
+    if (conn.closeAfter) {
+      conn.buffer = undefined;
+      socket.end(answer);
+      return;
     }
-    for (let i = 0; i < count; i++) {
-      const conn = this.#waiting[i]!;
-      if (conn.socket.destroyed || conn.closeAfter || !this.#connections.has(conn)) continue;
-      try {
-        this.#next(conn);
-      } catch (err) {
-        this.failed(conn, err);
-      }
-    }
-    this.#waiting.splice(0, count);
+    socket.write(answer);
+    // A keep-alive connection idle that long after an answer is closed, as Node closes its own (0: never).
+    const keepAliveMs = this.#server.keepAliveTimeout;
+    conn.deadline = keepAliveMs > 0 ? Date.now() + keepAliveMs : Number.POSITIVE_INFINITY;
+    if (this.#connections.has(conn)) this.#next(conn);
   }
 
   #pause(conn: LaneConnection): void {
@@ -348,11 +324,7 @@ export class FastLane {
   #handOver(conn: LaneConnection): void {
     const socket = conn.socket;
     this.#connections.delete(conn);
-    socket.off("data", onData);
-    socket.off("error", onError);
-    socket.off("close", onClose);
-    socket.off("drain", onDrain);
-    socket.off("end", onEnd);
+    for (const [event, listener] of LISTENERS) socket.off(event, listener);
     LANES.delete(socket);
     // Bytes cannot be put back before an end already seen (the lane pauses to keep it from coming first).
     if (socket.readableEnded) {
@@ -402,6 +374,15 @@ function onEnd(this: Socket): void {
   if (conn !== undefined) guarded(conn, () => conn.lane.endedBy(conn));
 }
 
+/** The lane's listeners of a socket: added when it opens, removed when it goes to Node. */
+const LISTENERS = [
+  ["data", onData],
+  ["error", onError],
+  ["close", onClose],
+  ["drain", onDrain],
+  ["end", onEnd],
+] as const satisfies readonly (readonly [string, (this: Socket, ...args: never[]) => void])[];
+
 function guarded(conn: LaneConnection, work: () => void): void {
   try {
     work();
@@ -410,8 +391,12 @@ function guarded(conn: LaneConnection, work: () => void): void {
   }
 }
 
-function writeAnswers(lane: FastLane): void {
-  lane.writeAnswers();
+function writeAnswer(conn: LaneConnection): void {
+  try {
+    conn.lane.writeAnswer(conn);
+  } catch (err) {
+    conn.lane.failed(conn, err);
+  }
 }
 
 /** What makes a head not plain: a byte other than visible ASCII, space or tab, or a CR or LF not in a CRLF pair. */

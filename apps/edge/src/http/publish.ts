@@ -64,7 +64,11 @@ export function publishBodyLimit(services: Services, match: Matched): number {
 }
 
 /** The request headers a publish reads, by lower-case name, as Node's `req.headers` holds them. */
-export type PublishHeaders = Readonly<Partial<Record<"authorization" | "content-type" | "idempotency-key", string | string[]>>>;
+export interface PublishHeaders {
+  readonly authorization?: string | undefined;
+  readonly "content-type"?: string | undefined;
+  readonly "idempotency-key"?: string | string[] | undefined;
+}
 
 /**
  * Publishes what the request to `match` (a publish route) carries, and answers the 200 body's JSON
@@ -87,9 +91,9 @@ async function publish(
   const started = performance.now();
   const { tenancy, config } = services;
   const topic = { plateId: plateParam(plate), pattern: false, channel: channelParam(channel) } as const;
-  const key = await tenancy.authenticate(topic.plateId, single(headers.authorization));
+  const key = await tenancy.authenticate(topic.plateId, headers.authorization);
   tenancy.authorize(key, "publish", topic);
-  requireJsonType(single(headers["content-type"]));
+  requireJsonType(headers["content-type"]);
   const { body, event, volatile } = messageBody(await readBody(config.maxMessageBytes));
   const idempotencyKey = idempotencyKeyHeader(headers["idempotency-key"]);
   // Idempotency keys belong to the API key that sends them: another key's use of one neither
@@ -116,8 +120,8 @@ async function publishBatch(services: Services, headers: PublishHeaders, readBod
   const started = performance.now();
   const { tenancy, config } = services;
   const plateId = plateParam(plate);
-  const key = await tenancy.authenticate(plateId, single(headers.authorization));
-  requireJsonType(single(headers["content-type"]));
+  const key = await tenancy.authenticate(plateId, headers.authorization);
+  requireJsonType(headers["content-type"]);
   const parsed = parseJson(await readBody(config.maxBatchBytes), 'send {"messages": [{"channel": "...", "message": <any JSON value>}, ...]}.');
   const messages = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as { messages?: unknown }).messages : undefined;
   if (!Array.isArray(messages) || messages.length === 0 || messages.length > BATCH_MAX_MESSAGES) {
@@ -151,11 +155,6 @@ async function publishBatch(services: Services, headers: PublishHeaders, readBod
   services.metrics.publishSeconds.observe((performance.now() - started) / 1000);
   const answers = (outcomes as Message[]).map((m) => '{"id":"' + m.id + '","channel":"' + m.channel + '","timestamp":"' + m.timestamp + '"}');
   return '{"data":[' + answers.join(",") + "]}";
-}
-
-/** A header Node gives as one string (`authorization`, `content-type`): never an array there. */
-function single(value: string | string[] | undefined): string | undefined {
-  return typeof value === "string" ? value : value?.[0];
 }
 
 /** Visible ASCII, 1 to 255 characters: what an `Idempotency-Key` may hold. */
