@@ -54,6 +54,8 @@ runBrokerContract("redis cluster", () => {
 
 /** How long a test that moves slots may take, in ms: two slot moves and their bounded waits fit in it. */
 const SLOT_MOVE_TEST_MS = 60_000;
+/** A slot-map reread period no test outlasts: such a broker rereads the map only after a MOVED. */
+const STALE_SLOT_MAP_MS = 3_600_000;
 
 describe("RedisBroker on Redis Cluster", () => {
   it("keeps each plate in one hash slot and publishes through sharded pub/sub: the cluster bus carries no classic PUBLISH", async () => {
@@ -159,6 +161,31 @@ describe("RedisBroker on Redis Cluster", () => {
     // Above the sum of the waits inside, each bounded with its own failure (a slot move alone may
     // take a 5 s MIGRATE and 10 s to settle): at 30 s a slow but correct run timed out in CI
     // without saying which step was slow.
+  }, SLOT_MOVE_TEST_MS);
+
+  it("subscribes where a plate's slot is now when the slot map it holds is stale: on a master's connection already up and on a new one, the subscribe follows the slot, and delivers", async () => {
+    const publisher = await readyBroker();
+    // Neither reads the slot map again by the clock: only a MOVED makes them (a slot moved unseen).
+    const withLink = await readyBroker({ clusterRefreshMs: STALE_SLOT_MAP_MS });
+    const withoutLink = await readyBroker({ clusterRefreshMs: STALE_SLOT_MAP_MS });
+    const [plate, from] = [...(await platesOnEveryMaster())][0]!;
+    let neighbour = "";
+    for (let i = 0; neighbour === ""; i++) {
+      const candidate = `n${i}-${randomBytes(3).toString("hex")}`;
+      if (keySlot(candidate) !== keySlot(plate) && (await cluster.nodeForSlot(keySlot(candidate))).id === from.id) neighbour = candidate;
+    }
+    const got: string[] = [];
+    // `withLink` has a subscribed connection to `from`; `withoutLink` has none.
+    await withLink.subscribe(exact(neighbour, "near"), (m) => got.push(`neighbour:${m.body}`));
+    const to = (await cluster.masters()).find((m) => m.id !== from.id)!;
+    await cluster.migrateSlot(keySlot(plate), from, to);
+
+    await withLink.subscribe(exact(plate, "moved"), (m) => got.push(`withLink:${m.body}`));
+    await withoutLink.subscribe(exact(plate, "moved"), (m) => got.push(`withoutLink:${m.body}`));
+    await publisher.publish(message(plate, "moved", "after"));
+    await publisher.publish(message(neighbour, "near", "after"));
+    expect(await until(() => got.length >= 3)).toBe(true);
+    expect(got.sort()).toEqual(["neighbour:after", "withLink:after", "withoutLink:after"]);
   }, SLOT_MOVE_TEST_MS);
 
   it("finds a master's subscriber connection deaf when its probe stops coming back, cuts only that master's plates, and delivers again", async () => {

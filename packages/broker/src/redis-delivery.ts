@@ -160,6 +160,8 @@ interface Wanted {
   readonly slot: number;
   /** The link it belongs to now (its slot's master when it was placed). */
   link: Link | undefined;
+  /** Wakes the `add` waiting on it, when the slot map moves it to another link. */
+  moved: (() => void) | undefined;
 }
 
 /** One subscriber connection to one cluster master. */
@@ -174,9 +176,14 @@ interface Link {
   subscribed: boolean;
   /** The names whose delivery this link cut; they are told "restored" once subscribed again. */
   readonly cut: Set<string>;
-  /** Whether it was ever subscribed; until then `opened` settles when it is, or fails to connect. */
+  /**
+   * Whether it was ever subscribed; until then `opened` settles when it is, or fails when it cannot
+   * connect or is dropped (its names moved to other masters' links).
+   */
   everSubscribed: boolean;
   readonly opened: Promise<void>;
+  /** Fails `opened` (once settled, does nothing). */
+  readonly abandon: (err: Error) => void;
 }
 
 /**
@@ -227,24 +234,42 @@ export class ShardedDelivery implements Delivery {
     return !this.#closed;
   }
 
+  /**
+   * Subscribes `name` at its slot's master. The slot map read last may be stale (a slot moved
+   * since): a master's MOVED has the map read again (see `#open`), and a name the map moves to
+   * another master's link while this waits is followed there, so the subscribe ends where the slot
+   * is now, or fails; it never waits on a link that was dropped.
+   */
   async add(name: string, plateId: PlateId | undefined): Promise<void> {
-    const wanted: Wanted = { plateId, slot: keySlot(name), link: undefined };
+    const wanted: Wanted = { plateId, slot: keySlot(name), link: undefined, moved: undefined };
     this.#wanted.set(name, wanted);
-    const link = this.#place(name, wanted);
-    if (link === undefined) {
+    if (this.#place(name, wanted) === undefined) {
       this.#wanted.delete(name);
       throw new Error(`no master is known for hash slot ${wanted.slot}`);
     }
-    try {
-      if (link.subscribed) await link.redis.ssubscribe(name);
-      // A link being made subscribes every name it holds once connected; one that was up and
-      // dropped is down (its master died): this plate fails until the slot map moves it.
-      else if (link.everSubscribed) throw new Error(`the master of hash slot ${wanted.slot} (${link.nodeKey}) is unreachable`);
-      else await link.opened;
-    } catch (err) {
-      if (this.#wanted.get(name) === wanted) this.#forget(name, wanted);
-      throw err;
+    for (;;) {
+      const link = wanted.link!;
+      const moved = new Promise<void>((resolve) => (wanted.moved = resolve));
+      try {
+        await Promise.race([this.#subscribeOn(link, name, wanted.slot), moved]);
+      } catch (err) {
+        if (this.#wanted.get(name) === wanted && wanted.link !== undefined && wanted.link !== link) continue;
+        if (this.#wanted.get(name) === wanted) this.#forget(name, wanted);
+        throw err;
+      } finally {
+        wanted.moved = undefined;
+      }
+      if (this.#wanted.get(name) !== wanted || wanted.link === undefined || wanted.link === link) return;
     }
+  }
+
+  /** Subscribes `name` on `link`: now if it is subscribed, else when it first is. */
+  async #subscribeOn(link: Link, name: string, slot: number): Promise<void> {
+    if (link.subscribed) await link.redis.ssubscribe(name);
+    // A link being made subscribes every name it holds once connected; one that was up and
+    // dropped is down (its master died): this plate fails until the slot map moves it.
+    else if (link.everSubscribed) throw new Error(`the master of hash slot ${slot} (${link.nodeKey}) is unreachable`);
+    else await link.opened;
   }
 
   async remove(name: string): Promise<void> {
@@ -298,6 +323,7 @@ export class ShardedDelivery implements Delivery {
     const link: Link = {
       everSubscribed: false,
       opened,
+      abandon: (err) => settle?.(err),
       nodeKey,
       redis,
       names: new Set(),
@@ -320,6 +346,9 @@ export class ShardedDelivery implements Delivery {
       if (!link.everSubscribed) settle?.(new Error(`the master ${nodeKey} is unreachable`));
       this.#cutLink(link);
     });
+    // ioredis answers a SSUBSCRIBE refused with MOVED (a slot this master no longer holds) with
+    // this event only; the command waits for its timeout. The map read again moves the name.
+    redis.on("moved", () => this.#cluster.refreshSlotsCache());
     redis.on("error", (err: Error) => {
       // A slot moved away: Redis unsubscribes its shard channels unasked, which ioredis reports
       // as a reply no command waited for. The slot map is read again, which moves the names.
@@ -333,6 +362,7 @@ export class ShardedDelivery implements Delivery {
   }
 
   async #drop(link: Link): Promise<void> {
+    link.abandon(new Error(`the subscriber connection to ${link.nodeKey} was dropped`));
     link.probe.stop();
     link.subscribed = false;
     link.redis.removeAllListeners("close");
@@ -442,6 +472,7 @@ export class ShardedDelivery implements Delivery {
           void this.#drop(from);
         }
         const to = this.#place(name, wanted)!;
+        wanted.moved?.();
         if (wasCut) to.cut.add(name);
         let moved = moves.get(to);
         if (moved === undefined) moves.set(to, (moved = []));
