@@ -54,6 +54,22 @@ runBrokerContract("redis cluster", () => {
 
 /** How long a test that moves slots may take, in ms: two slot moves and their bounded waits fit in it. */
 const SLOT_MOVE_TEST_MS = 60_000;
+/** How long one step of a slot-move test may take, in ms, before it fails naming the step. */
+const STEP_MS = 15_000;
+
+/** `promise`, or a failure naming `what` if it has not settled within `STEP_MS`: a hang says where it was. */
+async function step<T>(what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${STEP_MS} ms`)), STEP_MS);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A slot-map reread period no test outlasts: such a broker rereads the map only after a MOVED. */
 const STALE_SLOT_MAP_MS = 3_600_000;
 
@@ -140,21 +156,21 @@ describe("RedisBroker on Redis Cluster", () => {
   it("moves a subscription whose slot migrates: its plate is cut and restored, nothing published after the move is missed", async () => {
     const publisher = await readyBroker();
     const subscriber = await readyBroker();
-    const placed = await platesOnEveryMaster();
+    const placed = await step("placing plates on every master", platesOnEveryMaster());
     const [plate, from] = [...placed][1]!;
     const masters = await cluster.masters();
     const to = masters.find((m) => m.id !== from.id)!;
     const gaps: string[] = [];
     subscriber.onGap((phase, plates) => gaps.push(`${phase}:${plates === undefined ? "*" : [...plates].join(",")}`));
     const got: string[] = [];
-    await subscriber.subscribe(exact(plate, "moving"), (m) => got.push(m.body));
-    await publisher.publish(message(plate, "moving", "before"));
+    await step("subscribing", subscriber.subscribe(exact(plate, "moving"), (m) => got.push(m.body)));
+    await step("publishing before the move", publisher.publish(message(plate, "moving", "before")));
     expect(await until(() => got.includes("before"))).toBe(true);
 
-    await cluster.migrateSlot(keySlot(plate), from, to);
+    await step("moving the slot", cluster.migrateSlot(keySlot(plate), from, to));
     expect(await until(() => gaps.includes(`restored:${plate}`), 10_000)).toBe(true);
     expect(gaps).toEqual([`cut:${plate}`, `restored:${plate}`]);
-    await publisher.publish(message(plate, "moving", "after"));
+    await step("publishing after the move", publisher.publish(message(plate, "moving", "after")));
     expect(await until(() => got.includes("after"))).toBe(true);
     const owner = await cluster.nodeForSlot(keySlot(plate));
     expect(owner.id).toBe(to.id);
