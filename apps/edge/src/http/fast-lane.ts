@@ -399,8 +399,12 @@ function writeAnswer(conn: LaneConnection): void {
   }
 }
 
-/** What makes a head not plain: a byte other than visible ASCII, space or tab, or a CR or LF not in a CRLF pair. */
-const NOT_PLAIN_HEAD = /[^\t\x20-\x7e\r\n]|\r(?!\n)|(?:^|[^\r])\n/;
+/**
+ * What makes a header line (split at CRLF) not plain: a byte other than visible ASCII, space or
+ * tab; so also a CR or LF not in a CRLF pair. One character class per line: the head tested at
+ * once with the pairs' lookarounds was 4% of a publish's instructions.
+ */
+const NOT_PLAIN_LINE = /[^\t\x20-\x7e]/;
 /** The request line the lane serves: `POST`, an origin-form target, HTTP/1.1. */
 const REQUEST_LINE = /^POST (\/[\x21-\x7e]*) HTTP\/1\.1$/;
 /** A header name (RFC 9110 token). */
@@ -420,8 +424,8 @@ function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof E
   if (headEnd < 0) return buffer.length > FAST_LANE_MAX_HEAD_BYTES ? ELSEWHERE : INCOMPLETE;
   if (headEnd > FAST_LANE_MAX_HEAD_BYTES) return ELSEWHERE;
   const head = buffer.toString("latin1", 0, headEnd);
-  if (NOT_PLAIN_HEAD.test(head)) return ELSEWHERE;
   const lines = head.split("\r\n");
+  // Visible ASCII only, as the header lines below are.
   const target = REQUEST_LINE.exec(lines[0]!);
   if (target === null) return ELSEWHERE;
   const url = target[1]!;
@@ -433,6 +437,7 @@ function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof E
   let close = false;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
+    if (NOT_PLAIN_LINE.test(line)) return ELSEWHERE;
     const colon = line.indexOf(":");
     if (colon <= 0) return ELSEWHERE;
     const name = line.slice(0, colon);
