@@ -190,7 +190,7 @@ local function refuse(at, answer)
   if batchKey then redis.call('SET', batchKey, '1', 'PX', batchMs) end
   return answer
 end
--- The sweep's effect if it ran now (see the budget in run()): written only with a message it let in.
+-- The sweep's effect if it ran now (see the budget in the runs below): written only with a message it let in.
 local function plan(channel)
   local upTo = now - ageMs
   local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. state.cut, upTo, 'WITHSCORES', 'LIMIT', 0, 1000)
@@ -219,238 +219,238 @@ end
 local recorded = {}
 local replies = {}
 
--- Messages first..last: one channel. Each is weighed in turn, as if published alone;
--- what the accepted ones write is written once for the run (one trim, one marks and size update),
--- apart from each one's XADD, PUBLISH and idempotency record.
-local function run(first, last)
-  local f = (first - 1) * 14
-  local stream, marks, channel = M[f + 3], M[f + 4], M[f + 2]
-  local cutMs = now - ageMs
-  -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
-  -- by position (1 = oldest; the run's own entries come after \`len\`).
-  local len, lastDropped = 0, false
-  local ids, bytes = {}, {}
-  local aged = 0
-  if count > 0 then
-    len = redis.call('XLEN', stream)
-    -- XLEN is 0 only for a stream that expired (or never was): trimming always keeps the newest
-    -- entry. Whatever it held up to the channel's last id is gone.
-    if len == 0 then lastDropped = redis.call('HGET', marks, 'last') end
-    if len > 0 then
-      local over = math.min(len, math.max(0, len + (last - first + 1) - count))
-      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', over + 1)
-      for i = 1, #oldest do
-        ids[i] = oldest[i][1]
-        bytes[i] = #oldest[i][2][2] + entryBytes
-      end
-      -- The first entry past those tells whether the age trim goes further (every entry before
-      -- the cut goes at the run's first publish).
-      local kept = oldest[#oldest]
-      if tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
-        local older = redis.call('XRANGE', stream, '(' .. kept[1], '(' .. cutMs .. '-0')
-        for i = 1, #older do
-          ids[#ids + 1] = older[i][1]
-          bytes[#bytes + 1] = #older[i][2][2] + entryBytes
-        end
-        aged = #ids
-      elseif tonumber(string.match(ids[1], '^(%d+)')) < cutMs then
-        -- (Entries are in time order: when the oldest is younger than the cut, none is older.)
-        for i = 1, #ids do
-          if tonumber(string.match(ids[i], '^(%d+)')) < cutMs then aged = i end
-        end
-      end
-    end
-  end
-  local channelSize = false
-  -- The accepted messages, in order: their positions, payloads and places in M.
-  local accepted, accOrder, accPayload, accMsg = 0, {}, {}, {}
-  local dropTo = 0
-  local pendingMark, pendingIdems = 0, 0
-  for i = first, last do
-    local at = (i - 1) * 14
-    local idemMs, idemKey, batchKey = M[at + 12], M[at + 13], M[at + 14]
-    local reply = false
-    if batchKey and redis.call('EXISTS', batchKey) == 1 then reply = '4' end
-    if not reply and idemMs > 0 then
-      local prior = recorded[idemKey] or redis.call('GET', idemKey)
-      if prior then reply = '0 ' .. prior end
-    end
-    if not reply and (rated or accounted) and not state then readState() end
-    local n, b
-    if not reply and rated then
-      local takeN, takeB = M[at + 10], M[at + 11]
-      local elapsed = 0
-      if state.at then elapsed = math.max(0, now - state.at) end
-      n, b = burst, bBurst
-      if state.n then n = math.min(burst, state.n + elapsed * perS / 1000) end
-      if state.b then b = math.min(bBurst, state.b + elapsed * bPerS / 1000) end
-      local wait = 0
-      if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
-      if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
-      if wait > 0 then reply = refuse(at, '2 ' .. wait) end
-      if perS > 0 then n = n - takeN end
-      if bPerS > 0 then b = b - takeB end
-    end
-    if not reply then
-      local ms, seq = now, 0
-      if headMs and headMs >= now then
-        ms = headMs
-        seq = headSeq + 1
-      end
-      -- %d: integer formatting (\`..\` formats a number as a float, %.14g, several times slower).
-      local order = string.format('%d-%d', ms, seq)
-      local id = epoch .. '_' .. order
-      local ts = M[at + 5]
-      local payload = M[at + 7] .. id .. SEP .. ts .. SEP .. M[at + 8] .. M[at + 6]
-      -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
-      -- past the age.
-      local to = dropTo
-      if count > 0 then to = math.max(dropTo, aged, len + accepted + 1 - count) end
-      local freed = 0
-      for p = dropTo + 1, to do freed = freed + bytes[p] end
-      -- The budget: its counts as they are (with this run's marks and records not yet written),
-      -- then, when due (or to spare a refusal), the sweep's effect: channels whose stream expired
-      -- since the last cut stop counting, and marks past their life.
-      local known, size, total, streams, remembered, idems
-      local sweep = false
-      if accounted then
-        if channelSize == false then channelSize = tonumber(redis.call('HGET', KEYS[4], channel)) end
-        if now - state.sw >= sweepMs then sweep = plan(channel) end
-        local refusal
-        while true do
-          known = channelSize
-          total, streams = state.total, state.streams
-          remembered, idems = state.remembered + pendingMark, state.idems + pendingIdems
-          if sweep then
-            idems = idems - sweep.lapsed
-            if sweep.here then known = nil end
-            total = total - sweep.freed
-            streams = streams - sweep.streams
-            remembered = remembered - sweep.forgotten
-          end
-          -- A stream that expired since the last sweep stops counting now (the sweep would not
-          -- see it once this publish renews the channel's last publish).
-          if known and count > 0 and len == 0 and accepted == 0 then
-            total = total - known
-            streams = streams - 1
-            known = nil
-          end
-          size = known
-          if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
-          local newStream = count > 0 and not known
-          refusal = false
-          if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = '3 channels ' .. budgetChannels end
-          if not refusal and budgetBytes > 0 then
-            local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
-            local after = before + (size or 0) - (known or 0)
-            if idemMs > 0 then after = after + idemBytes end
-            if newStream then after = after + streamBytes + markBytes end
-            if after > budgetBytes and after > before then refusal = '3 bytes ' .. budgetBytes end
-          end
-          -- Refused before a sweep: sweep first, and weigh again.
-          if not refusal or sweep then break end
-          sweep = plan(channel)
-        end
-        if refusal then reply = refuse(at, refusal) end
-      end
-      if not reply then
-        reply = '1 ' .. id
-        headMs, headSeq, advanced = ms, seq, true
-        accepted = accepted + 1
-        accOrder[accepted], accPayload[accepted], accMsg[accepted] = order, payload, at
-        if count > 0 then
-          ids[len + accepted] = order
-          bytes[len + accepted] = #payload + entryBytes
-        end
-        dropTo = to
-        if rated then state.n, state.b, state.at = n, b, now end
-        if accounted then
-          if sweep then
-            sweepDue = sweep
-            state.cut, state.sw, state.swept = sweep.cut, now, true
-            state.remembered = remembered - pendingMark
-            state.idems = idems - pendingIdems
-          end
-          state.total, state.streams = total, streams
-          if count > 0 then
-            if not known then
-              state.streams = state.streams + 1
-              pendingMark = 1
-            end
-            state.total = state.total + size - (known or 0)
-            channelSize = size
-          end
-          if idemMs > 0 then
-            pendingIdems = pendingIdems + 1
-            idemLife = math.max(idemLife, idemMs)
-          end
-        end
-        if idemMs > 0 then recorded[idemKey] = id .. SEP .. ts .. SEP .. channel end
-      end
-    end
-    replies[i] = reply
-  end
-  if accepted == 0 then return end
-  -- The run's writes. The first adds: a Redis at maxmemory refuses a script only at its first
-  -- write, so a deletion first would let the rest of the script grow memory past it.
-  local lastOrder = accOrder[accepted]
-  if count == 0 then lastDropped = lastOrder end
-  if dropTo > 0 then lastDropped = ids[dropTo] end
-  if lastDropped then
-    redis.call('HSET', marks, 'last', lastOrder, 'dropped', lastDropped)
-  else
-    redis.call('HSET', marks, 'last', lastOrder)
-  end
-  writeSweep()
-  redis.call('PEXPIRE', marks, markArg)
-  if count > 0 then
-    -- The last XADD trims by count for the whole run.
-    for j = 1, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
-    redis.call('XADD', stream, 'MAXLEN', countArg, lastOrder, 'm', accPayload[accepted])
-    if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
-    redis.call('PEXPIRE', stream, ageArg)
-  end
-  if accounted then
-    if count > 0 and channelSize then redis.call('HSET', KEYS[4], channel, channelSize) end
-    -- ZADD answers 1 for a channel it did not hold: one more remembered.
-    state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
-  end
-  -- Pub/sub: a run of one message, or every message on its own, as it is; else the run at once,
-  -- its payloads after the batch mark, separated by U+001E (which no payload holds). Each PUBLISH
-  -- is a redis.call: one per run instead of one per message.
-  local lives = {}
-  for j = 1, accepted do
-    local pre = M[accMsg[j] + 9]
-    if pre == '' then lives[j] = accPayload[j] else lives[j] = pre .. accPayload[j] end
-  end
-  if batchMark == '' or accepted == 1 then
-    for _, live in ipairs(lives) do
-      redis.call(PUB, channelPrefix .. channel, live)
-      redis.call(PUB, plateWide, channel .. live)
-    end
-  else
-    -- The mark joined to the first payload, not to the whole run (a copy of it the fewer).
-    lives[1] = batchMark .. lives[1]
-    local all = table.concat(lives, '\\30')
-    redis.call(PUB, channelPrefix .. channel, all)
-    redis.call(PUB, plateWide, channel .. all)
-  end
-  for j = 1, accepted do
-    local at = accMsg[j]
-    local idemMs, idemKey = M[at + 12], M[at + 13]
-    if idemMs > 0 then
-      redis.call('SET', idemKey, recorded[idemKey], 'PX', idemMs)
-      -- An idempotency key is remembered for its window: it counts until then.
-      if accounted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + idemMs, idemKey) end
-    end
-  end
-end
-
+-- The runs: messages first..last to one channel. Each message is weighed in turn, as if published
+-- alone; what the accepted ones write is written once for the run (one trim, one marks and size
+-- update), apart from each one's XADD, PUBLISH and idempotency record.
 local first = 1
 while first <= messages do
   local last = first
   while last < messages and not M[last * 14 + 1] do last = last + 1 end
-  run(first, last)
+  -- The run, here and not in a function of its own: that closure, made every script, captured
+  -- some forty of the locals above, each a search of the open upvalues.
+  repeat
+    local f = (first - 1) * 14
+    local stream, marks, channel = M[f + 3], M[f + 4], M[f + 2]
+    local cutMs = now - ageMs
+    -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
+    -- by position (1 = oldest; the run's own entries come after \`len\`).
+    local len, lastDropped = 0, false
+    local ids, bytes = {}, {}
+    local aged = 0
+    if count > 0 then
+      len = redis.call('XLEN', stream)
+      -- XLEN is 0 only for a stream that expired (or never was): trimming always keeps the newest
+      -- entry. Whatever it held up to the channel's last id is gone.
+      if len == 0 then lastDropped = redis.call('HGET', marks, 'last') end
+      if len > 0 then
+        local over = math.min(len, math.max(0, len + (last - first + 1) - count))
+        local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', over + 1)
+        for i = 1, #oldest do
+          ids[i] = oldest[i][1]
+          bytes[i] = #oldest[i][2][2] + entryBytes
+        end
+        -- The first entry past those tells whether the age trim goes further (every entry before
+        -- the cut goes at the run's first publish).
+        local kept = oldest[#oldest]
+        if tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
+          local older = redis.call('XRANGE', stream, '(' .. kept[1], '(' .. cutMs .. '-0')
+          for i = 1, #older do
+            ids[#ids + 1] = older[i][1]
+            bytes[#bytes + 1] = #older[i][2][2] + entryBytes
+          end
+          aged = #ids
+        elseif tonumber(string.match(ids[1], '^(%d+)')) < cutMs then
+          -- (Entries are in time order: when the oldest is younger than the cut, none is older.)
+          for i = 1, #ids do
+            if tonumber(string.match(ids[i], '^(%d+)')) < cutMs then aged = i end
+          end
+        end
+      end
+    end
+    local channelSize = false
+    -- The accepted messages, in order: their positions, payloads and places in M.
+    local accepted, accOrder, accPayload, accMsg = 0, {}, {}, {}
+    local dropTo = 0
+    local pendingMark, pendingIdems = 0, 0
+    for i = first, last do
+      local at = (i - 1) * 14
+      local idemMs, idemKey, batchKey = M[at + 12], M[at + 13], M[at + 14]
+      local reply = false
+      if batchKey and redis.call('EXISTS', batchKey) == 1 then reply = '4' end
+      if not reply and idemMs > 0 then
+        local prior = recorded[idemKey] or redis.call('GET', idemKey)
+        if prior then reply = '0 ' .. prior end
+      end
+      if not reply and (rated or accounted) and not state then readState() end
+      local n, b
+      if not reply and rated then
+        local takeN, takeB = M[at + 10], M[at + 11]
+        local elapsed = 0
+        if state.at then elapsed = math.max(0, now - state.at) end
+        n, b = burst, bBurst
+        if state.n then n = math.min(burst, state.n + elapsed * perS / 1000) end
+        if state.b then b = math.min(bBurst, state.b + elapsed * bPerS / 1000) end
+        local wait = 0
+        if perS > 0 and n < takeN then wait = math.ceil((takeN - n) * 1000 / perS) end
+        if bPerS > 0 and b < takeB then wait = math.max(wait, math.ceil((takeB - b) * 1000 / bPerS)) end
+        if wait > 0 then reply = refuse(at, '2 ' .. wait) end
+        if perS > 0 then n = n - takeN end
+        if bPerS > 0 then b = b - takeB end
+      end
+      if not reply then
+        local ms, seq = now, 0
+        if headMs and headMs >= now then
+          ms = headMs
+          seq = headSeq + 1
+        end
+        -- %d: integer formatting (\`..\` formats a number as a float, %.14g, several times slower).
+        local order = string.format('%d-%d', ms, seq)
+        local id = epoch .. '_' .. order
+        local ts = M[at + 5]
+        local payload = M[at + 7] .. id .. SEP .. ts .. SEP .. M[at + 8] .. M[at + 6]
+        -- What publishing it would drop: the oldest entries past \`count\`, and (at the first) those
+        -- past the age.
+        local to = dropTo
+        if count > 0 then to = math.max(dropTo, aged, len + accepted + 1 - count) end
+        local freed = 0
+        for p = dropTo + 1, to do freed = freed + bytes[p] end
+        -- The budget: its counts as they are (with this run's marks and records not yet written),
+        -- then, when due (or to spare a refusal), the sweep's effect: channels whose stream expired
+        -- since the last cut stop counting, and marks past their life.
+        local known, size, total, streams, remembered, idems
+        local sweep = false
+        if accounted then
+          if channelSize == false then channelSize = tonumber(redis.call('HGET', KEYS[4], channel)) end
+          if now - state.sw >= sweepMs then sweep = plan(channel) end
+          local refusal
+          while true do
+            known = channelSize
+            total, streams = state.total, state.streams
+            remembered, idems = state.remembered + pendingMark, state.idems + pendingIdems
+            if sweep then
+              idems = idems - sweep.lapsed
+              if sweep.here then known = nil end
+              total = total - sweep.freed
+              streams = streams - sweep.streams
+              remembered = remembered - sweep.forgotten
+            end
+            -- A stream that expired since the last sweep stops counting now (the sweep would not
+            -- see it once this publish renews the channel's last publish).
+            if known and count > 0 and len == 0 and accepted == 0 then
+              total = total - known
+              streams = streams - 1
+              known = nil
+            end
+            size = known
+            if count > 0 then size = math.max(0, (known or 0) - freed) + #payload + entryBytes end
+            local newStream = count > 0 and not known
+            refusal = false
+            if newStream and budgetChannels > 0 and streams >= budgetChannels then refusal = '3 channels ' .. budgetChannels end
+            if not refusal and budgetBytes > 0 then
+              local before = total + streams * streamBytes + remembered * markBytes + idems * idemBytes
+              local after = before + (size or 0) - (known or 0)
+              if idemMs > 0 then after = after + idemBytes end
+              if newStream then after = after + streamBytes + markBytes end
+              if after > budgetBytes and after > before then refusal = '3 bytes ' .. budgetBytes end
+            end
+            -- Refused before a sweep: sweep first, and weigh again.
+            if not refusal or sweep then break end
+            sweep = plan(channel)
+          end
+          if refusal then reply = refuse(at, refusal) end
+        end
+        if not reply then
+          reply = '1 ' .. id
+          headMs, headSeq, advanced = ms, seq, true
+          accepted = accepted + 1
+          accOrder[accepted], accPayload[accepted], accMsg[accepted] = order, payload, at
+          if count > 0 then
+            ids[len + accepted] = order
+            bytes[len + accepted] = #payload + entryBytes
+          end
+          dropTo = to
+          if rated then state.n, state.b, state.at = n, b, now end
+          if accounted then
+            if sweep then
+              sweepDue = sweep
+              state.cut, state.sw, state.swept = sweep.cut, now, true
+              state.remembered = remembered - pendingMark
+              state.idems = idems - pendingIdems
+            end
+            state.total, state.streams = total, streams
+            if count > 0 then
+              if not known then
+                state.streams = state.streams + 1
+                pendingMark = 1
+              end
+              state.total = state.total + size - (known or 0)
+              channelSize = size
+            end
+            if idemMs > 0 then
+              pendingIdems = pendingIdems + 1
+              idemLife = math.max(idemLife, idemMs)
+            end
+          end
+          if idemMs > 0 then recorded[idemKey] = id .. SEP .. ts .. SEP .. channel end
+        end
+      end
+      replies[i] = reply
+    end
+    if accepted == 0 then break end
+    -- The run's writes. The first adds: a Redis at maxmemory refuses a script only at its first
+    -- write, so a deletion first would let the rest of the script grow memory past it.
+    local lastOrder = accOrder[accepted]
+    if count == 0 then lastDropped = lastOrder end
+    if dropTo > 0 then lastDropped = ids[dropTo] end
+    if lastDropped then
+      redis.call('HSET', marks, 'last', lastOrder, 'dropped', lastDropped)
+    else
+      redis.call('HSET', marks, 'last', lastOrder)
+    end
+    writeSweep()
+    redis.call('PEXPIRE', marks, markArg)
+    if count > 0 then
+      -- The last XADD trims by count for the whole run.
+      for j = 1, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
+      redis.call('XADD', stream, 'MAXLEN', countArg, lastOrder, 'm', accPayload[accepted])
+      if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
+      redis.call('PEXPIRE', stream, ageArg)
+    end
+    if accounted then
+      if count > 0 and channelSize then redis.call('HSET', KEYS[4], channel, channelSize) end
+      -- ZADD answers 1 for a channel it did not hold: one more remembered.
+      state.remembered = state.remembered + redis.call('ZADD', KEYS[5], now, channel)
+    end
+    -- Pub/sub: a run of one message, or every message on its own, as it is; else the run at once,
+    -- its payloads after the batch mark, separated by U+001E (which no payload holds). Each PUBLISH
+    -- is a redis.call: one per run instead of one per message.
+    local lives = {}
+    for j = 1, accepted do
+      local pre = M[accMsg[j] + 9]
+      if pre == '' then lives[j] = accPayload[j] else lives[j] = pre .. accPayload[j] end
+    end
+    if batchMark == '' or accepted == 1 then
+      for _, live in ipairs(lives) do
+        redis.call(PUB, channelPrefix .. channel, live)
+        redis.call(PUB, plateWide, channel .. live)
+      end
+    else
+      -- The mark joined to the first payload, not to the whole run (a copy of it the fewer).
+      lives[1] = batchMark .. lives[1]
+      local all = table.concat(lives, '\\30')
+      redis.call(PUB, channelPrefix .. channel, all)
+      redis.call(PUB, plateWide, channel .. all)
+    end
+    for j = 1, accepted do
+      local at = accMsg[j]
+      local idemMs, idemKey = M[at + 12], M[at + 13]
+      if idemMs > 0 then
+        redis.call('SET', idemKey, recorded[idemKey], 'PX', idemMs)
+        -- An idempotency key is remembered for its window: it counts until then.
+        if accounted then state.idems = state.idems + redis.call('ZADD', KEYS[6], now + idemMs, idemKey) end
+      end
+    end
+  until true
   first = last + 1
 end
 if advanced then
