@@ -348,6 +348,21 @@ describe("the publish fast lane (keep-alive publishes answered on the socket)", 
     }
   }, 60_000);
 
+  it("leaves a publish whose header line holds a bare CR or LF to Node's parser, which refuses it: nothing is published", async () => {
+    const start = await publishedTotal(t);
+    for (const broken of ["X-Note: a\rb", "X-Note: a\nb", "X-Note: a\r", "X-Note\n: a"]) {
+      const conn = await Connection.open(t.url);
+      try {
+        conn.write(publishRequest("bare", { n: 1 }, `${broken}\r\n`));
+        const answer = await conn.answer();
+        expect(answer.status, JSON.stringify(broken)).toBe(400);
+      } finally {
+        conn.close();
+      }
+    }
+    expect(await publishedTotal(t)).toBe(start);
+  });
+
   it("stays up and never answers 5xx whatever bytes a publish's head carries (fuzzed), and still publishes after", async () => {
     const base = publishRequest("fuzzed", { n: 1 });
     await fc.assert(
