@@ -1,4 +1,3 @@
-import { STATUS_CODES } from "node:http";
 import type { Server } from "node:http";
 import type { Socket } from "node:net";
 import { loggablePath, requestIdOf } from "../core/request-id.js";
@@ -6,7 +5,7 @@ import type { Services } from "../services.js";
 import { tooLarge } from "./body.js";
 import { matchPublish, publishAnswer, publishBodyLimit } from "./publish.js";
 import type { PublishHeaders } from "./publish.js";
-import { answerHeaders } from "./raw-response.js";
+import { answerHeaders, rawHead } from "./raw-response.js";
 import { errorAnswer, refuse } from "./refusals.js";
 import { atTurnEnd } from "./turn-answers.js";
 import type { Matched } from "./routes.js";
@@ -261,10 +260,8 @@ export class FastLane {
 
   /** Writes an answer at the end of this event-loop turn: the status line, `headers`, Node's `Date` and connection headers, `body`. */
   #answer(conn: LaneConnection, status: number, headers: Record<string, string>, body: string, close: boolean): void {
-    let text = status === 200 ? "HTTP/1.1 200 OK\r\n" : `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`;
-    for (const name in headers) text += name + ": " + headers[name] + "\r\n";
     conn.closeAfter = close || this.#closing;
-    conn.answer = text + "Date: " + httpDate() + (conn.closeAfter ? "\r\nConnection: close\r\n\r\n" : this.#keepAliveHeaders()) + body;
+    conn.answer = rawHead(status, headers) + "Date: " + httpDate() + (conn.closeAfter ? "\r\nConnection: close\r\n\r\n" : this.#keepAliveHeaders()) + body;
     atTurnEnd(writeAnswer, conn);
   }
 
@@ -443,7 +440,8 @@ function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof E
     const name = line.slice(0, colon);
     if (!TOKEN.test(name)) return ELSEWHERE;
     const value = line.slice(colon + 1).trim();
-    switch (name.toLowerCase()) {
+    const key = name.toLowerCase();
+    switch (key) {
       case "content-length":
         if (length !== undefined || !LENGTH.test(value)) return ELSEWHERE;
         length = value;
@@ -466,7 +464,6 @@ function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof E
       case "idempotency-key":
       case "x-request-id":
       case "origin": {
-        const key = name.toLowerCase();
         // Node keeps the first of some repeated headers and joins others: a repeat goes to Node.
         if (headers[key] !== undefined) return ELSEWHERE;
         headers[key] = value;

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loggablePath } from "../core/request-id.js";
 import type { Services } from "../services.js";
@@ -6,6 +7,16 @@ import { errorAnswer, refuse } from "./refusals.js";
 
 /** Headers every answer carries: browsers must not guess another type than the one declared. */
 export const NO_SNIFF = { "X-Content-Type-Options": "nosniff" } as const;
+
+/**
+ * An answer's status line and `headers`, a line each, for a socket written without Node's response
+ * (the fast lane's answers, a refused upgrade); the blank line and body are the caller's.
+ */
+export function rawHead(status: number, headers: Readonly<Record<string, string>>): string {
+  let text = status === 200 ? "HTTP/1.1 200 OK\r\n" : `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`;
+  for (const name in headers) text += name + ": " + headers[name] + "\r\n";
+  return text;
+}
 
 /**
  * The headers of an answer written outside Hono (on Node's own response, or by the fast lane): CORS

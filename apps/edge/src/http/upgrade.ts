@@ -1,4 +1,3 @@
-import { STATUS_CODES } from "node:http";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
@@ -14,7 +13,7 @@ import type { Services } from "../services.js";
 import { WsConnection, acceptSocket, closeWithError, frameText } from "../transports/ws.js";
 import { corsHeaders } from "./cors.js";
 import { patternQuery, plateParam, realtimeQuery, topicParam } from "./params.js";
-import { NO_SNIFF } from "./raw-response.js";
+import { NO_SNIFF, rawHead } from "./raw-response.js";
 import { errorAnswer, refuse } from "./refusals.js";
 import { matchRoute } from "./routes.js";
 import type { Route } from "./routes.js";
@@ -170,11 +169,9 @@ export function createUpgradeHandler(services: Services) {
     const answer = errorAnswer(error);
     const id = requestIds.get(request);
     const headers: Record<string, string> = { ...answer.headers, ...(id === undefined ? {} : { "X-Request-Id": id }), ...NO_SNIFF, Connection: "close" };
-    let head = `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\n`;
-    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
     // As `ws` aborts a handshake: the socket goes once the answer is out, whatever the client does.
     socket.once("finish", () => socket.destroy());
-    socket.end(`${head}\r\n${answer.body}`);
+    socket.end(`${rawHead(answer.status, headers)}\r\n${answer.body}`);
   }
 
   /** Routes an upgrade and hands it to `ws`; throws to refuse it before the handshake. */
