@@ -29,6 +29,8 @@ export interface Config {
   readonly maxBatchBytes: number;
   readonly httpRequestTimeoutMs: number;
   readonly httpHeadersTimeoutMs: number;
+  readonly httpKeepAliveTimeoutMs: number;
+  readonly httpKeepAliveGraceMs: number;
   readonly heartbeatMs: number;
   readonly sseRetryMs: number;
   readonly wsAuthTimeoutMs: number;
@@ -326,6 +328,18 @@ export const SETTINGS = {
     default: "10000",
     doc: "How long a client may take to send a request's headers, in ms (at most `HTTP_REQUEST_TIMEOUT_MS`; a longer value is cut to it); then 408 and close.",
     parse: integer(100, 3_600_000),
+  },
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: {
+    key: "httpKeepAliveTimeoutMs",
+    default: "5000",
+    doc: "How long a keep-alive connection may stay idle after an answer, as announced to clients (`Keep-Alive: timeout=`, whole seconds), in ms; 0 keeps idle connections open. The node closes it `HTTP_KEEP_ALIVE_GRACE_MS` later.",
+    parse: integer(0, 3_600_000),
+  },
+  HTTP_KEEP_ALIVE_GRACE_MS: {
+    key: "httpKeepAliveGraceMs",
+    default: "1000",
+    doc: "How much longer than the announced `HTTP_KEEP_ALIVE_TIMEOUT_MS` an idle connection stays open, in ms: a request sent as the announced time runs out is answered, not reset unread. Publishes get it on every Node; other requests from Node 24.6 (Node's `keepAliveTimeoutBuffer`).",
+    parse: integer(0, 60_000),
   },
   HEARTBEAT_MS: {
     key: "heartbeatMs",

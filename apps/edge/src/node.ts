@@ -243,6 +243,10 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     },
     createRequestListener(services),
   );
+  server.keepAliveTimeout = config.httpKeepAliveTimeoutMs;
+  // Node 24.6 and later keep their own idle connections open this much past the announced timeout;
+  // earlier versions close them at it. The fast lane applies it itself (FastLane.writeAnswer).
+  if ("keepAliveTimeoutBuffer" in server) Object.assign(server, { keepAliveTimeoutBuffer: config.httpKeepAliveGraceMs });
   server.on("upgrade", createUpgradeHandler(services));
   const fastLane = new FastLane(services, server);
   await new Promise<void>((resolve, reject) => {

@@ -298,7 +298,7 @@ describe("the publish fast lane (keep-alive publishes answered on the socket)", 
     expect(await seen.published()).toEqual([1, 2, 3]);
   });
 
-  it("closes a connection idle for the server's keepAliveTimeout after its last answer, as Node's own connections", async () => {
+  it("closes a connection idle for the server's keepAliveTimeout and HTTP_KEEP_ALIVE_GRACE_MS after its last answer", async () => {
     const server = t.node.server;
     const before = server.keepAliveTimeout;
     server.keepAliveTimeout = 300;
@@ -309,8 +309,9 @@ describe("the publish fast lane (keep-alive publishes answered on the socket)", 
       expect(answer.headers["keep-alive"]).toBe("timeout=0");
       const idleFrom = Date.now();
       await conn.closed;
-      expect(Date.now() - idleFrom).toBeGreaterThanOrEqual(250);
-      expect(Date.now() - idleFrom).toBeLessThan(3000);
+      // 300 ms and the default grace of 1000 ms, swept once a second.
+      expect(Date.now() - idleFrom).toBeGreaterThanOrEqual(1250);
+      expect(Date.now() - idleFrom).toBeLessThan(3500);
     } finally {
       server.keepAliveTimeout = before;
     }
@@ -387,4 +388,31 @@ describe("the publish fast lane (keep-alive publishes answered on the socket)", 
       conn.close();
     }
   }, 60_000);
+});
+
+describe("keep-alive connections past their announced timeout", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    // A grace longer than the lane's sweep (1 s), so the connection's fate at each wait is certain.
+    t = await startTestNode({ HTTP_KEEP_ALIVE_TIMEOUT_MS: "1000", HTTP_KEEP_ALIVE_GRACE_MS: "3000" });
+  });
+  afterAll(() => t.cleanup());
+
+  it("answers a publish sent after the announced timeout, within the grace, on the same connection", async () => {
+    const seen = await watch(t, "grace");
+    const conn = await Connection.open(t.url);
+    conn.write(publishRequest("grace", 1));
+    const first = await conn.answer();
+    expect(first.headers["keep-alive"]).toBe("timeout=1");
+    // Past the announced second and a sweep: a node closing at the announced time has closed it,
+    // and the request would cross its close on the wire (reset unread).
+    await new Promise((resolve) => setTimeout(resolve, 2200));
+    conn.write(publishRequest("grace", 2));
+    expect((await conn.answer()).status).toBe(200);
+    expect(await seen.published()).toEqual([1, 2]);
+    // And it is still closed once idle past the timeout and the grace (4 s, swept once a second).
+    const idleFrom = Date.now();
+    await conn.closed;
+    expect(Date.now() - idleFrom).toBeGreaterThanOrEqual(3900);
+  });
 });

@@ -90,9 +90,9 @@ const LANES = new WeakMap<Socket, LaneConnection>();
  * Answers are written at the end of the event-loop turn, with every other answer of the turn
  * (`atTurnEnd`, turn-answers.ts, with the measured reason). One request is served at a time per
  * connection, and the next is read once the answer is written and drained, so a client that does
- * not read its answers stops being read. A connection idle for `keepAliveTimeout` after an answer
- * (the server's, as Node's own connections), or silent for `headersTimeout` before its first
- * request, is closed (within `FAST_LANE_SWEEP_MS`).
+ * not read its answers stops being read. A connection idle for the server's `keepAliveTimeout`
+ * (the one its answers announce) and `HTTP_KEEP_ALIVE_GRACE_MS` after an answer, or silent for
+ * `headersTimeout` before its first request, is closed (within `FAST_LANE_SWEEP_MS`).
  *
  * Checked against Node 20.20: `http.Server` takes a connection through its `connection` listener
  * (documented: emitting `connection` injects a socket); the hand-over tests of fast-lane.test.ts
@@ -295,9 +295,10 @@ export class FastLane {
       return;
     }
     socket.write(answer);
-    // A keep-alive connection idle that long after an answer is closed, as Node closes its own (0: never).
+    // A keep-alive connection idle past the announced timeout and its grace is closed (0: never).
+    // Without the grace, a client's request crossing the close on the wire would be reset unread.
     const keepAliveMs = this.#server.keepAliveTimeout;
-    conn.deadline = keepAliveMs > 0 ? Date.now() + keepAliveMs : Number.POSITIVE_INFINITY;
+    conn.deadline = keepAliveMs > 0 ? Date.now() + keepAliveMs + this.#services.config.httpKeepAliveGraceMs : Number.POSITIVE_INFINITY;
     if (this.#connections.has(conn)) this.#next(conn);
   }
 
