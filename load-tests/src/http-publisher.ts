@@ -5,6 +5,13 @@ import type { Publisher } from "./publisher.js";
 import type { Target } from "./targets.js";
 
 /**
+ * How long before the server's announced keep-alive timeout (`Keep-Alive: timeout=N`) a connection
+ * idle since its last answer is no longer reused, in ms: as Node's HTTP agent does, so a request is
+ * not sent into the server's close of an idle connection (reset unread, a failed publish).
+ */
+const KEEP_ALIVE_REUSE_MARGIN_MS = 1000;
+
+/**
  * One keep-alive HTTP/1.1 connection that publishes one request at a time, over a raw socket:
  * Node's `http` client costs several times more CPU per request, and the harness must not be the
  * bottleneck. Parses just the status line and the body length (Content-Length or chunked).
@@ -14,6 +21,9 @@ export class HttpPublisher implements Publisher {
   #buffer = "";
   #done: ((status: number) => void) | undefined;
   #closed = false;
+  /** When the last answer came, and until when after it the server said it keeps the connection. */
+  #answeredAt = 0;
+  #keepAliveMs = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly target: Target,
@@ -40,6 +50,10 @@ export class HttpPublisher implements Publisher {
 
   #post(path: string, headers: string, text: string): Promise<number> {
     if (this.#done !== undefined) throw new Error("HttpPublisher: one request at a time");
+    if (this.#socket !== undefined && performance.now() - this.#answeredAt >= this.#keepAliveMs - KEEP_ALIVE_REUSE_MARGIN_MS) {
+      this.#socket.destroy();
+      this.#socket = undefined;
+    }
     const socket = this.#socket ?? this.#open();
     return new Promise((resolve) => {
       this.#done = resolve;
@@ -68,8 +82,10 @@ export class HttpPublisher implements Publisher {
     socket.setNoDelay(true);
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => this.#feed(chunk));
+    // A socket let go of (closed by an answer, or idle too long) fails nothing when it closes.
     const fail = () => {
-      if (this.#socket === socket) this.#socket = undefined;
+      if (this.#socket !== socket) return;
+      this.#socket = undefined;
       this.#buffer = "";
       this.#finish(0);
     };
@@ -99,6 +115,9 @@ export class HttpPublisher implements Publisher {
       end = headEnd + 4;
     }
     this.#buffer = this.#buffer.slice(end);
+    this.#answeredAt = performance.now();
+    const keepAlive = /\r\nkeep-alive:\s*timeout=(\d+)/i.exec(head);
+    this.#keepAliveMs = keepAlive === null ? Number.POSITIVE_INFINITY : Number(keepAlive[1]) * 1000;
     if (/\r\nconnection:\s*close/i.test(head)) {
       this.#socket?.destroy();
       this.#socket = undefined;
