@@ -10,11 +10,15 @@ export type Transport = "sse" | "ws";
 /** How long a subscription may take to become live, in ms. */
 const SUBSCRIBE_TIMEOUT_MS = 30_000;
 /**
- * How much a paused (batch) subscriber's socket may hold between two drains, in bytes. Node's
- * default (16 KiB) stops reading from the kernel after a few dozen messages, which would make the
- * server see a slow consumer; this covers a drain interval at the highest rates measured.
+ * How much a paused (batch) subscriber's socket reads ahead of its drain, in bytes (characters,
+ * latin1): 1, so it reads once after each drain and stops. Node reads a socket until this much
+ * waits unread; with a large mark (4 MiB until 2026-12-04) it read each message as it came, one
+ * callback per message per socket: at W1's 100,000 deliveries/s that kept the harness at 93-99%
+ * of its core, whose queueing then showed in the eager subscribers' latencies. Now what arrives
+ * between two drains waits in the kernel and comes up in one read (libuv reads up to 32 × 64 KiB
+ * a turn); the kernel still acknowledges it, so the server sees a reader.
  */
-const BATCH_BUFFER_BYTES = 4 * 1024 * 1024;
+const BATCH_READ_AHEAD_BYTES = 1;
 
 /**
  * One subscriber over a raw socket: an SSE GET or a WebSocket upgrade written by hand, and the
@@ -56,7 +60,7 @@ export class Subscriber {
       host: target.host,
       port: target.port,
       localAddress: options.localAddress,
-      ...(options.eager ? {} : { readableHighWaterMark: BATCH_BUFFER_BYTES }),
+      ...(options.eager ? {} : { readableHighWaterMark: BATCH_READ_AHEAD_BYTES }),
     });
     socket.setNoDelay(true);
     socket.setEncoding("latin1");
