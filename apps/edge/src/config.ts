@@ -2,6 +2,7 @@ import { isPlateId } from "@plate/protocol";
 import type { PlateId } from "@plate/protocol";
 import { parseHostPorts } from "@plate/redis";
 import type { HostPort, RedisTarget } from "@plate/redis";
+import type { NoDelayMode } from "./transports/no-delay.js";
 
 /**
  * Every setting of an edge node, read from environment variables. Each has a unit in its name, a
@@ -42,7 +43,8 @@ export interface Config {
   readonly realtimeChangeTimeoutMs: number;
   readonly slowConsumerMaxBytes: number;
   readonly slowConsumerGraceMs: number;
-  readonly subscriberNoDelay: boolean;
+  readonly subscriberNoDelay: NoDelayMode;
+  readonly subscriberNagleLoadPercent: number;
   readonly corsOrigins: "*" | readonly string[];
   readonly bootstrapPlates: ReadonlyMap<PlateId, string>;
   readonly publishRatePerS: number;
@@ -169,6 +171,15 @@ function boolean(raw: string, variable: string): boolean {
   if (["1", "true", "yes", "on"].includes(value)) return true;
   if (["0", "false", "no", "off"].includes(value)) return false;
   throw new ConfigError(variable, `expected true or false, got "${raw}".`);
+}
+
+function noDelayMode(raw: string, variable: string): NoDelayMode {
+  if (raw.trim().toLowerCase() === "auto") return "auto";
+  try {
+    return boolean(raw, variable);
+  } catch {
+    throw new ConfigError(variable, `expected true, false or auto, got "${raw}".`);
+  }
 }
 
 function origins(raw: string, variable: string): "*" | readonly string[] {
@@ -553,9 +564,15 @@ export const SETTINGS = {
   },
   SUBSCRIBER_NO_DELAY: {
     key: "subscriberNoDelay",
-    default: "true",
-    doc: "Send what a subscriber's connection (SSE, WebSocket, route 9) is written as soon as it is written (the socket's TCP_NODELAY). `false` lets the kernel hold a small write while the subscriber has not acknowledged the previous one and send them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU per delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). Publish answers are not affected.",
-    parse: boolean,
+    default: "auto",
+    doc: "When what is written to a subscriber's connection (SSE, WebSocket, route 9) leaves. `true`: at once, one packet a write (the socket's TCP_NODELAY). `false`: the kernel holds a small write while the subscriber has not acknowledged the previous one and sends them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU a delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). `auto`: `true` while the node has room, `false` while its event loop is busy `SUBSCRIBER_NAGLE_LOAD_PERCENT` of the time or more (read each second), back to `true` below half of it. Publish answers are not affected.",
+    parse: noDelayMode,
+  },
+  SUBSCRIBER_NAGLE_LOAD_PERCENT: {
+    key: "subscriberNagleLoadPercent",
+    default: "80",
+    doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to half of it.",
+    parse: integer(1, 100),
   },
   CORS_ORIGINS: {
     key: "corsOrigins",

@@ -79,6 +79,11 @@ export class Metrics {
     labelNames: ["outcome"] as const,
     registers: [this.registry],
   });
+  readonly subscriberNoDelay = new Gauge({
+    name: "plate_subscriber_no_delay",
+    help: "1 while subscriber sockets send each write at once (TCP_NODELAY), 0 while they run with Nagle's algorithm (SUBSCRIBER_NO_DELAY).",
+    registers: [this.registry],
+  });
   readonly brokerUp = new Gauge({
     name: "plate_broker_up",
     help: "1 while the broker is reachable, else 0.",

@@ -33,6 +33,7 @@ import { createLogger } from "./log.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { Services } from "./services.js";
+import { SubscriberNoDelay } from "./transports/no-delay.js";
 
 /** Length of a node's id: 10 url-safe characters (60 bits) keep nodes apart for good. */
 const NODE_ID_CHARS = 10;
@@ -184,6 +185,13 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   usage.start();
   leases.start();
   let draining = false;
+  const subscriberNoDelay = new SubscriberNoDelay(config.subscriberNoDelay, config.subscriberNagleLoadPercent / 100, (noDelay, load) => {
+    metrics.subscriberNoDelay.set(noDelay ? 1 : 0);
+    log.info(noDelay ? "subscriber sockets send at once again" : "subscriber sockets hold small writes for the ACK (Nagle)", {
+      eventLoopBusyPercent: Math.round(load * 100),
+    });
+  });
+  metrics.subscriberNoDelay.set(subscriberNoDelay.noDelay ? 1 : 0);
   const services: Services = {
     config,
     log,
@@ -201,6 +209,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     webhooks,
     filters,
     usage,
+    subscriberNoDelay,
     draining: () => draining,
     notReady: () =>
       draining
@@ -280,6 +289,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     (closed ??= (async () => {
       await drain();
       clearInterval(sweep);
+      subscriberNoDelay.close();
       resync.stop();
       stopRevocations();
       stopResyncs();

@@ -14,6 +14,7 @@ import type { SignedTokens } from "./core/signed-tokens.js";
 import type { Tokens } from "./core/tokens.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import type { SubscriberNoDelay } from "./transports/no-delay.js";
 
 /** What the transports (HTTP routes, WebSocket upgrades) work with. Built once per node. */
 export interface Services {
@@ -40,6 +41,8 @@ export interface Services {
   readonly filters: Filters;
   /** What each plate uses, by hour (issue 17's metering). */
   readonly usage: Usage;
+  /** Whether subscriber sockets send at once now (`SUBSCRIBER_NO_DELAY`). */
+  readonly subscriberNoDelay: SubscriberNoDelay;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

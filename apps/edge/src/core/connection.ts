@@ -1,3 +1,4 @@
+import { Socket } from "node:net";
 import type { Writable } from "node:stream";
 import { comparePositions, compilePattern, parsePosition } from "@plate/protocol";
 import type {
@@ -139,6 +140,8 @@ export abstract class Connection {
   #heldBytes = 0;
   /** The turn of its socket's last write, negative after a burst (see `corkForTurn`). */
   #turn = 0;
+  /** What the socket's TCP_NODELAY was last set to (see `followNoDelay`). */
+  #noDelay = true;
   /**
    * Its end hooks, chained in one slot: an idle v1 connection has one (the registry's, shared by
    * every connection), and an array of one took 184 bytes of each (heap snapshot, 2026-12-03).
@@ -424,6 +427,18 @@ export abstract class Connection {
    * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
    * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`).
    */
+  /**
+   * Sets the socket's TCP_NODELAY to `noDelay` (`SUBSCRIBER_NO_DELAY`, which `auto` changes with
+   * the node's load) when it was last set otherwise: one comparison a write, one `setsockopt` a
+   * switch. Node's HTTP server and `ws` start every socket with it on. Turning it on sends what
+   * Nagle held.
+   */
+  protected followNoDelay(socket: Writable, noDelay: boolean): void {
+    if (this.#noDelay === noDelay) return;
+    this.#noDelay = noDelay;
+    if (socket instanceof Socket) socket.setNoDelay(noDelay);
+  }
+
   protected writeInTurn(socket: Writable, chunk: Buffer | string): void {
     this.#turn = corkForTurn(socket, this.#turn);
     socket.write(chunk);

@@ -49,7 +49,7 @@ export function createUpgradeHandler(services: Services) {
   const limits = {
     maxBufferedBytes: config.slowConsumerMaxBytes,
     graceMs: config.slowConsumerGraceMs,
-    noDelay: config.subscriberNoDelay,
+    noDelay: services.subscriberNoDelay,
     maxBadFrames: config.wsMaxBadFrames,
     maxFrameBytes: config.wsMaxClientFrameBytes,
   };

@@ -1,8 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
+import { call } from "../test-support/calls.js";
 import { KEYS, publish, startTestNode } from "../test-support/node.js";
 import type { TestNode } from "../test-support/node.js";
 import { SseClient } from "../test-support/sse.js";
 import { WsClient } from "../test-support/ws.js";
+import { SubscriberNoDelay } from "./no-delay.js";
 
 const AUTH = { Authorization: `Bearer ${KEYS.acme}` };
 /** Publishes one after another: each follows the last within a round trip, which Nagle holds. */
@@ -12,6 +15,8 @@ const MESSAGES = 300;
  * most), with room for a loaded CI machine.
  */
 const HELD_AT_MOST_MS = 1000;
+/** How long `auto` may take to see the load change: it reads it each second. */
+const SWITCH_WITHIN_MS = 10_000;
 
 describe("subscriber sockets with SUBSCRIBER_NO_DELAY=false (Nagle's algorithm)", () => {
   let t: TestNode;
@@ -37,6 +42,105 @@ describe("subscriber sockets with SUBSCRIBER_NO_DELAY=false (Nagle's algorithm)"
     expect(bySse.map((m) => m.message.i)).toEqual(ids.map((_, i) => i));
     expect(byWs.map((m) => m.message.i)).toEqual(ids.map((_, i) => i));
     expect(byWs.map((m) => m.id)).toEqual(ids);
+    sse.close();
+    ws.close();
+  });
+});
+
+describe("SubscriberNoDelay, the switch of SUBSCRIBER_NO_DELAY=auto", () => {
+  it("turns Nagle on once the event loop is busy for the set share, and off again at half of it", () => {
+    const loads = [0.5, 0.79, 0.8, 0.6, 0.41, 0.4, 0.95];
+    const switches: [boolean, number][] = [];
+    const sw = new SubscriberNoDelay("auto", 0.8, (noDelay, load) => switches.push([noDelay, load]), () => loads.shift()!);
+    try {
+      const seen: boolean[] = [sw.noDelay];
+      for (let i = 0; i < 7; i++) {
+        sw.sample();
+        seen.push(sw.noDelay);
+      }
+      expect(seen).toEqual([true, true, true, false, false, false, true, false]);
+      expect(switches).toEqual([
+        [false, 0.8],
+        [true, 0.4],
+        [false, 0.95],
+      ]);
+    } finally {
+      sw.close();
+    }
+  });
+
+  it("never switches when set to true or false", () => {
+    for (const mode of [true, false]) {
+      const sw = new SubscriberNoDelay(mode, 0.1, () => expect.fail("switched"), () => 1);
+      sw.sample();
+      sw.sample();
+      expect(sw.noDelay).toBe(mode);
+      sw.close();
+    }
+  });
+});
+
+/** What the node's `plate_subscriber_no_delay` gauge reads now. */
+async function noDelayGauge(t: TestNode): Promise<number> {
+  const text = (await call(t.url, "GET", "/metrics")).text;
+  return Number(/^plate_subscriber_no_delay (\d)$/m.exec(text)?.[1]);
+}
+
+describe("subscriber sockets with SUBSCRIBER_NO_DELAY=auto", () => {
+  let t: TestNode;
+  beforeAll(async () => {
+    // The test's clients share the node's event loop: publishing back to back keeps it busy well
+    // past this; idle but for the test's reads of /metrics, it stays well under half of it.
+    t = await startTestNode({ SUBSCRIBER_NO_DELAY: "auto", SUBSCRIBER_NAGLE_LOAD_PERCENT: "30" });
+  });
+  afterAll(() => t.cleanup());
+
+  it("holds small writes while the node is busy and sends at once when it is idle again, delivering every message in order", async () => {
+    expect(await noDelayGauge(t)).toBe(1);
+    // Which sockets had TCP_NODELAY set, to what, in order (the node's and the clients').
+    const set: [Socket, boolean | undefined][] = [];
+    const original = Object.getOwnPropertyDescriptor(Socket.prototype, "setNoDelay")!.value as (this: Socket, noDelay?: boolean) => Socket;
+    const spy = vi.spyOn(Socket.prototype, "setNoDelay").mockImplementation(function (this: Socket, noDelay?: boolean) {
+      set.push([this, noDelay]);
+      return original.call(this, noDelay);
+    });
+    onTestFinished(() => spy.mockRestore());
+    const sse = await SseClient.open(`${t.url}/acme/pubsub/auto/subscribe`, AUTH);
+    const ws = await WsClient.connect(`${t.wsUrl}/acme/pubsub/auto/ws`, { headers: AUTH });
+    await sse.waitFor("ready");
+    await ws.waitFor("ready");
+    // Publishes back to back until the node has switched, and a few hundred more under Nagle.
+    const ids: string[] = [];
+    let switchedAt = -1;
+    const deadline = Date.now() + SWITCH_WITHIN_MS;
+    while (switchedAt < 0 || ids.length < switchedAt + MESSAGES) {
+      const answer = await publish(t.url, "acme", "auto", { i: ids.length });
+      expect(answer.status).toBe(200);
+      ids.push(answer.body.data.id);
+      if (switchedAt < 0 && ids.length % 50 === 0 && (await noDelayGauge(t)) === 0) switchedAt = ids.length;
+      if (switchedAt < 0) expect(Date.now()).toBeLessThan(deadline);
+    }
+    const lastPublished = Date.now();
+    const [bySse, byWs] = await Promise.all([sse.waitForMessages(ids.length, HELD_AT_MOST_MS), ws.waitForMessages(ids.length, HELD_AT_MOST_MS)]);
+    expect(Date.now() - lastPublished).toBeLessThan(HELD_AT_MOST_MS);
+    expect(bySse.map((m) => m.message.i)).toEqual(ids.map((_, i) => i));
+    expect(byWs.map((m) => m.id)).toEqual(ids);
+    // Idle, the node sends at once again.
+    const idleFrom = Date.now();
+    while ((await noDelayGauge(t)) !== 1) {
+      expect(Date.now() - idleFrom).toBeLessThan(SWITCH_WITHIN_MS);
+      // Not `eventually`: reading /metrics every 10 ms would itself keep the node busy.
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const answer = await publish(t.url, "acme", "auto", { i: ids.length });
+    expect(answer.status).toBe(200);
+    expect((await ws.waitForMessages(ids.length + 1, HELD_AT_MOST_MS)).at(-1)!.id).toBe(answer.body.data.id);
+    await sse.waitForMessages(ids.length + 1, HELD_AT_MOST_MS);
+    // The node turned Nagle on for both subscriber sockets when it got busy, and off again at
+    // their first message once idle.
+    const held = set.flatMap(([socket, noDelay], i) => (noDelay === false ? [{ socket, i }] : []));
+    expect(held).toHaveLength(2);
+    for (const { socket, i } of held) expect(set.findIndex(([other, noDelay], j) => other === socket && noDelay === true && j > i)).toBeGreaterThan(i);
     sse.close();
     ws.close();
   });

@@ -6,6 +6,7 @@ import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
 import { errorAnswer } from "../http/refusals.js";
+import type { SubscriberNoDelay } from "./no-delay.js";
 import { takeOverSocket } from "./socket-takeover.js";
 
 /** Output limits of a subscriber connection (settings, see config.ts). */
@@ -14,8 +15,8 @@ export interface OutputLimits {
   readonly maxBufferedBytes: number;
   /** How long a dropped connection's last bytes may take to leave before the socket is destroyed. */
   readonly graceMs: number;
-  /** `SUBSCRIBER_NO_DELAY`: false lets the kernel hold small writes for the peer's ACK (Nagle). */
-  readonly noDelay: boolean;
+  /** `SUBSCRIBER_NO_DELAY`: whether the socket sends each write at once now, or holds small ones for the peer's ACK (Nagle). */
+  readonly noDelay: SubscriberNoDelay;
 }
 
 const PING = Buffer.from(": ping\n\n");
@@ -92,9 +93,8 @@ export class SseConnection extends Connection {
       this.end("normal");
       return;
     }
-    // Node's HTTP server sets TCP_NODELAY on every connection.
-    if (!this.limits.noDelay) socket.setNoDelay(false);
     this.#socket = socket;
+    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     // `on`, not `once`: a socket closes once, and `once` keeps a wrapper and its state per stream.
     socket.on("close", this.#onClose);
   }
@@ -124,6 +124,7 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
+    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     this.writeInTurn(socket, bytes);
     return true;
   }

@@ -1,4 +1,3 @@
-import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { RawData, WebSocket } from "ws";
 import { ERROR_CODES, PlateError, encodeServerFrame, parseClientFrame, parseRealtimeFrame } from "@plate/protocol";
@@ -64,8 +63,7 @@ export class WsConnection extends Connection {
     private readonly handler?: FrameHandler,
   ) {
     super(options);
-    // `ws` sets TCP_NODELAY on every socket it upgrades.
-    if (!limits.noDelay && socket instanceof Socket) socket.setNoDelay(false);
+    this.followNoDelay(socket, limits.noDelay.noDelay);
     (ws as Tagged)[kConnection] = this;
     ws.on("pong", onPong);
     ws.on("close", onClose);
@@ -166,6 +164,7 @@ export class WsConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
+    this.followNoDelay(this.socket, this.limits.noDelay.noDelay);
     this.writeInTurn(this.socket, frame);
     return true;
   }
