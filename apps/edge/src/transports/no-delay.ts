@@ -10,8 +10,8 @@ export const NO_DELAY_RESUME_SHARE = 0.5;
 
 /**
  * Whether subscriber sockets should run with `TCP_NODELAY` now. Each connection asks before it
- * writes a message (`Connection.followNoDelay`) and changes its socket's option only when the
- * answer changed, so a switch costs one `setsockopt` per socket that still gets messages.
+ * writes (`Connection.followNoDelay`) and changes its socket's option only when the answer
+ * changed, so a switch costs one `setsockopt` per socket that is still written to.
  *
  * With `auto`, a message leaves at once while the node has room; once its event loop is busy for
  * `nagleLoad` of a sample (fan-out heavy: each message a packet, each packet the kernel's largest

@@ -108,6 +108,7 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return;
     }
+    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     this.writeInTurn(socket, event);
   }
 

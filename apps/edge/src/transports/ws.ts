@@ -145,8 +145,12 @@ export class WsConnection extends Connection {
    */
   #send(frame: string): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    if (fits(this.ws, Buffer.byteLength(frame), this.limits.maxBufferedBytes)) this.ws.send(frame);
-    else this.end("slow_consumer");
+    if (!fits(this.ws, Buffer.byteLength(frame), this.limits.maxBufferedBytes)) {
+      this.end("slow_consumer");
+      return;
+    }
+    this.followNoDelay(this.socket, this.limits.noDelay.noDelay);
+    this.ws.send(frame);
   }
 
   protected writeShared(frame: SharedFrame): void {
