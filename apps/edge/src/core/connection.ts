@@ -424,22 +424,25 @@ export abstract class Connection {
   }
 
   /**
-   * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
-   * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`).
-   */
-  /**
-   * Sets the socket's TCP_NODELAY to `noDelay` (`SUBSCRIBER_NO_DELAY`, which `auto` changes with
+   * Sets the socket's TCP_NODELAY to what `SUBSCRIBER_NO_DELAY` asks now (`auto` changes it with
    * the node's load) when it was last set otherwise: one comparison a write, one `setsockopt` a
-   * switch. Node's HTTP server and `ws` start every socket with it on. Turning it on sends what
-   * Nagle held.
+   * switch. Node's HTTP server and `ws` start every socket with it on, and nothing is held before
+   * a first write, so a socket follows from its first write on. Turning it on sends what Nagle held.
    */
-  protected followNoDelay(socket: Writable, noDelay: boolean): void {
+  protected followNoDelay(socket: Writable): void {
+    const noDelay = this.noDelayNow;
     if (this.#noDelay === noDelay) return;
     this.#noDelay = noDelay;
     if (socket instanceof Socket) socket.setNoDelay(noDelay);
   }
 
+  /**
+   * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
+   * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`),
+   * with the socket's TCP_NODELAY as `SUBSCRIBER_NO_DELAY` asks now (`followNoDelay`).
+   */
   protected writeInTurn(socket: Writable, chunk: Buffer | string): void {
+    this.followNoDelay(socket);
     this.#turn = corkForTurn(socket, this.#turn);
     socket.write(chunk);
   }
@@ -450,6 +453,8 @@ export abstract class Connection {
   protected abstract get output(): Writable | undefined;
   /** Unsent bytes the connection may hold before it is dropped (`SLOW_CONSUMER_MAX_BYTES`). */
   protected abstract get maxBufferedBytes(): number;
+  /** Whether its socket should send each write at once now (`SUBSCRIBER_NO_DELAY`, see `followNoDelay`). */
+  protected abstract get noDelayNow(): boolean;
   /** The bytes `out` takes on this transport's wire. */
   protected abstract bytesOf(out: Outbound): number;
   /** The bytes a frame of `type` with `json` takes on this transport's wire. */

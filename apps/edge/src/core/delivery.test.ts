@@ -263,6 +263,9 @@ class RecordingConnection extends Connection {
   protected get maxBufferedBytes(): number {
     return this.maxBytes;
   }
+  protected get noDelayNow(): boolean {
+    return true;
+  }
   protected bytesOf(out: Outbound): number {
     return out.wsFrame.length;
   }

@@ -61,6 +61,10 @@ export class SseConnection extends Connection {
     return this.limits.maxBufferedBytes;
   }
 
+  protected get noDelayNow(): boolean {
+    return this.limits.noDelay.noDelay;
+  }
+
   protected bytesOf(out: Outbound): number {
     return out.sse.length;
   }
@@ -94,7 +98,6 @@ export class SseConnection extends Connection {
       return;
     }
     this.#socket = socket;
-    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     // `on`, not `once`: a socket closes once, and `once` keeps a wrapper and its state per stream.
     socket.on("close", this.#onClose);
   }
@@ -108,7 +111,6 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return;
     }
-    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     this.writeInTurn(socket, event);
   }
 
@@ -125,7 +127,6 @@ export class SseConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    this.followNoDelay(socket, this.limits.noDelay.noDelay);
     this.writeInTurn(socket, bytes);
     return true;
   }

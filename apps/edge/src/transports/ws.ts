@@ -63,7 +63,6 @@ export class WsConnection extends Connection {
     private readonly handler?: FrameHandler,
   ) {
     super(options);
-    this.followNoDelay(socket, limits.noDelay.noDelay);
     (ws as Tagged)[kConnection] = this;
     ws.on("pong", onPong);
     ws.on("close", onClose);
@@ -80,6 +79,10 @@ export class WsConnection extends Connection {
 
   protected get maxBufferedBytes(): number {
     return this.limits.maxBufferedBytes;
+  }
+
+  protected get noDelayNow(): boolean {
+    return this.limits.noDelay.noDelay;
   }
 
   protected bytesOf(out: Outbound): number {
@@ -149,7 +152,8 @@ export class WsConnection extends Connection {
       this.end("slow_consumer");
       return;
     }
-    this.followNoDelay(this.socket, this.limits.noDelay.noDelay);
+    // Through `ws`, not `writeInTurn`: the socket follows SUBSCRIBER_NO_DELAY here itself.
+    this.followNoDelay(this.socket);
     this.ws.send(frame);
   }
 
@@ -168,7 +172,6 @@ export class WsConnection extends Connection {
       this.end("slow_consumer");
       return false;
     }
-    this.followNoDelay(this.socket, this.limits.noDelay.noDelay);
     this.writeInTurn(this.socket, frame);
     return true;
   }
