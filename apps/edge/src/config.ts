@@ -565,13 +565,13 @@ export const SETTINGS = {
   SUBSCRIBER_NO_DELAY: {
     key: "subscriberNoDelay",
     default: "auto",
-    doc: "When what is written to a subscriber's connection (SSE, WebSocket, route 9) leaves. `true`: at once, one packet a write (the socket's TCP_NODELAY). `false`: the kernel holds a small write while the subscriber has not acknowledged the previous one and sends them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU a delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). `auto`: `true` while the node has room, `false` while its event loop is busy `SUBSCRIBER_NAGLE_LOAD_PERCENT` of the time or more (read each second), back to `true` below half of it. Publish answers are not affected.",
+    doc: "When what is written to a subscriber's connection (SSE, WebSocket, route 9) leaves. `true`: at once, one packet a write (the socket's TCP_NODELAY). `false`: the kernel holds a small write while the subscriber has not acknowledged the previous one and sends them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU a delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). `auto`: `true` while the node has room, `false` while its event loop is busy `SUBSCRIBER_NAGLE_LOAD_PERCENT` of the time or more (read each second), back to `true` below a quarter of it (Nagle itself lowers the load: a resume at half would flip back the next second). Publish answers are not affected.",
     parse: noDelayMode,
   },
   SUBSCRIBER_NAGLE_LOAD_PERCENT: {
     key: "subscriberNagleLoadPercent",
     default: "80",
-    doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to half of it.",
+    doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to a quarter of it.",
     parse: integer(1, 100),
   },
   CORS_ORIGINS: {
