@@ -274,28 +274,58 @@ function markdown(results: Map<TargetName, Report[][]>, command: string, runs: n
   return lines.join("\n");
 }
 
+const USAGE = `usage: node load-tests/dist/bench.js [options]
+  --targets LIST      comma-separated, of ${TARGETS.join(", ")} (default: all)
+  --workloads LIST    comma-separated, of ${WORKLOADS.join(", ")} (default: all)
+  --runs N            runs of each target and workload, N >= 1 (default 3); the table gives medians
+  --quick             small sizes: a smoke run, not the issue's workloads
+  --out FILE          the Markdown table (default docs/performance.md; the notes below its table are kept)
+  --jsonl FILE        every run's report, appended (default load-tests/results/bench.jsonl)
+  --profile DIR       Plate nodes and the bare node write a V8 CPU profile there when they stop
+  --plate-env K=V,... settings of every Plate node
+  -h, --help          this text
+`;
+
+/** A command line the benchmark cannot run: told in one line with the usage, before anything starts. */
+class UsageError extends Error {}
+
+function parseCommandLine() {
+  try {
+    return parseArgs({
+      options: {
+        targets: { type: "string", default: TARGETS.join(",") },
+        workloads: { type: "string", default: WORKLOADS.join(",") },
+        runs: { type: "string", default: "3" },
+        quick: { type: "boolean", default: false },
+        out: { type: "string", default: `${ROOT}docs/performance.md` },
+        jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
+        profile: { type: "string" },
+        "plate-env": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      targets: { type: "string", default: TARGETS.join(",") },
-      workloads: { type: "string", default: WORKLOADS.join(",") },
-      runs: { type: "string", default: "3" },
-      quick: { type: "boolean", default: false },
-      out: { type: "string", default: `${ROOT}docs/performance.md` },
-      jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
-      profile: { type: "string" },
-      "plate-env": { type: "string" },
-    },
-  });
+  const values = parseCommandLine();
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   if (values["plate-env"] !== undefined) {
     plateEnv = Object.fromEntries(values["plate-env"].split(",").map(setting));
   }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];
-  for (const t of targets) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
-  for (const w of workloads) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; one of ${WORKLOADS.join(", ")}`);
+  for (const t of targets) if (!TARGETS.includes(t)) throw new UsageError(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
+  for (const w of workloads) if (!WORKLOADS.includes(w)) throw new UsageError(`unknown workload ${w}; one of ${WORKLOADS.join(", ")}`);
   const runs = Number(values.runs);
+  // Anything else ran nothing and wrote an empty table over --out (docs/performance.md by default).
+  if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs ${values.runs}: a whole number of at least 1`);
   if (workloads.includes("w1-filtered") && !workloads.includes("w1")) {
     process.stdout.write("W1-filtered's CPU per message is compared with W1's of the same invocation: add w1 to --workloads for that column\n");
   }
@@ -345,7 +375,7 @@ async function main(): Promise<void> {
 /** One `--plate-env` setting, split at its first "=" only: a value may hold one (NODE_OPTIONS=--flag=value). */
 function setting(pair: string): [string, string] {
   const at = pair.indexOf("=");
-  if (at < 1) throw new Error(`--plate-env: "${pair}" is not NAME=VALUE`);
+  if (at < 1) throw new UsageError(`--plate-env: "${pair}" is not NAME=VALUE`);
   return [pair.slice(0, at), pair.slice(at + 1)];
 }
 
@@ -373,6 +403,10 @@ function churnLine(r: ChurnReport, run: number): string {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`bench: ${err.message}\n${USAGE}`);
+    process.exit(2);
+  }
   process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });
