@@ -276,6 +276,11 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
       clearInterval(heartbeat);
       const closedServer = new Promise<void>((resolve) => server.close(() => resolve()));
       connections.endAll("shutting_down");
+      // A connection accepted in the same poll phase as the signal has not been read yet: Node
+      // reads it in the next one. What it already sent (a load balancer's readiness probe) is
+      // read first, so it is answered (503 shutting_down) rather than cut as idle; a CI run of
+      // main.test.ts (SIGTERM) once got the probe closed unanswered.
+      await afterNextPoll();
       server.closeIdleConnections();
       fastLane.closeIdle();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.drainTimeoutMs).unref());
@@ -388,4 +393,9 @@ async function provisionAtStart(provision: () => Promise<void>, log: Logger): Pr
 
 function isUnavailable(err: unknown): boolean {
   return err instanceof PlateError && err.code === "broker_unavailable";
+}
+
+/** Resolves once the event loop has been through its next poll phase (two check phases on). */
+function afterNextPoll(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
