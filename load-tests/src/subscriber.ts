@@ -16,7 +16,9 @@ const SUBSCRIBE_TIMEOUT_MS = 30_000;
  * callback per message per socket: at W1's 100,000 deliveries/s that kept the harness at 93-99%
  * of its core, whose queueing then showed in the eager subscribers' latencies. Now what arrives
  * between two drains waits in the kernel and comes up in one read (libuv reads up to 32 × 64 KiB
- * a turn); the kernel still acknowledges it, so the server sees a reader.
+ * a turn); the kernel still acknowledges it, on its delayed-ACK timer (not at once: with Nagle a
+ * server holds its next messages for that ACK, see docs/performance.md, 2026-12-05), so the server
+ * sees a reader.
  */
 const BATCH_READ_AHEAD_BYTES = 1;
 
