@@ -91,6 +91,7 @@ describe("loadConfig", () => {
     ["BOOTSTRAP_PLATES", JSON.stringify({ shop: 12345 })],
     ["BOOTSTRAP_PLATES", JSON.stringify({ "bad plate": "x".repeat(32) })],
     ["DEMO_PLATE", "maybe"],
+    ["SUBSCRIBER_DIRECT_SEND", "maybe"],
     ["LOG_LEVEL", "loud"],
   ])("refuses %s=%s with a ConfigError naming the variable", (variable, value) => {
     const error = configError({ [variable]: value });

@@ -44,6 +44,7 @@ export interface Config {
   readonly slowConsumerMaxBytes: number;
   readonly slowConsumerGraceMs: number;
   readonly subscriberNoDelay: NoDelayMode;
+  readonly subscriberDirectSend: boolean;
   readonly subscriberNagleLoadPercent: number;
   readonly corsOrigins: "*" | readonly string[];
   readonly bootstrapPlates: ReadonlyMap<PlateId, string>;
@@ -573,6 +574,12 @@ export const SETTINGS = {
     default: "80",
     doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to a quarter of it.",
     parse: integer(1, 100),
+  },
+  SUBSCRIBER_DIRECT_SEND: {
+    key: "subscriberDirectSend",
+    default: "true",
+    doc: "Whether a message to a subscriber (SSE, WebSocket, route 9) whose socket has nothing waiting is written with one send(2) of its own (the `@plate/direct-send` addon, built at `npm install`) instead of through Node's stream, which costs more CPU per delivery than the send itself. Whatever the kernel does not take goes through Node as before, so limits and order are the same either way. `false` writes everything through Node; so does a node whose addon did not build (it logs a warning at start).",
+    parse: boolean,
   },
   CORS_ORIGINS: {
     key: "corsOrigins",

@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import { nanoid } from "nanoid";
 import { MemoryBroker, RedisBroker } from "@plate/broker";
 import type { Broker } from "@plate/broker";
+import { directSend, unavailable as directSendUnavailable } from "@plate/direct-send";
 import { PlateError } from "@plate/protocol";
 import { MemoryStore, RedisStore } from "@plate/store";
 import type { Store } from "@plate/store";
@@ -192,6 +193,9 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     });
   });
   metrics.subscriberNoDelay.set(subscriberNoDelay.noDelay ? 1 : 0);
+  if (config.subscriberDirectSend && directSend === undefined) {
+    log.warn("SUBSCRIBER_DIRECT_SEND is on but its addon is unavailable: subscribers are written through Node streams", { reason: directSendUnavailable });
+  }
   const services: Services = {
     config,
     log,
@@ -210,6 +214,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
     filters,
     usage,
     subscriberNoDelay,
+    directSend: config.subscriberDirectSend ? directSend : undefined,
     draining: () => draining,
     notReady: () =>
       draining

@@ -1,4 +1,5 @@
 import type { Broker } from "@plate/broker";
+import type { DirectSend } from "@plate/direct-send";
 import type { Config } from "./config.js";
 import type { Connections } from "./core/connections.js";
 import type { Publisher } from "./core/publisher.js";
@@ -43,6 +44,8 @@ export interface Services {
   readonly usage: Usage;
   /** Whether subscriber sockets send at once now (`SUBSCRIBER_NO_DELAY`). */
   readonly subscriberNoDelay: SubscriberNoDelay;
+  /** The addon that writes a subscriber's message in one send(2), or undefined (`SUBSCRIBER_DIRECT_SEND` off, or not built). */
+  readonly directSend: DirectSend | undefined;
   /** True once the node drains: readiness fails and new connections are refused. */
   readonly draining: () => boolean;
   /**

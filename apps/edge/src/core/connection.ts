@@ -17,6 +17,8 @@ import type {
   Topic,
 } from "@plate/protocol";
 import type { Replay } from "@plate/broker";
+import { sendDirect } from "@plate/direct-send";
+import type { DirectSend } from "@plate/direct-send";
 import type { Transport } from "../metrics.js";
 import { Overlap } from "./delivery.js";
 import { Outbound } from "./outbound.js";
@@ -439,11 +441,14 @@ export abstract class Connection {
   /**
    * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
    * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`),
-   * with the socket's TCP_NODELAY as `SUBSCRIBER_NO_DELAY` asks now (`followNoDelay`).
+   * with the socket's TCP_NODELAY as `SUBSCRIBER_NO_DELAY` asks now (`followNoDelay`), by one
+   * send(2) of its own when nothing waits before it (`SUBSCRIBER_DIRECT_SEND`, see `sendDirect`).
    */
   protected writeInTurn(socket: Writable, chunk: Buffer | string): void {
     this.followNoDelay(socket);
     this.#turn = corkForTurn(socket, this.#turn);
+    const send = this.directSend;
+    if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk)) return;
     socket.write(chunk);
   }
 
@@ -455,6 +460,8 @@ export abstract class Connection {
   protected abstract get maxBufferedBytes(): number;
   /** Whether its socket should send each write at once now (`SUBSCRIBER_NO_DELAY`, see `followNoDelay`). */
   protected abstract get noDelayNow(): boolean;
+  /** The addon that writes a Buffer in one send(2), or undefined to write through Node (`SUBSCRIBER_DIRECT_SEND`). */
+  protected abstract get directSend(): DirectSend | undefined;
   /** The bytes `out` takes on this transport's wire. */
   protected abstract bytesOf(out: Outbound): number;
   /** The bytes a frame of `type` with `json` takes on this transport's wire. */

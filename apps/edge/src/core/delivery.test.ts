@@ -266,6 +266,9 @@ class RecordingConnection extends Connection {
   protected get noDelayNow(): boolean {
     return true;
   }
+  protected get directSend(): undefined {
+    return undefined;
+  }
   protected bytesOf(out: Outbound): number {
     return out.wsFrame.length;
   }

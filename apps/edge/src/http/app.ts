@@ -265,7 +265,7 @@ async function openSse(c: Context<AppEnv>, services: Services, opening: Opening)
     },
     { ...corsHeaders(config.corsOrigins, c.req.header("origin")), "X-Request-Id": c.get("requestId") },
     config.sseRetryMs,
-    { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs, noDelay: services.subscriberNoDelay },
+    { maxBufferedBytes: config.slowConsumerMaxBytes, graceMs: config.slowConsumerGraceMs, noDelay: services.subscriberNoDelay, directSend: services.directSend },
   );
   if (opening.wire === "v2" && opening.grant !== undefined) services.realtime.register(conn, opening.grant, opening.token, opening.claims);
   await services.subscriptions.open(conn, opening.asked, {

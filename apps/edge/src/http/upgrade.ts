@@ -50,6 +50,7 @@ export function createUpgradeHandler(services: Services) {
     maxBufferedBytes: config.slowConsumerMaxBytes,
     graceMs: config.slowConsumerGraceMs,
     noDelay: services.subscriberNoDelay,
+    directSend: services.directSend,
     maxBadFrames: config.wsMaxBadFrames,
     maxFrameBytes: config.wsMaxClientFrameBytes,
   };

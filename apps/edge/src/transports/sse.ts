@@ -7,6 +7,7 @@ import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
 import { errorAnswer } from "../http/refusals.js";
 import type { SubscriberNoDelay } from "./no-delay.js";
+import type { DirectSend } from "@plate/direct-send";
 import { takeOverSocket } from "./socket-takeover.js";
 
 /** Output limits of a subscriber connection (settings, see config.ts). */
@@ -17,6 +18,8 @@ export interface OutputLimits {
   readonly graceMs: number;
   /** `SUBSCRIBER_NO_DELAY`: whether the socket sends each write at once now, or holds small ones for the peer's ACK (Nagle). */
   readonly noDelay: SubscriberNoDelay;
+  /** `SUBSCRIBER_DIRECT_SEND`: the addon that writes a message in one send(2), or undefined to write through Node. */
+  readonly directSend: DirectSend | undefined;
 }
 
 const PING = Buffer.from(": ping\n\n");
@@ -63,6 +66,10 @@ export class SseConnection extends Connection {
 
   protected get noDelayNow(): boolean {
     return this.limits.noDelay.noDelay;
+  }
+
+  protected get directSend(): DirectSend | undefined {
+    return this.limits.directSend;
   }
 
   protected bytesOf(out: Outbound): number {

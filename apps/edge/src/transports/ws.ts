@@ -6,6 +6,7 @@ import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
 import type { OutputLimits } from "./sse.js";
+import type { DirectSend } from "@plate/direct-send";
 import { compactListeners } from "./compact-listeners.js";
 import { onOversizedFrame } from "./ws-oversized-frame.js";
 
@@ -83,6 +84,10 @@ export class WsConnection extends Connection {
 
   protected get noDelayNow(): boolean {
     return this.limits.noDelay.noDelay;
+  }
+
+  protected get directSend(): DirectSend | undefined {
+    return this.limits.directSend;
   }
 
   protected bytesOf(out: Outbound): number {

@@ -1,0 +1,46 @@
+/*
+ * send(fd, bytes): one non-blocking send(2) of a whole Buffer to a connected socket's file
+ * descriptor. Answers the bytes the kernel took (possibly fewer than asked), or -errno: -EAGAIN
+ * when the socket's send buffer is full, -EPIPE or -ECONNRESET when the peer is gone, -EINVAL
+ * for arguments that are not an fd and a Buffer. It never throws and never blocks.
+ *
+ * Node ignores SIGPIPE; MSG_NOSIGNAL (where there is one) keeps a closed peer from raising it
+ * in a process that does not.
+ */
+#include <errno.h>
+#include <node_api.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+static napi_value Send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1;
+  void* data = NULL;
+  size_t length = 0;
+  ssize_t sent;
+  napi_value result;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok) {
+    sent = -EINVAL;
+  } else {
+    do {
+      sent = send(fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) sent = -errno;
+  }
+  napi_create_int32(env, (int32_t)sent, &result);
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  if (napi_create_function(env, "send", NAPI_AUTO_LENGTH, Send, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "send", fn) != napi_ok) return NULL;
+  return exports;
+}

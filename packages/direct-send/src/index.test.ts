@@ -1,0 +1,113 @@
+import { once } from "node:events";
+import { closeSync, openSync, unlinkSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import type { Socket } from "node:net";
+import { constants, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { directSend, unavailable } from "./index.js";
+
+const { EAGAIN, EBADF, EINVAL, ENOTSOCK, EPIPE, ECONNRESET } = constants.errno;
+
+/** A connected pair over loopback: `server` is the accepted side (the one a node writes to). */
+async function pair(): Promise<{ server: Socket; client: Socket }> {
+  const listener = createServer();
+  listener.listen(0, "127.0.0.1");
+  await once(listener, "listening");
+  const port = (listener.address() as { port: number }).port;
+  const accepted = once(listener, "connection") as Promise<[Socket]>;
+  const client = connect(port, "127.0.0.1");
+  const [server] = await accepted;
+  listener.close();
+  opened.push(server, client);
+  return { server, client };
+}
+
+const opened: Socket[] = [];
+afterEach(() => {
+  for (const socket of opened.splice(0)) socket.destroy();
+});
+
+function fdOf(socket: Socket): number {
+  return (socket as unknown as { _handle: { fd: number } })._handle.fd;
+}
+
+function read(socket: Socket, bytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  return new Promise((resolve, reject) => {
+    socket.on("data", (chunk: Buffer) => {
+      chunks.push(chunk);
+      got += chunk.length;
+      if (got >= bytes) resolve(Buffer.concat(chunks));
+    });
+    socket.on("error", reject);
+  });
+}
+
+describe("directSend", () => {
+  it("is built and loads on this platform", () => {
+    expect(unavailable).toBeUndefined();
+    expect(directSend).toBeDefined();
+  });
+
+  it("sends a Buffer to a connected socket, all of it, and answers its length", async () => {
+    const { server, client } = await pair();
+    const message = Buffer.from("event: message\ndata: {\"n\":1}\n\n");
+    const received = read(client, message.length);
+    expect(directSend!.send(fdOf(server), message)).toBe(message.length);
+    expect((await received).equals(message)).toBe(true);
+  });
+
+  it("takes what fits when the peer does not read, answers -EAGAIN once nothing does, and never blocks", async () => {
+    const { server, client } = await pair();
+    client.pause();
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    let accepted = 0;
+    let last = 0;
+    // The kernel's send buffer and the peer's receive buffer hold a few MB on loopback at most.
+    for (let i = 0; i < 10_000; i++) {
+      last = directSend!.send(fdOf(server), chunk);
+      if (last < 0) break;
+      accepted += last;
+    }
+    expect(last).toBe(-EAGAIN);
+    expect(accepted).toBeGreaterThan(0);
+    // Exactly what it said it took arrives.
+    const received = read(client, accepted);
+    client.resume();
+    const bytes = await received;
+    expect(bytes.length).toBe(accepted);
+  });
+
+  it("answers -EPIPE or -ECONNRESET for a peer that is gone, without a signal ending the process", async () => {
+    const { server, client } = await pair();
+    client.resetAndDestroy();
+    await once(client, "close");
+    const message = Buffer.from("late");
+    let answer = 0;
+    // The reset may take a moment to arrive; the first send after it may still be taken.
+    for (let i = 0; i < 100 && answer >= 0; i++) {
+      answer = directSend!.send(fdOf(server), message);
+      if (answer >= 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect([-EPIPE, -ECONNRESET]).toContain(answer);
+  });
+
+  it("answers -EINVAL, -EBADF or -ENOTSOCK for what is not a socket and a Buffer, and throws nothing", () => {
+    const send = directSend!.send as (...args: unknown[]) => number;
+    expect(send(-1, Buffer.from("x"))).toBe(-EINVAL);
+    expect(send("3", Buffer.from("x"))).toBe(-EINVAL);
+    expect(send(1, "not a buffer")).toBe(-EINVAL);
+    expect(send()).toBe(-EINVAL);
+    expect(send(1_000_000, Buffer.from("x"))).toBe(-EBADF);
+    const file = join(tmpdir(), `direct-send-${process.pid}.tmp`);
+    const fd = openSync(file, "w");
+    try {
+      expect(send(fd, Buffer.from("x"))).toBe(-ENOTSOCK);
+    } finally {
+      closeSync(fd);
+      unlinkSync(file);
+    }
+  });
+});

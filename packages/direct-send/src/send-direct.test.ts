@@ -1,0 +1,119 @@
+import { once } from "node:events";
+import { connect, createServer } from "node:net";
+import type { Socket } from "node:net";
+import { PassThrough } from "node:stream";
+import { directSend } from "./index.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { sendDirect } from "./send-direct.js";
+
+const send = directSend!;
+
+const opened: Socket[] = [];
+afterEach(() => {
+  for (const socket of opened.splice(0)) socket.destroy();
+});
+
+/** Writes as a subscriber connection does: directly when it can, through Node when it answers false. */
+function write(socket: Socket, bytes: Buffer): "direct" | "node" {
+  if (sendDirect(send, socket, bytes)) return "direct";
+  socket.write(bytes);
+  return "node";
+}
+
+/** A connected pair over loopback: `server` is the accepted side, the one a node writes to. */
+async function pair(): Promise<{ server: Socket; client: Socket }> {
+  const listener = createServer();
+  listener.listen(0, "127.0.0.1");
+  await once(listener, "listening");
+  const accepted = once(listener, "connection") as Promise<[Socket]>;
+  const client = connect((listener.address() as { port: number }).port, "127.0.0.1");
+  const [server] = await accepted;
+  listener.close();
+  opened.push(server, client);
+  return { server, client };
+}
+
+function readAll(socket: Socket, bytes: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  return new Promise((resolve, reject) => {
+    socket.on("data", (chunk: Buffer) => {
+      chunks.push(chunk);
+      got += chunk.length;
+      if (got >= bytes) resolve(Buffer.concat(chunks).toString());
+    });
+    socket.on("error", reject);
+  });
+}
+
+function message(n: number): Buffer {
+  return Buffer.from(`event: message\ndata: {"n":${n},"pad":"${"x".repeat(900)}"}\n\n`);
+}
+
+describe("sendDirect", () => {
+  it("keeps a subscriber's messages whole and in order when its peer stops reading and Node queues the rest", async () => {
+    const { server, client } = await pair();
+    client.pause();
+    const messages = Array.from({ length: 20_000 }, (_, n) => message(n));
+    const ways = { direct: 0, node: 0 };
+    for (const bytes of messages) ways[write(server, bytes)] += 1;
+    // The kernel filled (about 20 MB asked of a few MB of buffers): Node took the rest.
+    expect(ways.direct).toBeGreaterThan(0);
+    expect(ways.node).toBeGreaterThan(0);
+    expect(server.writableLength).toBeGreaterThan(0);
+    const total = messages.reduce((sum, bytes) => sum + bytes.length, 0);
+    const received = readAll(client, total);
+    client.resume();
+    expect(await received).toBe(Buffer.concat(messages).toString());
+  });
+
+  it("writes directly again once Node's queue has drained, still in order", async () => {
+    const { server, client } = await pair();
+    client.pause();
+    const first = Array.from({ length: 10_000 }, (_, n) => message(n));
+    for (const bytes of first) write(server, bytes);
+    expect(server.writableLength).toBeGreaterThan(0);
+    const second = Array.from({ length: 100 }, (_, n) => message(10_000 + n));
+    const total = [...first, ...second].reduce((sum, bytes) => sum + bytes.length, 0);
+    const received = readAll(client, total);
+    client.resume();
+    await once(server, "drain");
+    for (const bytes of second) expect(write(server, bytes)).toBe("direct");
+    expect(await received).toBe(Buffer.concat([...first, ...second]).toString());
+  });
+
+  it("writes nothing and answers false for a corked socket, an ended or destroyed one, or a stream that is not a socket", async () => {
+    const { server, client } = await pair();
+    const bytes = message(1);
+    server.cork();
+    expect(sendDirect(send, server, bytes)).toBe(false);
+    server.uncork();
+    const stream = new PassThrough();
+    expect(sendDirect(send, stream, bytes)).toBe(false);
+    expect(stream.readableLength).toBe(0);
+    const received: Buffer[] = [];
+    client.on("data", (chunk: Buffer) => received.push(chunk));
+    server.end();
+    expect(sendDirect(send, server, bytes)).toBe(false);
+    await once(client, "end");
+    expect(Buffer.concat(received).length).toBe(0);
+    server.destroy();
+    expect(sendDirect(send, server, bytes)).toBe(false);
+  });
+
+  it("hands a write to a peer that is gone to Node, which closes the socket", async () => {
+    const { server, client } = await pair();
+    server.on("error", () => undefined);
+    client.resetAndDestroy();
+    await once(client, "close");
+    // Not `once`: it would reject with the error this test expects Node to meet.
+    const closed = new Promise((resolve) => server.on("close", resolve));
+    // The reset arrives at once on loopback; a first send may still be taken before it does.
+    for (let i = 0; i < 100 && !server.destroyed; i++) {
+      write(server, message(i));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await closed;
+    expect(server.destroyed).toBe(true);
+  });
+});
