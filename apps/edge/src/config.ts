@@ -571,7 +571,7 @@ export const SETTINGS = {
   },
   SUBSCRIBER_NAGLE_LOAD_PERCENT: {
     key: "subscriberNagleLoadPercent",
-    default: "80",
+    default: "50",
     doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to a quarter of it.",
     parse: integer(1, 100),
   },

@@ -7,7 +7,7 @@ export type NoDelayMode = boolean | "auto";
 export const NO_DELAY_SAMPLE_MS = 1000;
 /**
  * `auto` turns `TCP_NODELAY` back on once the load falls to this share of `SUBSCRIBER_NAGLE_LOAD`
- * (20% at its default). Nagle itself lowers the load it was turned on for, so the bound must lie
+ * (12.5% at its default of 50%). Nagle itself lowers the load it was turned on for, so the bound must lie
  * below what the same traffic costs with Nagle, or the switch flips back at the next reading: at
  * W1 (load-tests, 100,000 deliveries/s on one core) a node at 85% with `TCP_NODELAY` ran at 33%
  * with Nagle, and with the bound at half (40%) it went back the next second, every time
