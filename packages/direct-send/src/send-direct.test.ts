@@ -101,6 +101,32 @@ describe("sendDirect", () => {
     expect(sendDirect(send, server, bytes)).toBe(false);
   });
 
+  it("never writes a closed socket's bytes to the connection that reuses its file descriptor", async () => {
+    const first = await pair();
+    const fdOf = (socket: Socket) => (socket as unknown as { _handle: { fd: number } | null })._handle?.fd;
+    const reused = fdOf(first.server);
+    expect(write(first.server, message(0))).toBe("direct");
+    // A listener first, so that the next socket made (a client) gets the number the kernel frees
+    // next: it hands out the lowest free one.
+    const listener = createServer();
+    listener.listen(0, "127.0.0.1");
+    await once(listener, "listening");
+    const accepted = once(listener, "connection") as Promise<[Socket]>;
+    first.server.destroy();
+    await once(first.server, "close");
+    const client = connect((listener.address() as { port: number }).port, "127.0.0.1");
+    const [server] = await accepted;
+    listener.close();
+    opened.push(server, client);
+    expect(fdOf(client)).toBe(reused);
+    const received: Buffer[] = [];
+    server.on("data", (chunk: Buffer) => received.push(chunk));
+    expect(sendDirect(send, first.server, message(1))).toBe(false);
+    expect(write(client, message(2))).toBe("direct");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(Buffer.concat(received).toString()).toBe(message(2).toString());
+  });
+
   it("hands a write to a peer that is gone to Node, which closes the socket", async () => {
     const { server, client } = await pair();
     server.on("error", () => undefined);
