@@ -4,8 +4,10 @@ import { execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer } from "node:net";
 import type { Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { directSend, sendDirect } from "@plate/direct-send";
+import { median } from "./table.js";
 
 /*
  * What one write to a subscriber costs the writing process, through Node's stream
@@ -78,9 +80,8 @@ async function main(rounds: number, noDelay: boolean): Promise<void> {
   console.log(`\n${SOCKETS} sockets (${noDelay ? "TCP_NODELAY" : "Nagle"}), ${MESSAGE_BYTES} bytes a write, medians of ${rounds}:`);
   console.log("| way | user µs/write | system µs/write | total µs/write |\n|---|---|---|---|");
   for (const way of ["socket.write", "sendDirect"] as const) {
-    const user = median(results[way].map((r) => r.user));
-    const system = median(results[way].map((r) => r.system));
-    console.log(`| ${way} | ${user.toFixed(2)} | ${system.toFixed(2)} | ${median(results[way].map((r) => r.user + r.system)).toFixed(2)} |`);
+    const of = (pick: (r: { user: number; system: number }) => number) => median(results[way].map(pick))!.toFixed(2);
+    console.log(`| ${way} | ${of((r) => r.user)} | ${of((r) => r.system)} | ${of((r) => r.user + r.system)} |`);
   }
 }
 
@@ -89,12 +90,3 @@ function pinned(child: ChildProcess, cpu: number): ChildProcess {
   return child;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

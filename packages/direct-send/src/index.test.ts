@@ -1,49 +1,14 @@
 import { once } from "node:events";
 import { closeSync, openSync, unlinkSync } from "node:fs";
-import { createServer, connect } from "node:net";
-import type { Socket } from "node:net";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { directSend, unavailable } from "./index.js";
+import { destroyPairs, fdOf, pair, readBytes } from "./test-support/sockets.js";
 
 const { EAGAIN, EBADF, EINVAL, ENOTSOCK, EPIPE, ECONNRESET } = constants.errno;
 
-/** A connected pair over loopback: `server` is the accepted side (the one a node writes to). */
-async function pair(): Promise<{ server: Socket; client: Socket }> {
-  const listener = createServer();
-  listener.listen(0, "127.0.0.1");
-  await once(listener, "listening");
-  const port = (listener.address() as { port: number }).port;
-  const accepted = once(listener, "connection") as Promise<[Socket]>;
-  const client = connect(port, "127.0.0.1");
-  const [server] = await accepted;
-  listener.close();
-  opened.push(server, client);
-  return { server, client };
-}
-
-const opened: Socket[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.destroy();
-});
-
-function fdOf(socket: Socket): number {
-  return (socket as unknown as { _handle: { fd: number } })._handle.fd;
-}
-
-function read(socket: Socket, bytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let got = 0;
-  return new Promise((resolve, reject) => {
-    socket.on("data", (chunk: Buffer) => {
-      chunks.push(chunk);
-      got += chunk.length;
-      if (got >= bytes) resolve(Buffer.concat(chunks));
-    });
-    socket.on("error", reject);
-  });
-}
+afterEach(destroyPairs);
 
 describe("directSend", () => {
   it("is built and loads on this platform", () => {
@@ -54,7 +19,7 @@ describe("directSend", () => {
   it("sends a Buffer to a connected socket, all of it, and answers its length", async () => {
     const { server, client } = await pair();
     const message = Buffer.from("event: message\ndata: {\"n\":1}\n\n");
-    const received = read(client, message.length);
+    const received = readBytes(client, message.length);
     expect(directSend!.send(fdOf(server), message)).toBe(message.length);
     expect((await received).equals(message)).toBe(true);
   });
@@ -74,7 +39,7 @@ describe("directSend", () => {
     expect(last).toBe(-EAGAIN);
     expect(accepted).toBeGreaterThan(0);
     // Exactly what it said it took arrives.
-    const received = read(client, accepted);
+    const received = readBytes(client, accepted);
     client.resume();
     const bytes = await received;
     expect(bytes.length).toBe(accepted);

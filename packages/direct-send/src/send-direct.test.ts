@@ -5,45 +5,17 @@ import { PassThrough } from "node:stream";
 import { directSend } from "./index.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { sendDirect } from "./send-direct.js";
+import { destroyPairs, fdOf, keep, pair, readBytes } from "./test-support/sockets.js";
 
 const send = directSend!;
 
-const opened: Socket[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.destroy();
-});
+afterEach(destroyPairs);
 
 /** Writes as a subscriber connection does: directly when it can, through Node when it answers false. */
 function write(socket: Socket, bytes: Buffer): "direct" | "node" {
   if (sendDirect(send, socket, bytes)) return "direct";
   socket.write(bytes);
   return "node";
-}
-
-/** A connected pair over loopback: `server` is the accepted side, the one a node writes to. */
-async function pair(): Promise<{ server: Socket; client: Socket }> {
-  const listener = createServer();
-  listener.listen(0, "127.0.0.1");
-  await once(listener, "listening");
-  const accepted = once(listener, "connection") as Promise<[Socket]>;
-  const client = connect((listener.address() as { port: number }).port, "127.0.0.1");
-  const [server] = await accepted;
-  listener.close();
-  opened.push(server, client);
-  return { server, client };
-}
-
-function readAll(socket: Socket, bytes: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let got = 0;
-  return new Promise((resolve, reject) => {
-    socket.on("data", (chunk: Buffer) => {
-      chunks.push(chunk);
-      got += chunk.length;
-      if (got >= bytes) resolve(Buffer.concat(chunks).toString());
-    });
-    socket.on("error", reject);
-  });
 }
 
 function message(n: number): Buffer {
@@ -62,7 +34,7 @@ describe("sendDirect", () => {
     expect(ways.node).toBeGreaterThan(0);
     expect(server.writableLength).toBeGreaterThan(0);
     const total = messages.reduce((sum, bytes) => sum + bytes.length, 0);
-    const received = readAll(client, total);
+    const received = readBytes(client, total).then(String);
     client.resume();
     expect(await received).toBe(Buffer.concat(messages).toString());
   });
@@ -75,7 +47,7 @@ describe("sendDirect", () => {
     expect(server.writableLength).toBeGreaterThan(0);
     const second = Array.from({ length: 100 }, (_, n) => message(10_000 + n));
     const total = [...first, ...second].reduce((sum, bytes) => sum + bytes.length, 0);
-    const received = readAll(client, total);
+    const received = readBytes(client, total).then(String);
     client.resume();
     await once(server, "drain");
     for (const bytes of second) expect(write(server, bytes)).toBe("direct");
@@ -103,7 +75,6 @@ describe("sendDirect", () => {
 
   it("never writes a closed socket's bytes to the connection that reuses its file descriptor", async () => {
     const first = await pair();
-    const fdOf = (socket: Socket) => (socket as unknown as { _handle: { fd: number } | null })._handle?.fd;
     const reused = fdOf(first.server);
     expect(write(first.server, message(0))).toBe("direct");
     // A listener first, so that the next socket made (a client) gets the number the kernel frees
@@ -117,7 +88,7 @@ describe("sendDirect", () => {
     const client = connect((listener.address() as { port: number }).port, "127.0.0.1");
     const [server] = await accepted;
     listener.close();
-    opened.push(server, client);
+    keep(server, client);
     expect(fdOf(client)).toBe(reused);
     const received: Buffer[] = [];
     server.on("data", (chunk: Buffer) => received.push(chunk));
