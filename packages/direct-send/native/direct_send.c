@@ -1,8 +1,13 @@
 /*
  * send(fd, bytes): one non-blocking send(2) of a whole Buffer to a connected socket's file
- * descriptor. Answers the bytes the kernel took (possibly fewer than asked), or -errno: -EAGAIN
- * when the socket's send buffer is full, -EPIPE or -ECONNRESET when the peer is gone, -EINVAL
- * for arguments that are not an fd and a Buffer. It never throws and never blocks.
+ * descriptor. Answers undefined when the kernel took every byte; otherwise the bytes it took
+ * (fewer than asked), or -errno: -EAGAIN when the socket's send buffer is full, -EPIPE or
+ * -ECONNRESET when the peer is gone, -EINVAL for arguments that are not an fd and a Buffer. It
+ * never throws and never blocks.
+ *
+ * Undefined (a NULL result) for the usual case, not the count: making a number is a handle in
+ * the call's scope (v8::Integer::New), and with its N-API wrapper that was 9% of the node's
+ * user-space CPU in a fan-out (W1 under perf, docs/performance.md).
  *
  * Node ignores SIGPIPE; MSG_NOSIGNAL (where there is one) keeps a closed peer from raising it
  * in a process that does not.
@@ -33,6 +38,7 @@ static napi_value Send(napi_env env, napi_callback_info info) {
       sent = send(fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) sent = -errno;
+    else if ((size_t)sent == length) return NULL;
   }
   napi_create_int32(env, (int32_t)sent, &result);
   return result;

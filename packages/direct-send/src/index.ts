@@ -2,12 +2,14 @@ import { createRequire } from "node:module";
 
 /**
  * The addon's one function: a non-blocking send(2) of all of `bytes` to the socket `fd`.
- * Answers the bytes the kernel took (fewer than asked when its send buffer filled), or a
- * negative errno (`-EAGAIN` when it took none, `-EPIPE`/`-ECONNRESET` when the peer is gone,
- * `-EINVAL` for bad arguments). Never throws, never blocks.
+ * Answers undefined when the kernel took them all; otherwise the bytes it took (fewer than
+ * asked when its send buffer filled), or a negative errno (`-EAGAIN` when it took none,
+ * `-EPIPE`/`-ECONNRESET` when the peer is gone, `-EINVAL` for bad arguments). Never throws,
+ * never blocks. (Undefined rather than the count: a number costs the call a V8 handle, see
+ * native/direct_send.c.)
  */
 export interface DirectSend {
-  send(this: void, fd: number, bytes: Uint8Array): number;
+  send(this: void, fd: number, bytes: Uint8Array): number | undefined;
 }
 
 /** Where the addon is: node-gyp's build, one level above `dist/` and `src/`. */
@@ -31,3 +33,4 @@ export const directSend: DirectSend | undefined = loaded.addon;
 /** Why `directSend` is undefined, for the node's start-up log; undefined when it loaded. */
 export const unavailable: string | undefined = loaded.reason;
 export { sendDirect } from "./send-direct.js";
+export type { FdMemo } from "./send-direct.js";

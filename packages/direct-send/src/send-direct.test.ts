@@ -2,18 +2,29 @@ import { once } from "node:events";
 import { connect, createServer } from "node:net";
 import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
+import type { Writable } from "node:stream";
 import { directSend } from "./index.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { sendDirect } from "./send-direct.js";
+import type { FdMemo } from "./send-direct.js";
 import { destroyPairs, fdOf, keep, pair, readBytes } from "./test-support/sockets.js";
 
 const send = directSend!;
 
 afterEach(destroyPairs);
 
+/** Each socket's fd memo, as its connection keeps one. */
+const memos = new WeakMap<Writable, FdMemo>();
+
+function memoOf(socket: Writable): FdMemo {
+  let memo = memos.get(socket);
+  if (memo === undefined) memos.set(socket, (memo = { fd: undefined }));
+  return memo;
+}
+
 /** Writes as a subscriber connection does: directly when it can, through Node when it answers false. */
 function write(socket: Socket, bytes: Buffer): "direct" | "node" {
-  if (sendDirect(send, socket, bytes)) return "direct";
+  if (sendDirect(send, socket, bytes, memoOf(socket))) return "direct";
   socket.write(bytes);
   return "node";
 }
@@ -58,19 +69,19 @@ describe("sendDirect", () => {
     const { server, client } = await pair();
     const bytes = message(1);
     server.cork();
-    expect(sendDirect(send, server, bytes)).toBe(false);
+    expect(sendDirect(send, server, bytes, memoOf(server))).toBe(false);
     server.uncork();
     const stream = new PassThrough();
-    expect(sendDirect(send, stream, bytes)).toBe(false);
+    expect(sendDirect(send, stream, bytes, memoOf(stream))).toBe(false);
     expect(stream.readableLength).toBe(0);
     const received: Buffer[] = [];
     client.on("data", (chunk: Buffer) => received.push(chunk));
     server.end();
-    expect(sendDirect(send, server, bytes)).toBe(false);
+    expect(sendDirect(send, server, bytes, memoOf(server))).toBe(false);
     await once(client, "end");
     expect(Buffer.concat(received).length).toBe(0);
     server.destroy();
-    expect(sendDirect(send, server, bytes)).toBe(false);
+    expect(sendDirect(send, server, bytes, memoOf(server))).toBe(false);
   });
 
   it("never writes a closed socket's bytes to the connection that reuses its file descriptor", async () => {
@@ -92,7 +103,7 @@ describe("sendDirect", () => {
     expect(fdOf(client)).toBe(reused);
     const received: Buffer[] = [];
     server.on("data", (chunk: Buffer) => received.push(chunk));
-    expect(sendDirect(send, first.server, message(1))).toBe(false);
+    expect(sendDirect(send, first.server, message(1), memoOf(first.server))).toBe(false);
     expect(write(client, message(2))).toBe("direct");
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(Buffer.concat(received).toString()).toBe(message(2).toString());

@@ -1,13 +1,17 @@
 import type { Writable } from "node:stream";
 import type { DirectSend } from "./index.js";
 
-/** Where a handle keeps its file descriptor once read (see `sendDirect`). */
-const FD = Symbol("plate.fd");
-
 /** What a connected `net.Socket` keeps of its libuv stream (Node's `TCPWrap`): its file descriptor. */
 interface StreamHandle {
   readonly fd: number;
-  [FD]?: number;
+}
+
+/**
+ * A socket's file descriptor once read (`sendDirect`), kept by its writer: one per socket, made by
+ * the caller as `{ fd: undefined }`.
+ */
+export interface FdMemo {
+  fd: number | undefined;
 }
 
 /**
@@ -26,21 +30,26 @@ interface StreamHandle {
  * with Nagle, 210 bytes each, 0.48 µs user + 1.34 µs system a write through `socket.write`, 0.20 +
  * 1.09 µs with this (docs/performance.md, issue 18).
  *
- * The fd belongs to the socket's live handle: a closed socket lets its handle go (`_handle` null)
- * in the same call that closes the descriptor, so a number read from (or kept on) the handle found
- * here is this socket's, never a later connection's that reuses the number.
+ * The fd is read from the socket's handle at its first direct write and kept in `memo`: `fd` is a
+ * call into C++ that reads libuv's handle, cold memory for a socket written once per fan-out (4% of
+ * the node's CPU at W1, perf), and `_handle` is a getter whose load (`this[kHandle]`, shared by
+ * every socket of the process) is megamorphic: 8% of the node's user-space instructions per
+ * delivery (load-tests instructions.js, W1). The number stays this socket's while the socket is
+ * `writable`: a socket closes its descriptor only in `destroy`, which makes it not writable in
+ * the same call, so a closed socket's kept number (which a later connection may reuse) is never
+ * written to.
  */
-export function sendDirect(send: DirectSend, socket: Writable, bytes: Buffer): boolean {
-  const handle = (socket as { _handle?: StreamHandle | null })._handle;
-  if (handle == null || socket.writableLength !== 0 || socket.writableCorked !== 0 || !socket.writable) return false;
-  // `fd` is a call into C++ that reads libuv's handle, cold memory for a socket written once per
-  // fan-out: 4% of the node's CPU at W1 (perf). Its number is kept on the handle object, which
-  // the socket lets go in the same call that closes the descriptor.
-  let fd = handle[FD];
-  if (fd === undefined) fd = handle[FD] = handle.fd;
+export function sendDirect(send: DirectSend, socket: Writable, bytes: Buffer, memo: FdMemo): boolean {
+  if (socket.writableLength !== 0 || socket.writableCorked !== 0 || !socket.writable) return false;
+  let fd = memo.fd;
+  if (fd === undefined) {
+    const handle = (socket as { _handle?: StreamHandle | null })._handle;
+    if (handle == null) return false;
+    fd = memo.fd = handle.fd;
+  }
   if (!(fd >= 0)) return false;
   const sent = send.send(fd, bytes);
-  if (sent === bytes.length) return true;
+  if (sent === undefined) return true;
   socket.write(sent > 0 ? bytes.subarray(sent) : bytes);
   return true;
 }

@@ -18,7 +18,7 @@ import type {
 } from "@plate/protocol";
 import type { Replay } from "@plate/broker";
 import { sendDirect } from "@plate/direct-send";
-import type { DirectSend } from "@plate/direct-send";
+import type { DirectSend, FdMemo } from "@plate/direct-send";
 import type { Transport } from "../metrics.js";
 import { Overlap } from "./delivery.js";
 import { Outbound } from "./outbound.js";
@@ -144,6 +144,8 @@ export abstract class Connection {
   #turn = 0;
   /** What the socket's TCP_NODELAY was last set to (see `followNoDelay`). */
   #noDelay = true;
+  /** Its socket's file descriptor for `sendDirect`, made at its first direct write (an idle connection has none). */
+  #fdMemo: FdMemo | undefined;
   /**
    * Its end hooks, chained in one slot: an idle v1 connection has one (the registry's, shared by
    * every connection), and an array of one took 184 bytes of each (heap snapshot, 2026-12-03).
@@ -448,7 +450,7 @@ export abstract class Connection {
     this.followNoDelay(socket);
     this.#turn = corkForTurn(socket, this.#turn);
     const send = this.directSend;
-    if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk)) return;
+    if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk, (this.#fdMemo ??= { fd: undefined }))) return;
     socket.write(chunk);
   }
 
