@@ -54,7 +54,7 @@ async function runWriter(way: Way, noDelay: boolean): Promise<void> {
   const reader = pinned(fork(fileURLToPath(import.meta.url), ["reader", String((server.address() as { port: number }).port)]), READER_CPU);
   while (sockets.length < SOCKETS) await sleep(10);
   const message = Buffer.alloc(MESSAGE_BYTES, "x");
-  const memos = sockets.map(() => ({ fd: undefined }));
+  const memos = sockets.map(() => ({ fd: undefined, batch: 0 }));
   const before = process.cpuUsage();
   for (let round = 0; round < ROUNDS; round++) {
     if (way === "sendDirect") for (let i = 0; i < sockets.length; i++) sendDirect(directSend!, sockets[i]!, message, memos[i]!);

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <node_api.h>
 #include <sys/socket.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #ifndef MSG_NOSIGNAL
@@ -44,9 +45,56 @@ static napi_value Send(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * sendMany(fds, count, bytes, results): send(fd, bytes) for each of the first `count` fds of an
+ * Int32Array, in order, each answer (the bytes taken, or -errno) into the same place of the
+ * Int32Array `results`. Answers how many were not sent whole (0 when every one was), or -EINVAL
+ * (having sent nothing) for arguments that are not that: a fan-out's writes of one Buffer in one
+ * call instead of one a subscriber (the call's own cost, N-API's argument reads and V8's callback,
+ * was 15% of the node's user-space instructions a delivery at W1).
+ */
+static napi_value SendMany(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_typedarray_type fdsType, resultsType;
+  size_t fdsLength = 0, resultsLength = 0, length = 0;
+  void *fdsData = NULL, *resultsData = NULL, *data = NULL;
+  uint32_t count = 0;
+  int32_t partial = 0;
+  napi_value result;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_typedarray_info(env, argv[0], &fdsType, &fdsLength, &fdsData, NULL, NULL) != napi_ok ||
+      fdsType != napi_int32_array || napi_get_value_uint32(env, argv[1], &count) != napi_ok ||
+      napi_get_buffer_info(env, argv[2], &data, &length) != napi_ok ||
+      napi_get_typedarray_info(env, argv[3], &resultsType, &resultsLength, &resultsData, NULL, NULL) != napi_ok ||
+      resultsType != napi_int32_array || count > fdsLength || count > resultsLength) {
+    partial = -EINVAL;
+  } else {
+    const int32_t* fds = fdsData;
+    int32_t* answers = resultsData;
+    for (uint32_t i = 0; i < count; i++) {
+      ssize_t sent;
+      if (fds[i] < 0) {
+        sent = -EBADF;
+      } else {
+        do {
+          sent = send(fds[i], data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0) sent = -errno;
+      }
+      answers[i] = (int32_t)sent;
+      if ((size_t)sent != length) partial += 1;
+    }
+  }
+  napi_create_int32(env, partial, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "send", NAPI_AUTO_LENGTH, Send, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "send", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "sendMany", NAPI_AUTO_LENGTH, SendMany, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "sendMany", fn) != napi_ok) return NULL;
   return exports;
 }

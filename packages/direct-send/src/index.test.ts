@@ -76,4 +76,40 @@ describe("directSend", () => {
       unlinkSync(file);
     }
   });
+
+  it("sendMany sends one Buffer to each socket in order, answers each count, and how many were not sent whole", async () => {
+    const pairs = await Promise.all([pair(), pair(), pair()]);
+    const message = Buffer.from("event: message\ndata: {\"n\":2}\n\n");
+    const received = pairs.map(({ client }) => readBytes(client, message.length));
+    const fds = Int32Array.from([...pairs.map(({ server }) => fdOf(server)), 1_000_000]);
+    const results = new Int32Array(fds.length);
+    expect(directSend!.sendMany(fds, 3, message, results)).toBe(0);
+    expect([...results]).toEqual([message.length, message.length, message.length, 0]);
+    for (const bytes of await Promise.all(received)) expect(bytes.equals(message)).toBe(true);
+    // One that is not a socket among them: counted, answered, and the others still sent.
+    const later = pairs.map(({ client }) => readBytes(client, message.length));
+    fds[1] = 1_000_000;
+    fds[3] = fdOf(pairs[1].server);
+    expect(directSend!.sendMany(fds, 4, message, results)).toBe(1);
+    expect([...results]).toEqual([message.length, -EBADF, message.length, message.length]);
+    for (const bytes of await Promise.all(later)) expect(bytes.equals(message)).toBe(true);
+  });
+
+  it("sendMany answers -EINVAL and sends nothing for arguments that are not fds, a count within them, a Buffer and answers", async () => {
+    const { server, client } = await pair();
+    const got: Buffer[] = [];
+    client.on("data", (chunk: Buffer) => got.push(chunk));
+    const sendMany = directSend!.sendMany as (...args: unknown[]) => number;
+    const fds = Int32Array.of(fdOf(server));
+    const bytes = Buffer.from("x");
+    expect(sendMany(fds, 2, bytes, new Int32Array(2))).toBe(-EINVAL);
+    expect(sendMany(fds, 1, bytes, new Int32Array(0))).toBe(-EINVAL);
+    expect(sendMany([fdOf(server)], 1, bytes, new Int32Array(1))).toBe(-EINVAL);
+    expect(sendMany(Float64Array.of(fdOf(server)), 1, bytes, new Int32Array(1))).toBe(-EINVAL);
+    expect(sendMany(fds, 1, "x", new Int32Array(1))).toBe(-EINVAL);
+    expect(sendMany(fds, -1, bytes, new Int32Array(1))).toBe(-EINVAL);
+    expect(sendMany()).toBe(-EINVAL);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(got).toHaveLength(0);
+  });
 });

@@ -10,6 +10,12 @@ import { createRequire } from "node:module";
  */
 export interface DirectSend {
   send(this: void, fd: number, bytes: Uint8Array): number | undefined;
+  /**
+   * `send(fd, bytes)` for each of the first `count` of `fds`, in order, each answer (the bytes
+   * taken, or a negative errno) into the same place of `results`. Answers how many were not sent
+   * whole (0 when every one was), or `-EINVAL` (having sent nothing) for bad arguments.
+   */
+  sendMany(this: void, fds: Int32Array, count: number, bytes: Uint8Array, results: Int32Array): number;
 }
 
 /** Where the addon is: node-gyp's build, one level above `dist/` and `src/`. */
@@ -32,5 +38,5 @@ export const directSend: DirectSend | undefined = loaded.addon;
 
 /** Why `directSend` is undefined, for the node's start-up log; undefined when it loaded. */
 export const unavailable: string | undefined = loaded.reason;
-export { sendDirect } from "./send-direct.js";
+export { closeDirectBatch, flushDirect, openDirectBatch, sendDirect } from "./send-direct.js";
 export type { FdMemo } from "./send-direct.js";

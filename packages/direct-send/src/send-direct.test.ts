@@ -5,7 +5,7 @@ import { PassThrough } from "node:stream";
 import type { Writable } from "node:stream";
 import { directSend } from "./index.js";
 import { afterEach, describe, expect, it } from "vitest";
-import { sendDirect } from "./send-direct.js";
+import { DIRECT_BATCH_MAX, closeDirectBatch, flushDirect, openDirectBatch, sendDirect } from "./send-direct.js";
 import type { FdMemo } from "./send-direct.js";
 import { destroyPairs, fdOf, keep, pair, readBytes } from "./test-support/sockets.js";
 
@@ -18,7 +18,7 @@ const memos = new WeakMap<Writable, FdMemo>();
 
 function memoOf(socket: Writable): FdMemo {
   let memo = memos.get(socket);
-  if (memo === undefined) memos.set(socket, (memo = { fd: undefined }));
+  if (memo === undefined) memos.set(socket, (memo = { fd: undefined, batch: 0 }));
   return memo;
 }
 
@@ -125,3 +125,106 @@ describe("sendDirect", () => {
     expect(server.destroyed).toBe(true);
   });
 });
+
+describe("sendDirect in a batch (openDirectBatch)", () => {
+  it("holds a fan-out's writes until the batch closes, then every socket has its message", async () => {
+    const pairs = await Promise.all(Array.from({ length: 3 }, () => pair()));
+    const bytes = message(1);
+    const got = pairs.map(({ client }) => collect(client));
+    openDirectBatch();
+    try {
+      for (const { server } of pairs) expect(write(server, bytes)).toBe("direct");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // Held: nothing has left yet.
+      for (const chunks of got) expect(chunks).toHaveLength(0);
+    } finally {
+      closeDirectBatch();
+    }
+    for (const chunks of got) await eventually(() => expect(Buffer.concat(chunks).toString()).toBe(bytes.toString()));
+  });
+
+  it("sends a batch's writes whole and in order: past DIRECT_BATCH_MAX, a socket written twice, another Buffer, a write through Node after flushDirect", async () => {
+    const pairs = await Promise.all(Array.from({ length: 5 }, () => pair()));
+    const got = pairs.map(({ client }) => collect(client));
+    const expected: Buffer[][] = pairs.map(() => []);
+    const writeOne = (i: number, bytes: Buffer) => {
+      expected[i]!.push(bytes);
+      expect(write(pairs[i]!.server, bytes)).toBe("direct");
+    };
+    openDirectBatch();
+    try {
+      let n = 0;
+      // More writes of one Buffer than a batch holds, each socket written many times.
+      const shared = message(n++);
+      for (let k = 0; k < DIRECT_BATCH_MAX + 10; k++) writeOne(k % pairs.length, shared);
+      // Another Buffer, and a socket written again right after.
+      const other = message(n++);
+      writeOne(0, other);
+      writeOne(0, other);
+      // A nested batch closes without sending what the outer one holds before it.
+      openDirectBatch();
+      writeOne(1, message(n++));
+      closeDirectBatch();
+      // A write through Node, as a connection makes one: what is held goes first.
+      writeOne(2, message(n++));
+      const viaNode = message(n++);
+      expected[2]!.push(viaNode);
+      flushDirect();
+      pairs[2]!.server.write(viaNode);
+      writeOne(2, message(n++));
+    } finally {
+      closeDirectBatch();
+    }
+    for (let i = 0; i < pairs.length; i++) {
+      const want = Buffer.concat(expected[i]!).toString();
+      await eventually(() => expect(Buffer.concat(got[i]!).toString()).toBe(want));
+    }
+  });
+
+  it("hands what the kernel did not take of a batch's writes to Node, whole and in order, for a peer that stopped reading", async () => {
+    const { server, client } = await pair();
+    const other = await pair();
+    client.pause();
+    const messages = Array.from({ length: 20_000 }, (_, n) => message(n));
+    const otherGot = collect(other.client);
+    openDirectBatch();
+    try {
+      // Alternating with another socket: each batch is one write to each, one Buffer.
+      for (const bytes of messages) {
+        write(server, bytes);
+        write(other.server, bytes);
+      }
+    } finally {
+      closeDirectBatch();
+    }
+    expect(server.writableLength).toBeGreaterThan(0);
+    const total = messages.reduce((sum, bytes) => sum + bytes.length, 0);
+    const received = readBytes(client, total).then(String);
+    client.resume();
+    const all = Buffer.concat(messages).toString();
+    expect(await received).toBe(all);
+    await eventually(() => expect(Buffer.concat(otherGot).length).toBe(total));
+    expect(Buffer.concat(otherGot).toString()).toBe(all);
+  });
+});
+
+/** The chunks `socket` receives, as they come. */
+function collect(socket: Socket): Buffer[] {
+  const chunks: Buffer[] = [];
+  socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+  return chunks;
+}
+
+/** Retries `check` until it passes or 5 s have gone by. */
+async function eventually(check: () => void): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}

@@ -17,7 +17,7 @@ import type {
   Topic,
 } from "@plate/protocol";
 import type { Replay } from "@plate/broker";
-import { sendDirect } from "@plate/direct-send";
+import { flushDirect, sendDirect } from "@plate/direct-send";
 import type { DirectSend, FdMemo } from "@plate/direct-send";
 import type { Transport } from "../metrics.js";
 import { Overlap } from "./delivery.js";
@@ -303,6 +303,8 @@ export abstract class Connection {
   end(reason: EndReason, message?: string): void {
     if (this.#ended) return;
     this.#ended = true;
+    // What a fan-out holds for its socket (`openDirectBatch`) goes before the close.
+    flushDirect();
     this.#backlog = undefined;
     this.close(reason, message ?? defaultMessage(reason));
     for (const sub of [...this.subscriptions.values()]) sub.end();
@@ -444,13 +446,16 @@ export abstract class Connection {
    * Writes `chunk` to `socket` (its own) for this event-loop turn: through when it is the turn's
    * only write, in one syscall with the turn's others when they are a burst (see `corkForTurn`),
    * with the socket's TCP_NODELAY as `SUBSCRIBER_NO_DELAY` asks now (`followNoDelay`), by one
-   * send(2) of its own when nothing waits before it (`SUBSCRIBER_DIRECT_SEND`, see `sendDirect`).
+   * send(2) of its own when nothing waits before it (`SUBSCRIBER_DIRECT_SEND`, see `sendDirect`;
+   * in a fan-out, with the fan-out's others in one call, see `openDirectBatch`).
    */
   protected writeInTurn(socket: Writable, chunk: Buffer | string): void {
     this.followNoDelay(socket);
     this.#turn = corkForTurn(socket, this.#turn);
     const send = this.directSend;
-    if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk, (this.#fdMemo ??= { fd: undefined }))) return;
+    if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk, (this.#fdMemo ??= { fd: undefined, batch: 0 }))) return;
+    // Writes a fan-out holds for the addon (`openDirectBatch`) go before this one.
+    flushDirect();
     socket.write(chunk);
   }
 

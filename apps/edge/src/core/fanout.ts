@@ -1,3 +1,4 @@
+import { closeDirectBatch, openDirectBatch } from "@plate/direct-send";
 import { PlateError } from "@plate/protocol";
 import type { ChannelName, Message, PlateId, Topic } from "@plate/protocol";
 import type { Broker, Retention, Unsubscribe } from "@plate/broker";
@@ -220,22 +221,28 @@ export class Fanout {
     }
     let sse = 0;
     let ws = 0;
-    for (const sub of subscribers) {
-      if (!sub.deliver(out)) continue;
-      if (sub.conn.transport === "sse") sse += 1;
-      else ws += 1;
-    }
-    if (filtered.size > 0 && this.filters !== undefined) {
-      const document = (this.#lastDocument ??= filterDocument(message.body, message.event));
-      for (const id of this.filters.test(document, index)) {
-        const group = filtered.get(id);
-        if (group === undefined) continue;
-        for (const sub of group) {
-          if (!sub.deliver(out)) continue;
-          if (sub.conn.transport === "sse") sse += 1;
-          else ws += 1;
+    // The subscribers' writes of the same bytes go to the addon a batch at a time (`SUBSCRIBER_DIRECT_SEND`).
+    openDirectBatch();
+    try {
+      for (const sub of subscribers) {
+        if (!sub.deliver(out)) continue;
+        if (sub.conn.transport === "sse") sse += 1;
+        else ws += 1;
+      }
+      if (filtered.size > 0 && this.filters !== undefined) {
+        const document = (this.#lastDocument ??= filterDocument(message.body, message.event));
+        for (const id of this.filters.test(document, index)) {
+          const group = filtered.get(id);
+          if (group === undefined) continue;
+          for (const sub of group) {
+            if (!sub.deliver(out)) continue;
+            if (sub.conn.transport === "sse") sse += 1;
+            else ws += 1;
+          }
         }
       }
+    } finally {
+      closeDirectBatch();
     }
     if (sse + ws > 0) this.usage?.count(message.plateId, "delivered", sse + ws);
     this.metrics.countDelivered(sse, ws);
