@@ -566,19 +566,19 @@ export const SETTINGS = {
   SUBSCRIBER_NO_DELAY: {
     key: "subscriberNoDelay",
     default: "auto",
-    doc: "When what is written to a subscriber's connection (SSE, WebSocket, route 9) leaves. `true`: at once, one packet a write (the socket's TCP_NODELAY). `false`: the kernel holds a small write while the subscriber has not acknowledged the previous one and sends them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU a delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). `auto`: `true` while the node has room, `false` while its event loop is busy `SUBSCRIBER_NAGLE_LOAD_PERCENT` of the time or more (read each second), back to `true` below a quarter of it (Nagle itself lowers the load: a resume at half would flip back the next second). Publish answers are not affected.",
+    doc: "When what is written to a subscriber's connection (SSE, WebSocket, route 9) leaves. `true`: at once, one packet a write (the socket's TCP_NODELAY). `false`: the kernel holds a small write while the subscriber has not acknowledged the previous one and sends them together (Nagle's algorithm, as Nchan's subscriber sockets run): fewer packets and less CPU a delivery under heavy fan-out, but a message that follows another within a round trip may wait for the client's acknowledgement, which clients delay (40 ms on Linux, up to 200 ms on Windows). `auto`: `true` while the node has room, `false` once its event loop is busy `SUBSCRIBER_NAGLE_LOAD_PERCENT` of the time or more over 200 ms (read every 100 ms), back to `true` when it is busy a quarter of that or less over a second (Nagle itself lowers the load: a resume at half would flip back at the next reading). Publish answers are not affected.",
     parse: noDelayMode,
   },
   SUBSCRIBER_NAGLE_LOAD_PERCENT: {
     key: "subscriberNagleLoadPercent",
     default: "50",
-    doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of a second the node's event loop is busy, in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to a quarter of it.",
+    doc: "With `SUBSCRIBER_NO_DELAY=auto`: the share of the time the node's event loop is busy (over 200 ms), in percent, from which subscriber sockets run with Nagle's algorithm; they send at once again when it falls to a quarter of it (over a second).",
     parse: integer(1, 100),
   },
   SUBSCRIBER_DIRECT_SEND: {
     key: "subscriberDirectSend",
     default: "true",
-    doc: "Whether a message to a subscriber (SSE, WebSocket, route 9) whose socket has nothing waiting is written with one send(2) of its own (the `@plate/direct-send` addon, built at `npm install`) instead of through Node's stream, which costs more CPU per delivery than the send itself. Whatever the kernel does not take goes through Node as before, so limits and order are the same either way. `false` writes everything through Node; so does a node whose addon did not build (it logs a warning at start).",
+    doc: "Whether a message to a subscriber (SSE, WebSocket, route 9) whose socket has nothing waiting is written with one send(2) of its own (the `@plate/direct-send` addon, built at `npm install`) instead of through Node's stream, which costs more CPU per delivery than the send itself. In a fan-out those sends go to the addon up to 64 at a time, one call for all of them. Whatever the kernel does not take goes through Node as before, so limits and order are the same either way. `false` writes everything through Node; so does a node whose addon did not build (it logs a warning at start).",
     parse: boolean,
   },
   CORS_ORIGINS: {

@@ -22,6 +22,15 @@
 #define MSG_NOSIGNAL 0
 #endif
 
+/* One non-blocking send(2) of `length` bytes to `fd`, retried on EINTR: the bytes taken, or -errno. */
+static ssize_t SendOnce(int fd, const void* data, size_t length) {
+  ssize_t sent;
+  do {
+    sent = send(fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  return sent < 0 ? -errno : sent;
+}
+
 static napi_value Send(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -35,11 +44,8 @@ static napi_value Send(napi_env env, napi_callback_info info) {
       napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok) {
     sent = -EINVAL;
   } else {
-    do {
-      sent = send(fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0) sent = -errno;
-    else if ((size_t)sent == length) return NULL;
+    sent = SendOnce(fd, data, length);
+    if ((size_t)sent == length) return NULL;
   }
   napi_create_int32(env, (int32_t)sent, &result);
   return result;
@@ -73,15 +79,7 @@ static napi_value SendMany(napi_env env, napi_callback_info info) {
     const int32_t* fds = fdsData;
     int32_t* answers = resultsData;
     for (uint32_t i = 0; i < count; i++) {
-      ssize_t sent;
-      if (fds[i] < 0) {
-        sent = -EBADF;
-      } else {
-        do {
-          sent = send(fds[i], data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
-        } while (sent < 0 && errno == EINTR);
-        if (sent < 0) sent = -errno;
-      }
+      ssize_t sent = fds[i] < 0 ? -EBADF : SendOnce(fds[i], data, length);
       answers[i] = (int32_t)sent;
       if ((size_t)sent != length) partial += 1;
     }

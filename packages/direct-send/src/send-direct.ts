@@ -55,10 +55,7 @@ export function openDirectBatch(): void {
 /** Ends what `openDirectBatch` began; the outermost close sends what is held. */
 export function closeDirectBatch(): void {
   batch.depth -= 1;
-  if (batch.depth <= 0) {
-    batch.depth = 0;
-    flushDirect();
-  }
+  if (batch.depth === 0) flushDirect();
 }
 
 /**
@@ -77,10 +74,14 @@ export function flushDirect(): void {
   for (let i = 0; i < count; i++) {
     const socket = sockets[i]!;
     sockets[i] = undefined;
-    if (partial === 0) continue;
-    const sent = partial < 0 ? 0 : results[i]!;
-    if (sent !== bytes!.length) socket.write(sent > 0 ? bytes!.subarray(sent) : bytes);
+    if (partial !== 0) writeRest(socket, bytes!, partial < 0 ? 0 : results[i]!);
   }
+}
+
+/** Writes through Node what the kernel did not take of `bytes` (`sent`: the bytes it took, or -errno). */
+function writeRest(socket: Writable, bytes: Buffer, sent: number): void {
+  if (sent === bytes.length) return;
+  socket.write(sent > 0 ? bytes.subarray(sent) : bytes);
 }
 
 /**
@@ -135,7 +136,6 @@ export function sendDirect(send: DirectSend, socket: Writable, bytes: Buffer, me
     return true;
   }
   const sent = send.send(fd, bytes);
-  if (sent === undefined) return true;
-  socket.write(sent > 0 ? bytes.subarray(sent) : bytes);
+  if (sent !== undefined) writeRest(socket, bytes, sent);
   return true;
 }
