@@ -4,7 +4,7 @@ import { NO_USER, PayloadScanner, encodePayload, userFilter } from "./payload.js
 function scan(chunks: string[]): [number, number, number, number][] {
   const found: [number, number, number, number][] = [];
   const scanner = new PayloadScanner((seq, publisher, sentMs, user) => found.push([seq, publisher, sentMs, user]));
-  for (const chunk of chunks) scanner.feed(chunk);
+  for (const chunk of chunks) scanner.feed(Buffer.from(chunk, "latin1"));
   return found;
 }
 
@@ -27,6 +27,22 @@ describe("PayloadScanner", () => {
   it("finds the same payloads whatever the read boundaries, even inside a payload or its start", () => {
     for (let cut = 1; cut < stream.length; cut++) {
       expect(scan([stream.slice(0, cut), stream.slice(cut)])).toEqual(scan([stream]));
+    }
+  });
+
+  it("keeps what it holds back when the reader overwrites its buffer with the next read", () => {
+    for (let cut = 1; cut < stream.length; cut++) {
+      const found: [number, number, number][] = [];
+      const scanner = new PayloadScanner((seq, publisher, sentMs) => found.push([seq, publisher, sentMs]));
+      const buffer = new Uint8Array(stream.length);
+      const first = Buffer.from(stream.slice(0, cut), "latin1");
+      buffer.set(first);
+      scanner.feed(buffer.subarray(0, first.length));
+      buffer.fill(0x7b);
+      const second = Buffer.from(stream.slice(cut), "latin1");
+      buffer.set(second);
+      scanner.feed(buffer.subarray(0, second.length));
+      expect(found).toEqual(scan([stream]).map(([seq, publisher, sentMs]) => [seq, publisher, sentMs]));
     }
   });
 });

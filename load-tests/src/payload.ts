@@ -30,36 +30,48 @@ export function userFilter(user: number): string {
 export type PayloadSink = (seq: number, publisher: number, sentMs: number, user: number) => void;
 
 /** `,"user":"u`, which the digits of a payload's user follow. */
-const USER_FIELD = ',"user":"u';
+const USER_FIELD = Buffer.from(',"user":"u', "latin1");
 
-const START = '{"s":';
+const START = Buffer.from('{"s":', "latin1");
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
 
 /**
- * Scans received text for payloads. Holds back a payload cut by a read boundary until the next
- * chunk completes it; everything else between payloads (headers, framing) is skipped.
+ * Scans received bytes for payloads. Holds back a payload cut by a read boundary (a copy of it)
+ * until the next chunk completes it; everything else between payloads (headers, framing) is
+ * skipped.
+ *
+ * Bytes, not text: a subscriber decoding what it read as latin1 allocated a string the size of
+ * every read on the harness's heap, and the young-generation collections that followed (every
+ * ~300 ms at W1 against Plate, whose events carry an envelope and so ~3× Nchan's bytes) paused
+ * the harness for 3-8 ms while deliveries waited to be read: that wait counted in the servers'
+ * p99. A Buffer's bytes are outside V8's heap. See docs/performance.md, 2026-12-05.
  */
 export class PayloadScanner {
-  #rest = "";
+  #rest: Buffer | undefined;
 
   constructor(private readonly sink: PayloadSink) {}
 
-  /** Feeds one chunk, decoded as latin1 (the payload is ASCII; framing bytes do not matter). */
-  feed(chunk: string): void {
-    const text = this.#rest === "" ? chunk : this.#rest + chunk;
-    this.#rest = "";
-    let at = text.indexOf(START);
+  /** Feeds one chunk as read (the payload is ASCII; framing bytes do not matter). Keeps no reference to it. */
+  feed(chunk: Uint8Array): void {
+    const bytes = this.#rest === undefined ? asBuffer(chunk) : Buffer.concat([this.#rest, chunk]);
+    this.#rest = undefined;
+    let at = bytes.indexOf(START);
     while (at !== -1) {
-      const end = text.indexOf("}", at);
+      const end = bytes.indexOf(CLOSE_BRACE, at);
       if (end === -1) {
-        this.#rest = text.slice(at);
+        this.#rest = Buffer.from(bytes.subarray(at));
         return;
       }
-      this.#parse(text, at + START.length, end);
-      at = text.indexOf(START, end);
+      this.#parse(bytes, at + START.length, end);
+      at = bytes.indexOf(START, end);
     }
     // A start cut in the middle of `{"s":` is kept too.
-    const tail = text.lastIndexOf("{");
-    if (tail !== -1 && tail > text.length - START.length) this.#rest = text.slice(tail);
+    const tail = bytes.lastIndexOf(OPEN_BRACE);
+    if (tail !== -1 && tail > bytes.length - START.length) this.#rest = Buffer.from(bytes.subarray(tail));
   }
 
   /**
@@ -67,32 +79,37 @@ export class PayloadScanner {
    * digit by digit: slicing and `Number()` allocated three strings per delivery, which made the
    * harness, not the server, the busier process in W1 with 1,000 subscribers.
    */
-  #parse(text: string, from: number, end: number): void {
+  #parse(bytes: Buffer, from: number, end: number): void {
     let i = from;
     let seq = 0;
-    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) seq = seq * 10 + (c - 48);
+    for (let c = bytes[i]!; c >= ZERO && c <= NINE; c = bytes[++i]!) seq = seq * 10 + (c - ZERO);
     i += 5; // ,"p":
     let publisher = 0;
-    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) publisher = publisher * 10 + (c - 48);
+    for (let c = bytes[i]!; c >= ZERO && c <= NINE; c = bytes[++i]!) publisher = publisher * 10 + (c - ZERO);
     i += 5; // ,"t":
     let whole = 0;
-    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) whole = whole * 10 + (c - 48);
+    for (let c = bytes[i]!; c >= ZERO && c <= NINE; c = bytes[++i]!) whole = whole * 10 + (c - ZERO);
     let fraction = 0;
     let scale = 1;
-    if (text.charCodeAt(i) === 46) {
-      for (let c = text.charCodeAt(++i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
-        fraction = fraction * 10 + (c - 48);
+    if (bytes[i] === DOT) {
+      for (let c = bytes[++i]!; c >= ZERO && c <= NINE; c = bytes[++i]!) {
+        fraction = fraction * 10 + (c - ZERO);
         scale *= 10;
       }
     }
     let user = NO_USER;
-    if (text.startsWith(USER_FIELD, i)) {
+    if (i + USER_FIELD.length <= end && bytes.compare(USER_FIELD, 0, USER_FIELD.length, i, i + USER_FIELD.length) === 0) {
       i += USER_FIELD.length;
       user = 0;
-      for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) user = user * 10 + (c - 48);
+      for (let c = bytes[i]!; c >= ZERO && c <= NINE; c = bytes[++i]!) user = user * 10 + (c - ZERO);
       i += 1; // "
     }
     if (i !== end) return;
     this.sink(seq, publisher, whole + fraction / scale, user);
   }
+}
+
+/** `chunk` as a Buffer over the same memory (a socket's reads already are). */
+function asBuffer(chunk: Uint8Array): Buffer {
+  return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }

@@ -10,17 +10,14 @@ export type Transport = "sse" | "ws";
 /** How long a subscription may take to become live, in ms. */
 const SUBSCRIBE_TIMEOUT_MS = 30_000;
 /**
- * How much a paused (batch) subscriber's socket reads ahead of its drain, in bytes (characters,
- * latin1): 1, so it reads once after each drain and stops. Node reads a socket until this much
- * waits unread; with a large mark (4 MiB until 2026-12-04) it read each message as it came, one
- * callback per message per socket: at W1's 100,000 deliveries/s that kept the harness at 93-99%
- * of its core, whose queueing then showed in the eager subscribers' latencies. Now what arrives
- * between two drains waits in the kernel and comes up in one read (libuv reads up to 32 × 64 KiB
- * a turn); the kernel still acknowledges it, on its delayed-ACK timer (not at once: with Nagle a
- * server holds its next messages for that ACK, see docs/performance.md, 2026-12-05), so the server
- * sees a reader.
+ * The one buffer every subscriber's socket reads into, in bytes (`onread`): a read is scanned
+ * before the next one lands in it, so reading allocates nothing. Until 2026-12-05 each read came
+ * up as a string or a Buffer of its own, and the harness's collections of them paused its reads
+ * for 3-15 ms a few times a second, which counted in the servers' p99 (see `PayloadScanner`).
+ * A batch subscriber's drain reads on while a read fills it.
  */
-const BATCH_READ_AHEAD_BYTES = 1;
+const READ_BUFFER_BYTES = 64 * 1024;
+const READ_BUFFER = Buffer.allocUnsafe(READ_BUFFER_BYTES);
 
 /**
  * One subscriber over a raw socket: an SSE GET or a WebSocket upgrade written by hand, and the
@@ -30,9 +27,14 @@ const BATCH_READ_AHEAD_BYTES = 1;
  * turned off for benchmarks).
  *
  * An eager subscriber reads every chunk as it arrives and its deliveries carry latencies; a batch
- * subscriber stays paused and is drained by `drain()` (the harness calls it every few hundred ms),
- * so thousands of subscribers cost the harness one read each per interval instead of one per
- * message: the harness stays cheaper than the server it measures.
+ * subscriber stops reading once live and is drained by `drain()` (the harness calls it every 100 ms,
+ * `BATCH_DRAIN_MS`), so thousands of subscribers cost the harness one read each per interval instead of
+ * one per message: the harness stays cheaper than the server it measures. Until 2026-12-04 a
+ * paused socket still read each message as it came (Node reads ahead to its high-water mark), which
+ * kept the harness at 93-99% of its core at W1. Now what arrives between two drains waits in the
+ * kernel and comes up in one read; the kernel still acknowledges it, on its delayed-ACK timer (not
+ * at once: with Nagle a server holds its next messages for that ACK, see docs/performance.md,
+ * 2026-12-05), so the server sees a reader.
  */
 export class Subscriber {
   readonly #socket: Socket;
@@ -58,14 +60,15 @@ export class Subscriber {
     channel: string,
     options: { tracker: DeliveryTracker; eager: boolean; localAddress: string; filter?: string },
   ): Promise<Subscriber> {
+    // Until the subscription is live, reads go to the handshake; then to the scanner.
+    let read: (bytes: Uint8Array) => boolean = () => true;
     const socket = connect({
       host: target.host,
       port: target.port,
       localAddress: options.localAddress,
-      ...(options.eager ? {} : { readableHighWaterMark: BATCH_READ_AHEAD_BYTES }),
+      onread: { buffer: READ_BUFFER, callback: (n, buffer) => read(buffer.subarray(0, n)) },
     });
     socket.setNoDelay(true);
-    socket.setEncoding("latin1");
     const sub = new Subscriber(socket, options.tracker, options.eager);
     const request = transport === "sse" ? target.sse(channel, options.filter) : target.ws(channel, options.filter);
     const upgrade =
@@ -85,33 +88,42 @@ export class Subscriber {
         sub.closed = true;
         if (!sub.#live) fail(new Error(`closed before live: ${sub.#head.slice(0, 200)}`));
       });
-      const onHandshake = (chunk: string) => {
-        sub.#head += chunk;
+      read = (bytes) => {
+        sub.#head += Buffer.from(bytes).toString("latin1");
         const headEnd = sub.#head.indexOf("\r\n\r\n");
-        if (headEnd === -1) return;
+        if (headEnd === -1) return true;
         const status = Number(sub.#head.slice(9, 12));
-        if (status !== 200 && status !== 101) return fail(new Error(`status ${status}: ${sub.#head.slice(0, 300)}`));
-        if (target.readyMarker !== undefined && !sub.#head.includes(target.readyMarker, headEnd)) return;
+        if (status !== 200 && status !== 101) {
+          fail(new Error(`status ${status}: ${sub.#head.slice(0, 300)}`));
+          return false;
+        }
+        if (target.readyMarker !== undefined && !sub.#head.includes(target.readyMarker, headEnd)) return true;
         sub.#live = true;
         clearTimeout(timer);
-        socket.off("data", onHandshake);
         // Whatever came with the handshake may already hold messages.
-        sub.#scanner.feed(sub.#head.slice(headEnd + 4));
+        sub.#scanner.feed(Buffer.from(sub.#head.slice(headEnd + 4), "latin1"));
         sub.#head = "";
-        if (sub.eager) socket.on("data", (data: string) => sub.#scanner.feed(data));
-        else socket.pause();
+        read = (more) => sub.#read(more);
         resolve(sub);
+        // A batch subscriber stops reading here until its first drain.
+        return sub.eager;
       };
-      socket.on("data", onHandshake);
     });
   }
 
-  /** Reads what a batch subscriber has waiting. */
+  /**
+   * One read: scanned at once. Answers whether to read on: an eager subscriber always does; a batch
+   * subscriber's drain only while its reads fill the buffer (the kernel may hold more).
+   */
+  #read(bytes: Uint8Array): boolean {
+    this.#scanner.feed(bytes);
+    return this.eager || bytes.length === READ_BUFFER_BYTES;
+  }
+
+  /** Has a batch subscriber read what waits for it: its next read is in the event loop's next poll. */
   drain(): void {
     if (this.eager || this.closed) return;
-    for (let chunk = this.#socket.read() as string | null; chunk !== null; chunk = this.#socket.read() as string | null) {
-      this.#scanner.feed(chunk);
-    }
+    this.#socket.resume();
   }
 
   close(): void {

@@ -18,7 +18,9 @@ const SOURCE_ADDRESSES = 16;
 const BATCH_DRAIN_MS = 100;
 /**
  * Batch subscribers drained per slice before the harness yields to its event loop, so the eager
- * (latency-sampling) subscribers' reads are not held up behind a drain of thousands of sockets.
+ * (latency-sampling) subscribers' reads are not held up behind a drain of thousands of sockets: a
+ * drain starts a socket reading, and the loop's next poll reads the slice's sockets beside any
+ * eager one that is ready.
  */
 const DRAIN_SLICE = 32;
 /**
