@@ -56,6 +56,8 @@ function sizes(quick: boolean) {
   return {
     w1Subscribers: quick ? 200 : 1000,
     w1Rate: 100,
+    /** Publishes every fixed-rate run's lead-in lasts for at least (`FanoutWorkload.leadInPublishes`): 12 s at W1's rate. */
+    leadInPublishes: quick ? 0 : 1200,
     w1DurationMs: quick ? 3000 : 10_000,
     // W1-filtered runs at w1Rate (its CPU per message beside W1's) and at this rate, where each of
     // the w1Subscribers, whose filters each match 1 message in w1Subscribers, gets 1 msg/s.
@@ -176,6 +178,7 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
               eagerSubscribers: s.w1Subscribers,
               publishers: s.pacedPublishers,
               filtered: true,
+              leadInPublishes: s.leadInPublishes,
               mode: { kind: "fixed", rate, durationMs: s.w1DurationMs },
             }),
           );
@@ -188,8 +191,15 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
     // W6's channel holds its steady members and every churner at once.
     const running = await fresh(name === "w6" ? { PRESENCE_MAX_MEMBERS: String(s.w6Members + s.w6Churners) } : {});
     const target = running.target;
-    const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers">) =>
-      runFanout({ ...w, target, transport, eagerSubscribers: s.eagerSubscribers, ...(running.redisPort === undefined ? {} : { redisPort: running.redisPort }) });
+    const fanout = (w: Omit<FanoutWorkload, "target" | "transport" | "eagerSubscribers" | "leadInPublishes">) =>
+      runFanout({
+        ...w,
+        target,
+        transport,
+        eagerSubscribers: s.eagerSubscribers,
+        leadInPublishes: s.leadInPublishes,
+        ...(running.redisPort === undefined ? {} : { redisPort: running.redisPort }),
+      });
     try {
       switch (name) {
         case "w1":

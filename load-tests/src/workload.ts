@@ -29,7 +29,8 @@ const DRAIN_SLICE = 32;
  * a server started fresh for it, and a fresh server spends its first second finding its steady
  * state: at W1 Plate's fan-out still ran unoptimised code then (its JIT) and its p99 over that
  * second was 115-245 ms against 9-30 ms over each of the next nine; Nchan's first second showed a
- * spike too. W1 measures the steady state, which a node serving for days is in.
+ * spike too. W1 measures the steady state, which a node serving for days is in. At a low rate the
+ * lead-in lasts longer, for the per-publish code's sake (`FanoutWorkload.leadInPublishes`).
  */
 const LEAD_IN_MS = 2000;
 /** How often the rate pacer sends what is due, in ms. */
@@ -79,6 +80,17 @@ export interface FanoutWorkload {
    */
   readonly filtered?: boolean;
   readonly mode: PublishMode;
+  /**
+   * A fixed-rate run's lead-in lasts at least long enough for this many publishes (beyond
+   * `LEAD_IN_MS`): a server's per-publish code runs once a publish, so at a low rate it takes
+   * that long to reach the code it runs for days. V8 (Node 20) optimises a function once it has
+   * run `--interrupt-budget` (67,584) bytes of its bytecode 3 + (bytecode length / 150) times:
+   * about 1,100 calls of a 300-byte function. At W1's 100 publishes/s, 15 s after a Plate node
+   * started, 62% of the CPU samples of its publish path (an HTTP request read to the script
+   * written to Redis) were still in baseline (unoptimised) code and that path took 0.51 ms (median);
+   * 60 s after, 2% and 0.33 ms (`perf record`, docs/performance.md, 2026-12-05). 0 or absent: `LEAD_IN_MS` alone.
+   */
+  readonly leadInPublishes?: number;
   /** The port of the target's Redis, whose own counters are then read around the run (Plate on Redis). */
   readonly redisPort?: number;
 }
@@ -232,11 +244,12 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     else step.refused(outcome);
   };
 
-  // Published like the run and counted nowhere (LEAD_IN_MS): `stats` has no step yet when they
+  // Published like the run and counted nowhere (LEAD_IN_MS, leadInPublishes): `stats` has no step yet when they
   // are sent, so their deliveries are left out.
   if (workload.mode.kind === "fixed") {
     const leadIn = new RunStats();
-    await publishPaced({ kind: "fixed", rate: workload.mode.rate, durationMs: LEAD_IN_MS }, publishers, leadIn, sendOne, perMessage);
+    const durationMs = Math.max(LEAD_IN_MS, Math.ceil(((workload.leadInPublishes ?? 0) / workload.mode.rate) * 1000));
+    await publishPaced({ kind: "fixed", rate: workload.mode.rate, durationMs }, publishers, leadIn, sendOne, perMessage);
   }
   const redisBefore = workload.redisPort === undefined ? undefined : await readCounters(workload.redisPort);
   const serverCpuBefore = processCpuSeconds(target.pids);
