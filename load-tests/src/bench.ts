@@ -395,7 +395,11 @@ function summaryLine(report: Report, run: number): string {
     return `run ${run} ${report.target} W4 ${report.transport}: ${report.connections} idle, ${report.kbPerConnection} KB each after 2 s, ${report.kbPerConnectionAtRest} KB at rest`;
   }
   const b = report.best;
-  const best = b === undefined ? "no sustained step" : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms, lost ${b.lost}`;
+  const best =
+    b === undefined
+      ? "no sustained step"
+      : `${b.publishedPerS} msg/s, ${b.deliveredPerS} deliveries/s, p99 ${b.latencyMs.p99} ms ` +
+        `(first read p50 ${b.firstReadMs.p50} p99 ${b.firstReadMs.p99}, spread p99 ${b.spreadMs.p99}), lost ${b.lost}`;
   const filtered = report.filtered ? `, wrong ${report.wrongDeliveries}` : "";
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
   const redis = report.redis === undefined ? "" : `, Redis ${report.redis.cpuUsPerPublish} µs CPU and ${report.redis.scriptUsPerPublish} µs of publish script per publish, ${report.redis.publishesPerScript} publishes per script`;

@@ -35,3 +35,26 @@ describe("DeliveryTracker of a filtered subscriber", () => {
     expect(stats.wrong).toBe(0);
   });
 });
+
+describe("a step's first reads and spread", () => {
+  it("splits the sampled latencies by message: each one's first read, and its first to its last", () => {
+    const stats = new RunStats();
+    const step = stats.begin(100, 0);
+    const subs = [stats.tracker(true), stats.tracker(true), stats.tracker(true), stats.tracker(false)];
+    // Message 0 of publisher 1, sent at 10 ms: read at 11, 12 and 14 ms by the sampled ones.
+    subs[0]!.record(0, 1, 10, 12);
+    subs[1]!.record(0, 1, 10, 11);
+    subs[2]!.record(0, 1, 10, 14);
+    // Message 0 of publisher 2, sent at the same time (another message): read at 19 ms by all.
+    for (const sub of subs.slice(0, 3)) sub.record(0, 2, 10, 19);
+    // Message 1 of publisher 1, sent at 20 ms: read 5 ms later by one; the unsampled one at 21 ms.
+    subs[1]!.record(1, 1, 20, 25);
+    subs[3]!.record(1, 1, 20, 21);
+    const { firstReadMs, spreadMs } = step.readsSummary();
+    expect(firstReadMs.samples).toBe(3);
+    expect([firstReadMs.p50, firstReadMs.max]).toEqual([5, 9]);
+    expect(spreadMs.samples).toBe(3);
+    expect([spreadMs.p50, spreadMs.max]).toEqual([0, 3]);
+    expect(step.latencies.summary().samples).toBe(7);
+  });
+});

@@ -56,6 +56,35 @@ export class Step {
   /** Deliveries that came after a later message of the same publisher and channel. */
   reordered = 0;
   readonly latencies = new Latencies();
+  /**
+   * Per message sampled (by `messageKey`): the latency of its first and of its last sampled read,
+   * in ms. A percentile of all deliveries mixes two things, the server's way to its fan-out (every
+   * subscriber of a message late together) and the fan-out's spread (the later ones in its turn);
+   * `readsSummary` gives them apart.
+   */
+  readonly #reads = new Map<number, MessageReads>();
+
+  /** One sampled delivery of the message keyed `key`, `ms` after it was sent. */
+  read(key: number, ms: number): void {
+    const reads = this.#reads.get(key);
+    if (reads === undefined) this.#reads.set(key, { first: ms, last: ms });
+    else if (ms < reads.first) reads.first = ms;
+    else if (ms > reads.last) reads.last = ms;
+  }
+
+  /**
+   * Over the messages sampled: the latency of each one's first read ("first read": publish to
+   * fan-out, and the harness's read) and the time from its first read to its last ("spread").
+   */
+  readsSummary(): { firstReadMs: LatencySummary; spreadMs: LatencySummary } {
+    const first = new Latencies();
+    const spread = new Latencies();
+    for (const reads of this.#reads.values()) {
+      first.add(reads.first);
+      spread.add(reads.last - reads.first);
+    }
+    return { firstReadMs: first.summary(), spreadMs: spread.summary() };
+  }
 
   /** Counts one publish that was not accepted, and why. */
   refused(why: string): void {
@@ -70,6 +99,19 @@ export class Step {
     /** When it started, `performance.now()` ms. */
     readonly startMs: number,
   ) {}
+}
+
+interface MessageReads {
+  first: number;
+  last: number;
+}
+
+/**
+ * A message's key among a step's: its send time in µs and its publisher (publishers send one
+ * message at a time each, and a publisher's sequence numbers are per channel).
+ */
+function messageKey(publisher: number, sentMs: number): number {
+  return Math.round(sentMs * 1000) * 4096 + (publisher % 4096);
 }
 
 /** What one subscriber has seen of one publisher on its channel: a bitset of sequence numbers. */
@@ -172,7 +214,10 @@ export class DeliveryTracker {
     else seen.last = seq;
     step.delivered += 1;
     this.received += 1;
-    if (this.sample) step.latencies.add(nowMs - sentMs);
+    if (this.sample) {
+      step.latencies.add(nowMs - sentMs);
+      step.read(messageKey(publisher, sentMs), nowMs - sentMs);
+    }
   }
 }
 

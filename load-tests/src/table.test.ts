@@ -34,6 +34,8 @@ function fanout(
     duplicates: 0,
     reordered: 0,
     latencyMs: { samples: 1, p50: 1, p90: 2, p99: 3, p999: 4, max: 5 },
+    firstReadMs: { samples: 1, p50: 1, p90: 1, p99: 1, p999: 1, max: 1 },
+    spreadMs: { samples: 1, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 },
     sustained: true,
   };
   return {

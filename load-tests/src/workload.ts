@@ -113,6 +113,9 @@ export interface StepReport {
   readonly duplicates: number;
   readonly reordered: number;
   readonly latencyMs: LatencySummary;
+  /** Over the messages the eager subscribers read: publish to the first read, and first read to last (`Step.readsSummary`). */
+  readonly firstReadMs: LatencySummary;
+  readonly spreadMs: LatencySummary;
   readonly sustained: boolean;
 }
 
@@ -444,6 +447,7 @@ function reportStep(step: Step, stepMs: number, fanout: number): StepReport {
     duplicates: step.duplicates,
     reordered: step.reordered,
     latencyMs,
+    ...step.readsSummary(),
     sustained:
       lost === 0 &&
       step.failed === 0 &&
