@@ -5,7 +5,7 @@ import { PassThrough } from "node:stream";
 import type { Writable } from "node:stream";
 import { directSend } from "./index.js";
 import { afterEach, describe, expect, it } from "vitest";
-import { DIRECT_BATCH_MAX, closeDirectBatch, flushDirect, openDirectBatch, sendDirect } from "./send-direct.js";
+import { DIRECT_BATCH_MAX, closeDirectBatch, flushDirect, flushDirectFor, openDirectBatch, sendDirect } from "./send-direct.js";
 import type { FdMemo } from "./send-direct.js";
 import { destroyPairs, fdOf, keep, pair, readBytes } from "./test-support/sockets.js";
 
@@ -179,6 +179,29 @@ describe("sendDirect in a batch (openDirectBatch)", () => {
       const want = Buffer.concat(expected[i]!).toString();
       await eventually(() => expect(Buffer.concat(got[i]!).toString()).toBe(want));
     }
+  });
+
+  it("flushes for a socket's own write through Node only when that socket has a write held (flushDirectFor)", async () => {
+    const [held, other] = await Promise.all([pair(), pair()]);
+    const gotHeld = collect(held.client);
+    const gotOther = collect(other.client);
+    const first = message(1);
+    const viaNode = message(2);
+    openDirectBatch();
+    try {
+      expect(write(held.server, first)).toBe("direct");
+      // A write through Node to another socket: the batch keeps what it holds.
+      flushDirectFor(memoOf(other.server));
+      other.server.write(viaNode);
+      await eventually(() => expect(Buffer.concat(gotOther).toString()).toBe(viaNode.toString()));
+      expect(gotHeld).toHaveLength(0);
+      // One to the socket with a write held: that write goes first.
+      flushDirectFor(memoOf(held.server));
+      held.server.write(viaNode);
+    } finally {
+      closeDirectBatch();
+    }
+    await eventually(() => expect(Buffer.concat(gotHeld).toString()).toBe(first.toString() + viaNode.toString()));
   });
 
   it("hands what the kernel did not take of a batch's writes to Node, whole and in order, for a peer that stopped reading", async () => {

@@ -45,8 +45,8 @@ const batch = {
  * instructions a delivery at W1 (load-tests instructions.js). Pairs nest.
  *
  * A held write is not yet on its socket: whoever writes to a socket some other way while a batch
- * is open (through Node, a close, a control frame) calls `flushDirect` first, or it would overtake
- * what is held.
+ * is open (through Node, a close, a control frame) calls `flushDirectFor` with its memo first, or
+ * it would overtake what is held.
  */
 export function openDirectBatch(): void {
   batch.depth += 1;
@@ -76,6 +76,15 @@ export function flushDirect(): void {
     sockets[i] = undefined;
     if (partial !== 0) writeRest(socket, bytes!, partial < 0 ? 0 : results[i]!);
   }
+}
+
+/**
+ * `flushDirect` when the open batch holds a write to the socket of `memo`: what a writer calls
+ * before it writes to that socket some other way (through Node, a close, a control frame), so as
+ * not to overtake it. A batch whose writes are all to other sockets goes on filling.
+ */
+export function flushDirectFor(memo: FdMemo): void {
+  if (memo.batch === batch.number) flushDirect();
 }
 
 /** Writes through Node what the kernel did not take of `bytes` (`sent`: the bytes it took, or -errno). */

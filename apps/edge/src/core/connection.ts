@@ -17,7 +17,7 @@ import type {
   Topic,
 } from "@plate/protocol";
 import type { Replay } from "@plate/broker";
-import { flushDirect, sendDirect } from "@plate/direct-send";
+import { flushDirectFor, sendDirect } from "@plate/direct-send";
 import type { DirectSend, FdMemo } from "@plate/direct-send";
 import type { Transport } from "../metrics.js";
 import { Overlap } from "./delivery.js";
@@ -304,7 +304,7 @@ export abstract class Connection {
     if (this.#ended) return;
     this.#ended = true;
     // What a fan-out holds for its socket (`openDirectBatch`) goes before the close.
-    flushDirect();
+    this.flushHeld();
     this.#backlog = undefined;
     this.close(reason, message ?? defaultMessage(reason));
     for (const sub of [...this.subscriptions.values()]) sub.end();
@@ -454,9 +454,18 @@ export abstract class Connection {
     this.#turn = corkForTurn(socket, this.#turn);
     const send = this.directSend;
     if (send !== undefined && typeof chunk !== "string" && sendDirect(send, socket, chunk, (this.#fdMemo ??= { fd: undefined, batch: 0 }))) return;
-    // Writes a fan-out holds for the addon (`openDirectBatch`) go before this one.
-    flushDirect();
+    // A write a fan-out holds for this socket (`openDirectBatch`) goes before this one.
+    this.flushHeld();
     socket.write(chunk);
+  }
+
+  /**
+   * Sends what an open fan-out batch holds for this connection's socket (`openDirectBatch`), before
+   * a write to it some other way. The batch's writes to other sockets go on waiting: a subscriber
+   * with a backlog no longer cuts the fan-out's batch in two.
+   */
+  protected flushHeld(): void {
+    if (this.#fdMemo !== undefined) flushDirectFor(this.#fdMemo);
   }
 
   /** Keeps the connection alive (SSE comment, WebSocket ping); ends it if the peer is gone. */

@@ -6,7 +6,6 @@ import { Connection } from "../core/connection.js";
 import type { ConnectionOptions, EndReason } from "../core/connection.js";
 import type { Outbound, SharedFrame } from "../core/outbound.js";
 import type { OutputLimits } from "./sse.js";
-import { flushDirect } from "@plate/direct-send";
 import type { DirectSend } from "@plate/direct-send";
 import { compactListeners } from "./compact-listeners.js";
 import { onOversizedFrame } from "./ws-oversized-frame.js";
@@ -161,7 +160,7 @@ export class WsConnection extends Connection {
     // Through `ws`, not `writeInTurn`: the socket follows SUBSCRIBER_NO_DELAY here itself, and
     // what a fan-out holds for it (`openDirectBatch`) goes first.
     this.followNoDelay(this.socket);
-    flushDirect();
+    this.flushHeld();
     this.ws.send(frame);
   }
 
