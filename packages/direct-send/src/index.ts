@@ -38,5 +38,5 @@ export const directSend: DirectSend | undefined = loaded.addon;
 
 /** Why `directSend` is undefined, for the node's start-up log; undefined when it loaded. */
 export const unavailable: string | undefined = loaded.reason;
-export { closeDirectBatch, flushDirect, flushDirectFor, openDirectBatch, sendDirect } from "./send-direct.js";
+export { closeDirectBatch, flushDirectFor, openDirectBatch, sendDirect } from "./send-direct.js";
 export type { FdMemo } from "./send-direct.js";
