@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,7 +23,7 @@ describe("bench.js's command line", () => {
     const run = bench("--help");
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^usage: node load-tests\/dist\/bench\.js/);
-    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6"]) expect(run.stdout).toContain(name);
+    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6", "--trace"]) expect(run.stdout).toContain(name);
     expect(existsSync(OUT)).toBe(false);
   });
 
@@ -44,4 +44,33 @@ describe("bench.js's command line", () => {
     expect(run.stderr).not.toMatch(/^\s+at /m);
     expect(existsSync(OUT)).toBe(false);
   });
+
+  it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with", () => {
+    const trace = join(dir, "w1.trace");
+    const before = Number(process.hrtime.bigint()) / 1e6;
+    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w1", "--out", join(dir, "quick.md"), "--jsonl", join(dir, "quick.jsonl"), "--trace", trace], {
+      encoding: "utf8",
+      timeout: 90_000,
+    });
+    const after = Number(process.hrtime.bigint()) / 1e6;
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+    const lines = readFileSync(trace, "utf8").trim().split("\n").map((line) => JSON.parse(line) as { workload: string; target: string; transport: string; clock: string; messages: [number, number, number][] });
+    expect(lines.map((l) => [l.workload, l.target, l.transport, l.clock])).toEqual([
+      ["W1", "plate-embedded", "sse", "CLOCK_MONOTONIC"],
+      ["W1", "plate-embedded", "ws", "CLOCK_MONOTONIC"],
+    ]);
+    const reports = readFileSync(join(dir, "quick.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { best: { firstReadMs: { samples: number } } });
+    for (const [i, { messages }] of lines.entries()) {
+      // As many as the report's first reads summarise: every sampled message once.
+      expect(messages.length).toBe(reports[i]!.best.firstReadMs.samples);
+      expect(messages.length).toBeGreaterThan(0);
+      for (const [j, [sent, first, last]] of messages.entries()) {
+        expect(sent).toBeGreaterThan(before);
+        expect(sent + last).toBeLessThan(after);
+        expect(first).toBeLessThanOrEqual(last);
+        if (j > 0) expect(sent).toBeGreaterThanOrEqual(messages[j - 1]![0]);
+      }
+    }
+  }, 120_000);
 });

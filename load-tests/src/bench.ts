@@ -17,6 +17,8 @@
  *     (1,000 subscribers each with its own filter, CPU per message beside W1's; Plate only)
  *   node load-tests/dist/bench.js --targets plate-embedded,plate-redis --plate-env HISTORY_COUNT=0 ...
  *     (settings for every Plate node; compare two runs with load-tests/dist/compare.js)
+ *   node load-tests/dist/bench.js --runs 1 --targets plate-embedded --workloads w1 --trace /tmp/w1.trace
+ *     (when each sampled message was sent and read, to line up with `perf sched record -k mono`)
  */
 import { execFileSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -105,6 +107,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 let plateNodeArgs: readonly string[] = [];
 /** `--plate-env K=V,K=V`: settings of every Plate node (e.g. `HISTORY_COUNT=0`). */
 let plateEnv: Record<string, string> = {};
+/** `--trace FILE`: every fan-out step's sampled messages go there (`FanoutWorkload.traceFile`). */
+let traceFile: string | undefined;
 
 /** Starts target `name` (and its Redis); `env` adds settings of this workload's Plate node. */
 async function start(name: TargetName, env: Record<string, string> = {}): Promise<Running> {
@@ -179,6 +183,7 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
               publishers: s.pacedPublishers,
               filtered: true,
               leadInPublishes: s.leadInPublishes,
+              ...(traceFile === undefined ? {} : { traceFile }),
               mode: { kind: "fixed", rate, durationMs: s.w1DurationMs },
             }),
           );
@@ -199,6 +204,7 @@ async function runWorkload(name: WorkloadName, fresh: (env?: Record<string, stri
         eagerSubscribers: s.eagerSubscribers,
         leadInPublishes: s.leadInPublishes,
         ...(running.redisPort === undefined ? {} : { redisPort: running.redisPort }),
+        ...(traceFile === undefined ? {} : { traceFile }),
       });
     try {
       switch (name) {
@@ -293,6 +299,8 @@ const USAGE = `usage: node load-tests/dist/bench.js [options]
   --jsonl FILE        every run's report, appended (default load-tests/results/bench.jsonl)
   --profile DIR       Plate nodes and the bare node write a V8 CPU profile there when they stop
   --plate-env K=V,... settings of every Plate node
+  --trace FILE        each fan-out step's sampled messages, a JSON line a step, appended: send time on
+                      CLOCK_MONOTONIC, first and last read (to line up with perf record -k mono)
   -h, --help          this text
 `;
 
@@ -311,6 +319,7 @@ function parseCommandLine() {
         jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
         profile: { type: "string" },
         "plate-env": { type: "string" },
+        trace: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -329,6 +338,7 @@ async function main(): Promise<void> {
     plateEnv = Object.fromEntries(values["plate-env"].split(",").map(setting));
   }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
+  traceFile = values.trace;
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];
   for (const t of targets) if (!TARGETS.includes(t)) throw new UsageError(`unknown target ${t}; one of ${TARGETS.join(", ")}`);

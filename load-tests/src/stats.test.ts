@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { NO_USER } from "./payload.js";
 import { RunStats, WARMUP_PUBLISHER } from "./stats.js";
@@ -56,5 +58,47 @@ describe("a step's first reads and spread", () => {
     expect(spreadMs.samples).toBe(3);
     expect([spreadMs.p50, spreadMs.max]).toEqual([0, 3]);
     expect(step.latencies.summary().samples).toBe(7);
+  });
+});
+
+describe("a step's trace", () => {
+  it("lists each sampled message once, in send order, with its send time on CLOCK_MONOTONIC and its first and last read", () => {
+    const stats = new RunStats();
+    const step = stats.begin(100, 0);
+    const subs = [stats.tracker(true), stats.tracker(true), stats.tracker(false)];
+    const now = performance.now();
+    // Sent in the order 2, 0, 1 (by publisher 3, 1, 2), recorded in another order.
+    subs[0]!.record(0, 1, now - 20, now - 18);
+    subs[1]!.record(0, 1, now - 20, now - 15);
+    subs[0]!.record(0, 2, now - 10, now - 9);
+    subs[0]!.record(0, 3, now - 30, now - 29);
+    subs[1]!.record(0, 3, now - 30, now - 27);
+    // An unsampled subscriber's read is no sample.
+    subs[2]!.record(0, 2, now - 10, now);
+    const monotonicNow = Number(process.hrtime.bigint()) / 1e6;
+    const trace = step.readsTrace();
+    expect(trace.map(([, first, last]) => [first, last])).toEqual([
+      [1, 3],
+      [2, 5],
+      [1, 1],
+    ]);
+    const sent = trace.map(([at]) => at);
+    // The clock `perf record -k mono` stamps with: each send time as long before now as it was sent.
+    const before = [30, 20, 10];
+    for (let i = 0; i < 3; i++) expect(Math.abs(monotonicNow - sent[i]! - before[i]!)).toBeLessThan(2);
+  });
+});
+
+describe("monotonicMs", () => {
+  it("puts a performance.now() time on CLOCK_MONOTONIC in a process that never used performance before, to within 0.3 ms", () => {
+    // The built module, as the harness loads it (`test` builds first): its first use of
+    // `performance` loads perf_hooks, which takes a millisecond or two.
+    const stats = fileURLToPath(new URL("../dist/stats.js", import.meta.url));
+    const script = `import(${JSON.stringify(stats)}).then((m) => { const at = m.monotonicMs(performance.now()); const mono = Number(process.hrtime.bigint()) / 1e6; console.log(mono - at); });`;
+    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    expect(run.stderr).toBe("");
+    const behind = Number(run.stdout.trim());
+    expect(behind).toBeGreaterThanOrEqual(0);
+    expect(behind).toBeLessThan(0.3);
   });
 });

@@ -86,6 +86,18 @@ export class Step {
     return { firstReadMs: first.summary(), spreadMs: spread.summary() };
   }
 
+  /**
+   * Every message sampled, in send order: its send time on `CLOCK_MONOTONIC` (ms, the clock of
+   * `perf record -k mono` and `perf sched record -k mono`), and the latency of its first and last
+   * sampled read (ms). A percentile says how late the late messages were; this says when, so each
+   * one can be lined up with what the CPUs ran then (load-tests/README.md, "Tracing late messages").
+   */
+  readsTrace(): [sentMonoMs: number, firstMs: number, lastMs: number][] {
+    const out: [number, number, number][] = [];
+    for (const [key, reads] of this.#reads) out.push([monotonicMs(sentOfKey(key)), reads.first, reads.last]);
+    return out.sort((a, b) => a[0] - b[0]);
+  }
+
   /** Counts one publish that was not accepted, and why. */
   refused(why: string): void {
     this.failed += 1;
@@ -112,6 +124,28 @@ interface MessageReads {
  */
 function messageKey(publisher: number, sentMs: number): number {
   return Math.round(sentMs * 1000) * 4096 + (publisher % 4096);
+}
+
+/** The send time (`performance.now()` ms, to the µs) a `messageKey` holds. */
+function sentOfKey(key: number): number {
+  return Math.floor(key / 4096) / 1000;
+}
+
+/**
+ * `CLOCK_MONOTONIC` ms minus `performance.now()`: Node's `performance.now()` counts from the
+ * process's start on that clock (libuv's hrtime), and `process.hrtime` reads it as is. Read
+ * `performance.now()` first: the global loads perf_hooks on its first use, which takes 1-2 ms,
+ * and an offset read across that load put every traced send time that much late.
+ */
+const MONOTONIC_OFFSET_MS = (() => {
+  const before = performance.now();
+  const monotonic = Number(process.hrtime.bigint()) / 1e6;
+  return monotonic - (before + performance.now()) / 2;
+})();
+
+/** A `performance.now()` time (ms) on `CLOCK_MONOTONIC`, the clock of `perf record -k mono`. */
+export function monotonicMs(performanceMs: number): number {
+  return performanceMs + MONOTONIC_OFFSET_MS;
 }
 
 /** What one subscriber has seen of one publisher on its channel: a bitset of sequence numbers. */

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
 import { NO_USER, encodePayload, userFilter } from "./payload.js";
 import { ACCEPTED } from "./publisher.js";
@@ -93,6 +93,11 @@ export interface FanoutWorkload {
   readonly leadInPublishes?: number;
   /** The port of the target's Redis, whose own counters are then read around the run (Plate on Redis). */
   readonly redisPort?: number;
+  /**
+   * A file each step's sampled messages are appended to, a JSON line a step (`traceLine`): their
+   * send times on `CLOCK_MONOTONIC`, first and last reads. Absent: none kept.
+   */
+  readonly traceFile?: string;
 }
 
 export type PublishVia = "http" | "ws";
@@ -275,6 +280,9 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
 
   const stepMs = workload.mode.kind === "ramp" ? workload.mode.stepMs : workload.mode.durationMs;
   const steps = stats.steps.map((step) => reportStep(step, stepMs, perMessage));
+  if (workload.traceFile !== undefined) {
+    for (const step of stats.steps) appendFileSync(workload.traceFile, traceLine(workload, step) + "\n");
+  }
   const sustained = steps.filter((s) => s.sustained);
   return {
     workload: workload.name,
@@ -330,6 +338,23 @@ async function warmUp(publisher: Publisher, channels: readonly string[], tracker
     if (trackers.every((t) => t.warmed)) return 0;
   }
   return trackers.filter((t) => !t.warmed).length;
+}
+
+/**
+ * One step's trace (`FanoutWorkload.traceFile`): which run it was, and `messages`, each
+ * `[sent, first, last]` in ms to the µs (`Step.readsTrace`), in send order.
+ */
+export function traceLine(workload: Pick<FanoutWorkload, "name" | "target" | "transport">, step: Step): string {
+  const micros = (ms: number) => Math.round(ms * 1000) / 1000;
+  return JSON.stringify({
+    workload: workload.name,
+    target: workload.target.name,
+    transport: workload.transport,
+    step: step.index,
+    rate: step.rate,
+    clock: "CLOCK_MONOTONIC",
+    messages: step.readsTrace().map(([sent, first, last]) => [micros(sent), micros(first), micros(last)]),
+  });
 }
 
 /** Drains batch subscribers (or watchers) every `BATCH_DRAIN_MS`, `DRAIN_SLICE` at a time between event-loop turns. */
