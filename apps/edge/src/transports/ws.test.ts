@@ -123,7 +123,11 @@ describe("subscribing with WebSocket (route 3 and legacy route 8)", () => {
         await publish(t.url, "acme", "room:42", "not matched");
         await publish(t.url, "acme", "user:7", "b");
         await publish(t.url, "acme", "user:", "c");
+        // Each waits for its own: the two sockets are read apart, and a busy machine can hold one
+        // back longer than a fixed pause (a clean-clone CI run found single's message not yet read).
         await client.waitForMessages(3);
+        await single.waitForMessages(1);
+        // Then a moment for anything that should not have come ("room:42"; "user:" for "user:?").
         await sleep(30);
         expect(client.messages.map((m) => [m.channel, m.message])).toEqual([
           ["user:42:events", "a"],
