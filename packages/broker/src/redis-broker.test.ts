@@ -212,6 +212,21 @@ describe("RedisBroker", () => {
     expect(new Set(got.map((m) => m.id)).size).toBe(2);
   });
 
+  it("delivers a publish to its subscribers, on the publishing node and on another, before the publisher has its answer", async () => {
+    const publisher = await readyBroker();
+    const other = await readyBroker();
+    const heard: string[] = [];
+    await publisher.subscribe(exact("acme", "first"), (m) => heard.push(`here ${m.body}`));
+    await other.subscribe(exact("acme", "first"), (m) => heard.push(`there ${m.body}`));
+    const unheard: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      await publisher.publish(message("acme", "first", `${i}`));
+      if (!heard.includes(`here ${i}`) || !heard.includes(`there ${i}`)) unheard.push(i);
+    }
+    expect(unheard, heard.join(" ")).toEqual([]);
+    expect(heard).toHaveLength(40);
+  });
+
   it("publishes after Redis forgets its scripts (SCRIPT FLUSH), and the message is delivered and kept", async () => {
     const publisher = await readyBroker();
     const subscriber = await readyBroker();

@@ -509,7 +509,7 @@ export class RedisBroker implements Broker {
       args += (letters === "" ? EMPTY_BULK : bulk(letters)) + fields + bulk(request.body);
       argCount += 2;
     }
-    const call = { slotKey: plateKeys[0]!, keyCount, keys, argCount, args };
+    const call = { messages: batch.length, slotKey: plateKeys[0]!, keyCount, keys, argCount, args };
     let replies;
     try {
       replies = await sendPublish(this.#live, call);

@@ -1,6 +1,6 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { Command } from "ioredis";
+import { Command, Redis } from "ioredis";
 import type { Commands } from "@plate/redis";
 
 /*
@@ -578,6 +578,8 @@ const publishLoaded = new WeakSet<object>();
  * what it shares with the message before it.
  */
 export interface PublishCall {
+  /** How many messages the script publishes. */
+  readonly messages: number;
   readonly slotKey: string;
   readonly keyCount: number;
   readonly keys: string;
@@ -659,19 +661,65 @@ function parseReply(line: string): PublishReply {
   throw new Error(`the publish script answered ${JSON.stringify(line)}`);
 }
 
-/** Runs the publish script (PUBLISH above) with `call`'s keys and arguments; answers its list of answers. */
+/**
+ * The most messages a publish script has for its subscribers to hear it before its publisher has
+ * the answer (`sendPublish`). A script of more is a node busy publishing (group commit gathered
+ * them), whose publishers are answered as soon as Redis answers: at W3 (64 publishers, 20-27
+ * messages a script) hearing first cost 11% of the publishes a second on Redis (issue 18).
+ */
+export const DELIVERIES_FIRST_MAX_MESSAGES = 4;
+
+/**
+ * Runs the publish script (PUBLISH above) with `call`'s keys and arguments; answers its list of
+ * answers.
+ *
+ * A script of at most `DELIVERIES_FIRST_MAX_MESSAGES` messages is heard by its subscribers, the
+ * node's own included, before its publisher has the answer:
+ * - On one Redis (not a cluster) the script goes after a PING, in the same write. Redis writes
+ *   its clients' pending output newest first (the list of clients with output to write is a
+ *   stack), so the script's caller, whose answer comes last, would be written before the
+ *   subscribers its PUBLISH reached. The PING's answer makes the caller a client with output
+ *   before the script runs: every subscriber is written before it. A cluster client routes a PING
+ *   apart from the script (it has no key), so there the script goes alone.
+ * - The answers are given after the event loop's poll phase (`setImmediate`): the kernel can
+ *   report the node's sockets ready in another order than Redis wrote them (with only the PING,
+ *   up to 1 publish in 4 was answered first while the machine's other core was busy), and a
+ *   subscriber connection that the same poll reports after the command connection is still read
+ *   before the answers are given.
+ * Where the node and its Redis share a core (W1 in docs/performance.md), the node woke for the
+ * answer, handled it and slept before Redis wrote its subscriber connection: each fan-out began
+ * 0.06-0.09 ms later (issue 18). The publisher's answer waits for the node's own fan-out of the
+ * message, as on the embedded broker.
+ */
 export async function sendPublish(redis: Commands, call: PublishCall): Promise<PublishReply[]> {
+  const hearFirst = call.messages <= DELIVERIES_FIRST_MAX_MESSAGES;
+  const stream = hearFirst && redis instanceof Redis ? redis.stream : undefined;
   const send = () => {
     const command = new PublishCommand(call);
-    redis.sendCommand(command);
+    if (stream === undefined) {
+      redis.sendCommand(command);
+    } else {
+      // One write for both: Redis reads them together.
+      const ping = new Command("ping");
+      ping.promise.catch(ignore);
+      stream.cork();
+      redis.sendCommand(ping);
+      redis.sendCommand(command);
+      stream.uncork();
+    }
     return { command, reply: (command.promise as Promise<string>).then(parseReplies) };
   };
   const { command, reply } = send();
+  let replies;
   try {
-    return await reply;
+    replies = await reply;
   } catch (err) {
     if (!(err instanceof Error) || !err.message.includes("NOSCRIPT")) throw err;
     command.forgetScript();
-    return await send().reply;
+    replies = await send().reply;
   }
+  if (hearFirst) await new Promise<void>((resolve) => setImmediate(resolve));
+  return replies;
 }
+
+function ignore(): void {}
