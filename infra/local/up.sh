@@ -161,7 +161,7 @@ else
 fi
 for i in "${!EDGE_PORTS[@]}"; do
   start "edge$((i + 1))" env PORT="${EDGE_PORTS[$i]}" HOST=127.0.0.1 "${redis_env[@]}" \
-    ADMIN_TOKEN="$ADMIN_TOKEN" BOOTSTRAP_PLATES="$BOOTSTRAP_PLATES" MAX_PENDING_CONNECTIONS_PER_ADDRESS=0 node "$EDGE_MAIN"
+    ADMIN_TOKEN="$ADMIN_TOKEN" BOOTSTRAP_PLATES="$BOOTSTRAP_PLATES" MAX_PENDING_CONNECTIONS_PER_ADDRESS=0 node --max-semi-space-size=4 "$EDGE_MAIN"
 done
 start nginx "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;"
 start prometheus prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prometheus-data" \

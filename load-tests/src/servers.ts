@@ -8,6 +8,14 @@ import { freePort } from "@plate/testing";
 
 /** The edge node users run (`npm run build` first). */
 const EDGE_MAIN = fileURLToPath(new URL("../../apps/edge/dist/main.js", import.meta.url));
+
+/**
+ * What every command that starts a node gives Node (the root and apps/edge `npm start`, the
+ * Dockerfile, infra/local/up.sh): V8's young generation at most 4 MB a semi-space (README,
+ * "Operating"). On the command line, so `NODE_OPTIONS` does not override it: try another size with
+ * `nodeArgs` (given after it).
+ */
+export const EDGE_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=4"];
 /** W3's bare Node reference (bare-node.ts), built next to this file. */
 const BARE_NODE_MAIN = fileURLToPath(new URL("./bare-node.js", import.meta.url));
 /** How long a server may take to start, in ms. */
@@ -77,7 +85,7 @@ export async function startBareNode(cpu: number | undefined, nodeArgs: readonly 
 export async function startPlate(options: PlateBenchOptions): Promise<Started> {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), "plate-bench-"));
-  const node = [...(options.nodeArgs ?? []), EDGE_MAIN];
+  const node = [...EDGE_NODE_FLAGS, ...(options.nodeArgs ?? []), EDGE_MAIN];
   const [command, args] = options.launcher === undefined ? pinned(options.cpu, process.execPath, node) : [options.launcher[0]!, [...options.launcher.slice(1), process.execPath, ...node]];
   const child = spawn(command, args, {
     stdio: ["ignore", "ignore", "inherit"],
