@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,6 +44,18 @@ describe("bench.js's command line", () => {
     expect(run.stderr).not.toMatch(/^\s+at /m);
     expect(existsSync(OUT)).toBe(false);
   });
+
+  it("gives every Plate node the Node flags of --plate-node-args", () => {
+    const profiles = join(dir, "profiles");
+    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w3", "--out", join(dir, "flags.md"), "--jsonl", join(dir, "flags.jsonl"), `--plate-node-args=--cpu-prof,--cpu-prof-dir,${profiles}`], {
+      encoding: "utf8",
+      timeout: 90_000,
+    });
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+    // The node wrote its CPU profile when it stopped: it was started with the flags.
+    expect(readdirSync(profiles).filter((name) => name.endsWith(".cpuprofile"))).toHaveLength(1);
+  }, 120_000);
 
   it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with", () => {
     const trace = join(dir, "w1.trace");

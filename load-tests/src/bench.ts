@@ -105,6 +105,11 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 
 /** `--profile DIR`: Plate nodes and the bare node write a V8 CPU profile there when they stop (`node --cpu-prof`). */
 let plateNodeArgs: readonly string[] = [];
+/**
+ * `--plate-node-args=LIST`: more of Node's flags for Plate nodes only, after the project's own
+ * (`EDGE_NODE_FLAGS`), so a V8 flag given again wins (`--plate-node-args=--max-semi-space-size=8`).
+ */
+let plateOnlyNodeArgs: readonly string[] = [];
 /** `--plate-env K=V,K=V`: settings of every Plate node (e.g. `HISTORY_COUNT=0`). */
 let plateEnv: Record<string, string> = {};
 /** `--trace FILE`: every fan-out step's sampled messages go there (`FanoutWorkload.traceFile`). */
@@ -120,7 +125,7 @@ async function start(name: TargetName, env: Record<string, string> = {}): Promis
       server = await startBareNode(SERVER_CPU, plateNodeArgs);
       target = bareTarget({ name, port: server.port, pids: [server.pid] });
     } else if (name.startsWith("plate")) {
-      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: plateNodeArgs, env: { ...env, ...plateEnv } });
+      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: [...plateNodeArgs, ...plateOnlyNodeArgs], env: { ...env, ...plateEnv } });
       server = plate;
       target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
     } else {
@@ -299,6 +304,8 @@ const USAGE = `usage: node load-tests/dist/bench.js [options]
   --jsonl FILE        every run's report, appended (default load-tests/results/bench.jsonl)
   --profile DIR       Plate nodes and the bare node write a V8 CPU profile there when they stop
   --plate-env K=V,... settings of every Plate node
+  --plate-node-args=LIST  comma-separated flags for Node in every Plate node, after the project's
+                      own (--max-semi-space-size=4): --plate-node-args=--max-semi-space-size=8
   --trace FILE        each fan-out step's sampled messages, a JSON line a step, appended: send time on
                       CLOCK_MONOTONIC, first and last read (to line up with perf record -k mono)
   -h, --help          this text
@@ -319,6 +326,7 @@ function parseCommandLine() {
         jsonl: { type: "string", default: `${ROOT}load-tests/results/bench.jsonl` },
         profile: { type: "string" },
         "plate-env": { type: "string" },
+        "plate-node-args": { type: "string" },
         trace: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -338,6 +346,7 @@ async function main(): Promise<void> {
     plateEnv = Object.fromEntries(values["plate-env"].split(",").map(setting));
   }
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
+  if (values["plate-node-args"] !== undefined) plateOnlyNodeArgs = values["plate-node-args"].split(",");
   traceFile = values.trace;
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];

@@ -13,7 +13,7 @@ const EDGE_MAIN = fileURLToPath(new URL("../../apps/edge/dist/main.js", import.m
  * What every command that starts a node gives Node (the root and apps/edge `npm start`, the
  * Dockerfile, infra/local/up.sh): V8's young generation at most 4 MB a semi-space (README,
  * "Operating"). On the command line, so `NODE_OPTIONS` does not override it: try another size with
- * `nodeArgs` (given after it).
+ * `nodeArgs`, given after it (bench.js `--plate-node-args=--max-semi-space-size=8`).
  */
 export const EDGE_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=4"];
 /** W3's bare Node reference (bare-node.ts), built next to this file. */
