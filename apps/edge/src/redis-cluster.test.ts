@@ -187,11 +187,13 @@ describe("three edge nodes on a three-master Redis Cluster", () => {
       publishing = false;
       await publisher;
       const received = await eventually(() => sseMessages(sub).length >= accepted.length, 10_000);
-      // On a miss, which ids and what the stream said besides messages (a rare failure seen once under CI load).
+      // On a miss, which ids, what the stream said besides messages and what the subscriber's node
+      // warned of (a rare failure seen twice under CI load: a reset "gap" after the move).
       const got = new Set(sseMessages(sub).map((m) => m.id as string));
       const missed = accepted.filter((id) => !got.has(id));
       const others = sub.events.filter((e) => e.event !== "message").map((e) => `${e.event}: ${e.data}`);
-      expect(received, JSON.stringify({ accepted: accepted.length, moved, missed: missed.slice(0, 20), others })).toBe(true);
+      const warned = nodes[2]!.stdout.split("\n").filter((line) => line.includes('"level":"warn"'));
+      expect(received, JSON.stringify({ accepted: accepted.length, moved, missed: missed.slice(0, 20), others, warned: warned.slice(-10) })).toBe(true);
       await new Promise((r) => setTimeout(r, 200));
       expect(sub.events.filter((e) => e.event === "reset")).toEqual([]);
       expect(sseMessages(sub).map((m) => m.id)).toEqual(accepted);

@@ -5,7 +5,7 @@ import type { ChannelName, ChannelPattern, Message, MessageId, PlateId, ReadyFra
 import type { Replay } from "@plate/broker";
 import { Connection } from "./connection.js";
 import type { EndReason, Wire } from "./connection.js";
-import { TopicFeed } from "./delivery.js";
+import { FILL_RETRY_MAX_HELD, TopicFeed } from "./delivery.js";
 import { Outbound } from "./outbound.js";
 import type { SharedFrame } from "./outbound.js";
 
@@ -51,17 +51,22 @@ async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await Promise.resolve();
 }
 
-function feed(history: (since: string) => Promise<Replay>, topic = channelTopic()) {
+function feed(history: (since: string) => Promise<Replay>, topic = channelTopic(), fillRetryDelaysMs: readonly number[] = []) {
   const got: string[] = [];
   const resets: ResetReason[] = [];
+  const causes: unknown[] = [];
   const f = new TopicFeed({
     topic,
     history,
     beforeFill: () => Promise.resolve(),
     dispatch: (m) => got.push(m.body),
-    reset: (reason) => resets.push(reason),
+    reset: (reason, cause) => {
+      resets.push(reason);
+      causes.push(cause);
+    },
+    fillRetryDelaysMs,
   });
-  return { feed: f, got, resets };
+  return { feed: f, got, resets, causes };
 }
 
 describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () => {
@@ -143,15 +148,70 @@ describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () 
     expect(got).toEqual(["3"]);
   });
 
-  it("sends reset when the history cannot be read at all", async () => {
-    const { feed: f, got, resets } = feed(() => Promise.reject(new Error("down")));
+  it("sends reset, with the read's error, when the history cannot be read at all, after trying again once per retry delay", async () => {
+    const sinces: string[] = [];
+    const down = new Error("down");
+    const { feed: f, got, resets, causes } = feed(
+      (since) => {
+        sinces.push(since);
+        return Promise.reject(down);
+      },
+      channelTopic(),
+      [1, 1],
+    );
     f.started(id(0));
     f.cut();
     const filling = f.restored();
     f.receive(msg(4));
     await filling;
+    expect(sinces).toEqual([id(0), id(0), id(0)]);
     expect(resets).toEqual(["gap"]);
+    expect(causes).toEqual([down]);
     expect(got).toEqual(["4"]);
+  });
+
+  it("gives up retrying at once, with reset, while it holds FILL_RETRY_MAX_HELD live messages, and hands them all over", async () => {
+    const sinces: string[] = [];
+    const { feed: f, got, resets } = feed(
+      (since) => {
+        sinces.push(since);
+        return Promise.reject(new Error("down"));
+      },
+      channelTopic(),
+      [1, 1, 1],
+    );
+    f.started(id(0));
+    f.cut();
+    const filling = f.restored();
+    for (let n = 1; n <= FILL_RETRY_MAX_HELD; n++) f.receive(msg(n));
+    await filling;
+    expect(sinces).toEqual([id(0)]);
+    expect(resets).toEqual(["gap"]);
+    expect(got).toHaveLength(FILL_RETRY_MAX_HELD);
+    expect(got.at(-1)).toBe(String(FILL_RETRY_MAX_HELD));
+  });
+
+  it("reads again after a read that failed in passing, and hands over what was missed with no reset", async () => {
+    const sinces: string[] = [];
+    let failures = 2;
+    const { feed: f, got, resets } = feed(
+      (since) => {
+        sinces.push(since);
+        return failures-- > 0 ? Promise.reject(new Error("slot moving")) : Promise.resolve(complete(msg(2), msg(3)));
+      },
+      channelTopic(),
+      [1, 1, 1],
+    );
+    f.started(id(0));
+    f.receive(msg(1));
+    f.cut();
+    const filling = f.restored();
+    f.receive(msg(3));
+    f.receive(msg(4));
+    await filling;
+    expect(sinces).toEqual([id(1), id(1), id(1)]);
+    expect(resets).toEqual([]);
+    expect(got).toEqual(["1", "2", "3", "4"]);
   });
 });
 

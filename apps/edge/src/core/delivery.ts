@@ -27,6 +27,21 @@ export function after(id: string, last: string | undefined): boolean {
   return comparePositions(a, b) > 0;
 }
 
+/**
+ * The waits, in ms, before a fill's history read that failed (threw) is tried again, one per retry;
+ * after the last, the fill gives `reset` ("gap"). A read that fails in passing (a command slow
+ * under load, a slot being moved between Redis Cluster masters) then costs the subscribers a
+ * second of delay, not a refetch of their state. Live messages are held meanwhile, as during any
+ * fill, and no retry is made once `FILL_RETRY_MAX_HELD` are held.
+ */
+export const FILL_RETRY_DELAYS_MS: readonly number[] = [50, 200, 800];
+
+/**
+ * Live messages a feed may hold before it stops retrying a failed history read (and gives `reset`
+ * at once, handing them over): a retry must not hold a busy topic's messages without bound.
+ */
+export const FILL_RETRY_MAX_HELD = 10_000;
+
 /** What a `TopicFeed` works with: its topic's history, and where its messages go. */
 export interface FeedPorts {
   readonly topic: Topic;
@@ -40,8 +55,13 @@ export interface FeedPorts {
   readonly beforeFill: () => Promise<void>;
   /** Hands one message to the topic's subscriptions. */
   readonly dispatch: (message: Message) => void;
-  /** Tells the topic's subscriptions they may have missed messages. */
-  readonly reset: (reason: ResetReason) => void;
+  /**
+   * Tells the topic's subscriptions they may have missed messages; `cause` is the error of the
+   * last history read when the history could not be read at all.
+   */
+  readonly reset: (reason: ResetReason, cause?: unknown) => void;
+  /** `FILL_RETRY_DELAYS_MS` unless given (tests give shorter ones). */
+  readonly fillRetryDelaysMs?: readonly number[];
 }
 
 /**
@@ -52,7 +72,8 @@ export interface FeedPorts {
  * - `restored()`: reads the history after the last id handed over, hands over what was missed,
  *   then what was held, skipping any id at or before the last one handed over. Another cut and
  *   restore during the read make it read again after what the last read gave (`refill`), before
- *   anything held goes out. A pattern, a lost epoch or dropped messages: a `reset` instead.
+ *   anything held goes out. A read that fails is tried again after each of `FILL_RETRY_DELAYS_MS`.
+ *   A pattern, a lost epoch, dropped messages or a history that cannot be read: a `reset` instead.
  * - After a fill from the history, until a live message past the last id arrives, live copies of
  *   what the history gave are dropped (`fenced`): on Redis the history is read on another
  *   connection than the one live messages come by, so its answer can overtake them.
@@ -142,17 +163,27 @@ export class TopicFeed {
     const { topic } = this.ports;
     const missed: Message[] = [];
     let reset: ResetReason | undefined;
+    let cause: unknown;
     if (topic.pattern || this.#lastId === undefined) {
       reset = "gap";
     } else {
+      const delays = this.ports.fillRetryDelaysMs ?? FILL_RETRY_DELAYS_MS;
+      let failures = 0;
       do {
         this.#refill = false;
         try {
           const replay = await this.ports.history(missed.at(-1)?.id ?? this.#lastId);
           if (replay.complete) missed.push(...replay.messages);
           else reset = replay.reason === "expired" ? "gap" : replay.reason;
-        } catch {
-          reset = "gap";
+        } catch (err) {
+          const delay = delays[failures++];
+          if (delay === undefined || (this.#held?.length ?? 0) >= FILL_RETRY_MAX_HELD) {
+            reset = "gap";
+            cause = err;
+          } else {
+            await new Promise((resolve) => setTimeout(resolve, delay).unref());
+            this.#refill = true;
+          }
         }
       } while (this.#refill && reset === undefined);
     }
@@ -160,7 +191,7 @@ export class TopicFeed {
     this.#held = undefined;
     this.#filling = false;
     this.#refill = false;
-    if (reset !== undefined) this.ports.reset(reset);
+    if (reset !== undefined) this.ports.reset(reset, cause);
     else this.#whole = true;
     for (const message of missed) this.#handOver(message);
     for (const message of held) this.#handOver(message);

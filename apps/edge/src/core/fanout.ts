@@ -91,8 +91,12 @@ export class Fanout {
         history: (since) => this.broker.history(topic.plateId, topic.channel as Message["channel"], since, this.retention),
         beforeFill: this.beforeFill,
         dispatch: (message) => this.#dispatch(key, subscribers, filtered, message),
-        reset: (reason) => {
-          this.log.warn("subscribers may have missed messages", { plateId: topic.plateId, reason });
+        reset: (reason, cause) => {
+          this.log.warn("subscribers may have missed messages", {
+            plateId: topic.plateId,
+            reason,
+            ...(cause === undefined ? {} : { error: cause instanceof Error ? cause.message : JSON.stringify(cause) }),
+          });
           let told = 0;
           for (const s of subscribers) s.reset(reason);
           told += subscribers.size;
