@@ -701,7 +701,7 @@ export async function sendPublish(redis: Commands, call: PublishCall): Promise<P
     } else {
       // One write for both: Redis reads them together.
       const ping = new Command("ping");
-      ping.promise.catch(ignore);
+      ping.promise.catch(() => undefined);
       stream.cork();
       redis.sendCommand(ping);
       redis.sendCommand(command);
@@ -721,5 +721,3 @@ export async function sendPublish(redis: Commands, call: PublishCall): Promise<P
   if (hearFirst) await new Promise<void>((resolve) => setImmediate(resolve));
   return replies;
 }
-
-function ignore(): void {}

@@ -42,6 +42,19 @@ function deferredHistory() {
   };
 }
 
+/** A history whose reads answer `answers` in turn (an Error fails that read), the last one again after; it keeps each read's `since`. */
+function scriptedHistory(...answers: (Replay | Error)[]) {
+  const sinces: string[] = [];
+  return {
+    sinces,
+    history: (since: string) => {
+      const answer = answers[Math.min(sinces.length, answers.length - 1)]!;
+      sinces.push(since);
+      return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
+    },
+  };
+}
+
 function complete(...messages: Message[]): Replay {
   return { complete: true, messages, head: messages.at(-1)?.id ?? id(0) };
 }
@@ -149,16 +162,9 @@ describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () 
   });
 
   it("sends reset, with the read's error, when the history cannot be read at all, after trying again once per retry delay", async () => {
-    const sinces: string[] = [];
     const down = new Error("down");
-    const { feed: f, got, resets, causes } = feed(
-      (since) => {
-        sinces.push(since);
-        return Promise.reject(down);
-      },
-      channelTopic(),
-      [1, 1],
-    );
+    const { sinces, history } = scriptedHistory(down);
+    const { feed: f, got, resets, causes } = feed(history, channelTopic(), [1, 1]);
     f.started(id(0));
     f.cut();
     const filling = f.restored();
@@ -171,15 +177,8 @@ describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () 
   });
 
   it("gives up retrying at once, with reset, while it holds FILL_RETRY_MAX_HELD live messages, and hands them all over", async () => {
-    const sinces: string[] = [];
-    const { feed: f, got, resets } = feed(
-      (since) => {
-        sinces.push(since);
-        return Promise.reject(new Error("down"));
-      },
-      channelTopic(),
-      [1, 1, 1],
-    );
+    const { sinces, history } = scriptedHistory(new Error("down"));
+    const { feed: f, got, resets } = feed(history, channelTopic(), [1, 1, 1]);
     f.started(id(0));
     f.cut();
     const filling = f.restored();
@@ -192,16 +191,9 @@ describe("TopicFeed: a topic's stream across cuts in the broker's delivery", () 
   });
 
   it("reads again after a read that failed in passing, and hands over what was missed with no reset", async () => {
-    const sinces: string[] = [];
-    let failures = 2;
-    const { feed: f, got, resets } = feed(
-      (since) => {
-        sinces.push(since);
-        return failures-- > 0 ? Promise.reject(new Error("slot moving")) : Promise.resolve(complete(msg(2), msg(3)));
-      },
-      channelTopic(),
-      [1, 1, 1],
-    );
+    const moving = new Error("slot moving");
+    const { sinces, history } = scriptedHistory(moving, moving, complete(msg(2), msg(3)));
+    const { feed: f, got, resets } = feed(history, channelTopic(), [1, 1, 1]);
     f.started(id(0));
     f.receive(msg(1));
     f.cut();
