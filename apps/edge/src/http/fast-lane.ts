@@ -40,8 +40,12 @@ interface LaneRequest {
 
 /** Not a request the lane serves: the connection goes to Node's HTTP server from here. */
 const ELSEWHERE = 0;
-/** The start of a request that may be one the lane serves, not all read yet. */
-const INCOMPLETE = 1;
+/** The start of a request that may be one the lane serves, its head not all read yet. */
+const INCOMPLETE_HEAD = 1;
+/** A publish the lane serves whose head is read and body not all yet. */
+const INCOMPLETE_BODY = 2;
+/** What Node's server writes to a request past its headers or request timeout, before it closes the connection. */
+const REQUEST_TIMEOUT_ANSWER = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n";
 
 /** One connection on the lane. */
 interface LaneConnection {
@@ -57,8 +61,13 @@ interface LaneConnection {
   partial: boolean;
   /** The client ended its side: the connection ends once what it sent is answered. */
   ended: boolean;
-  /** When (ms since the epoch) the connection is closed if no request is being served: its first request's head is due, or its keep-alive ends. */
+  /**
+   * When (ms since the epoch) the connection is closed if no request is being served: its first
+   * request's head is due, its keep-alive ends, or (`partial`) the request begun is due.
+   */
   deadline: number;
+  /** When (ms since the epoch) the request being read began: the connection's opening for its first, else the read of its first bytes; 0 between requests. */
+  begun: number;
   /** The answer waiting for the end of this event-loop turn ("" when none), and whether the connection ends after it. */
   answer: string;
   closeAfter: boolean;
@@ -92,7 +101,10 @@ const LANES = new WeakMap<Socket, LaneConnection>();
  * connection, and the next is read once the answer is written and drained, so a client that does
  * not read its answers stops being read. A connection idle for the server's `keepAliveTimeout`
  * (the one its answers announce) and `HTTP_KEEP_ALIVE_GRACE_MS` after an answer, or silent for
- * `headersTimeout` before its first request, is closed (within `FAST_LANE_SWEEP_MS`).
+ * `headersTimeout` before its first request, is closed; one whose request stalls after its first
+ * read is answered 408 and closed when Node's server would close it, `headersTimeout` after the
+ * request began while its head is incomplete and `requestTimeout` once its head is read. Each
+ * within `FAST_LANE_SWEEP_MS`.
  *
  * Checked against Node 20.20: `http.Server` takes a connection through its `connection` listener
  * (documented: emitting `connection` injects a socket); the hand-over tests of fast-lane.test.ts
@@ -141,6 +153,7 @@ export class FastLane {
   }
 
   #open(socket: Socket): void {
+    const now = Date.now();
     const conn: LaneConnection = {
       lane: this,
       socket,
@@ -150,7 +163,8 @@ export class FastLane {
       partial: false,
       ended: false,
       // Before its first request, a connection waits as long as Node's would for that request's head.
-      deadline: Date.now() + this.#server.headersTimeout,
+      deadline: now + this.#server.headersTimeout,
+      begun: now,
       answer: "",
       closeAfter: false,
     };
@@ -170,16 +184,17 @@ export class FastLane {
 
   /**
    * Closes the connections past their deadline but those serving a request (the broker's timeouts
-   * bound it); one holding a request begun and stalled goes to Node, whose header and request
-   * timeouts end it.
+   * bound it); one holding a request begun and stalled is answered 408 first, as Node's server
+   * answers a request past its timeouts. Handed to Node instead, it would have them counted again
+   * from the hand-over, and outlive them by as much.
    */
   sweep(): void {
     const now = Date.now();
     for (const conn of this.#connections) {
       if (conn.busy || now < conn.deadline) continue;
       try {
-        if (conn.partial) this.#handOver(conn);
-        else conn.socket.destroy();
+        if (conn.partial) conn.socket.write(REQUEST_TIMEOUT_ANSWER);
+        conn.socket.destroy();
       } catch (err) {
         this.failed(conn, err);
       }
@@ -214,19 +229,23 @@ export class FastLane {
     if (conn.socket.writableNeedDrain) return this.#pause(conn);
     const request = readRequest(this.#services, buffer);
     if (request === ELSEWHERE) return this.#handOver(conn);
-    if (request === INCOMPLETE) {
+    if (request === INCOMPLETE_HEAD || request === INCOMPLETE_BODY) {
       // A request cut off by the client's end is answered by nobody, as Node's server does.
       if (conn.ended) return void conn.socket.destroy();
       // Requests sent back to back are cut where a read ends: the rest comes with the next read. A
       // request still not whole after it (a large body, or a client sending slowly) goes to Node.
       if (conn.partial) return this.#handOver(conn);
       conn.partial = true;
-      // Stalled, it goes to Node at the next sweep, whose header and request timeouts then run.
-      conn.deadline = 0;
+      // Stalled, it is due when Node's server would have it due: its headers timeout after it
+      // began while its head is incomplete, its request timeout once the head is read (0: none).
+      if (conn.begun === 0) conn.begun = Date.now();
+      const timeoutMs = request === INCOMPLETE_HEAD ? this.#server.headersTimeout : this.#server.requestTimeout;
+      conn.deadline = timeoutMs > 0 ? conn.begun + timeoutMs : Number.POSITIVE_INFINITY;
       this.#resume(conn);
       return;
     }
     conn.partial = false;
+    conn.begun = 0;
     conn.buffer = request.end === buffer.length ? undefined : buffer.subarray(request.end);
     // Bytes held past the request in flight (a client sending without waiting): the socket is not
     // read further until they are served, so the lane holds one read at most, and a client's end
@@ -414,12 +433,15 @@ const HEAD_END = Buffer.from("\r\n\r\n");
 
 /**
  * The publish request at the start of `buffer`, read whole; `ELSEWHERE` when the lane does not
- * serve it (see `FastLane`: another route, or anything not plain), `INCOMPLETE` when it may yet be
- * one but is not all in `buffer`.
+ * serve it (see `FastLane`: another route, or anything not plain), `INCOMPLETE_HEAD` or
+ * `INCOMPLETE_BODY` when it may yet be one but is not all in `buffer`.
  */
-function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof ELSEWHERE | typeof INCOMPLETE {
+function readRequest(
+  services: Services,
+  buffer: Buffer,
+): LaneRequest | typeof ELSEWHERE | typeof INCOMPLETE_HEAD | typeof INCOMPLETE_BODY {
   const headEnd = buffer.indexOf(HEAD_END);
-  if (headEnd < 0) return buffer.length > FAST_LANE_MAX_HEAD_BYTES ? ELSEWHERE : INCOMPLETE;
+  if (headEnd < 0) return buffer.length > FAST_LANE_MAX_HEAD_BYTES ? ELSEWHERE : INCOMPLETE_HEAD;
   if (headEnd > FAST_LANE_MAX_HEAD_BYTES) return ELSEWHERE;
   const head = buffer.toString("latin1", 0, headEnd);
   const lines = head.split("\r\n");
@@ -479,7 +501,7 @@ function readRequest(services: Services, buffer: Buffer): LaneRequest | typeof E
   if (bodyBytes > publishBodyLimit(services, match)) return ELSEWHERE;
   const bodyStart = headEnd + HEAD_END.length;
   const end = bodyStart + bodyBytes;
-  if (buffer.length < end) return INCOMPLETE;
+  if (buffer.length < end) return INCOMPLETE_BODY;
   return { url, match, headers, body: buffer.toString("utf8", bodyStart, end), bodyBytes, end, close };
 }
 

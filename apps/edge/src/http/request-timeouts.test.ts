@@ -8,8 +8,12 @@ import { WsClient } from "../test-support/ws.js";
 /** The timeouts of the node under test: short, so that a stalled request is noticed quickly. */
 const REQUEST_TIMEOUT_MS = 1000;
 const HEADERS_TIMEOUT_MS = 500;
-/** What a close may take past its timeout: Node checks once a second, plus a loaded test machine. */
-const SLACK_MS = 1500;
+/**
+ * What a close may take past its timeout: the node looks once a second (the fast lane's sweep, or
+ * Node's check), plus a loaded test machine. A CI run beside the fuzz test once saw the test's own
+ * timer fire first at 1500 ms: these tests assert that a stalled request is closed, not how fast.
+ */
+const SLACK_MS = 3000;
 
 describe(`requests that stall (HTTP_REQUEST_TIMEOUT_MS=${REQUEST_TIMEOUT_MS}, HTTP_HEADERS_TIMEOUT_MS=${HEADERS_TIMEOUT_MS})`, () => {
   let t: TestNode;
