@@ -11,7 +11,8 @@ const HEADERS_TIMEOUT_MS = 500;
 /**
  * What a close may take past its timeout: the node looks once a second (the fast lane's sweep, or
  * Node's check), plus a loaded test machine. A CI run beside the fuzz test once saw the test's own
- * timer fire first at 1500 ms: these tests assert that a stalled request is closed, not how fast.
+ * timer fire first, 1500 ms past the timeout: these tests assert that a stalled request is
+ * closed, not how fast.
  */
 const SLACK_MS = 3000;
 
