@@ -296,7 +296,7 @@ export const SETTINGS = {
   REDIS_PUBSUB_BATCHES: {
     key: "redisPubsubBatches",
     default: "true",
-    doc: "Publish a run of messages to one channel that one Redis script carries (what one turn of the event loop publishes to a plate) as one pub/sub message instead of one per message: less CPU for Redis and for every node that hears the channel. Every node reads both forms; a node of a version before 2026-12-03 reads a batch as a plain string, so set `false` while such nodes still run (a rolling upgrade), then back to `true`.",
+    doc: "Publish a run of messages to one channel that one Redis script carries (what one turn of the event loop publishes to a plate) as one pub/sub message instead of one per message, and keep it in the channel's history as one entry instead of one per message: less CPU for Redis and for every node that hears the channel. Every node reads both forms; a node of a version before 2026-12-03 reads a batch as a plain string, and one before 2026-12-05 neither reads nor trims a run kept as one entry, so set `false` while such nodes still run (a rolling upgrade), then back to `true`.",
     parse: boolean,
   },
   REDIS_PROBE_TIMEOUT_MS: {

@@ -4,6 +4,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, PlateId } from "@plate/protocol";
+import { HISTORY_COST } from "./broker.js";
 import type { PublishRequest } from "./broker.js";
 import { startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
@@ -345,6 +346,45 @@ describe("RedisBroker", () => {
       const published = (await Promise.all(turn().map((request) => publisher.publish(request)))).map((r) => r.message);
       const replay = await publisher.history("acme" as PlateId, "orders" as ChannelName, before.id, RETENTION);
       expect(replay).toEqual({ complete: true, messages: published, head: published[4]!.id });
+    });
+
+    it("is kept as one history entry that a resume from any message, a trim by count and the budget read as the messages published one by one", async () => {
+      // Turns of any size, some from a node without runs (REDIS_PUBSUB_BATCHES=false: an entry a
+      // message; before any run, also as a node of a version before runs leaves it, with no count
+      // in the channel's marks), with a retention that drops part of a run: after each turn, a
+      // resume from every message published is what the last `count` say, the budget counts
+      // exactly them, and Redis holds at most one run's worth more.
+      const runs = await readyBroker();
+      const singles = await readyBroker({ pubsubBatches: false });
+      let plates = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.array(fc.record({ size: fc.integer({ min: 1, max: 9 }), alone: fc.boolean(), old: fc.boolean() }), { minLength: 1, maxLength: 6 }), async (count, turns) => {
+          const plate = `runs${++plates}`;
+          const retention = { count, ageMs: 60_000, markTtlMs: 3_600_000 };
+          const budget = { channels: 0, bytes: 1_000_000_000 };
+          const sent: Message[] = [];
+          let ran = false;
+          for (const { size, alone, old } of turns) {
+            const publisher = alone ? singles : runs;
+            const requests = Array.from({ length: size }, () => ({ ...message(plate, "c", `"${sent.length}"`, retention), budget }));
+            sent.push(...(await Promise.all(requests.map((r) => publisher.publish(r)))).map((r) => r.message));
+            ran ||= !alone && size > 1;
+            if (alone && old && !ran) await withClient((client) => client.hdel(`plate:history-marks:{${plate}}:c`, "kept"));
+            const kept = sent.slice(-count);
+            for (let i = 0; i < sent.length; i++) {
+              const replay = await runs.history(plate as PlateId, "c" as ChannelName, sent[i]!.id, retention);
+              // Complete from the last message dropped on (its id is where the kept ones start).
+              if (i < sent.length - count - 1) expect(replay).toMatchObject({ complete: false, reason: "expired" });
+              else expect(replay).toEqual({ complete: true, messages: sent.slice(i + 1), head: sent.at(-1)!.id });
+            }
+            const bytes = kept.reduce((sum, m) => sum + "\u001fP1\u001f".length + m.id.length + 1 + m.timestamp.length + 1 + m.body.length + HISTORY_COST.entry, 0);
+            expect(await runs.historyUsage(plate as PlateId, retention)).toEqual({ channels: 1, bytes: bytes + HISTORY_COST.stream + HISTORY_COST.remembered });
+            const held = await withClient(async (client) => (await client.xrange(`plate:history:{${plate}}:c`, "-", "+")).map(([, fields]) => fields[1]!.split("\u001e").length));
+            expect(held.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(count + Math.max(...turns.map((t) => t.size)) - 1);
+          }
+        }),
+        { numRuns: 25 },
+      );
     });
   });
 

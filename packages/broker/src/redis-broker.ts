@@ -1,5 +1,5 @@
 import type { Cluster, RedisOptions } from "ioredis";
-import { PlateError, bodyFromForeignPayload, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
+import { PlateError, bodyFromForeignPayload, comparePositions, compilePattern, formatPosition, newEpoch, parsePosition, readJsonObject } from "@plate/protocol";
 import type { ChannelMatcher, ChannelName, Message, MessageId, PlateId, Sender, Topic } from "@plate/protocol";
 import { BATCH_REFUSAL_MS, HISTORY_COST, HISTORY_SWEEP_MS, PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, afterRefusal, overBudget, rateLimited } from "./broker.js";
 import type { Broker, GapPhase, HistoryBudget, HistoryRead, MessageListener, PublishRate, PublishRequest, PublishResult, Replay, Retention, Unsubscribe } from "./broker.js";
@@ -44,10 +44,11 @@ export interface RedisBrokerOptions {
   readonly presence?: PresenceTimes;
   /**
    * Whether a run of messages one publish script sends to one channel goes out as one pub/sub
-   * message (`BATCH_MARK`; default true, `REDIS_PUBSUB_BATCHES`): one PUBLISH per run instead of
-   * one per message, for Redis and for every subscribed node. Every node decodes batches either
-   * way; a node of a version before them does not, so a rolling upgrade from one runs with false
-   * until every node is upgraded.
+   * message (`BATCH_MARK`; default true, `REDIS_PUBSUB_BATCHES`), and is kept in the channel's
+   * history as one entry (redis-history.ts): one PUBLISH and one XADD per run instead of one per
+   * message, for Redis and for every subscribed node. Every node reads both forms either way; a
+   * node of a version before them does not, so a rolling upgrade from one runs with false until
+   * every node is upgraded.
    */
   readonly pubsubBatches?: boolean;
 }
@@ -172,6 +173,23 @@ function markAt(payload: string, at = 0): number {
           : payload.startsWith(BATCH_MARK, at)
             ? 4
             : -1;
+}
+
+/**
+ * The messages of a run's payload (`BATCH_MARK payload RS payload ...`: on pub/sub, or kept as one
+ * history entry), in order; what is not a node's message is dropped.
+ */
+function decodeBatch(plateId: PlateId, channel: ChannelName, payload: string): Message[] {
+  const messages: Message[] = [];
+  let from = BATCH_MARK.length;
+  while (from <= payload.length) {
+    let to = payload.indexOf(RS, from);
+    if (to < 0) to = payload.length;
+    const message = decodeNodePayload(plateId, channel, payload.slice(from, to));
+    if (message !== undefined) messages.push(message);
+    from = to + 1;
+  }
+  return messages;
 }
 
 /** A node's payload as a message of `plateId`'s `channel`; undefined if it is not one. */
@@ -616,8 +634,18 @@ export class RedisBroker implements Broker {
     if (rule.kind === "reset") return { complete: false, reason: rule.reason, head };
     const messages: Message[] = [];
     for (const [, fields] of entries) {
-      const message = decodeNodePayload(plateId, channel, fields[1]!);
-      if (message !== undefined) messages.push(message);
+      const payload = fields[1]!;
+      if (markAt(payload) !== 4) {
+        const message = decodeNodePayload(plateId, channel, payload);
+        if (message !== undefined) messages.push(message);
+        continue;
+      }
+      // A run kept as one entry (redis-history.ts), read from its last id on: those up to `since`
+      // are not what the subscriber missed (nor are those its trim skipped, which are older).
+      for (const message of decodeBatch(plateId, channel, payload)) {
+        const position = parsePosition(message.id);
+        if (position !== undefined && comparePositions(position, rule.after) > 0) messages.push(message);
+      }
     }
     return { complete: true, messages, head };
   }
@@ -808,15 +836,7 @@ export class RedisBroker implements Broker {
     const mark = markAt(payload);
     let messages: Message[];
     if (mark === 4) {
-      messages = [];
-      let from = BATCH_MARK.length;
-      while (from <= payload.length) {
-        let to = payload.indexOf(RS, from);
-        if (to < 0) to = payload.length;
-        const message = decodeNodePayload(plateId, channel, payload.slice(from, to));
-        if (message !== undefined) messages.push(message);
-        from = to + 1;
-      }
+      messages = decodeBatch(plateId, channel, payload);
     } else if (mark >= 0) {
       const message = decodeNodePayload(plateId, channel, payload);
       messages = message === undefined ? [] : [message];

@@ -9,9 +9,18 @@ import type { Commands } from "@plate/redis";
  * Keys (prefix `p`, plate `a` as the hash tag `{a}`, channel `c`; see redis-names.ts):
  *   p + "epoch:{a}"                string  the plate's history epoch (created by the first script to need it)
  *   p + "history-head:{a}"         hash    ms, seq: the plate's latest position
- *   p + "history:{a}:" + c         stream  retained messages, entry id = the position's "ms-seq",
- *                                          field m = the Redis payload (as published); PEXPIRE ageMs
- *   p + "history-marks:{a}:" + c   hash    last, dropped ("ms-seq"); PEXPIRE markTtlMs
+ *   p + "history:{a}:" + c         stream  retained messages, an entry a message (entry id = its
+ *                                          position's "ms-seq", field m = its Redis payload) or a
+ *                                          run of them published by one script (entry id = the
+ *                                          last one's, field m = their payloads as on pub/sub:
+ *                                          the batch mark, then each payload, U+001E between);
+ *                                          the oldest entry may hold messages already dropped
+ *                                          (see 'kept'); PEXPIRE ageMs
+ *   p + "history-marks:{a}:" + c   hash    last, dropped ("ms-seq"); kept ("last count skip": the
+ *                                          stream's messages and how many of its oldest entry's
+ *                                          are dropped, valid while last is the channel's last:
+ *                                          else an entry is one message, XLEN counts them);
+ *                                          PEXPIRE markTtlMs
  *   p + "idem:{a}:" + owner + ":" + key  string  "id SEP timestamp SEP channel" of a publish;
  *                                          PX window (owner: the API key id, URI-encoded)
  * Every key of a script is in its plate's hash slot, so each script runs on Redis Cluster too.
@@ -31,9 +40,11 @@ import type { Commands } from "@plate/redis";
  * One script for many messages is group commit (redis-broker.ts gathers what one turn of the
  * event loop publishes): what a publish reads and writes of its plate (time, epoch, head, publish
  * state) is read and written once per script, and what it reads and writes of its channel once
- * per run of consecutive messages to one channel (one XLEN and XRANGE before, one trim, one marks
- * and size update after), and so is its pub/sub (one PUBLISH per run and name, see the batch
- * mark below); each message still has its own XADD. Every redis.call costs
+ * per run of consecutive messages to one channel (one read of its marks and one XRANGE before,
+ * one XADD that trims, one marks and size update after), and so is its pub/sub (one PUBLISH per
+ * run and name, see the batch mark below). A run goes into the history as one entry, as it goes
+ * out on pub/sub: 24 XADDs fewer for W3's runs of 25 cut Redis' instructions a publish by 14%
+ * (docs/performance.md). Every redis.call costs
  * about 10,000 instructions of Redis' Lua glue whatever the command, so the count of calls per
  * message is the cost (see docs/performance.md).
  *
@@ -91,13 +102,25 @@ local messages = tonumber(ARGV[11])
 local channelPrefix = ARGV[12]
 local count, ageMs, markMs = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 -- The same as given, for commands: a number argument of redis.call is formatted as a float (%.14g).
-local countArg, ageArg, markArg = ARGV[13], ARGV[14], ARGV[15]
+local ageArg, markArg = ARGV[14], ARGV[15]
 local perS, burst, bPerS, bBurst, refillMs = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
 local rated = perS > 0 or bPerS > 0
 local accounted = ARGV[21] == '1'
 local budgetChannels, budgetBytes = tonumber(ARGV[22]), tonumber(ARGV[23])
 -- What starts a run's messages published together ('' = each message published on its own).
 local batchMark = ARGV[24]
+-- Whether a run of messages to one channel goes into its history as one entry, as on pub/sub:
+-- the batch mark (U+001F P B U+001F) then their payloads, separated by U+001E, its id the last
+-- one's. Read whether or not (a node that writes runs may have written them).
+local runs = batchMark ~= ''
+-- The order ("ms-seq") of the message whose payload starts at \`at\` in a run entry's \`pl\`:
+-- after its mark (4 bytes), its epoch and '_'.
+local function orderIn(pl, at)
+  local u = string.find(pl, '_', at + 4, true)
+  local e = u and string.find(pl, SEP, u + 1, true)
+  if not e then return '0-0' end
+  return string.sub(pl, u + 1, e - 1)
+end
 -- The messages, as their letters say (see ARGV): each one's fields in one array, 14 slots a
 -- message, message i's at M[(i - 1) * 14 + 1] on: 1 whether it starts a run, 2 its channel,
 -- 3 stream, 4 marks, 5 timestamp, 6 body, 7 payload mark, 8 middle, 9 pre, 10 messages and 11
@@ -232,39 +255,83 @@ while first <= messages do
     local f = (first - 1) * 14
     local stream, marks, channel = M[f + 3], M[f + 4], M[f + 2]
     local cutMs = now - ageMs
-    -- The stream as it is: its length, and the bytes and ids of the entries this run may drop,
-    -- by position (1 = oldest; the run's own entries come after \`len\`).
-    local len, lastDropped = 0, false
+    -- The channel's retained messages, by position (1 = oldest; the run's own come after \`len\`),
+    -- and of the oldest ones, those this run may drop: bytes[p] and ids[p]. An id is known for an
+    -- entry of one message and for a run's last (its entry id); a run's other messages say their
+    -- entry (entId, entPl), place in it (idxOf) and where their payload starts (offs), read when
+    -- needed (\`orderIn\`). Those tables are made at the first run entry read.
+    -- \`skip\` of the oldest entry's messages were dropped already (its entry stays until the rest go).
+    local len, lastDropped, skip = 0, false, 0
     local ids, bytes = {}, {}
+    local entId, entPl, idxOf, offs = false, false, false, false
     local aged = 0
     if count > 0 then
-      len = redis.call('XLEN', stream)
-      -- XLEN is 0 only for a stream that expired (or never was): trimming always keeps the newest
-      -- entry. Whatever it held up to the channel's last id is gone.
-      if len == 0 then lastDropped = redis.call('HGET', marks, 'last') end
+      local mk = redis.call('HMGET', marks, 'last', 'kept')
+      -- 'kept' ("last count skip") is this script's if the channel's last publish wrote it (its
+      -- last is the channel's); else the stream holds entries of one message (a node before runs,
+      -- or no stream): XLEN counts them.
+      local keptLast, keptN, keptSkip
+      if mk[2] then keptLast, keptN, keptSkip = string.match(mk[2], '^(%S+) (%d+) (%d+)$') end
+      if keptLast and keptLast == mk[1] then
+        len, skip = tonumber(keptN), tonumber(keptSkip)
+      elseif mk[1] then
+        len = redis.call('XLEN', stream)
+      end
       if len > 0 then
-        local over = math.min(len, math.max(0, len + (last - first + 1) - count))
-        local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', over + 1)
-        for i = 1, #oldest do
-          ids[i] = oldest[i][1]
-          bytes[i] = #oldest[i][2][2] + entryBytes
-        end
-        -- The first entry past those tells whether the age trim goes further (every entry before
-        -- the cut goes at the run's first publish).
-        local kept = oldest[#oldest]
-        if tonumber(string.match(kept[1], '^(%d+)')) < cutMs then
-          local older = redis.call('XRANGE', stream, '(' .. kept[1], '(' .. cutMs .. '-0')
-          for i = 1, #older do
-            ids[#ids + 1] = older[i][1]
-            bytes[#bytes + 1] = #older[i][2][2] + entryBytes
+        local want = math.min(len, math.max(0, len + (last - first + 1) - count)) + 1
+        local after, c, nE, ended = '-', 2, 0, false
+        while true do
+          local got = redis.call('XRANGE', stream, after, '+', 'COUNT', c)
+          for g = 1, #got do
+            local eid, pl = got[g][1], got[g][2][2]
+            nE = nE + 1
+            local b1, b2, b3, b4 = string.byte(pl, 1, 4)
+            if b1 == 31 and b2 == 80 and b3 == 66 and b4 == 31 then
+              if not entId then entId, entPl, idxOf, offs = {}, {}, {}, {} end
+              local from = 1
+              if nE == 1 then from = skip + 1 end
+              local at, k = 5, 0
+              while true do
+                local rs = string.find(pl, '\\30', at, true)
+                k = k + 1
+                if k >= from then
+                  local p = #bytes + 1
+                  bytes[p], entId[p], entPl[p], idxOf[p], offs[p] = (rs or #pl + 1) - at + entryBytes, eid, pl, k, at
+                  if not rs then ids[p] = eid end
+                end
+                if not rs then break end
+                at = rs + 1
+              end
+            else
+              local p = #bytes + 1
+              bytes[p], ids[p] = #pl + entryBytes, eid
+            end
+            after = '(' .. eid
           end
-          aged = #ids
-        elseif tonumber(string.match(ids[1], '^(%d+)')) < cutMs then
-          -- (Entries are in time order: when the oldest is younger than the cut, none is older.)
-          for i = 1, #ids do
-            if tonumber(string.match(ids[i], '^(%d+)')) < cutMs then aged = i end
+          local n = #bytes
+          if #got < c then
+            ended = true
+            break
+          end
+          -- Enough: what the run may drop, and a message at or past the age cut after it (every
+          -- entry before the cut goes at the run's first publish). Entries are in time order.
+          if n >= want and tonumber(string.match(ids[n], '^(%d+)')) >= cutMs then break end
+          c = 2
+          if n < want then c = math.max(2, math.ceil((want - n) * nE / math.max(n, 1))) end
+        end
+        -- Read to its end: what it holds (a count of another writer's is corrected).
+        if ended or #bytes > len then len = #bytes end
+        if len > 0 and tonumber(string.match(ids[1] or orderIn(entPl[1], offs[1]), '^(%d+)')) < cutMs then
+          for p = 1, #bytes do
+            if tonumber(string.match(ids[p] or orderIn(entPl[p], offs[p]), '^(%d+)')) >= cutMs then break end
+            aged = p
           end
         end
+      end
+      -- XLEN or XRANGE found none: the stream expired (or never was); trimming always keeps the
+      -- newest message. Whatever it held up to the channel's last id is gone.
+      if len == 0 then
+        lastDropped, skip = mk[1], 0
       end
     end
     local channelSize = false
@@ -401,8 +468,31 @@ while first <= messages do
     -- write, so a deletion first would let the rest of the script grow memory past it.
     local lastOrder = accOrder[accepted]
     if count == 0 then lastDropped = lastOrder end
-    if dropTo > 0 then lastDropped = ids[dropTo] end
-    if lastDropped then
+    if dropTo > 0 then lastDropped = ids[dropTo] or orderIn(entPl[dropTo], offs[dropTo]) end
+    -- What stays: from position dropTo + 1 on. An older entry it is in stays whole (the trim keeps
+    -- it and every later one) with its first messages skipped; of the run's own, only those kept
+    -- are added (\`keptFrom\` on), as one entry (a run) or one each.
+    local keptFrom, minId = 1, false
+    if count > 0 and dropTo > 0 then
+      local q = dropTo + 1
+      if q > len then
+        keptFrom, skip = q - len, 0
+        minId = accOrder[keptFrom]
+        if runs then minId = lastOrder end
+      elseif idxOf and idxOf[q] then
+        minId, skip = entId[q], idxOf[q] - 1
+      else
+        minId, skip = ids[q], 0
+      end
+    end
+    if count > 0 then
+      local kept = string.format('%s %d %d', lastOrder, len + accepted - dropTo, skip)
+      if lastDropped then
+        redis.call('HSET', marks, 'last', lastOrder, 'dropped', lastDropped, 'kept', kept)
+      else
+        redis.call('HSET', marks, 'last', lastOrder, 'kept', kept)
+      end
+    elseif lastDropped then
       redis.call('HSET', marks, 'last', lastOrder, 'dropped', lastDropped)
     else
       redis.call('HSET', marks, 'last', lastOrder)
@@ -410,10 +500,18 @@ while first <= messages do
     writeSweep()
     redis.call('PEXPIRE', marks, markArg)
     if count > 0 then
-      -- The last XADD trims by count for the whole run.
-      for j = 1, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
-      redis.call('XADD', stream, 'MAXLEN', countArg, lastOrder, 'm', accPayload[accepted])
-      if aged > 0 then redis.call('XTRIM', stream, 'MINID', cutMs .. '-0') end
+      -- One XADD a run (or a message, without runs); the last trims what the run dropped.
+      local stored = accPayload[accepted]
+      if runs and keptFrom < accepted then
+        stored = batchMark .. table.concat(accPayload, '\\30', keptFrom, accepted)
+      else
+        for j = keptFrom, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
+      end
+      if minId then
+        redis.call('XADD', stream, 'MINID', minId, lastOrder, 'm', stored)
+      else
+        redis.call('XADD', stream, lastOrder, 'm', stored)
+      end
       redis.call('PEXPIRE', stream, ageArg)
     end
     if accounted then
