@@ -112,6 +112,14 @@ export const HISTORY_COST = { entry: 32, stream: 4608, remembered: 256, idempote
 export const PUBLISH_BATCH_MESSAGES = 64;
 export const PUBLISH_BATCH_BYTES = 1024 * 1024;
 
+/**
+ * The most bytes of payloads the Redis broker keeps as one history entry when a script publishes a
+ * run of messages to one channel (redis-history.ts); a larger run is kept as an entry a message.
+ * The channel's oldest entry is read again by each publish until its last message is dropped, so
+ * this bounds what a publish reads back (W3's runs of 25 are about 5 KB).
+ */
+export const HISTORY_RUN_MAX_BYTES = 16 * 1024;
+
 /** How long a broker remembers that a batch had a message refused, in ms (far longer than a batch takes to send). */
 export const BATCH_REFUSAL_MS = 60_000;
 

@@ -4,7 +4,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PlateError, comparePositions, parsePosition } from "@plate/protocol";
 import type { ChannelName, Message, PlateId } from "@plate/protocol";
-import { HISTORY_COST } from "./broker.js";
+import { HISTORY_COST, HISTORY_RUN_MAX_BYTES } from "./broker.js";
 import type { PublishRequest } from "./broker.js";
 import { startRedis, startRedisPair, startTcpProxy, whileOutOfMemory } from "@plate/testing";
 import type { RedisServer, TcpProxy } from "@plate/testing";
@@ -349,24 +349,27 @@ describe("RedisBroker", () => {
     });
 
     it("is kept as one history entry that a resume from any message, a trim by count and the budget read as the messages published one by one", async () => {
-      // Turns of any size, some from a node without runs (REDIS_PUBSUB_BATCHES=false: an entry a
-      // message; before any run, also as a node of a version before runs leaves it, with no count
-      // in the channel's marks), with a retention that drops part of a run: after each turn, a
+      // Turns of any size, some of large messages, some from a node without runs
+      // (REDIS_PUBSUB_BATCHES=false: an entry a message; before any run, also as a node of a
+      // version before runs leaves it, with no count in the channel's marks), with a retention
+      // that drops part of a run: after each turn, a
       // resume from every message published is what the last `count` say, the budget counts
       // exactly them, and Redis holds at most one run's worth more.
       const runs = await readyBroker();
       const singles = await readyBroker({ pubsubBatches: false });
       let plates = 0;
       await fc.assert(
-        fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.array(fc.record({ size: fc.integer({ min: 1, max: 9 }), alone: fc.boolean(), old: fc.boolean() }), { minLength: 1, maxLength: 6 }), async (count, turns) => {
+        fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.array(fc.record({ size: fc.integer({ min: 1, max: 9 }), alone: fc.boolean(), old: fc.boolean(), big: fc.boolean() }), { minLength: 1, maxLength: 6 }), async (count, turns) => {
           const plate = `runs${++plates}`;
           const retention = { count, ageMs: 60_000, markTtlMs: 3_600_000 };
           const budget = { channels: 0, bytes: 1_000_000_000 };
           const sent: Message[] = [];
           let ran = false;
-          for (const { size, alone, old } of turns) {
+          for (const { size, alone, old, big } of turns) {
             const publisher = alone ? singles : runs;
-            const requests = Array.from({ length: size }, () => ({ ...message(plate, "c", `"${sent.length}"`, retention), budget }));
+            // Big: a run of more than five is over HISTORY_RUN_MAX_BYTES, kept as an entry a message.
+            const body = () => `"${big ? "x".repeat(3000) : ""}${sent.length}"`;
+            const requests = Array.from({ length: size }, () => ({ ...message(plate, "c", body(), retention), budget }));
             sent.push(...(await Promise.all(requests.map((r) => publisher.publish(r)))).map((r) => r.message));
             ran ||= !alone && size > 1;
             if (alone && old && !ran) await withClient((client) => client.hdel(`plate:history-marks:{${plate}}:c`, "kept"));
@@ -379,8 +382,10 @@ describe("RedisBroker", () => {
             }
             const bytes = kept.reduce((sum, m) => sum + "\u001fP1\u001f".length + m.id.length + 1 + m.timestamp.length + 1 + m.body.length + HISTORY_COST.entry, 0);
             expect(await runs.historyUsage(plate as PlateId, retention)).toEqual({ channels: 1, bytes: bytes + HISTORY_COST.stream + HISTORY_COST.remembered });
-            const held = await withClient(async (client) => (await client.xrange(`plate:history:{${plate}}:c`, "-", "+")).map(([, fields]) => fields[1]!.split("\u001e").length));
-            expect(held.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(count + Math.max(...turns.map((t) => t.size)) - 1);
+            const entries = await withClient(async (client) => (await client.xrange(`plate:history:{${plate}}:c`, "-", "+")).map(([, fields]) => fields[1]!.split("\u001e")));
+            expect(entries.reduce((sum, e) => sum + e.length, 0)).toBeLessThanOrEqual(count + Math.max(...turns.map((t) => t.size)) - 1);
+            // A run is one entry only up to HISTORY_RUN_MAX_BYTES of payloads (the batch mark is 4).
+            for (const e of entries) if (e.length > 1) expect(e.join("").length - 4).toBeLessThanOrEqual(HISTORY_RUN_MAX_BYTES);
           }
         }),
         { numRuns: 25 },

@@ -2,6 +2,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { Command, Redis } from "ioredis";
 import type { Commands } from "@plate/redis";
+import { HISTORY_RUN_MAX_BYTES } from "./broker.js";
 
 /*
  * The history of the Redis broker: Lua scripts, each one atomic step.
@@ -14,8 +15,9 @@ import type { Commands } from "@plate/redis";
  *                                          run of them published by one script (entry id = the
  *                                          last one's, field m = their payloads as on pub/sub:
  *                                          the batch mark, then each payload, U+001E between);
- *                                          the oldest entry may hold messages already dropped
- *                                          (see 'kept'); PEXPIRE ageMs
+ *                                          a run over HISTORY_RUN_MAX_BYTES is an entry a
+ *                                          message; the oldest entry may hold messages already
+ *                                          dropped (see 'kept'); PEXPIRE ageMs
  *   p + "history-marks:{a}:" + c   hash    last, dropped ("ms-seq"); kept ("last count skip": the
  *                                          stream's messages and how many of its oldest entry's
  *                                          are dropped, valid while last is the channel's last:
@@ -473,12 +475,21 @@ while first <= messages do
     -- it and every later one) with its first messages skipped; of the run's own, only those kept
     -- are added (\`keptFrom\` on), as one entry (a run) or one each.
     local keptFrom, minId = 1, false
+    if dropTo > len then keptFrom = dropTo - len + 1 end
+    -- A run is kept as one entry while its payloads are at most HISTORY_RUN_MAX_BYTES (broker.ts),
+    -- else an entry a message: the oldest entry is read again by every publish until it goes.
+    local asRun = false
+    if runs and count > 0 and keptFrom < accepted then
+      local size = 0
+      for j = keptFrom, accepted do size = size + #accPayload[j] end
+      asRun = size <= ${HISTORY_RUN_MAX_BYTES}
+    end
     if count > 0 and dropTo > 0 then
       local q = dropTo + 1
       if q > len then
-        keptFrom, skip = q - len, 0
+        skip = 0
         minId = accOrder[keptFrom]
-        if runs then minId = lastOrder end
+        if asRun then minId = lastOrder end
       elseif idxOf and idxOf[q] then
         minId, skip = entId[q], idxOf[q] - 1
       else
@@ -502,7 +513,7 @@ while first <= messages do
     if count > 0 then
       -- One XADD a run (or a message, without runs); the last trims what the run dropped.
       local stored = accPayload[accepted]
-      if runs and keptFrom < accepted then
+      if asRun then
         stored = batchMark .. table.concat(accPayload, '\\30', keptFrom, accepted)
       else
         for j = keptFrom, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
