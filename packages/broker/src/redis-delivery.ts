@@ -154,6 +154,36 @@ export class ClassicDelivery implements Delivery {
   }
 }
 
+/**
+ * The wait, in ms, before the slot map is read again when a read after Redis dropped a name (its
+ * slot left the master) still places the name on that master: the read may have been answered by
+ * a node not yet told of the move, or have started before it (a read in flight takes the place of
+ * the one asked for). Until the map moves it, the name's plate stays cut, and what is published
+ * meanwhile is read from the history once it is subscribed where its slot went.
+ */
+export const DROPPED_REREAD_MS = 100;
+
+/**
+ * Reads of the slot map, after Redis dropped a name, that may still place it on the master that
+ * dropped it; after that many, the name is subscribed there again (the slot came back, or that
+ * master's MOVED moves it).
+ */
+export const DROPPED_REREADS = 20;
+
+/**
+ * The shard channel an unsolicited `sunsubscribe` names, from the error ioredis reports it with (a
+ * reply no command waited for: "... Last reply: sunsubscribe,<channel>,<count>"); undefined for any
+ * other error.
+ */
+export function droppedShardChannel(message: string): string | undefined {
+  const marker = "Last reply: sunsubscribe,";
+  const at = message.indexOf(marker);
+  if (at < 0) return undefined;
+  const rest = message.slice(at + marker.length);
+  const comma = rest.lastIndexOf(",");
+  return comma <= 0 ? undefined : rest.slice(0, comma);
+}
+
 /** A name the sharded delivery hears: its plate, slot, and the master it is subscribed on. */
 interface Wanted {
   readonly plateId: PlateId | undefined;
@@ -176,6 +206,8 @@ interface Link {
   subscribed: boolean;
   /** The names whose delivery this link cut; they are told "restored" once subscribed again. */
   readonly cut: Set<string>;
+  /** Names Redis unsubscribed unasked (their slot left this master), until the slot map moves them. */
+  readonly dropped: Set<string>;
   /**
    * Whether it was ever subscribed; until then `opened` settles when it is, or fails when it cannot
    * connect or is dropped (its names moved to other masters' links).
@@ -305,6 +337,7 @@ export class ShardedDelivery implements Delivery {
     if (link === undefined) return;
     link.names.delete(name);
     link.cut.delete(name);
+    link.dropped.delete(name);
     if (link.names.size === 0 && this.#links.get(link.nodeKey) === link) {
       this.#links.delete(link.nodeKey);
       void this.#drop(link);
@@ -330,6 +363,7 @@ export class ShardedDelivery implements Delivery {
       probeChannel: this.#probeName(slotTag),
       subscribed: false,
       cut: new Set(),
+      dropped: new Set(),
       probe: new DeafnessProbe({
         intervalMs: this.#settings.probeIntervalMs,
         timeoutMs: this.#settings.probeTimeoutMs,
@@ -351,14 +385,49 @@ export class ShardedDelivery implements Delivery {
     redis.on("moved", () => this.#cluster.refreshSlotsCache());
     redis.on("error", (err: Error) => {
       // A slot moved away: Redis unsubscribes its shard channels unasked, which ioredis reports
-      // as a reply no command waited for. The slot map is read again, which moves the names.
-      if (err.message.includes("sunsubscribe")) this.#cluster.refreshSlotsCache();
+      // as a reply no command waited for.
+      const dropped = droppedShardChannel(err.message);
+      if (dropped !== undefined) this.#dropped(link, dropped);
+      else if (err.message.includes("sunsubscribe")) this.#cluster.refreshSlotsCache();
     });
     redis.on("smessage", (channel: string, payload: string) => {
       if (channel === link.probeChannel) link.probe.returned(payload);
       else if (link.names.has(channel)) this.#events.message(channel, payload);
     });
     return link;
+  }
+
+  /**
+   * Redis unsubscribed `name` on `link` unasked: its slot left that master. The name's plate is cut
+   * now (nothing of it is heard here any more), and the slot map is read until it places the name
+   * elsewhere (`#replace` then subscribes it there and restores the plate). A read may still place
+   * it here: answered by a node not yet told of the move, or started before it (ioredis lets a read
+   * in flight answer for the one asked). Each is then followed by another, `DROPPED_REREAD_MS`
+   * later; after `DROPPED_REREADS`, the name is subscribed on `link` again.
+   */
+  #dropped(link: Link, name: string): void {
+    if (this.#links.get(link.nodeKey) !== link || !link.names.has(name)) {
+      this.#cluster.refreshSlotsCache();
+      return;
+    }
+    if (link.dropped.has(name)) return;
+    link.dropped.add(name);
+    if (link.subscribed) this.#cutNames(link, [name]);
+    void this.#followDropped(link);
+  }
+
+  async #followDropped(link: Link): Promise<void> {
+    for (let reads = 0; ; reads++) {
+      // Not from inside an ioredis callback: one added there is dropped with the list it joins.
+      await new Promise<void>((resolve) => setImmediate(() => this.#cluster.refreshSlotsCache(() => resolve())));
+      if (this.#closed || this.#links.get(link.nodeKey) !== link || link.dropped.size === 0) return;
+      if (reads + 1 >= DROPPED_REREADS) break;
+      await new Promise((resolve) => setTimeout(resolve, DROPPED_REREAD_MS).unref());
+    }
+    // The map keeps the names here: subscribe them again (a MOVED, if any, reads the map anew).
+    const names = [...link.dropped];
+    link.dropped.clear();
+    if (link.subscribed) void this.#subscribeMoved(link, names);
   }
 
   async #drop(link: Link): Promise<void> {
@@ -395,6 +464,7 @@ export class ShardedDelivery implements Delivery {
     }
     link.subscribed = true;
     link.everSubscribed = true;
+    link.dropped.clear();
     this.#restore(link, [...link.cut]);
     link.cut.clear();
     this.#events.changed();
@@ -466,6 +536,7 @@ export class ShardedDelivery implements Delivery {
         if (from.subscribed && !from.cut.has(name)) this.#cutNames(from, [name]);
         const wasCut = from.cut.delete(name);
         from.names.delete(name);
+        from.dropped.delete(name);
         if (from.subscribed) void from.redis.sunsubscribe(name).catch(() => undefined);
         if (from.names.size === 0 && this.#links.get(from.nodeKey) === from) {
           this.#links.delete(from.nodeKey);
