@@ -220,6 +220,8 @@ describe("three edge nodes on a three-master Redis Cluster", () => {
     for (const s of subs) await s.waitFor("ready");
     try {
       const accepted = [await publishUntilAccepted(nodes[0]!.url, plate, key, "alerts", "before")];
+      // Its replica has it (replication is asynchronous: else the history may not survive).
+      await cluster.waitForReplicas(doomed!);
       await cluster.kill(doomed!);
       const refused = await publish(nodes[1]!.url, plate, "alerts", "refused", key);
       expect(refused.status).toBe(503);

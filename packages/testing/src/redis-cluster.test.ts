@@ -23,15 +23,6 @@ function clientOf(cluster: RedisCluster): Cluster {
   return client;
 }
 
-/** Waits until `replica` has applied everything `master` had taken when this was called. */
-async function caughtUp(master: ClusterNode, replica: ClusterNode): Promise<boolean> {
-  const offset = (info: string, field: string) => Number(new RegExp(`^${field}:(\\d+)`, "m").exec(info)?.[1] ?? "-1");
-  const target = offset(await redisCommand(master.port, ["INFO", "replication"]), "master_repl_offset");
-  return eventually(
-    async () => offset(await redisCommand(replica.port, ["INFO", "replication"]), "slave_repl_offset") >= target,
-  );
-}
-
 describe("a cluster of three masters", () => {
   let cluster: RedisCluster;
   beforeAll(async () => {
@@ -167,7 +158,7 @@ describe("a cluster of three masters with a replica each", () => {
     const [replica] = await cluster.replicasOf(master);
     const client = clientOf(cluster);
     await client.set("{crash}:k", "kept");
-    expect(await caughtUp(master, replica!)).toBe(true);
+    await cluster.waitForReplicas(master);
 
     const killedAt = Date.now();
     await cluster.kill(master);

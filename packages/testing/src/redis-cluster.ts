@@ -54,6 +54,12 @@ export interface RedisCluster {
   replicasOf(master: ClusterNode): Promise<ClusterNode[]>;
   /** The master that holds `slot` now; rejects when no node does. */
   nodeForSlot(slot: number): Promise<ClusterNode>;
+  /**
+   * Waits until every replica of `master` has applied everything the master had taken when this was
+   * called. Replication is asynchronous: a master killed before that takes its last writes with it,
+   * which a test of what survives a failover must rule out first.
+   */
+  waitForReplicas(master: ClusterNode): Promise<void>;
   /** SIGKILLs `node`, as a crash would, and waits for it to be gone. */
   kill(node: ClusterNode): Promise<void>;
   /**
@@ -226,6 +232,14 @@ function cluster(nodes: readonly ClusterNode[], servers: readonly RedisServer[])
       const owner = ownerOf(await view(), slot);
       if (owner === undefined) throw new Error(`no node holds slot ${slot}`);
       return known(owner);
+    },
+    async waitForReplicas(master) {
+      const offset = (info: string, field: string) => Number(new RegExp(`^${field}:(\\d+)`, "m").exec(info)?.[1] ?? "-1");
+      const target = offset(await redisCommand(master.port, ["INFO", "replication"]), "master_repl_offset");
+      const replicas = (await view()).filter((line) => line.masterId === master.id).map(known);
+      await settle(`the replicas of node ${master.port} to apply its writes`, replicas, async (replica) => {
+        return offset(await redisCommand(replica.port, ["INFO", "replication"]), "slave_repl_offset") >= target;
+      });
     },
     async kill(node) {
       running.delete(node);
