@@ -411,11 +411,14 @@ export class ShardedDelivery implements Delivery {
       return;
     }
     if (link.dropped.has(name)) return;
+    // One follower a link: the channels of a slot are dropped one by one, and join it.
+    const following = link.dropped.size > 0;
     link.dropped.add(name);
     if (link.subscribed) this.#cutNames(link, [name]);
-    void this.#followDropped(link);
+    if (!following) void this.#followDropped(link);
   }
 
+  /** Reads the slot map until it moves every name `link` holds dropped (see `#dropped`). */
   async #followDropped(link: Link): Promise<void> {
     for (let reads = 0; ; reads++) {
       // Not from inside an ioredis callback: one added there is dropped with the list it joins.

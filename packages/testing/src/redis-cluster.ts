@@ -215,6 +215,7 @@ function cluster(nodes: readonly ClusterNode[], servers: readonly RedisServer[])
     if (node === undefined) throw new Error(`node ${line.id} (port ${line.port}) is not one of this cluster's`);
     return node;
   };
+  const replicasOf = async (master: ClusterNode) => (await view()).filter((line) => line.masterId === master.id).map(known);
   return {
     seeds: nodes.map((node) => `127.0.0.1:${node.port}`),
     nodes,
@@ -224,10 +225,7 @@ function cluster(nodes: readonly ClusterNode[], servers: readonly RedisServer[])
         .filter((line) => line.flags.includes("master") && !line.flags.includes("fail") && line.slots.length > 0)
         .map(known);
     },
-    async replicasOf(master) {
-      const lines = await view();
-      return lines.filter((line) => line.masterId === master.id).map(known);
-    },
+    replicasOf,
     async nodeForSlot(slot) {
       const owner = ownerOf(await view(), slot);
       if (owner === undefined) throw new Error(`no node holds slot ${slot}`);
@@ -236,8 +234,7 @@ function cluster(nodes: readonly ClusterNode[], servers: readonly RedisServer[])
     async waitForReplicas(master) {
       const offset = (info: string, field: string) => Number(new RegExp(`^${field}:(\\d+)`, "m").exec(info)?.[1] ?? "-1");
       const target = offset(await redisCommand(master.port, ["INFO", "replication"]), "master_repl_offset");
-      const replicas = (await view()).filter((line) => line.masterId === master.id).map(known);
-      await settle(`the replicas of node ${master.port} to apply its writes`, replicas, async (replica) => {
+      await settle(`the replicas of node ${master.port} to apply its writes`, await replicasOf(master), async (replica) => {
         return offset(await redisCommand(replica.port, ["INFO", "replication"]), "slave_repl_offset") >= target;
       });
     },
