@@ -114,11 +114,6 @@ return 1
 `;
 
 /**
- * Holds a plate's first webhook events for the caller, unless another holds them or a retry is not
- * due. KEYS: the events (stream), their state (hash: until, retryAt, attempts). ARGV: count, leaseMs.
- * Answers nil, or {attempts, id, json, id, json, ...}.
- */
-/**
  * Takes ARGV[3] tokens from a token bucket (hash n, at) that refills ARGV[1] a second up to
  * ARGV[2]; answers 0, or the ms to wait (taking nothing). KEYS: the bucket. ARGV[4]: its TTL in ms.
  */
@@ -162,6 +157,11 @@ end
 return others
 `;
 
+/**
+ * Holds a plate's first webhook events for the caller, unless another holds them or a retry is not
+ * due. KEYS: the events (stream), their state (hash: until, retryAt, attempts). ARGV: count, leaseMs.
+ * Answers nil, or {attempts, id, json, id, json, ...}.
+ */
 const WEBHOOK_CLAIM = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

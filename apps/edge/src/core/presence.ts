@@ -70,7 +70,7 @@ export class PresenceHub {
     private readonly webhooks?: Pick<Webhooks, "emit">,
   ) {
     // A dead node's members, removed by this node's sweep: told once, from here.
-    broker.presence.onSwept((plateId, channel, clientId, record) => webhooks?.emit(plateId, "member_removed", channel, clientId, userOf(record)));
+    broker.presence.onSwept((plateId, channel, clientId, record) => void webhooks?.emit(plateId, "member_removed", channel, clientId, userOf(record)));
     broker.onGap((phase, plates) => {
       if (phase !== "restored") return;
       for (const watched of this.#watched.values()) {
@@ -157,7 +157,8 @@ export class PresenceHub {
       membership.live = wasLive;
       throw new PlateError("quota_exceeded", `A channel of this plate holds at most ${maxMembers} presence members.`);
     }
-    if (outcome.joined) this.webhooks?.emit(conn.plateId, "member_added", channel, conn.clientId, user);
+    // Queued before the client hears "ok": a node that dies after answering has already queued it.
+    if (outcome.joined) await this.webhooks?.emit(conn.plateId, "member_added", channel, conn.clientId, user);
     // Its subscription ended while the track was on its way: take it back.
     if (sub.ended) await this.#leave(conn, channel, membership);
   }
@@ -174,7 +175,7 @@ export class PresenceHub {
       membership.live = true;
       throw err;
     }
-    if (version > 0) this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
+    if (version > 0) await this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
   }
 
   /** The members of a channel (route 10's GET), as `{"clientId","user"?,"state","joinedAt"}` JSON texts. */
@@ -191,7 +192,7 @@ export class PresenceHub {
     membership.live = false;
     try {
       const version = await this.broker.presence.untrack(conn.plateId, channel, conn.clientId);
-      if (version > 0) this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
+      if (version > 0) await this.webhooks?.emit(conn.plateId, "member_removed", channel, conn.clientId, membership.user);
     } catch (err) {
       this.log.warn("presence member not removed", { plateId: conn.plateId, error: String(err) });
     }

@@ -125,11 +125,13 @@ export class Webhooks {
   }
 
   /**
-   * Queues an event of `plateId` for its webhook, if it has one that asks for it. Never throws and
-   * never waits: a store that cannot be reached drops the event (logged and counted).
+   * Queues an event of `plateId` for its webhook, if it has one that asks for it; settles once it is
+   * in the queue (or was not wanted). Never rejects: a store that cannot be reached drops the event
+   * (logged and counted). A change a client is told of (a track's or untrack's answer) waits for it,
+   * so a node that dies after answering has already queued the event.
    */
-  emit(plateId: PlateId, name: WebhookEvent, channel: ChannelName, clientId?: string, user?: string): void {
-    if (this.#closed) return;
+  emit(plateId: PlateId, name: WebhookEvent, channel: ChannelName, clientId?: string, user?: string): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     const event: WebhookPayloadEvent = {
       id: nanoid(),
       name,
@@ -138,10 +140,10 @@ export class Webhooks {
       ...(user === undefined ? {} : { user }),
       at: new Date().toISOString(),
     };
-    this.#hookOf(plateId)
-      .then((hook) => {
+    return this.#hookOf(plateId)
+      .then(async (hook) => {
         if (hook === undefined || !hook.events.includes(name)) return;
-        return this.store.webhookPush(plateId, [JSON.stringify(event)], this.settings.maxQueued);
+        await this.store.webhookPush(plateId, [JSON.stringify(event)], this.settings.maxQueued);
       })
       .catch((err: unknown) => {
         this.metrics.webhookEvents.inc({ outcome: "dropped" });
@@ -268,19 +270,19 @@ export class ChannelEvents {
     private readonly webhooks: Pick<Webhooks, "emit">,
     private readonly log: Logger,
   ) {
-    broker.presence.onVacated((plateId, channel) => webhooks.emit(plateId, "channel_vacated", channel));
+    broker.presence.onVacated((plateId, channel) => void webhooks.emit(plateId, "channel_vacated", channel));
   }
 
   opened(plateId: PlateId, channel: ChannelName): void {
     this.broker.presence.occupy(plateId, channel).then(
-      (occupied) => occupied && this.webhooks.emit(plateId, "channel_occupied", channel),
+      (occupied) => occupied && void this.webhooks.emit(plateId, "channel_occupied", channel),
       (err: unknown) => this.log.warn("channel occupancy not counted", { plateId, error: String(err) }),
     );
   }
 
   closed(plateId: PlateId, channel: ChannelName): void {
     this.broker.presence.vacate(plateId, channel).then(
-      (vacant) => vacant && this.webhooks.emit(plateId, "channel_vacated", channel),
+      (vacant) => vacant && void this.webhooks.emit(plateId, "channel_vacated", channel),
       (err: unknown) => this.log.warn("channel occupancy not counted", { plateId, error: String(err) }),
     );
   }
