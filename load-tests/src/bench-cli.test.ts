@@ -23,7 +23,7 @@ describe("bench.js's command line", () => {
     const run = bench("--help");
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^usage: node load-tests\/dist\/bench\.js/);
-    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6", "--trace"]) expect(run.stdout).toContain(name);
+    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6", "--trace", "--gc-log"]) expect(run.stdout).toContain(name);
     expect(existsSync(OUT)).toBe(false);
   });
 
@@ -57,10 +57,11 @@ describe("bench.js's command line", () => {
     expect(readdirSync(profiles).filter((name) => name.endsWith(".cpuprofile"))).toHaveLength(1);
   }, 120_000);
 
-  it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with", () => {
+  it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with; and with --gc-log each Plate node's collections on the same clock", () => {
     const trace = join(dir, "w1.trace");
+    const gcLog = join(dir, "w1.gc");
     const before = Number(process.hrtime.bigint()) / 1e6;
-    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w1", "--out", join(dir, "quick.md"), "--jsonl", join(dir, "quick.jsonl"), "--trace", trace], {
+    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w1", "--out", join(dir, "quick.md"), "--jsonl", join(dir, "quick.jsonl"), "--trace", trace, "--gc-log", gcLog], {
       encoding: "utf8",
       timeout: 90_000,
     });
@@ -83,6 +84,16 @@ describe("bench.js's command line", () => {
         expect(first).toBeLessThanOrEqual(last);
         if (j > 0) expect(sent).toBeGreaterThanOrEqual(messages[j - 1]![0]);
       }
+    }
+    // A node a transport, each starting with scavenges; every collection within the run, on the trace's clock.
+    const collections = readFileSync(gcLog, "utf8").trim().split("\n").map((line) => JSON.parse(line) as { pid: number; mono: number; ms: number; kind: string });
+    expect(new Set(collections.map((c) => c.pid)).size).toBe(2);
+    expect(collections.some((c) => c.kind === "scavenge")).toBe(true);
+    for (const c of collections) {
+      expect(["scavenge", "mark-compact", "incremental", "weak-callbacks"]).toContain(c.kind);
+      expect(c.mono).toBeGreaterThan(before);
+      expect(c.mono + c.ms).toBeLessThan(after);
+      expect(c.ms).toBeGreaterThanOrEqual(0);
     }
   }, 120_000);
 });

@@ -26,6 +26,7 @@ import { cpus, totalmem } from "node:os";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { GC_LOG_ENV } from "./gc-log.js";
 import { runIdle } from "./idle.js";
 import { keptNotes } from "./notes.js";
 import { startNchan } from "./nchan.js";
@@ -114,6 +115,10 @@ let plateOnlyNodeArgs: readonly string[] = [];
 let plateEnv: Record<string, string> = {};
 /** `--trace FILE`: every fan-out step's sampled messages go there (`FanoutWorkload.traceFile`). */
 let traceFile: string | undefined;
+/** `--gc-log FILE`: every Plate node's collections go there (gc-log.ts). */
+let gcLogFile: string | undefined;
+/** The module a Plate node imports for `--gc-log`. */
+const GC_LOG_HOOK = new URL("./gc-log-hook.js", import.meta.url).href;
 
 /** Starts target `name` (and its Redis); `env` adds settings of this workload's Plate node. */
 async function start(name: TargetName, env: Record<string, string> = {}): Promise<Running> {
@@ -125,7 +130,16 @@ async function start(name: TargetName, env: Record<string, string> = {}): Promis
       server = await startBareNode(SERVER_CPU, plateNodeArgs);
       target = bareTarget({ name, port: server.port, pids: [server.pid] });
     } else if (name.startsWith("plate")) {
-      const plate = await startPlate({ cpu: SERVER_CPU, redisUrl: redis?.url, plate: PLATE, key: KEY, nodeArgs: [...plateNodeArgs, ...plateOnlyNodeArgs], env: { ...env, ...plateEnv } });
+      const gcLog: { args: string[]; env: Record<string, string> } =
+        gcLogFile === undefined ? { args: [], env: {} } : { args: ["--import", GC_LOG_HOOK], env: { [GC_LOG_ENV]: gcLogFile } };
+      const plate = await startPlate({
+        cpu: SERVER_CPU,
+        redisUrl: redis?.url,
+        plate: PLATE,
+        key: KEY,
+        nodeArgs: [...plateNodeArgs, ...gcLog.args, ...plateOnlyNodeArgs],
+        env: { ...env, ...plateEnv, ...gcLog.env },
+      });
       server = plate;
       target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
     } else {
@@ -308,6 +322,8 @@ const USAGE = `usage: node load-tests/dist/bench.js [options]
                       own (--max-semi-space-size=4): --plate-node-args=--max-semi-space-size=8
   --trace FILE        each fan-out step's sampled messages, a JSON line a step, appended: send time on
                       CLOCK_MONOTONIC, first and last read (to line up with perf record -k mono)
+  --gc-log FILE       every Plate node's collections, a JSON line each, appended: start on
+                      CLOCK_MONOTONIC, pause and kind (to line up with --trace)
   -h, --help          this text
 `;
 
@@ -328,6 +344,7 @@ function parseCommandLine() {
         "plate-env": { type: "string" },
         "plate-node-args": { type: "string" },
         trace: { type: "string" },
+        "gc-log": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -348,6 +365,7 @@ async function main(): Promise<void> {
   if (values.profile !== undefined) plateNodeArgs = ["--cpu-prof", "--cpu-prof-dir", values.profile];
   if (values["plate-node-args"] !== undefined) plateOnlyNodeArgs = values["plate-node-args"].split(",");
   traceFile = values.trace;
+  gcLogFile = values["gc-log"];
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];
   for (const t of targets) if (!TARGETS.includes(t)) throw new UsageError(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
