@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startRedis } from "@plate/testing";
 import type { RedisServer } from "@plate/testing";
 import { adminCall } from "./test-support/admin.js";
@@ -185,8 +185,13 @@ describe("webhooks across nodes on Redis", () => {
     redis = await startRedis();
     hook = await receiver(() => secret);
   });
+  // Each test's nodes end with it: a node left running polls the queues of the next test's plates
+  // with its own settings (a retry wait that grows to a minute, ten attempts), and takes their
+  // claims from the nodes the test started.
+  afterEach(() => {
+    for (const n of nodes.splice(0)) n.kill();
+  });
   afterAll(async () => {
-    for (const n of nodes) n.kill();
     hook?.server.close();
     await redis?.stop();
   });
@@ -257,6 +262,7 @@ describe("webhooks across nodes on Redis", () => {
         emitter.kill();
         resolve(frame);
       });
+      last.socket.once("close", () => resolve({ type: `closed before its answer (${last.closeCode})` }));
     });
     last.socket.send(JSON.stringify({ type: "presence.track", ref: "t", channel: "lost", state: "here" }));
     expect((await answer).type).toBe("ok");

@@ -160,14 +160,15 @@ return others
 /**
  * Holds a plate's first webhook events for the caller, unless another holds them or a retry is not
  * due. KEYS: the events (stream), their state (hash: until, retryAt, attempts). ARGV: count, leaseMs.
- * Answers nil, or {attempts, id, json, id, json, ...}.
+ * Answers 0 (held, or a retry not due: there are events), nil (none), or {attempts, id, json, id,
+ * json, ...}.
  */
 const WEBHOOK_CLAIM = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local st = redis.call('HMGET', KEYS[2], 'until', 'retryAt', 'attempts')
-if st[1] and tonumber(st[1]) > now then return false end
-if st[2] and tonumber(st[2]) > now then return false end
+if st[1] and tonumber(st[1]) > now then return 0 end
+if st[2] and tonumber(st[2]) > now then return 0 end
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))
 if #entries == 0 then return false end
 redis.call('HSET', KEYS[2], 'until', now + tonumber(ARGV[2]))
@@ -290,7 +291,7 @@ export interface StoreScripts {
   plateDeletePlate(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   plateDeleteKey(plateKeys: string, keyRecord: string, keyId: string, hash: string, control: string, payload: string): Promise<number>;
   plateSetIfPlate(plate: string, name: string, value: string): Promise<number>;
-  plateWebhookClaim(events: string, state: string, count: number, leaseMs: number): Promise<(string | number)[] | null>;
+  plateWebhookClaim(events: string, state: string, count: number, leaseMs: number): Promise<(string | number)[] | 0 | null>;
   plateWebhookDone(events: string, state: string, ...ids: string[]): Promise<number>;
   plateWebhookRetry(events: string, state: string, retryMs: number): Promise<number>;
   plateDeleteSigningKey(signingKeys: string, id: string, control: string, payload: string): Promise<number>;

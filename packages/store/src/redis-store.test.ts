@@ -270,6 +270,30 @@ describe("redis store", () => {
     expect(heard).toEqual([{ plateId: "acme", keyId: "k1" }]);
   });
 
+  it("keeps a plate with webhook events listed while other nodes poll it held or not yet due: a node killed mid-poll cannot strand its queue", async () => {
+    const prefix = freshPrefix();
+    const a = await node(prefix);
+    const b = await node(prefix);
+    const plate = `q-${uid()}` as PlateId;
+    await a.webhookPush(plate, ['{"n":1}'], 100);
+    // Every command Redis runs, as an operator's MONITOR shows them.
+    const monitor = await inspector().monitor();
+    const commands: string[] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => commands.push(args.join(" ")));
+    const held = await a.webhookClaim(plate, 10, 5_000);
+    expect(held?.events).toEqual(['{"n":1}']);
+    expect(await b.webhookClaim(plate, 10, 5_000)).toBeUndefined();
+    await a.webhookRetry(plate, 60_000);
+    expect(await b.webhookClaim(plate, 10, 5_000)).toBeUndefined();
+    await inspector().echo("end of polls");
+    expect(await eventually(() => commands.some((c) => c === "echo end of polls"), 2000)).toBe(true);
+    monitor.disconnect();
+    // Never off the list: a node that died between taking it off and putting it back would leave
+    // these events unsent until the plate's next one.
+    expect(commands.filter((c) => c.toLowerCase().startsWith("srem "))).toEqual([]);
+    expect(await b.webhookWaiting(1000)).toContain(plate);
+  });
+
   it("is ready once open, not after close, and closes twice without complaint", async () => {
     const store = await openStore(freshPrefix());
     expect(store.isReady()).toBe(true);

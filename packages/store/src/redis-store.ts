@@ -351,6 +351,8 @@ export class RedisStore implements Store {
   async webhookClaim(plateId: PlateId, count: number, leaseMs: number): Promise<WebhookClaim | undefined> {
     const names = this.#names;
     const reply = await this.#reach(this.#live.plateWebhookClaim(names.webhookEvents(plateId), names.webhookState(plateId), count, leaseMs));
+    // Held by another node, or its retry not due: its events wait, and the plate stays listed.
+    if (reply === 0) return undefined;
     if (reply === null) {
       // Nothing waits any more: off the list, unless events came meanwhile (the order makes it safe).
       await this.#unlistIfEmpty(plateId);
@@ -416,10 +418,18 @@ export class RedisStore implements Store {
   }
 
   /** Takes a plate off the waiting list, then puts it back if an event came in between. */
+  /**
+   * Takes a plate whose queue is empty off the list. The list is one key for every plate (a cluster
+   * cannot run it in a plate's script), so this is three calls, not one: a node that dies between
+   * the SREM and the SADD leaves the plate unlisted. Only a queue seen empty just before is unlisted,
+   * so that takes an event pushed in between as well; the plate's next event lists it again.
+   */
   async #unlistIfEmpty(plateId: PlateId): Promise<void> {
     const names = this.#names;
+    const events = names.webhookEvents(plateId);
+    if ((await this.#reach(this.#live.xlen(events))) > 0) return;
     await this.#reach(this.#live.srem(names.webhookWaiting, plateId));
-    if ((await this.#reach(this.#live.xlen(names.webhookEvents(plateId)))) > 0) await this.#reach(this.#live.sadd(names.webhookWaiting, plateId));
+    if ((await this.#reach(this.#live.xlen(events))) > 0) await this.#reach(this.#live.sadd(names.webhookWaiting, plateId));
   }
 
   async deleteSigningKey(plateId: PlateId, id: string): Promise<boolean> {
