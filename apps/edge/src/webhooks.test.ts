@@ -49,10 +49,16 @@ afterAll(() => {
   for (const c of clients) c.close();
 });
 
-async function member(base: string, plate: string, key: string, channel: string): Promise<WsClient & { clientId: string }> {
+/** A tracked member of `channel`; `onAnswer` runs the moment its track's answer arrives, before anything else. */
+async function member(base: string, plate: string, key: string, channel: string, onAnswer?: () => void): Promise<WsClient & { clientId: string }> {
   const client = await WsClient.connect(`${base}/${plate}/realtime?channel=${channel}`, { headers: { Authorization: `Bearer ${key}` } });
   clients.push(client);
   const ready = await client.waitFor("ready");
+  if (onAnswer !== undefined) {
+    client.socket.on("message", (data: Buffer) => {
+      if ((JSON.parse(data.toString("utf8")) as { ref?: string }).ref === "t") onAnswer();
+    });
+  }
   client.socket.send(JSON.stringify({ type: "presence.track", ref: "t", channel, state: "here" }));
   expect(await eventually(() => client.frames.some((f) => f.ref === "t"))).toBe(true);
   expect(client.frames.find((f) => f.ref === "t").type).toBe("ok");
@@ -252,21 +258,7 @@ describe("webhooks across nodes on Redis", () => {
     expect(await eventually(() => hook.received.filter((r) => r.status >= 300).length > failedBefore, 5000)).toBe(true);
     // The last one's track is answered, and the node is killed the moment the answer arrives: its
     // event was queued before the answer.
-    const last = await WsClient.connect(`${ws}/globex/realtime?channel=lost`, { headers: { Authorization: `Bearer ${KEYS.globex}` } });
-    clients.push(last);
-    const ready = await last.waitFor("ready");
-    const answer = new Promise<any>((resolve) => {
-      last.socket.on("message", (data: Buffer) => {
-        const frame = JSON.parse(data.toString("utf8"));
-        if (frame.ref !== "t") return;
-        emitter.kill();
-        resolve(frame);
-      });
-      last.socket.once("close", () => resolve({ type: `closed before its answer (${last.closeCode})` }));
-    });
-    last.socket.send(JSON.stringify({ type: "presence.track", ref: "t", channel: "lost", state: "here" }));
-    expect((await answer).type).toBe("ok");
-    members.push({ clientId: ready.clientId as string });
+    members.push(await member(ws, "globex", KEYS.globex, "lost", () => emitter.kill()));
     hook.down = false;
     const all = await eventually(() => deduped(hook.received, "globex").length >= 3, 10_000);
     if (!all) console.log(`delivered: ${JSON.stringify(deduped(hook.received, "globex"))}\nthe heir's log:\n${heir.stdout.slice(-4000)}\n${heir.stderr.slice(-2000)}`);

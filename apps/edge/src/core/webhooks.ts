@@ -141,9 +141,9 @@ export class Webhooks {
       at: new Date().toISOString(),
     };
     return this.#hookOf(plateId)
-      .then(async (hook) => {
+      .then((hook) => {
         if (hook === undefined || !hook.events.includes(name)) return;
-        await this.store.webhookPush(plateId, [JSON.stringify(event)], this.settings.maxQueued);
+        return this.store.webhookPush(plateId, [JSON.stringify(event)], this.settings.maxQueued);
       })
       .catch((err: unknown) => {
         this.metrics.webhookEvents.inc({ outcome: "dropped" });
