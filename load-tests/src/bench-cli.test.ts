@@ -23,7 +23,7 @@ describe("bench.js's command line", () => {
     const run = bench("--help");
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^usage: node load-tests\/dist\/bench\.js/);
-    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6", "--trace", "--gc-log"]) expect(run.stdout).toContain(name);
+    for (const name of ["plate-embedded", "plate-redis", "nchan", "nchan-redis", "bare-node", "w1-filtered", "w3-batch", "w6", "--trace", "--gc-log", "--plate-log"]) expect(run.stdout).toContain(name);
     expect(existsSync(OUT)).toBe(false);
   });
 
@@ -57,11 +57,12 @@ describe("bench.js's command line", () => {
     expect(readdirSync(profiles).filter((name) => name.endsWith(".cpuprofile"))).toHaveLength(1);
   }, 120_000);
 
-  it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with; and with --gc-log each Plate node's collections on the same clock", () => {
+  it("writes each fan-out step's sampled messages with --trace: every message once, in send order, on the clock perf stamps with; and with --gc-log each Plate node's collections on the same clock; and with --plate-log each node's log", () => {
     const trace = join(dir, "w1.trace");
     const gcLog = join(dir, "w1.gc");
+    const plateLog = join(dir, "w1.log");
     const before = Number(process.hrtime.bigint()) / 1e6;
-    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w1", "--out", join(dir, "quick.md"), "--jsonl", join(dir, "quick.jsonl"), "--trace", trace, "--gc-log", gcLog], {
+    const run = spawnSync(process.execPath, [BENCH, "--quick", "--runs", "1", "--targets", "plate-embedded", "--workloads", "w1", "--out", join(dir, "quick.md"), "--jsonl", join(dir, "quick.jsonl"), "--trace", trace, "--gc-log", gcLog, "--plate-log", plateLog], {
       encoding: "utf8",
       timeout: 90_000,
     });
@@ -73,7 +74,9 @@ describe("bench.js's command line", () => {
       ["W1", "plate-embedded", "sse", "CLOCK_MONOTONIC"],
       ["W1", "plate-embedded", "ws", "CLOCK_MONOTONIC"],
     ]);
-    const reports = readFileSync(join(dir, "quick.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { best: { firstReadMs: { samples: number } } });
+    const reports = readFileSync(join(dir, "quick.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { best: { firstReadMs: { samples: number } }; waitMs: { server: number; harness: number } });
+    // Each run says how long the node's and the harness's main threads waited for their CPU.
+    for (const r of reports) expect([r.waitMs.server >= 0, r.waitMs.harness >= 0]).toEqual([true, true]);
     for (const [i, { messages }] of lines.entries()) {
       // As many as the report's first reads summarise: every sampled message once.
       expect(messages.length).toBe(reports[i]!.best.firstReadMs.samples);
@@ -95,5 +98,11 @@ describe("bench.js's command line", () => {
       expect(c.mono + c.ms).toBeLessThan(after);
       expect(c.ms).toBeGreaterThanOrEqual(0);
     }
+    // Both nodes' logs at info, a JSON object a line: each said it was listening, on the embedded broker.
+    const logLines = readFileSync(plateLog, "utf8").trim().split("\n").map((line) => JSON.parse(line) as { level: string; msg: string; broker?: string });
+    expect(logLines.filter((l) => l.msg === "listening").map((l) => [l.level, l.broker])).toEqual([
+      ["info", "embedded"],
+      ["info", "embedded"],
+    ]);
   }, 120_000);
 });

@@ -117,6 +117,8 @@ let plateEnv: Record<string, string> = {};
 let traceFile: string | undefined;
 /** `--gc-log FILE`: every Plate node's collections go there (gc-log.ts). */
 let gcLogFile: string | undefined;
+/** `--plate-log FILE`: every Plate node's log (its standard output) is appended there. */
+let plateLogFile: string | undefined;
 /** The module a Plate node imports for `--gc-log`. */
 const GC_LOG_HOOK = new URL("./gc-log-hook.js", import.meta.url).href;
 
@@ -138,7 +140,9 @@ async function start(name: TargetName, env: Record<string, string> = {}): Promis
         plate: PLATE,
         key: KEY,
         nodeArgs: [...plateNodeArgs, ...gcLog.args, ...plateOnlyNodeArgs],
-        env: { ...env, ...plateEnv, ...gcLog.env },
+        // Its log at `info` (auto's switches of TCP_NODELAY, say) unless --plate-env sets LOG_LEVEL.
+        env: { ...(plateLogFile === undefined ? {} : { LOG_LEVEL: "info" }), ...env, ...plateEnv, ...gcLog.env },
+        ...(plateLogFile === undefined ? {} : { logFile: plateLogFile }),
       });
       server = plate;
       target = plateTarget({ name, port: plate.port, plate: PLATE, key: KEY, pids: [plate.pid] });
@@ -324,6 +328,8 @@ const USAGE = `usage: node load-tests/dist/bench.js [options]
                       CLOCK_MONOTONIC, first and last read (to line up with perf record -k mono)
   --gc-log FILE       every Plate node's collections, a JSON line each, appended: start on
                       CLOCK_MONOTONIC, pause and kind (to line up with --trace)
+  --plate-log FILE    every Plate node's log (its standard output, JSON lines at LOG_LEVEL info
+                      unless --plate-env sets it), appended
   -h, --help          this text
 `;
 
@@ -345,6 +351,7 @@ function parseCommandLine() {
         "plate-node-args": { type: "string" },
         trace: { type: "string" },
         "gc-log": { type: "string" },
+        "plate-log": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -366,6 +373,7 @@ async function main(): Promise<void> {
   if (values["plate-node-args"] !== undefined) plateOnlyNodeArgs = values["plate-node-args"].split(",");
   traceFile = values.trace;
   gcLogFile = values["gc-log"];
+  plateLogFile = values["plate-log"];
   const targets = values.targets.split(",") as TargetName[];
   const workloads = values.workloads.split(",") as WorkloadName[];
   for (const t of targets) if (!TARGETS.includes(t)) throw new UsageError(`unknown target ${t}; one of ${TARGETS.join(", ")}`);
@@ -440,7 +448,8 @@ function summaryLine(report: Report, run: number): string {
   const filtered = report.filtered ? `, wrong ${report.wrongDeliveries}` : "";
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
   const redis = report.redis === undefined ? "" : `, Redis ${report.redis.cpuUsPerPublish} µs CPU and ${report.redis.scriptUsPerPublish} µs of publish script per publish, ${report.redis.publishesPerScript} publishes per script`;
-  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s${redis}, harness CPU ${report.harnessCpuPct}%, dropped ${report.subscribersDropped})`;
+  const waited = report.waitMs === undefined ? "" : `, run-queue wait server ${report.waitMs.server} ms, harness ${report.waitMs.harness} ms`;
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s${redis}, harness CPU ${report.harnessCpuPct}%${waited}, dropped ${report.subscribersDropped})`;
 }
 
 function churnLine(r: ChurnReport, run: number): string {

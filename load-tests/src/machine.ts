@@ -36,3 +36,20 @@ export function sampleMachine(): { stop(): number[] } {
     },
   };
 }
+
+/**
+ * Milliseconds each of `pids` has spent ready to run but waiting for its CPU (the run queue) since
+ * it started: `/proc/PID/schedstat`'s second field, of the process's main thread only (its helper
+ * threads are not counted); 0 for a process that is gone. Over a run, the difference says how long
+ * something else held the CPU the main thread wanted: another process of the machine, the server's
+ * own helper threads or its Redis on the same core, or the kernel.
+ */
+export function runQueueWaitMs(pids: readonly number[]): number[] {
+  return pids.map((pid) => {
+    try {
+      return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e6;
+    } catch {
+      return 0;
+    }
+  });
+}

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,6 +69,8 @@ export interface PlateBenchOptions {
   readonly launcher?: readonly string[];
   /** How long it may take to answer /readyz, in ms (default `START_TIMEOUT_MS`). */
   readonly startTimeoutMs?: number;
+  /** A file the node's standard output (its JSON log) is appended to; by default it goes nowhere. */
+  readonly logFile?: string;
 }
 
 /** Starts W3's bare Node reference (bare-node.ts) pinned to `cpu`; `nodeArgs` as for Plate. */
@@ -87,8 +89,9 @@ export async function startPlate(options: PlateBenchOptions): Promise<Started> {
   const dataDir = mkdtempSync(join(tmpdir(), "plate-bench-"));
   const node = [...EDGE_NODE_FLAGS, ...(options.nodeArgs ?? []), EDGE_MAIN];
   const [command, args] = options.launcher === undefined ? pinned(options.cpu, process.execPath, node) : [options.launcher[0]!, [...options.launcher.slice(1), process.execPath, ...node]];
+  const log = options.logFile === undefined ? "ignore" : openSync(options.logFile, "a");
   const child = spawn(command, args, {
-    stdio: ["ignore", "ignore", "inherit"],
+    stdio: ["ignore", log, "inherit"],
     env: {
       ...process.env,
       PORT: String(port),
@@ -111,6 +114,8 @@ export async function startPlate(options: PlateBenchOptions): Promise<Started> {
       ...options.env,
     },
   });
+  // The child holds its own copy of the descriptor.
+  if (typeof log === "number") closeSync(log);
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, "plate", options.startTimeoutMs);
   return {
     port,

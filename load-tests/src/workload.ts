@@ -1,5 +1,6 @@
 import { appendFileSync, readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
+import { runQueueWaitMs } from "./machine.js";
 import { NO_USER, encodePayload, userFilter } from "./payload.js";
 import { ACCEPTED } from "./publisher.js";
 import type { Publisher } from "./publisher.js";
@@ -153,6 +154,14 @@ export interface FanoutReport {
    * the time inside the publish script (EVALSHA), and how many publishes one script carried.
    */
   readonly redis?: { readonly cpuUsPerPublish: number; readonly scriptUsPerPublish: number; readonly publishesPerScript: number };
+  /**
+   * How long, over the same span as `serverCpuS`, the server's main thread (summed over its
+   * processes, `target.pids`) and the harness's were ready to run while their CPU ran something
+   * else, in ms (`runQueueWaitMs`). A run whose server waited tens of ms measured the machine as
+   * much as the server: whatever took its core held every message in flight (docs/performance.md,
+   * 2026-12-06, twenty-fourth session).
+   */
+  readonly waitMs?: { readonly server: number; readonly harness: number };
 }
 
 /** Channel names of a run: distinct per run so runs never see each other's messages. */
@@ -262,6 +271,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const redisBefore = workload.redisPort === undefined ? undefined : await readCounters(workload.redisPort);
   const serverCpuBefore = processCpuSeconds(target.pids);
   const harnessCpuBefore = process.cpuUsage();
+  const waitBefore = runQueueWaitMs([...target.pids, process.pid]);
   const started = performance.now();
   try {
     if (workload.mode.kind === "max") await publishMax(workload.mode.durationMs, publishers.length, stats, sendOne);
@@ -273,6 +283,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const elapsedS = (performance.now() - started) / 1000;
   const harnessCpu = process.cpuUsage(harnessCpuBefore);
   const serverCpuS = processCpuSeconds(target.pids) - serverCpuBefore;
+  const waited = runQueueWaitMs([...target.pids, process.pid]).map((ms, i) => ms - waitBefore[i]!);
   const redisDelta = redisBefore === undefined ? undefined : delta(redisBefore, await readCounters(workload.redisPort!));
   const dropped = subscribers.filter((s) => s.closed).length;
   for (const p of publishers) p.close();
@@ -303,6 +314,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     wrongDeliveries: stats.wrong,
     subscribersNotWarmed: unwarmed,
     ...(redisDelta === undefined ? {} : { redis: redisPerPublish(redisDelta, stats.steps.reduce((sum, step) => sum + step.accepted, 0)) }),
+    waitMs: { server: Math.round(waited.slice(0, -1).reduce((a, b) => a + b, 0) * 10) / 10, harness: Math.round(waited[waited.length - 1]! * 10) / 10 },
   };
 }
 
