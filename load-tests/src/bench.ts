@@ -59,8 +59,8 @@ function sizes(quick: boolean) {
   return {
     w1Subscribers: quick ? 200 : 1000,
     w1Rate: 100,
-    /** Publishes every fixed-rate run's lead-in lasts for at least (`FanoutWorkload.leadInPublishes`): 12 s at W1's rate. */
-    leadInPublishes: quick ? 0 : 1200,
+    /** Publishes every fixed-rate run's lead-in lasts for at least (`FanoutWorkload.leadInPublishes`): 30 s at W1's rate. */
+    leadInPublishes: quick ? 0 : 3000,
     w1DurationMs: quick ? 3000 : 10_000,
     // W1-filtered runs at w1Rate (its CPU per message beside W1's) and at this rate, where each of
     // the w1Subscribers, whose filters each match 1 message in w1Subscribers, gets 1 msg/s.

@@ -89,7 +89,11 @@ export interface FanoutWorkload {
    * about 1,100 calls of a 300-byte function. At W1's 100 publishes/s, 15 s after a Plate node
    * started, 62% of the CPU samples of its publish path (an HTTP request read to the script
    * written to Redis) were still in baseline (unoptimised) code and that path took 0.51 ms (median);
-   * 60 s after, 2% and 0.33 ms (`perf record`, docs/performance.md, 2026-12-05). 0 or absent: `LEAD_IN_MS` alone.
+   * 60 s after, 2% and 0.33 ms (`perf record`, docs/performance.md, 2026-12-05). After a lead-in of
+   * 1,200 publishes V8 still compiled per-publish functions (the broker's publish, the fast lane's
+   * answer, 1-20 ms of compiler time each, 10-30 ms a second) on the node's one core all through
+   * W1's measured 10 s (`--trace-opt`, docs/performance.md, 2026-12-06): 3,000 publishes are the
+   * lead-in now. 0 or absent: `LEAD_IN_MS` alone.
    */
   readonly leadInPublishes?: number;
   /** The port of the target's Redis, whose own counters are then read around the run (Plate on Redis). */
