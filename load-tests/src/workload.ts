@@ -210,6 +210,11 @@ export function processCpuSeconds(pids: readonly number[]): number {
   return ticks / 100;
 }
 
+/** The run-queue waits so far (`runQueueWaitMs`) of the server's main threads, summed, and of the harness's. */
+function runQueueWaits(pids: readonly number[]): { server: number; harness: number } {
+  return { server: runQueueWaitMs(pids).reduce((a, b) => a + b, 0), harness: runQueueWaitMs([process.pid])[0]! };
+}
+
 /** Runs a fan-out workload (W1, W2, W3, W5) and reports it. */
 export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport> {
   const { target } = workload;
@@ -275,7 +280,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const redisBefore = workload.redisPort === undefined ? undefined : await readCounters(workload.redisPort);
   const serverCpuBefore = processCpuSeconds(target.pids);
   const harnessCpuBefore = process.cpuUsage();
-  const waitBefore = runQueueWaitMs([...target.pids, process.pid]);
+  const waitBefore = runQueueWaits(target.pids);
   const started = performance.now();
   try {
     if (workload.mode.kind === "max") await publishMax(workload.mode.durationMs, publishers.length, stats, sendOne);
@@ -287,7 +292,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const elapsedS = (performance.now() - started) / 1000;
   const harnessCpu = process.cpuUsage(harnessCpuBefore);
   const serverCpuS = processCpuSeconds(target.pids) - serverCpuBefore;
-  const waited = runQueueWaitMs([...target.pids, process.pid]).map((ms, i) => ms - waitBefore[i]!);
+  const waitAfter = runQueueWaits(target.pids);
   const redisDelta = redisBefore === undefined ? undefined : delta(redisBefore, await readCounters(workload.redisPort!));
   const dropped = subscribers.filter((s) => s.closed).length;
   for (const p of publishers) p.close();
@@ -318,7 +323,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     wrongDeliveries: stats.wrong,
     subscribersNotWarmed: unwarmed,
     ...(redisDelta === undefined ? {} : { redis: redisPerPublish(redisDelta, stats.steps.reduce((sum, step) => sum + step.accepted, 0)) }),
-    waitMs: { server: Math.round(waited.slice(0, -1).reduce((a, b) => a + b, 0) * 10) / 10, harness: Math.round(waited[waited.length - 1]! * 10) / 10 },
+    waitMs: { server: Math.round((waitAfter.server - waitBefore.server) * 10) / 10, harness: Math.round((waitAfter.harness - waitBefore.harness) * 10) / 10 },
   };
 }
 
