@@ -38,6 +38,8 @@ const WARM_CALLS = 200;
 const SETTINGS_ARGS = 25;
 const MESSAGES_ARG = 11;
 const SOURCE = "packages/broker/src/redis-history.ts";
+/** Where the number constants the script interpolates are defined. */
+const CONSTANTS = "packages/broker/src/broker.ts";
 
 const { values } = parseArgs({
   options: {
@@ -53,21 +55,35 @@ const rounds = Number(values.rounds);
 const calls = Number(values.calls);
 const capture = Number(values.capture);
 
-/** The publish script's Lua in a copy of redis-history.ts (its template literal, evaluated as TypeScript would). */
-function publishLua(source: string): string {
+/**
+ * The publish script's Lua in a copy of redis-history.ts (its template literal, evaluated as
+ * TypeScript would). What it interpolates (`${NAME}`) is a number constant of broker.ts
+ * (`constants`, the same revision's): `export const NAME = 16 * 1024;`.
+ */
+function publishLua(source: string, constants: string): string {
   const start = source.indexOf("const PUBLISH = `");
   const end = source.indexOf("`;\n", start);
   if (start < 0 || end < 0) throw new Error(`no PUBLISH script found in ${SOURCE}`);
   const raw = source.slice(start + "const PUBLISH = `".length, end);
-  if (raw.includes("${")) throw new Error("the PUBLISH script interpolates: read it from the built module instead");
-  // The template literal's escapes the script uses: \\ and \` (no interpolation).
-  return raw.replace(/\\([\\`$])/g, "$1");
+  // The template literal's escapes the script uses: \\ and \`; then its interpolations.
+  return raw.replace(/\\([\\`$])|\$\{(\w+)\}/g, (_, escaped: string | undefined, name: string | undefined) =>
+    escaped ?? String(numberConstant(constants, name!)),
+  );
+}
+
+/** The value of `export const NAME = ...;` in `source`, a product of decimal numbers. */
+function numberConstant(source: string, name: string): number {
+  const match = new RegExp(`export const ${name} = ([\\d_ *]+);`).exec(source);
+  if (match === null) throw new Error(`the PUBLISH script interpolates \${${name}}, not a number constant of ${CONSTANTS}`);
+  return match[1]!.split("*").reduce((product, factor) => product * Number(factor.trim().replaceAll("_", "")), 1);
 }
 
 const root = new URL("../../", import.meta.url);
+const atBase = (file: string) => execFileSync("git", ["show", `${values.base}:${file}`], { cwd: root, encoding: "utf8" });
+const inCheckout = (file: string) => readFileSync(new URL(file, root), "utf8");
 const scripts: [string, string][] = [
-  [values.base, publishLua(execFileSync("git", ["show", `${values.base}:${SOURCE}`], { cwd: root, encoding: "utf8" }))],
-  ["checkout", publishLua(readFileSync(new URL(SOURCE, root), "utf8"))],
+  [values.base, publishLua(atBase(SOURCE), atBase(CONSTANTS))],
+  ["checkout", publishLua(inCheckout(SOURCE), inCheckout(CONSTANTS))],
 ];
 
 /** The captured script's arguments cut to its first `count` messages (each is its letters, their arguments, its body). */
