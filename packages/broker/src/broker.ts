@@ -113,6 +113,13 @@ export const PUBLISH_BATCH_MESSAGES = 64;
 export const PUBLISH_BATCH_BYTES = 1024 * 1024;
 
 /**
+ * How many turns of the event loop past its own a publish may wait for others to share its script,
+ * while the node is busy publishing (the Redis broker's group commit: `RedisBroker.publish`). A
+ * turn without a new publish ends the wait; a lone publish does not wait.
+ */
+export const PUBLISH_GATHER_TURNS = 2;
+
+/**
  * The most bytes of payloads the Redis broker keeps as one history entry when a script publishes a
  * run of messages to one channel (redis-history.ts); a larger run is kept as an entry a message.
  * The channel's oldest entry is read again by each publish until its last message is dropped, so

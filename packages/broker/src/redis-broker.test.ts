@@ -257,6 +257,52 @@ describe("RedisBroker", () => {
     expect(got.filter((m) => m.id === last.id)).toEqual([last, last]);
   });
 
+  describe("publishes of consecutive turns (group commit)", () => {
+    /** Publish scripts Redis has run so far (EVAL and EVALSHA). */
+    const scripts = () =>
+      withClient(async (client) => {
+        const stats = await client.info("commandstats");
+        const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+        return calls("evalsha") + calls("eval");
+      });
+
+    /** Publishes `first` messages to acme's "orders" in this turn and `second` in the next; answers them and the scripts Redis ran for them. */
+    async function twoTurns(broker: RedisBroker, first: number, second: number) {
+      const before = await scripts();
+      const publishes = Array.from({ length: first }, (_, i) => broker.publish(message("acme", "orders", String(i))));
+      const next = new Promise<Promise<{ message: Message }>[]>((resolve) =>
+        setImmediate(() => resolve(Array.from({ length: second }, (_, i) => broker.publish(message("acme", "orders", String(first + i)))))),
+      );
+      const results = await Promise.all([...publishes, ...(await next)]);
+      return { messages: results.map((r) => r.message), scripts: (await scripts()) - before };
+    }
+
+    it("go in one script while the node is busy publishing, in order, each delivered once", async () => {
+      const keyPrefix = `g${randomBytes(4).toString("hex")}:`;
+      const publisher = await readyBroker({ keyPrefix });
+      const subscriber = await readyBroker({ keyPrefix });
+      const got: Message[] = [];
+      await subscriber.subscribe(exact("acme", "orders"), (m) => got.push(m));
+      // Busy: its last send carried more than one publish.
+      await Promise.all([publisher.publish(message("acme", "orders", '"a"')), publisher.publish(message("acme", "orders", '"b"'))]);
+      const { messages, scripts: ran } = await twoTurns(publisher, 5, 5);
+      expect(ran).toBe(1);
+      expect(messages.map((m) => m.body)).toEqual(["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+      for (let i = 1; i < messages.length; i++) expect(comparePositions(parsePosition(messages[i - 1]!.id)!, parsePosition(messages[i]!.id)!)).toBeLessThan(0);
+      expect(await until(() => got.length >= 12)).toBe(true);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got.slice(2)).toEqual(messages);
+    });
+
+    it("go in a script each when the node publishes one at a time: a lone publish waits for nothing but its turn's end", async () => {
+      const broker = await readyBroker({ keyPrefix: `g${randomBytes(4).toString("hex")}:` });
+      await broker.publish(message("acme", "orders", '"alone"'));
+      const { messages, scripts: ran } = await twoTurns(broker, 1, 1);
+      expect(ran).toBe(2);
+      expect(messages.map((m) => m.body)).toEqual(["0", "1"]);
+    });
+  });
+
   describe("what one turn publishes to a channel", () => {
     /** Five messages of every shape, published in one turn to acme's "orders" (one script, one run). */
     function turn(): PublishRequest[] {
