@@ -510,11 +510,18 @@ while first <= messages do
     end
     writeSweep()
     redis.call('PEXPIRE', marks, markArg)
+    -- The run's entry when it holds all of the run (its pub/sub message is the same text).
+    local runText = false
     if count > 0 then
       -- One XADD a run (or a message, without runs); the last trims what the run dropped.
       local stored = accPayload[accepted]
       if asRun then
-        stored = batchMark .. table.concat(accPayload, '\\30', keptFrom, accepted)
+        -- The mark joined to the first payload, not to the whole run (a copy of it the fewer).
+        local first = accPayload[keptFrom]
+        accPayload[keptFrom] = batchMark .. first
+        stored = table.concat(accPayload, '\\30', keptFrom, accepted)
+        accPayload[keptFrom] = first
+        if keptFrom == 1 then runText = stored end
       else
         for j = keptFrom, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
       end
@@ -533,20 +540,35 @@ while first <= messages do
     -- Pub/sub: a run of one message, or every message on its own, as it is; else the run at once,
     -- its payloads after the batch mark, separated by U+001E (which no payload holds). Each PUBLISH
     -- is a redis.call: one per run instead of one per message.
-    local lives = {}
+    -- A message with volatile metadata goes out with it before its payload (\`lives\` is a list of
+    -- its own only then).
+    local lives = accPayload
     for j = 1, accepted do
       local pre = M[accMsg[j] + 9]
-      if pre == '' then lives[j] = accPayload[j] else lives[j] = pre .. accPayload[j] end
+      if pre ~= '' then
+        if lives == accPayload then
+          lives = {}
+          for q = 1, j - 1 do lives[q] = accPayload[q] end
+        end
+        lives[j] = pre .. accPayload[j]
+      elseif lives ~= accPayload then
+        lives[j] = accPayload[j]
+      end
     end
     if batchMark == '' or accepted == 1 then
-      for _, live in ipairs(lives) do
+      for j = 1, accepted do
+        local live = lives[j]
         redis.call(PUB, channelPrefix .. channel, live)
         redis.call(PUB, plateWide, channel .. live)
       end
     else
-      -- The mark joined to the first payload, not to the whole run (a copy of it the fewer).
-      lives[1] = batchMark .. lives[1]
-      local all = table.concat(lives, '\\30')
+      local all = runText
+      if not all or lives ~= accPayload then
+        local first = lives[1]
+        lives[1] = batchMark .. first
+        all = table.concat(lives, '\\30', 1, accepted)
+        lives[1] = first
+      end
       redis.call(PUB, channelPrefix .. channel, all)
       redis.call(PUB, plateWide, channel .. all)
     end
