@@ -45,6 +45,15 @@ async function withClient<T>(use: (client: Redis) => Promise<T>): Promise<T> {
   }
 }
 
+/** Scripts Redis has run so far (EVAL and EVALSHA), as `INFO commandstats` counts them. */
+function scripts(): Promise<number> {
+  return withClient(async (client) => {
+    const stats = await client.info("commandstats");
+    const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    return calls("evalsha") + calls("eval");
+  });
+}
+
 runBrokerContract("redis", () => {
   // Every node is another RedisBroker (its own two connections) on the same Redis, under a prefix
   // of its own so tests never see each other's traffic.
@@ -154,11 +163,6 @@ describe("RedisBroker", () => {
     const plate = "acme" as PlateId;
     let last: Message | undefined;
     for (let i = 0; i < 3; i++) last = (await broker.publish(message("acme", `ch${i}`))).message;
-    const scripts = () => withClient(async (client) => {
-      const stats = await client.info("commandstats");
-      const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-      return calls("evalsha") + calls("eval");
-    });
     const before = await scripts();
     const channels = Array.from({ length: 50 }, (_, i) => `ch${i % 5}` as ChannelName);
     const [alone, together] = await Promise.all([
@@ -258,14 +262,6 @@ describe("RedisBroker", () => {
   });
 
   describe("publishes of consecutive turns (group commit)", () => {
-    /** Publish scripts Redis has run so far (EVAL and EVALSHA). */
-    const scripts = () =>
-      withClient(async (client) => {
-        const stats = await client.info("commandstats");
-        const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-        return calls("evalsha") + calls("eval");
-      });
-
     /** Publishes `first` messages to acme's "orders" in this turn and `second` in the next; answers them and the scripts Redis ran for them. */
     async function twoTurns(broker: RedisBroker, first: number, second: number) {
       const before = await scripts();

@@ -240,6 +240,15 @@ local function plan(channel)
   p.lapsed = redis.call('ZCOUNT', KEYS[6], '-inf', '(' .. now)
   return p
 end
+-- A run's text: the batch mark, then payloads[from..to] separated by U+001E. The mark is joined to
+-- the first payload, not to the whole run (a copy of it the fewer); \`payloads\` is left as it was.
+local function runOf(payloads, from, to)
+  local first = payloads[from]
+  payloads[from] = batchMark .. first
+  local text = table.concat(payloads, '\\30', from, to)
+  payloads[from] = first
+  return text
+end
 -- Idempotency records published by this script (written at the end of their message's run).
 local recorded = {}
 local replies = {}
@@ -516,11 +525,7 @@ while first <= messages do
       -- One XADD a run (or a message, without runs); the last trims what the run dropped.
       local stored = accPayload[accepted]
       if asRun then
-        -- The mark joined to the first payload, not to the whole run (a copy of it the fewer).
-        local first = accPayload[keptFrom]
-        accPayload[keptFrom] = batchMark .. first
-        stored = table.concat(accPayload, '\\30', keptFrom, accepted)
-        accPayload[keptFrom] = first
+        stored = runOf(accPayload, keptFrom, accepted)
         if keptFrom == 1 then runText = stored end
       else
         for j = keptFrom, accepted - 1 do redis.call('XADD', stream, accOrder[j], 'm', accPayload[j]) end
@@ -563,12 +568,7 @@ while first <= messages do
       end
     else
       local all = runText
-      if not all or lives ~= accPayload then
-        local first = lives[1]
-        lives[1] = batchMark .. first
-        all = table.concat(lives, '\\30', 1, accepted)
-        lives[1] = first
-      end
+      if not all or lives ~= accPayload then all = runOf(lives, 1, accepted) end
       redis.call(PUB, channelPrefix .. channel, all)
       redis.call(PUB, plateWide, channel .. all)
     end
