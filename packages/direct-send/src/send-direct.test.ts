@@ -5,7 +5,7 @@ import { PassThrough } from "node:stream";
 import type { Writable } from "node:stream";
 import { directSend } from "./index.js";
 import { afterEach, describe, expect, it } from "vitest";
-import { DIRECT_BATCH_MAX, closeDirectBatch, flushDirect, flushDirectFor, openDirectBatch, sendDirect } from "./send-direct.js";
+import { DIRECT_BATCH_FIRST, DIRECT_BATCH_MAX, closeDirectBatch, flushDirect, flushDirectFor, openDirectBatch, sendDirect } from "./send-direct.js";
 import type { FdMemo } from "./send-direct.js";
 import { destroyPairs, fdOf, keep, pair, readBytes } from "./test-support/sockets.js";
 
@@ -128,7 +128,8 @@ describe("sendDirect", () => {
 
 describe("sendDirect in a batch (openDirectBatch)", () => {
   it("holds a fan-out's writes until the batch closes, then every socket has its message", async () => {
-    const pairs = await Promise.all(Array.from({ length: 3 }, () => pair()));
+    // Fewer than the batch's first call sends.
+    const pairs = await Promise.all(Array.from({ length: DIRECT_BATCH_FIRST - 1 }, () => pair()));
     const bytes = message(1);
     const got = pairs.map(({ client }) => collect(client));
     openDirectBatch();
@@ -141,6 +142,28 @@ describe("sendDirect in a batch (openDirectBatch)", () => {
       closeDirectBatch();
     }
     for (const chunks of got) await eventually(() => expect(Buffer.concat(chunks).toString()).toBe(bytes.toString()));
+  });
+
+  it("sends a fan-out's first DIRECT_BATCH_FIRST writes as soon as they are queued, then twice as many at a time, while the batch is open", async () => {
+    const first = DIRECT_BATCH_FIRST;
+    const pairs = await Promise.all(Array.from({ length: first * 3 }, () => pair()));
+    const bytes = message(1);
+    const got = pairs.map(({ client }) => collect(client));
+    const arrived = (i: number) => Buffer.concat(got[i]!).toString() === bytes.toString();
+    openDirectBatch();
+    try {
+      for (let i = 0; i < first; i++) expect(write(pairs[i]!.server, bytes)).toBe("direct");
+      // The first call's worth has left while the fan-out goes on.
+      for (let i = 0; i < first; i++) await eventually(() => expect(arrived(i)).toBe(true));
+      // The next call takes twice as many: one short of that is held.
+      for (let i = first; i < first * 3 - 1; i++) expect(write(pairs[i]!.server, bytes)).toBe("direct");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(got.slice(first).map((chunks) => chunks.length)).toEqual(new Array<number>(first * 2).fill(0));
+      expect(write(pairs[first * 3 - 1]!.server, bytes)).toBe("direct");
+      for (let i = first; i < first * 3; i++) await eventually(() => expect(arrived(i)).toBe(true));
+    } finally {
+      closeDirectBatch();
+    }
   });
 
   it("sends a batch's writes whole and in order: past DIRECT_BATCH_MAX, a socket written twice, another Buffer, a write through Node after flushDirect", async () => {
