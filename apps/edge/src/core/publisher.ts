@@ -6,6 +6,12 @@ import type { Metrics } from "../metrics.js";
 import type { Limits } from "./tenancy.js";
 import type { Usage } from "./usage.js";
 
+/** What a publish needs of its plate (`Tenancy.settingsOf`). */
+export interface PublishSettings {
+  readonly retention: Retention;
+  readonly limits: Limits;
+}
+
 /** What a publish may add to its message. */
 export interface PublishOptions {
   readonly idempotency?: { readonly key: string; readonly owner: string } | undefined;
@@ -23,8 +29,11 @@ export interface PublishOptions {
 export class Publisher {
   constructor(
     private readonly broker: Broker,
-    /** The plate's history retention and limits in force (its own, else the node's), in one read. */
-    private readonly settingsOf: (plateId: PlateId) => Promise<{ readonly retention: Retention; readonly limits: Limits }>,
+    /**
+     * The plate's history retention and limits in force (its own, else the node's), in one read:
+     * at once when cached (`Tenancy.cachedSettings`: the publish goes on without an await).
+     */
+    private readonly settingsOf: (plateId: PlateId) => PublishSettings | Promise<PublishSettings>,
     private readonly metrics: Metrics,
     private readonly idempotencyWindowMs: number,
     /** `VOLATILE_MAX_BYTES`: the largest `volatile` a publish may carry, whatever route it came by. */
@@ -43,7 +52,8 @@ export class Publisher {
    */
   async publish(plateId: PlateId, channel: ChannelName, body: string, options: PublishOptions = {}): Promise<PublishResult> {
     const { idempotency, event, from, volatile } = options;
-    const { retention, limits } = await this.settingsOf(plateId);
+    const settings = this.settingsOf(plateId);
+    const { retention, limits } = settings instanceof Promise ? await settings : settings;
     const size = Buffer.byteLength(body);
     if (size > limits.maxMessageBytes) throw overSize(limits);
     if (volatile !== undefined && Buffer.byteLength(volatile) > this.volatileMaxBytes) throw this.#volatileTooLarge();

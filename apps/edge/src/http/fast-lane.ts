@@ -260,7 +260,10 @@ export class FastLane {
     const started = performance.now();
     const requestId = requestIdOf(request.headers["x-request-id"]);
     const headers = answerHeaders(services, request.headers.origin, requestId);
-    const readBody = (maxBytes: number) => (request.bodyBytes > maxBytes ? Promise.reject(tooLarge(maxBytes)) : Promise.resolve(request.body));
+    const readBody = (maxBytes: number) => {
+      if (request.bodyBytes > maxBytes) throw tooLarge(maxBytes);
+      return request.body;
+    };
     publishAnswer(services, request.match, request.headers, readBody).then(
       (text) => {
         headers["Content-Type"] = "application/json";
