@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
@@ -74,9 +74,12 @@ describe("bench.js's command line", () => {
       ["W1", "plate-embedded", "sse", "CLOCK_MONOTONIC"],
       ["W1", "plate-embedded", "ws", "CLOCK_MONOTONIC"],
     ]);
-    const reports = readFileSync(join(dir, "quick.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { best: { firstReadMs: { samples: number } }; waitMs: { server: number; harness: number } });
-    // Each run says how long the node's and the harness's main threads waited for their CPU.
+    const reports = readFileSync(join(dir, "quick.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { best: { firstReadMs: { samples: number } }; waitMs: { server: number; harness: number }; stealPct: number[] });
+    // Each run says how long the node's and the harness's main threads waited for their CPU, and
+    // how much of each CPU the host took (a share of each of the machine's CPUs).
     for (const r of reports) expect([r.waitMs.server >= 0, r.waitMs.harness >= 0]).toEqual([true, true]);
+    for (const r of reports) expect(r.stealPct.map((pct) => pct >= 0 && pct <= 100)).toEqual(cpus().map(() => true));
+    expect(run.stdout).toMatch(/, steal CPU 0 [\d.]+% CPU 1 [\d.]+%/);
     for (const [i, { messages }] of lines.entries()) {
       // As many as the report's first reads summarise: every sampled message once.
       expect(messages.length).toBe(reports[i]!.best.firstReadMs.samples);

@@ -449,7 +449,8 @@ function summaryLine(report: Report, run: number): string {
   const failures = Object.entries(b?.publishFailures ?? {}).map(([why, n]) => `${why} ${n}`).join(", ");
   const redis = report.redis === undefined ? "" : `, Redis ${report.redis.cpuUsPerPublish} µs CPU and ${report.redis.scriptUsPerPublish} µs of publish script per publish, ${report.redis.publishesPerScript} publishes per script`;
   const waited = report.waitMs === undefined ? "" : `, run-queue wait server ${report.waitMs.server} ms, harness ${report.waitMs.harness} ms`;
-  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s${redis}, harness CPU ${report.harnessCpuPct}%${waited}, dropped ${report.subscribersDropped})`;
+  const stolen = report.stealPct === undefined ? "" : `, steal ${report.stealPct.map((pct, cpu) => `CPU ${cpu} ${pct}%`).join(" ")}`;
+  return `run ${run} ${report.target} ${report.workload} ${report.transport}: ${best}${filtered}${failures === "" ? "" : `, failed: ${failures}`} (steps ${report.steps.length}, server CPU ${report.serverCpuPct}% = ${report.serverCpuS} s${redis}, harness CPU ${report.harnessCpuPct}%${waited}${stolen}, dropped ${report.subscribersDropped})`;
 }
 
 function churnLine(r: ChurnReport, run: number): string {

@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { cpus } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { runQueueWaitMs } from "./machine.js";
+import { runQueueWaitMs, sampleSteal } from "./machine.js";
 
 const started: ChildProcess[] = [];
 
@@ -37,5 +38,15 @@ describe("runQueueWaitMs", () => {
     // Above Linux's largest pid_max (2^22): never a process.
     expect(runQueueWaitMs([2 ** 22 + 1, process.pid]).map((ms) => ms >= 0)).toEqual([true, true]);
     expect(runQueueWaitMs([2 ** 22 + 1])).toEqual([0]);
+  });
+});
+
+describe("sampleSteal", () => {
+  it("answers, for each CPU of the machine, the % of its time the hypervisor took over the span", async () => {
+    const steal = sampleSteal();
+    await sleep(300);
+    const shares = steal.stop();
+    expect(shares).toHaveLength(cpus().length);
+    for (const pct of shares) expect(Number.isFinite(pct) && pct >= 0 && pct <= 100).toBe(true);
   });
 });

@@ -1,9 +1,11 @@
 import { readFileSync } from "node:fs";
 
-/** Jiffies of one CPU from `/proc/stat`: all of them, and those spent idle (idle + iowait). */
+/** Jiffies of one CPU from `/proc/stat`: all of them, those spent idle (idle + iowait), and those stolen. */
 interface CpuTimes {
   readonly total: number;
   readonly idle: number;
+  /** Time the hypervisor ran something else while this virtual CPU had work (steal). */
+  readonly steal: number;
 }
 
 function readCpus(): CpuTimes[] {
@@ -14,7 +16,7 @@ function readCpus(): CpuTimes[] {
     const fields = m[2]!.trim().split(/\s+/).map(Number);
     // user nice system idle iowait irq softirq steal (guest time is counted in user already).
     const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-    cpus[Number(m[1])] = { total, idle: fields[3]! + fields[4]! };
+    cpus[Number(m[1])] = { total, idle: fields[3]! + fields[4]!, steal: fields[7] ?? 0 };
   }
   return cpus;
 }
@@ -32,6 +34,27 @@ export function sampleMachine(): { stop(): number[] } {
         const b = before[i];
         const total = after.total - (b?.total ?? 0);
         return total <= 0 ? 0 : Math.round((1 - (after.idle - (b?.idle ?? 0)) / total) * 100);
+      });
+    },
+  };
+}
+
+/**
+ * The share of each CPU's time, from now until `stop()`, in % (one decimal), that the machine's
+ * hypervisor gave to something else while the CPU had work (`/proc/stat`'s steal). A virtual
+ * machine's host that runs other guests on its cores takes it from whatever was running: on
+ * 2026-12-06 a W3 run here lost 11% of CPU 0 and 18% of CPU 1 so, and the bare node did 11,000
+ * publishes/s where the same machine kind had done 30,000-37,000 (docs/performance.md). A run with
+ * steal measured the host as much as the server.
+ */
+export function sampleSteal(): { stop(): number[] } {
+  const before = readCpus();
+  return {
+    stop() {
+      return readCpus().map((after, i) => {
+        const b = before[i];
+        const total = after.total - (b?.total ?? 0);
+        return total <= 0 ? 0 : Math.round(((after.steal - (b?.steal ?? 0)) / total) * 1000) / 10;
       });
     },
   };

@@ -1,6 +1,6 @@
 import { appendFileSync, readFileSync } from "node:fs";
 import { HttpPublisher } from "./http-publisher.js";
-import { runQueueWaitMs } from "./machine.js";
+import { runQueueWaitMs, sampleSteal } from "./machine.js";
 import { NO_USER, encodePayload, userFilter } from "./payload.js";
 import { ACCEPTED } from "./publisher.js";
 import type { Publisher } from "./publisher.js";
@@ -166,6 +166,8 @@ export interface FanoutReport {
    * 2026-12-06, twenty-fourth session).
    */
   readonly waitMs?: { readonly server: number; readonly harness: number };
+  /** Of each CPU's time over the same span, the % the hypervisor gave to other guests (`sampleSteal`). */
+  readonly stealPct?: readonly number[];
 }
 
 /** Channel names of a run: distinct per run so runs never see each other's messages. */
@@ -281,6 +283,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const serverCpuBefore = processCpuSeconds(target.pids);
   const harnessCpuBefore = process.cpuUsage();
   const waitBefore = runQueueWaits(target.pids);
+  const steal = sampleSteal();
   const started = performance.now();
   try {
     if (workload.mode.kind === "max") await publishMax(workload.mode.durationMs, publishers.length, stats, sendOne);
@@ -293,6 +296,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
   const harnessCpu = process.cpuUsage(harnessCpuBefore);
   const serverCpuS = processCpuSeconds(target.pids) - serverCpuBefore;
   const waitAfter = runQueueWaits(target.pids);
+  const stealPct = steal.stop();
   const redisDelta = redisBefore === undefined ? undefined : delta(redisBefore, await readCounters(workload.redisPort!));
   const dropped = subscribers.filter((s) => s.closed).length;
   for (const p of publishers) p.close();
@@ -324,6 +328,7 @@ export async function runFanout(workload: FanoutWorkload): Promise<FanoutReport>
     subscribersNotWarmed: unwarmed,
     ...(redisDelta === undefined ? {} : { redis: redisPerPublish(redisDelta, stats.steps.reduce((sum, step) => sum + step.accepted, 0)) }),
     waitMs: { server: Math.round((waitAfter.server - waitBefore.server) * 10) / 10, harness: Math.round((waitAfter.harness - waitBefore.harness) * 10) / 10 },
+    stealPct,
   };
 }
 
