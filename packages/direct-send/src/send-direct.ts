@@ -27,7 +27,7 @@ export const DIRECT_BATCH_MAX = 64;
  * The writes an outermost batch (`openDirectBatch`) sends in its first call; each call after sends
  * up to twice as many as the one before, up to `DIRECT_BATCH_MAX`. A fan-out's first subscribers
  * get their message as soon as the first few are queued, not after 64: at W1 (load-tests, 1,000
- * subscribers, a message every 10 ms) the 64 took 53-58 µs of a node gone cold between messages, a
+ * subscribers, a message every 10 ms) the 64 took 50-58 µs of a node gone cold between messages, a
  * fifth of the 250 µs from reading the publish to its first send (Nginx took 41 µs for Nchan).
  * Ramping up costs a 1,000-subscriber fan-out three calls more (19 instead of 16). A batch sends
  * as soon as it holds as many as its call takes.

@@ -241,7 +241,7 @@ export class Tenancy {
    * with the plate's settings (`cachedSettings`), a publish whose key and plate are cached goes
    * from its request to the broker in one synchronous call. At W1 (load-tests, a publish every
    * 10 ms to 1,000 subscribers, a node gone cold between publishes) the fast lane's request to its
-   * key took 40-45 µs through `authenticate`, 18-28 this way (issue 18).
+   * key took 36-60 µs through `authenticate`, 18-31 this way (issue 18).
    */
   cachedKey(plateId: PlateId, header: string | undefined): KeyRecord | undefined {
     const secret = parseAuthorization(header);
