@@ -27,16 +27,7 @@ function readCpus(): CpuTimes[] {
  * CPU it says how much of a core something else took.
  */
 export function sampleMachine(): { stop(): number[] } {
-  const before = readCpus();
-  return {
-    stop() {
-      return readCpus().map((after, i) => {
-        const b = before[i];
-        const total = after.total - (b?.total ?? 0);
-        return total <= 0 ? 0 : Math.round((1 - (after.idle - (b?.idle ?? 0)) / total) * 100);
-      });
-    },
-  };
+  return sampleCpus((spent) => Math.round((1 - spent.idle / spent.total) * 100));
 }
 
 /**
@@ -48,13 +39,18 @@ export function sampleMachine(): { stop(): number[] } {
  * steal measured the host as much as the server.
  */
 export function sampleSteal(): { stop(): number[] } {
+  return sampleCpus((spent) => Math.round((spent.steal / spent.total) * 1000) / 10);
+}
+
+/** Each CPU's `share` of its jiffies from now until `stop()` (0 for a CPU that spent none). */
+function sampleCpus(share: (spent: CpuTimes) => number): { stop(): number[] } {
   const before = readCpus();
   return {
     stop() {
       return readCpus().map((after, i) => {
         const b = before[i];
         const total = after.total - (b?.total ?? 0);
-        return total <= 0 ? 0 : Math.round(((after.steal - (b?.steal ?? 0)) / total) * 1000) / 10;
+        return total <= 0 ? 0 : share({ total, idle: after.idle - (b?.idle ?? 0), steal: after.steal - (b?.steal ?? 0) });
       });
     },
   };
