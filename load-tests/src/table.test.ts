@@ -79,6 +79,14 @@ describe("CPU per message, filtered against unfiltered", () => {
     expect(marginalCpuUs(run, "sse")).toBeUndefined();
   });
 
+  it("has a row for each of issue 18's W1 latency targets, p50 and p99, of W1's own step", () => {
+    const p50 = ROWS.find((r) => r.label.startsWith("W1 100 msg/s") && r.label.includes("p50") && r.label.endsWith("(WS)"))!;
+    const p99 = ROWS.find((r) => r.label.startsWith("W1 100 msg/s") && r.label.includes("p99") && r.label.endsWith("(WS)"))!;
+    expect([p50.pick(run), p50.target]).toEqual([1, "≤ 1×"]);
+    expect([p99.pick(run), p99.target]).toEqual([3, "≤ 1×"]);
+    expect(p50.pick(run.slice(1))).toBeUndefined();
+  });
+
   it("sets the higher rate's CPU per message against W1's of the same run", () => {
     const row = ROWS.find(
       (r) => r.label.startsWith("W1-filtered") && r.label.includes("÷") && r.label.endsWith("(WS)"),

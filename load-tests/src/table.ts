@@ -71,6 +71,8 @@ function idleOf(reports: readonly Report[], transport: Transport): IdleReport | 
 }
 
 export const ROWS: Row[] = [
+  // Issue 18: W1's p50 and p99 each at most Nchan's.
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p50 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p50 })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, p99 latency (${t.toUpperCase()})`, unit: "ms", better: "lower", target: "≤ 1×", pick: (r) => fanoutOf(r, "W1", t)?.best?.latencyMs.p99 })),
   // Issue 18: the figure that decides how many nodes a deployment needs.
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1 100 msg/s × 1,000 subs, server CPU per delivery (${t.toUpperCase()})`, unit: "µs", better: "lower", target: "≤ 1×", pick: (r) => { const w1 = fanoutOf(r, "W1", t); return w1 === undefined ? undefined : cpuPerDeliveryUs(w1); } })),
@@ -88,7 +90,7 @@ export const ROWS: Row[] = [
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W1-filtered 1,000 msg/s, server CPU per published message ÷ W1's at 100 msg/s (${t.toUpperCase()})`, unit: "×", better: "lower", target: "—", nchan: "n/a (no filters)", pick: (r) => cpuAgainstW1(r, FILTERED_FAST, t) })),
   { label: "W6 presence churn, joins + leaves/s accepted, 1,000 members watching", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.changesPerS },
   { label: "W6 presence diffs delivered/s (each change to every watcher)", unit: "/s", better: "higher", target: "—", nchan: "n/a (no presence)", pick: (r) => churnOf(r)?.deliveredPerS },
-  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "—", pick: (r) => idleOf(r, t)?.kbPerConnection })),
+  ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, 2 s after opening (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => idleOf(r, t)?.kbPerConnection })),
   ...(["sse", "ws"] as const).map((t): Row => ({ label: `W4 memory per idle connection, at rest (${t.toUpperCase()})`, unit: "KB", better: "lower", target: "≤ 0.7×", pick: (r) => idleOf(r, t)?.kbPerConnectionAtRest })),
 ];
 
