@@ -150,7 +150,7 @@ export async function startEdge(config: Config, parts: EdgeParts = {}): Promise<
   );
   const subscriptions = new Subscriptions(connections, fanout, broker, retention, metrics, log, filters, (plateId) => tenancy.limitsOf(plateId), config.headReuseMs);
   const signedTokens = new SignedTokens(store, config.signedTokenClockSkewS);
-  const publisher = new Publisher(broker, (plateId) => tenancy.cachedSettings(plateId) ?? tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, config.volatileMaxBytes, usage);
+  const publisher = new Publisher(broker, (plateId) => tenancy.settingsOf(plateId), metrics, config.idempotencyWindowMs, config.volatileMaxBytes, usage);
   const clientPublishRate = new RateLimiter(config.clientPublishPlateRatePerS, config.clientPublishPlateBurst, "publishes from this plate's connections");
   const presence = new PresenceHub(
     broker,

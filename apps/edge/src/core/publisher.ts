@@ -31,7 +31,7 @@ export class Publisher {
     private readonly broker: Broker,
     /**
      * The plate's history retention and limits in force (its own, else the node's), in one read:
-     * at once when cached (`Tenancy.cachedSettings`: the publish goes on without an await).
+     * at once when cached (`Tenancy.settingsOf`: the publish goes on without an await).
      */
     private readonly settingsOf: (plateId: PlateId) => PublishSettings | Promise<PublishSettings>,
     private readonly metrics: Metrics,

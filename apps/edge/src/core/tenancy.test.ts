@@ -49,7 +49,7 @@ describe("Tenancy", () => {
     await setup;
     const before = { ...reads };
     const asked = Array.from({ length: 50 }, () => tenancy.authenticateSecret(PLATE, SECRET));
-    const retention = Array.from({ length: 50 }, () => tenancy.settingsOf(PLATE));
+    const retention = Array.from({ length: 50 }, () => Promise.resolve(tenancy.settingsOf(PLATE)));
     await new Promise((r) => setImmediate(r));
     release();
     const keys = await Promise.all(asked);

@@ -161,14 +161,14 @@ export class Tenancy {
   /**
    * A plate's history retention (its own `history`, else the node's defaults) and limits in force,
    * in one read: what a publish needs. Cached like keys: another node's change is seen within
-   * `KEY_CACHE_MS` (1 s by default).
+   * `KEY_CACHE_MS` (1 s by default). Answered at once when cached, so a publish whose key is
+   * cached too goes on without an await (`cachedKey`).
    */
-  async settingsOf(plateId: PlateId): Promise<PlateSettings> {
-    return this.cachedSettings(plateId) ?? this.#readSettings(plateId);
+  settingsOf(plateId: PlateId): PlateSettings | Promise<PlateSettings> {
+    return this.#cachedSettings(plateId) ?? this.#readSettings(plateId);
   }
 
-  /** A plate's settings when this node has them cached (see `settingsOf`, `cachedKey`), else undefined. */
-  cachedSettings(plateId: PlateId): PlateSettings | undefined {
+  #cachedSettings(plateId: PlateId): PlateSettings | undefined {
     const cached = this.#retention.get(plateId);
     return cached !== undefined && cached.untilMs > Date.now() ? cached.value : undefined;
   }
@@ -238,7 +238,7 @@ export class Tenancy {
   /**
    * The key `header` names when this node has it cached as a key of `plateId`; else undefined, and
    * `authenticate` finds or refuses it. A publish's common case without `authenticate`'s awaits:
-   * with the plate's settings (`cachedSettings`), a publish whose key and plate are cached goes
+   * with the plate's settings (`settingsOf`), a publish whose key and plate are cached goes
    * from its request to the broker in one synchronous call. At W1 (load-tests, a publish every
    * 10 ms to 1,000 subscribers, a node gone cold between publishes) the fast lane's request to its
    * key took 36-60 µs through `authenticate`, 18-31 this way (issue 18).
